@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages attestor's tests and demo need, only when something is
+# missing (quick and idempotent when all is there). Sourced by test.sh and demo.sh.
+set -euo pipefail
+
+ATTESTOR_DEBIAN_PACKAGES=(swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config openssl)
+
+attestor_install_deps() {
+    local missing=()
+    for pkg in "${ATTESTOR_DEBIAN_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    if ((${#missing[@]})); then
+        echo "installing Debian packages: ${missing[*]}" >&2
+        local sudo=()
+        [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+    fi
+    if ! command -v cargo >/dev/null; then
+        [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
+}

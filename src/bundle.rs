@@ -1,0 +1,113 @@
+//! The attestation bundle: one JSON document holding the DSSE envelope and the hardware
+//! evidence bound to it (schema in the README). Parsing checks shape only; trust is
+//! decided by [`crate::verify`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::dsse::Envelope;
+use crate::encoding::{b64, b64_list, hex_bytes};
+use crate::evidence::tpm::eventlog::EventLog;
+use crate::evidence::tpm::HashAlg;
+
+/// `type` of a version-1 bundle.
+pub const BUNDLE_TYPE: &str = "https://attestor.dev/bundle/v1";
+/// Bundles larger than this are refused before parsing (a real one is about 8 KiB).
+pub const MAX_BUNDLE_BYTES: usize = 1024 * 1024;
+
+/// Why bytes are not a bundle.
+#[derive(Debug, Error)]
+pub enum BundleError {
+    #[error("bundle is {0} bytes, over the {MAX_BUNDLE_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("bundle is not valid JSON of the bundle schema: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("bundle type is {0:?}, expected {BUNDLE_TYPE:?}")]
+    WrongType(String),
+}
+
+/// An attestation and its evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bundle {
+    #[serde(rename = "type")]
+    pub bundle_type: String,
+    /// Standard DSSE envelope whose payload is an in-toto Statement.
+    pub envelope: Envelope,
+    /// Verifier nonce folded into the evidence commitment (hex; empty when made offline).
+    #[serde(default, with = "hex_bytes", skip_serializing_if = "Vec::is_empty")]
+    pub nonce: Vec<u8>,
+    pub evidence: Evidence,
+}
+
+/// Hardware evidence, by root of trust: `{"tpm": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Evidence {
+    Tpm(TpmEvidence),
+}
+
+/// A TPM2_Quote and everything needed to check it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmEvidence {
+    pub quote: SignedAttest,
+    /// Bank of the quoted PCR values.
+    pub pcr_bank: HashAlg,
+    /// Value of every quoted PCR (hex), keyed by index.
+    pub pcrs: BTreeMap<u8, String>,
+    /// Measurements of the measured PCR since TPM reset.
+    pub event_log: EventLog,
+    /// Attestation key: marshalled TPMT_PUBLIC (base64).
+    #[serde(with = "b64")]
+    pub ak_public: Vec<u8>,
+    pub sealed_key: SealedKeyEvidence,
+    /// EK certificate (DER, base64) first, then any intermediates.
+    #[serde(with = "b64_list")]
+    pub ek_certificates: Vec<Vec<u8>>,
+}
+
+/// A TPM-signed TPMS_ATTEST (quote or certify) in TPM wire format.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedAttest {
+    /// Marshalled TPMS_ATTEST (base64): the signed message.
+    #[serde(with = "b64")]
+    pub attest: Vec<u8>,
+    /// Marshalled TPMT_SIGNATURE (base64).
+    #[serde(with = "b64")]
+    pub signature: Vec<u8>,
+}
+
+/// The DSSE signing key and the AK's certification that it lives in the TPM under policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedKeyEvidence {
+    /// Marshalled TPMT_PUBLIC (base64).
+    #[serde(with = "b64")]
+    pub public: Vec<u8>,
+    /// TPM2_Certify of `public` by the AK.
+    pub certification: SignedAttest,
+}
+
+impl Bundle {
+    /// Parses a bundle, refusing oversized or mistyped input.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, BundleError> {
+        if bytes.len() > MAX_BUNDLE_BYTES {
+            return Err(BundleError::TooLarge(bytes.len()));
+        }
+        let bundle: Bundle = serde_json::from_slice(bytes)?;
+        if bundle.bundle_type != BUNDLE_TYPE {
+            return Err(BundleError::WrongType(bundle.bundle_type));
+        }
+        Ok(bundle)
+    }
+
+    /// Pretty JSON for files and the wire.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Only strings, numbers and maps with string-like keys: serialisation cannot fail.
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+}

@@ -1,0 +1,218 @@
+//! Agent configuration (TOML). Relative paths are resolved against the config file's
+//! directory, so a config and the files it names can move together.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::collect::StatusSource;
+use crate::evidence::tpm::HashAlg;
+
+/// PCR that receives the policy kernel measurement unless configured otherwise; see
+/// [`TpmConfig::measured_pcr`] for why 13.
+pub const DEFAULT_MEASURED_PCR: u8 = 13;
+/// Default TCTI: the kernel's TPM resource manager.
+pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
+
+/// Why a configuration file is unusable.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path} is invalid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// Where the policy kernel keeps its configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyKernelFiles {
+    /// The active policy document (.toml or .json).
+    pub policy: PathBuf,
+    /// Other configuration files, hashed as raw bytes.
+    #[serde(default)]
+    pub config_files: Vec<PathBuf>,
+}
+
+/// TPM settings of the agent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmConfig {
+    /// TCTI in tss-esapi syntax; `--tcti` / `ATTESTOR_TCTI` take precedence.
+    pub tcti: Option<String>,
+    /// PCR extended with the policy kernel measurement. Default 13: PCRs 0–7 belong to
+    /// firmware and 8–12, 14, 15 are claimed by common Linux boot chains (grub, IMA,
+    /// systemd-stub, shim, systemd); 16 and 23 are resettable from locality 0 by any local
+    /// process, which would let an attacker replay an old measurement, and 17–22 need
+    /// localities the OS does not have. 13 is non-resettable and is what Google's
+    /// Confidential Space uses for workload measurements. Pick another free non-resettable
+    /// PCR if your boot chain uses 13 (systemd-stub measures system extensions there).
+    #[serde(default = "default_measured_pcr")]
+    pub measured_pcr: u8,
+    /// Bank that is quoted and that the sealed key's policy covers.
+    #[serde(default = "default_bank")]
+    pub pcr_bank: HashAlg,
+    /// Firmware/boot PCRs quoted alongside the measured one, for the profile to check.
+    #[serde(default = "default_firmware_pcrs")]
+    pub firmware_pcrs: Vec<u8>,
+    /// PEM file of EK certificate intermediates to ship in bundles (the TPM holds only the leaf).
+    pub ek_intermediates: Option<PathBuf>,
+}
+
+fn default_measured_pcr() -> u8 {
+    DEFAULT_MEASURED_PCR
+}
+fn default_bank() -> HashAlg {
+    HashAlg::Sha384
+}
+fn default_firmware_pcrs() -> Vec<u8> {
+    (0..8).collect()
+}
+
+impl Default for TpmConfig {
+    fn default() -> Self {
+        TpmConfig {
+            tcti: None,
+            measured_pcr: DEFAULT_MEASURED_PCR,
+            pcr_bank: default_bank(),
+            firmware_pcrs: default_firmware_pcrs(),
+            ek_intermediates: None,
+        }
+    }
+}
+
+/// Status source as written in TOML: exactly one of `file` or `url`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusToml {
+    file: Option<PathBuf>,
+    url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentToml {
+    state_dir: PathBuf,
+    policy_kernel: PolicyKernelFiles,
+    status: StatusToml,
+    #[serde(default)]
+    tpm: TpmConfig,
+}
+
+/// A loaded, path-resolved agent configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Where key blobs and the measurement log live (one subdirectory per TPM).
+    pub state_dir: PathBuf,
+    pub policy_kernel: PolicyKernelFiles,
+    pub status: StatusSource,
+    pub tpm: TpmConfig,
+}
+
+impl AgentConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses config text as if it were read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let raw: AgentToml = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &Path| base.join(p);
+        let status = match (raw.status.file, raw.status.url) {
+            (Some(file), None) => StatusSource::File(resolve(&file)),
+            (None, Some(url)) => StatusSource::Url(url),
+            _ => return Err(invalid("[status] needs exactly one of `file` or `url`".into())),
+        };
+        let mut tpm = raw.tpm;
+        check_pcr_choice(tpm.measured_pcr, &tpm.firmware_pcrs).map_err(invalid)?;
+        tpm.ek_intermediates = tpm.ek_intermediates.as_deref().map(resolve);
+        Ok(AgentConfig {
+            state_dir: resolve(&raw.state_dir),
+            policy_kernel: PolicyKernelFiles {
+                policy: resolve(&raw.policy_kernel.policy),
+                config_files: raw
+                    .policy_kernel
+                    .config_files
+                    .iter()
+                    .map(|p| resolve(p))
+                    .collect(),
+            },
+            status,
+            tpm,
+        })
+    }
+}
+
+/// PCRs that locality 0 can reset: a measurement there can be replayed.
+pub const RESETTABLE_PCRS: [u8; 2] = [16, 23];
+
+/// Refuses a measured PCR that can be reset or that collides with the quoted firmware PCRs.
+pub fn check_pcr_choice(measured: u8, firmware: &[u8]) -> Result<(), String> {
+    if RESETTABLE_PCRS.contains(&measured) {
+        return Err(format!(
+            "measured_pcr {measured} can be reset by any local process; choose a non-resettable PCR (default {DEFAULT_MEASURED_PCR})"
+        ));
+    }
+    if measured > 23 {
+        return Err(format!("measured_pcr {measured} does not exist (0-23)"));
+    }
+    if firmware.contains(&measured) || firmware.iter().any(|&p| p > 23) {
+        return Err("firmware_pcrs must be PCRs 0-23 other than measured_pcr".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_loads_with_paths_resolved() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/agent.toml");
+        let config = AgentConfig::load(&path).unwrap();
+        assert_eq!(config.tpm.measured_pcr, 13);
+        assert_eq!(config.tpm.pcr_bank, HashAlg::Sha384);
+        assert!(config.policy_kernel.policy.exists());
+        assert!(matches!(config.status, StatusSource::File(ref p) if p.exists()));
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_a_reason() {
+        let p = Path::new("/x/agent.toml");
+        let base = "state_dir = \"s\"\n[policy_kernel]\npolicy = \"p.toml\"\n";
+        for (text, needle) in [
+            ("garbage = [", "invalid"),
+            (&format!("{base}[status]\n") as &str, "exactly one"),
+            (
+                &format!("{base}[status]\nfile = \"a\"\nurl = \"http://127.0.0.1/\"\n"),
+                "exactly one",
+            ),
+            (
+                &format!("{base}[status]\nfile = \"a\"\n[tpm]\nmeasured_pcr = 23\n"),
+                "reset",
+            ),
+            (
+                &format!("{base}[status]\nfile = \"a\"\n[tpm]\npcr_bank = \"sha1\"\n"),
+                "invalid",
+            ),
+            (&format!("{base}[status]\nfile = \"a\"\nsurprise = 1\n"), "invalid"),
+        ] {
+            let err = AgentConfig::parse(text, p).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?} gave {err}");
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The measurement event log: every extend attestor made into the measured PCR since the
+//! TPM last reset, so a verifier can replay it to the quoted PCR value.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::HashAlg;
+
+/// Event type of a policy kernel configuration measurement.
+pub const EVENT_POLICY_KERNEL_CONFIG: &str = "attestor/policy-kernel-config/v1";
+/// A log longer than this is refused: one entry per configuration change per boot.
+pub const MAX_EVENTS: usize = 4096;
+
+/// One extend of the measured PCR.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasurementEvent {
+    pub pcr: u8,
+    pub event_type: String,
+    /// Digest extended into each bank (lowercase hex).
+    pub digests: BTreeMap<HashAlg, String>,
+    /// What was measured: the `kernel_config_hash` (hex) for policy kernel events.
+    pub data: String,
+    /// Unix seconds when the agent extended it (informative; not covered by the TPM).
+    pub timestamp: u64,
+}
+
+/// Why an event log does not replay.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum EventLogError {
+    #[error("event log has {0} entries, over the limit of {MAX_EVENTS}")]
+    TooLong(usize),
+    #[error("event {index} is for PCR {found}, expected {expected}")]
+    WrongPcr { index: usize, found: u8, expected: u8 },
+    #[error("event {index} has no {bank} digest")]
+    MissingDigest { index: usize, bank: &'static str },
+    #[error("event {index} has a malformed {bank} digest")]
+    BadDigest { index: usize, bank: &'static str },
+}
+
+/// The ordered measurements of one PCR since the last TPM reset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventLog {
+    pub events: Vec<MeasurementEvent>,
+}
+
+impl EventLog {
+    /// The PCR value these events produce from the all-zero reset value:
+    /// `pcr = H(pcr || digest)` per event (TPM2_PCR_Extend).
+    pub fn replay(&self, pcr: u8, bank: HashAlg) -> Result<Vec<u8>, EventLogError> {
+        if self.events.len() > MAX_EVENTS {
+            return Err(EventLogError::TooLong(self.events.len()));
+        }
+        let mut value = vec![0u8; bank.digest_len()];
+        for (index, event) in self.events.iter().enumerate() {
+            if event.pcr != pcr {
+                return Err(EventLogError::WrongPcr {
+                    index,
+                    found: event.pcr,
+                    expected: pcr,
+                });
+            }
+            let digest = event_digest(event, index, bank)?;
+            value = bank.digest_parts(&[&value, &digest]);
+        }
+        Ok(value)
+    }
+
+    /// The most recent measurement, i.e. what the PCR currently attests.
+    pub fn last(&self) -> Option<&MeasurementEvent> {
+        self.events.last()
+    }
+}
+
+fn event_digest(
+    event: &MeasurementEvent,
+    index: usize,
+    bank: HashAlg,
+) -> Result<Vec<u8>, EventLogError> {
+    let hex_digest = event
+        .digests
+        .get(&bank)
+        .ok_or(EventLogError::MissingDigest {
+            index,
+            bank: bank.name(),
+        })?;
+    hex::decode(hex_digest)
+        .ok()
+        .filter(|d| d.len() == bank.digest_len())
+        .ok_or(EventLogError::BadDigest {
+            index,
+            bank: bank.name(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(byte: u8) -> MeasurementEvent {
+        MeasurementEvent {
+            pcr: 13,
+            event_type: EVENT_POLICY_KERNEL_CONFIG.into(),
+            digests: [
+                (HashAlg::Sha384, hex::encode([byte; 48])),
+                (HashAlg::Sha256, hex::encode([byte; 32])),
+            ]
+            .into(),
+            data: hex::encode([byte; 48]),
+            timestamp: 0,
+        }
+    }
+
+    #[test]
+    fn replay_matches_pcr_extend() {
+        use sha2::{Digest, Sha384};
+        let log = EventLog {
+            events: vec![event(1), event(2)],
+        };
+        let mut expect = [0u8; 48].to_vec();
+        for b in [1u8, 2] {
+            let mut h = Sha384::new();
+            h.update(&expect);
+            h.update([b; 48]);
+            expect = h.finalize().to_vec();
+        }
+        assert_eq!(log.replay(13, HashAlg::Sha384).unwrap(), expect);
+        assert_eq!(
+            EventLog::default().replay(13, HashAlg::Sha384).unwrap(),
+            vec![0; 48]
+        );
+    }
+
+    #[test]
+    fn broken_entries_are_named() {
+        let mut log = EventLog {
+            events: vec![event(1), event(2)],
+        };
+        assert_eq!(
+            log.replay(14, HashAlg::Sha384),
+            Err(EventLogError::WrongPcr {
+                index: 0,
+                found: 13,
+                expected: 14
+            })
+        );
+        log.events[1].digests.insert(HashAlg::Sha384, "zz".into());
+        assert!(matches!(
+            log.replay(13, HashAlg::Sha384),
+            Err(EventLogError::BadDigest { index: 1, .. })
+        ));
+        log.events[1].digests.remove(&HashAlg::Sha384);
+        assert!(matches!(
+            log.replay(13, HashAlg::Sha384),
+            Err(EventLogError::MissingDigest { index: 1, .. })
+        ));
+    }
+}

@@ -1,0 +1,170 @@
+//! Software computation of TPM 2.0 policy digests (Library spec Part 3, 23.x), so a
+//! verifier can check a key's authPolicy without a TPM.
+//!
+//! Each policy command extends the session digest as
+//! `digest' = H(digest || TPM_CC_Policy<X> || command-specific data)`; a trial session
+//! starts from a zero digest of the session hash's length.
+
+use super::wire::{marshal_pcr_selection, PcrSelection};
+use super::HashAlg;
+
+/// TPM_CC_PolicyPCR.
+pub const TPM_CC_POLICY_PCR: u32 = 0x0000_017F;
+/// TPM_CC_PolicyCommandCode.
+pub const TPM_CC_POLICY_COMMAND_CODE: u32 = 0x0000_016C;
+/// TPM_CC_PolicyOR.
+pub const TPM_CC_POLICY_OR: u32 = 0x0000_0171;
+/// TPM_CC_Certify, the command the sealed key's second policy branch allows.
+pub const TPM_CC_CERTIFY: u32 = 0x0000_0148;
+
+/// TPML_DIGEST holds 2..=8 digests in a PolicyOR.
+const MIN_OR_BRANCHES: usize = 2;
+const MAX_OR_BRANCHES: usize = 8;
+
+/// Why a policy digest could not be computed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// PolicyOR takes between 2 and 8 branches (TPML_DIGEST in TPM2_PolicyOR).
+    #[error("PolicyOR needs 2 to 8 branches, got {0}")]
+    BranchCount(usize),
+    /// A PolicyOR branch is not a digest of the policy's hash algorithm.
+    #[error("PolicyOR branch {index} is {len} bytes, expected {expected} ({alg})")]
+    BranchLength {
+        index: usize,
+        len: usize,
+        expected: usize,
+        alg: &'static str,
+    },
+}
+
+/// The initial digest of a policy session: all zeros, hash length.
+pub fn zero_digest(alg: HashAlg) -> Vec<u8> {
+    vec![0u8; alg.digest_len()]
+}
+
+/// PolicyPCR: H(prior || TPM_CC_PolicyPCR || TPML_PCR_SELECTION || H(concat values)), where
+/// both hashes are the policy's `alg` and `values` are in selection order. `prior` must be
+/// a digest of `alg` (e.g. [`zero_digest`]), as the TPM's session digest always is.
+pub fn policy_pcr(
+    alg: HashAlg,
+    prior: &[u8],
+    selection: &[PcrSelection],
+    values: &[&[u8]],
+) -> Vec<u8> {
+    let pcr_digest = alg.digest_parts(values);
+    let selection = marshal_pcr_selection(selection);
+    alg.digest_parts(&[
+        prior,
+        &TPM_CC_POLICY_PCR.to_be_bytes(),
+        &selection,
+        &pcr_digest,
+    ])
+}
+
+/// PolicyCommandCode: H(prior || TPM_CC_PolicyCommandCode || command_code).
+pub fn policy_command_code(alg: HashAlg, prior: &[u8], command_code: u32) -> Vec<u8> {
+    alg.digest_parts(&[
+        prior,
+        &TPM_CC_POLICY_COMMAND_CODE.to_be_bytes(),
+        &command_code.to_be_bytes(),
+    ])
+}
+
+/// PolicyOR: H(zeros || TPM_CC_PolicyOR || branch_1 || ... || branch_n); the TPM resets the
+/// prior digest to zero, so the result does not depend on it.
+pub fn policy_or(alg: HashAlg, branches: &[&[u8]]) -> Result<Vec<u8>, PolicyError> {
+    if !(MIN_OR_BRANCHES..=MAX_OR_BRANCHES).contains(&branches.len()) {
+        return Err(PolicyError::BranchCount(branches.len()));
+    }
+    if let Some((index, b)) = branches
+        .iter()
+        .enumerate()
+        .find(|(_, b)| b.len() != alg.digest_len())
+    {
+        return Err(PolicyError::BranchLength {
+            index,
+            len: b.len(),
+            expected: alg.digest_len(),
+            alg: alg.name(),
+        });
+    }
+    Ok(policy_or_unchecked(alg, branches))
+}
+
+fn policy_or_unchecked(alg: HashAlg, branches: &[&[u8]]) -> Vec<u8> {
+    let zero = zero_digest(alg);
+    let cc = TPM_CC_POLICY_OR.to_be_bytes();
+    let mut parts: Vec<&[u8]> = vec![&zero, &cc];
+    parts.extend_from_slice(branches);
+    alg.digest_parts(&parts)
+}
+
+/// The authPolicy of attestor's sealed signing key:
+/// PolicyOR(PolicyPCR(selection, values), PolicyCommandCode(TPM_CC_Certify)), so it signs
+/// only in the measured state yet can still be certified by the AK.
+pub fn sealed_key_policy(alg: HashAlg, selection: &[PcrSelection], values: &[&[u8]]) -> Vec<u8> {
+    let zero = zero_digest(alg);
+    let pcr_branch = policy_pcr(alg, &zero, selection, values);
+    let certify_branch = policy_command_code(alg, &zero, TPM_CC_CERTIFY);
+    // Two branches, both of alg's length: exactly what policy_or validates.
+    policy_or_unchecked(alg, &[&pcr_branch, &certify_branch])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_or_validates_branches() {
+        let d: &[u8] = &[0u8; 48];
+        assert_eq!(
+            policy_or(HashAlg::Sha384, &[d]),
+            Err(PolicyError::BranchCount(1))
+        );
+        assert_eq!(
+            policy_or(HashAlg::Sha384, &[d; 9]),
+            Err(PolicyError::BranchCount(9))
+        );
+        assert!(matches!(
+            policy_or(HashAlg::Sha384, &[d, &d[..32]]),
+            Err(PolicyError::BranchLength {
+                index: 1,
+                len: 32,
+                ..
+            })
+        ));
+        assert!(policy_or(HashAlg::Sha384, &[d; 8]).is_ok());
+    }
+
+    #[test]
+    fn policy_command_code_matches_spec_layout() {
+        let zero = zero_digest(HashAlg::Sha256);
+        let mut pre = zero.clone();
+        pre.extend([0, 0, 1, 0x6c, 0, 0, 1, 0x48]);
+        assert_eq!(
+            policy_command_code(HashAlg::Sha256, &zero, TPM_CC_CERTIFY),
+            HashAlg::Sha256.digest(&pre)
+        );
+    }
+
+    #[test]
+    fn sealed_key_policy_is_or_of_branches() {
+        let sel = [PcrSelection {
+            bank: HashAlg::Sha384,
+            pcrs: vec![13],
+        }];
+        let v = [7u8; 48];
+        let zero = zero_digest(HashAlg::Sha384);
+        let a = policy_pcr(HashAlg::Sha384, &zero, &sel, &[&v]);
+        let b = policy_command_code(HashAlg::Sha384, &zero, TPM_CC_CERTIFY);
+        assert_eq!(
+            sealed_key_policy(HashAlg::Sha384, &sel, &[&v]),
+            policy_or(HashAlg::Sha384, &[&a, &b]).unwrap()
+        );
+        // Branch order matters to the TPM's hash.
+        assert_ne!(
+            sealed_key_policy(HashAlg::Sha384, &sel, &[&v]),
+            policy_or(HashAlg::Sha384, &[&b, &a]).unwrap()
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! `attestor` command line: one binary, one subcommand per job.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use attestor::agent::Agent;
+use attestor::bundle::Bundle;
+use attestor::collect::{self, PolicyKernelConfig};
+use attestor::config::{AgentConfig, DEFAULT_TCTI};
+use attestor::profiles::Profile;
+use attestor::verify::{self, Expectations};
+
+#[derive(Parser)]
+#[command(name = "attestor", version, about = "Runtime attestation with a hardware root of trust")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    /// Agent configuration file (TOML).
+    #[arg(long)]
+    config: PathBuf,
+    /// TPM in tss-esapi TCTI syntax, e.g. swtpm:host=127.0.0.1,port=2321
+    /// [default: config's tpm.tcti, else device:/dev/tpmrm0]
+    #[arg(long, env = "ATTESTOR_TCTI")]
+    tcti: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Provision this TPM's keys and measure the policy kernel (done on first use anyway).
+    Init(AgentArgs),
+    /// Produce one attestation bundle.
+    Attest {
+        #[command(flatten)]
+        agent: AgentArgs,
+        /// Where to write the bundle (JSON).
+        #[arg(long)]
+        out: PathBuf,
+        /// Verifier nonce (hex) to fold into the evidence commitment.
+        #[arg(long, default_value = "")]
+        nonce: String,
+    },
+    /// Seal a new signing key to the current measurement, after an approved config change.
+    Reseal(AgentArgs),
+    /// Verify a bundle offline; exits 0 only if every check holds.
+    Verify {
+        /// Bundle file (JSON).
+        bundle: PathBuf,
+        /// Firmware profile (TOML) with the platform's reference values.
+        #[arg(long)]
+        profile: PathBuf,
+        /// Expected policy_hash (hex).
+        #[arg(long)]
+        policy_hash: Option<String>,
+        /// Nonce (hex) the evidence must commit to.
+        #[arg(long, default_value = "")]
+        nonce: String,
+    },
+    /// Print the policy_hash of a policy document (to set as the expected value).
+    PolicyHash {
+        /// Policy document (.toml or .json).
+        policy: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    // The TPM library logs refused commands (such as a drifted policy) to stderr by
+    // itself; attestor reports them as typed errors instead.
+    if std::env::var_os("TSS2_LOG").is_none() {
+        std::env::set_var("TSS2_LOG", "all+none");
+    }
+    match run(Cli::parse().command) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode, String> {
+    match command {
+        Command::Init(args) => {
+            let (mut agent, kernel) = open_agent(&args)?;
+            agent.init(&kernel).map_err(|e| e.to_string())?;
+            println!("agent state ready in {}", agent.state_dir().display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reseal(args) => {
+            let (mut agent, kernel) = open_agent(&args)?;
+            agent.reseal(&kernel).map_err(|e| e.to_string())?;
+            println!(
+                "signing key resealed to kernel_config_hash {}",
+                hex::encode(kernel.kernel_config_hash)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Attest { agent, out, nonce } => {
+            let nonce = decode_hex("--nonce", &nonce)?;
+            let config = load_config(&agent.config)?;
+            let status = runtime()?
+                .block_on(config.status.read())
+                .map_err(|e| e.to_string())?;
+            let (mut agent, kernel) = open_agent_with(&agent, config)?;
+            let bundle = agent
+                .attest(&kernel, &status, &nonce)
+                .map_err(|e| e.to_string())?;
+            std::fs::write(&out, bundle.to_json())
+                .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+            println!("wrote {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify {
+            bundle,
+            profile,
+            policy_hash,
+            nonce,
+        } => {
+            let bytes = std::fs::read(&bundle)
+                .map_err(|e| format!("cannot read {}: {e}", bundle.display()))?;
+            let parsed = Bundle::from_json(&bytes).map_err(|e| e.to_string())?;
+            let profile = Profile::load(&profile).map_err(|e| e.to_string())?;
+            let expect = Expectations {
+                policy_hash,
+                nonce: decode_hex("--nonce", &nonce)?,
+                now: None,
+            };
+            match verify::verify_bundle(&parsed, &profile, &expect) {
+                Ok(v) => {
+                    println!(
+                        "OK: attestation {} of policy {} verified against profile {:?} \
+                         (TPM reset {} restart {})",
+                        v.claims.attestation_id,
+                        v.claims.policy_hash,
+                        profile.name,
+                        v.clock.reset_count,
+                        v.clock.restart_count
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!("FAILED {}: {}", e.check, e.reason);
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Command::PolicyHash { policy } => {
+            let hash = collect::policy_hash_of(&policy).map_err(|e| e.to_string())?;
+            println!("{}", hex::encode(hash));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn load_config(path: &Path) -> Result<AgentConfig, String> {
+    AgentConfig::load(path).map_err(|e| e.to_string())
+}
+
+fn open_agent(args: &AgentArgs) -> Result<(Agent, PolicyKernelConfig), String> {
+    open_agent_with(args, load_config(&args.config)?)
+}
+
+fn open_agent_with(
+    args: &AgentArgs,
+    config: AgentConfig,
+) -> Result<(Agent, PolicyKernelConfig), String> {
+    let kernel = collect::read_policy_kernel(
+        &config.policy_kernel.policy,
+        &config.policy_kernel.config_files,
+    )
+    .map_err(|e| e.to_string())?;
+    let tcti = args
+        .tcti
+        .clone()
+        .or_else(|| config.tpm.tcti.clone())
+        .unwrap_or_else(|| DEFAULT_TCTI.to_string());
+    let agent = Agent::open(config, &tcti).map_err(|e| e.to_string())?;
+    Ok((agent, kernel))
+}
+
+fn decode_hex(flag: &str, text: &str) -> Result<Vec<u8>, String> {
+    hex::decode(text).map_err(|e| format!("{flag} is not hex: {e}"))
+}

@@ -1,0 +1,436 @@
+//! The offline verifier: the only place that decides whether a bundle is trusted.
+//!
+//! Checks run in a fixed order and the first failure is reported with the [`Check`] it
+//! belongs to. The order is chosen so each broken binding is reported as itself: the
+//! envelope signature is checked before the quote's binding to the envelope, the PCR
+//! digest before the event-log replay, and content checks (freshness, policy) last.
+
+use std::time::SystemTime;
+
+use aws_lc_rs::constant_time::verify_slices_are_equal;
+use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
+use thiserror::Error;
+
+use crate::bundle::{Bundle, Evidence, SignedAttest, TpmEvidence};
+use crate::claims::{Claims, Statement, PAYLOAD_TYPE};
+use crate::dsse::{self, VerifyingKey};
+use crate::evidence::tpm::wire::{self, Attest, Attested, EccPublic, PcrSelection};
+use crate::evidence::tpm::{policy, HashAlg};
+use crate::evidence::{certchain, tpm_commitment};
+use crate::profiles::{Profile, TpmProfile};
+
+/// The checks, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    EkChain,
+    AttestationKey,
+    SealedKeyCertification,
+    EnvelopeSignature,
+    Statement,
+    QuoteSignature,
+    QuoteBinding,
+    PcrDigest,
+    FirmwarePcrs,
+    EventLogReplay,
+    SealedKeyPolicy,
+    MeasurementMatchesClaims,
+    Freshness,
+    PolicyHash,
+}
+
+impl Check {
+    /// Stable, kebab-case name used in CLI output and by the ledger.
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::EkChain => "ek-chain",
+            Check::AttestationKey => "attestation-key",
+            Check::SealedKeyCertification => "sealed-key-certification",
+            Check::EnvelopeSignature => "envelope-signature",
+            Check::Statement => "statement",
+            Check::QuoteSignature => "quote-signature",
+            Check::QuoteBinding => "quote-binding",
+            Check::PcrDigest => "pcr-digest",
+            Check::FirmwarePcrs => "firmware-pcrs",
+            Check::EventLogReplay => "event-log-replay",
+            Check::SealedKeyPolicy => "sealed-key-policy",
+            Check::MeasurementMatchesClaims => "measurement-matches-claims",
+            Check::Freshness => "freshness",
+            Check::PolicyHash => "policy-hash",
+        }
+    }
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The first check a bundle failed, and why.
+#[derive(Debug, Error)]
+#[error("check {check} failed: {reason}")]
+pub struct VerifyError {
+    pub check: Check,
+    pub reason: String,
+}
+
+fn fail(check: Check, reason: impl std::fmt::Display) -> VerifyError {
+    VerifyError {
+        check,
+        reason: reason.to_string(),
+    }
+}
+
+/// What the caller expects beyond the profile.
+#[derive(Debug, Clone, Default)]
+pub struct Expectations {
+    /// Required `policy_hash` (lowercase hex); `None` skips only that check.
+    pub policy_hash: Option<String>,
+    /// Verifier nonce the evidence must commit to (empty offline).
+    pub nonce: Vec<u8>,
+    /// "Now" for freshness and certificate validity; `None` means the system clock.
+    pub now: Option<SystemTime>,
+}
+
+/// A bundle that passed every check, with what later stages need.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub claims: Claims,
+    /// The exact payload bytes the signature covers.
+    pub payload: Vec<u8>,
+    /// AK public area (TPMT_PUBLIC) the quote is signed with.
+    pub ak_public: Vec<u8>,
+    /// TPM clock of the quote, for reboot and replay detection. `safe == 0` (after an
+    /// unorderly TPM shutdown, until the TPM next saves its clock) is accepted: the clock
+    /// then must not be trusted for ordering, which is the ledger's concern, not a reason to
+    /// refuse every host after a power loss.
+    pub clock: wire::ClockInfo,
+}
+
+/// Runs every check on a bundle against a profile.
+pub fn verify_bundle(
+    bundle: &Bundle,
+    profile: &Profile,
+    expect: &Expectations,
+) -> Result<Verified, VerifyError> {
+    let now = expect.now.unwrap_or_else(SystemTime::now);
+    match &bundle.evidence {
+        Evidence::Tpm(evidence) => {
+            let verified = verify_tpm(bundle, evidence, &profile.tpm, expect, now)?;
+            check_claims(&verified.claims, profile, expect, now)?;
+            Ok(verified)
+        }
+    }
+}
+
+fn verify_tpm(
+    bundle: &Bundle,
+    ev: &TpmEvidence,
+    profile: &TpmProfile,
+    expect: &Expectations,
+    now: SystemTime,
+) -> Result<Verified, VerifyError> {
+    // Is the TPM genuine?
+    let (ek_leaf, bundle_intermediates) = ev
+        .ek_certificates
+        .split_first()
+        .ok_or_else(|| fail(Check::EkChain, "bundle carries no EK certificate"))?;
+    let mut intermediates = bundle_intermediates.to_vec();
+    intermediates.extend(profile.ek_intermediates.iter().cloned());
+    certchain::verify_chain(ek_leaf, &intermediates, &profile.ek_trust_anchors, now)
+        .map_err(|e| fail(Check::EkChain, e))?;
+
+    // Is the AK a TPM-resident restricted signing key of the expected kind?
+    let ak = wire::parse_public(&ev.ak_public).map_err(|e| fail(Check::AttestationKey, e))?;
+    let a = ak.object_attributes;
+    if !(a.fixed_tpm()
+        && a.fixed_parent()
+        && a.sensitive_data_origin()
+        && a.restricted()
+        && a.sign()
+        && !a.decrypt())
+    {
+        return Err(fail(
+            Check::AttestationKey,
+            "AK must be fixedTPM, fixedParent, sensitiveDataOrigin, restricted, sign-only",
+        ));
+    }
+    check_p384_ecdsa_sha384(&ak).map_err(|e| fail(Check::AttestationKey, e))?;
+    let ak_key = ak
+        .sec1_uncompressed()
+        .map_err(|e| fail(Check::AttestationKey, e))?;
+
+    // Does the AK vouch that the sealed key lives in this TPM?
+    let sealed = &ev.sealed_key;
+    let certify = verified_attest(&sealed.certification, &ak_key)
+        .map_err(|e| fail(Check::SealedKeyCertification, e))?;
+    let certified_name = match &certify.attested {
+        Attested::Certify { name, .. } if certify.attest_type == wire::TPM_ST_ATTEST_CERTIFY => {
+            name
+        }
+        _ => {
+            return Err(fail(
+                Check::SealedKeyCertification,
+                "certification is not a TPM2_Certify attestation",
+            ))
+        }
+    };
+    let sealed_key = wire::parse_public(&sealed.public)
+        .map_err(|e| fail(Check::SealedKeyCertification, e))?;
+    let name_alg = sealed_key.name_alg;
+    if wire::object_name(&sealed.public, name_alg) != *certified_name {
+        return Err(fail(
+            Check::SealedKeyCertification,
+            "certified name is not the name of the bundle's sealed key",
+        ));
+    }
+    let s = sealed_key.object_attributes;
+    if !(s.fixed_tpm()
+        && s.fixed_parent()
+        && s.sensitive_data_origin()
+        && s.sign()
+        && !s.restricted()
+        && !s.user_with_auth())
+    {
+        return Err(fail(
+            Check::SealedKeyCertification,
+            "sealed key must be fixedTPM, fixedParent, sensitiveDataOrigin, sign, not \
+             restricted, and usable only through its policy (userWithAuth clear)",
+        ));
+    }
+    check_p384_ecdsa_sha384(&sealed_key).map_err(|e| fail(Check::SealedKeyCertification, e))?;
+
+    // Did that key sign this envelope?
+    let sealed_point = sealed_key
+        .sec1_uncompressed()
+        .map_err(|e| fail(Check::SealedKeyCertification, e))?;
+    let envelope_key =
+        VerifyingKey::from_sec1(&sealed_point).map_err(|e| fail(Check::EnvelopeSignature, e))?;
+    let payload = bundle
+        .envelope
+        .verify(&envelope_key)
+        .map_err(|e| fail(Check::EnvelopeSignature, e))?
+        .to_vec();
+    if bundle.envelope.payload_type != PAYLOAD_TYPE {
+        return Err(fail(
+            Check::Statement,
+            format!("payloadType is {:?}", bundle.envelope.payload_type),
+        ));
+    }
+    let statement = Statement::from_json(&payload).map_err(|e| fail(Check::Statement, e))?;
+
+    // Is the quote genuine, and bound to this envelope and nonce?
+    let quote = verified_attest(&ev.quote, &ak_key).map_err(|e| fail(Check::QuoteSignature, e))?;
+    let (selection, pcr_digest) = match &quote.attested {
+        Attested::Quote {
+            pcr_select,
+            pcr_digest,
+        } if quote.attest_type == wire::TPM_ST_ATTEST_QUOTE => (pcr_select, pcr_digest),
+        _ => return Err(fail(Check::QuoteSignature, "not a TPM2_Quote attestation")),
+    };
+    if expect.nonce != bundle.nonce {
+        return Err(fail(Check::QuoteBinding, "bundle nonce is not the expected nonce"));
+    }
+    let pae = dsse::pae(&bundle.envelope.payload_type, &bundle.envelope.payload);
+    let commitment = tpm_commitment(&expect.nonce, &pae);
+    verify_slices_are_equal(&quote.extra_data, &commitment).map_err(|_| {
+        fail(
+            Check::QuoteBinding,
+            "quote qualifying data does not commit to this envelope",
+        )
+    })?;
+
+    // Are the supplied PCR values exactly the quoted ones?
+    let quoted = quoted_pcrs(selection, profile.pcr_bank).map_err(|e| fail(Check::PcrDigest, e))?;
+    let supplied: Vec<u8> = ev.pcrs.keys().copied().collect();
+    if ev.pcr_bank != profile.pcr_bank || supplied != quoted {
+        return Err(fail(
+            Check::PcrDigest,
+            format!(
+                "quote covers {} PCRs {quoted:?}, bundle supplies {} PCRs {supplied:?}",
+                profile.pcr_bank.name(),
+                ev.pcr_bank.name()
+            ),
+        ));
+    }
+    let mut values = Vec::with_capacity(quoted.len());
+    for (pcr, value) in &ev.pcrs {
+        let bytes = hex::decode(value)
+            .ok()
+            .filter(|v| v.len() == profile.pcr_bank.digest_len())
+            .ok_or_else(|| fail(Check::PcrDigest, format!("PCR {pcr} value is malformed")))?;
+        values.push(bytes);
+    }
+    let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+    if wire::quote_pcr_digest(HashAlg::Sha384, &refs) != *pcr_digest {
+        return Err(fail(
+            Check::PcrDigest,
+            "PCR values do not hash to the quoted PCR digest",
+        ));
+    }
+    let pcr_value = |pcr: u8| -> Option<&[u8]> {
+        let i = quoted.iter().position(|p| *p == pcr)?;
+        values.get(i).map(Vec::as_slice)
+    };
+
+    // Do the firmware PCRs hold the reference values?
+    for (pcr, expected) in &profile.firmware_pcrs {
+        match pcr_value(*pcr) {
+            Some(v) if v == expected.as_slice() => {}
+            Some(v) => {
+                return Err(fail(
+                    Check::FirmwarePcrs,
+                    format!(
+                        "PCR {pcr} is {}, profile expects {}",
+                        hex::encode(v),
+                        hex::encode(expected)
+                    ),
+                ))
+            }
+            None => {
+                return Err(fail(
+                    Check::FirmwarePcrs,
+                    format!("PCR {pcr} is not quoted"),
+                ))
+            }
+        }
+    }
+
+    // Does the measurement log explain the measured PCR?
+    let measured = pcr_value(profile.measured_pcr).ok_or_else(|| {
+        fail(
+            Check::EventLogReplay,
+            format!("measured PCR {} is not quoted", profile.measured_pcr),
+        )
+    })?;
+    let replayed = ev
+        .event_log
+        .replay(profile.measured_pcr, profile.pcr_bank)
+        .map_err(|e| fail(Check::EventLogReplay, e))?;
+    if replayed != measured {
+        return Err(fail(
+            Check::EventLogReplay,
+            format!(
+                "event log replays to {}, quoted PCR {} is {}",
+                hex::encode(&replayed),
+                profile.measured_pcr,
+                hex::encode(measured)
+            ),
+        ));
+    }
+
+    // Can the sealed key sign only while the measured PCR holds this value?
+    let measured_selection = [PcrSelection {
+        bank: profile.pcr_bank,
+        pcrs: vec![profile.measured_pcr],
+    }];
+    let expected_policy = policy::sealed_key_policy(name_alg, &measured_selection, &[measured]);
+    if sealed_key.auth_policy != expected_policy {
+        return Err(fail(
+            Check::SealedKeyPolicy,
+            "sealed key's policy does not bind it to the quoted measured PCR value",
+        ));
+    }
+
+    // Is the measurement the configuration the claims describe?
+    let last = ev.event_log.last().ok_or_else(|| {
+        fail(
+            Check::MeasurementMatchesClaims,
+            "event log has no measurement",
+        )
+    })?;
+    let claims = statement.predicate;
+    if last.data != claims.kernel_config_hash
+        || last.digests.get(&HashAlg::Sha384) != Some(&claims.kernel_config_hash)
+    {
+        return Err(fail(
+            Check::MeasurementMatchesClaims,
+            format!(
+                "last measurement {} is not the claimed kernel_config_hash {}",
+                last.data, claims.kernel_config_hash
+            ),
+        ));
+    }
+
+    Ok(Verified {
+        claims,
+        payload,
+        ak_public: ev.ak_public.clone(),
+        clock: quote.clock_info,
+    })
+}
+
+/// The spec's content checks: freshness and the expected policy.
+fn check_claims(
+    claims: &Claims,
+    profile: &Profile,
+    expect: &Expectations,
+    now: SystemTime,
+) -> Result<(), VerifyError> {
+    let now_secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let age = now_secs.abs_diff(claims.timestamp);
+    if age > profile.max_age_seconds {
+        return Err(fail(
+            Check::Freshness,
+            format!(
+                "timestamp {} is {age} s from now, over the {} s window",
+                claims.timestamp, profile.max_age_seconds
+            ),
+        ));
+    }
+    if let Some(expected) = &expect.policy_hash {
+        if !claims.policy_hash.eq_ignore_ascii_case(expected) {
+            return Err(fail(
+                Check::PolicyHash,
+                format!(
+                    "policy_hash is {}, expected {expected}",
+                    claims.policy_hash
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses a TPMS_ATTEST, checks it was produced by a TPM (magic) and signed by `ak`.
+fn verified_attest(signed: &SignedAttest, ak_sec1: &[u8]) -> Result<Attest, String> {
+    let signature = wire::parse_signature(&signed.signature).map_err(|e| e.to_string())?;
+    if signature.hash != HashAlg::Sha384 {
+        return Err("signature must use SHA-384".into());
+    }
+    let fixed = signature.to_fixed(48).map_err(|e| e.to_string())?;
+    UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, ak_sec1)
+        .verify(&signed.attest, &fixed)
+        .map_err(|_| "signature by the AK does not verify".to_string())?;
+    let attest = wire::parse_attest(&signed.attest).map_err(|e| e.to_string())?;
+    if attest.magic != wire::TPM_GENERATED_VALUE {
+        return Err("not TPM-generated (magic is not TPM_GENERATED_VALUE)".into());
+    }
+    Ok(attest)
+}
+
+fn check_p384_ecdsa_sha384(key: &EccPublic) -> Result<(), String> {
+    let ecdsa_sha384 = key
+        .scheme
+        .as_ref()
+        .is_some_and(|s| s.scheme == wire::TPM_ALG_ECDSA && s.hash_alg() == Some(HashAlg::Sha384));
+    if key.curve != wire::TPM_ECC_NIST_P384 || !ecdsa_sha384 {
+        return Err("key must be ECC P-384 with scheme ECDSA/SHA-384".into());
+    }
+    Ok(())
+}
+
+/// The PCRs a quote covers in `bank`; any other bank in the selection is refused.
+fn quoted_pcrs(selection: &[PcrSelection], bank: HashAlg) -> Result<Vec<u8>, String> {
+    let mut pcrs = Vec::new();
+    for s in selection {
+        if s.bank != bank && !s.pcrs.is_empty() {
+            return Err(format!("quote covers unexpected bank {}", s.bank.name()));
+        }
+        pcrs.extend(&s.pcrs);
+    }
+    pcrs.sort_unstable();
+    Ok(pcrs)
+}
