@@ -68,6 +68,8 @@ pub enum AgentError {
     EkIntermediates { path: PathBuf, message: String },
     #[error("cannot encode the envelope signature: {0}")]
     Signature(String),
+    #[error("cannot encode the claims: {0}")]
+    Claims(#[from] crate::claims::ClaimsError),
     #[error("TPM output did not parse: {0}")]
     TpmOutput(#[from] wire::WireError),
 }
@@ -145,7 +147,11 @@ impl Agent {
     fn measured_pcr_value(&mut self) -> Result<Vec<u8>, AgentError> {
         let (pcr, bank) = (self.config.tpm.measured_pcr, self.config.tpm.pcr_bank);
         let values = self.tpm.read_pcrs(bank, &[pcr])?;
-        Ok(values.into_iter().next().map(|(_, v)| v).unwrap_or_default())
+        Ok(values
+            .into_iter()
+            .next()
+            .map(|(_, v)| v)
+            .unwrap_or_default())
     }
 
     /// Makes the measured PCR reflect `kernel`: extends it when the configuration differs
@@ -156,11 +162,10 @@ impl Agent {
         let mut log: EventLog = read_state(&log_path)?.unwrap_or_default();
         let current = self.measured_pcr_value()?;
         let replay = |log: &EventLog| {
-            log.replay(pcr, bank)
-                .map_err(|e| AgentError::StateCorrupt {
-                    path: log_path.clone(),
-                    message: e.to_string(),
-                })
+            log.replay(pcr, bank).map_err(|e| AgentError::StateCorrupt {
+                path: log_path.clone(),
+                message: e.to_string(),
+            })
         };
         if replay(&log)? != current {
             let mut without_last = log.clone();
@@ -196,7 +201,7 @@ impl Agent {
                 data: measured,
                 timestamp: unix_now(),
             };
-            let digests = self.extend_digests(&event);
+            let digests = self.extend_digests(&event)?;
             log.events.push(event);
             write_state(&log_path, &log)?;
             self.tpm.extend(pcr, &digests)?;
@@ -205,14 +210,17 @@ impl Agent {
     }
 
     /// The event's digests for every active bank attestor knows, so banks stay consistent.
-    fn extend_digests(&mut self, event: &MeasurementEvent) -> Vec<(HashAlg, Vec<u8>)> {
-        let active = self.tpm.active_banks().unwrap_or_else(|_| vec![HashAlg::Sha384]);
-        event
+    fn extend_digests(
+        &mut self,
+        event: &MeasurementEvent,
+    ) -> Result<Vec<(HashAlg, Vec<u8>)>, AgentError> {
+        let active = self.tpm.active_banks()?;
+        Ok(event
             .digests
             .iter()
             .filter(|(bank, _)| active.contains(bank))
             .filter_map(|(bank, d)| Some((*bank, hex::decode(d).ok()?)))
-            .collect()
+            .collect())
     }
 
     /// Creates a new sealed signing key bound to the measured PCR's current value and has
@@ -265,7 +273,7 @@ impl Agent {
         let (pcr, bank) = (self.config.tpm.measured_pcr, self.config.tpm.pcr_bank);
 
         let statement = Statement::new(self.claims(kernel, status));
-        let payload = statement.to_json();
+        let payload = statement.to_json()?;
         let pae = dsse::pae(PAYLOAD_TYPE, &payload);
         let digest = Sha384::digest(&pae);
         let (r, s) = match self.tpm.sign_sealed(&sealed.blob, bank, &[pcr], &digest) {
@@ -278,8 +286,8 @@ impl Agent {
             }
             other => other?,
         };
-        let sig = dsse::p384_asn1_from_fixed(&r, &s)
-            .map_err(|e| AgentError::Signature(e.to_string()))?;
+        let sig =
+            dsse::p384_asn1_from_fixed(&r, &s).map_err(|e| AgentError::Signature(e.to_string()))?;
         let envelope = Envelope {
             payload_type: PAYLOAD_TYPE.into(),
             payload,
@@ -331,7 +339,10 @@ impl Agent {
                 _ => Vec::new(),
             };
             if quoted == wire::quote_pcr_digest(HashAlg::Sha384, &value_refs) {
-                let pcrs = values.into_iter().map(|(i, v)| (i, hex::encode(v))).collect();
+                let pcrs = values
+                    .into_iter()
+                    .map(|(i, v)| (i, hex::encode(v)))
+                    .collect();
                 return Ok((SignedAttest { attest, signature }, pcrs));
             }
         }
@@ -374,12 +385,14 @@ pub fn unix_now() -> u64 {
 
 fn read_state<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, AgentError> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| AgentError::StateCorrupt {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            }),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| AgentError::StateCorrupt {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(AgentError::State {
             action: "read",

@@ -115,10 +115,9 @@ impl Statement {
         }
     }
 
-    /// The JSON bytes that become the DSSE payload.
-    pub fn to_json(&self) -> Vec<u8> {
-        // Serialising plain structs of strings, numbers and bools cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+    /// The JSON bytes that become the DSSE payload; fails on non-finite numbers.
+    pub fn to_json(&self) -> Result<Vec<u8>, ClaimsError> {
+        Ok(serde_json::to_vec(self)?)
     }
 
     /// Parses and checks the statement's shape; trust decisions stay with the verifier.
@@ -191,7 +190,7 @@ pub(crate) mod tests {
     #[test]
     fn statement_round_trips_and_names_policy_kernel() {
         let statement = Statement::new(sample_claims());
-        let json = statement.to_json();
+        let json = statement.to_json().unwrap();
         let parsed = Statement::from_json(&json).unwrap();
         assert_eq!(parsed, statement);
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
@@ -206,7 +205,7 @@ pub(crate) mod tests {
             .digest
             .insert("sha256".into(), "00".repeat(32));
         assert!(matches!(
-            Statement::from_json(&statement.to_json()),
+            Statement::from_json(&statement.to_json().unwrap()),
             Err(ClaimsError::SubjectMismatch)
         ));
     }

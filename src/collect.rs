@@ -174,6 +174,18 @@ pub fn read_policy_kernel(
                      max_delta, reset_interval_seconds: {e}"
                 ),
             })?;
+    let limits = &declarations.privacy;
+    if !(limits.max_epsilon.is_finite()
+        && limits.max_epsilon >= 0.0
+        && limits.max_delta.is_finite()
+        && (0.0..=1.0).contains(&limits.max_delta))
+    {
+        return Err(CollectError::PolicyContent {
+            path: policy.to_path_buf(),
+            message: "privacy.max_epsilon must be a finite number >= 0 and max_delta in [0, 1]"
+                .into(),
+        });
+    }
     let canonical_policy = crate::cbor::to_canonical_vec(&value)?;
 
     let mut files = BTreeMap::new();
@@ -382,6 +394,11 @@ mod tests {
         let missing = write(dir.path(), "q.toml", "zero_retention = true\n");
         assert!(matches!(
             read_policy_kernel(&missing, &[]),
+            Err(CollectError::PolicyContent { .. })
+        ));
+        let nan = write(dir.path(), "n.toml", &POLICY.replace("3.0", "nan"));
+        assert!(matches!(
+            read_policy_kernel(&nan, &[]),
             Err(CollectError::PolicyContent { .. })
         ));
         let yaml = write(dir.path(), "p.yaml", "a: 1");

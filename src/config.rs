@@ -135,7 +135,11 @@ impl AgentConfig {
         let status = match (raw.status.file, raw.status.url) {
             (Some(file), None) => StatusSource::File(resolve(&file)),
             (None, Some(url)) => StatusSource::Url(url),
-            _ => return Err(invalid("[status] needs exactly one of `file` or `url`".into())),
+            _ => {
+                return Err(invalid(
+                    "[status] needs exactly one of `file` or `url`".into(),
+                ))
+            }
         };
         let mut tpm = raw.tpm;
         check_pcr_choice(tpm.measured_pcr, &tpm.firmware_pcrs).map_err(invalid)?;
@@ -209,7 +213,10 @@ mod tests {
                 &format!("{base}[status]\nfile = \"a\"\n[tpm]\npcr_bank = \"sha1\"\n"),
                 "invalid",
             ),
-            (&format!("{base}[status]\nfile = \"a\"\nsurprise = 1\n"), "invalid"),
+            (
+                &format!("{base}[status]\nfile = \"a\"\nsurprise = 1\n"),
+                "invalid",
+            ),
         ] {
             let err = AgentConfig::parse(text, p).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?} gave {err}");

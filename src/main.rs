@@ -13,7 +13,11 @@ use attestor::profiles::Profile;
 use attestor::verify::{self, Expectations};
 
 #[derive(Parser)]
-#[command(name = "attestor", version, about = "Runtime attestation with a hardware root of trust")]
+#[command(
+    name = "attestor",
+    version,
+    about = "Runtime attestation with a hardware root of trust"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

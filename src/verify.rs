@@ -175,8 +175,8 @@ fn verify_tpm(
             ))
         }
     };
-    let sealed_key = wire::parse_public(&sealed.public)
-        .map_err(|e| fail(Check::SealedKeyCertification, e))?;
+    let sealed_key =
+        wire::parse_public(&sealed.public).map_err(|e| fail(Check::SealedKeyCertification, e))?;
     let name_alg = sealed_key.name_alg;
     if wire::object_name(&sealed.public, name_alg) != *certified_name {
         return Err(fail(
@@ -229,7 +229,10 @@ fn verify_tpm(
         _ => return Err(fail(Check::QuoteSignature, "not a TPM2_Quote attestation")),
     };
     if expect.nonce != bundle.nonce {
-        return Err(fail(Check::QuoteBinding, "bundle nonce is not the expected nonce"));
+        return Err(fail(
+            Check::QuoteBinding,
+            "bundle nonce is not the expected nonce",
+        ));
     }
     let pae = dsse::pae(&bundle.envelope.payload_type, &bundle.envelope.payload);
     let commitment = tpm_commitment(&expect.nonce, &pae);
@@ -384,10 +387,7 @@ fn check_claims(
         if !claims.policy_hash.eq_ignore_ascii_case(expected) {
             return Err(fail(
                 Check::PolicyHash,
-                format!(
-                    "policy_hash is {}, expected {expected}",
-                    claims.policy_hash
-                ),
+                format!("policy_hash is {}, expected {expected}", claims.policy_hash),
             ));
         }
     }

@@ -60,8 +60,7 @@ impl Setup {
 
     fn kernel(&self) -> PolicyKernelConfig {
         let c = self.config();
-        collect::read_policy_kernel(&c.policy_kernel.policy, &c.policy_kernel.config_files)
-            .unwrap()
+        collect::read_policy_kernel(&c.policy_kernel.policy, &c.policy_kernel.config_files).unwrap()
     }
 
     fn status(&self) -> RuntimeStatus {
@@ -116,10 +115,14 @@ fn write_profile(tpm: &Swtpm, out: &Path) {
     std::fs::write(out, text).unwrap();
 }
 
+fn tpm_ev(bundle: &Bundle) -> &TpmEvidence {
+    let Evidence::Tpm(ev) = &bundle.evidence;
+    ev
+}
+
 fn tpm_evidence(bundle: &mut Bundle) -> &mut TpmEvidence {
-    match &mut bundle.evidence {
-        Evidence::Tpm(ev) => ev,
-    }
+    let Evidence::Tpm(ev) = &mut bundle.evidence;
+    ev
 }
 
 fn failed_check(setup: &Setup, bundle: &Bundle, expect: &Expectations) -> Check {
@@ -144,9 +147,7 @@ fn round_trip_attest_then_verify() {
     assert_eq!(verified.claims.total_requests, 120_394);
     // A second attestation reuses the keys and does not measure again.
     let second = setup.attest();
-    let ev = match &second.evidence {
-        Evidence::Tpm(ev) => ev,
-    };
+    let ev = tpm_ev(&second);
     assert_eq!(ev.event_log.events.len(), 1);
     verify_bundle(&second, &setup.profile, &setup.expect()).unwrap();
 }
@@ -172,9 +173,7 @@ fn each_broken_binding_is_named() {
     // A quote made for another envelope.
     let other_bundle = setup.attest();
     let mut b = bundle.clone();
-    tpm_evidence(&mut b).quote = match &other_bundle.evidence {
-        Evidence::Tpm(ev) => ev.quote.clone(),
-    };
+    tpm_evidence(&mut b).quote = tpm_ev(&other_bundle).quote.clone();
     assert_eq!(failed_check(&setup, &b, &expect), Check::QuoteBinding);
 
     // A PCR value changed (firmware PCR, then the measured one).
@@ -239,14 +238,9 @@ fn ek_certificate_from_another_ca_is_refused() {
     );
     // And our bundle with the foreign EK certificate swapped in.
     let mut ours = setup.attest();
-    let foreign_ek = match &bundle.evidence {
-        Evidence::Tpm(ev) => ev.ek_certificates[0].clone(),
-    };
+    let foreign_ek = tpm_ev(&bundle).ek_certificates[0].clone();
     tpm_evidence(&mut ours).ek_certificates[0] = foreign_ek;
-    assert_eq!(
-        failed_check(&setup, &ours, &setup.expect()),
-        Check::EkChain
-    );
+    assert_eq!(failed_check(&setup, &ours, &setup.expect()), Check::EkChain);
 }
 
 #[test]
@@ -284,9 +278,7 @@ fn drift_refuses_to_sign_and_reseal_restores() {
     agent.reseal(&reverted).unwrap();
     let after = agent.attest(&reverted, &setup.status(), b"").unwrap();
     let verified = verify_bundle(&after, &setup.profile, &setup.expect()).unwrap();
-    let ev = match &after.evidence {
-        Evidence::Tpm(ev) => ev,
-    };
+    let ev = tpm_ev(&after);
     // The log shows the whole history: original, drifted, reverted.
     assert_eq!(ev.event_log.events.len(), 3);
     assert_eq!(
@@ -296,9 +288,7 @@ fn drift_refuses_to_sign_and_reseal_restores() {
     // The old bundle's sealed key no longer matches the quoted PCR: old key evidence
     // combined with a new quote is refused.
     let mut mixed = after.clone();
-    tpm_evidence(&mut mixed).sealed_key = match &before.evidence {
-        Evidence::Tpm(ev) => ev.sealed_key.clone(),
-    };
+    tpm_evidence(&mut mixed).sealed_key = tpm_ev(&before).sealed_key.clone();
     assert_ne!(
         verify_bundle(&mixed, &setup.profile, &setup.expect())
             .unwrap_err()
@@ -313,9 +303,7 @@ fn tpm_restart_starts_a_new_measurement_log() {
     setup.attest();
     setup.tpm.restart();
     let bundle = setup.attest();
-    let ev = match &bundle.evidence {
-        Evidence::Tpm(ev) => ev,
-    };
+    let ev = tpm_ev(&bundle);
     assert_eq!(ev.event_log.events.len(), 1);
     verify_bundle(&bundle, &setup.profile, &setup.expect()).unwrap();
 }
@@ -324,9 +312,7 @@ fn tpm_restart_starts_a_new_measurement_log() {
 fn tpm2_checkquote_accepts_the_quote() {
     let setup = Setup::new();
     let bundle = setup.attest();
-    let ev = match &bundle.evidence {
-        Evidence::Tpm(ev) => ev,
-    };
+    let ev = tpm_ev(&bundle);
     let dir = setup.dir.path();
     let mut ak_tpm2b = (ev.ak_public.len() as u16).to_be_bytes().to_vec();
     ak_tpm2b.extend(&ev.ak_public);
@@ -349,7 +335,14 @@ fn tpm2_checkquote_accepts_the_quote() {
     let run = |qualifying: &[u8]| {
         Command::new("tpm2_checkquote")
             .args(["-u", "ak.pub", "-m", "quote.msg", "-s", "quote.sig"])
-            .args(["-f", "quote.pcrs", "-g", "sha384", "-q", &hex::encode(qualifying)])
+            .args([
+                "-f",
+                "quote.pcrs",
+                "-g",
+                "sha384",
+                "-q",
+                &hex::encode(qualifying),
+            ])
             .current_dir(dir)
             .output()
             .expect("tpm2_checkquote (tpm2-tools) must be installed: run scripts/test.sh")
@@ -401,7 +394,12 @@ fn cli_attest_and_verify_exit_codes() {
         ])
     };
     let o = verify(&out, &policy_hash);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     let o = verify(&out, &"00".repeat(32));
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("FAILED policy-hash"));
@@ -423,8 +421,9 @@ fn cli_attest_and_verify_exit_codes() {
     std::fs::write(&bad, serde_json::to_vec(&v).unwrap()).unwrap();
     assert_eq!(verify(&bad, &policy_hash).status.code(), Some(2));
     // A structurally valid bundle whose TPM structures are garbage fails a check.
-    v["evidence"]["tpm"]["quote"]["attest"] =
-        base64::engine::general_purpose::STANDARD.encode(b"garbage").into();
+    v["evidence"]["tpm"]["quote"]["attest"] = base64::engine::general_purpose::STANDARD
+        .encode(b"garbage")
+        .into();
     std::fs::write(&bad, serde_json::to_vec(&v).unwrap()).unwrap();
     let o = verify(&bad, &policy_hash);
     assert_eq!(o.status.code(), Some(1));
@@ -432,11 +431,22 @@ fn cli_attest_and_verify_exit_codes() {
     // Bad config and status files are named in the error.
     let broken = setup.dir.path().join("broken.toml");
     std::fs::write(&broken, "state_dir = [").unwrap();
-    let o = attestor_cli(&["attest", "--config", broken.to_str().unwrap(), "--tcti", &tcti, "--out", "x"]);
+    let o = attestor_cli(&[
+        "attest",
+        "--config",
+        broken.to_str().unwrap(),
+        "--tcti",
+        &tcti,
+        "--out",
+        "x",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("broken.toml"));
-    std::fs::write(setup.dir.path().join("agent/status.json"), "{\"total_requests\": \"many\"}")
-        .unwrap();
+    std::fs::write(
+        setup.dir.path().join("agent/status.json"),
+        "{\"total_requests\": \"many\"}",
+    )
+    .unwrap();
     let o = attestor_cli(&["attest", "--config", config, "--tcti", &tcti, "--out", "x"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("status"));
@@ -458,7 +468,10 @@ fn measured_pcr_extended_by_someone_else_is_reported() {
         .agent()
         .attest(&setup.kernel(), &setup.status(), b"")
         .unwrap_err();
-    assert!(matches!(err, AgentError::EventLogMismatch { pcr: 13, .. }), "{err}");
+    assert!(
+        matches!(err, AgentError::EventLogMismatch { pcr: 13, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -493,7 +506,12 @@ fn dsse_payload_is_an_in_toto_statement() {
     ] {
         assert!(!statement["predicate"][field].is_null(), "missing {field}");
     }
-    for field in ["max_epsilon", "max_delta", "current_usage", "reset_interval"] {
+    for field in [
+        "max_epsilon",
+        "max_delta",
+        "current_usage",
+        "reset_interval",
+    ] {
         assert!(!statement["predicate"]["epsilon_limits"][field].is_null());
     }
 }

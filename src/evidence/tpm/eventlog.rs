@@ -33,7 +33,11 @@ pub enum EventLogError {
     #[error("event log has {0} entries, over the limit of {MAX_EVENTS}")]
     TooLong(usize),
     #[error("event {index} is for PCR {found}, expected {expected}")]
-    WrongPcr { index: usize, found: u8, expected: u8 },
+    WrongPcr {
+        index: usize,
+        found: u8,
+        expected: u8,
+    },
     #[error("event {index} has no {bank} digest")]
     MissingDigest { index: usize, bank: &'static str },
     #[error("event {index} has a malformed {bank} digest")]

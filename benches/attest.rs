@@ -1,0 +1,195 @@
+//! One attestation against the raw TPM commands it needs, and offline verification against
+//! the bare signature checks it needs, each pair measured in the same run on a real swtpm.
+//! Prints the ratios at the end. Run: `cargo bench --bench attest`.
+
+#[path = "../tests/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use attestor::agent::Agent;
+use attestor::bundle::{Bundle, Evidence};
+use attestor::collect::{self, RuntimeStatus, StatusSource};
+use attestor::config::AgentConfig;
+use attestor::dsse;
+use attestor::evidence::tpm::device::Tpm;
+use attestor::evidence::tpm::{wire, HashAlg};
+use attestor::profiles::Profile;
+use attestor::verify::{verify_bundle, Expectations};
+use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
+use criterion::{black_box, Criterion};
+use sha2::{Digest, Sha384};
+
+struct Fixture {
+    _tpm: support::Swtpm,
+    _dir: tempfile::TempDir,
+    agent: Agent,
+    raw: Tpm,
+    config: AgentConfig,
+    status: RuntimeStatus,
+    profile: Profile,
+    bundle: Bundle,
+}
+
+fn fixture() -> Fixture {
+    let tpm = support::Swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("examples/agent.toml"))
+        .unwrap()
+        .replace(
+            "../target/attestor-state",
+            dir.path().join("state").to_str().unwrap(),
+        );
+    let config = AgentConfig::parse(&text, &root.join("examples/agent.toml")).unwrap();
+    let status = match &config.status {
+        StatusSource::File(p) => RuntimeStatus::from_json("status", &std::fs::read(p).unwrap()),
+        StatusSource::Url(_) => unreachable!("the example reads a file"),
+    }
+    .unwrap();
+    let kernel = collect::read_policy_kernel(
+        &config.policy_kernel.policy,
+        &config.policy_kernel.config_files,
+    )
+    .unwrap();
+    let mut agent = Agent::open(config.clone(), &tpm.tcti()).unwrap();
+    let bundle = agent.attest(&kernel, &status, b"").unwrap();
+
+    let profile_text = std::fs::read_to_string(root.join("firmware-profiles/swtpm.toml"))
+        .unwrap()
+        .replace(
+            "/var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem",
+            tpm.ca_root_pem().to_str().unwrap(),
+        )
+        .replace(
+            "/var/lib/swtpm-localca/issuercert.pem",
+            tpm.ca_intermediate_pem().to_str().unwrap(),
+        );
+    let profile_path = dir.path().join("profile.toml");
+    std::fs::write(&profile_path, profile_text).unwrap();
+    let profile = Profile::load(&profile_path).unwrap();
+    let raw = Tpm::open(&tpm.tcti()).unwrap();
+    Fixture {
+        _tpm: tpm,
+        _dir: dir,
+        agent,
+        raw,
+        config,
+        status,
+        profile,
+        bundle,
+    }
+}
+
+fn bench_attest(c: &mut Criterion, f: &mut Fixture) {
+    let kernel = collect::read_policy_kernel(
+        &f.config.policy_kernel.policy,
+        &f.config.policy_kernel.config_files,
+    )
+    .unwrap();
+    let pcr = f.config.tpm.measured_pcr;
+    let mut selection = f.config.tpm.firmware_pcrs.clone();
+    selection.push(pcr);
+    // The raw path's own keys: the same kinds the agent uses, sealed to the same PCR state.
+    let ak = f.raw.create_ak().unwrap();
+    let sealed = f.raw.create_sealed_key(HashAlg::Sha384, &[pcr]).unwrap();
+    let digest = Sha384::digest(b"pae");
+
+    let mut group = c.benchmark_group("attest");
+    group.sample_size(30);
+    group.measurement_time(Duration::from_secs(8));
+    group.bench_function("agent_attest", |b| {
+        b.iter(|| f.agent.attest(&kernel, &f.status, b"").unwrap())
+    });
+    // What attest cannot avoid: read the measured PCR, sign with the sealed key, quote,
+    // read the quoted PCRs.
+    group.bench_function("raw_tpm_commands", |b| {
+        b.iter(|| {
+            f.raw.read_pcrs(HashAlg::Sha384, &[pcr]).unwrap();
+            f.raw
+                .sign_sealed(&sealed, HashAlg::Sha384, &[pcr], &digest)
+                .unwrap();
+            f.raw
+                .quote(&ak, &[7; 48], HashAlg::Sha384, &selection)
+                .unwrap();
+            f.raw.read_pcrs(HashAlg::Sha384, &selection).unwrap();
+        })
+    });
+    group.finish();
+}
+
+fn bench_verify(c: &mut Criterion, f: &Fixture) {
+    let Evidence::Tpm(ev) = &f.bundle.evidence;
+    let ak = wire::parse_public(&ev.ak_public)
+        .unwrap()
+        .sec1_uncompressed()
+        .unwrap();
+    let quote_sig = wire::parse_signature(&ev.quote.signature)
+        .unwrap()
+        .to_fixed(48)
+        .unwrap();
+    let expect = Expectations::default();
+    let mut group = c.benchmark_group("verify");
+    group.bench_function("verify_bundle", |b| {
+        b.iter(|| verify_bundle(black_box(&f.bundle), &f.profile, &expect).unwrap())
+    });
+    // The floor: one ECDSA P-384 verification with the fastest implementation in the tree.
+    group.bench_function("one_p384_verify_aws_lc", |b| {
+        b.iter(|| {
+            UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, &ak)
+                .verify(black_box(&ev.quote.attest), &quote_sig)
+                .unwrap()
+        })
+    });
+    group.bench_function("dsse_pae", |b| {
+        b.iter(|| {
+            dsse::pae(
+                &f.bundle.envelope.payload_type,
+                black_box(&f.bundle.envelope.payload),
+            )
+        })
+    });
+    group.finish();
+}
+
+/// Median point estimate (ns) criterion stored for a benchmark in this run.
+fn median_ns(group: &str, name: &str) -> Option<f64> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/criterion")
+        .join(group)
+        .join(name)
+        .join("new/estimates.json");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    v["median"]["point_estimate"].as_f64()
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let mut f = fixture();
+    bench_attest(&mut c, &mut f);
+    bench_verify(&mut c, &f);
+    c.final_summary();
+    let show = |label: &str, (g, a): (&str, &str), (h, b): (&str, &str)| {
+        if let (Some(x), Some(y)) = (median_ns(g, a), median_ns(h, b)) {
+            println!(
+                "{label}: {:.2} ms vs {:.2} ms reference = {:.2}x",
+                x / 1e6,
+                y / 1e6,
+                x / y
+            );
+        }
+    };
+    println!("\nmedians, same run:");
+    show(
+        "attest vs raw TPM commands",
+        ("attest", "agent_attest"),
+        ("attest", "raw_tpm_commands"),
+    );
+    show(
+        "verify_bundle vs one P-384 verify",
+        ("verify", "verify_bundle"),
+        ("verify", "one_p384_verify_aws_lc"),
+    );
+}
