@@ -3,7 +3,6 @@
 //! Prints the ratios at the end. Run: `cargo bench --bench attest`.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::path::Path;
