@@ -10,84 +10,43 @@ use std::time::Duration;
 
 use attestor::agent::Agent;
 use attestor::bundle::{Bundle, Evidence};
-use attestor::collect::{self, RuntimeStatus, StatusSource};
+use attestor::collect::RuntimeStatus;
 use attestor::config::AgentConfig;
 use attestor::dsse;
 use attestor::evidence::tpm::device::Tpm;
 use attestor::evidence::tpm::{wire, HashAlg};
-use attestor::profiles::Profile;
 use attestor::verify::{verify_bundle, Expectations};
 use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
 use criterion::{black_box, Criterion};
 use sha2::{Digest, Sha384};
 
 struct Fixture {
-    _tpm: support::Swtpm,
-    _dir: tempfile::TempDir,
+    agent_fixture: support::agent::AgentFixture,
     agent: Agent,
     raw: Tpm,
     config: AgentConfig,
     status: RuntimeStatus,
-    profile: Profile,
     bundle: Bundle,
 }
 
 fn fixture() -> Fixture {
-    let tpm = support::Swtpm::start();
-    let dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(root.join("examples/agent.toml"))
-        .unwrap()
-        .replace(
-            "../target/attestor-state",
-            dir.path().join("state").to_str().unwrap(),
-        );
-    let config = AgentConfig::parse(&text, &root.join("examples/agent.toml")).unwrap();
-    let status = match &config.status {
-        StatusSource::File(p) => RuntimeStatus::from_json("status", &std::fs::read(p).unwrap()),
-        StatusSource::Url(_) => unreachable!("the example reads a file"),
-    }
-    .unwrap();
-    let kernel = collect::read_policy_kernel(
-        &config.policy_kernel.policy,
-        &config.policy_kernel.config_files,
-    )
-    .unwrap();
-    let mut agent = Agent::open(config.clone(), &tpm.tcti()).unwrap();
-    let bundle = agent.attest(&kernel, &status, b"").unwrap();
-
-    let profile_text = std::fs::read_to_string(root.join("firmware-profiles/swtpm.toml"))
-        .unwrap()
-        .replace(
-            "/var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem",
-            tpm.ca_root_pem().to_str().unwrap(),
-        )
-        .replace(
-            "/var/lib/swtpm-localca/issuercert.pem",
-            tpm.ca_intermediate_pem().to_str().unwrap(),
-        );
-    let profile_path = dir.path().join("profile.toml");
-    std::fs::write(&profile_path, profile_text).unwrap();
-    let profile = Profile::load(&profile_path).unwrap();
-    let raw = Tpm::open(&tpm.tcti()).unwrap();
+    let agent_fixture = support::agent::AgentFixture::new();
+    let mut agent = agent_fixture.agent();
+    let status = agent_fixture.status();
+    let bundle = agent.attest(&agent_fixture.kernel(), &status, b"").unwrap();
+    let raw = Tpm::open(&agent_fixture.tpm.tcti()).unwrap();
     Fixture {
-        _tpm: tpm,
-        _dir: dir,
+        config: agent_fixture.config(),
+        agent_fixture,
         agent,
         raw,
-        config,
         status,
-        profile,
         bundle,
     }
 }
 
 fn bench_attest(c: &mut Criterion, f: &mut Fixture) {
-    let kernel = collect::read_policy_kernel(
-        &f.config.policy_kernel.policy,
-        &f.config.policy_kernel.config_files,
-    )
-    .unwrap();
+    let kernel = f.agent_fixture.kernel();
     let pcr = f.config.tpm.measured_pcr;
     let mut selection = f.config.tpm.firmware_pcrs.clone();
     selection.push(pcr);
@@ -132,7 +91,7 @@ fn bench_verify(c: &mut Criterion, f: &Fixture) {
     let expect = Expectations::default();
     let mut group = c.benchmark_group("verify");
     group.bench_function("verify_bundle", |b| {
-        b.iter(|| verify_bundle(black_box(&f.bundle), &f.profile, &expect).unwrap())
+        b.iter(|| verify_bundle(black_box(&f.bundle), &f.agent_fixture.profile, &expect).unwrap())
     });
     // The floor: one ECDSA P-384 verification with the fastest implementation in the tree.
     group.bench_function("one_p384_verify_aws_lc", |b| {

@@ -15,5 +15,7 @@ pub mod config;
 pub mod dsse;
 pub mod encoding;
 pub mod evidence;
+pub mod ledger;
 pub mod profiles;
+pub mod tls;
 pub mod verify;

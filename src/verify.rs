@@ -383,15 +383,22 @@ fn check_claims(
             ),
         ));
     }
-    if let Some(expected) = &expect.policy_hash {
-        if !claims.policy_hash.eq_ignore_ascii_case(expected) {
-            return Err(fail(
-                Check::PolicyHash,
-                format!("policy_hash is {}, expected {expected}", claims.policy_hash),
-            ));
-        }
+    match &expect.policy_hash {
+        Some(expected) => check_policy_hash(claims, expected),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// The spec's policy consistency check: `policy_hash` equals the expected value.
+pub fn check_policy_hash(claims: &Claims, expected: &str) -> Result<(), VerifyError> {
+    if claims.policy_hash.eq_ignore_ascii_case(expected) {
+        Ok(())
+    } else {
+        Err(fail(
+            Check::PolicyHash,
+            format!("policy_hash is {}, expected {expected}", claims.policy_hash),
+        ))
+    }
 }
 
 /// Parses a TPMS_ATTEST, checks it was produced by a TPM (magic) and signed by `ak`.

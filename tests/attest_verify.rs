@@ -2,130 +2,20 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use attestor::agent::{Agent, AgentError};
-use attestor::bundle::{Bundle, Evidence, TpmEvidence};
-use attestor::collect::{self, PolicyKernelConfig, RuntimeStatus};
-use attestor::config::AgentConfig;
+use attestor::agent::AgentError;
+use attestor::bundle::Bundle;
 use attestor::dsse::{self, EcdsaP384Signer, Envelope};
 use attestor::evidence::tpm::wire;
-use attestor::profiles::Profile;
 use attestor::verify::{verify_bundle, Check, Expectations};
 use base64::Engine;
+use support::agent::{tpm_ev, tpm_ev_mut, AgentFixture};
 use support::Swtpm;
 
-/// One swtpm, a private copy of the examples, and a profile trusting the swtpm's CA.
-struct Setup {
-    tpm: Swtpm,
-    dir: tempfile::TempDir,
-    config_path: PathBuf,
-    profile: Profile,
-}
-
-impl Setup {
-    fn new() -> Setup {
-        Self::with_tpm(Swtpm::start())
-    }
-
-    fn with_tpm(tpm: Swtpm) -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-        copy_dir(&examples, &dir.path().join("agent"));
-        let config_path = dir.path().join("agent/agent.toml");
-        let text = std::fs::read_to_string(&config_path)
-            .unwrap()
-            .replace("../target/attestor-state", "../state");
-        std::fs::write(&config_path, text).unwrap();
-        let profile_path = dir.path().join("profile.toml");
-        write_profile(&tpm, &profile_path);
-        let profile = Profile::load(&profile_path).unwrap();
-        Setup {
-            tpm,
-            dir,
-            config_path,
-            profile,
-        }
-    }
-
-    fn config(&self) -> AgentConfig {
-        AgentConfig::load(&self.config_path).unwrap()
-    }
-
-    fn agent(&self) -> Agent {
-        Agent::open(self.config(), &self.tpm.tcti()).unwrap()
-    }
-
-    fn kernel(&self) -> PolicyKernelConfig {
-        let c = self.config();
-        collect::read_policy_kernel(&c.policy_kernel.policy, &c.policy_kernel.config_files).unwrap()
-    }
-
-    fn status(&self) -> RuntimeStatus {
-        let bytes = std::fs::read(self.dir.path().join("agent/status.json")).unwrap();
-        RuntimeStatus::from_json("status", &bytes).unwrap()
-    }
-
-    fn attest(&self) -> Bundle {
-        self.agent()
-            .attest(&self.kernel(), &self.status(), b"")
-            .unwrap()
-    }
-
-    fn expect(&self) -> Expectations {
-        Expectations {
-            policy_hash: Some(hex::encode(self.kernel().policy_hash)),
-            ..Expectations::default()
-        }
-    }
-
-    fn kernel_config_file(&self) -> PathBuf {
-        self.dir.path().join("agent/policy-kernel/kernel.toml")
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-/// The shipped swtpm profile, pointed at this swtpm's CA instead of the machine's.
-fn write_profile(tpm: &Swtpm, out: &Path) {
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-profiles/swtpm.toml");
-    let text = std::fs::read_to_string(shipped)
-        .unwrap()
-        .replace(
-            "/var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem",
-            tpm.ca_root_pem().to_str().unwrap(),
-        )
-        .replace(
-            "/var/lib/swtpm-localca/issuercert.pem",
-            tpm.ca_intermediate_pem().to_str().unwrap(),
-        );
-    std::fs::write(out, text).unwrap();
-}
-
-fn tpm_ev(bundle: &Bundle) -> &TpmEvidence {
-    let Evidence::Tpm(ev) = &bundle.evidence;
-    ev
-}
-
-fn tpm_evidence(bundle: &mut Bundle) -> &mut TpmEvidence {
-    let Evidence::Tpm(ev) = &mut bundle.evidence;
-    ev
-}
-
-fn failed_check(setup: &Setup, bundle: &Bundle, expect: &Expectations) -> Check {
+fn failed_check(setup: &AgentFixture, bundle: &Bundle, expect: &Expectations) -> Check {
     verify_bundle(bundle, &setup.profile, expect)
         .expect_err("tampered bundle was accepted")
         .check
@@ -133,7 +23,7 @@ fn failed_check(setup: &Setup, bundle: &Bundle, expect: &Expectations) -> Check 
 
 #[test]
 fn round_trip_attest_then_verify() {
-    let setup = Setup::new();
+    let setup = AgentFixture::new();
     let bundle = setup.attest();
     // The bundle survives its JSON form byte for byte.
     let reparsed = Bundle::from_json(&bundle.to_json()).unwrap();
@@ -154,7 +44,7 @@ fn round_trip_attest_then_verify() {
 
 #[test]
 fn each_broken_binding_is_named() {
-    let setup = Setup::new();
+    let setup = AgentFixture::new();
     let bundle = setup.attest();
     let expect = setup.expect();
 
@@ -173,25 +63,25 @@ fn each_broken_binding_is_named() {
     // A quote made for another envelope.
     let other_bundle = setup.attest();
     let mut b = bundle.clone();
-    tpm_evidence(&mut b).quote = tpm_ev(&other_bundle).quote.clone();
+    tpm_ev_mut(&mut b).quote = tpm_ev(&other_bundle).quote.clone();
     assert_eq!(failed_check(&setup, &b, &expect), Check::QuoteBinding);
 
     // A PCR value changed (firmware PCR, then the measured one).
     for pcr in [0u8, 13] {
         let mut b = bundle.clone();
-        let value = tpm_evidence(&mut b).pcrs.get_mut(&pcr).unwrap();
+        let value = tpm_ev_mut(&mut b).pcrs.get_mut(&pcr).unwrap();
         *value = "11".repeat(48);
         assert_eq!(failed_check(&setup, &b, &expect), Check::PcrDigest);
     }
 
     // A PCR the quote does not cover smuggled in.
     let mut b = bundle.clone();
-    tpm_evidence(&mut b).pcrs.insert(9, "00".repeat(48));
+    tpm_ev_mut(&mut b).pcrs.insert(9, "00".repeat(48));
     assert_eq!(failed_check(&setup, &b, &expect), Check::PcrDigest);
 
     // An event-log entry removed.
     let mut b = bundle.clone();
-    tpm_evidence(&mut b).event_log.events.pop();
+    tpm_ev_mut(&mut b).event_log.events.pop();
     assert_eq!(failed_check(&setup, &b, &expect), Check::EventLogReplay);
 
     // A stale timestamp: verify six minutes later.
@@ -217,7 +107,7 @@ fn each_broken_binding_is_named() {
 
     // The sealed key swapped for the AK (a key not bound to the PCR policy).
     let mut b = bundle.clone();
-    let ev = tpm_evidence(&mut b);
+    let ev = tpm_ev_mut(&mut b);
     ev.sealed_key.public = ev.ak_public.clone();
     assert_eq!(
         failed_check(&setup, &b, &expect),
@@ -227,8 +117,8 @@ fn each_broken_binding_is_named() {
 
 #[test]
 fn ek_certificate_from_another_ca_is_refused() {
-    let setup = Setup::new();
-    let foreign = Setup::with_tpm(Swtpm::start_with_own_ca());
+    let setup = AgentFixture::new();
+    let foreign = AgentFixture::with_tpm(Swtpm::start_with_own_ca());
     // The foreign TPM's bundle is internally consistent but its EK chains to another CA.
     let bundle = foreign.attest();
     verify_bundle(&bundle, &foreign.profile, &foreign.expect()).unwrap();
@@ -239,13 +129,13 @@ fn ek_certificate_from_another_ca_is_refused() {
     // And our bundle with the foreign EK certificate swapped in.
     let mut ours = setup.attest();
     let foreign_ek = tpm_ev(&bundle).ek_certificates[0].clone();
-    tpm_evidence(&mut ours).ek_certificates[0] = foreign_ek;
+    tpm_ev_mut(&mut ours).ek_certificates[0] = foreign_ek;
     assert_eq!(failed_check(&setup, &ours, &setup.expect()), Check::EkChain);
 }
 
 #[test]
 fn drift_refuses_to_sign_and_reseal_restores() {
-    let setup = Setup::new();
+    let setup = AgentFixture::new();
     let before = setup.attest();
     verify_bundle(&before, &setup.profile, &setup.expect()).unwrap();
 
@@ -288,7 +178,7 @@ fn drift_refuses_to_sign_and_reseal_restores() {
     // The old bundle's sealed key no longer matches the quoted PCR: old key evidence
     // combined with a new quote is refused.
     let mut mixed = after.clone();
-    tpm_evidence(&mut mixed).sealed_key = tpm_ev(&before).sealed_key.clone();
+    tpm_ev_mut(&mut mixed).sealed_key = tpm_ev(&before).sealed_key.clone();
     assert_ne!(
         verify_bundle(&mixed, &setup.profile, &setup.expect())
             .unwrap_err()
@@ -299,7 +189,7 @@ fn drift_refuses_to_sign_and_reseal_restores() {
 
 #[test]
 fn tpm_restart_starts_a_new_measurement_log() {
-    let mut setup = Setup::new();
+    let mut setup = AgentFixture::new();
     setup.attest();
     setup.tpm.restart();
     let bundle = setup.attest();
@@ -310,7 +200,7 @@ fn tpm_restart_starts_a_new_measurement_log() {
 
 #[test]
 fn tpm2_checkquote_accepts_the_quote() {
-    let setup = Setup::new();
+    let setup = AgentFixture::new();
     let bundle = setup.attest();
     let ev = tpm_ev(&bundle);
     let dir = setup.dir.path();
@@ -367,7 +257,7 @@ fn attestor_cli(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn cli_attest_and_verify_exit_codes() {
-    let setup = Setup::new();
+    let setup = AgentFixture::new();
     let out = setup.dir.path().join("bundle.json");
     let profile = setup.dir.path().join("profile.toml");
     let config = setup.config_path.to_str().unwrap();
@@ -454,7 +344,7 @@ fn cli_attest_and_verify_exit_codes() {
 
 #[test]
 fn measured_pcr_extended_by_someone_else_is_reported() {
-    let setup = Setup::new();
+    let setup = AgentFixture::new();
     setup.attest();
     // Another process extends the measured PCR behind the agent's back.
     let o = Command::new("tpm2_pcrextend")
@@ -476,7 +366,7 @@ fn measured_pcr_extended_by_someone_else_is_reported() {
 
 #[test]
 fn dsse_payload_is_an_in_toto_statement() {
-    let setup = Setup::new();
+    let setup = AgentFixture::new();
     let bundle = setup.attest();
     assert_eq!(bundle.envelope.payload_type, "application/vnd.in-toto+json");
     let statement: serde_json::Value = serde_json::from_slice(&bundle.envelope.payload).unwrap();

@@ -8,9 +8,9 @@ use std::path::Path;
 use std::process::Command;
 
 use attestor::evidence::tpm::device::{KeyBlob, Tpm, TpmError};
+use attestor::evidence::tpm::wire::{self, Attest, Attested, EccScheme, PcrSelection};
 use attestor::evidence::tpm::HashAlg;
 use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
-use support::tpm_parse::{self, attr, Attest};
 use support::Swtpm;
 
 const NONCE: &[u8] = b"0123456789abcdef0123456789abcdef0123456789abcdef"; // 48 bytes
@@ -23,27 +23,87 @@ fn sha384(parts: &[&[u8]]) -> Vec<u8> {
     HashAlg::Sha384.digest_parts(parts)
 }
 
+/// Parses a marshalled ECC TPMT_PUBLIC; panics on anything else.
+fn ecc_public(tpmt_public: &[u8]) -> wire::EccPublic {
+    wire::parse_public(tpmt_public).unwrap()
+}
+
 /// ECDSA P-384 / SHA-384 verification of `message` (hashed here) under a TPMT_PUBLIC.
 fn verify_p384(public: &[u8], message: &[u8], r: &[u8], s: &[u8]) -> bool {
-    let key = tpm_parse::parse_ecc_public(public);
+    let key = ecc_public(public).sec1_uncompressed().unwrap();
     let sig = [r, s].concat();
-    UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, key.sec1_point())
+    UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, key)
         .verify(message, &sig)
         .is_ok()
 }
 
+/// An ECDSA TPMT_SIGNATURE as (hash alg, r, s), r and s left-padded to 48 bytes (P-384).
+fn ecdsa_p384_signature(signature: &[u8]) -> (HashAlg, Vec<u8>, Vec<u8>) {
+    let sig = wire::parse_signature(signature).unwrap();
+    let mut r = sig.to_fixed(48).unwrap();
+    let s = r.split_off(48);
+    (sig.hash, r, s)
+}
+
 /// Checks the AK signature over a TPMS_ATTEST and returns the parsed attestation.
 fn verified_attest(ak: &KeyBlob, attest: &[u8], signature: &[u8]) -> Attest {
-    let (hash, r, s) = tpm_parse::parse_ecdsa_signature(signature, 48);
-    assert_eq!(hash, tpm_parse::ALG_SHA384);
+    let (hash, r, s) = ecdsa_p384_signature(signature);
+    assert_eq!(hash, HashAlg::Sha384);
     let ak_public = Tpm::public_of(ak).unwrap();
     assert!(
         verify_p384(&ak_public, attest, &r, &s),
         "AK signature does not verify"
     );
-    let parsed = tpm_parse::parse_attest(attest);
-    assert_eq!(parsed.magic, tpm_parse::TPM_GENERATED);
+    let parsed = wire::parse_attest(attest).unwrap();
+    assert_eq!(parsed.magic, wire::TPM_GENERATED_VALUE);
     parsed
+}
+
+/// The ECDSA-with-SHA-384 scheme of a TPMT_PUBLIC.
+fn ecdsa_sha384_scheme() -> Option<EccScheme> {
+    Some(EccScheme {
+        scheme: wire::TPM_ALG_ECDSA,
+        hash: HashAlg::Sha384.tpm_alg_id(),
+        count: None,
+    })
+}
+
+/// TPM2B form (u16 big-endian size prefix), e.g. a TPM2B_PUBLIC for `tpm2_checkquote -u`.
+fn tpm2b(body: &[u8]) -> Vec<u8> {
+    let mut out = u16::try_from(body.len()).unwrap().to_be_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+/// PEM SubjectPublicKeyInfo of an uncompressed P-384 point (04 || x || y).
+fn p384_spki_pem(sec1_point: &[u8]) -> String {
+    use base64::Engine;
+    assert_eq!(sec1_point.len(), 97);
+    // SEQUENCE { SEQUENCE { id-ecPublicKey, secp384r1 }, BIT STRING (0 unused bits) }.
+    let mut der = vec![
+        0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05,
+        0x2b, 0x81, 0x04, 0x00, 0x22, 0x03, 0x62, 0x00,
+    ];
+    der.extend_from_slice(sec1_point);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap());
+        pem.push('\n');
+    }
+    pem.push_str("-----END PUBLIC KEY-----\n");
+    pem
+}
+
+/// The tpm2-tools PCR file (`tpm2_quote -o`, `tpm2_checkquote -f`) of one SHA-384 bank,
+/// from (PCR, value) pairs in ascending PCR order.
+fn sha384_pcr_file(values: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    let selection = [PcrSelection {
+        bank: HashAlg::Sha384,
+        pcrs: values.iter().map(|(p, _)| *p).collect(),
+    }];
+    let digests: Vec<Vec<u8>> = values.iter().map(|(_, v)| v.clone()).collect();
+    wire::tpm2_tools_pcr_file(&selection, &digests).unwrap()
 }
 
 fn run(cmd: &mut Command) -> std::process::Output {
@@ -146,11 +206,11 @@ fn ek_certificate_carries_the_ek_public_key_and_chains_to_the_harness_ca() {
     let cert = x509_cert::Certificate::from_der(&der).unwrap();
     let spki = &cert.tbs_certificate.subject_public_key_info;
     assert_eq!(spki.algorithm.oid.to_string(), "1.2.840.10045.2.1"); // id-ecPublicKey
-    let ek = tpm_parse::parse_ecc_public(&tpm.ek_public().unwrap());
-    assert_eq!(ek.curve, tpm_parse::ECC_NIST_P384);
+    let ek = ecc_public(&tpm.ek_public().unwrap());
+    assert_eq!(ek.curve, wire::TPM_ECC_NIST_P384);
     assert_eq!(
         spki.subject_public_key.raw_bytes(),
-        ek.sec1_point().as_slice()
+        ek.sec1_uncompressed().unwrap().as_slice()
     );
     assert!(!cert.to_der().unwrap().is_empty());
 
@@ -237,29 +297,41 @@ fn quote_verifies_with_the_ak_and_with_tpm2_checkquote() {
         .unwrap();
     let ak = tpm.create_ak().unwrap();
     assert!(ak.policy_branches.is_empty());
-    let ak_pub = tpm_parse::parse_ecc_public(&Tpm::public_of(&ak).unwrap());
-    let want = attr::FIXED_TPM
-        | attr::FIXED_PARENT
-        | attr::SENSITIVE_DATA_ORIGIN
-        | attr::RESTRICTED
-        | attr::SIGN;
-    assert_eq!(ak_pub.attributes & want, want);
-    assert_eq!(ak_pub.attributes & attr::DECRYPT, 0);
+    let ak_pub = ecc_public(&Tpm::public_of(&ak).unwrap());
+    let attrs = ak_pub.object_attributes;
+    assert!(attrs.fixed_tpm(), "{attrs:?}");
+    assert!(attrs.fixed_parent(), "{attrs:?}");
+    assert!(attrs.sensitive_data_origin(), "{attrs:?}");
+    assert!(attrs.restricted(), "{attrs:?}");
+    assert!(attrs.sign(), "{attrs:?}");
+    assert!(!attrs.decrypt(), "{attrs:?}");
     assert_eq!(
         (ak_pub.name_alg, ak_pub.curve),
-        (tpm_parse::ALG_SHA384, tpm_parse::ECC_NIST_P384)
+        (HashAlg::Sha384, wire::TPM_ECC_NIST_P384)
     );
-    assert_eq!(ak_pub.scheme, (tpm_parse::ALG_ECDSA, tpm_parse::ALG_SHA384));
+    assert_eq!(ak_pub.scheme, ecdsa_sha384_scheme());
 
     // 12 PCRs: more than one TPML_DIGEST in tpm2-tools' PCR file.
     let pcrs: Vec<u8> = vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 23];
     let (attest, signature) = tpm.quote(&ak, NONCE, HashAlg::Sha384, &pcrs).unwrap();
     let parsed = verified_attest(&ak, &attest, &signature);
-    assert_eq!(parsed.kind, tpm_parse::ST_ATTEST_QUOTE);
+    assert_eq!(parsed.attest_type, wire::TPM_ST_ATTEST_QUOTE);
     assert_eq!(parsed.extra_data, NONCE);
-    assert_eq!(parsed.safe, 1);
-    let (selection, pcr_digest) = tpm_parse::parse_quote_info(&parsed.attested);
-    assert_eq!(selection, vec![(tpm_parse::ALG_SHA384, pcrs.clone())]);
+    assert_eq!(parsed.clock_info.safe, 1);
+    let Attested::Quote {
+        pcr_select: selection,
+        pcr_digest,
+    } = parsed.attested
+    else {
+        panic!("not a quote: {:?}", parsed.attested);
+    };
+    assert_eq!(
+        selection,
+        vec![PcrSelection {
+            bank: HashAlg::Sha384,
+            pcrs: pcrs.clone()
+        }]
+    );
     let values = tpm.read_pcrs(HashAlg::Sha384, &pcrs).unwrap();
     let concat: Vec<u8> = values.iter().flat_map(|(_, v)| v.clone()).collect();
     assert_eq!(pcr_digest, sha384(&[&concat]));
@@ -268,7 +340,7 @@ fn quote_verifies_with_the_ak_and_with_tpm2_checkquote() {
     let mut tampered = attest.clone();
     let last = tampered.len() - 1;
     tampered[last] ^= 1;
-    let (_, r, s) = tpm_parse::parse_ecdsa_signature(&signature, 48);
+    let (_, r, s) = ecdsa_p384_signature(&signature);
     assert!(!verify_p384(
         &Tpm::public_of(&ak).unwrap(),
         &tampered,
@@ -279,23 +351,15 @@ fn quote_verifies_with_the_ak_and_with_tpm2_checkquote() {
     // Independent cross-check with tpm2-tools, AK given both as TPM2B_PUBLIC and as PEM.
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(
-        d.join("ak.tpm2b"),
-        tpm_parse::tpm2b(&Tpm::public_of(&ak).unwrap()),
-    )
-    .unwrap();
+    std::fs::write(d.join("ak.tpm2b"), tpm2b(&Tpm::public_of(&ak).unwrap())).unwrap();
     std::fs::write(
         d.join("ak.pem"),
-        tpm_parse::p384_spki_pem(&ak_pub.sec1_point()),
+        p384_spki_pem(&ak_pub.sec1_uncompressed().unwrap()),
     )
     .unwrap();
     std::fs::write(d.join("quote.msg"), &attest).unwrap();
     std::fs::write(d.join("quote.sig"), &signature).unwrap();
-    std::fs::write(
-        d.join("quote.pcrs"),
-        tpm_parse::tpm2_tools_pcr_file(tpm_parse::ALG_SHA384, &values),
-    )
-    .unwrap();
+    std::fs::write(d.join("quote.pcrs"), sha384_pcr_file(&values)).unwrap();
     let checkquote = |key: &str, nonce: &[u8], pcr_file: &str| {
         run(Command::new("tpm2_checkquote")
             .current_dir(d)
@@ -327,11 +391,7 @@ fn quote_verifies_with_the_ak_and_with_tpm2_checkquote() {
         .success());
     let mut wrong = values.clone();
     wrong[0].1 = vec![1; 48];
-    std::fs::write(
-        d.join("wrong.pcrs"),
-        tpm_parse::tpm2_tools_pcr_file(tpm_parse::ALG_SHA384, &wrong),
-    )
-    .unwrap();
+    std::fs::write(d.join("wrong.pcrs"), sha384_pcr_file(&wrong)).unwrap();
     assert!(!checkquote("ak.pem", NONCE, "wrong.pcrs").status.success());
 
     assert!(matches!(
@@ -351,7 +411,7 @@ fn pcr_file_writer_matches_tpm2_tools() {
         .map(|(p, v)| (*p, v.to_vec()))
         .collect();
     assert_eq!(
-        tpm_parse::tpm2_tools_pcr_file(tpm_parse::ALG_SHA384, &values),
+        sha384_pcr_file(&values),
         std::fs::read(fixtures.join("quote.pcrs")).unwrap()
     );
 }
@@ -360,7 +420,7 @@ fn pcr_file_writer_matches_tpm2_tools() {
 fn expected_policy(pcrs_mask: [u8; 3], pcr_values: &[Vec<u8>]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let zero = [0u8; 48];
     let mut selection = 1u32.to_be_bytes().to_vec();
-    selection.extend_from_slice(&tpm_parse::ALG_SHA384.to_be_bytes());
+    selection.extend_from_slice(&HashAlg::Sha384.tpm_alg_id().to_be_bytes());
     selection.push(3);
     selection.extend_from_slice(&pcrs_mask);
     let concat: Vec<u8> = pcr_values.concat();
@@ -390,20 +450,19 @@ fn sealed_key_signs_until_pcr_drift_and_a_reseal_signs_again() {
         .unwrap();
 
     // The key is what the verifier will require, and its policy is the documented one.
-    let public = tpm_parse::parse_ecc_public(&Tpm::public_of(&sealed).unwrap());
-    let want = attr::FIXED_TPM
-        | attr::FIXED_PARENT
-        | attr::SENSITIVE_DATA_ORIGIN
-        | attr::ADMIN_WITH_POLICY
-        | attr::NO_DA
-        | attr::SIGN;
-    assert_eq!(public.attributes & want, want);
-    assert_eq!(
-        public.attributes & (attr::USER_WITH_AUTH | attr::RESTRICTED | attr::DECRYPT),
-        0
-    );
-    assert_eq!(public.name_alg, tpm_parse::ALG_SHA384);
-    assert_eq!(public.scheme, (tpm_parse::ALG_ECDSA, tpm_parse::ALG_SHA384));
+    let public = ecc_public(&Tpm::public_of(&sealed).unwrap());
+    let attrs = public.object_attributes;
+    assert!(attrs.fixed_tpm(), "{attrs:?}");
+    assert!(attrs.fixed_parent(), "{attrs:?}");
+    assert!(attrs.sensitive_data_origin(), "{attrs:?}");
+    assert!(attrs.admin_with_policy(), "{attrs:?}");
+    assert!(attrs.no_da(), "{attrs:?}");
+    assert!(attrs.sign(), "{attrs:?}");
+    assert!(!attrs.user_with_auth(), "{attrs:?}");
+    assert!(!attrs.restricted(), "{attrs:?}");
+    assert!(!attrs.decrypt(), "{attrs:?}");
+    assert_eq!(public.name_alg, HashAlg::Sha384);
+    assert_eq!(public.scheme, ecdsa_sha384_scheme());
     let values: Vec<Vec<u8>> = tpm
         .read_pcrs(HashAlg::Sha384, &sealed_pcrs)
         .unwrap()
@@ -530,7 +589,7 @@ fn certify_sealed_verifies_under_the_ak_even_after_drift() {
     let sealed = tpm.create_sealed_key(HashAlg::Sha384, &[13]).unwrap();
     let sealed_public = Tpm::public_of(&sealed).unwrap();
     let name = [
-        &tpm_parse::ALG_SHA384.to_be_bytes()[..],
+        &HashAlg::Sha384.tpm_alg_id().to_be_bytes()[..],
         &sha384(&[&sealed_public]),
     ]
     .concat();
@@ -538,9 +597,15 @@ fn certify_sealed_verifies_under_the_ak_even_after_drift() {
     for round in 0..2 {
         let (attest, signature) = tpm.certify_sealed(&ak, &sealed, NONCE).unwrap();
         let parsed = verified_attest(&ak, &attest, &signature);
-        assert_eq!(parsed.kind, tpm_parse::ST_ATTEST_CERTIFY);
+        assert_eq!(parsed.attest_type, wire::TPM_ST_ATTEST_CERTIFY);
         assert_eq!(parsed.extra_data, NONCE);
-        let (certified_name, _qualified) = tpm_parse::parse_certify_info(&parsed.attested);
+        let Attested::Certify {
+            name: certified_name,
+            ..
+        } = parsed.attested
+        else {
+            panic!("not a certification: {:?}", parsed.attested);
+        };
         assert_eq!(certified_name, name);
         // The Certify branch does not depend on PCRs: certification still works after drift.
         if round == 0 {
@@ -549,7 +614,7 @@ fn certify_sealed_verifies_under_the_ak_even_after_drift() {
         }
     }
     let (attest, _) = tpm.certify_sealed(&ak, &sealed, &[]).unwrap();
-    assert!(tpm_parse::parse_attest(&attest).extra_data.is_empty());
+    assert!(wire::parse_attest(&attest).unwrap().extra_data.is_empty());
 }
 
 #[test]
@@ -589,7 +654,7 @@ fn key_blobs_reload_after_a_tpm_reset_in_a_new_context() {
     let parsed = verified_attest(&ak, &attest, &signature);
     assert_eq!(parsed.extra_data, NONCE);
     assert!(
-        parsed.reset_count >= 1,
+        parsed.clock_info.reset_count >= 1,
         "swtpm restart should count as a TPM reset"
     );
     let (attest, signature) = tpm.certify_sealed(&ak, &sealed, NONCE).unwrap();

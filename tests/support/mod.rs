@@ -15,12 +15,9 @@
 //!   machine-wide `/var/lib/swtpm-localca`. [`Swtpm::start_with_own_ca`] uses a second,
 //!   unrelated CA, for "EK certificate from an untrusted CA" tests.
 //! * Missing tools make the test panic (fail), naming the tool and `scripts/test.sh`.
-//!
-//! [`tpm_parse`] holds small, independent parsers of TPM wire structures and writers of
-//! tpm2-tools file formats, for tests that check TPM output without the code under test.
 #![allow(dead_code)]
 
-pub mod tpm_parse;
+pub mod agent;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};

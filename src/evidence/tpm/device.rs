@@ -20,7 +20,9 @@ use tss_esapi::attributes::ObjectAttributesBuilder;
 use tss_esapi::constants::response_code::Tss2ResponseCode;
 use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
 use tss_esapi::constants::{CapabilityType, CommandCode, SessionType};
-use tss_esapi::handles::{KeyHandle, ObjectHandle, PcrHandle, SessionHandle, TpmHandle};
+use tss_esapi::handles::{
+    AuthHandle, KeyHandle, ObjectHandle, PcrHandle, SessionHandle, TpmHandle,
+};
 use tss_esapi::interface_types::algorithm::{
     EccSchemeAlgorithm, HashingAlgorithm, PublicAlgorithm, SignatureSchemeAlgorithm,
 };
@@ -28,10 +30,10 @@ use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    CapabilityData, Data, Digest, DigestList, DigestValues, EccPoint, EccScheme, HashcheckTicket,
-    PcrSelectSize, PcrSelectionList, PcrSelectionListBuilder, PcrSlot, Private, Public,
-    PublicBuilder, PublicEccParametersBuilder, Signature, SignatureScheme, SymmetricDefinition,
-    SymmetricDefinitionObject,
+    CapabilityData, Data, Digest, DigestList, DigestValues, EccPoint, EccScheme, EncryptedSecret,
+    HashcheckTicket, IdObject, PcrSelectSize, PcrSelectionList, PcrSelectionListBuilder, PcrSlot,
+    Private, Public, PublicBuilder, PublicEccParametersBuilder, Signature, SignatureScheme,
+    SymmetricDefinition, SymmetricDefinitionObject,
 };
 use tss_esapi::traits::{Marshall, UnMarshall};
 use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
@@ -62,6 +64,27 @@ const RC_LAYER_TCTI: u32 = 0x000a_0000;
 const RC_FMT1_MASK: u32 = 0x0000_00bf;
 const TPM_RC_VALUE: u32 = 0x084;
 const TPM_RC_POLICY_FAIL: u32 = 0x09d;
+/// Format-one bit P: the error is about a command parameter (not a handle or session).
+const RC_FMT1_PARAMETER: u32 = 0x040;
+
+/// EK authPolicy digests of the TCG EK Credential Profile (2.5, B.6), SHA-384 variants:
+/// PolicyA = PolicySecret(TPM_RH_ENDORSEMENT), PolicyC = PolicyAuthorizeNV(0x01C07F02), and
+/// the high-range templates' PolicyB = PolicyOR(PolicyA, PolicyC).
+const EK_POLICY_A_SHA384: [u8; 48] = [
+    0x8b, 0xbf, 0x22, 0x66, 0x53, 0x7c, 0x17, 0x1c, 0xb5, 0x6e, 0x40, 0x3c, 0x4d, 0xc1, 0xd4, 0xb6,
+    0x4f, 0x43, 0x26, 0x11, 0xdc, 0x38, 0x6e, 0x6f, 0x53, 0x20, 0x50, 0xc3, 0x27, 0x8c, 0x93, 0x0e,
+    0x14, 0x3e, 0x8b, 0xb1, 0x13, 0x38, 0x24, 0xcc, 0xb4, 0x31, 0x05, 0x38, 0x71, 0xc6, 0xdb, 0x53,
+];
+const EK_POLICY_C_SHA384: [u8; 48] = [
+    0xd6, 0x03, 0x2c, 0xe6, 0x1f, 0x2f, 0xb3, 0xc2, 0x40, 0xeb, 0x3c, 0xf6, 0xa3, 0x32, 0x37, 0xef,
+    0x2b, 0x6a, 0x16, 0xf4, 0x29, 0x3c, 0x22, 0xb4, 0x55, 0xe2, 0x61, 0xcf, 0xfd, 0x21, 0x7a, 0xd5,
+    0xb4, 0x94, 0x7c, 0x2d, 0x73, 0xe6, 0x30, 0x05, 0xee, 0xd2, 0xdc, 0x2b, 0x35, 0x93, 0xd1, 0x65,
+];
+const EK_POLICY_B_SHA384: [u8; 48] = [
+    0xb2, 0x6e, 0x7d, 0x28, 0xd1, 0x1a, 0x50, 0xbc, 0x53, 0xd8, 0x82, 0xbc, 0xf5, 0xfd, 0x3a, 0x1a,
+    0x07, 0x41, 0x48, 0xbb, 0x35, 0xd3, 0xb4, 0xe4, 0xcb, 0x1c, 0x0a, 0xd9, 0xbd, 0xe4, 0x19, 0xca,
+    0xcb, 0x47, 0xba, 0x09, 0x69, 0x96, 0x46, 0x15, 0x0f, 0x9f, 0xc0, 0x00, 0xf3, 0xf8, 0x0e, 0x12,
+];
 
 /// First handles of the transient-object and session ranges, for the stale-handle sweep.
 const TRANSIENT_FIRST: u32 = 0x8000_0000;
@@ -122,6 +145,16 @@ pub enum TpmError {
     /// The TPM returned no value for a requested PCR: usually the bank is not active.
     #[error("the TPM returned no value for PCR {pcr} of the {} bank (is the bank active?)", alg.name())]
     PcrUnavailable { alg: HashAlg, pcr: u8 },
+    /// A credential blob or encrypted secret that cannot even be handed to the TPM.
+    #[error("malformed {what}: {reason}")]
+    MalformedCredential { what: &'static str, reason: String },
+    /// The TPM refused to activate the credential: it was made for another EK or another
+    /// AK Name, or was altered (usually TPM_RC_INTEGRITY).
+    #[error("TPM refused to activate the credential (response code {rc:#x}): it was not made for this TPM's EK and this AK, or was altered")]
+    CredentialRefused { rc: u32 },
+    /// The EK's authPolicy is none of the TCG EK profile policies this code satisfies.
+    #[error("the EK's authPolicy is not a TCG EK Credential Profile policy this code can satisfy")]
+    UnsupportedEkPolicy,
     /// The TPM answered with something other than what the command promises.
     #[error("unexpected TPM output from {op}: {what}")]
     UnexpectedResponse {
@@ -472,6 +505,48 @@ impl Tpm {
         })
     }
 
+    /// TPM2_ActivateCredential: recovers the secret a verifier protected for this TPM's
+    /// P-384 EK and the AK's Name (`credential_blob` = TPM2B_ID_OBJECT contents,
+    /// `encrypted_secret` = TPM2B_ENCRYPTED_SECRET contents, both without size prefix).
+    /// The AK is authorized by password (admin role), the EK through its TCG policy.
+    /// A credential for another EK or AK, or an altered one, is
+    /// [`TpmError::CredentialRefused`] and yields nothing.
+    pub fn activate_credential(
+        &mut self,
+        ak: &KeyBlob,
+        credential_blob: &[u8],
+        encrypted_secret: &[u8],
+    ) -> Result<Vec<u8>, TpmError> {
+        let blob =
+            credential_part::<IdObject>("credential blob (TPM2B_ID_OBJECT)", credential_blob)?;
+        let secret = credential_part::<EncryptedSecret>(
+            "encrypted secret (TPM2B_ENCRYPTED_SECRET)",
+            encrypted_secret,
+        )?;
+        let public = parse_public(ak)?;
+        let private = parse_private(ak)?;
+        // Both keys stay loaded for the command: two of swtpm's three object slots.
+        let ek = self.create_ek()?;
+        self.with_flushed(ek.into(), |t| {
+            let ak_handle = ak::load_ak(&mut t.ctx, ek, None, private, public)
+                .map_err(|e| classify("Load(AK)", e))?;
+            t.with_flushed(ak_handle.into(), |t| {
+                let ek_policy = t.auth_policy_of("ReadPublic(EK)", ek)?;
+                t.with_policy_session(|t, session| {
+                    t.satisfy_ek_policy(session, &ek_policy)?;
+                    let credential = t
+                        .ctx
+                        .execute_with_sessions(
+                            (Some(AuthSession::Password), Some(session.into()), None),
+                            |c| c.activate_credential(ak_handle, ek, blob, secret),
+                        )
+                        .map_err(|e| credential_error("ActivateCredential", e))?;
+                    Ok(credential.value().to_vec())
+                })
+            })
+        })
+    }
+
     /// Marshalled TPMT_PUBLIC (no size prefix) of a blob's key, in canonical form: what a
     /// verifier parses and hashes into the key's Name.
     pub fn public_of(blob: &KeyBlob) -> Result<Vec<u8>, TpmError> {
@@ -543,6 +618,50 @@ impl Tpm {
                 .policy_get_digest(policy)
                 .map_err(|e| classify("PolicyGetDigest", e))
         })
+    }
+
+    fn auth_policy_of(&mut self, op: &'static str, key: KeyHandle) -> Result<Vec<u8>, TpmError> {
+        let (public, _, _) = self.ctx.read_public(key).map_err(|e| classify(op, e))?;
+        Ok(public.auth_policy().value().to_vec())
+    }
+
+    /// Brings a SHA-384 policy session to the EK's authPolicy: PolicySecret(endorsement),
+    /// plus PolicyOR(PolicyA, PolicyC) for the high-range templates (PolicyB). The
+    /// endorsement hierarchy's auth is assumed empty, as on swtpm and most platforms.
+    fn satisfy_ek_policy(
+        &mut self,
+        session: PolicySession,
+        ek_policy: &[u8],
+    ) -> Result<(), TpmError> {
+        let needs_or = if ek_policy == EK_POLICY_B_SHA384.as_slice() {
+            true
+        } else if ek_policy == EK_POLICY_A_SHA384.as_slice() {
+            false
+        } else {
+            return Err(TpmError::UnsupportedEkPolicy);
+        };
+        self.ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.policy_secret(
+                    session,
+                    AuthHandle::Endorsement,
+                    Default::default(),
+                    Default::default(),
+                    Default::default(),
+                    None,
+                )
+            })
+            .map_err(|e| classify("PolicySecret(endorsement)", e))?;
+        if needs_or {
+            let branches = digest_list(
+                "PolicyOR(EK)",
+                &[EK_POLICY_A_SHA384.to_vec(), EK_POLICY_C_SHA384.to_vec()],
+            )?;
+            self.ctx
+                .policy_or(session, branches)
+                .map_err(|e| classify("PolicyOR(EK)", e))?;
+        }
+        Ok(())
     }
 
     fn create_ek(&mut self) -> Result<KeyHandle, TpmError> {
@@ -906,6 +1025,39 @@ fn policy_error(op: &'static str, e: tss_esapi::Error) -> TpmError {
     }
 }
 
+/// One ActivateCredential input as its tss-esapi buffer type; empty or oversized input is
+/// refused here rather than by the TPM.
+fn credential_part<T: TryFrom<Vec<u8>, Error = tss_esapi::Error>>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<T, TpmError> {
+    if bytes.is_empty() {
+        return Err(TpmError::MalformedCredential {
+            what,
+            reason: "empty".into(),
+        });
+    }
+    T::try_from(bytes.to_vec()).map_err(|e| TpmError::MalformedCredential {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+/// Like [`classify`], but a TPM error about a command parameter (the blob or the secret)
+/// becomes [`TpmError::CredentialRefused`]: the credential does not fit this EK and AK.
+fn credential_error(op: &'static str, e: tss_esapi::Error) -> TpmError {
+    match classify(op, e) {
+        TpmError::Command { rc, .. } if is_parameter_error(rc) => {
+            TpmError::CredentialRefused { rc }
+        }
+        other => other,
+    }
+}
+
+fn is_parameter_error(rc: u32) -> bool {
+    rc & RC_LAYER_MASK == 0 && rc & 0x80 != 0 && rc & RC_FMT1_PARAMETER != 0
+}
+
 fn is_policy_refusal(rc: u32) -> bool {
     // Only TPM-layer format-one codes; other layers reuse the low bits.
     rc & RC_LAYER_MASK == 0
@@ -930,6 +1082,36 @@ mod tests {
         assert!(is_policy_refusal(0x99d));
         assert!(!is_policy_refusal(0x902)); // object memory: a warning, not a policy miss
         assert!(!is_policy_refusal(0x000a_0084)); // same low bits from another layer
+    }
+
+    #[test]
+    fn credential_refusals_are_parameter_errors() {
+        // TPM_RC_INTEGRITY on parameter 1 (the blob), TPM_RC_ECC_POINT on parameter 2.
+        assert!(is_parameter_error(0x1df));
+        assert!(is_parameter_error(0x2e7));
+        assert!(!is_parameter_error(0x99d)); // policy failure on session 1
+        assert!(!is_parameter_error(0x18b)); // TPM_RC_HANDLE on handle 1
+        assert!(!is_parameter_error(0x902)); // object memory warning
+        assert!(!is_parameter_error(0x000a_01df)); // same bits from another layer
+    }
+
+    #[test]
+    fn ek_policy_constants_are_the_profile_policies() {
+        // PolicySecret(TPM_RH_ENDORSEMENT) with an empty policyRef, then PolicyOR(A, C).
+        let zero = [0u8; 48];
+        let secret = HashAlg::Sha384.digest_parts(&[
+            &zero,
+            &0x151u32.to_be_bytes(),
+            &0x4000_000bu32.to_be_bytes(),
+        ]);
+        assert_eq!(HashAlg::Sha384.digest(&secret), EK_POLICY_A_SHA384);
+        let or = HashAlg::Sha384.digest_parts(&[
+            &zero,
+            &0x171u32.to_be_bytes(),
+            &EK_POLICY_A_SHA384,
+            &EK_POLICY_C_SHA384,
+        ]);
+        assert_eq!(or, EK_POLICY_B_SHA384);
     }
 
     #[test]

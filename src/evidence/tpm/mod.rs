@@ -1,6 +1,7 @@
 //! TPM 2.0 evidence: the device layer (tss-esapi), the wire formats a verifier parses
 //! without the TPM library, policy digests, and the measurement event log.
 
+pub mod credential;
 pub mod device;
 pub mod eventlog;
 pub mod policy;

@@ -1,0 +1,5 @@
+//! The ledger: verifies submissions and keeps them in a tamper-evident, append-only log.
+
+pub mod log;
+pub mod store;
+pub mod verify;

@@ -1,0 +1,640 @@
+//! The embedded store: SQLite in WAL mode with `synchronous=FULL`, so a committed
+//! transaction survives power loss (with `NORMAL` the last commits may be lost). One
+//! connection behind a mutex: SQLite serialises writers anyway, and batching many entries
+//! into one transaction (group commit) is what buys throughput, not concurrency.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{
+    AcceptedState, AgentRecord, EntryQuery, LedgerStore, NewEntry, StoreError, StoredCheckpoint,
+    StoredEntry, Verdict, MAX_PAGE,
+};
+
+const SCHEMA_VERSION: &str = "1";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    idx INTEGER PRIMARY KEY,
+    received_at_ms INTEGER NOT NULL,
+    tenant TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('accepted', 'refused')),
+    attestation_id TEXT,
+    leaf BLOB NOT NULL,
+    leaf_hash BLOB NOT NULL CHECK (length(leaf_hash) = 32)
+);
+CREATE INDEX IF NOT EXISTS entries_tenant_time ON entries (tenant, received_at_ms);
+CREATE INDEX IF NOT EXISTS entries_agent ON entries (agent_id, idx);
+CREATE INDEX IF NOT EXISTS entries_attestation ON entries (attestation_id);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size INTEGER PRIMARY KEY,
+    note TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agents (
+    agent_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    ek_certificate BLOB NOT NULL,
+    ak_public BLOB NOT NULL,
+    enrolled_at_ms INTEGER NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    last_seen_at_ms INTEGER,
+    last_accepted_at_ms INTEGER,
+    last_zero_retention INTEGER,
+    last_reset_count INTEGER,
+    last_restart_count INTEGER,
+    last_clock_ms INTEGER
+);
+";
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+/// SQLite stores integers as i64; indexes and times beyond that are refused, not wrapped.
+fn to_sql(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{v} exceeds the storable range")))
+}
+
+fn from_sql(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative value {v}")))
+}
+
+/// The default ledger store: one SQLite database file.
+pub struct EmbeddedStore {
+    conn: Mutex<Connection>,
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(db)?;
+        // WAL + FULL: every commit is fsynced before it returns.
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(db)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Database(format!(
+                "journal_mode is {mode}, WAL is required"
+            )));
+        }
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+            .map_err(db)?;
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        let version: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        match version {
+            None => {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                    [SCHEMA_VERSION],
+                )
+                .map_err(db)?;
+            }
+            Some(v) if v == SCHEMA_VERSION => {}
+            Some(found) => {
+                return Err(StoreError::SchemaVersion {
+                    found,
+                    expected: SCHEMA_VERSION,
+                })
+            }
+        }
+        Ok(EmbeddedStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions
+        // roll back), so a poisoned lock is safe to keep using.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Columns of [`ENTRY_COLUMNS`] in order.
+type EntryRow = (
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    Vec<u8>,
+    Vec<u8>,
+);
+
+fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<EntryRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+    ))
+}
+
+fn stored_entry(row: EntryRow) -> Result<StoredEntry, StoreError> {
+    let (idx, at, tenant, agent_id, verdict, attestation_id, leaf, hash) = row;
+    Ok(StoredEntry {
+        index: from_sql(idx)?,
+        entry: NewEntry {
+            received_at_ms: from_sql(at)?,
+            tenant,
+            agent_id,
+            verdict: Verdict::parse(&verdict)
+                .ok_or_else(|| StoreError::Corrupt(format!("verdict {verdict:?}")))?,
+            attestation_id,
+            leaf,
+            leaf_hash: hash
+                .try_into()
+                .map_err(|_| StoreError::Corrupt(format!("leaf hash of entry {idx}")))?,
+            accepted_state: None,
+        },
+    })
+}
+
+const ENTRY_COLUMNS: &str =
+    "idx, received_at_ms, tenant, agent_id, verdict, attestation_id, leaf, leaf_hash";
+
+const AGENT_COLUMNS: &str = "agent_id, tenant, ek_certificate, ak_public, enrolled_at_ms, \
+     revoked, last_seen_at_ms, last_accepted_at_ms, last_zero_retention, last_reset_count, \
+     last_restart_count, last_clock_ms";
+
+fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<AgentRecord> {
+    let opt_u64 = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
+    let zero_retention: Option<bool> = row.get(8)?;
+    let clock = match (
+        row.get::<_, Option<u32>>(9)?,
+        row.get::<_, Option<u32>>(10)?,
+        opt_u64(row.get(11)?),
+    ) {
+        (Some(reset), Some(restart), Some(clock)) => Some((reset, restart, clock)),
+        _ => None,
+    };
+    Ok(AgentRecord {
+        agent_id: row.get(0)?,
+        tenant: row.get(1)?,
+        ek_certificate: row.get(2)?,
+        ak_public: row.get(3)?,
+        enrolled_at_ms: opt_u64(row.get(4)?).unwrap_or(0),
+        revoked: row.get(5)?,
+        last_seen_at_ms: opt_u64(row.get(6)?),
+        last_accepted_at_ms: opt_u64(row.get(7)?),
+        last_accepted: zero_retention.map(|zero_retention| AcceptedState {
+            zero_retention,
+            tpm_clock: clock,
+        }),
+    })
+}
+
+impl LedgerStore for EmbeddedStore {
+    fn append(&self, entries: &[NewEntry]) -> Result<u64, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        let (count, last): (i64, Option<i64>) = tx
+            .query_row(
+                "SELECT count(*), max(received_at_ms) FROM entries",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(db)?;
+        let first = from_sql(count)?;
+        let mut last_ms = last.map(from_sql).transpose()?.unwrap_or(0);
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO entries (idx, received_at_ms, tenant, agent_id, verdict, \
+                     attestation_id, leaf, leaf_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(db)?;
+            let mut seen = tx
+                .prepare_cached("UPDATE agents SET last_seen_at_ms = ?2 WHERE agent_id = ?1")
+                .map_err(db)?;
+            let mut accepted = tx
+                .prepare_cached(
+                    "UPDATE agents SET last_accepted_at_ms = ?2, last_zero_retention = ?3, \
+                     last_reset_count = ?4, last_restart_count = ?5, last_clock_ms = ?6 \
+                     WHERE agent_id = ?1",
+                )
+                .map_err(db)?;
+            for (offset, e) in entries.iter().enumerate() {
+                if e.received_at_ms < last_ms {
+                    return Err(StoreError::TimeOrder {
+                        received_at_ms: e.received_at_ms,
+                        last_ms,
+                    });
+                }
+                last_ms = e.received_at_ms;
+                let at = to_sql(e.received_at_ms)?;
+                insert
+                    .execute(params![
+                        to_sql(first + offset as u64)?,
+                        at,
+                        e.tenant,
+                        e.agent_id,
+                        e.verdict.as_str(),
+                        e.attestation_id,
+                        e.leaf,
+                        e.leaf_hash.as_slice(),
+                    ])
+                    .map_err(db)?;
+                seen.execute(params![e.agent_id, at]).map_err(db)?;
+                if let Some(state) = &e.accepted_state {
+                    let (reset, restart, clock) = match state.tpm_clock {
+                        Some((a, b, c)) => (Some(a), Some(b), Some(to_sql(c)?)),
+                        None => (None, None, None),
+                    };
+                    let updated = accepted
+                        .execute(params![
+                            e.agent_id,
+                            at,
+                            state.zero_retention,
+                            reset,
+                            restart,
+                            clock
+                        ])
+                        .map_err(db)?;
+                    if updated == 0 {
+                        return Err(StoreError::UnknownAgent(e.agent_id.clone()));
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(db)?;
+        Ok(first)
+    }
+
+    fn len(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn()
+            .query_row("SELECT count(*) FROM entries", [], |r| r.get(0))
+            .map_err(db)?;
+        from_sql(n)
+    }
+
+    fn last_received_at_ms(&self) -> Result<Option<u64>, StoreError> {
+        let v: Option<i64> = self
+            .conn()
+            .query_row("SELECT max(received_at_ms) FROM entries", [], |r| r.get(0))
+            .map_err(db)?;
+        v.map(from_sql).transpose()
+    }
+
+    fn leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<[u8; 32]>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT idx, leaf_hash FROM entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(params![to_sql(from)?, to_sql(to)?], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for (expected, row) in (from..).zip(rows) {
+            let (idx, hash) = row.map_err(db)?;
+            if from_sql(idx)? != expected {
+                return Err(StoreError::Corrupt(format!("entry {expected} is missing")));
+            }
+            out.push(
+                hash.try_into()
+                    .map_err(|_| StoreError::Corrupt(format!("leaf hash of entry {idx}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    fn entry(&self, index: u64) -> Result<Option<StoredEntry>, StoreError> {
+        let row = self
+            .conn()
+            .query_row(
+                &format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE idx = ?1"),
+                [to_sql(index)?],
+                entry_from_row,
+            )
+            .optional()
+            .map_err(db)?;
+        row.map(stored_entry).transpose()
+    }
+
+    fn query(&self, q: &EntryQuery) -> Result<Vec<StoredEntry>, StoreError> {
+        // Filters are bound parameters; a NULL parameter disables its filter.
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE \
+             (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR agent_id = ?2) AND \
+             (?3 IS NULL OR attestation_id = ?3) AND (?4 IS NULL OR verdict = ?4) AND \
+             (?5 IS NULL OR received_at_ms >= ?5) AND (?6 IS NULL OR received_at_ms < ?6) AND \
+             (?7 IS NULL OR idx > ?7) ORDER BY idx LIMIT ?8"
+        );
+        let opt = |v: Option<u64>| v.map(to_sql).transpose();
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
+        let rows = stmt
+            .query_map(
+                params![
+                    q.tenant,
+                    q.agent_id,
+                    q.attestation_id,
+                    q.verdict.map(Verdict::as_str),
+                    opt(q.from_ms)?,
+                    opt(q.to_ms)?,
+                    opt(q.after_index)?,
+                    q.limit.min(MAX_PAGE),
+                ],
+                entry_from_row,
+            )
+            .map_err(db)?;
+        rows.map(|r| stored_entry(r.map_err(db)?)).collect()
+    }
+
+    fn put_checkpoint(&self, c: &StoredCheckpoint) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT OR IGNORE INTO checkpoints (size, note, created_at_ms) VALUES (?1, ?2, ?3)",
+                params![to_sql(c.size)?, c.note, to_sql(c.created_at_ms)?],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.checkpoint_where("ORDER BY size DESC LIMIT 1", None)
+    }
+
+    fn checkpoint(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.checkpoint_where("WHERE size = ?1", Some(to_sql(size)?))
+    }
+
+    fn put_agent(&self, a: &AgentRecord) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO agents (agent_id, tenant, ek_certificate, ak_public, enrolled_at_ms, revoked) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (agent_id) DO UPDATE SET \
+                 tenant = excluded.tenant, ek_certificate = excluded.ek_certificate, \
+                 ak_public = excluded.ak_public, enrolled_at_ms = excluded.enrolled_at_ms, \
+                 revoked = excluded.revoked",
+                params![
+                    a.agent_id,
+                    a.tenant,
+                    a.ek_certificate,
+                    a.ak_public,
+                    to_sql(a.enrolled_at_ms)?,
+                    a.revoked
+                ],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE agent_id = ?1"),
+                [agent_id],
+                agent_from_row,
+            )
+            .optional()
+            .map_err(db)
+    }
+
+    fn agents(&self, tenant: Option<&str>) -> Result<Vec<AgentRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {AGENT_COLUMNS} FROM agents WHERE (?1 IS NULL OR tenant = ?1) ORDER BY agent_id"
+            ))
+            .map_err(db)?;
+        let rows = stmt.query_map([tenant], agent_from_row).map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)
+    }
+
+    fn revoke_agent(&self, agent_id: &str) -> Result<(), StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE agents SET revoked = 1 WHERE agent_id = ?1",
+                [agent_id],
+            )
+            .map_err(db)?;
+        if n == 0 {
+            return Err(StoreError::UnknownAgent(agent_id.to_string()));
+        }
+        Ok(())
+    }
+}
+
+impl EmbeddedStore {
+    fn checkpoint_where(
+        &self,
+        clause: &str,
+        size: Option<i64>,
+    ) -> Result<Option<StoredCheckpoint>, StoreError> {
+        let sql = format!("SELECT size, note, created_at_ms FROM checkpoints {clause}");
+        let conn = self.conn();
+        let read = |r: &Row<'_>| Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get::<_, i64>(2)?));
+        let row: Option<(i64, String, i64)> = match size {
+            Some(s) => conn.query_row(&sql, [s], read),
+            None => conn.query_row(&sql, [], read),
+        }
+        .optional()
+        .map_err(db)?;
+        row.map(|(size, note, at)| {
+            Ok(StoredCheckpoint {
+                size: from_sql(size)?,
+                note,
+                created_at_ms: from_sql(at)?,
+            })
+        })
+        .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(at: u64, tenant: &str, agent: &str, verdict: Verdict) -> NewEntry {
+        NewEntry {
+            received_at_ms: at,
+            tenant: tenant.into(),
+            agent_id: agent.into(),
+            verdict,
+            attestation_id: Some(format!("att-{at}")),
+            leaf: at.to_be_bytes().to_vec(),
+            leaf_hash: [at as u8; 32],
+            accepted_state: None,
+        }
+    }
+
+    fn agent(id: &str, tenant: &str) -> AgentRecord {
+        AgentRecord {
+            agent_id: id.into(),
+            tenant: tenant.into(),
+            ek_certificate: vec![1],
+            ak_public: vec![2],
+            enrolled_at_ms: 5,
+            revoked: false,
+            last_seen_at_ms: None,
+            last_accepted_at_ms: None,
+            last_accepted: None,
+        }
+    }
+
+    #[test]
+    fn appends_are_dense_durable_and_queryable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        {
+            let store = EmbeddedStore::open(&path).unwrap();
+            store.put_agent(&agent("a1", "t1")).unwrap();
+            store.put_agent(&agent("b1", "t2")).unwrap();
+            let mut accepted = entry(10, "t1", "a1", Verdict::Accepted);
+            accepted.accepted_state = Some(AcceptedState {
+                zero_retention: true,
+                tpm_clock: Some((1, 0, 99)),
+            });
+            assert_eq!(
+                store
+                    .append(&[accepted, entry(11, "t2", "b1", Verdict::Refused)])
+                    .unwrap(),
+                0
+            );
+            assert_eq!(
+                store
+                    .append(&[entry(12, "t1", "a1", Verdict::Refused)])
+                    .unwrap(),
+                2
+            );
+        }
+        // Reopened: everything acknowledged is there.
+        let store = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(store.len().unwrap(), 3);
+        assert_eq!(store.last_received_at_ms().unwrap(), Some(12));
+        assert_eq!(store.leaf_hashes(0, 3).unwrap()[2], [12; 32]);
+        assert_eq!(store.entry(1).unwrap().unwrap().entry.tenant, "t2");
+        assert!(store.entry(3).unwrap().is_none());
+
+        let t1 = EntryQuery {
+            tenant: Some("t1".into()),
+            limit: 10,
+            ..EntryQuery::default()
+        };
+        let got: Vec<u64> = store.query(&t1).unwrap().iter().map(|e| e.index).collect();
+        assert_eq!(got, vec![0, 2]);
+        let refused = EntryQuery {
+            verdict: Some(Verdict::Refused),
+            ..t1.clone()
+        };
+        assert_eq!(store.query(&refused).unwrap().len(), 1);
+        let page = EntryQuery {
+            after_index: Some(0),
+            limit: 1,
+            ..t1.clone()
+        };
+        assert_eq!(store.query(&page).unwrap()[0].index, 2);
+        let window = EntryQuery {
+            from_ms: Some(11),
+            to_ms: Some(12),
+            limit: 10,
+            ..EntryQuery::default()
+        };
+        assert_eq!(store.query(&window).unwrap()[0].index, 1);
+
+        let a1 = store.agent("a1").unwrap().unwrap();
+        assert_eq!(a1.last_seen_at_ms, Some(12));
+        assert_eq!(a1.last_accepted_at_ms, Some(10));
+        assert_eq!(
+            a1.last_accepted,
+            Some(AcceptedState {
+                zero_retention: true,
+                tpm_clock: Some((1, 0, 99))
+            })
+        );
+        assert_eq!(store.agents(Some("t2")).unwrap().len(), 1);
+        store.revoke_agent("b1").unwrap();
+        assert!(store.agent("b1").unwrap().unwrap().revoked);
+        assert!(matches!(
+            store.revoke_agent("nobody"),
+            Err(StoreError::UnknownAgent(_))
+        ));
+    }
+
+    #[test]
+    fn time_order_is_enforced_and_failed_batches_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("l.db")).unwrap();
+        store
+            .append(&[entry(10, "t", "a", Verdict::Refused)])
+            .unwrap();
+        let err = store
+            .append(&[
+                entry(11, "t", "a", Verdict::Refused),
+                entry(9, "t", "a", Verdict::Refused),
+            ])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::TimeOrder { .. }));
+        assert_eq!(store.len().unwrap(), 1);
+        let mut ghost = entry(12, "t", "ghost", Verdict::Accepted);
+        ghost.accepted_state = Some(AcceptedState {
+            zero_retention: false,
+            tpm_clock: None,
+        });
+        assert!(matches!(
+            store.append(&[ghost]),
+            Err(StoreError::UnknownAgent(_))
+        ));
+        assert_eq!(store.len().unwrap(), 1);
+    }
+
+    #[test]
+    fn checkpoints_are_kept_by_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("l.db")).unwrap();
+        assert!(store.latest_checkpoint().unwrap().is_none());
+        for size in [1u64, 5, 3] {
+            store
+                .put_checkpoint(&StoredCheckpoint {
+                    size,
+                    note: format!("note {size}"),
+                    created_at_ms: size * 10,
+                })
+                .unwrap();
+        }
+        assert_eq!(store.latest_checkpoint().unwrap().unwrap().size, 5);
+        assert_eq!(store.checkpoint(3).unwrap().unwrap().note, "note 3");
+        assert!(store.checkpoint(4).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        drop(EmbeddedStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE meta SET value = '99' WHERE key = 'schema_version'",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        assert!(matches!(
+            EmbeddedStore::open(&path),
+            Err(StoreError::SchemaVersion { .. })
+        ));
+    }
+}

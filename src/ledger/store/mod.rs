@@ -1,0 +1,171 @@
+//! The ledger's storage interface: an append-only sequence of log entries with the
+//! indexes audit queries need, enrolled agents with their last-seen state, and signed
+//! checkpoints. `embedded` is the default (SQLite); a distributed engine implements the
+//! same trait.
+//!
+//! Contract every implementation keeps: `append` returns only once the batch is durable
+//! (fsynced), indexes are dense from 0 in append order, and an entry is never changed or
+//! removed.
+
+pub mod embedded;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Why the store could not serve a request.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("entries must be appended in time order: {received_at_ms} ms after {last_ms} ms")]
+    TimeOrder { received_at_ms: u64, last_ms: u64 },
+    #[error("unknown agent {0:?}")]
+    UnknownAgent(String),
+    #[error("store schema version {found} is not the supported {expected}")]
+    SchemaVersion {
+        found: String,
+        expected: &'static str,
+    },
+}
+
+/// Outcome of verifying a submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Accepted,
+    Refused,
+}
+
+impl Verdict {
+    /// Stable name stored and shown in queries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Accepted => "accepted",
+            Verdict::Refused => "refused",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "accepted" => Some(Verdict::Accepted),
+            "refused" => Some(Verdict::Refused),
+            _ => None,
+        }
+    }
+}
+
+/// Agent state that changes with each accepted attestation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedState {
+    pub zero_retention: bool,
+    /// TPM clock of the quote: (reset count, restart count, clock ms).
+    pub tpm_clock: Option<(u32, u32, u64)>,
+}
+
+/// An entry to append; the ledger has assigned its time and built its leaf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEntry {
+    /// Ledger time (Unix ms), non-decreasing in append order.
+    pub received_at_ms: u64,
+    pub tenant: String,
+    pub agent_id: String,
+    pub verdict: Verdict,
+    pub attestation_id: Option<String>,
+    /// The leaf bytes (canonical CBOR of the log record).
+    pub leaf: Vec<u8>,
+    /// RFC 9162 leaf hash of `leaf`.
+    pub leaf_hash: [u8; 32],
+    /// For an accepted entry of an enrolled agent: its new last-accepted state.
+    pub accepted_state: Option<AcceptedState>,
+}
+
+/// An appended entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    pub index: u64,
+    pub entry: NewEntry,
+}
+
+/// Filters of an audit query; all present filters must hold. Results ascend by index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryQuery {
+    /// Mandatory scope for tenant users; `None` only for operators.
+    pub tenant: Option<String>,
+    pub agent_id: Option<String>,
+    pub attestation_id: Option<String>,
+    pub verdict: Option<Verdict>,
+    /// Inclusive lower bound on `received_at_ms`.
+    pub from_ms: Option<u64>,
+    /// Exclusive upper bound on `received_at_ms`.
+    pub to_ms: Option<u64>,
+    /// Pagination cursor: only entries with a larger index.
+    pub after_index: Option<u64>,
+    /// At most this many entries (capped by [`MAX_PAGE`]).
+    pub limit: u32,
+}
+
+/// Largest page a query returns.
+pub const MAX_PAGE: u32 = 1000;
+
+/// An enrolled agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRecord {
+    pub agent_id: String,
+    pub tenant: String,
+    /// DER EK certificate the enrollment checked.
+    pub ek_certificate: Vec<u8>,
+    /// AK TPMT_PUBLIC, pinned after credential activation.
+    pub ak_public: Vec<u8>,
+    pub enrolled_at_ms: u64,
+    pub revoked: bool,
+    /// Last entry of any verdict.
+    pub last_seen_at_ms: Option<u64>,
+    /// Last accepted entry, and the state it established.
+    pub last_accepted_at_ms: Option<u64>,
+    pub last_accepted: Option<AcceptedState>,
+}
+
+/// A signed checkpoint as published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    /// The signed note text.
+    pub note: String,
+    pub created_at_ms: u64,
+}
+
+/// Storage for one ledger.
+pub trait LedgerStore: Send + Sync {
+    /// Appends a batch in one durable transaction; returns the first index.
+    fn append(&self, entries: &[NewEntry]) -> Result<u64, StoreError>;
+    /// Number of entries (the log size).
+    fn len(&self) -> Result<u64, StoreError>;
+    /// Whether the log is empty.
+    fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len()? == 0)
+    }
+    /// Time of the last entry, to keep ledger time monotonic across restarts.
+    fn last_received_at_ms(&self) -> Result<Option<u64>, StoreError>;
+    /// Leaf hashes of entries `[from, to)`, to rebuild the Merkle tree at start-up.
+    fn leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<[u8; 32]>, StoreError>;
+    /// One entry by index.
+    fn entry(&self, index: u64) -> Result<Option<StoredEntry>, StoreError>;
+    /// Entries matching a query, ascending by index.
+    fn query(&self, query: &EntryQuery) -> Result<Vec<StoredEntry>, StoreError>;
+    /// Records a signed checkpoint.
+    fn put_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError>;
+    /// The largest signed checkpoint.
+    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError>;
+    /// The checkpoint of exactly `size`, if one was signed.
+    fn checkpoint(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError>;
+    /// Enrols (or re-enrols) an agent.
+    fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError>;
+    /// One agent.
+    fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError>;
+    /// Agents, of one tenant or all.
+    fn agents(&self, tenant: Option<&str>) -> Result<Vec<AgentRecord>, StoreError>;
+    /// Revokes an agent: its submissions are refused from now on.
+    fn revoke_agent(&self, agent_id: &str) -> Result<(), StoreError>;
+}
