@@ -23,6 +23,7 @@ use crate::evidence::tpm::device::{KeyBlob, Tpm, TpmError};
 use crate::evidence::tpm::eventlog::{EventLog, MeasurementEvent, EVENT_POLICY_KERNEL_CONFIG};
 use crate::evidence::tpm::{wire, HashAlg};
 use crate::evidence::tpm_commitment;
+use crate::ledger::api::{EnrollChallenge, EnrollProof, EnrollRequest};
 
 /// Qualifying data of the sealed key's certification: names its purpose.
 const CERTIFY_QUALIFYING_DATA: &[u8] = b"attestor/sealed-key-certification/v1";
@@ -259,6 +260,26 @@ impl Agent {
             path,
             message: "vanished right after sealing".into(),
         })
+    }
+
+    /// What the ledger needs to enrol this agent: the EK (certificate chain and public
+    /// area) and the AK to pin.
+    pub fn enrollment_request(&mut self) -> Result<EnrollRequest, AgentError> {
+        Ok(EnrollRequest {
+            ek_certificates: self.ek_certificates.clone(),
+            ek_public: self.tpm.ek_public()?,
+            ak_public: self.ak_public.clone(),
+        })
+    }
+
+    /// Answers the ledger's credential challenge with the TPM (ActivateCredential).
+    pub fn activate(&mut self, challenge: &EnrollChallenge) -> Result<EnrollProof, AgentError> {
+        let secret = self.tpm.activate_credential(
+            &self.ak,
+            &challenge.credential_blob,
+            &challenge.encrypted_secret,
+        )?;
+        Ok(EnrollProof { secret })
     }
 
     /// Produces one attestation bundle. `nonce` is the verifier's (empty offline).

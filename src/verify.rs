@@ -140,25 +140,7 @@ fn verify_tpm(
     certchain::verify_chain(ek_leaf, &intermediates, &profile.ek_trust_anchors, now)
         .map_err(|e| fail(Check::EkChain, e))?;
 
-    // Is the AK a TPM-resident restricted signing key of the expected kind?
-    let ak = wire::parse_public(&ev.ak_public).map_err(|e| fail(Check::AttestationKey, e))?;
-    let a = ak.object_attributes;
-    if !(a.fixed_tpm()
-        && a.fixed_parent()
-        && a.sensitive_data_origin()
-        && a.restricted()
-        && a.sign()
-        && !a.decrypt())
-    {
-        return Err(fail(
-            Check::AttestationKey,
-            "AK must be fixedTPM, fixedParent, sensitiveDataOrigin, restricted, sign-only",
-        ));
-    }
-    check_p384_ecdsa_sha384(&ak).map_err(|e| fail(Check::AttestationKey, e))?;
-    let ak_key = ak
-        .sec1_uncompressed()
-        .map_err(|e| fail(Check::AttestationKey, e))?;
+    let ak_key = attestation_key_point(&ev.ak_public)?;
 
     // Does the AK vouch that the sealed key lives in this TPM?
     let sealed = &ev.sealed_key;
@@ -361,6 +343,28 @@ fn verify_tpm(
         ak_public: ev.ak_public.clone(),
         clock: quote.clock_info,
     })
+}
+
+/// Checks an AK public area is a TPM-resident, restricted, sign-only P-384 ECDSA/SHA-384
+/// key, and returns its SEC1 point.
+pub fn attestation_key_point(ak_public: &[u8]) -> Result<Vec<u8>, VerifyError> {
+    let ak = wire::parse_public(ak_public).map_err(|e| fail(Check::AttestationKey, e))?;
+    let a = ak.object_attributes;
+    if !(a.fixed_tpm()
+        && a.fixed_parent()
+        && a.sensitive_data_origin()
+        && a.restricted()
+        && a.sign()
+        && !a.decrypt())
+    {
+        return Err(fail(
+            Check::AttestationKey,
+            "AK must be fixedTPM, fixedParent, sensitiveDataOrigin, restricted, sign-only",
+        ));
+    }
+    check_p384_ecdsa_sha384(&ak).map_err(|e| fail(Check::AttestationKey, e))?;
+    ak.sec1_uncompressed()
+        .map_err(|e| fail(Check::AttestationKey, e))
 }
 
 /// The spec's content checks: freshness and the expected policy.

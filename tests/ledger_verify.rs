@@ -5,11 +5,13 @@ mod support;
 use std::time::{Duration, SystemTime};
 
 use attestor::bundle::Bundle;
+use attestor::ledger::enroll::Enrollment;
+use attestor::ledger::store::embedded::EmbeddedStore;
 use attestor::ledger::store::AgentRecord;
 use attestor::ledger::verify::{
     accepted_state, verify_submission, NonceBook, Refusal, TenantPolicy,
 };
-use support::agent::{tpm_ev, AgentFixture};
+use support::agent::AgentFixture;
 
 const AGENT: &str = "agent-1";
 
@@ -21,21 +23,26 @@ struct Ledger {
 }
 
 impl Ledger {
-    /// An agent enrolled with the AK its TPM really has.
+    /// An agent enrolled through credential activation, as the ledger does it.
     fn new() -> Ledger {
         let fixture = AgentFixture::new();
-        let first = fixture.attest();
-        let record = AgentRecord {
-            agent_id: AGENT.into(),
-            tenant: "tenant-a".into(),
-            ek_certificate: tpm_ev(&first).ek_certificates[0].clone(),
-            ak_public: tpm_ev(&first).ak_public.clone(),
-            enrolled_at_ms: 0,
-            revoked: false,
-            last_seen_at_ms: None,
-            last_accepted_at_ms: None,
-            last_accepted: None,
-        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("ledger.db")).unwrap();
+        let enrollment = Enrollment::default();
+        let mut agent = fixture.agent();
+        let challenge = enrollment
+            .begin(
+                AGENT,
+                "tenant-a",
+                agent.enrollment_request().unwrap(),
+                &fixture.profile,
+                SystemTime::now(),
+            )
+            .unwrap();
+        let proof = agent.activate(&challenge).unwrap();
+        let record = enrollment
+            .finish(AGENT, "tenant-a", &proof, &store, 0)
+            .unwrap();
         let tenant = TenantPolicy {
             policy_hash: hex::encode(fixture.kernel().policy_hash),
         };

@@ -1,5 +1,7 @@
 //! The ledger: verifies submissions and keeps them in a tamper-evident, append-only log.
 
+pub mod api;
+pub mod enroll;
 pub mod log;
 pub mod store;
 pub mod verify;

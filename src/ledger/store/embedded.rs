@@ -386,8 +386,14 @@ impl LedgerStore for EmbeddedStore {
                 "INSERT INTO agents (agent_id, tenant, ek_certificate, ak_public, enrolled_at_ms, revoked) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (agent_id) DO UPDATE SET \
                  tenant = excluded.tenant, ek_certificate = excluded.ek_certificate, \
-                 ak_public = excluded.ak_public, enrolled_at_ms = excluded.enrolled_at_ms, \
-                 revoked = excluded.revoked",
+                 enrolled_at_ms = excluded.enrolled_at_ms, revoked = excluded.revoked, \
+                 last_reset_count = CASE WHEN ak_public = excluded.ak_public \
+                     THEN last_reset_count END, \
+                 last_restart_count = CASE WHEN ak_public = excluded.ak_public \
+                     THEN last_restart_count END, \
+                 last_clock_ms = CASE WHEN ak_public = excluded.ak_public \
+                     THEN last_clock_ms END, \
+                 ak_public = excluded.ak_public",
                 params![
                     a.agent_id,
                     a.tenant,
@@ -566,6 +572,17 @@ mod tests {
             })
         );
         assert_eq!(store.agents(Some("t2")).unwrap().len(), 1);
+        // Re-enrolled with the same AK: the TPM clock stays; with another AK (a new TPM)
+        // it is forgotten, the zero-retention history is kept.
+        store.put_agent(&agent("a1", "t1")).unwrap();
+        let same = store.agent("a1").unwrap().unwrap().last_accepted.unwrap();
+        assert_eq!(same.tpm_clock, Some((1, 0, 99)));
+        let mut replaced = agent("a1", "t1");
+        replaced.ak_public = vec![3];
+        store.put_agent(&replaced).unwrap();
+        let new_tpm = store.agent("a1").unwrap().unwrap().last_accepted.unwrap();
+        assert_eq!(new_tpm.tpm_clock, None);
+        assert!(new_tpm.zero_retention);
         store.revoke_agent("b1").unwrap();
         assert!(store.agent("b1").unwrap().unwrap().revoked);
         assert!(matches!(

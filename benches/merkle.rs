@@ -1,0 +1,3 @@
+//! Merkle tree benchmarks (being written).
+
+fn main() {}

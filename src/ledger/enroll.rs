@@ -1,0 +1,160 @@
+//! Enrollment: before its attestations count, an agent proves that its AK lives in a
+//! genuine TPM. The ledger checks the EK certificate chain against the profile, that the
+//! EK public area it will encrypt to is the certified key, and the AK's attributes; then
+//! it encrypts a random secret to that EK, bound to the AK's Name (MakeCredential). Only
+//! that TPM, holding both keys, can recover it. The AK is pinned once the secret returns.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use thiserror::Error;
+
+use crate::evidence::certchain::{self, CertChainError, PublicKey};
+use crate::evidence::tpm::credential::{self, CredentialError};
+use crate::evidence::tpm::wire;
+use crate::ledger::api::{EnrollChallenge, EnrollProof, EnrollRequest};
+use crate::ledger::store::{AgentRecord, LedgerStore, StoreError};
+use crate::profiles::Profile;
+use crate::verify::{attestation_key_point, VerifyError};
+
+/// How long an agent has to answer its credential challenge.
+pub const CHALLENGE_TTL: Duration = Duration::from_secs(60);
+/// Outstanding challenges kept at most (oldest dropped first), bounding memory.
+pub const MAX_PENDING: usize = 10_000;
+
+/// Why an enrollment is refused.
+#[derive(Debug, Error)]
+pub enum EnrollError {
+    #[error("no EK certificate in the request")]
+    NoEkCertificate,
+    #[error("EK certificate chain: {0}")]
+    EkChain(#[from] CertChainError),
+    #[error("the EK public area is not the key of the EK certificate")]
+    EkMismatch,
+    #[error("EK public area: {0}")]
+    EkPublic(#[from] wire::WireError),
+    #[error(transparent)]
+    AttestationKey(#[from] VerifyError),
+    #[error("cannot make the credential challenge: {0}")]
+    Credential(#[from] CredentialError),
+    #[error("no pending challenge for this agent (expired, already answered, or never issued)")]
+    NoPendingChallenge,
+    #[error("the returned secret is wrong: the AK is not in the TPM of the certified EK")]
+    SecretMismatch,
+    #[error("agent {0:?} is revoked; re-enrollment needs an operator")]
+    Revoked(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct Pending {
+    tenant: String,
+    request: EnrollRequest,
+    secret: Vec<u8>,
+    issued: Instant,
+}
+
+/// Challenges issued and not yet answered.
+#[derive(Default)]
+pub struct Enrollment {
+    pending: Mutex<HashMap<String, Pending>>,
+}
+
+impl Enrollment {
+    /// Checks the request and returns the credential challenge for `agent_id`.
+    pub fn begin(
+        &self,
+        agent_id: &str,
+        tenant: &str,
+        request: EnrollRequest,
+        profile: &Profile,
+        now: SystemTime,
+    ) -> Result<EnrollChallenge, EnrollError> {
+        let (ek_leaf, intermediates) = request
+            .ek_certificates
+            .split_first()
+            .ok_or(EnrollError::NoEkCertificate)?;
+        let mut pool = intermediates.to_vec();
+        pool.extend(profile.tpm.ek_intermediates.iter().cloned());
+        let chain = certchain::verify_chain(ek_leaf, &pool, &profile.tpm.ek_trust_anchors, now)?;
+        let certified = match chain.leaf_public_key()? {
+            PublicKey::Ec { sec1_point, .. } => sec1_point,
+            PublicKey::Rsa { .. } => return Err(EnrollError::EkMismatch),
+        };
+        let ek = wire::parse_public(&request.ek_public)?;
+        if ek.sec1_uncompressed()? != certified {
+            return Err(EnrollError::EkMismatch);
+        }
+        attestation_key_point(&request.ak_public)?;
+        let (secret, made) = credential::challenge_for(&request.ek_public, &request.ak_public)?;
+
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.retain(|_, p| p.issued.elapsed() < CHALLENGE_TTL);
+        if pending.len() >= MAX_PENDING {
+            if let Some(oldest) = pending
+                .iter()
+                .min_by_key(|(_, p)| p.issued)
+                .map(|(id, _)| id.clone())
+            {
+                pending.remove(&oldest);
+            }
+        }
+        pending.insert(
+            agent_id.to_string(),
+            Pending {
+                tenant: tenant.to_string(),
+                request,
+                secret,
+                issued: Instant::now(),
+            },
+        );
+        Ok(EnrollChallenge {
+            credential_blob: made.credential_blob,
+            encrypted_secret: made.encrypted_secret,
+        })
+    }
+
+    /// Checks the proof; on success records the agent with its AK pinned. The challenge
+    /// is consumed either way: a wrong answer needs a new challenge.
+    pub fn finish(
+        &self,
+        agent_id: &str,
+        tenant: &str,
+        proof: &EnrollProof,
+        store: &dyn LedgerStore,
+        now_ms: u64,
+    ) -> Result<AgentRecord, EnrollError> {
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(agent_id)
+            .filter(|p| p.issued.elapsed() < CHALLENGE_TTL && p.tenant == tenant)
+            .ok_or(EnrollError::NoPendingChallenge)?;
+        if !credential::secret_matches(&pending.secret, &proof.secret) {
+            return Err(EnrollError::SecretMismatch);
+        }
+        if store.agent(agent_id)?.is_some_and(|a| a.revoked) {
+            return Err(EnrollError::Revoked(agent_id.to_string()));
+        }
+        let record = AgentRecord {
+            agent_id: agent_id.to_string(),
+            tenant: tenant.to_string(),
+            ek_certificate: pending
+                .request
+                .ek_certificates
+                .into_iter()
+                .next()
+                .unwrap_or_default(),
+            ak_public: pending.request.ak_public,
+            enrolled_at_ms: now_ms,
+            revoked: false,
+            last_seen_at_ms: None,
+            last_accepted_at_ms: None,
+            last_accepted: None,
+        };
+        store.put_agent(&record)?;
+        Ok(record)
+    }
+}
