@@ -3,5 +3,6 @@
 pub mod api;
 pub mod enroll;
 pub mod log;
+pub mod record;
 pub mod store;
 pub mod verify;

@@ -1,0 +1,222 @@
+//! The write path of the log, in the three stages of a transparency log: sequencing
+//! (a batch is appended durably to the store, which assigns dense indexes), integration
+//! (the Merkle tree is extended), publishing (a checkpoint is signed and stored). One
+//! batch per call: many submissions share one fsync (group commit).
+//!
+//! At start-up the tree is rebuilt from the stored leaf hashes and checked against the
+//! latest stored checkpoint, so a truncated or rewritten log is refused before serving.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+
+use super::checkpoint::{open_checkpoint, Checkpoint, CheckpointError, CheckpointSigner};
+use super::merkle::{leaf_hash, Hash, LogError, MerkleTree};
+use crate::cbor::CborError;
+use crate::ledger::record::LogRecord;
+use crate::ledger::store::{
+    AcceptedState, LedgerStore, NewEntry, StoreError, StoredCheckpoint, StoredEntry,
+};
+
+/// Leaf hashes read per query while rebuilding the tree.
+const REBUILD_CHUNK: u64 = 65_536;
+
+/// Why the log cannot serve.
+#[derive(Debug, Error)]
+pub enum SequencerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Tree(#[from] LogError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("cannot encode a log record: {0}")]
+    Record(#[from] CborError),
+    #[error(
+        "the store holds {stored} entries but checkpoint {checkpoint} was signed: the log was truncated"
+    )]
+    Truncated { stored: u64, checkpoint: u64 },
+    #[error(
+        "the stored entries do not hash to the root signed at size {size}: the log was rewritten"
+    )]
+    RootMismatch { size: u64 },
+    #[error("entry {index}'s bytes do not match its leaf hash: the log was rewritten")]
+    LeafMismatch { index: u64 },
+}
+
+/// A record to append, with what it changes for its agent.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// The record; its `received_at_ms` is assigned by the sequencer.
+    pub record: LogRecord,
+    pub accepted_state: Option<AcceptedState>,
+}
+
+/// Proof that an entry is in the log, as returned to the submitter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub index: u64,
+    pub received_at_ms: u64,
+    pub leaf_hash: Hash,
+    /// Inclusion proof in the tree of the checkpoint's size.
+    pub inclusion_proof: Vec<Hash>,
+    /// Signed checkpoint note (C2SP tlog-checkpoint).
+    pub checkpoint: String,
+}
+
+struct State {
+    tree: MerkleTree,
+    last_ms: u64,
+}
+
+/// The ledger's append-only log.
+pub struct Sequencer {
+    store: Arc<dyn LedgerStore>,
+    signer: CheckpointSigner,
+    origin: String,
+    state: Mutex<State>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Sequencer {
+    /// Rebuilds the tree from `store` and checks it against the latest checkpoint.
+    pub fn open(
+        store: Arc<dyn LedgerStore>,
+        signer: CheckpointSigner,
+        origin: &str,
+    ) -> Result<Self, SequencerError> {
+        let size = store.len()?;
+        let mut tree = MerkleTree::new();
+        let mut from = 0;
+        while from < size {
+            let to = size.min(from + REBUILD_CHUNK);
+            for hash in store.leaf_hashes(from, to)? {
+                tree.push_leaf_hash(hash);
+            }
+            from = to;
+        }
+        if let Some(latest) = store.latest_checkpoint()? {
+            let checkpoint = open_checkpoint(&latest.note, &signer.verifier_key())?;
+            if checkpoint.size > size {
+                return Err(SequencerError::Truncated {
+                    stored: size,
+                    checkpoint: checkpoint.size,
+                });
+            }
+            if tree.root_at(checkpoint.size)? != checkpoint.root {
+                return Err(SequencerError::RootMismatch {
+                    size: checkpoint.size,
+                });
+            }
+        }
+        let last_ms = store.last_received_at_ms()?.unwrap_or(0);
+        Ok(Sequencer {
+            store,
+            signer,
+            origin: origin.to_string(),
+            state: Mutex::new(State { tree, last_ms }),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends a batch durably, extends the tree, signs a checkpoint, and returns one
+    /// receipt per submission, in order.
+    pub fn append(&self, batch: Vec<Submission>) -> Result<Vec<Receipt>, SequencerError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut state = self.state();
+        // Ledger time never runs backwards in log order, even if the clock does.
+        let now = unix_ms().max(state.last_ms);
+        let mut entries = Vec::with_capacity(batch.len());
+        for mut s in batch {
+            s.record.received_at_ms = now;
+            let leaf = s.record.to_leaf()?;
+            entries.push(NewEntry {
+                received_at_ms: now,
+                tenant: s.record.tenant,
+                agent_id: s.record.agent_id,
+                verdict: s.record.verdict,
+                attestation_id: s.record.attestation_id,
+                leaf_hash: leaf_hash(&leaf),
+                leaf,
+                accepted_state: s.accepted_state,
+            });
+        }
+        let first = self.store.append(&entries)?;
+        if first != state.tree.size() {
+            // Someone else appended to the store: the tree no longer describes it.
+            return Err(SequencerError::RootMismatch {
+                size: state.tree.size(),
+            });
+        }
+        for e in &entries {
+            state.tree.push_leaf_hash(e.leaf_hash);
+        }
+        state.last_ms = now;
+        let size = state.tree.size();
+        let checkpoint = Checkpoint::new(self.origin.clone(), size, state.tree.root())
+            .with_timestamp(now / 1000);
+        let note = self.signer.sign(&checkpoint)?;
+        self.store.put_checkpoint(&StoredCheckpoint {
+            size,
+            note: note.clone(),
+            created_at_ms: now,
+        })?;
+        entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let index = first + i as u64;
+                Ok(Receipt {
+                    index,
+                    received_at_ms: now,
+                    leaf_hash: e.leaf_hash,
+                    inclusion_proof: state.tree.inclusion_proof(index, size)?,
+                    checkpoint: note.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Current log size.
+    pub fn size(&self) -> u64 {
+        self.state().tree.size()
+    }
+
+    /// The signer's public key in C2SP vkey form, for auditors.
+    pub fn verifier_key(&self) -> String {
+        self.signer.verifier_key()
+    }
+
+    /// An entry with its bytes checked against the tree's leaf hash.
+    pub fn entry(&self, index: u64) -> Result<Option<StoredEntry>, SequencerError> {
+        let Some(stored) = self.store.entry(index)? else {
+            return Ok(None);
+        };
+        let expected = self.state().tree.leaf(index)?;
+        if leaf_hash(&stored.entry.leaf) != expected || stored.entry.leaf_hash != expected {
+            return Err(SequencerError::LeafMismatch { index });
+        }
+        Ok(Some(stored))
+    }
+
+    /// Inclusion proof of `index` in the tree of `size` entries.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, SequencerError> {
+        Ok(self.state().tree.inclusion_proof(index, size)?)
+    }
+
+    /// Consistency proof between two tree sizes.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, SequencerError> {
+        Ok(self.state().tree.consistency_proof(old, new)?)
+    }
+}
