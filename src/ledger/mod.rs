@@ -3,6 +3,7 @@
 pub mod api;
 pub mod enroll;
 pub mod log;
+pub mod monitor;
 pub mod record;
 pub mod store;
 pub mod verify;

@@ -1,0 +1,119 @@
+//! Gap detection: agents whose last accepted attestation is older than the allowed gap.
+//! Evaluated from stored times, never from in-memory timers, so a ledger restart loses
+//! nothing (Keylime's push-mode timers do: keylime issue 1888).
+
+use std::time::Duration;
+
+use crate::ledger::store::{LedgerStore, StoreError};
+
+/// The spec's threshold: alert when an agent has been silent for more than 2 minutes.
+pub const DEFAULT_MAX_GAP: Duration = Duration::from_secs(120);
+
+/// An enrolled, unrevoked agent without a recent accepted attestation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    pub agent_id: String,
+    pub tenant: String,
+    /// Last accepted attestation, or `None` if it never had one since enrolling.
+    pub last_accepted_at_ms: Option<u64>,
+    /// How long it has been silent (since its last acceptance, else since enrollment).
+    pub silent_for_ms: u64,
+}
+
+/// Agents of `tenant` (or all) silent for longer than `max_gap` at `now_ms`.
+pub fn gaps(
+    store: &dyn LedgerStore,
+    tenant: Option<&str>,
+    now_ms: u64,
+    max_gap: Duration,
+) -> Result<Vec<Gap>, StoreError> {
+    let max_gap_ms = u64::try_from(max_gap.as_millis()).unwrap_or(u64::MAX);
+    Ok(store
+        .agents(tenant)?
+        .into_iter()
+        .filter(|a| !a.revoked)
+        .filter_map(|a| {
+            let since = a.last_accepted_at_ms.unwrap_or(a.enrolled_at_ms);
+            let silent_for_ms = now_ms.saturating_sub(since);
+            (silent_for_ms > max_gap_ms).then_some(Gap {
+                agent_id: a.agent_id,
+                tenant: a.tenant,
+                last_accepted_at_ms: a.last_accepted_at_ms,
+                silent_for_ms,
+            })
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::store::embedded::EmbeddedStore;
+    use crate::ledger::store::{AcceptedState, AgentRecord, NewEntry, Verdict};
+
+    fn agent(id: &str, tenant: &str, enrolled_at_ms: u64) -> AgentRecord {
+        AgentRecord {
+            agent_id: id.into(),
+            tenant: tenant.into(),
+            ek_certificate: vec![1],
+            ak_public: vec![2],
+            enrolled_at_ms,
+            revoked: false,
+            last_seen_at_ms: None,
+            last_accepted_at_ms: None,
+            last_accepted: None,
+        }
+    }
+
+    fn entry(at: u64, agent: &str, verdict: Verdict) -> NewEntry {
+        NewEntry {
+            received_at_ms: at,
+            tenant: "t".into(),
+            agent_id: agent.into(),
+            verdict,
+            attestation_id: None,
+            leaf: vec![0],
+            leaf_hash: [0; 32],
+            accepted_state: (verdict == Verdict::Accepted).then_some(AcceptedState {
+                zero_retention: true,
+                tpm_clock: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn silent_agents_are_found_from_stored_times_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        {
+            let store = EmbeddedStore::open(&path).unwrap();
+            store.put_agent(&agent("healthy", "t", 0)).unwrap();
+            store.put_agent(&agent("silent", "t", 0)).unwrap();
+            store.put_agent(&agent("never", "t", 1_000)).unwrap();
+            store.put_agent(&agent("gone", "t", 0)).unwrap();
+            store.put_agent(&agent("other", "u", 0)).unwrap();
+            store.revoke_agent("gone").unwrap();
+            store
+                .append(&[
+                    entry(10_000, "silent", Verdict::Accepted),
+                    entry(190_000, "healthy", Verdict::Accepted),
+                    // A refused submission does not count as a heartbeat.
+                    entry(195_000, "silent", Verdict::Refused),
+                ])
+                .unwrap();
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        let found = gaps(&store, Some("t"), 200_000, DEFAULT_MAX_GAP).unwrap();
+        let ids: Vec<&str> = found.iter().map(|g| g.agent_id.as_str()).collect();
+        assert_eq!(ids, vec!["never", "silent"]);
+        assert_eq!(found[1].silent_for_ms, 190_000);
+        assert_eq!(found[0].last_accepted_at_ms, None);
+        assert_eq!(
+            gaps(&store, None, 200_000, DEFAULT_MAX_GAP).unwrap().len(),
+            3
+        );
+        assert!(gaps(&store, Some("t"), 100_000, DEFAULT_MAX_GAP)
+            .unwrap()
+            .is_empty());
+    }
+}
