@@ -10,6 +10,7 @@ use attestor::bundle::Bundle;
 use attestor::collect::{self, PolicyKernelConfig};
 use attestor::config::{AgentConfig, DEFAULT_TCTI};
 use attestor::profiles::Profile;
+use attestor::tls::{self, AgentIdentity};
 use attestor::verify::{self, Expectations};
 
 #[derive(Parser)]
@@ -69,6 +70,33 @@ enum Command {
     PolicyHash {
         /// Policy document (.toml or .json).
         policy: PathBuf,
+    },
+    /// Certificates for mutual TLS between agents and the ledger.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// Quick start, NOT for production: create a CA (its key stays unencrypted in DIR),
+    /// a ledger server certificate and one client certificate per agent.
+    ///
+    /// Writes DIR/ca.pem, DIR/ca.key, DIR/ledger.pem, DIR/ledger.key and
+    /// DIR/agents/<ID>.pem, DIR/agents/<ID>.key (keys mode 0600). Refuses to overwrite an
+    /// existing CA. For production, issue certificates with the same profile from a real CA.
+    Init {
+        /// Directory to create the PKI in.
+        dir: PathBuf,
+        /// Agent to issue a client certificate for, as ID:TENANT (repeatable).
+        #[arg(long = "agent", value_name = "ID:TENANT", value_parser = parse_agent,
+              default_value = "agent-1:default")]
+        agents: Vec<AgentIdentity>,
+        /// DNS name or IP address the ledger is reached at (repeatable).
+        #[arg(long = "ledger-host", value_name = "NAME",
+              default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        ledger_hosts: Vec<String>,
     },
 }
 
@@ -158,6 +186,20 @@ fn run(command: Command) -> Result<ExitCode, String> {
             println!("{}", hex::encode(hash));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Pki {
+            command:
+                PkiCommand::Init {
+                    dir,
+                    agents,
+                    ledger_hosts,
+                },
+        } => {
+            let paths = tls::pki_init(&dir, &agents, &ledger_hosts).map_err(|e| e.to_string())?;
+            for path in paths.all() {
+                println!("wrote {}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -192,6 +234,13 @@ fn open_agent_with(
         .unwrap_or_else(|| DEFAULT_TCTI.to_string());
     let agent = Agent::open(config, &tcti).map_err(|e| e.to_string())?;
     Ok((agent, kernel))
+}
+
+fn parse_agent(text: &str) -> Result<AgentIdentity, String> {
+    let (id, tenant) = text
+        .split_once(':')
+        .ok_or_else(|| format!("expected ID:TENANT, got {text:?}"))?;
+    AgentIdentity::new(tenant, id).map_err(|e| e.to_string())
 }
 
 fn decode_hex(flag: &str, text: &str) -> Result<Vec<u8>, String> {

@@ -107,10 +107,10 @@ pub fn leaf_hash(entry: &[u8]) -> Hash {
 /// `SHA-256(0x01 || left || right)`: the hash of an interior node (RFC 9162 §2.1.1).
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     // One contiguous 65-byte buffer and a one-shot digest: this is the hot path of appends.
-    let mut buf = [0u8; 65];
-    buf[0] = NODE_PREFIX;
-    buf[1..33].copy_from_slice(left);
-    buf[33..].copy_from_slice(right);
+    let mut buf = [NODE_PREFIX; 65];
+    for (dst, src) in buf.iter_mut().skip(1).zip(left.iter().chain(right)) {
+        *dst = *src;
+    }
     to_hash(digest::digest(&SHA256, &buf))
 }
 
