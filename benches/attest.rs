@@ -2,10 +2,13 @@
 //! the bare signature checks it needs, each pair measured in the same run on a real swtpm.
 //! Prints the ratios at the end. Run: `cargo bench --bench attest`.
 
+#[path = "support/mod.rs"]
+mod bench_support;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::path::Path;
+use bench_support::median_ns;
+
 use std::time::Duration;
 
 use attestor::agent::Agent;
@@ -110,17 +113,6 @@ fn bench_verify(c: &mut Criterion, f: &Fixture) {
         })
     });
     group.finish();
-}
-
-/// Median point estimate (ns) criterion stored for a benchmark in this run.
-fn median_ns(group: &str, name: &str) -> Option<f64> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/criterion")
-        .join(group)
-        .join(name)
-        .join("new/estimates.json");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    v["median"]["point_estimate"].as_f64()
 }
 
 fn main() {

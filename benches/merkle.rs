@@ -3,8 +3,10 @@
 //! of 65 bytes (the size of an interior node's preimage) measured in the same run. Prints
 //! the ratios at the end. Run: `cargo bench --bench merkle`.
 
-use std::path::PathBuf;
+mod support;
+
 use std::time::{Duration, Instant};
+use support::median_ns;
 
 use attestor::ledger::log::merkle::{leaf_hash, verify_inclusion, MerkleTree};
 use aws_lc_rs::digest::{digest, SHA256};
@@ -79,20 +81,6 @@ fn bench_size(c: &mut Criterion, leaves: u64) {
     });
     group.bench_function("root", |b| b.iter(|| black_box(&tree).root()));
     group.finish();
-}
-
-/// Median point estimate (ns) criterion stored for a benchmark in this run.
-fn median_ns(group: &str, name: &str) -> Option<f64> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let path = target
-        .join("criterion")
-        .join(group)
-        .join(name)
-        .join("new/estimates.json");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    v["median"]["point_estimate"].as_f64()
 }
 
 fn main() {

@@ -4,6 +4,8 @@ mod support;
 
 use std::time::SystemTime;
 
+use attestor::agent::Agent;
+use attestor::ledger::api::EnrollChallenge;
 use attestor::ledger::enroll::{EnrollError, Enrollment};
 use attestor::ledger::store::embedded::EmbeddedStore;
 use attestor::ledger::store::LedgerStore;
@@ -12,6 +14,23 @@ use support::Swtpm;
 
 const AGENT: &str = "agent-1";
 const TENANT: &str = "tenant-a";
+
+/// The agent's enrollment request, answered with a challenge by the ledger.
+fn begin_enrollment(
+    enrollment: &Enrollment,
+    agent: &mut Agent,
+    fixture: &AgentFixture,
+) -> EnrollChallenge {
+    enrollment
+        .begin(
+            AGENT,
+            TENANT,
+            agent.enrollment_request().unwrap(),
+            &fixture.profile,
+            SystemTime::now(),
+        )
+        .unwrap()
+}
 
 fn store() -> (tempfile::TempDir, EmbeddedStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -50,15 +69,7 @@ fn a_wrong_secret_or_tenant_is_refused_and_consumes_the_challenge() {
     let (_dir, store) = store();
     let enrollment = Enrollment::default();
     let mut agent = fixture.agent();
-    let challenge = enrollment
-        .begin(
-            AGENT,
-            TENANT,
-            agent.enrollment_request().unwrap(),
-            &fixture.profile,
-            SystemTime::now(),
-        )
-        .unwrap();
+    let challenge = begin_enrollment(&enrollment, &mut agent, &fixture);
     let mut proof = agent.activate(&challenge).unwrap();
     proof.secret[0] ^= 1;
     assert!(matches!(
@@ -70,15 +81,7 @@ fn a_wrong_secret_or_tenant_is_refused_and_consumes_the_challenge() {
         enrollment.finish(AGENT, TENANT, &proof, &store, 1),
         Err(EnrollError::NoPendingChallenge)
     ));
-    let challenge = enrollment
-        .begin(
-            AGENT,
-            TENANT,
-            agent.enrollment_request().unwrap(),
-            &fixture.profile,
-            SystemTime::now(),
-        )
-        .unwrap();
+    let challenge = begin_enrollment(&enrollment, &mut agent, &fixture);
     let proof = agent.activate(&challenge).unwrap();
     assert!(matches!(
         enrollment.finish(AGENT, "tenant-b", &proof, &store, 1),
@@ -149,16 +152,8 @@ fn a_revoked_agent_cannot_re_enrol() {
     let (_dir, store) = store();
     let enrollment = Enrollment::default();
     let mut agent = fixture.agent();
-    let enrol = |agent: &mut attestor::agent::Agent| {
-        let challenge = enrollment
-            .begin(
-                AGENT,
-                TENANT,
-                agent.enrollment_request().unwrap(),
-                &fixture.profile,
-                SystemTime::now(),
-            )
-            .unwrap();
+    let enrol = |agent: &mut Agent| {
+        let challenge = begin_enrollment(&enrollment, agent, &fixture);
         let proof = agent.activate(&challenge).unwrap();
         enrollment.finish(AGENT, TENANT, &proof, &store, 5)
     };
