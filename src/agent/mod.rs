@@ -6,6 +6,8 @@
 //! that made them): `ak.json` (AK blob), `sealed.json` (sealed key blob and its
 //! certification), `eventlog.json` (measurements since the TPM's last reset).
 
+pub mod spool;
+
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -423,28 +425,40 @@ fn read_state<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, AgentError>
     }
 }
 
-/// Writes via a synced temporary file and a rename, so a crash leaves the old or the new
-/// file, never a torn one.
 fn write_state<T: Serialize>(path: &Path, value: &T) -> Result<(), AgentError> {
-    use std::io::Write;
-    let io = |action, source| AgentError::State {
-        action,
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = path.with_extension("tmp");
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| AgentError::StateCorrupt {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    let mut file = std::fs::File::create(&tmp).map_err(|e| io("create", e))?;
-    file.write_all(&bytes).map_err(|e| io("write", e))?;
-    file.sync_all().map_err(|e| io("sync", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io("rename", e))?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
+    write_atomically(path, &bytes).map_err(|(action, source)| AgentError::State {
+        action,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes via a synced temporary file and a rename, then syncs the directory, so a crash
+/// leaves the old or the new file, never a torn one, and a returned write is durable.
+/// On failure, says which step failed.
+pub(crate) fn write_atomically(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(), (&'static str, std::io::Error)> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp).map_err(|e| ("create", e))?;
+    file.write_all(bytes).map_err(|e| ("write", e))?;
+    file.sync_all().map_err(|e| ("sync", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| ("rename", e))?;
+    sync_dir(path)
+}
+
+/// fsyncs the directory holding `path`, making a rename or removal in it durable.
+pub(crate) fn sync_dir(path: &Path) -> Result<(), (&'static str, std::io::Error)> {
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| io("sync directory of", e))?;
+            .map_err(|e| ("sync directory of", e)),
+        None => Ok(()),
     }
-    Ok(())
 }
