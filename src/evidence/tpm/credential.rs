@@ -308,41 +308,35 @@ struct RsaEk {
 impl RsaEk {
     fn parse(buf: &[u8]) -> Result<RsaEk, CredentialError> {
         let err = CredentialError::EkPublic;
-        let mut r = Cursor { buf, pos: 0 };
-        r.u16("TPMT_PUBLIC.type")?;
-        let alg = r.u16("TPMT_PUBLIC.nameAlg")?;
-        let name_alg = HashAlg::from_tpm_alg_id(alg).ok_or(err(WireError::UnsupportedHashAlg {
-            what: "TPMT_PUBLIC.nameAlg",
-            alg,
-        }))?;
-        let object_attributes = wire::ObjectAttributes(r.u32("TPMT_PUBLIC.objectAttributes")?);
-        r.tpm2b("TPMT_PUBLIC.authPolicy", MAX_DIGEST)?;
-        let sym_alg = r.u16("TPMT_SYM_DEF_OBJECT.algorithm")?;
+        let mut r = wire::Reader::new(buf);
+        r.u16("TPMT_PUBLIC.type").map_err(err)?;
+        let name_alg = r.hash_alg("TPMT_PUBLIC.nameAlg").map_err(err)?;
+        let object_attributes =
+            wire::ObjectAttributes(r.u32("TPMT_PUBLIC.objectAttributes").map_err(err)?);
+        r.tpm2b("TPMT_PUBLIC.authPolicy", MAX_DIGEST).map_err(err)?;
+        let sym_alg = r.u16("TPMT_SYM_DEF_OBJECT.algorithm").map_err(err)?;
         let symmetric = if sym_alg == wire::TPM_ALG_NULL {
             None
         } else {
             Some(wire::SymDef {
                 alg: sym_alg,
-                key_bits: r.u16("TPMT_SYM_DEF_OBJECT.keyBits")?,
-                mode: r.u16("TPMT_SYM_DEF_OBJECT.mode")?,
+                key_bits: r.u16("TPMT_SYM_DEF_OBJECT.keyBits").map_err(err)?,
+                mode: r.u16("TPMT_SYM_DEF_OBJECT.mode").map_err(err)?,
             })
         };
-        let scheme = r.u16("TPMT_RSA_SCHEME.scheme")?;
+        let scheme = r.u16("TPMT_RSA_SCHEME.scheme").map_err(err)?;
         if scheme != wire::TPM_ALG_NULL {
             return Err(CredentialError::EkNotStorageKey);
         }
-        r.u16("TPMS_RSA_PARMS.keyBits")?;
-        let exponent = match r.u32("TPMS_RSA_PARMS.exponent")? {
+        r.u16("TPMS_RSA_PARMS.keyBits").map_err(err)?;
+        let exponent = match r.u32("TPMS_RSA_PARMS.exponent").map_err(err)? {
             0 => RSA_DEFAULT_EXPONENT,
             e => e,
         };
-        let modulus = r.tpm2b("TPM2B_PUBLIC_KEY_RSA", MAX_RSA_MODULUS)?.to_vec();
-        if r.pos != buf.len() {
-            return Err(err(WireError::TrailingBytes {
-                what: "TPMT_PUBLIC",
-                count: buf.len() - r.pos,
-            }));
-        }
+        let modulus = r
+            .tpm2b("TPM2B_PUBLIC_KEY_RSA", MAX_RSA_MODULUS)
+            .map_err(err)?;
+        r.finish("TPMT_PUBLIC").map_err(err)?;
         Ok(RsaEk {
             name_alg,
             object_attributes,
@@ -382,54 +376,6 @@ impl RsaEk {
         }
         .to_der()
         .map_err(rejected)
-    }
-}
-
-/// A bounds-checked big-endian reader for the RSA public area (wire.rs parses ECC only).
-struct Cursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], CredentialError> {
-        let rest = self.buf.get(self.pos..).unwrap_or_default();
-        let out = rest
-            .get(..n)
-            .ok_or(CredentialError::EkPublic(WireError::Truncated {
-                what,
-                offset: self.pos,
-                need: n,
-                have: rest.len(),
-            }))?;
-        self.pos += n;
-        Ok(out)
-    }
-
-    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], CredentialError> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N, what)?);
-        Ok(out)
-    }
-
-    fn u16(&mut self, what: &'static str) -> Result<u16, CredentialError> {
-        Ok(u16::from_be_bytes(self.array(what)?))
-    }
-
-    fn u32(&mut self, what: &'static str) -> Result<u32, CredentialError> {
-        Ok(u32::from_be_bytes(self.array(what)?))
-    }
-
-    fn tpm2b(&mut self, what: &'static str, max: usize) -> Result<&'a [u8], CredentialError> {
-        let size = usize::from(self.u16(what)?);
-        if size > max {
-            return Err(CredentialError::EkPublic(WireError::TooLarge {
-                what,
-                size,
-                max,
-            }));
-        }
-        self.take(size, what)
     }
 }
 

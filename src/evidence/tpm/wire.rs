@@ -99,18 +99,18 @@ pub enum WireError {
     Der(String),
 }
 
-/// A bounds-checked big-endian cursor.
-struct Reader<'a> {
+/// A bounds-checked big-endian cursor over TPM wire bytes (also used by `credential`).
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Reader { buf, pos: 0 }
     }
 
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], WireError> {
+    pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], WireError> {
         let rest = self.buf.get(self.pos..).unwrap_or_default();
         let out = rest.get(..n).ok_or(WireError::Truncated {
             what,
@@ -122,30 +122,33 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], WireError> {
+    pub(crate) fn array<const N: usize>(
+        &mut self,
+        what: &'static str,
+    ) -> Result<[u8; N], WireError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N, what)?);
         Ok(out)
     }
 
-    fn u8(&mut self, what: &'static str) -> Result<u8, WireError> {
+    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, WireError> {
         Ok(u8::from_be_bytes(self.array(what)?))
     }
 
-    fn u16(&mut self, what: &'static str) -> Result<u16, WireError> {
+    pub(crate) fn u16(&mut self, what: &'static str) -> Result<u16, WireError> {
         Ok(u16::from_be_bytes(self.array(what)?))
     }
 
-    fn u32(&mut self, what: &'static str) -> Result<u32, WireError> {
+    pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, WireError> {
         Ok(u32::from_be_bytes(self.array(what)?))
     }
 
-    fn u64(&mut self, what: &'static str) -> Result<u64, WireError> {
+    pub(crate) fn u64(&mut self, what: &'static str) -> Result<u64, WireError> {
         Ok(u64::from_be_bytes(self.array(what)?))
     }
 
     /// A TPM2B: u16 size then that many bytes, with size bounded by `max`.
-    fn tpm2b(&mut self, what: &'static str, max: usize) -> Result<Vec<u8>, WireError> {
+    pub(crate) fn tpm2b(&mut self, what: &'static str, max: usize) -> Result<Vec<u8>, WireError> {
         let size = usize::from(self.u16(what)?);
         if size > max {
             return Err(WireError::TooLarge { what, size, max });
@@ -153,12 +156,12 @@ impl<'a> Reader<'a> {
         Ok(self.take(size, what)?.to_vec())
     }
 
-    fn hash_alg(&mut self, what: &'static str) -> Result<HashAlg, WireError> {
+    pub(crate) fn hash_alg(&mut self, what: &'static str) -> Result<HashAlg, WireError> {
         let alg = self.u16(what)?;
         HashAlg::from_tpm_alg_id(alg).ok_or(WireError::UnsupportedHashAlg { what, alg })
     }
 
-    fn finish(&self, what: &'static str) -> Result<(), WireError> {
+    pub(crate) fn finish(&self, what: &'static str) -> Result<(), WireError> {
         let count = self.buf.len().saturating_sub(self.pos);
         if count == 0 {
             Ok(())
