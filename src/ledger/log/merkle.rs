@@ -275,15 +275,7 @@ impl MerkleTree {
     /// sizes of this tree (empty when they are equal).
     pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, LogError> {
         self.check_size(new_size)?;
-        if old_size > new_size {
-            return Err(LogError::SizesReversed {
-                old: old_size,
-                new: new_size,
-            });
-        }
-        if old_size == 0 {
-            return Err(LogError::EmptyOldTree);
-        }
+        check_consistency_sizes(old_size, new_size)?;
         // SUBPROOF's recursion walked top-down; `whole` is the RFC's boolean flag.
         let (mut lo, mut hi, mut m, mut whole) = (0u64, new_size, old_size, true);
         let mut nodes = Vec::new();
@@ -409,6 +401,21 @@ pub fn verify_inclusion(
     Ok(())
 }
 
+/// Sizes a consistency proof can exist for: old no larger than new, and old non-empty
+/// (the empty tree is consistent with every tree; there is nothing to prove).
+fn check_consistency_sizes(old_size: u64, new_size: u64) -> Result<(), LogError> {
+    if old_size > new_size {
+        return Err(LogError::SizesReversed {
+            old: old_size,
+            new: new_size,
+        });
+    }
+    if old_size == 0 {
+        return Err(LogError::EmptyOldTree);
+    }
+    Ok(())
+}
+
 /// RFC 9162 §2.1.4.2: checks that the tree of `new_size` leaves with root `new_root` extends
 /// the tree of `old_size` leaves with root `old_root`. Equal sizes need an empty proof and
 /// equal roots; an `old_size` of 0 is refused ([`LogError::EmptyOldTree`]).
@@ -419,15 +426,7 @@ pub fn verify_consistency(
     new_root: &Hash,
     proof: &[Hash],
 ) -> Result<(), LogError> {
-    if old_size > new_size {
-        return Err(LogError::SizesReversed {
-            old: old_size,
-            new: new_size,
-        });
-    }
-    if old_size == 0 {
-        return Err(LogError::EmptyOldTree);
-    }
+    check_consistency_sizes(old_size, new_size)?;
     if old_size == new_size {
         if !proof.is_empty() {
             return Err(LogError::ProofLength {
