@@ -8,6 +8,7 @@ use thiserror::Error;
 
 use crate::collect::StatusSource;
 use crate::evidence::tpm::HashAlg;
+use crate::tls::TlsFiles;
 
 /// PCR that receives the policy kernel measurement unless configured otherwise; see
 /// [`TpmConfig::measured_pcr`] for why 13.
@@ -85,6 +86,65 @@ impl Default for TpmConfig {
     }
 }
 
+/// The ledger the agent ships to.
+#[derive(Debug, Clone)]
+pub struct LedgerConnection {
+    /// `https://HOST:PORT` of the ledger.
+    pub endpoint: String,
+    /// The CA to pin and the agent's client certificate and key.
+    pub tls: TlsFiles,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LedgerToml {
+    endpoint: String,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// Heartbeat timing and the values the operator expects the agent to attest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// Seconds between attestations (the spec's 60 by default).
+    #[serde(default = "default_interval")]
+    pub interval_seconds: u64,
+    /// Seconds one heartbeat may take before it counts as failed (the spec's 15).
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+    /// Expected policy hash (hex); when absent, the one measured at start.
+    pub expected_policy_hash: Option<String>,
+    /// Expected zero-retention flag; when absent, the one measured at start.
+    pub expected_zero_retention: Option<bool>,
+    /// Attestations kept while the ledger is unreachable.
+    #[serde(default = "default_spool_capacity")]
+    pub spool_capacity: usize,
+}
+
+fn default_interval() -> u64 {
+    60
+}
+fn default_timeout() -> u64 {
+    15
+}
+fn default_spool_capacity() -> usize {
+    crate::agent::spool::DEFAULT_CAPACITY
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            interval_seconds: default_interval(),
+            timeout_seconds: default_timeout(),
+            expected_policy_hash: None,
+            expected_zero_retention: None,
+            spool_capacity: default_spool_capacity(),
+        }
+    }
+}
+
 /// Status source as written in TOML: exactly one of `file` or `url`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,6 +161,9 @@ struct AgentToml {
     status: StatusToml,
     #[serde(default)]
     tpm: TpmConfig,
+    ledger: Option<LedgerToml>,
+    #[serde(default)]
+    heartbeat: HeartbeatConfig,
 }
 
 /// A loaded, path-resolved agent configuration.
@@ -111,6 +174,9 @@ pub struct AgentConfig {
     pub policy_kernel: PolicyKernelFiles,
     pub status: StatusSource,
     pub tpm: TpmConfig,
+    /// Needed by the heartbeat daemon only.
+    pub ledger: Option<LedgerConnection>,
+    pub heartbeat: HeartbeatConfig,
 }
 
 impl AgentConfig {
@@ -144,6 +210,25 @@ impl AgentConfig {
         let mut tpm = raw.tpm;
         check_pcr_choice(tpm.measured_pcr, &tpm.firmware_pcrs).map_err(invalid)?;
         tpm.ek_intermediates = tpm.ek_intermediates.as_deref().map(resolve);
+        let heartbeat = raw.heartbeat;
+        if heartbeat.interval_seconds == 0
+            || heartbeat.timeout_seconds == 0
+            || heartbeat.spool_capacity == 0
+        {
+            return Err(invalid(
+                "[heartbeat] interval_seconds, timeout_seconds and spool_capacity must be positive"
+                    .into(),
+            ));
+        }
+        let ledger = raw.ledger.map(|l| LedgerConnection {
+            endpoint: l.endpoint,
+            tls: TlsFiles {
+                ca: l.ca,
+                cert: l.cert,
+                key: l.key,
+            }
+            .resolve(base),
+        });
         Ok(AgentConfig {
             state_dir: resolve(&raw.state_dir),
             policy_kernel: PolicyKernelFiles {
@@ -157,6 +242,8 @@ impl AgentConfig {
             },
             status,
             tpm,
+            ledger,
+            heartbeat,
         })
     }
 }

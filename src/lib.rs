@@ -16,6 +16,9 @@ pub mod dsse;
 pub mod encoding;
 pub mod evidence;
 pub mod ledger;
+pub mod logging;
 pub mod profiles;
 pub mod tls;
 pub mod verify;
+
+pub use agent::heartbeat::{Attestor, AttestorConfig};

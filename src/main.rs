@@ -8,9 +8,16 @@ use clap::{Args, Parser, Subcommand};
 use attestor::agent::Agent;
 use attestor::bundle::Bundle;
 use attestor::collect::{self, PolicyKernelConfig};
-use attestor::config::{AgentConfig, DEFAULT_TCTI};
+use attestor::config::{AgentConfig, LedgerConnection, DEFAULT_TCTI};
+use attestor::ledger::config::LedgerConfig;
+use attestor::ledger::service::Ledger;
+use attestor::ledger::{monitor, server};
+use attestor::logging;
 use attestor::profiles::Profile;
-use attestor::tls::{self, AgentIdentity};
+use attestor::tls::{self, AgentIdentity, TlsFiles};
+use attestor::{Attestor, AttestorConfig};
+
+mod query;
 use attestor::verify::{self, Expectations};
 
 #[derive(Parser)]
@@ -71,10 +78,87 @@ enum Command {
         /// Policy document (.toml or .json).
         policy: PathBuf,
     },
+    /// Run the agent: attest every interval and ship to the ledger (until SIGTERM/SIGINT).
+    Agent(AgentArgs),
+    /// Run the ledger (until SIGTERM/SIGINT).
+    Ledger {
+        /// Ledger configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Query the ledger's audit trail; proofs are verified when --log-key is given.
+    Query {
+        #[command(flatten)]
+        connection: LedgerArgs,
+        #[command(subcommand)]
+        what: QueryCommand,
+    },
     /// Certificates for mutual TLS between agents and the ledger.
     Pki {
         #[command(subcommand)]
         command: PkiCommand,
+    },
+}
+
+#[derive(Args)]
+struct LedgerArgs {
+    /// Take the endpoint and TLS files from this agent config's [ledger] section.
+    #[arg(long, conflicts_with_all = ["ledger", "ca", "cert", "key"])]
+    config: Option<PathBuf>,
+    /// Ledger endpoint, https://HOST:PORT.
+    #[arg(long, requires_all = ["ca", "cert", "key"])]
+    ledger: Option<String>,
+    /// CA certificate (PEM) the ledger's certificate must chain to.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM); its tenant scopes every answer.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// Client key (PEM).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// The ledger's checkpoint verifier key (C2SP vkey text file); verifies every proof.
+    #[arg(long)]
+    log_key: Option<PathBuf>,
+    /// Print the answers as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum QueryCommand {
+    /// Log entries of your tenant, oldest first.
+    Entries {
+        #[arg(long)]
+        agent: Option<String>,
+        /// Attestation id.
+        #[arg(long)]
+        id: Option<String>,
+        /// accepted or refused.
+        #[arg(long)]
+        verdict: Option<String>,
+        /// From this ledger time (Unix ms, inclusive).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Up to this ledger time (Unix ms, exclusive).
+        #[arg(long)]
+        to: Option<u64>,
+        /// Only entries after this index (pagination cursor).
+        #[arg(long)]
+        after: Option<u64>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// One entry by log index.
+    Entry { index: u64 },
+    /// The latest accepted attestation of each agent.
+    LatestHealthy,
+    /// Agents of your tenant and their health.
+    Agents,
+    /// The latest signed checkpoint; with --since, verify it extends that older size.
+    Checkpoint {
+        #[arg(long)]
+        since: Option<u64>,
     },
 }
 
@@ -181,6 +265,30 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 }
             }
         }
+        Command::Agent(args) => {
+            let config = load_config(&args.config)?;
+            let tcti = tcti_of(&args, &config);
+            let config =
+                AttestorConfig::from_agent_config(config, tcti).map_err(|e| e.to_string())?;
+            let mut attestor = Attestor::new(config);
+            let stopper = attestor.stopper();
+            multi_thread_runtime()?.block_on(async move {
+                tokio::spawn(async move {
+                    termination().await;
+                    stopper.stop();
+                });
+                attestor.start_heartbeat().await.map_err(|e| e.to_string())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ledger { config } => {
+            let config = LedgerConfig::load(&config).map_err(|e| e.to_string())?;
+            run_ledger(&config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Query { connection, what } => {
+            runtime()?.block_on(query::run(&connection_of(&connection)?, what, &connection))
+        }
         Command::PolicyHash { policy } => {
             let hash = collect::policy_hash_of(&policy).map_err(|e| e.to_string())?;
             println!("{}", hex::encode(hash));
@@ -200,6 +308,91 @@ fn run(command: Command) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn run_ledger(config: &LedgerConfig) -> Result<(), String> {
+    let tls = tls::server_config(&config.tls.ca, &config.tls.cert, &config.tls.key)
+        .map_err(|e| e.to_string())?;
+    let (ledger, writer) = Ledger::open(config).map_err(|e| e.to_string())?;
+    // Auditors need this key to check checkpoints; keep a copy beside the state.
+    let key_path = config.state_dir.join("checkpoint.vkey");
+    std::fs::write(&key_path, format!("{}\n", ledger.verifier_key()))
+        .map_err(|e| format!("cannot write {}: {e}", key_path.display()))?;
+    multi_thread_runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        let address = listener.local_addr().map_err(|e| e.to_string())?;
+        logging::event(
+            logging::Level::Info,
+            "ledger-started",
+            serde_json::json!({
+                "listen": address.to_string(), "log_size": ledger.store().len().ok(),
+                "verifier_key": ledger.verifier_key(),
+            }),
+        );
+        tokio::spawn(monitor::watch_gaps(ledger.clone()));
+        server::serve(ledger, listener, tls, config.max_connections, termination())
+            .await
+            .map_err(|e| e.to_string())
+    })?;
+    // Every acknowledged batch is already durable; this waits for the writer to drain.
+    let _ = writer.join();
+    logging::event(
+        logging::Level::Info,
+        "ledger-stopped",
+        serde_json::json!({}),
+    );
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn multi_thread_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn tcti_of(args: &AgentArgs, config: &AgentConfig) -> String {
+    args.tcti
+        .clone()
+        .or_else(|| config.tpm.tcti.clone())
+        .unwrap_or_else(|| DEFAULT_TCTI.to_string())
+}
+
+fn connection_of(args: &LedgerArgs) -> Result<LedgerConnection, String> {
+    if let Some(path) = &args.config {
+        return load_config(path)?
+            .ledger
+            .ok_or_else(|| format!("{} has no [ledger] section", path.display()));
+    }
+    match (&args.ledger, &args.ca, &args.cert, &args.key) {
+        (Some(endpoint), Some(ca), Some(cert), Some(key)) => Ok(LedgerConnection {
+            endpoint: endpoint.clone(),
+            tls: TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+        }),
+        _ => Err("give --config AGENT_TOML, or --ledger with --ca, --cert and --key".into()),
     }
 }
 
@@ -227,11 +420,7 @@ fn open_agent_with(
         &config.policy_kernel.config_files,
     )
     .map_err(|e| e.to_string())?;
-    let tcti = args
-        .tcti
-        .clone()
-        .or_else(|| config.tpm.tcti.clone())
-        .unwrap_or_else(|| DEFAULT_TCTI.to_string());
+    let tcti = tcti_of(args, &config);
     let agent = Agent::open(config, &tcti).map_err(|e| e.to_string())?;
     Ok((agent, kernel))
 }

@@ -178,6 +178,29 @@ pub enum TlsError {
     },
 }
 
+/// PEM files of one end of a mutual-TLS connection, as configured.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The CA both sides pin.
+    pub ca: PathBuf,
+    /// This end's certificate chain.
+    pub cert: PathBuf,
+    /// This end's private key.
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// The same files with relative paths taken from `base`.
+    pub fn resolve(self, base: &Path) -> Self {
+        TlsFiles {
+            ca: base.join(self.ca),
+            cert: base.join(self.cert),
+            key: base.join(self.key),
+        }
+    }
+}
+
 /// An agent's identity as carried in its client certificate.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct AgentIdentity {

@@ -204,3 +204,30 @@ fn concurrent_submissions_share_commits_and_each_gets_a_valid_receipt() {
     assert!(checkpoints.len() < 200, "{} commits", checkpoints.len());
     assert_eq!(log.size(), 200);
 }
+
+#[test]
+fn entries_appended_without_their_checkpoint_are_published_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let signer = CheckpointSigner::generate(ORIGIN).unwrap();
+    let log = open(&db, &signer).unwrap();
+    log.append(vec![submission("a", 0)]).unwrap();
+    drop(log);
+    // A crash between the store's commit and the checkpoint: the batch is durable, unsigned.
+    let store = EmbeddedStore::open(&db).unwrap();
+    let mut stray = store.entry(0).unwrap().unwrap().entry;
+    stray.leaf = vec![7; 8];
+    stray.leaf_hash = attestor::ledger::log::merkle::leaf_hash(&stray.leaf);
+    store.append(&[stray]).unwrap();
+    assert_eq!(store.latest_checkpoint().unwrap().unwrap().size, 1);
+    drop(store);
+
+    let log = open(&db, &signer).unwrap();
+    let store = EmbeddedStore::open(&db).unwrap();
+    let latest = store.latest_checkpoint().unwrap().unwrap();
+    let checkpoint = open_checkpoint(&latest.note, &signer.verifier_key()).unwrap();
+    assert_eq!((checkpoint.size, log.size()), (2, 2));
+    let proof = log.inclusion_proof(1, 2).unwrap();
+    let leaf = attestor::ledger::log::merkle::leaf_hash(&[7; 8]);
+    verify_inclusion(&leaf, 1, 2, &proof, &checkpoint.root).unwrap();
+}

@@ -6,6 +6,8 @@
 //! that made them): `ak.json` (AK blob), `sealed.json` (sealed key blob and its
 //! certification), `eventlog.json` (measurements since the TPM's last reset).
 
+pub mod client;
+pub mod heartbeat;
 pub mod spool;
 
 use std::path::{Path, PathBuf};
@@ -406,7 +408,7 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn read_state<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, AgentError> {
+pub(crate) fn read_state<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, AgentError> {
     match std::fs::read(path) {
         Ok(bytes) => {
             serde_json::from_slice(&bytes)
@@ -425,7 +427,7 @@ fn read_state<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, AgentError>
     }
 }
 
-fn write_state<T: Serialize>(path: &Path, value: &T) -> Result<(), AgentError> {
+pub(crate) fn write_state<T: Serialize>(path: &Path, value: &T) -> Result<(), AgentError> {
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| AgentError::StateCorrupt {
         path: path.to_path_buf(),
         message: e.to_string(),

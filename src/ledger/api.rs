@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::encoding::{b64, b64_list};
+use crate::ledger::store::Verdict;
 
 /// First enrollment step: the agent shows its TPM's EK and its AK.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,4 +40,135 @@ pub struct EnrollChallenge {
 pub struct EnrollProof {
     #[serde(with = "b64")]
     pub secret: Vec<u8>,
+}
+
+/// A single-use nonce for the agent's next attestation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NonceResponse {
+    #[serde(with = "b64")]
+    pub nonce: Vec<u8>,
+}
+
+/// The agent the ledger enrolled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolledResponse {
+    pub agent_id: String,
+    pub tenant: String,
+    pub enrolled_at_ms: u64,
+}
+
+/// Proof that an entry is in the log: an inclusion proof up to a signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptJson {
+    pub index: u64,
+    pub received_at_ms: u64,
+    #[serde(with = "b64")]
+    pub leaf_hash: Vec<u8>,
+    /// Audit path in the tree of the checkpoint's size.
+    #[serde(with = "b64_list")]
+    pub inclusion_proof: Vec<Vec<u8>>,
+    /// C2SP tlog-checkpoint signed note.
+    pub checkpoint: String,
+}
+
+/// The ledger's answer to a submission. Refused submissions are logged too, so both
+/// verdicts carry a receipt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitResponse {
+    pub verdict: Verdict,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation_id: Option<String>,
+    pub receipt: ReceiptJson,
+}
+
+/// One log entry as returned by queries; `leaf` is the exact leaf (canonical CBOR of the
+/// [`crate::ledger::record::LogRecord`]), so the proof can be checked against it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryJson {
+    pub index: u64,
+    pub received_at_ms: u64,
+    pub tenant: String,
+    pub agent_id: String,
+    pub verdict: Verdict,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_hash: Option<String>,
+    #[serde(with = "b64")]
+    pub leaf: Vec<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<InclusionJson>,
+}
+
+/// An inclusion proof against a signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InclusionJson {
+    #[serde(with = "b64_list")]
+    pub hashes: Vec<Vec<u8>>,
+    /// Signed note of the tree the proof is for.
+    pub checkpoint: String,
+}
+
+/// A page of entries; pass `next_after` as `after` for the next page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntriesResponse {
+    pub entries: Vec<EntryJson>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<u64>,
+}
+
+/// An enrolled agent and its health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentStatusJson {
+    pub agent_id: String,
+    pub tenant: String,
+    pub enrolled_at_ms: u64,
+    pub revoked: bool,
+    pub last_seen_at_ms: Option<u64>,
+    pub last_accepted_at_ms: Option<u64>,
+    pub zero_retention: Option<bool>,
+    /// Silent for longer than the ledger's allowed gap.
+    pub stale: bool,
+}
+
+/// Agents of the caller's tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsResponse {
+    pub agents: Vec<AgentStatusJson>,
+}
+
+/// RFC 9162 consistency proof between two tree sizes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyResponse {
+    pub old_size: u64,
+    pub new_size: u64,
+    #[serde(with = "b64_list")]
+    pub proof: Vec<Vec<u8>>,
+}
+
+/// Body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    /// Stable kebab-case code.
+    pub error: String,
+    pub message: String,
 }

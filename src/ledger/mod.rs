@@ -1,9 +1,13 @@
 //! The ledger: verifies submissions and keeps them in a tamper-evident, append-only log.
 
 pub mod api;
+pub mod audit;
+pub mod config;
 pub mod enroll;
 pub mod log;
 pub mod monitor;
 pub mod record;
+pub mod server;
+pub mod service;
 pub mod store;
 pub mod verify;

@@ -45,6 +45,58 @@ pub fn gaps(
         .collect())
 }
 
+/// Logs each agent that falls silent for longer than the ledger's allowed gap, and again
+/// when it recovers. Runs until the ledger is dropped; evaluation reads stored times, so a
+/// restarted ledger reports the same gaps.
+pub async fn watch_gaps(ledger: std::sync::Arc<crate::ledger::service::Ledger>) {
+    use std::collections::BTreeSet;
+
+    use serde_json::json;
+
+    use crate::logging::{event, Level};
+
+    let period = (ledger.max_gap() / 4).max(Duration::from_secs(1));
+    let mut silent: BTreeSet<String> = BTreeSet::new();
+    loop {
+        tokio::time::sleep(period).await;
+        let store = ledger.store().clone();
+        let max_gap = ledger.max_gap();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let found =
+            tokio::task::spawn_blocking(move || gaps(store.as_ref(), None, now_ms, max_gap)).await;
+        let found = match found {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => {
+                event(
+                    Level::Error,
+                    "gap-check-failed",
+                    json!({"error": e.to_string()}),
+                );
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let now_silent: BTreeSet<String> = found.iter().map(|g| g.agent_id.clone()).collect();
+        for gap in found.iter().filter(|g| !silent.contains(&g.agent_id)) {
+            event(
+                Level::Warn,
+                "agent-silent",
+                json!({
+                    "tenant": gap.tenant, "agent": gap.agent_id,
+                    "silent_for_ms": gap.silent_for_ms,
+                    "last_accepted_at_ms": gap.last_accepted_at_ms,
+                }),
+            );
+        }
+        for agent in silent.difference(&now_silent) {
+            event(Level::Info, "agent-recovered", json!({"agent": agent}));
+        }
+        silent = now_silent;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

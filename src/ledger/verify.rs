@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use thiserror::Error;
 
-use crate::bundle::Bundle;
+use crate::bundle::{Bundle, BundleError};
 use crate::ledger::store::{AcceptedState, AgentRecord};
 use crate::profiles::Profile;
 use crate::verify::{check_policy_hash, verify_bundle, Expectations, Verified, VerifyError};
@@ -21,10 +21,19 @@ pub const NONCE_TTL: Duration = Duration::from_secs(120);
 pub const MAX_NONCES_PER_AGENT: usize = 4;
 /// Bytes of randomness in a nonce.
 pub const NONCE_LEN: usize = 32;
+/// Marks a nonce the agent made itself because the ledger was unreachable. Such a
+/// spooled attestation proves no freshness beyond its own timestamp: it is accepted only
+/// within the freshness window and only if its TPM clock is past the agent's last accepted
+/// quote, which is what refuses its replay.
+pub const OFFLINE_NONCE_PREFIX: &[u8] = b"attestor-offline:";
 
 /// Why the ledger refuses a submission. Every refusal is itself logged.
 #[derive(Debug, Error)]
 pub enum Refusal {
+    #[error(transparent)]
+    Malformed(#[from] BundleError),
+    #[error("tenant {0:?} is not configured on this ledger")]
+    UnknownTenant(String),
     #[error("agent {0:?} is not enrolled")]
     UnknownAgent(String),
     #[error("agent {0:?} is revoked")]
@@ -45,6 +54,8 @@ impl Refusal {
     /// Stable kebab-case reason for logs, metrics and queries.
     pub fn reason(&self) -> &'static str {
         match self {
+            Refusal::Malformed(_) => "malformed",
+            Refusal::UnknownTenant(_) => "unknown-tenant",
             Refusal::UnknownAgent(_) => "unknown-agent",
             Refusal::Revoked(_) => "revoked",
             Refusal::Nonce => "nonce",
@@ -102,8 +113,9 @@ pub struct TenantPolicy {
     pub policy_hash: String,
 }
 
-/// Verifies one submission of an enrolled agent. The nonce is consumed whatever the
-/// outcome, so a refused submission cannot be retried with the same evidence.
+/// Verifies one submission of an enrolled agent. A ledger nonce is consumed whatever the
+/// outcome, so a refused submission cannot be retried with the same evidence; an offline
+/// nonce ([`OFFLINE_NONCE_PREFIX`]) relies on the freshness window and the TPM clock.
 pub fn verify_submission(
     bundle: &Bundle,
     agent: Option<&AgentRecord>,
@@ -117,7 +129,7 @@ pub fn verify_submission(
     if agent.revoked {
         return Err(Refusal::Revoked(agent_id.to_string()));
     }
-    if !nonces.take(agent_id, &bundle.nonce) {
+    if !bundle.nonce.starts_with(OFFLINE_NONCE_PREFIX) && !nonces.take(agent_id, &bundle.nonce) {
         return Err(Refusal::Nonce);
     }
     // The policy hash is checked last: a zero_retention flip changes the policy too, and

@@ -18,6 +18,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod ledger;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};

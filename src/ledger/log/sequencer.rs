@@ -101,7 +101,8 @@ impl Sequencer {
             }
             from = to;
         }
-        if let Some(latest) = store.latest_checkpoint()? {
+        let latest = store.latest_checkpoint()?;
+        if let Some(latest) = &latest {
             let checkpoint = open_checkpoint(&latest.note, &signer.verifier_key())?;
             if checkpoint.size > size {
                 return Err(SequencerError::Truncated {
@@ -116,12 +117,34 @@ impl Sequencer {
             }
         }
         let last_ms = store.last_received_at_ms()?.unwrap_or(0);
-        Ok(Sequencer {
+        let signed = latest.map_or(0, |c| c.size);
+        let sequencer = Sequencer {
             store,
             signer,
             origin: origin.to_string(),
             state: Mutex::new(State { tree, last_ms }),
-        })
+        };
+        if size > signed {
+            // A crash came between appending a batch and publishing its checkpoint: the
+            // entries are durable (though never acknowledged), so publish them now.
+            let state = sequencer.state();
+            sequencer.publish(&state, state.last_ms)?;
+        }
+        Ok(sequencer)
+    }
+
+    /// Signs and stores the checkpoint of the whole tree; returns its note.
+    fn publish(&self, state: &State, now_ms: u64) -> Result<String, SequencerError> {
+        let size = state.tree.size();
+        let checkpoint = Checkpoint::new(self.origin.clone(), size, state.tree.root())
+            .with_timestamp(now_ms / 1000);
+        let note = self.signer.sign(&checkpoint)?;
+        self.store.put_checkpoint(&StoredCheckpoint {
+            size,
+            note: note.clone(),
+            created_at_ms: now_ms,
+        })?;
+        Ok(note)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -164,14 +187,7 @@ impl Sequencer {
         }
         state.last_ms = now;
         let size = state.tree.size();
-        let checkpoint = Checkpoint::new(self.origin.clone(), size, state.tree.root())
-            .with_timestamp(now / 1000);
-        let note = self.signer.sign(&checkpoint)?;
-        self.store.put_checkpoint(&StoredCheckpoint {
-            size,
-            note: note.clone(),
-            created_at_ms: now,
-        })?;
+        let note = self.publish(&state, now)?;
         entries
             .iter()
             .enumerate()
@@ -203,11 +219,18 @@ impl Sequencer {
         let Some(stored) = self.store.entry(index)? else {
             return Ok(None);
         };
+        self.check(&stored)?;
+        Ok(Some(stored))
+    }
+
+    /// Checks an entry read from the store against the tree's leaf hash.
+    pub fn check(&self, stored: &StoredEntry) -> Result<(), SequencerError> {
+        let index = stored.index;
         let expected = self.state().tree.leaf(index)?;
         if leaf_hash(&stored.entry.leaf) != expected || stored.entry.leaf_hash != expected {
             return Err(SequencerError::LeafMismatch { index });
         }
-        Ok(Some(stored))
+        Ok(())
     }
 
     /// Inclusion proof of `index` in the tree of `size` entries.

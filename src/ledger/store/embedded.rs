@@ -362,6 +362,22 @@ impl LedgerStore for EmbeddedStore {
         rows.map(|r| stored_entry(r.map_err(db)?)).collect()
     }
 
+    fn latest_accepted(&self, agent_id: &str) -> Result<Option<StoredEntry>, StoreError> {
+        let row = self
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT {ENTRY_COLUMNS} FROM entries WHERE agent_id = ?1 AND \
+                     verdict = 'accepted' ORDER BY idx DESC LIMIT 1"
+                ),
+                [agent_id],
+                entry_from_row,
+            )
+            .optional()
+            .map_err(db)?;
+        row.map(stored_entry).transpose()
+    }
+
     fn put_checkpoint(&self, c: &StoredCheckpoint) -> Result<(), StoreError> {
         self.conn()
             .execute(
@@ -560,6 +576,9 @@ mod tests {
             ..EntryQuery::default()
         };
         assert_eq!(store.query(&window).unwrap()[0].index, 1);
+        let latest = store.latest_accepted("a1").unwrap().unwrap();
+        assert_eq!(latest.index, 0);
+        assert!(store.latest_accepted("b1").unwrap().is_none());
 
         let a1 = store.agent("a1").unwrap().unwrap();
         assert_eq!(a1.last_seen_at_ms, Some(12));

@@ -154,6 +154,8 @@ pub trait LedgerStore: Send + Sync {
     fn entry(&self, index: u64) -> Result<Option<StoredEntry>, StoreError>;
     /// Entries matching a query, ascending by index.
     fn query(&self, query: &EntryQuery) -> Result<Vec<StoredEntry>, StoreError>;
+    /// The agent's most recent accepted entry.
+    fn latest_accepted(&self, agent_id: &str) -> Result<Option<StoredEntry>, StoreError>;
     /// Records a signed checkpoint.
     fn put_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError>;
     /// The largest signed checkpoint.

@@ -1,0 +1,168 @@
+//! Ledger configuration (TOML). Relative paths resolve against the config file's directory.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::ledger::monitor::DEFAULT_MAX_GAP;
+use crate::ledger::verify::TenantPolicy;
+use crate::tls::TlsFiles;
+
+/// Connections served at once; more wait in the kernel's accept queue.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// Why a ledger configuration is unusable.
+#[derive(Debug, Error)]
+pub enum LedgerConfigError {
+    #[error("cannot read ledger config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("ledger config {path} is invalid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LedgerToml {
+    listen: SocketAddr,
+    state_dir: PathBuf,
+    origin: String,
+    profile: PathBuf,
+    #[serde(default = "default_max_gap_seconds")]
+    max_gap_seconds: u64,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+    tls: TlsFiles,
+    tenants: BTreeMap<String, TenantToml>,
+}
+
+fn default_max_gap_seconds() -> u64 {
+    DEFAULT_MAX_GAP.as_secs()
+}
+fn default_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantToml {
+    policy_hash: String,
+}
+
+/// A loaded, path-resolved ledger configuration.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    pub listen: SocketAddr,
+    /// Holds `ledger.db` and `checkpoint.key` (created on first start).
+    pub state_dir: PathBuf,
+    /// Checkpoint origin line and signing key name, e.g. `ledger.example/attestor`.
+    pub origin: String,
+    /// Firmware profile every agent is verified against.
+    pub profile: PathBuf,
+    /// Silence after which an agent counts as stale (the spec's 2 minutes by default).
+    pub max_gap: Duration,
+    pub max_connections: usize,
+    pub tls: TlsFiles,
+    /// What each tenant expects; agents of other tenants are refused.
+    pub tenants: BTreeMap<String, TenantPolicy>,
+}
+
+impl LedgerConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, LedgerConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LedgerConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses config text as if it were read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, LedgerConfigError> {
+        let invalid = |message: String| LedgerConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let raw: LedgerToml = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut tenants = BTreeMap::new();
+        for (name, tenant) in raw.tenants {
+            let hash = tenant.policy_hash.to_ascii_lowercase();
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(format!(
+                    "tenants.{name}.policy_hash must be 64 hex digits (SHA-256)"
+                )));
+            }
+            tenants.insert(name, TenantPolicy { policy_hash: hash });
+        }
+        if raw.max_gap_seconds == 0 || raw.max_connections == 0 {
+            return Err(invalid(
+                "max_gap_seconds and max_connections must be positive".into(),
+            ));
+        }
+        Ok(LedgerConfig {
+            listen: raw.listen,
+            state_dir: base.join(raw.state_dir),
+            origin: raw.origin,
+            profile: base.join(raw.profile),
+            max_gap: Duration::from_secs(raw.max_gap_seconds),
+            max_connections: raw.max_connections,
+            tls: raw.tls.resolve(base),
+            tenants,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"
+        listen = "127.0.0.1:8443"
+        state_dir = "state"
+        origin = "ledger.test/attestor"
+        profile = "profile.toml"
+        [tls]
+        ca = "pki/ca.pem"
+        cert = "pki/ledger.pem"
+        key = "pki/ledger.key"
+        [tenants.acme]
+        policy_hash = "ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB"
+    "#;
+
+    #[test]
+    fn paths_resolve_against_the_config_and_hashes_are_normalised() {
+        let c = LedgerConfig::parse(VALID, Path::new("/etc/attestor/ledger.toml")).unwrap();
+        assert_eq!(c.state_dir, Path::new("/etc/attestor/state"));
+        assert_eq!(c.tls.key, Path::new("/etc/attestor/pki/ledger.key"));
+        assert_eq!(c.max_gap, DEFAULT_MAX_GAP);
+        assert_eq!(c.tenants["acme"].policy_hash, "ab".repeat(32));
+    }
+
+    #[test]
+    fn the_example_expects_the_example_policy() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let c = LedgerConfig::load(&root.join("examples/ledger.toml")).unwrap();
+        let hash = crate::collect::policy_hash_of(&root.join("examples/policy-kernel/policy.toml"))
+            .unwrap();
+        assert_eq!(c.tenants["demo"].policy_hash, hex::encode(hash));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_name() {
+        let short = VALID.replace(&"AB".repeat(32), "abcd");
+        let e = LedgerConfig::parse(&short, Path::new("l.toml")).unwrap_err();
+        assert!(e.to_string().contains("tenants.acme.policy_hash"), "{e}");
+        let unknown = format!("{VALID}\nsurprise = 1\n");
+        let e = LedgerConfig::parse(&unknown, Path::new("l.toml")).unwrap_err();
+        assert!(e.to_string().contains("surprise"), "{e}");
+        let zero_gap = VALID.replace("profile = ", "max_gap_seconds = 0\nprofile = ");
+        assert!(LedgerConfig::parse(&zero_gap, Path::new("l.toml")).is_err());
+    }
+}

@@ -1,0 +1,439 @@
+//! The ledger's HTTP/JSON API over mutual TLS. Every connection must present a client
+//! certificate of the pinned CA carrying an agent identity; that identity (tenant, agent
+//! id) scopes every request. Nothing here decides trust: requests are parsed, bounded and
+//! handed to [`Ledger`].
+//!
+//! | Method and path                    | Body / query                          | Answer |
+//! |------------------------------------|---------------------------------------|--------|
+//! | `POST /v1/nonce`                   |                                       | [`NonceResponse`](crate::ledger::api::NonceResponse) |
+//! | `POST /v1/enroll`                  | `EnrollRequest`                       | `EnrollChallenge` |
+//! | `POST /v1/enroll/proof`            | `EnrollProof`                         | `EnrolledResponse` |
+//! | `POST /v1/attestations`            | a bundle                              | `SubmitResponse` (200 accepted, 422 refused, 400 malformed) |
+//! | `GET /v1/attestations`             | `agent id verdict from to after limit proofs` | `EntriesResponse` |
+//! | `GET /v1/attestations/latest-healthy` |                                    | `EntriesResponse` |
+//! | `GET /v1/entries/{index}`          |                                       | `EntryJson` with proof |
+//! | `GET /v1/agents`                   |                                       | `AgentsResponse` |
+//! | `GET /v1/log/checkpoint`           | `size`                                | signed note (text) |
+//! | `GET /v1/log/consistency`          | `old new`                             | `ConsistencyResponse` |
+//! | `GET /v1/log/key`                  |                                       | checkpoint verifier key (text) |
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+use crate::bundle::MAX_BUNDLE_BYTES;
+use crate::ledger::api::ErrorBody;
+use crate::ledger::service::{EntryFilter, Ledger, ServiceError};
+use crate::ledger::store::Verdict;
+use crate::logging::{event, Level};
+use crate::tls::{stream_identity, AgentIdentity};
+
+/// Time a client has to complete the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to send a request's headers, and then its body.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Largest body of any request but a submission.
+pub const MAX_SMALL_BODY: usize = 64 * 1024;
+/// Oversized bodies up to this size are read and dropped before answering 413.
+pub const MAX_DISCARDED_BODY: usize = 8 * 1024 * 1024;
+
+type Answer = Response<Full<Bytes>>;
+
+/// Serves `ledger` on `listener` until `shutdown` completes, then lets requests in flight
+/// finish (up to [`REQUEST_TIMEOUT`]).
+pub async fn serve(
+    ledger: Arc<Ledger>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    let slots = Arc::new(Semaphore::new(max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            permit = slots.clone().acquire_owned() => permit,
+        };
+        let Ok(permit) = permit else { break };
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    event(Level::Warn, "accept-failed", json!({"error": e.to_string()}));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, ledger) = (acceptor.clone(), ledger.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    event(
+                        Level::Info,
+                        "tls-refused",
+                        json!({"peer": peer.to_string(), "error": e.to_string()}),
+                    );
+                    return;
+                }
+                Err(_) => return,
+            };
+            let who = match stream_identity(&tls) {
+                Ok(who) => who,
+                Err(e) => {
+                    event(
+                        Level::Warn,
+                        "identity-refused",
+                        json!({"peer": peer.to_string(), "error": e.to_string()}),
+                    );
+                    return;
+                }
+            };
+            let service = hyper::service::service_fn(move |request| {
+                let (ledger, who) = (ledger.clone(), who.clone());
+                async move { Ok::<_, std::convert::Infallible>(route(&ledger, &who, request).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(REQUEST_TIMEOUT)
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
+        });
+    }
+    // Wait for connections in flight to end, bounded.
+    let _ = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        slots.acquire_many(u32::try_from(max_connections).unwrap_or(u32::MAX)),
+    )
+    .await;
+    Ok(())
+}
+
+/// A request that cannot be served, with its status.
+struct Failure {
+    status: StatusCode,
+    error: &'static str,
+    message: String,
+}
+
+impl Failure {
+    fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+        Failure {
+            status,
+            error,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-request", message)
+    }
+}
+
+impl From<ServiceError> for Failure {
+    fn from(e: ServiceError) -> Self {
+        let status = match &e {
+            ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+            ServiceError::Forbidden(_) | ServiceError::Enroll(_) => StatusCode::FORBIDDEN,
+            ServiceError::Store(_)
+            | ServiceError::Log(_)
+            | ServiceError::Append(_)
+            | ServiceError::Internal(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let status = match &e {
+            ServiceError::Enroll(crate::ledger::enroll::EnrollError::Store(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => status,
+        };
+        if status.is_server_error() {
+            event(
+                Level::Error,
+                "request-failed",
+                json!({"error": e.to_string()}),
+            );
+        }
+        Failure::new(status, e.code(), e.to_string())
+    }
+}
+
+fn answer(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Answer {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn json_answer<T: Serialize>(status: StatusCode, value: &T) -> Answer {
+    match serde_json::to_vec(value) {
+        Ok(body) => answer(status, "application/json", body),
+        Err(e) => failure_answer(Failure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            e.to_string(),
+        )),
+    }
+}
+
+fn failure_answer(f: Failure) -> Answer {
+    json_answer(
+        f.status,
+        &ErrorBody {
+            error: f.error.to_string(),
+            message: f.message,
+        },
+    )
+}
+
+async fn route(ledger: &Arc<Ledger>, who: &AgentIdentity, request: Request<Incoming>) -> Answer {
+    match dispatch(ledger, who, request).await {
+        Ok(answer) => answer,
+        Err(failure) => failure_answer(failure),
+    }
+}
+
+async fn dispatch(
+    ledger: &Arc<Ledger>,
+    who: &AgentIdentity,
+    request: Request<Incoming>,
+) -> Result<Answer, Failure> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let query = Query::parse(request.uri().query())?;
+    match (&method, path.as_str()) {
+        (&Method::POST, "/v1/nonce") => Ok(ok(&ledger.issue_nonce(who)?)),
+        (&Method::POST, "/v1/enroll") => {
+            let body = json_body(request).await?;
+            Ok(ok(&ledger.enroll_begin(who, body).await?))
+        }
+        (&Method::POST, "/v1/enroll/proof") => {
+            let body = json_body(request).await?;
+            Ok(ok(&ledger.enroll_finish(who, body).await?))
+        }
+        (&Method::POST, "/v1/attestations") => {
+            let body = read_body(request, MAX_BUNDLE_BYTES).await?;
+            let response = ledger.submit(who, body).await?;
+            let status = match (response.verdict, response.reason.as_deref()) {
+                (Verdict::Accepted, _) => StatusCode::OK,
+                (Verdict::Refused, Some("malformed")) => StatusCode::BAD_REQUEST,
+                (Verdict::Refused, _) => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            event(
+                Level::Info,
+                "submission",
+                json!({
+                    "tenant": who.tenant, "agent": who.agent_id,
+                    "verdict": response.verdict.as_str(), "reason": response.reason,
+                    "index": response.receipt.index,
+                }),
+            );
+            Ok(json_answer(status, &response))
+        }
+        (&Method::GET, "/v1/attestations") => {
+            let filter = query.entry_filter()?;
+            Ok(ok(&ledger.entries(who, filter).await?))
+        }
+        (&Method::GET, "/v1/attestations/latest-healthy") => {
+            query.only(&[])?;
+            Ok(ok(&ledger.latest_healthy(who).await?))
+        }
+        (&Method::GET, "/v1/agents") => {
+            query.only(&[])?;
+            Ok(ok(&ledger.agents(who).await?))
+        }
+        (&Method::GET, "/v1/log/checkpoint") => {
+            query.only(&["size"])?;
+            let note = ledger.checkpoint(query.number("size")?).await?;
+            Ok(answer(
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                note.into_bytes(),
+            ))
+        }
+        (&Method::GET, "/v1/log/consistency") => {
+            query.only(&["old", "new"])?;
+            let old = query.required_number("old")?;
+            let new = query.required_number("new")?;
+            Ok(ok(&ledger.consistency(old, new).await?))
+        }
+        (&Method::GET, "/v1/log/key") => Ok(answer(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            ledger.verifier_key().into_bytes(),
+        )),
+        (&Method::GET, p) if p.starts_with("/v1/entries/") => {
+            query.only(&[])?;
+            let index = p
+                .trim_start_matches("/v1/entries/")
+                .parse::<u64>()
+                .map_err(|_| Failure::bad_request("entry index must be a decimal number"))?;
+            Ok(ok(&ledger.entry(who, index).await?))
+        }
+        _ => Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("no route for {method} {path}"),
+        )),
+    }
+}
+
+fn ok<T: Serialize>(value: &T) -> Answer {
+    json_answer(StatusCode::OK, value)
+}
+
+/// Reads a body of at most `limit` bytes within [`REQUEST_TIMEOUT`]. A larger body is
+/// read and discarded up to [`MAX_DISCARDED_BODY`] so the client gets its 413 instead of
+/// a reset connection; beyond that the connection is closed.
+async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Vec<u8>, Failure> {
+    let mut body = request.into_body();
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    let reading = async {
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|e| Failure::bad_request(format!("cannot read the body: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                seen = seen.saturating_add(data.len());
+                if seen > MAX_DISCARDED_BODY {
+                    break;
+                }
+                if seen <= limit {
+                    kept.extend_from_slice(&data);
+                }
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, reading).await {
+        Ok(Ok(())) if seen <= limit => Ok(kept),
+        Ok(Ok(())) => Err(Failure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!("the body exceeds {limit} bytes"),
+        )),
+        Ok(Err(failure)) => Err(failure),
+        Err(_) => Err(Failure::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the body did not arrive in time",
+        )),
+    }
+}
+
+async fn json_body<T: DeserializeOwned>(request: Request<Incoming>) -> Result<T, Failure> {
+    let body = read_body(request, MAX_SMALL_BODY).await?;
+    serde_json::from_slice(&body).map_err(|e| Failure::bad_request(format!("invalid JSON: {e}")))
+}
+
+/// A parsed query string. Values are plain tokens (ids, numbers): percent-encoding and
+/// repeated or unknown parameters are refused rather than guessed at.
+struct Query(HashMap<String, String>);
+
+impl Query {
+    fn parse(query: Option<&str>) -> Result<Self, Failure> {
+        let mut params = HashMap::new();
+        for pair in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if !value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
+            {
+                return Err(Failure::bad_request(format!(
+                    "query parameter {key:?} has characters outside [A-Za-z0-9._:-]"
+                )));
+            }
+            if params.insert(key.to_string(), value.to_string()).is_some() {
+                return Err(Failure::bad_request(format!(
+                    "query parameter {key:?} is repeated"
+                )));
+            }
+        }
+        Ok(Query(params))
+    }
+
+    fn only(&self, allowed: &[&str]) -> Result<(), Failure> {
+        match self.0.keys().find(|k| !allowed.contains(&k.as_str())) {
+            Some(unknown) => Err(Failure::bad_request(format!(
+                "unknown query parameter {unknown:?} (allowed: {allowed:?})"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn text(&self, key: &str) -> Option<String> {
+        self.0.get(key).cloned()
+    }
+
+    fn number<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>, Failure> {
+        self.0
+            .get(key)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| Failure::bad_request(format!("{key} must be a decimal number")))
+            })
+            .transpose()
+    }
+
+    fn required_number(&self, key: &str) -> Result<u64, Failure> {
+        self.number(key)?
+            .ok_or_else(|| Failure::bad_request(format!("query parameter {key} is required")))
+    }
+
+    fn entry_filter(&self) -> Result<EntryFilter, Failure> {
+        self.only(&[
+            "agent", "id", "verdict", "from", "to", "after", "limit", "proofs",
+        ])?;
+        let verdict = match self.0.get("verdict").map(String::as_str) {
+            None => None,
+            Some("accepted") => Some(Verdict::Accepted),
+            Some("refused") => Some(Verdict::Refused),
+            Some(other) => {
+                return Err(Failure::bad_request(format!(
+                    "verdict {other:?} is neither accepted nor refused"
+                )))
+            }
+        };
+        let proofs = match self.0.get("proofs").map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => return Err(Failure::bad_request("proofs must be true or false")),
+        };
+        Ok(EntryFilter {
+            agent_id: self.text("agent"),
+            attestation_id: self.text("id"),
+            verdict,
+            from_ms: self.number("from")?,
+            to_ms: self.number("to")?,
+            after: self.number("after")?,
+            limit: self.number("limit")?,
+            proofs,
+        })
+    }
+}

@@ -1,0 +1,582 @@
+//! The ledger as a service, independent of transport: enrollment, nonces, submissions
+//! (verify → append → receipt) and tenant-scoped audit queries. The caller's identity
+//! always comes from its client certificate ([`AgentIdentity`]), never from a request body.
+//!
+//! Submissions of one agent are serialised: its continuity checks (zero-retention, TPM
+//! clock) read the state its previous accepted entry left, so that entry must be durably
+//! appended before the next one is judged. Different agents proceed in parallel and share
+//! group commits.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+
+use crate::bundle::Bundle;
+use crate::ledger::api::{
+    AgentStatusJson, AgentsResponse, ConsistencyResponse, EnrollChallenge, EnrollProof,
+    EnrollRequest, EnrolledResponse, EntriesResponse, EntryJson, InclusionJson, NonceResponse,
+    ReceiptJson, SubmitResponse,
+};
+use crate::ledger::config::LedgerConfig;
+use crate::ledger::enroll::{EnrollError, Enrollment};
+use crate::ledger::log::batcher::{BatchError, Batcher, DEFAULT_MAX_BATCH};
+use crate::ledger::log::checkpoint::{CheckpointError, CheckpointSigner};
+use crate::ledger::log::sequencer::{Receipt, Sequencer, SequencerError, Submission};
+use crate::ledger::record::{LogRecord, RECORD_VERSION};
+use crate::ledger::store::embedded::EmbeddedStore;
+use crate::ledger::store::{EntryQuery, LedgerStore, StoreError, StoredEntry, Verdict, MAX_PAGE};
+use crate::ledger::verify::{accepted_state, verify_submission, NonceBook, Refusal, TenantPolicy};
+use crate::profiles::{Profile, ProfileError};
+use crate::tls::AgentIdentity;
+
+/// Why a request was not served. Refused submissions are not errors: they are logged and
+/// answered with a [`SubmitResponse`].
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("enrollment refused: {0}")]
+    Enroll(#[from] EnrollError),
+    #[error("storage failure: {0}")]
+    Store(#[from] StoreError),
+    #[error("log failure: {0}")]
+    Log(#[from] SequencerError),
+    #[error("log failure: {0}")]
+    Append(#[from] BatchError),
+    #[error("internal failure: {0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    /// Stable kebab-case code for response bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ServiceError::BadRequest(_) => "bad-request",
+            ServiceError::NotFound(_) => "not-found",
+            ServiceError::Forbidden(_) => "forbidden",
+            ServiceError::Enroll(EnrollError::Store(_)) => "unavailable",
+            ServiceError::Enroll(_) => "enrollment-refused",
+            ServiceError::Store(_)
+            | ServiceError::Log(_)
+            | ServiceError::Append(_)
+            | ServiceError::Internal(_) => "unavailable",
+        }
+    }
+}
+
+/// Why a ledger could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("cannot prepare {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Log(#[from] SequencerError),
+    #[error("checkpoint key: {0}")]
+    Key(#[from] CheckpointError),
+}
+
+/// Filters of an entries query, as the caller gives them (the tenant is the caller's).
+#[derive(Debug, Clone, Default)]
+pub struct EntryFilter {
+    pub agent_id: Option<String>,
+    pub attestation_id: Option<String>,
+    pub verdict: Option<Verdict>,
+    pub from_ms: Option<u64>,
+    pub to_ms: Option<u64>,
+    pub after: Option<u64>,
+    pub limit: Option<u32>,
+    /// Attach an inclusion proof to each entry.
+    pub proofs: bool,
+}
+
+/// Page size when the caller names none.
+pub const DEFAULT_PAGE: u32 = 100;
+
+/// One ledger: its log, its store and what it expects of each tenant.
+pub struct Ledger {
+    store: Arc<dyn LedgerStore>,
+    sequencer: Arc<Sequencer>,
+    batcher: Batcher,
+    nonces: NonceBook,
+    enrollment: Enrollment,
+    profile: Profile,
+    tenants: BTreeMap<String, TenantPolicy>,
+    max_gap: Duration,
+    agent_turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Runs blocking work (verification, SQLite) off the async reactor.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, ServiceError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?
+}
+
+/// Loads the checkpoint key from `path`, creating it (mode 0600) on first start.
+fn checkpoint_signer(path: &Path, origin: &str) -> Result<CheckpointSigner, StartError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| StartError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::read(path) {
+        Ok(pkcs8) => Ok(CheckpointSigner::from_pkcs8(origin, &pkcs8)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let signer = CheckpointSigner::generate(origin)?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io)?;
+            file.write_all(&signer.to_pkcs8()?).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            Ok(signer)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+impl Ledger {
+    /// Opens the ledger a config describes: its state directory (created if needed), the
+    /// embedded store and the checkpoint key. Returns the log writer's thread too; it
+    /// ends once the ledger is dropped.
+    pub fn open(config: &LedgerConfig) -> Result<(Arc<Ledger>, JoinHandle<()>), StartError> {
+        let dir = &config.state_dir;
+        std::fs::create_dir_all(dir).map_err(|source| StartError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let signer = checkpoint_signer(&dir.join("checkpoint.key"), &config.origin)?;
+        let store = Arc::new(EmbeddedStore::open(&dir.join("ledger.db"))?);
+        let profile = Profile::load(&config.profile)?;
+        Ok(Self::new(
+            store,
+            signer,
+            &config.origin,
+            profile,
+            config.tenants.clone(),
+            config.max_gap,
+        )?)
+    }
+
+    /// A ledger over any store.
+    pub fn new(
+        store: Arc<dyn LedgerStore>,
+        signer: CheckpointSigner,
+        origin: &str,
+        profile: Profile,
+        tenants: BTreeMap<String, TenantPolicy>,
+        max_gap: Duration,
+    ) -> Result<(Arc<Ledger>, JoinHandle<()>), SequencerError> {
+        let sequencer = Arc::new(Sequencer::open(store.clone(), signer, origin)?);
+        let (batcher, writer) = Batcher::start(sequencer.clone(), DEFAULT_MAX_BATCH);
+        let ledger = Ledger {
+            store,
+            sequencer,
+            batcher,
+            nonces: NonceBook::default(),
+            enrollment: Enrollment::default(),
+            profile,
+            tenants,
+            max_gap,
+            agent_turns: Mutex::default(),
+        };
+        Ok((Arc::new(ledger), writer))
+    }
+
+    /// The checkpoint verifier key (C2SP vkey), for auditors.
+    pub fn verifier_key(&self) -> String {
+        self.sequencer.verifier_key()
+    }
+
+    /// The storage the ledger writes to.
+    pub fn store(&self) -> &Arc<dyn LedgerStore> {
+        &self.store
+    }
+
+    /// Silence after which an agent counts as stale.
+    pub fn max_gap(&self) -> Duration {
+        self.max_gap
+    }
+
+    fn tenant_policy(&self, tenant: &str) -> Result<&TenantPolicy, ServiceError> {
+        self.tenants
+            .get(tenant)
+            .ok_or_else(|| ServiceError::Forbidden(format!("tenant {tenant:?} is not configured")))
+    }
+
+    /// A single-use nonce for the caller's next attestation.
+    pub fn issue_nonce(&self, who: &AgentIdentity) -> Result<NonceResponse, ServiceError> {
+        self.tenant_policy(&who.tenant)?;
+        let nonce = self
+            .nonces
+            .issue(&who.agent_id)
+            .map_err(|_| ServiceError::Internal("no randomness".into()))?;
+        Ok(NonceResponse {
+            nonce: nonce.to_vec(),
+        })
+    }
+
+    /// First enrollment step: checks the EK chain and returns a credential challenge.
+    pub async fn enroll_begin(
+        self: &Arc<Self>,
+        who: &AgentIdentity,
+        request: EnrollRequest,
+    ) -> Result<EnrollChallenge, ServiceError> {
+        self.tenant_policy(&who.tenant)?;
+        let (this, who) = (self.clone(), who.clone());
+        blocking(move || {
+            Ok(this.enrollment.begin(
+                &who.agent_id,
+                &who.tenant,
+                request,
+                &this.profile,
+                SystemTime::now(),
+            )?)
+        })
+        .await
+    }
+
+    /// Second enrollment step: checks the recovered secret and pins the agent's AK.
+    pub async fn enroll_finish(
+        self: &Arc<Self>,
+        who: &AgentIdentity,
+        proof: EnrollProof,
+    ) -> Result<EnrolledResponse, ServiceError> {
+        let (this, who) = (self.clone(), who.clone());
+        blocking(move || {
+            let record = this.enrollment.finish(
+                &who.agent_id,
+                &who.tenant,
+                &proof,
+                this.store.as_ref(),
+                unix_ms(SystemTime::now()),
+            )?;
+            Ok(EnrolledResponse {
+                agent_id: record.agent_id,
+                tenant: record.tenant,
+                enrolled_at_ms: record.enrolled_at_ms,
+            })
+        })
+        .await
+    }
+
+    fn agent_turn(&self, agent_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.agent_turns.lock().unwrap_or_else(|p| p.into_inner());
+        turns.entry(agent_id.to_string()).or_default().clone()
+    }
+
+    /// Verifies a submission and appends it with its verdict; returns once it is durable.
+    pub async fn submit(
+        self: &Arc<Self>,
+        who: &AgentIdentity,
+        body: Vec<u8>,
+    ) -> Result<SubmitResponse, ServiceError> {
+        let turn = self.agent_turn(&who.agent_id);
+        let _my_turn = turn.lock().await;
+        let (this, who) = (self.clone(), who.clone());
+        let submission = blocking(move || this.judge(&who, body)).await?;
+        let record = submission.record.clone();
+        let receipt = self.batcher.submit(submission).await?;
+        Ok(SubmitResponse {
+            verdict: record.verdict,
+            reason: record.reason,
+            detail: record.detail,
+            attestation_id: record.attestation_id,
+            receipt: receipt_json(receipt),
+        })
+    }
+
+    /// The log record for a submission: accepted, or refused with its reason.
+    fn judge(&self, who: &AgentIdentity, body: Vec<u8>) -> Result<Submission, ServiceError> {
+        let mut record = LogRecord {
+            version: RECORD_VERSION,
+            received_at_ms: 0,
+            tenant: who.tenant.clone(),
+            agent_id: who.agent_id.clone(),
+            verdict: Verdict::Refused,
+            reason: None,
+            detail: None,
+            attestation_id: None,
+            policy_hash: None,
+            submission: Vec::new(),
+        };
+        // An agent known under another tenant is not this caller's agent.
+        let agent = self
+            .store
+            .agent(&who.agent_id)?
+            .filter(|a| a.tenant == who.tenant);
+        let verdict = Bundle::from_json(&body)
+            .map_err(Refusal::from)
+            .and_then(|bundle| {
+                let tenant = self
+                    .tenants
+                    .get(&who.tenant)
+                    .ok_or_else(|| Refusal::UnknownTenant(who.tenant.clone()))?;
+                verify_submission(
+                    &bundle,
+                    agent.as_ref(),
+                    &who.agent_id,
+                    &self.nonces,
+                    &self.profile,
+                    tenant,
+                    SystemTime::now(),
+                )
+            });
+        record.submission = body;
+        let accepted_state = match verdict {
+            Ok(verified) => {
+                record.verdict = Verdict::Accepted;
+                record.attestation_id = Some(verified.claims.attestation_id.clone());
+                record.policy_hash = Some(verified.claims.policy_hash.clone());
+                Some(accepted_state(&verified))
+            }
+            Err(refusal) => {
+                record.reason = Some(refusal.reason().to_string());
+                record.detail = Some(refusal.to_string());
+                None
+            }
+        };
+        Ok(Submission {
+            record,
+            accepted_state,
+        })
+    }
+
+    /// Entries of the caller's tenant matching `filter`, ascending by index.
+    pub async fn entries(
+        self: &Arc<Self>,
+        who: &AgentIdentity,
+        filter: EntryFilter,
+    ) -> Result<EntriesResponse, ServiceError> {
+        let limit = filter.limit.unwrap_or(DEFAULT_PAGE);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(ServiceError::BadRequest(format!(
+                "limit must be 1..={MAX_PAGE}"
+            )));
+        }
+        let query = EntryQuery {
+            tenant: Some(who.tenant.clone()),
+            agent_id: filter.agent_id,
+            attestation_id: filter.attestation_id,
+            verdict: filter.verdict,
+            from_ms: filter.from_ms,
+            to_ms: filter.to_ms,
+            after_index: filter.after,
+            limit,
+        };
+        let this = self.clone();
+        blocking(move || {
+            let found = this.store.query(&query)?;
+            let next_after = (found.len() == limit as usize)
+                .then(|| found.last().map(|e| e.index))
+                .flatten();
+            let entries = this.with_proofs(found, filter.proofs)?;
+            Ok(EntriesResponse {
+                entries,
+                next_after,
+            })
+        })
+        .await
+    }
+
+    /// One entry of the caller's tenant, with its inclusion proof.
+    pub async fn entry(
+        self: &Arc<Self>,
+        who: &AgentIdentity,
+        index: u64,
+    ) -> Result<EntryJson, ServiceError> {
+        let (this, tenant) = (self.clone(), who.tenant.clone());
+        blocking(move || {
+            let entry = this
+                .sequencer
+                .entry(index)?
+                .filter(|e| e.entry.tenant == tenant)
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!("no entry {index} of this tenant"))
+                })?;
+            let mut entries = this.with_proofs(vec![entry], true)?;
+            entries
+                .pop()
+                .ok_or_else(|| ServiceError::Internal("entry vanished".into()))
+        })
+        .await
+    }
+
+    /// The latest accepted entry of each agent of the caller's tenant, with proofs.
+    pub async fn latest_healthy(
+        self: &Arc<Self>,
+        who: &AgentIdentity,
+    ) -> Result<EntriesResponse, ServiceError> {
+        let (this, tenant) = (self.clone(), who.tenant.clone());
+        blocking(move || {
+            let mut found = Vec::new();
+            for agent in this.store.agents(Some(&tenant))? {
+                if let Some(entry) = this.store.latest_accepted(&agent.agent_id)? {
+                    found.push(entry);
+                }
+            }
+            Ok(EntriesResponse {
+                entries: this.with_proofs(found, true)?,
+                next_after: None,
+            })
+        })
+        .await
+    }
+
+    /// Agents of the caller's tenant with their health.
+    pub async fn agents(
+        self: &Arc<Self>,
+        who: &AgentIdentity,
+    ) -> Result<AgentsResponse, ServiceError> {
+        let (this, tenant) = (self.clone(), who.tenant.clone());
+        blocking(move || {
+            let now_ms = unix_ms(SystemTime::now());
+            let max_gap_ms = u64::try_from(this.max_gap.as_millis()).unwrap_or(u64::MAX);
+            let agents = this
+                .store
+                .agents(Some(&tenant))?
+                .into_iter()
+                .map(|a| {
+                    let since = a.last_accepted_at_ms.unwrap_or(a.enrolled_at_ms);
+                    AgentStatusJson {
+                        stale: !a.revoked && now_ms.saturating_sub(since) > max_gap_ms,
+                        zero_retention: a.last_accepted.as_ref().map(|s| s.zero_retention),
+                        agent_id: a.agent_id,
+                        tenant: a.tenant,
+                        enrolled_at_ms: a.enrolled_at_ms,
+                        revoked: a.revoked,
+                        last_seen_at_ms: a.last_seen_at_ms,
+                        last_accepted_at_ms: a.last_accepted_at_ms,
+                    }
+                })
+                .collect();
+            Ok(AgentsResponse { agents })
+        })
+        .await
+    }
+
+    /// The latest signed checkpoint, or the one of exactly `size` entries.
+    pub async fn checkpoint(self: &Arc<Self>, size: Option<u64>) -> Result<String, ServiceError> {
+        let this = self.clone();
+        blocking(move || {
+            let found = match size {
+                Some(size) => this.store.checkpoint(size)?,
+                None => this.store.latest_checkpoint()?,
+            };
+            found
+                .map(|c| c.note)
+                .ok_or_else(|| ServiceError::NotFound("no such checkpoint".into()))
+        })
+        .await
+    }
+
+    /// A consistency proof between two signed tree sizes.
+    pub async fn consistency(
+        self: &Arc<Self>,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<ConsistencyResponse, ServiceError> {
+        let this = self.clone();
+        blocking(move || {
+            let signed = this.store.latest_checkpoint()?.map_or(0, |c| c.size);
+            if new_size > signed {
+                return Err(ServiceError::BadRequest(format!(
+                    "new size {new_size} is beyond the latest checkpoint ({signed})"
+                )));
+            }
+            let proof = this
+                .sequencer
+                .consistency_proof(old_size, new_size)
+                .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+            Ok(ConsistencyResponse {
+                old_size,
+                new_size,
+                proof: proof.iter().map(|h| h.to_vec()).collect(),
+            })
+        })
+        .await
+    }
+
+    /// Query results as JSON, each leaf checked against the tree and, if asked, proven
+    /// included in the latest signed checkpoint.
+    fn with_proofs(
+        &self,
+        entries: Vec<StoredEntry>,
+        proofs: bool,
+    ) -> Result<Vec<EntryJson>, ServiceError> {
+        let checkpoint = if proofs {
+            self.store.latest_checkpoint()?
+        } else {
+            None
+        };
+        entries
+            .into_iter()
+            .map(|stored| {
+                // A leaf rewritten on disk is an error, never an answer.
+                self.sequencer.check(&stored)?;
+                let record = LogRecord::from_leaf(&stored.entry.leaf)
+                    .map_err(|e| ServiceError::Internal(format!("leaf {}: {e}", stored.index)))?;
+                let proof = match &checkpoint {
+                    Some(c) if stored.index < c.size => Some(InclusionJson {
+                        hashes: self
+                            .sequencer
+                            .inclusion_proof(stored.index, c.size)?
+                            .iter()
+                            .map(|h| h.to_vec())
+                            .collect(),
+                        checkpoint: c.note.clone(),
+                    }),
+                    _ => None,
+                };
+                Ok(EntryJson {
+                    index: stored.index,
+                    received_at_ms: record.received_at_ms,
+                    tenant: record.tenant,
+                    agent_id: record.agent_id,
+                    verdict: record.verdict,
+                    reason: record.reason,
+                    detail: record.detail,
+                    attestation_id: record.attestation_id,
+                    policy_hash: record.policy_hash,
+                    leaf: stored.entry.leaf,
+                    proof,
+                })
+            })
+            .collect()
+    }
+}
+
+fn receipt_json(r: Receipt) -> ReceiptJson {
+    ReceiptJson {
+        index: r.index,
+        received_at_ms: r.received_at_ms,
+        leaf_hash: r.leaf_hash.to_vec(),
+        inclusion_proof: r.inclusion_proof.iter().map(|h| h.to_vec()).collect(),
+        checkpoint: r.checkpoint,
+    }
+}

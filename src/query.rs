@@ -1,0 +1,162 @@
+//! `attestor query`: the audit trail from the command line (part of the binary only).
+//! With `--log-key`, every entry's inclusion proof and signed checkpoint are verified
+//! before anything is printed, and a failing proof makes the command fail.
+
+use std::process::ExitCode;
+
+use attestor::agent::client::LedgerClient;
+use attestor::config::LedgerConnection;
+use attestor::ledger::api::EntryJson;
+use attestor::ledger::audit;
+use attestor::ledger::log::checkpoint::open_checkpoint;
+use attestor::tls;
+
+use crate::{LedgerArgs, QueryCommand};
+
+pub async fn run(
+    connection: &LedgerConnection,
+    what: QueryCommand,
+    args: &LedgerArgs,
+) -> Result<ExitCode, String> {
+    let files = &connection.tls;
+    let tls = tls::client_config(&files.ca, &files.cert, &files.key).map_err(|e| e.to_string())?;
+    let client = LedgerClient::new(&connection.endpoint, tls).map_err(|e| e.to_string())?;
+    let log_key = match &args.log_key {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let fail = |e: attestor::agent::client::ClientError| e.to_string();
+    match what {
+        QueryCommand::Entries {
+            agent,
+            id,
+            verdict,
+            from,
+            to,
+            after,
+            limit,
+        } => {
+            let mut query = vec![format!("limit={limit}")];
+            let optional = [
+                ("agent", agent),
+                ("id", id),
+                ("verdict", verdict),
+                ("from", from.map(|v| v.to_string())),
+                ("to", to.map(|v| v.to_string())),
+                ("after", after.map(|v| v.to_string())),
+            ];
+            query.extend(
+                optional
+                    .into_iter()
+                    .filter_map(|(k, v)| v.map(|v| format!("{k}={v}"))),
+            );
+            if log_key.is_some() {
+                query.push("proofs=true".into());
+            }
+            let page = client.entries(&query.join("&")).await.map_err(fail)?;
+            print_entries(&page.entries, log_key.as_deref(), args.json)?;
+            if let Some(next) = page.next_after {
+                eprintln!("more entries: repeat with --after {next}");
+            }
+        }
+        QueryCommand::Entry { index } => {
+            let entry = client.entry(index).await.map_err(fail)?;
+            print_entries(&[entry], log_key.as_deref(), args.json)?;
+        }
+        QueryCommand::LatestHealthy => {
+            let page = client.latest_healthy().await.map_err(fail)?;
+            print_entries(&page.entries, log_key.as_deref(), args.json)?;
+        }
+        QueryCommand::Agents => {
+            let agents = client.agents().await.map_err(fail)?;
+            if args.json {
+                println!("{}", to_json(&agents)?);
+            } else {
+                println!(
+                    "{:<24} {:<16} {:<8} {:>14} {:>15}",
+                    "AGENT", "TENANT", "HEALTH", "LAST OK (ms)", "ZERO-RETENTION"
+                );
+                for a in &agents.agents {
+                    let health = match (a.revoked, a.stale) {
+                        (true, _) => "revoked",
+                        (false, true) => "STALE",
+                        (false, false) => "healthy",
+                    };
+                    println!(
+                        "{:<24} {:<16} {:<8} {:>14} {:>15}",
+                        a.agent_id,
+                        a.tenant,
+                        health,
+                        a.last_accepted_at_ms.map_or("-".into(), |t| t.to_string()),
+                        a.zero_retention.map_or("-".into(), |z| z.to_string()),
+                    );
+                }
+            }
+        }
+        QueryCommand::Checkpoint { since } => {
+            let note = client.checkpoint(None).await.map_err(fail)?;
+            print!("{note}");
+            if let Some(key) = &log_key {
+                let latest = open_checkpoint(&note, key).map_err(|e| e.to_string())?;
+                println!("checkpoint signature verified: size {}", latest.size);
+                if let Some(old_size) = since {
+                    let old_note = client.checkpoint(Some(old_size)).await.map_err(fail)?;
+                    let old = open_checkpoint(&old_note, key).map_err(|e| e.to_string())?;
+                    let proof = client
+                        .consistency(old_size, latest.size)
+                        .await
+                        .map_err(fail)?;
+                    audit::verify_extends(&old, &note, &proof, key).map_err(|e| e.to_string())?;
+                    println!(
+                        "consistency verified: size {} extends size {old_size}",
+                        latest.size
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, String> {
+    serde_json::to_string_pretty(value).map_err(|e| e.to_string())
+}
+
+fn print_entries(entries: &[EntryJson], log_key: Option<&str>, json: bool) -> Result<(), String> {
+    if let Some(key) = log_key {
+        for entry in entries {
+            audit::verify_entry(entry, key).map_err(|e| format!("AUDIT FAILED: {e}"))?;
+        }
+    }
+    if json {
+        println!("{}", to_json(&entries)?);
+    } else {
+        println!(
+            "{:>6} {:>14} {:<16} {:<9} {:<22} {:<36}",
+            "INDEX", "RECEIVED (ms)", "AGENT", "VERDICT", "REASON", "ATTESTATION"
+        );
+        for e in entries {
+            println!(
+                "{:>6} {:>14} {:<16} {:<9} {:<22} {:<36}",
+                e.index,
+                e.received_at_ms,
+                e.agent_id,
+                e.verdict.as_str(),
+                e.reason.as_deref().unwrap_or("-"),
+                e.attestation_id.as_deref().unwrap_or("-"),
+            );
+        }
+    }
+    if log_key.is_some() {
+        eprintln!(
+            "{} entries: inclusion proofs and checkpoint signatures verified",
+            entries.len()
+        );
+    }
+    Ok(())
+}

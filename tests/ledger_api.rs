@@ -1,0 +1,504 @@
+//! The ledger as a process, over mutual TLS on loopback: heartbeats from a real agent on
+//! swtpm, refusals and their audit trail, durability under kill -9, the agent's spool
+//! across a ledger outage, tenant isolation, and hostile requests.
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use attestor::agent::client::{ClientError, LedgerClient};
+use attestor::bundle::Bundle;
+use attestor::ledger::api::SubmitResponse;
+use attestor::ledger::audit;
+use attestor::ledger::log::checkpoint::open_checkpoint;
+use attestor::ledger::log::merkle::leaf_hash;
+use attestor::ledger::record::LogRecord;
+use attestor::ledger::store::Verdict;
+use attestor::tls;
+use attestor::{Attestor, AttestorConfig};
+use hyper::Method;
+use support::agent::AgentFixture;
+use support::ledger::{LedgerProcess, LedgerSpec};
+
+const ANY_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Enrols the fixture's TPM as the client's agent, as the heartbeat does.
+async fn enrol(fixture: &AgentFixture, client: &LedgerClient) {
+    let mut agent = fixture.agent();
+    let challenge = client
+        .enroll_begin(&agent.enrollment_request().unwrap())
+        .await
+        .unwrap();
+    client
+        .enroll_finish(&agent.activate(&challenge).unwrap())
+        .await
+        .unwrap();
+}
+
+/// Attests with a fresh ledger nonce and submits.
+async fn attest_and_submit(fixture: &AgentFixture, client: &LedgerClient) -> SubmitResponse {
+    let nonce = client.nonce().await.unwrap();
+    let bundle = fixture.attest_with_nonce(&nonce);
+    client.submit(&bundle.to_json()).await.unwrap()
+}
+
+fn attestor_config(
+    fixture: &AgentFixture,
+    ledger: &LedgerProcess,
+    agent_id: &str,
+) -> AttestorConfig {
+    let kernel = fixture.kernel();
+    AttestorConfig {
+        attestation_interval: Duration::from_secs(1),
+        heartbeat_timeout: Duration::from_secs(15),
+        policy_hash: hex::encode(kernel.policy_hash),
+        zero_retention: kernel.zero_retention,
+        ledger_endpoint: ledger.endpoint(),
+        ledger_tls: ledger.tls_files(agent_id),
+        agent: fixture.config(),
+        tcti: fixture.tpm.tcti(),
+    }
+}
+
+/// Polls `done` every 100 ms until it holds, failing after `limit`.
+async fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_reach_the_log_with_proofs_and_the_log_only_grows() {
+    let fixture = AgentFixture::new();
+    let policy_hash = hex::encode(fixture.kernel().policy_hash);
+    let ledger = LedgerProcess::start(&LedgerSpec {
+        agents: &[("a1", "acme")],
+        tenants: &[("acme", &policy_hash)],
+        profile: Some(&fixture.profile_path),
+    });
+    let mut attestor = Attestor::new(attestor_config(&fixture, &ledger, "a1"));
+    let (stats, stopper) = (attestor.stats(), attestor.stopper());
+    let running = tokio::spawn(async move { attestor.start_heartbeat().await });
+    wait_for(Duration::from_secs(60), "two accepted heartbeats", || {
+        stats.accepted.load(Ordering::Relaxed) >= 2
+    })
+    .await;
+    let client = ledger.client("a1");
+    let vkey = ledger.verifier_key();
+    let early = open_checkpoint(&client.checkpoint(None).await.unwrap(), &vkey).unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "a third accepted heartbeat",
+        || stats.accepted.load(Ordering::Relaxed) >= 3,
+    )
+    .await;
+    stopper.stop();
+    running.await.unwrap().unwrap();
+    assert_eq!(stats.refused.load(Ordering::Relaxed), 0, "{}", ledger.log());
+    assert_eq!(stats.spool_depth.load(Ordering::Relaxed), 0);
+
+    let page = client.entries("proofs=true").await.unwrap();
+    assert!(page.entries.len() >= 3);
+    for entry in &page.entries {
+        assert_eq!(entry.verdict, Verdict::Accepted, "{entry:?}");
+        audit::verify_entry(entry, &vkey).unwrap();
+        // The leaf holds the submitted bundle itself: anyone can re-verify it.
+        let record = LogRecord::from_leaf(&entry.leaf).unwrap();
+        Bundle::from_json(&record.submission).unwrap();
+    }
+    let latest = client.latest_healthy().await.unwrap();
+    assert_eq!(latest.entries.len(), 1);
+    assert_eq!(latest.entries[0].index, page.entries.last().unwrap().index);
+
+    // The log only grew between the two checkpoints.
+    let note = client.checkpoint(None).await.unwrap();
+    let now = open_checkpoint(&note, &vkey).unwrap();
+    assert!(now.size > early.size);
+    let proof = client.consistency(early.size, now.size).await.unwrap();
+    audit::verify_extends(&early, &note, &proof, &vkey).unwrap();
+    // A proof for another old size does not pass for this one.
+    let other = client.consistency(early.size - 1, now.size).await.unwrap();
+    assert!(audit::verify_extends(&early, &note, &other, &vkey).is_err());
+
+    let agents = client.agents().await.unwrap().agents;
+    assert_eq!(agents.len(), 1);
+    assert!(!agents[0].stale);
+    assert_eq!(agents[0].zero_retention, Some(true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_is_recorded_with_its_reason() {
+    let fixture = AgentFixture::new();
+    // A short freshness window, so a stale bundle takes seconds, not minutes.
+    let profile = std::fs::read_to_string(&fixture.profile_path)
+        .unwrap()
+        .replace("max_age_seconds = 300", "max_age_seconds = 3");
+    let profile_path = fixture.dir.path().join("short-profile.toml");
+    std::fs::write(&profile_path, profile).unwrap();
+    let policy_hash = hex::encode(fixture.kernel().policy_hash);
+    let ledger = LedgerProcess::start(&LedgerSpec {
+        agents: &[("a1", "acme")],
+        tenants: &[("acme", &policy_hash)],
+        profile: Some(&profile_path),
+    });
+    let client = ledger.client("a1");
+    let mut expected = Vec::new();
+
+    // Not enrolled yet.
+    let response = attest_and_submit(&fixture, &client).await;
+    assert_eq!(response.reason.as_deref(), Some("unknown-agent"));
+    expected.push("unknown-agent");
+
+    enrol(&fixture, &client).await;
+    let nonce = client.nonce().await.unwrap();
+    let good = fixture.attest_with_nonce(&nonce).to_json();
+    assert_eq!(
+        client.submit(&good).await.unwrap().verdict,
+        Verdict::Accepted
+    );
+
+    // The same bundle again: its nonce is spent.
+    let replay = client.submit(&good).await.unwrap();
+    assert_eq!(replay.reason.as_deref(), Some("nonce"));
+    expected.push("nonce");
+
+    // A new quote over a spent nonce.
+    let reused = fixture.attest_with_nonce(&nonce).to_json();
+    assert_eq!(
+        client.submit(&reused).await.unwrap().reason.as_deref(),
+        Some("nonce")
+    );
+    expected.push("nonce");
+
+    // A forged envelope signature.
+    let mut forged = fixture.attest_with_nonce(&client.nonce().await.unwrap());
+    let sig = &mut forged.envelope.signatures[0].sig;
+    let last = sig.len() - 1;
+    sig[last] ^= 1;
+    let response = client.submit(&forged.to_json()).await.unwrap();
+    assert_eq!(response.reason.as_deref(), Some("envelope-signature"));
+    expected.push("envelope-signature");
+
+    // Stale: made within the window, delivered after it.
+    let late = fixture.attest_with_nonce(&client.nonce().await.unwrap());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let response = client.submit(&late.to_json()).await.unwrap();
+    assert_eq!(response.reason.as_deref(), Some("freshness"));
+    expected.push("freshness");
+
+    // The policy changes and someone force-reseals: the tenant expects another hash.
+    let policy = std::fs::read_to_string(fixture.policy_file()).unwrap();
+    std::fs::write(
+        fixture.policy_file(),
+        policy.replace("max_epsilon = 3.0", "max_epsilon = 30.0"),
+    )
+    .unwrap();
+    fixture.agent().reseal(&fixture.kernel()).unwrap();
+    let response = attest_and_submit(&fixture, &client).await;
+    assert_eq!(response.reason.as_deref(), Some("policy-hash"));
+    expected.push("policy-hash");
+
+    // zero_retention flips: reported as that, not merely as a different policy.
+    std::fs::write(
+        fixture.policy_file(),
+        policy.replace("zero_retention = true", "zero_retention = false"),
+    )
+    .unwrap();
+    fixture.agent().reseal(&fixture.kernel()).unwrap();
+    let response = attest_and_submit(&fixture, &client).await;
+    assert_eq!(response.reason.as_deref(), Some("zero-retention-drift"));
+    expected.push("zero-retention-drift");
+
+    // Back to the approved policy: accepted again.
+    std::fs::write(fixture.policy_file(), &policy).unwrap();
+    fixture.agent().reseal(&fixture.kernel()).unwrap();
+    let response = attest_and_submit(&fixture, &client).await;
+    assert_eq!(response.verdict, Verdict::Accepted, "{response:?}");
+
+    // Every refusal is in the log, in order, with its reason and a valid proof.
+    let refused = client
+        .entries("verdict=refused&proofs=true")
+        .await
+        .unwrap()
+        .entries;
+    let reasons: Vec<&str> = refused
+        .iter()
+        .map(|e| e.reason.as_deref().unwrap())
+        .collect();
+    assert_eq!(reasons, expected);
+    let vkey = ledger.verifier_key();
+    for entry in &refused {
+        audit::verify_entry(entry, &vkey).unwrap();
+        assert!(entry.detail.as_deref().is_some_and(|d| !d.is_empty()));
+    }
+    let accepted = client.entries("verdict=accepted").await.unwrap().entries;
+    assert_eq!(accepted.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_submissions_survive_kill_9() {
+    // Refused submissions are logged as durably as accepted ones, so malformed bodies
+    // exercise the same write path without a TPM.
+    let mut ledger = LedgerProcess::start(&LedgerSpec {
+        agents: &[("w0", "t"), ("w1", "t"), ("w2", "t"), ("w3", "t")],
+        tenants: &[("t", ANY_HASH)],
+        profile: None,
+    });
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<(u64, [u8; 32], String)>::new()));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let client = ledger.client(&format!("w{w}"));
+        let acked = acked.clone();
+        writers.push(tokio::spawn(async move {
+            for n in 0.. {
+                let body = format!("{{\"writer\": {w}, \"n\": {n}}}");
+                match client.submit(body.as_bytes()).await {
+                    Ok(response) => {
+                        let hash: [u8; 32] = response.receipt.leaf_hash.try_into().unwrap();
+                        acked
+                            .lock()
+                            .unwrap()
+                            .push((response.receipt.index, hash, body));
+                    }
+                    // The ledger died under us; everything before is acknowledged.
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    wait_for(
+        Duration::from_secs(60),
+        "200 acknowledged submissions",
+        || acked.lock().unwrap().len() >= 200,
+    )
+    .await;
+    ledger.kill9();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    ledger.restart();
+
+    let client = ledger.client("w0");
+    let vkey = ledger.verifier_key();
+    let checkpoint = open_checkpoint(&client.checkpoint(None).await.unwrap(), &vkey).unwrap();
+    let mut seen = HashSet::new();
+    let mut after = None;
+    loop {
+        let query = match after {
+            Some(a) => format!("limit=1000&after={a}"),
+            None => "limit=1000".to_string(),
+        };
+        let page = client.entries(&query).await.unwrap();
+        for entry in &page.entries {
+            let record = LogRecord::from_leaf(&entry.leaf).unwrap();
+            assert!(
+                seen.insert(record.submission),
+                "duplicate leaf {}",
+                entry.index
+            );
+        }
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len() as u64, checkpoint.size);
+    for (index, hash, body) in &acked {
+        assert!(*index < checkpoint.size);
+        let entry = client.entry(*index).await.unwrap();
+        assert_eq!(leaf_hash(&entry.leaf), *hash, "entry {index} changed");
+        assert_eq!(
+            LogRecord::from_leaf(&entry.leaf).unwrap().submission,
+            body.as_bytes()
+        );
+        audit::verify_entry(&entry, &vkey).unwrap();
+    }
+    // And the restarted ledger appends where it left off.
+    let next = client.submit(b"{}").await.unwrap();
+    assert_eq!(next.receipt.index, checkpoint.size);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_spools_while_the_ledger_is_down_and_delivers_in_order() {
+    let fixture = AgentFixture::new();
+    let policy_hash = hex::encode(fixture.kernel().policy_hash);
+    let mut ledger = LedgerProcess::start(&LedgerSpec {
+        agents: &[("a1", "acme")],
+        tenants: &[("acme", &policy_hash)],
+        profile: Some(&fixture.profile_path),
+    });
+    let mut attestor = Attestor::new(attestor_config(&fixture, &ledger, "a1"));
+    let (stats, stopper) = (attestor.stats(), attestor.stopper());
+    let running = tokio::spawn(async move { attestor.start_heartbeat().await });
+    wait_for(
+        Duration::from_secs(60),
+        "a first accepted heartbeat",
+        || stats.accepted.load(Ordering::Relaxed) >= 1,
+    )
+    .await;
+
+    ledger.stop();
+    let produced_before = stats.produced.load(Ordering::Relaxed);
+    wait_for(
+        Duration::from_secs(60),
+        "three attestations spooled",
+        || stats.spool_depth.load(Ordering::Relaxed) >= 3,
+    )
+    .await;
+    assert!(stats.produced.load(Ordering::Relaxed) >= produced_before + 3);
+
+    ledger.restart();
+    wait_for(Duration::from_secs(60), "the spool to drain", || {
+        stats.spool_depth.load(Ordering::Relaxed) == 0
+            && stats.accepted.load(Ordering::Relaxed) >= produced_before + 3
+    })
+    .await;
+    stopper.stop();
+    running.await.unwrap().unwrap();
+
+    // Everything produced arrived, accepted, in the order it was made.
+    let client = ledger.client("a1");
+    let entries = client.entries("limit=1000").await.unwrap().entries;
+    let produced = stats.produced.load(Ordering::Relaxed);
+    assert_eq!(entries.len() as u64, produced, "{}", ledger.log());
+    let mut made_at = Vec::new();
+    for entry in &entries {
+        assert_eq!(entry.verdict, Verdict::Accepted, "{entry:?}");
+        let record = LogRecord::from_leaf(&entry.leaf).unwrap();
+        let bundle = Bundle::from_json(&record.submission).unwrap();
+        let statement: serde_json::Value =
+            serde_json::from_slice(&bundle.envelope.payload).unwrap();
+        made_at.push(statement["predicate"]["timestamp"].as_u64().unwrap());
+    }
+    assert!(made_at.windows(2).all(|w| w[0] <= w[1]), "{made_at:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_see_only_their_own_entries() {
+    let ledger = LedgerProcess::start(&LedgerSpec {
+        agents: &[("a1", "acme"), ("b1", "globex")],
+        tenants: &[("acme", ANY_HASH), ("globex", ANY_HASH)],
+        profile: None,
+    });
+    let (acme, globex) = (ledger.client("a1"), ledger.client("b1"));
+    acme.submit(b"{\"from\": \"acme\"}").await.unwrap();
+    let theirs = globex.submit(b"{\"from\": \"globex\"}").await.unwrap();
+    acme.submit(b"{\"from\": \"acme again\"}").await.unwrap();
+
+    let seen = acme.entries("limit=100").await.unwrap().entries;
+    assert_eq!(seen.len(), 2);
+    assert!(seen.iter().all(|e| e.tenant == "acme"));
+    // Naming the other tenant's agent or entry finds nothing.
+    assert!(acme.entries("agent=b1").await.unwrap().entries.is_empty());
+    let hidden = acme.entry(theirs.receipt.index).await.unwrap_err();
+    assert!(
+        matches!(hidden, ClientError::Refused { status: 404, .. }),
+        "{hidden}"
+    );
+    assert_eq!(globex.entries("").await.unwrap().entries.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_4xx_and_the_ledger_keeps_serving() {
+    let ledger = LedgerProcess::start(&LedgerSpec {
+        agents: &[("a1", "acme")],
+        tenants: &[("acme", ANY_HASH)],
+        profile: None,
+    });
+    let client = ledger.client("a1");
+    let cases: &[(Method, &str, Option<Vec<u8>>, u16)] = &[
+        (
+            Method::POST,
+            "/v1/attestations",
+            Some(vec![b'x'; 2 << 20]),
+            413,
+        ),
+        (Method::POST, "/v1/enroll", Some(b"{not json".to_vec()), 400),
+        (Method::POST, "/v1/enroll", Some(vec![b' '; 100 << 10]), 413),
+        (
+            Method::POST,
+            "/v1/enroll/proof",
+            Some(b"{\"secret\": 7}".to_vec()),
+            400,
+        ),
+        (Method::GET, "/v1/attestations?limit=abc", None, 400),
+        (Method::GET, "/v1/attestations?limit=0", None, 400),
+        (Method::GET, "/v1/attestations?bogus=1", None, 400),
+        (Method::GET, "/v1/attestations?agent=a%27b", None, 400),
+        (Method::GET, "/v1/attestations?limit=1&limit=2", None, 400),
+        (Method::GET, "/v1/attestations?verdict=maybe", None, 400),
+        (Method::GET, "/v1/entries/-1", None, 400),
+        (Method::GET, "/v1/entries/99999", None, 404),
+        (Method::GET, "/v1/log/consistency?old=5&new=1", None, 400),
+        (
+            Method::GET,
+            "/v1/log/consistency?old=1&new=999999",
+            None,
+            400,
+        ),
+        (Method::GET, "/v1/log/consistency?old=1", None, 400),
+        (Method::GET, "/v1/log/checkpoint?size=424242", None, 404),
+        (Method::GET, "/v1/nowhere", None, 404),
+        (Method::DELETE, "/v1/attestations", None, 404),
+    ];
+    for (method, path, body, status) in cases {
+        let (got, answer) = client
+            .send(method.clone(), path, body.clone())
+            .await
+            .unwrap();
+        assert_eq!(got.as_u16(), *status, "{method} {path}: {answer:?}");
+        let error: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{error}"
+        );
+    }
+    // Far too large to even read: answered 413 or cut off, never buffered.
+    match client
+        .send(Method::POST, "/v1/attestations", Some(vec![b'x'; 16 << 20]))
+        .await
+    {
+        Ok((status, _)) => assert_eq!(status.as_u16(), 413),
+        Err(e) => assert!(e.is_transient(), "{e}"),
+    }
+    // Malformed bundles are refused and still recorded.
+    let response = client.submit(b"{\"type\": 1}").await.unwrap();
+    assert_eq!(response.reason.as_deref(), Some("malformed"));
+    let garbage = client.submit(&[0xff, 0x00, 0x13]).await.unwrap();
+    assert_eq!(garbage.receipt.index, response.receipt.index + 1);
+    // Still serving.
+    assert_eq!(client.nonce().await.unwrap().len(), 32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_without_a_certificate_of_the_ledger_ca_get_nothing() {
+    let ledger = LedgerProcess::start(&LedgerSpec {
+        agents: &[("a1", "acme")],
+        tenants: &[("acme", ANY_HASH)],
+        profile: None,
+    });
+    // A PKI of its own: same names, another CA.
+    let other = tempfile::tempdir().unwrap();
+    let identity = tls::AgentIdentity::new("acme", "a1").unwrap();
+    tls::pki_init(other.path(), &[identity], &["127.0.0.1".into()]).unwrap();
+    let pki = other.path();
+    // It trusts the real ledger CA, but presents a certificate from its own CA.
+    let config = tls::client_config(
+        &ledger.tls_files("a1").ca,
+        &pki.join("agents/a1.pem"),
+        &pki.join("agents/a1.key"),
+    )
+    .unwrap();
+    let stranger = LedgerClient::new(&ledger.endpoint(), config).unwrap();
+    let refused = stranger.nonce().await.unwrap_err();
+    assert!(refused.is_transient(), "{refused}");
+    // The ledger logged why, and kept serving.
+    assert!(ledger.client("a1").nonce().await.is_ok());
+    assert!(ledger.log().contains("tls-refused"), "{}", ledger.log());
+}

@@ -1,0 +1,182 @@
+//! A real ledger process (`attestor ledger`) on a free loopback port, with a quick-start
+//! PKI, so tests can kill it (-9 too), restart it on the same state, and talk to it over
+//! mutual TLS exactly as agents do.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use attestor::agent::client::LedgerClient;
+use attestor::tls::{self, AgentIdentity, TlsFiles};
+
+/// How long a ledger may take to listen.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What a test ledger is configured with.
+pub struct LedgerSpec<'a> {
+    /// Agents to issue client certificates for, as (agent id, tenant).
+    pub agents: &'a [(&'a str, &'a str)],
+    /// Tenants and their expected policy hashes.
+    pub tenants: &'a [(&'a str, &'a str)],
+    /// Firmware profile; `None` writes one trusting the PKI's CA as EK issuer (for
+    /// tests that never enrol a TPM).
+    pub profile: Option<&'a Path>,
+}
+
+/// A ledger process and its files.
+pub struct LedgerProcess {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl LedgerProcess {
+    pub fn start(spec: &LedgerSpec<'_>) -> LedgerProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let identities: Vec<AgentIdentity> = spec
+            .agents
+            .iter()
+            .map(|(id, tenant)| AgentIdentity::new(tenant, id).unwrap())
+            .collect();
+        tls::pki_init(&dir.path().join("pki"), &identities, &["127.0.0.1".into()]).unwrap();
+        let profile = match spec.profile {
+            Some(path) => path.to_path_buf(),
+            None => {
+                let path = dir.path().join("profile.toml");
+                std::fs::write(
+                    &path,
+                    "name = \"test\"\n[tpm]\npcr_bank = \"sha384\"\nmeasured_pcr = 13\n\
+                     firmware_pcrs = {}\nek_trust_anchors = [\"pki/ca.pem\"]\n",
+                )
+                .unwrap();
+                path
+            }
+        };
+        let port = free_port();
+        let mut config = format!(
+            "listen = \"127.0.0.1:{port}\"\nstate_dir = \"state\"\norigin = \"ledger.test/attestor\"\n\
+             profile = \"{}\"\n[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/ledger.pem\"\n\
+             key = \"pki/ledger.key\"\n",
+            profile.display()
+        );
+        for (tenant, hash) in spec.tenants {
+            config.push_str(&format!("[tenants.{tenant}]\npolicy_hash = \"{hash}\"\n"));
+        }
+        std::fs::write(dir.path().join("ledger.toml"), config).unwrap();
+        let mut ledger = LedgerProcess {
+            dir,
+            port,
+            child: None,
+        };
+        ledger.restart();
+        ledger
+    }
+
+    /// Starts the process (again, on the same state and port) and waits until it listens.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the ledger is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("ledger.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_attestor"))
+            .args(["ledger", "--config"])
+            .arg(self.dir.path().join("ledger.toml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("the ledger exited with {status}; log:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the ledger did not listen; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, and waits for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            let status = child.wait().unwrap();
+            assert!(status.success(), "the ledger exited with {status}");
+        }
+    }
+
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ledger.log")).unwrap_or_default()
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// The PKI files of one agent.
+    pub fn tls_files(&self, agent_id: &str) -> TlsFiles {
+        let pki = self.dir.path().join("pki");
+        TlsFiles {
+            ca: pki.join("ca.pem"),
+            cert: pki.join(format!("agents/{agent_id}.pem")),
+            key: pki.join(format!("agents/{agent_id}.key")),
+        }
+    }
+
+    /// A client presenting `agent_id`'s certificate.
+    pub fn client(&self, agent_id: &str) -> LedgerClient {
+        let files = self.tls_files(agent_id);
+        let config = tls::client_config(&files.ca, &files.cert, &files.key).unwrap();
+        LedgerClient::new(&self.endpoint(), config).unwrap()
+    }
+
+    /// The checkpoint verifier key the ledger published.
+    pub fn verifier_key(&self) -> String {
+        std::fs::read_to_string(self.state_dir().join("checkpoint.vkey"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+}
+
+impl Drop for LedgerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
