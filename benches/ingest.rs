@@ -10,7 +10,11 @@
 //! same K bundles (with offline nonces, in TPM-clock order), since the ledger keeps
 //! continuity per agent. A real fleet would also fetch a nonce per submission.
 //!
-//! Run: `cargo bench --bench ingest` (`-- --agents N --rounds K` to change the load).
+//! By default every agent submits as soon as its previous answer arrives (the ledger's
+//! maximum throughput; latency is then queueing). With `--rate R` the agents together
+//! submit R per second on a fixed schedule, to see latency below saturation.
+//!
+//! Run: `cargo bench --bench ingest [-- --agents N --rounds K --rate R]`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -51,7 +55,7 @@ fn cpu_of(pid: u32) -> Duration {
     let after = &stat[stat.rfind(')').unwrap() + 2..];
     let fields: Vec<&str> = after.split(' ').collect();
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY-free: the clock tick rate is 100 Hz on Linux for /proc accounting.
+    // /proc counts in USER_HZ ticks, which Linux fixes at 100 per second.
     Duration::from_millis(ticks * 10)
 }
 
@@ -95,6 +99,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn main() {
     let agents = arg("--agents", 200);
     let rounds = arg("--rounds", 10);
+    let rate = arg("--rate", 0);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
     let fixture = AgentFixture::new();
@@ -147,11 +152,17 @@ fn main() {
     let latencies: Vec<Duration> = runtime.block_on(async {
         let tasks: Vec<_> = clients
             .iter()
-            .map(|client| {
+            .enumerate()
+            .map(|(i, client)| {
                 let (client, payloads) = (client.clone(), payloads.clone());
                 tokio::spawn(async move {
                     let mut mine = Vec::with_capacity(payloads.len());
-                    for payload in payloads.iter() {
+                    for (k, payload) in payloads.iter().enumerate() {
+                        if rate > 0 {
+                            let slot = (k * agents + i) as f64 / rate as f64;
+                            let due = started + Duration::from_secs_f64(slot);
+                            tokio::time::sleep_until(due.into()).await;
+                        }
                         let sent = Instant::now();
                         let response = client.submit(payload).await.unwrap();
                         mine.push(sent.elapsed());
@@ -175,15 +186,20 @@ fn main() {
     let total = sorted.len();
     let throughput = total as f64 / elapsed.as_secs_f64();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!("\ningest: {agents} mTLS agents x {rounds} bundles = {total} verified, durably appended submissions in {:.2} s on {cores} cores", elapsed.as_secs_f64());
-    println!("| throughput /s | p50 ms | p99 ms | max ms | ledger CPU (cores) | crypto per submission | ceiling /s | share of ceiling |");
-    println!("|---|---|---|---|---|---|---|---|");
+    let pacing = match rate {
+        0 => "closed loop".to_string(),
+        r => format!("paced at {r}/s"),
+    };
+    println!("\ningest: {agents} mTLS agents x {rounds} bundles = {total} verified, durably appended submissions in {:.2} s on {cores} cores, {pacing}", elapsed.as_secs_f64());
+    println!("| throughput /s | p50 ms | p99 ms | max ms | ledger CPU (cores) | ledger CPU per submission | crypto per submission | ceiling /s | share of ceiling |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {throughput:.0} | {:.1} | {:.1} | {:.1} | {:.2} | {:.3} ms (chain {:.3} + 3 x P-384 {:.3}) | {ceiling:.0} | {:.0} % |",
+        "| {throughput:.0} | {:.1} | {:.1} | {:.1} | {:.2} | {:.3} ms | {:.3} ms (chain {:.3} + 3 x P-384 {:.3}) | {ceiling:.0} | {:.0} % |",
         ms(percentile(&sorted, 0.50)),
         ms(percentile(&sorted, 0.99)),
         ms(sorted[total - 1]),
         cpu.as_secs_f64() / elapsed.as_secs_f64(),
+        ms(cpu) / total as f64,
         ms(crypto),
         ms(chain),
         ms(p384),
