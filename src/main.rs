@@ -10,7 +10,9 @@ use attestor::bundle::Bundle;
 use attestor::collect::{self, PolicyKernelConfig};
 use attestor::config::{AgentConfig, LedgerConnection, DEFAULT_TCTI};
 use attestor::ledger::config::LedgerConfig;
-use attestor::ledger::service::Ledger;
+use attestor::ledger::service::{Ledger, LEDGER_DB};
+use attestor::ledger::store::embedded::EmbeddedStore;
+use attestor::ledger::store::LedgerStore;
 use attestor::ledger::{monitor, server};
 use attestor::logging;
 use attestor::profiles::Profile;
@@ -85,6 +87,15 @@ enum Command {
         /// Ledger configuration file (TOML).
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Revoke an agent on a ledger (running or not): its submissions and re-enrollment
+    /// are refused from now on.
+    Revoke {
+        /// Ledger configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// The agent id (from its certificate).
+        agent: String,
     },
     /// Query the ledger's audit trail; proofs are verified when --log-key is given.
     Query {
@@ -284,6 +295,14 @@ fn run(command: Command) -> Result<ExitCode, String> {
         Command::Ledger { config } => {
             let config = LedgerConfig::load(&config).map_err(|e| e.to_string())?;
             run_ledger(&config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Revoke { config, agent } => {
+            let config = LedgerConfig::load(&config).map_err(|e| e.to_string())?;
+            let store = EmbeddedStore::open(&config.state_dir.join(LEDGER_DB))
+                .map_err(|e| e.to_string())?;
+            store.revoke_agent(&agent).map_err(|e| e.to_string())?;
+            println!("agent {agent:?} revoked");
             Ok(ExitCode::SUCCESS)
         }
         Command::Query { connection, what } => {

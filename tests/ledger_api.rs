@@ -220,6 +220,32 @@ async fn every_refusal_is_recorded_with_its_reason() {
     let response = attest_and_submit(&fixture, &client).await;
     assert_eq!(response.verdict, Verdict::Accepted, "{response:?}");
 
+    // An operator revokes the agent while the ledger runs: refused, and cannot re-enrol.
+    let revoked = std::process::Command::new(env!("CARGO_BIN_EXE_attestor"))
+        .args(["revoke", "--config"])
+        .arg(ledger.dir.path().join("ledger.toml"))
+        .arg("a1")
+        .output()
+        .unwrap();
+    assert!(revoked.status.success(), "{revoked:?}");
+    let response = attest_and_submit(&fixture, &client).await;
+    assert_eq!(response.reason.as_deref(), Some("revoked"));
+    expected.push("revoked");
+    let mut agent = fixture.agent();
+    let challenge = client
+        .enroll_begin(&agent.enrollment_request().unwrap())
+        .await
+        .unwrap();
+    let again = client
+        .enroll_finish(&agent.activate(&challenge).unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(again, ClientError::Refused { status: 403, .. }),
+        "{again}"
+    );
+    assert!(again.to_string().contains("revoked"), "{again}");
+
     // Every refusal is in the log, in order, with its reason and a valid proof.
     let refused = client
         .entries("verdict=refused&proofs=true")

@@ -104,6 +104,9 @@ pub struct EntryFilter {
     pub proofs: bool,
 }
 
+/// The embedded store's file in the ledger's state directory.
+pub const LEDGER_DB: &str = "ledger.db";
+
 /// Page size when the caller names none.
 pub const DEFAULT_PAGE: u32 = 100;
 
@@ -171,7 +174,7 @@ impl Ledger {
             source,
         })?;
         let signer = checkpoint_signer(&dir.join("checkpoint.key"), &config.origin)?;
-        let store = Arc::new(EmbeddedStore::open(&dir.join("ledger.db"))?);
+        let store = Arc::new(EmbeddedStore::open(&dir.join(LEDGER_DB))?);
         let profile = Profile::load(&config.profile)?;
         Ok(Self::new(
             store,

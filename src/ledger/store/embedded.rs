@@ -82,6 +82,10 @@ impl EmbeddedStore {
                 "journal_mode is {mode}, WAL is required"
             )));
         }
+        // Operator commands (`attestor revoke`) write while the ledger runs: wait for
+        // the other writer instead of failing.
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db)?;
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
