@@ -123,6 +123,7 @@ fn main() {
         agents: &spec_agents,
         tenants: &[("bench", &policy_hash)],
         profile: Some(&fixture.profile_path),
+        ..LedgerSpec::default()
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -4,7 +4,8 @@
 set -euo pipefail
 
 # gcc and libc6-dev build aws-lc-sys and the bundled SQLite.
-ATTESTOR_DEBIAN_PACKAGES=(swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config openssl gcc libc6-dev)
+# prometheus provides promtool (metrics and alert-rule tests); chromium renders the dashboard.
+ATTESTOR_DEBIAN_PACKAGES=(swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config openssl gcc libc6-dev prometheus chromium)
 
 attestor_install_deps() {
     local missing=()

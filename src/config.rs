@@ -121,6 +121,8 @@ pub struct HeartbeatConfig {
     /// Attestations kept while the ledger is unreachable.
     #[serde(default = "default_spool_capacity")]
     pub spool_capacity: usize,
+    /// Where to serve `/metrics` and `/healthz` (plain HTTP; keep it on loopback).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn default_interval() -> u64 {
@@ -141,6 +143,7 @@ impl Default for HeartbeatConfig {
             expected_policy_hash: None,
             expected_zero_retention: None,
             spool_capacity: default_spool_capacity(),
+            metrics_listen: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -13,10 +14,10 @@ use attestor::ledger::config::LedgerConfig;
 use attestor::ledger::service::{Ledger, LEDGER_DB};
 use attestor::ledger::store::embedded::EmbeddedStore;
 use attestor::ledger::store::LedgerStore;
-use attestor::ledger::{monitor, server};
-use attestor::logging;
+use attestor::ledger::{dashboard, monitor, server};
 use attestor::profiles::Profile;
 use attestor::tls::{self, AgentIdentity, TlsFiles};
+use attestor::{gate, logging};
 use attestor::{Attestor, AttestorConfig};
 
 mod query;
@@ -103,6 +104,25 @@ enum Command {
         connection: LedgerArgs,
         #[command(subcommand)]
         what: QueryCommand,
+    },
+    /// Release gate: exit 0 only if every named (or enrolled) agent of the tenant has a
+    /// recent accepted attestation of the expected policy and no open alert; else exit 1
+    /// with what fails.
+    Gate {
+        #[command(flatten)]
+        connection: LedgerArgs,
+        /// The tenant to gate; must be the client certificate's tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Agents to check, comma-separated [default: every enrolled agent].
+        #[arg(long, value_delimiter = ',')]
+        agents: Vec<String>,
+        /// Oldest acceptable attestation, e.g. 90s, 5m, 1h.
+        #[arg(long, default_value = "5m", value_parser = gate::parse_duration)]
+        max_age: std::time::Duration,
+        /// table or json.
+        #[arg(long, default_value = "table")]
+        format: String,
     },
     /// Certificates for mutual TLS between agents and the ledger.
     Pki {
@@ -297,6 +317,16 @@ fn run(command: Command) -> Result<ExitCode, String> {
             run_ledger(&config)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Gate {
+            connection,
+            tenant,
+            agents,
+            max_age,
+            format,
+        } => {
+            let ledger = connection_of(&connection)?;
+            runtime()?.block_on(query::gate(&ledger, tenant, &agents, max_age, &format))
+        }
         Command::Revoke { config, agent } => {
             let config = LedgerConfig::load(&config).map_err(|e| e.to_string())?;
             let store = EmbeddedStore::open(&config.state_dir.join(LEDGER_DB))
@@ -333,30 +363,49 @@ fn run(command: Command) -> Result<ExitCode, String> {
 fn run_ledger(config: &LedgerConfig) -> Result<(), String> {
     let tls = tls::server_config(&config.tls.ca, &config.tls.cert, &config.tls.key)
         .map_err(|e| e.to_string())?;
-    let (ledger, writer) = Ledger::open(config).map_err(|e| e.to_string())?;
-    // Auditors need this key to check checkpoints; keep a copy beside the state.
-    let key_path = config.state_dir.join("checkpoint.vkey");
-    std::fs::write(&key_path, format!("{}\n", ledger.verifier_key()))
-        .map_err(|e| format!("cannot write {}: {e}", key_path.display()))?;
-    multi_thread_runtime()?.block_on(async {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-        let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let token: Option<Arc<str>> = match &config.ops.dashboard_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .trim()
+                .into(),
+        ),
+        None => None,
+    };
+    let runtime = multi_thread_runtime()?;
+    let writer = runtime.block_on(async {
+        let (ledger, writer) = Ledger::open(config).map_err(|e| e.to_string())?;
+        // Auditors need this key to check checkpoints; keep a copy beside the state.
+        let key_path = config.state_dir.join("checkpoint.vkey");
+        std::fs::write(&key_path, format!("{}\n", ledger.verifier_key()))
+            .map_err(|e| format!("cannot write {}: {e}", key_path.display()))?;
+        let listener = bind(config.listen).await?;
+        if let Some(address) = config.ops.listen {
+            let ops = bind(address).await?;
+            let ledger = ledger.clone();
+            tokio::spawn(attestor::ops::serve(
+                ops,
+                move |asked| dashboard::ops_page(ledger.clone(), token.clone(), asked),
+                std::future::pending(),
+            ));
+        }
         logging::event(
             logging::Level::Info,
             "ledger-started",
             serde_json::json!({
-                "listen": address.to_string(), "log_size": ledger.store().len().ok(),
-                "verifier_key": ledger.verifier_key(),
+                "listen": config.listen.to_string(), "ops": config.ops.listen,
+                "log_size": ledger.store().len().ok(), "verifier_key": ledger.verifier_key(),
             }),
         );
-        tokio::spawn(monitor::watch_gaps(ledger.clone()));
+        tokio::spawn(monitor::watch_gaps(Arc::downgrade(&ledger)));
         server::serve(ledger, listener, tls, config.max_connections, termination())
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(writer)
     })?;
-    // Every acknowledged batch is already durable; this waits for the writer to drain.
+    // Dropping the runtime drops the tasks holding the ledger, so the writer drains and
+    // ends; every acknowledged batch is already durable.
+    drop(runtime);
     let _ = writer.join();
     logging::event(
         logging::Level::Info,
@@ -364,6 +413,12 @@ fn run_ledger(config: &LedgerConfig) -> Result<(), String> {
         serde_json::json!({}),
     );
     Ok(())
+}
+
+async fn bind(address: std::net::SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen on {address}: {e}"))
 }
 
 /// Resolves on SIGTERM or SIGINT.

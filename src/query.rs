@@ -1,11 +1,14 @@
-//! `attestor query`: the audit trail from the command line (part of the binary only).
+//! `attestor query` and `attestor gate`: the ledger from the command line (part of the
+//! binary only).
 //! With `--log-key`, every entry's inclusion proof and signed checkpoint are verified
 //! before anything is printed, and a failing proof makes the command fail.
 
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use attestor::agent::client::LedgerClient;
+use attestor::agent::client::{ClientError, LedgerClient};
 use attestor::config::LedgerConnection;
+use attestor::gate::{evaluate, Fleet};
 use attestor::ledger::api::EntryJson;
 use attestor::ledger::audit;
 use attestor::ledger::log::checkpoint::open_checkpoint;
@@ -13,14 +16,88 @@ use attestor::tls;
 
 use crate::{LedgerArgs, QueryCommand};
 
+fn client_of(connection: &LedgerConnection) -> Result<LedgerClient, String> {
+    let files = &connection.tls;
+    let tls = tls::client_config(&files.ca, &files.cert, &files.key).map_err(|e| e.to_string())?;
+    LedgerClient::new(&connection.endpoint, tls).map_err(|e| e.to_string())
+}
+
+/// Runs the release gate; exit 0 pass, 1 fail.
+pub async fn gate(
+    connection: &LedgerConnection,
+    tenant: Option<String>,
+    only: &[String],
+    max_age: Duration,
+    format: &str,
+) -> Result<ExitCode, String> {
+    let client = client_of(connection)?;
+    let fail = |e: ClientError| e.to_string();
+    let expected = client.tenant().await.map_err(fail)?;
+    if let Some(asked) = tenant {
+        if asked != expected.tenant {
+            return Err(format!(
+                "--tenant {asked} but the client certificate is of tenant {}",
+                expected.tenant
+            ));
+        }
+    }
+    let agents = client.agents().await.map_err(fail)?.agents;
+    let latest = client.latest_healthy().await.map_err(fail)?.entries;
+    let alerts = client.alerts().await.map_err(fail)?.alerts;
+    let fleet = Fleet {
+        tenant: &expected,
+        agents: &agents,
+        latest_accepted: &latest,
+        open_alerts: &alerts,
+    };
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let findings = evaluate(&fleet, only, max_age, now_ms);
+    let pass = !findings.is_empty() && findings.iter().all(|f| f.pass);
+    match format {
+        "json" => println!(
+            "{}",
+            to_json(&serde_json::json!({
+                "tenant": expected.tenant, "pass": pass, "max_age_seconds": max_age.as_secs(),
+                "agents": findings,
+            }))?
+        ),
+        "table" => {
+            println!("{:<24} {:<6} {:>8}  PROBLEMS", "AGENT", "GATE", "AGE (s)");
+            for f in &findings {
+                println!(
+                    "{:<24} {:<6} {:>8}  {}",
+                    f.agent_id,
+                    if f.pass { "pass" } else { "FAIL" },
+                    f.age_seconds.map_or("-".into(), |a| a.to_string()),
+                    f.problems.join("; ")
+                );
+            }
+            if findings.is_empty() {
+                println!("no agents to gate on: failing closed");
+            }
+            println!(
+                "gate {} for tenant {}",
+                if pass { "PASSED" } else { "FAILED" },
+                expected.tenant
+            );
+        }
+        other => return Err(format!("--format {other:?}: use table or json")),
+    }
+    Ok(if pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 pub async fn run(
     connection: &LedgerConnection,
     what: QueryCommand,
     args: &LedgerArgs,
 ) -> Result<ExitCode, String> {
-    let files = &connection.tls;
-    let tls = tls::client_config(&files.ca, &files.cert, &files.key).map_err(|e| e.to_string())?;
-    let client = LedgerClient::new(&connection.endpoint, tls).map_err(|e| e.to_string())?;
+    let client = client_of(connection)?;
     let log_key = match &args.log_key {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -30,7 +107,7 @@ pub async fn run(
         ),
         None => None,
     };
-    let fail = |e: attestor::agent::client::ClientError| e.to_string();
+    let fail = |e: ClientError| e.to_string();
     match what {
         QueryCommand::Entries {
             agent,

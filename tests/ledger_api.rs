@@ -5,7 +5,6 @@
 mod support;
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -80,12 +79,13 @@ async fn heartbeats_reach_the_log_with_proofs_and_the_log_only_grows() {
         agents: &[("a1", "acme")],
         tenants: &[("acme", &policy_hash)],
         profile: Some(&fixture.profile_path),
+        ..LedgerSpec::default()
     });
     let mut attestor = Attestor::new(attestor_config(&fixture, &ledger, "a1"));
-    let (stats, stopper) = (attestor.stats(), attestor.stopper());
+    let (metrics, stopper) = (attestor.metrics(), attestor.stopper());
     let running = tokio::spawn(async move { attestor.start_heartbeat().await });
     wait_for(Duration::from_secs(60), "two accepted heartbeats", || {
-        stats.accepted.load(Ordering::Relaxed) >= 2
+        metrics.delivered_count(Verdict::Accepted) >= 2
     })
     .await;
     let client = ledger.client("a1");
@@ -94,13 +94,18 @@ async fn heartbeats_reach_the_log_with_proofs_and_the_log_only_grows() {
     wait_for(
         Duration::from_secs(60),
         "a third accepted heartbeat",
-        || stats.accepted.load(Ordering::Relaxed) >= 3,
+        || metrics.delivered_count(Verdict::Accepted) >= 3,
     )
     .await;
     stopper.stop();
     running.await.unwrap().unwrap();
-    assert_eq!(stats.refused.load(Ordering::Relaxed), 0, "{}", ledger.log());
-    assert_eq!(stats.spool_depth.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        metrics.delivered_count(Verdict::Refused),
+        0,
+        "{}",
+        ledger.log()
+    );
+    assert_eq!(metrics.spool_depth(), 0);
 
     let page = client.entries("proofs=true").await.unwrap();
     assert!(page.entries.len() >= 3);
@@ -145,6 +150,7 @@ async fn every_refusal_is_recorded_with_its_reason() {
         agents: &[("a1", "acme")],
         tenants: &[("acme", &policy_hash)],
         profile: Some(&profile_path),
+        ..LedgerSpec::default()
     });
     let client = ledger.client("a1");
     let mut expected = Vec::new();
@@ -273,7 +279,7 @@ async fn acknowledged_submissions_survive_kill_9() {
     let mut ledger = LedgerProcess::start(&LedgerSpec {
         agents: &[("w0", "t"), ("w1", "t"), ("w2", "t"), ("w3", "t")],
         tenants: &[("t", ANY_HASH)],
-        profile: None,
+        ..LedgerSpec::default()
     });
     let acked = Arc::new(std::sync::Mutex::new(Vec::<(u64, [u8; 32], String)>::new()));
     let mut writers = Vec::new();
@@ -358,31 +364,32 @@ async fn the_agent_spools_while_the_ledger_is_down_and_delivers_in_order() {
         agents: &[("a1", "acme")],
         tenants: &[("acme", &policy_hash)],
         profile: Some(&fixture.profile_path),
+        ..LedgerSpec::default()
     });
     let mut attestor = Attestor::new(attestor_config(&fixture, &ledger, "a1"));
-    let (stats, stopper) = (attestor.stats(), attestor.stopper());
+    let (metrics, stopper) = (attestor.metrics(), attestor.stopper());
     let running = tokio::spawn(async move { attestor.start_heartbeat().await });
     wait_for(
         Duration::from_secs(60),
         "a first accepted heartbeat",
-        || stats.accepted.load(Ordering::Relaxed) >= 1,
+        || metrics.delivered_count(Verdict::Accepted) >= 1,
     )
     .await;
 
     ledger.stop();
-    let produced_before = stats.produced.load(Ordering::Relaxed);
+    let produced_before = metrics.produced_count();
     wait_for(
         Duration::from_secs(60),
         "three attestations spooled",
-        || stats.spool_depth.load(Ordering::Relaxed) >= 3,
+        || metrics.spool_depth() >= 3,
     )
     .await;
-    assert!(stats.produced.load(Ordering::Relaxed) >= produced_before + 3);
+    assert!(metrics.produced_count() >= produced_before + 3);
 
     ledger.restart();
     wait_for(Duration::from_secs(60), "the spool to drain", || {
-        stats.spool_depth.load(Ordering::Relaxed) == 0
-            && stats.accepted.load(Ordering::Relaxed) >= produced_before + 3
+        metrics.spool_depth() == 0
+            && metrics.delivered_count(Verdict::Accepted) >= produced_before + 3
     })
     .await;
     stopper.stop();
@@ -391,7 +398,7 @@ async fn the_agent_spools_while_the_ledger_is_down_and_delivers_in_order() {
     // Everything produced arrived, accepted, in the order it was made.
     let client = ledger.client("a1");
     let entries = client.entries("limit=1000").await.unwrap().entries;
-    let produced = stats.produced.load(Ordering::Relaxed);
+    let produced = metrics.produced_count();
     assert_eq!(entries.len() as u64, produced, "{}", ledger.log());
     let mut made_at = Vec::new();
     for entry in &entries {
@@ -410,7 +417,7 @@ async fn tenants_see_only_their_own_entries() {
     let ledger = LedgerProcess::start(&LedgerSpec {
         agents: &[("a1", "acme"), ("b1", "globex")],
         tenants: &[("acme", ANY_HASH), ("globex", ANY_HASH)],
-        profile: None,
+        ..LedgerSpec::default()
     });
     let (acme, globex) = (ledger.client("a1"), ledger.client("b1"));
     acme.submit(b"{\"from\": \"acme\"}").await.unwrap();
@@ -435,7 +442,7 @@ async fn bad_requests_get_4xx_and_the_ledger_keeps_serving() {
     let ledger = LedgerProcess::start(&LedgerSpec {
         agents: &[("a1", "acme")],
         tenants: &[("acme", ANY_HASH)],
-        profile: None,
+        ..LedgerSpec::default()
     });
     let client = ledger.client("a1");
     let cases: &[(Method, &str, Option<Vec<u8>>, u16)] = &[
@@ -507,7 +514,7 @@ async fn clients_without_a_certificate_of_the_ledger_ca_get_nothing() {
     let ledger = LedgerProcess::start(&LedgerSpec {
         agents: &[("a1", "acme")],
         tenants: &[("acme", ANY_HASH)],
-        profile: None,
+        ..LedgerSpec::default()
     });
     // A PKI of its own: same names, another CA.
     let other = tempfile::tempdir().unwrap();

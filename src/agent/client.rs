@@ -17,8 +17,9 @@ use thiserror::Error;
 use tokio_rustls::TlsConnector;
 
 use crate::ledger::api::{
-    AgentsResponse, ConsistencyResponse, EnrollChallenge, EnrollProof, EnrollRequest,
-    EnrolledResponse, EntriesResponse, EntryJson, ErrorBody, NonceResponse, SubmitResponse,
+    AgentsResponse, AlertsResponse, ConsistencyResponse, EnrollChallenge, EnrollProof,
+    EnrollRequest, EnrolledResponse, EntriesResponse, EntryJson, ErrorBody, NonceResponse,
+    SubmitResponse, TenantResponse,
 };
 
 /// Default bound on one request, connection included.
@@ -263,6 +264,16 @@ impl LedgerClient {
     /// Agents of the caller's tenant.
     pub async fn agents(&self) -> Result<AgentsResponse, ClientError> {
         self.call(Method::GET, "/v1/agents", None).await
+    }
+
+    /// The caller's tenant and its expected policy hash.
+    pub async fn tenant(&self) -> Result<TenantResponse, ClientError> {
+        self.call(Method::GET, "/v1/tenant", None).await
+    }
+
+    /// Open alerts of the caller's tenant.
+    pub async fn alerts(&self) -> Result<AlertsResponse, ClientError> {
+        self.call(Method::GET, "/v1/alerts", None).await
     }
 
     /// The latest signed checkpoint (`size` = None) or the one of `size` entries.

@@ -8,7 +8,6 @@
 //! commands run on one dedicated thread, never on the async reactor.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,6 +18,7 @@ use thiserror::Error;
 use tokio::sync::{oneshot, watch};
 
 use super::client::{ClientError, LedgerClient};
+use super::metrics::AgentMetrics;
 use super::spool::{Spool, SpoolError};
 use super::{read_state, write_state, Agent, AgentError};
 use crate::collect::{self, CollectError};
@@ -27,6 +27,7 @@ use crate::ledger::api::SubmitResponse;
 use crate::ledger::store::Verdict;
 use crate::ledger::verify::OFFLINE_NONCE_PREFIX;
 use crate::logging::{event, Level};
+use crate::ops::{metrics_page, Page};
 use crate::tls::{self, AgentIdentity, TlsError, TlsFiles};
 
 /// The spec's default heartbeat interval.
@@ -123,22 +124,6 @@ fn read_kernel(agent: &AgentConfig) -> Result<collect::PolicyKernelConfig, Colle
     )
 }
 
-/// Counters of the heartbeat, for operators and tests.
-#[derive(Debug, Default)]
-pub struct HeartbeatStats {
-    pub heartbeats_ok: AtomicU64,
-    pub heartbeats_failed: AtomicU64,
-    /// Attestations written to the spool.
-    pub produced: AtomicU64,
-    /// Attestations the ledger logged as accepted.
-    pub accepted: AtomicU64,
-    /// Attestations the ledger logged as refused.
-    pub refused: AtomicU64,
-    /// Attestations set aside because the ledger will never take them (e.g. too large).
-    pub rejected: AtomicU64,
-    pub spool_depth: AtomicU64,
-}
-
 /// Stops a running heartbeat after the heartbeat in progress, if any.
 #[derive(Clone)]
 pub struct Stopper(Arc<watch::Sender<bool>>);
@@ -153,7 +138,7 @@ impl Stopper {
 pub struct Attestor {
     config: AttestorConfig,
     stop: Arc<watch::Sender<bool>>,
-    stats: Arc<HeartbeatStats>,
+    metrics: Arc<AgentMetrics>,
 }
 
 type Job = Box<dyn FnOnce(&mut Agent) + Send>;
@@ -234,7 +219,7 @@ struct KeptReceipt<'a> {
 /// Everything one running heartbeat uses.
 struct Running {
     config: AttestorConfig,
-    stats: Arc<HeartbeatStats>,
+    metrics: Arc<AgentMetrics>,
     client: LedgerClient,
     identity: AgentIdentity,
     worker: TpmWorker,
@@ -250,7 +235,7 @@ impl Attestor {
         Attestor {
             config,
             stop: Arc::new(watch::channel(false).0),
-            stats: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 
@@ -259,9 +244,9 @@ impl Attestor {
         Stopper(self.stop.clone())
     }
 
-    /// The heartbeat's counters.
-    pub fn stats(&self) -> Arc<HeartbeatStats> {
-        self.stats.clone()
+    /// The agent's metrics (also served on `[heartbeat] metrics_listen`).
+    pub fn metrics(&self) -> Arc<AgentMetrics> {
+        self.metrics.clone()
     }
 
     /// Runs the heartbeat until stopped. Fails only if the agent cannot start (TPM, TLS
@@ -279,7 +264,7 @@ impl Attestor {
         let tpm_state = worker.run(|agent| agent.state_dir().to_path_buf()).await?;
         let mut running = Running {
             config: self.config.clone(),
-            stats: self.stats.clone(),
+            metrics: self.metrics.clone(),
             client,
             identity,
             worker,
@@ -288,6 +273,33 @@ impl Attestor {
             enrolled: false,
         };
         running.enrolled = running.enrollment_matches()?;
+        let (stop_ops, ops_stopped) = oneshot::channel::<()>();
+        if let Some(address) = self.config.agent.heartbeat.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|source| HeartbeatError::Io {
+                    action: "listen on",
+                    path: address.to_string().into(),
+                    source,
+                })?;
+            let metrics = self.metrics.clone();
+            tokio::spawn(crate::ops::serve(
+                listener,
+                move |asked| {
+                    let metrics = metrics.clone();
+                    async move {
+                        match asked.path.as_str() {
+                            "/metrics" => metrics_page(&asked, metrics.render()),
+                            "/healthz" => Page::ok("text/plain; charset=utf-8", "ok\n"),
+                            _ => Page::error(hyper::StatusCode::NOT_FOUND, "/metrics, /healthz"),
+                        }
+                    }
+                },
+                async {
+                    let _ = ops_stopped.await;
+                },
+            ));
+        }
         event(
             Level::Info,
             "agent-started",
@@ -310,6 +322,7 @@ impl Attestor {
                 _ = tokio::time::sleep(retry), if backoff.is_some() => false,
             };
             let timeout = self.config.heartbeat_timeout;
+            let started = std::time::Instant::now();
             let work = async {
                 if beat {
                     running.heartbeat().await
@@ -326,12 +339,12 @@ impl Attestor {
                 Ok(()) => {
                     backoff = None;
                     if beat {
-                        self.stats.heartbeats_ok.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.heartbeat(true, started.elapsed());
                     }
                 }
                 Err(e) => {
                     if beat {
-                        self.stats.heartbeats_failed.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.heartbeat(false, started.elapsed());
                     }
                     let cap = self.config.attestation_interval;
                     backoff = Some(next_backoff(backoff, cap));
@@ -354,6 +367,7 @@ impl Attestor {
             json!({"spooled": running.spool_len()}),
         );
         running.worker.stop().await;
+        let _ = stop_ops.send(());
         Ok(())
     }
 }
@@ -404,9 +418,7 @@ impl Running {
     }
 
     fn record_spool_depth(&self) {
-        self.stats
-            .spool_depth
-            .store(self.spool_len() as u64, Ordering::Relaxed);
+        self.metrics.set_spool_depth(self.spool_len());
     }
 
     async fn with_spool<T: Send + 'static>(
@@ -438,15 +450,20 @@ impl Running {
 
     /// Enrolls this TPM's AK with the ledger (credential activation in the TPM).
     async fn enroll(&mut self) -> Result<(), HeartbeatError> {
+        let started = std::time::Instant::now();
         let request = self
             .worker
             .run(|agent| agent.enrollment_request())
             .await??;
+        let mut tpm_time = started.elapsed();
         let challenge = self.client.enroll_begin(&request).await?;
+        let started = std::time::Instant::now();
         let proof = self
             .worker
             .run(move |agent| agent.activate(&challenge))
             .await??;
+        tpm_time += started.elapsed();
+        self.metrics.tpm_call("enroll", tpm_time);
         let enrolled = self.client.enroll_finish(&proof).await?;
         let marker = EnrollmentMarker {
             endpoint: self.config.ledger_endpoint.clone(),
@@ -479,6 +496,7 @@ impl Running {
             }
         };
         let (agent_config, spool) = (self.config.agent.clone(), self.spool.clone());
+        let tpm_started = std::time::Instant::now();
         let attested = self
             .worker
             .run(move |agent| -> Result<_, HeartbeatError> {
@@ -489,6 +507,7 @@ impl Running {
                 Ok((hex::encode(kernel.policy_hash), kernel.zero_retention))
             })
             .await?;
+        self.metrics.tpm_call("attest", tpm_started.elapsed());
         let (policy_hash, zero_retention) = match attested {
             Ok(measured) => measured,
             Err(e) => {
@@ -502,7 +521,7 @@ impl Running {
                 return Err(e);
             }
         };
-        self.stats.produced.fetch_add(1, Ordering::Relaxed);
+        self.metrics.produced();
         if policy_hash != self.config.policy_hash || zero_retention != self.config.zero_retention {
             event(
                 Level::Warn,
@@ -526,11 +545,7 @@ impl Running {
             match self.client.submit(&bundle).await {
                 Ok(response) => {
                     self.keep_receipt(seq, &response).await?;
-                    let counter = match response.verdict {
-                        Verdict::Accepted => &self.stats.accepted,
-                        Verdict::Refused => &self.stats.refused,
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.delivered(response.verdict);
                     event(
                         if response.verdict == Verdict::Accepted {
                             Level::Info
@@ -575,7 +590,7 @@ impl Running {
                 path: path.clone(),
                 source,
             })?;
-        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        self.metrics.set_aside();
         event(
             Level::Error,
             "set-aside",

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod heartbeat;
+pub mod metrics;
 pub mod spool;
 
 use std::path::{Path, PathBuf};

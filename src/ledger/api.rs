@@ -172,3 +172,19 @@ pub struct ErrorBody {
     pub error: String,
     pub message: String,
 }
+
+/// The caller's tenant and what it expects of its agents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantResponse {
+    pub tenant: String,
+    /// The policy hash (hex) every agent of the tenant must attest.
+    pub policy_hash: String,
+}
+
+/// Open alerts of the caller's tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsResponse {
+    pub alerts: Vec<crate::ledger::alerts::Alert>,
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::ledger::alerts::AlertConfig;
 use crate::ledger::monitor::DEFAULT_MAX_GAP;
 use crate::ledger::verify::TenantPolicy;
 use crate::tls::TlsFiles;
@@ -40,6 +41,35 @@ struct LedgerToml {
     max_connections: usize,
     tls: TlsFiles,
     tenants: BTreeMap<String, TenantToml>,
+    #[serde(default)]
+    alerts: AlertConfig,
+    #[serde(default)]
+    ops: OpsToml,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpsToml {
+    listen: Option<SocketAddr>,
+    #[serde(default = "default_true")]
+    per_agent_metrics: bool,
+    dashboard_token_file: Option<PathBuf>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The plain-HTTP operations listener: `/metrics`, `/dashboard`, `/healthz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpsConfig {
+    /// Where to serve it; none by default. Keep it on loopback or a management network.
+    pub listen: Option<SocketAddr>,
+    /// One metric series per agent (see `ledger::metrics` on cardinality).
+    pub per_agent_metrics: bool,
+    /// A file holding the read-only token the dashboard requires (`Authorization: Bearer`
+    /// or `?token=`); without one the dashboard is open to whoever reaches the listener.
+    pub dashboard_token_file: Option<PathBuf>,
 }
 
 fn default_max_gap_seconds() -> u64 {
@@ -71,6 +101,8 @@ pub struct LedgerConfig {
     pub tls: TlsFiles,
     /// What each tenant expects; agents of other tenants are refused.
     pub tenants: BTreeMap<String, TenantPolicy>,
+    pub alerts: AlertConfig,
+    pub ops: OpsConfig,
 }
 
 impl LedgerConfig {
@@ -115,6 +147,12 @@ impl LedgerConfig {
             max_connections: raw.max_connections,
             tls: raw.tls.resolve(base),
             tenants,
+            alerts: raw.alerts,
+            ops: OpsConfig {
+                listen: raw.ops.listen,
+                per_agent_metrics: raw.ops.per_agent_metrics,
+                dashboard_token_file: raw.ops.dashboard_token_file.map(|p| base.join(p)),
+            },
         })
     }
 }

@@ -1,10 +1,13 @@
 //! The ledger: verifies submissions and keeps them in a tamper-evident, append-only log.
 
+pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod config;
+pub mod dashboard;
 pub mod enroll;
 pub mod log;
+pub mod metrics;
 pub mod monitor;
 pub mod record;
 pub mod server;

@@ -45,22 +45,28 @@ pub fn gaps(
         .collect())
 }
 
-/// Logs each agent that falls silent for longer than the ledger's allowed gap, and again
-/// when it recovers. Runs until the ledger is dropped; evaluation reads stored times, so a
-/// restarted ledger reports the same gaps.
-pub async fn watch_gaps(ledger: std::sync::Arc<crate::ledger::service::Ledger>) {
+/// Raises a missing-heartbeat alert for each agent silent for longer than the ledger's
+/// allowed gap, and resolves it once the agent is back. Runs until the ledger is dropped;
+/// evaluation reads stored times, so a restarted ledger finds the same gaps.
+pub async fn watch_gaps(ledger: std::sync::Weak<crate::ledger::service::Ledger>) {
     use std::collections::BTreeSet;
 
-    use serde_json::json;
-
+    use crate::ledger::alerts::AlertKind;
     use crate::logging::{event, Level};
 
-    let period = (ledger.max_gap() / 4).max(Duration::from_secs(1));
     let mut silent: BTreeSet<String> = BTreeSet::new();
     loop {
+        let Some(period) = ledger
+            .upgrade()
+            .map(|l| (l.max_gap() / 4).max(Duration::from_secs(1)))
+        else {
+            return;
+        };
         tokio::time::sleep(period).await;
-        let store = ledger.store().clone();
-        let max_gap = ledger.max_gap();
+        let Some(ledger) = ledger.upgrade() else {
+            return;
+        };
+        let (store, max_gap) = (ledger.store().clone(), ledger.max_gap());
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -69,29 +75,28 @@ pub async fn watch_gaps(ledger: std::sync::Arc<crate::ledger::service::Ledger>) 
         let found = match found {
             Ok(Ok(found)) => found,
             Ok(Err(e)) => {
-                event(
-                    Level::Error,
-                    "gap-check-failed",
-                    json!({"error": e.to_string()}),
-                );
+                let error = serde_json::json!({"error": e.to_string()});
+                event(Level::Error, "gap-check-failed", error);
                 continue;
             }
             Err(_) => continue,
         };
-        let now_silent: BTreeSet<String> = found.iter().map(|g| g.agent_id.clone()).collect();
-        for gap in found.iter().filter(|g| !silent.contains(&g.agent_id)) {
-            event(
-                Level::Warn,
-                "agent-silent",
-                json!({
-                    "tenant": gap.tenant, "agent": gap.agent_id,
-                    "silent_for_ms": gap.silent_for_ms,
-                    "last_accepted_at_ms": gap.last_accepted_at_ms,
-                }),
+        let alerter = ledger.alerter();
+        for gap in &found {
+            alerter.fire(
+                AlertKind::MissingHeartbeat,
+                &gap.tenant,
+                &gap.agent_id,
+                format!(
+                    "no accepted attestation for {} s (allowed gap {} s)",
+                    gap.silent_for_ms / 1000,
+                    max_gap.as_secs()
+                ),
             );
         }
+        let now_silent: BTreeSet<String> = found.into_iter().map(|g| g.agent_id).collect();
         for agent in silent.difference(&now_silent) {
-            event(Level::Info, "agent-recovered", json!({"agent": agent}));
+            alerter.resolve(agent, &[AlertKind::MissingHeartbeat]);
         }
         silent = now_silent;
     }

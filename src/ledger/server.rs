@@ -260,6 +260,14 @@ async fn dispatch(
             query.only(&[])?;
             Ok(ok(&ledger.latest_healthy(who).await?))
         }
+        (&Method::GET, "/v1/tenant") => {
+            query.only(&[])?;
+            Ok(ok(&ledger.tenant(who)?))
+        }
+        (&Method::GET, "/v1/alerts") => {
+            query.only(&[])?;
+            Ok(ok(&ledger.alerts(who)))
+        }
         (&Method::GET, "/v1/agents") => {
             query.only(&[])?;
             Ok(ok(&ledger.agents(who).await?))

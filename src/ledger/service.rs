@@ -11,21 +11,23 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
 use crate::bundle::Bundle;
+use crate::ledger::alerts::{AlertKind, Alerter};
 use crate::ledger::api::{
-    AgentStatusJson, AgentsResponse, ConsistencyResponse, EnrollChallenge, EnrollProof,
-    EnrollRequest, EnrolledResponse, EntriesResponse, EntryJson, InclusionJson, NonceResponse,
-    ReceiptJson, SubmitResponse,
+    AgentStatusJson, AgentsResponse, AlertsResponse, ConsistencyResponse, EnrollChallenge,
+    EnrollProof, EnrollRequest, EnrolledResponse, EntriesResponse, EntryJson, InclusionJson,
+    NonceResponse, ReceiptJson, SubmitResponse, TenantResponse,
 };
 use crate::ledger::config::LedgerConfig;
 use crate::ledger::enroll::{EnrollError, Enrollment};
 use crate::ledger::log::batcher::{BatchError, Batcher, DEFAULT_MAX_BATCH};
 use crate::ledger::log::checkpoint::{CheckpointError, CheckpointSigner};
 use crate::ledger::log::sequencer::{Receipt, Sequencer, SequencerError, Submission};
+use crate::ledger::metrics::LedgerMetrics;
 use crate::ledger::record::{LogRecord, RECORD_VERSION};
 use crate::ledger::store::embedded::EmbeddedStore;
 use crate::ledger::store::{EntryQuery, LedgerStore, StoreError, StoredEntry, Verdict, MAX_PAGE};
@@ -107,6 +109,13 @@ pub struct EntryFilter {
 /// The embedded store's file in the ledger's state directory.
 pub const LEDGER_DB: &str = "ledger.db";
 
+const ALL_KINDS: [AlertKind; 4] = [
+    AlertKind::MissingHeartbeat,
+    AlertKind::InvalidAttestation,
+    AlertKind::PolicyDrift,
+    AlertKind::ZeroRetentionChange,
+];
+
 /// Page size when the caller names none.
 pub const DEFAULT_PAGE: u32 = 100;
 
@@ -121,6 +130,8 @@ pub struct Ledger {
     tenants: BTreeMap<String, TenantPolicy>,
     max_gap: Duration,
     agent_turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    metrics: LedgerMetrics,
+    alerter: Arc<Alerter>,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -166,7 +177,7 @@ fn checkpoint_signer(path: &Path, origin: &str) -> Result<CheckpointSigner, Star
 impl Ledger {
     /// Opens the ledger a config describes: its state directory (created if needed), the
     /// embedded store and the checkpoint key. Returns the log writer's thread too; it
-    /// ends once the ledger is dropped.
+    /// ends once the ledger is dropped. Must run inside a tokio runtime (alert delivery).
     pub fn open(config: &LedgerConfig) -> Result<(Arc<Ledger>, JoinHandle<()>), StartError> {
         let dir = &config.state_dir;
         std::fs::create_dir_all(dir).map_err(|source| StartError::Io {
@@ -176,26 +187,17 @@ impl Ledger {
         let signer = checkpoint_signer(&dir.join("checkpoint.key"), &config.origin)?;
         let store = Arc::new(EmbeddedStore::open(&dir.join(LEDGER_DB))?);
         let profile = Profile::load(&config.profile)?;
-        Ok(Self::new(
-            store,
-            signer,
-            &config.origin,
-            profile,
-            config.tenants.clone(),
-            config.max_gap,
-        )?)
+        Ok(Self::new(store, signer, config, profile)?)
     }
 
-    /// A ledger over any store.
+    /// A ledger over any store, configured by `config` (whose store and key are given).
     pub fn new(
         store: Arc<dyn LedgerStore>,
         signer: CheckpointSigner,
-        origin: &str,
+        config: &LedgerConfig,
         profile: Profile,
-        tenants: BTreeMap<String, TenantPolicy>,
-        max_gap: Duration,
     ) -> Result<(Arc<Ledger>, JoinHandle<()>), SequencerError> {
-        let sequencer = Arc::new(Sequencer::open(store.clone(), signer, origin)?);
+        let sequencer = Arc::new(Sequencer::open(store.clone(), signer, &config.origin)?);
         let (batcher, writer) = Batcher::start(sequencer.clone(), DEFAULT_MAX_BATCH);
         let ledger = Ledger {
             store,
@@ -204,11 +206,38 @@ impl Ledger {
             nonces: NonceBook::default(),
             enrollment: Enrollment::default(),
             profile,
-            tenants,
-            max_gap,
+            tenants: config.tenants.clone(),
+            max_gap: config.max_gap,
             agent_turns: Mutex::default(),
+            metrics: LedgerMetrics::new(config.ops.per_agent_metrics),
+            alerter: Alerter::start(config.alerts.clone(), config.state_dir.clone()),
         };
         Ok((Arc::new(ledger), writer))
+    }
+
+    /// What each tenant expects.
+    pub fn tenants(&self) -> &BTreeMap<String, TenantPolicy> {
+        &self.tenants
+    }
+
+    /// The ledger's alerts.
+    pub fn alerter(&self) -> &Arc<Alerter> {
+        &self.alerter
+    }
+
+    /// The Prometheus exposition of the ledger's metrics, gauges refreshed now.
+    pub async fn metrics_text(self: &Arc<Self>) -> Result<String, ServiceError> {
+        let this = self.clone();
+        blocking(move || {
+            let counts = this.alerter.open_counts();
+            Ok(this.metrics.render(
+                this.store.as_ref(),
+                this.max_gap,
+                unix_ms(SystemTime::now()),
+                &counts,
+            )?)
+        })
+        .await
     }
 
     /// The checkpoint verifier key (C2SP vkey), for auditors.
@@ -299,12 +328,31 @@ impl Ledger {
         who: &AgentIdentity,
         body: Vec<u8>,
     ) -> Result<SubmitResponse, ServiceError> {
+        let arrived = Instant::now();
         let turn = self.agent_turn(&who.agent_id);
         let _my_turn = turn.lock().await;
-        let (this, who) = (self.clone(), who.clone());
-        let submission = blocking(move || this.judge(&who, body)).await?;
+        let (this, caller) = (self.clone(), who.clone());
+        let (submission, enrolled) = blocking(move || this.judge(&caller, body)).await?;
+        let verified = arrived.elapsed();
         let record = submission.record.clone();
         let receipt = self.batcher.submit(submission).await?;
+        self.metrics.observe_submission(
+            record.verdict,
+            record.reason.as_deref(),
+            verified,
+            arrived.elapsed(),
+        );
+        match (&record.reason, enrolled) {
+            (None, _) => self.alerter.resolve(&who.agent_id, &ALL_KINDS),
+            (Some(reason), true) => self.alerter.fire(
+                AlertKind::for_refusal(reason),
+                &who.tenant,
+                &who.agent_id,
+                record.detail.clone().unwrap_or_else(|| reason.clone()),
+            ),
+            // Strangers are logged and counted, but raise no alert of an agent.
+            (Some(_), false) => {}
+        }
         Ok(SubmitResponse {
             verdict: record.verdict,
             reason: record.reason,
@@ -314,8 +362,13 @@ impl Ledger {
         })
     }
 
-    /// The log record for a submission: accepted, or refused with its reason.
-    fn judge(&self, who: &AgentIdentity, body: Vec<u8>) -> Result<Submission, ServiceError> {
+    /// The log record for a submission: accepted, or refused with its reason; and
+    /// whether the caller is an enrolled agent of its tenant.
+    fn judge(
+        &self,
+        who: &AgentIdentity,
+        body: Vec<u8>,
+    ) -> Result<(Submission, bool), ServiceError> {
         let mut record = LogRecord {
             version: RECORD_VERSION,
             received_at_ms: 0,
@@ -364,10 +417,14 @@ impl Ledger {
                 None
             }
         };
-        Ok(Submission {
-            record,
-            accepted_state,
-        })
+        let enrolled = agent.is_some();
+        Ok((
+            Submission {
+                record,
+                accepted_state,
+            },
+            enrolled,
+        ))
     }
 
     /// Entries of the caller's tenant matching `filter`, ascending by index.
@@ -481,6 +538,21 @@ impl Ledger {
             Ok(AgentsResponse { agents })
         })
         .await
+    }
+
+    /// The caller's tenant and its expected policy hash.
+    pub fn tenant(&self, who: &AgentIdentity) -> Result<TenantResponse, ServiceError> {
+        Ok(TenantResponse {
+            tenant: who.tenant.clone(),
+            policy_hash: self.tenant_policy(&who.tenant)?.policy_hash.clone(),
+        })
+    }
+
+    /// Open alerts of the caller's tenant.
+    pub fn alerts(&self, who: &AgentIdentity) -> AlertsResponse {
+        AlertsResponse {
+            alerts: self.alerter.open_alerts(Some(&who.tenant)),
+        }
     }
 
     /// The latest signed checkpoint, or the one of exactly `size` entries.

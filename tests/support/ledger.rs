@@ -14,6 +14,7 @@ use attestor::tls::{self, AgentIdentity, TlsFiles};
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What a test ledger is configured with.
+#[derive(Default)]
 pub struct LedgerSpec<'a> {
     /// Agents to issue client certificates for, as (agent id, tenant).
     pub agents: &'a [(&'a str, &'a str)],
@@ -22,12 +23,21 @@ pub struct LedgerSpec<'a> {
     /// Firmware profile; `None` writes one trusting the PKI's CA as EK issuer (for
     /// tests that never enrol a TPM).
     pub profile: Option<&'a Path>,
+    /// Seconds of silence before an agent is stale (the default 120 when `None`).
+    pub max_gap_seconds: Option<u64>,
+    /// TOML appended to the config (tables such as `[alerts]`).
+    pub extra: &'a str,
 }
+
+/// The dashboard token every test ledger is configured with.
+pub const OPS_TOKEN: &str = "test-dashboard-token";
 
 /// A ledger process and its files.
 pub struct LedgerProcess {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The plain-HTTP operations listener (`/metrics`, `/dashboard`).
+    pub ops_port: u16,
     child: Option<Child>,
 }
 
@@ -61,20 +71,25 @@ impl LedgerProcess {
                 path
             }
         };
-        let port = free_port();
+        let (port, ops_port) = (free_port(), free_port());
+        std::fs::write(dir.path().join("ops.token"), OPS_TOKEN).unwrap();
         let mut config = format!(
             "listen = \"127.0.0.1:{port}\"\nstate_dir = \"state\"\norigin = \"ledger.test/attestor\"\n\
-             profile = \"{}\"\n[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/ledger.pem\"\n\
-             key = \"pki/ledger.key\"\n",
-            profile.display()
+             profile = \"{}\"\nmax_gap_seconds = {}\n[tls]\nca = \"pki/ca.pem\"\n\
+             cert = \"pki/ledger.pem\"\nkey = \"pki/ledger.key\"\n[ops]\n\
+             listen = \"127.0.0.1:{ops_port}\"\ndashboard_token_file = \"ops.token\"\n",
+            profile.display(),
+            spec.max_gap_seconds.unwrap_or(120),
         );
         for (tenant, hash) in spec.tenants {
             config.push_str(&format!("[tenants.{tenant}]\npolicy_hash = \"{hash}\"\n"));
         }
+        config.push_str(spec.extra);
         std::fs::write(dir.path().join("ledger.toml"), config).unwrap();
         let mut ledger = LedgerProcess {
             dir,
             port,
+            ops_port,
             child: None,
         };
         ledger.restart();
@@ -130,6 +145,22 @@ impl LedgerProcess {
             let status = child.wait().unwrap();
             assert!(status.success(), "the ledger exited with {status}");
         }
+    }
+
+    /// GETs `path_and_query` from the operations listener: (status, body).
+    pub fn ops_get(&self, path_and_query: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut tcp = TcpStream::connect(("127.0.0.1", self.ops_port)).unwrap();
+        write!(
+            tcp,
+            "GET {path_and_query} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, body.to_string())
     }
 
     /// The running process's id.
