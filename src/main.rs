@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use attestor::agent::Agent;
+mod snp_cli;
+
+use attestor::agent::evidence_source::EvidenceSource;
 use attestor::bundle::Bundle;
 use attestor::collect::{self, PolicyKernelConfig};
 use attestor::config::{AgentConfig, DEFAULT_TCTI};
@@ -37,7 +39,8 @@ struct AgentArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Provision this TPM's keys and measure the policy kernel (done on first use anyway).
+    /// Provision the signing key (TPM: AK and PCR-sealed key, after measuring the policy
+    /// kernel; SNP: a key sealed to this launch). Done on first use anyway.
     Init(AgentArgs),
     /// Produce one attestation bundle.
     Attest {
@@ -50,7 +53,8 @@ enum Command {
         #[arg(long, default_value = "")]
         nonce: String,
     },
-    /// Seal a new signing key to the current measurement, after an approved config change.
+    /// Seal a new signing key to the current measurement (TPM) or launch (SNP), after an
+    /// approved change.
     Reseal(AgentArgs),
     /// Verify a bundle offline; exits 0 only if every check holds.
     Verify {
@@ -70,6 +74,11 @@ enum Command {
     PolicyHash {
         /// Policy document (.toml or .json).
         policy: PathBuf,
+    },
+    /// AMD SEV-SNP tools: verify a bare report, compute a launch measurement.
+    Snp {
+        #[command(subcommand)]
+        command: snp_cli::SnpCommand,
     },
     /// Certificates for mutual TLS between agents and the ledger.
     Pki {
@@ -165,13 +174,11 @@ fn run(command: Command) -> Result<ExitCode, String> {
             match verify::verify_bundle(&parsed, &profile, &expect) {
                 Ok(v) => {
                     println!(
-                        "OK: attestation {} of policy {} verified against profile {:?} \
-                         (TPM reset {} restart {})",
+                        "OK: attestation {} of policy {} verified against profile {:?} ({})",
                         v.claims.attestation_id,
                         v.claims.policy_hash,
                         profile.name,
-                        v.clock.reset_count,
-                        v.clock.restart_count
+                        snp_cli::describe(&v.platform)
                     );
                     Ok(ExitCode::SUCCESS)
                 }
@@ -181,6 +188,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 }
             }
         }
+        Command::Snp { command } => snp_cli::run(command),
         Command::PolicyHash { policy } => {
             let hash = collect::policy_hash_of(&policy).map_err(|e| e.to_string())?;
             println!("{}", hex::encode(hash));
@@ -214,14 +222,14 @@ fn load_config(path: &Path) -> Result<AgentConfig, String> {
     AgentConfig::load(path).map_err(|e| e.to_string())
 }
 
-fn open_agent(args: &AgentArgs) -> Result<(Agent, PolicyKernelConfig), String> {
+fn open_agent(args: &AgentArgs) -> Result<(EvidenceSource, PolicyKernelConfig), String> {
     open_agent_with(args, load_config(&args.config)?)
 }
 
 fn open_agent_with(
     args: &AgentArgs,
     config: AgentConfig,
-) -> Result<(Agent, PolicyKernelConfig), String> {
+) -> Result<(EvidenceSource, PolicyKernelConfig), String> {
     let kernel = collect::read_policy_kernel(
         &config.policy_kernel.policy,
         &config.policy_kernel.config_files,
@@ -232,7 +240,7 @@ fn open_agent_with(
         .clone()
         .or_else(|| config.tpm.tcti.clone())
         .unwrap_or_else(|| DEFAULT_TCTI.to_string());
-    let agent = Agent::open(config, &tcti).map_err(|e| e.to_string())?;
+    let agent = EvidenceSource::open(config, &tcti).map_err(|e| e.to_string())?;
     Ok((agent, kernel))
 }
 

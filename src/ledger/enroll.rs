@@ -34,6 +34,8 @@ pub enum EnrollError {
     EkMismatch,
     #[error("EK public area: {0}")]
     EkPublic(#[from] wire::WireError),
+    #[error("profile {0:?} has no [tpm] section: TPM agents cannot enrol against it")]
+    NoTpmProfile(String),
     #[error(transparent)]
     AttestationKey(#[from] VerifyError),
     #[error("cannot make the credential challenge: {0}")]
@@ -75,9 +77,13 @@ impl Enrollment {
             .ek_certificates
             .split_first()
             .ok_or(EnrollError::NoEkCertificate)?;
+        let tpm = profile
+            .tpm
+            .as_ref()
+            .ok_or_else(|| EnrollError::NoTpmProfile(profile.name.clone()))?;
         let mut pool = intermediates.to_vec();
-        pool.extend(profile.tpm.ek_intermediates.iter().cloned());
-        let chain = certchain::verify_chain(ek_leaf, &pool, &profile.tpm.ek_trust_anchors, now)?;
+        pool.extend(tpm.ek_intermediates.iter().cloned());
+        let chain = certchain::verify_chain(ek_leaf, &pool, &tpm.ek_trust_anchors, now)?;
         let certified = match chain.leaf_public_key()? {
             PublicKey::Ec { sec1_point, .. } => sec1_point,
             PublicKey::Rsa { .. } => return Err(EnrollError::EkMismatch),

@@ -128,7 +128,7 @@ pub fn verify_submission(
         now: Some(now),
     };
     let verified = verify_bundle(bundle, profile, &expect)?;
-    if verified.ak_public != agent.ak_public {
+    if verified.ak_public() != Some(agent.ak_public.as_slice()) {
         return Err(Refusal::AkMismatch);
     }
     if let Some(previous) = &agent.last_accepted {
@@ -147,8 +147,7 @@ fn check_continuity(previous: &AcceptedState, now: &Verified) -> Result<(), Refu
             now: now.claims.zero_retention,
         });
     }
-    if let Some((reset, restart, clock)) = previous.tpm_clock {
-        let c = &now.clock;
+    if let (Some((reset, restart, clock)), Some(c)) = (previous.tpm_clock, now.tpm_clock()) {
         let boot_now = (c.reset_count, c.restart_count);
         if boot_now < (reset, restart) || (boot_now == (reset, restart) && c.clock <= clock) {
             return Err(Refusal::ClockRegression);
@@ -159,10 +158,11 @@ fn check_continuity(previous: &AcceptedState, now: &Verified) -> Result<(), Refu
 
 /// The state an accepted attestation establishes for the agent's next one.
 pub fn accepted_state(verified: &Verified) -> AcceptedState {
-    let c = &verified.clock;
     AcceptedState {
         zero_retention: verified.claims.zero_retention,
-        tpm_clock: Some((c.reset_count, c.restart_count, c.clock)),
+        tpm_clock: verified
+            .tpm_clock()
+            .map(|c| (c.reset_count, c.restart_count, c.clock)),
     }
 }
 

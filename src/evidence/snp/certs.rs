@@ -67,7 +67,9 @@ pub enum CertError {
     NotP384,
     #[error("certificate table is {0} bytes, too short for its entries")]
     TableTruncated(usize),
-    #[error("certificate table entry {index} points outside the table ({offset}+{length} > {size})")]
+    #[error(
+        "certificate table entry {index} points outside the table ({offset}+{length} > {size})"
+    )]
     TableEntryOutOfBounds {
         index: usize,
         offset: u32,
@@ -198,16 +200,36 @@ impl std::fmt::Display for CertKind {
 }
 
 const GUIDS: [(CertKind, [u8; 16]); 5] = [
-    (CertKind::Ark, guid(0xc0b406a4, 0xa803, 0x4952, 0x97433fb6014cd0ae)),
-    (CertKind::Ask, guid(0x4ab7b379, 0xbbac, 0x4fe4, 0xa02f05aef327c782)),
-    (CertKind::Vcek, guid(0x63da758d, 0xe664, 0x4564, 0xadc5f4b93be8accd)),
-    (CertKind::Vlek, guid(0xa8074bc2, 0xa25a, 0x483e, 0xaae639c045a0b8a1)),
-    (CertKind::Crl, guid(0x92f81bc3, 0x5811, 0x4d3d, 0x97ffd19f88dc67ea)),
+    (
+        CertKind::Ark,
+        guid(0xc0b406a4, 0xa803, 0x4952, 0x97433fb6014cd0ae),
+    ),
+    (
+        CertKind::Ask,
+        guid(0x4ab7b379, 0xbbac, 0x4fe4, 0xa02f05aef327c782),
+    ),
+    (
+        CertKind::Vcek,
+        guid(0x63da758d, 0xe664, 0x4564, 0xadc5f4b93be8accd),
+    ),
+    (
+        CertKind::Vlek,
+        guid(0xa8074bc2, 0xa25a, 0x483e, 0xaae639c045a0b8a1),
+    ),
+    (
+        CertKind::Crl,
+        guid(0x92f81bc3, 0x5811, 0x4d3d, 0x97ffd19f88dc67ea),
+    ),
 ];
 
 /// A GUID in the byte order the table uses (as written, like the `sev` crate).
 const fn guid(a: u32, b: u16, c: u16, d: u64) -> [u8; 16] {
-    let (a, b, c, d) = (a.to_be_bytes(), b.to_be_bytes(), c.to_be_bytes(), d.to_be_bytes());
+    let (a, b, c, d) = (
+        a.to_be_bytes(),
+        b.to_be_bytes(),
+        c.to_be_bytes(),
+        d.to_be_bytes(),
+    );
     [
         a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6],
         d[7],
@@ -259,7 +281,9 @@ pub fn parse_cert_table(bytes: &[u8]) -> Result<Vec<CertEntry>, CertError> {
             .get(at..at + ENTRY_LEN)
             .ok_or(CertError::TableTruncated(bytes.len()))?;
         let (g, rest) = entry.split_at(16);
-        let g: [u8; 16] = g.try_into().map_err(|_| CertError::TableTruncated(bytes.len()))?;
+        let g: [u8; 16] = g
+            .try_into()
+            .map_err(|_| CertError::TableTruncated(bytes.len()))?;
         if g == [0; 16] {
             return Ok(entries);
         }

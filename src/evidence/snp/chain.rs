@@ -19,7 +19,9 @@ pub enum ChainError {
     Parse { which: &'static str, reason: String },
     #[error("signature chain ARK -> ASK -> VCEK does not verify under the {origin}: {reason}")]
     Signatures { origin: String, reason: String },
-    #[error("{which} certificate is not valid now (valid {from} to {until}, now {now}, Unix seconds)")]
+    #[error(
+        "{which} certificate is not valid now (valid {from} to {until}, now {now}, Unix seconds)"
+    )]
     Expired {
         which: &'static str,
         from: u64,

@@ -25,7 +25,9 @@ impl SevGuestDevice {
         let path = SEV_GUEST_DEVICE.to_string();
         match Firmware::open() {
             Ok(firmware) => Ok(SevGuestDevice { firmware }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(DeviceError::NotSnpGuest(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(DeviceError::NotSnpGuest(path))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 Err(DeviceError::Permission(path))
             }

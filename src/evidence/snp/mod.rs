@@ -11,6 +11,7 @@ pub mod certs;
 pub mod chain;
 pub mod device;
 pub mod kds;
+pub mod measure;
 pub mod report;
 pub mod roots;
 pub mod seal;

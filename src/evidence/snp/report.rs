@@ -67,7 +67,10 @@ impl Report {
             return Err(ReportError::NonCanonical(i));
         }
         let sig = &fields.signature;
-        let padded = |c: &[u8; COMPONENT_LEN]| c.get(SCALAR_LEN..).is_some_and(|h| h.iter().any(|b| *b != 0));
+        let padded = |c: &[u8; COMPONENT_LEN]| {
+            c.get(SCALAR_LEN..)
+                .is_some_and(|h| h.iter().any(|b| *b != 0))
+        };
         if padded(sig.r()) || padded(sig.s()) {
             return Err(ReportError::SignaturePadding);
         }

@@ -73,7 +73,8 @@ pub fn unseal(derived_key: &[u8; 32], sealed: &SealedSigningKey) -> Result<Vec<u
     let key = LessSafeKey::new(
         UnboundKey::new(&AES_256_GCM, derived_key).map_err(|_| SealError::Crypto)?,
     );
-    let nonce = Nonce::try_assume_unique_for_key(&sealed.nonce).map_err(|_| SealError::OtherLaunch)?;
+    let nonce =
+        Nonce::try_assume_unique_for_key(&sealed.nonce).map_err(|_| SealError::OtherLaunch)?;
     let mut buf = sealed.ciphertext.clone();
     let plain = key
         .open_in_place(nonce, Aad::from(aad(&sealed.public_key)), &mut buf)

@@ -75,8 +75,9 @@ impl SimulatedChip {
     pub fn load(pki_dir: &Path) -> Result<SimulatedChip, DeviceError> {
         let read = |name: &str| {
             let path = pki_dir.join(name);
-            std::fs::read(&path)
-                .map_err(|e| DeviceError::Simulation(format!("cannot read {}: {e}", path.display())))
+            std::fs::read(&path).map_err(|e| {
+                DeviceError::Simulation(format!("cannot read {}: {e}", path.display()))
+            })
         };
         let sim = |e: &dyn std::fmt::Display| DeviceError::Simulation(e.to_string());
         let key_pem = read("vcek.key")?;
@@ -162,7 +163,10 @@ impl SimulatedProcessor {
 
     /// Loads the chip and launch an agent's settings describe.
     pub fn from_settings(s: &SimulationSettings) -> Result<Self, DeviceError> {
-        Self::new(SimulatedChip::load(&s.pki_dir)?, SimulatedLaunch::from_settings(s)?)
+        Self::new(
+            SimulatedChip::load(&s.pki_dir)?,
+            SimulatedLaunch::from_settings(s)?,
+        )
     }
 
     /// The chip this guest runs on.
@@ -205,7 +209,7 @@ impl SimulatedProcessor {
         put(&mut r, 0x1E8, &[8, 55, 1]); // CURRENT build, minor, major: 1.55.8
         put(&mut r, 0x1EC, &[8, 55, 1]); // COMMITTED
         put(&mut r, 0x1F0, &tcb); // LAUNCH_TCB
-        // Version 5's mitigation vectors (0x1F8, 0x200) stay zero: none required.
+                                  // Version 5's mitigation vectors (0x1F8, 0x200) stay zero: none required.
         let signed = r.get(..SIGNED_LEN).unwrap_or_default();
         let sig = self
             .chip
