@@ -205,10 +205,13 @@ impl Profile {
     }
 }
 
+/// Reads the certificates of PEM files named in a profile.
+type CertLoader<'a> = &'a dyn Fn(&[PathBuf]) -> Result<Vec<Vec<u8>>, ProfileError>;
+
 fn load_tpm(
     tpm: TpmProfileToml,
     invalid: &dyn Fn(String) -> ProfileError,
-    load_certs: &dyn Fn(&[PathBuf]) -> Result<Vec<Vec<u8>>, ProfileError>,
+    load_certs: CertLoader,
 ) -> Result<TpmProfile, ProfileError> {
     let mut firmware_pcrs = BTreeMap::new();
     for (index, value) in &tpm.firmware_pcrs {
