@@ -277,6 +277,18 @@ mod tests {
                 &format!("{base}[status]\nfile = \"a\"\nsurprise = 1\n"),
                 "invalid",
             ),
+            (
+                &format!("evidence = \"snp\"\n{base}[status]\nfile = \"a\"\n"),
+                "needs an [snp] section",
+            ),
+            (
+                &format!("{base}[status]\nfile = \"a\"\n[snp]\ndevice = \"/dev/sev\"\n"),
+                "only /dev/sev-guest",
+            ),
+            (
+                &format!("evidence = \"sgx\"\n{base}[status]\nfile = \"a\"\n"),
+                "invalid",
+            ),
         ] {
             let err = AgentConfig::parse(text, p).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?} gave {err}");

@@ -36,29 +36,7 @@ pub enum SnpCommand {
     },
     /// Compute the launch measurement a guest booted from these images would have, for a
     /// profile's allowed_measurements.
-    Measure {
-        /// OVMF firmware image (built with SNP support).
-        #[arg(long)]
-        ovmf: PathBuf,
-        #[arg(long)]
-        kernel: Option<PathBuf>,
-        #[arg(long)]
-        initrd: Option<PathBuf>,
-        /// Kernel command line.
-        #[arg(long)]
-        append: Option<String>,
-        #[arg(long)]
-        vcpus: u32,
-        /// QEMU vCPU model, e.g. EPYC-Milan, EPYC-Genoa.
-        #[arg(long, default_value = "EPYC-Milan")]
-        vcpu_type: String,
-        /// VMM: qemu, ec2 or krun.
-        #[arg(long, default_value = "qemu")]
-        vmm: String,
-        /// SEV_FEATURES the VMM enables (hex).
-        #[arg(long, default_value = "1")]
-        guest_features: String,
-    },
+    Measure(LaunchImages),
 }
 
 fn parse_product(text: &str) -> Result<Product, String> {
@@ -78,29 +56,8 @@ pub fn run(command: SnpCommand) -> Result<ExitCode, String> {
             profile,
             report_data,
         } => verify_report(&report, &vcek, product, profile.as_deref(), report_data),
-        SnpCommand::Measure {
-            ovmf,
-            kernel,
-            initrd,
-            append,
-            vcpus,
-            vcpu_type,
-            vmm,
-            guest_features,
-        } => {
-            let guest_features = u64::from_str_radix(guest_features.trim_start_matches("0x"), 16)
-                .map_err(|e| format!("--guest-features is not hex: {e}"))?;
-            let digest = launch_measurement(&LaunchImages {
-                ovmf,
-                kernel,
-                initrd,
-                append,
-                vcpus,
-                vcpu_type,
-                vmm,
-                guest_features,
-            })
-            .map_err(|e| e.to_string())?;
+        SnpCommand::Measure(images) => {
+            let digest = launch_measurement(&images).map_err(|e| e.to_string())?;
             println!("{}", hex::encode(digest));
             Ok(ExitCode::SUCCESS)
         }

@@ -24,7 +24,7 @@ use crate::evidence::tpm::{policy, HashAlg};
 use crate::evidence::{certchain, tpm_commitment};
 use crate::profiles::{Profile, TpmProfile};
 
-/// The checks, in the order they run.
+/// The checks, in the order they run (TPM checks, then SEV-SNP's, then content checks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
     EkChain,
@@ -44,11 +44,12 @@ pub enum Check {
     ReportSignature,
     VcekBinding,
     ReportVersion,
-    ReportBinding,
     LaunchMeasurement,
     GuestPolicy,
     Vmpl,
     TcbMinimum,
+    /// SEV-SNP runs `EnvelopeSignature` and `Statement` here, then this.
+    ReportBinding,
     Freshness,
     PolicyHash,
 }

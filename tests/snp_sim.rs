@@ -410,38 +410,27 @@ fn cli_verifies_bare_reports_and_snp_bundles() {
     )
     .unwrap();
     std::fs::write(&raw, &bytes).unwrap();
-    let (code, out) = attestor(&[
-        "snp",
-        "verify-report",
-        &path(raw.clone()),
-        "--vcek",
-        &fx("vcek_milan.der"),
-        "--product",
-        "genoa",
-    ]);
+    let verify_raw = |extra: &[&str]| {
+        let raw = path(raw.clone());
+        let vcek = fx("vcek_milan.der");
+        let mut args = vec![
+            "snp",
+            "verify-report",
+            raw.as_str(),
+            "--vcek",
+            vcek.as_str(),
+        ];
+        args.extend(extra);
+        attestor(&args)
+    };
+    let (code, out) = verify_raw(&["--product", "genoa"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FAILED vcek-chain"), "{out}");
-    let (code, out) = attestor(&[
-        "snp",
-        "verify-report",
-        &path(raw.clone()),
-        "--vcek",
-        &fx("vcek_milan.der"),
-        "--report-data",
-        "00",
-    ]);
+    let (code, out) = verify_raw(&["--report-data", "00"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FAILED report-binding"), "{out}");
     let sim = path(root().join("firmware-profiles/snp-sim.toml"));
-    let (code, out) = attestor(&[
-        "snp",
-        "verify-report",
-        &path(raw),
-        "--vcek",
-        &fx("vcek_milan.der"),
-        "--profile",
-        &sim,
-    ]);
+    let (code, out) = verify_raw(&["--profile", &sim]);
     assert_eq!(code, 1);
     assert!(out.contains("FAILED vcek-chain"), "{out}");
 

@@ -13,20 +13,34 @@ use thiserror::Error;
 #[error("cannot compute the launch measurement: {0}")]
 pub struct MeasureError(String);
 
-/// What QEMU (or another VMM) launches.
-#[derive(Debug, Clone)]
+/// What QEMU (or another VMM) launches; also the `attestor snp measure` arguments.
+#[derive(Debug, Clone, clap::Args)]
 pub struct LaunchImages {
+    /// OVMF firmware image (built with SNP support).
+    #[arg(long)]
     pub ovmf: PathBuf,
+    #[arg(long)]
     pub kernel: Option<PathBuf>,
+    #[arg(long)]
     pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long)]
     pub append: Option<String>,
+    #[arg(long)]
     pub vcpus: u32,
-    /// QEMU's name, e.g. `EPYC-Milan`.
+    /// QEMU vCPU model, e.g. EPYC-Milan, EPYC-Genoa.
+    #[arg(long, default_value = "EPYC-Milan")]
     pub vcpu_type: String,
-    /// `qemu`, `ec2` or `krun`.
+    /// VMM: qemu, ec2 or krun.
+    #[arg(long, default_value = "qemu")]
     pub vmm: String,
-    /// SEV_FEATURES the VMM enables (QEMU's default 0x1: SNP active).
+    /// SEV_FEATURES the VMM enables, hex (QEMU's default 1: SNP active).
+    #[arg(long, default_value = "1", value_parser = parse_hex_u64)]
     pub guest_features: u64,
+}
+
+fn parse_hex_u64(text: &str) -> Result<u64, String> {
+    u64::from_str_radix(text.trim_start_matches("0x"), 16).map_err(|e| format!("not hex: {e}"))
 }
 
 /// The 48-byte launch digest the secure processor would report.
