@@ -82,7 +82,9 @@ fn bench_attest(c: &mut Criterion, f: &mut Fixture) {
 }
 
 fn bench_verify(c: &mut Criterion, f: &Fixture) {
-    let Evidence::Tpm(ev) = &f.bundle.evidence;
+    let Evidence::Tpm(ev) = &f.bundle.evidence else {
+        panic!("the fixture attests with a TPM")
+    };
     let ak = wire::parse_public(&ev.ak_public)
         .unwrap()
         .sec1_uncompressed()

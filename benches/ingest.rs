@@ -22,7 +22,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use attestor::bundle::{Bundle, Evidence};
+use attestor::bundle::Bundle;
 use attestor::dsse;
 use attestor::evidence::certchain;
 use attestor::evidence::tpm::wire;
@@ -63,7 +63,7 @@ fn cpu_of(pid: u32) -> Duration {
 /// EK certificate chain, and three ECDSA P-384 verifications (sealed-key certification,
 /// DSSE envelope, quote).
 fn crypto_per_submission(bundle: &Bundle, fixture: &AgentFixture) -> (Duration, Duration) {
-    let Evidence::Tpm(ev) = &bundle.evidence;
+    let ev = support::agent::tpm_ev(bundle);
     let key = wire::parse_public(&ev.sealed_key.public)
         .unwrap()
         .sec1_uncompressed()
@@ -75,7 +75,7 @@ fn crypto_per_submission(bundle: &Bundle, fixture: &AgentFixture) -> (Duration, 
             .verify(&pae, sig)
             .unwrap()
     });
-    let profile = &fixture.profile.tpm;
+    let profile = fixture.profile.tpm.as_ref().unwrap();
     let mut pool = ev.ek_certificates[1..].to_vec();
     pool.extend(profile.ek_intermediates.iter().cloned());
     let now = SystemTime::now();

@@ -42,11 +42,29 @@ pub struct Bundle {
     pub evidence: Evidence,
 }
 
-/// Hardware evidence, by root of trust: `{"tpm": {...}}`.
+/// Hardware evidence, by root of trust: `{"tpm": {...}}` or `{"snp": {...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Evidence {
     Tpm(TpmEvidence),
+    Snp(SnpEvidence),
+}
+
+/// An AMD SEV-SNP attestation report whose REPORT_DATA commits to the envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnpEvidence {
+    /// The report exactly as the secure processor returned it (1184 bytes, base64).
+    #[serde(with = "b64")]
+    pub report: Vec<u8>,
+    /// VCEK certificate (DER, base64) from the host's certificate table or the agent's
+    /// cache; may be absent when the verifier has it cached.
+    #[serde(default, with = "b64", skip_serializing_if = "Vec::is_empty")]
+    pub vcek: Vec<u8>,
+    /// The envelope's signing key, SEC1 uncompressed P-384 (base64); REPORT_DATA commits
+    /// to it.
+    #[serde(with = "b64")]
+    pub signing_key: Vec<u8>,
 }
 
 /// A TPM2_Quote and everything needed to check it.

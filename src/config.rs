@@ -7,6 +7,8 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::collect::StatusSource;
+use crate::evidence::snp::roots::Product;
+use crate::evidence::snp::sim::SimulationSettings;
 use crate::evidence::tpm::HashAlg;
 use crate::tls::TlsFiles;
 
@@ -167,6 +169,43 @@ struct AgentToml {
     ledger: Option<LedgerToml>,
     #[serde(default)]
     heartbeat: HeartbeatConfig,
+    #[serde(default)]
+    evidence: EvidenceKind,
+    snp: Option<SnpConfig>,
+}
+
+/// Which root of trust the agent's evidence comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvidenceKind {
+    /// A TPM 2.0 (`[tpm]`): quotes over PCRs, PCR-sealed signing key.
+    #[default]
+    Tpm,
+    /// An AMD SEV-SNP guest (`[snp]`): attestation reports, derived-key-sealed signing key.
+    Snp,
+}
+
+/// SEV-SNP settings of the agent: the real device, or (only when named) the simulation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnpConfig {
+    /// The guest device; only the Linux driver's `/dev/sev-guest` is supported.
+    #[serde(default = "default_snp_device")]
+    pub device: String,
+    /// Use the software simulation instead of the device (tests and demos only).
+    pub simulation: Option<SimulationSettings>,
+    /// VMPL to request reports at.
+    #[serde(default)]
+    pub vmpl: u32,
+    /// Processor generation, to find the VCEK in the cache or at AMD's KDS when the host
+    /// returns no certificate table.
+    pub product: Option<Product>,
+    /// Where cached VCEKs live (default: `state_dir/snp/vcek`).
+    pub vcek_cache: Option<PathBuf>,
+}
+
+fn default_snp_device() -> String {
+    crate::evidence::snp::device::SEV_GUEST_DEVICE.to_string()
 }
 
 /// A loaded, path-resolved agent configuration.
@@ -180,6 +219,8 @@ pub struct AgentConfig {
     /// Needed by the heartbeat daemon only.
     pub ledger: Option<LedgerConnection>,
     pub heartbeat: HeartbeatConfig,
+    pub evidence: EvidenceKind,
+    pub snp: Option<SnpConfig>,
 }
 
 impl AgentConfig {
@@ -232,6 +273,23 @@ impl AgentConfig {
             }
             .resolve(base),
         });
+        let mut snp = raw.snp;
+        if let Some(snp) = &mut snp {
+            if let Some(sim) = &mut snp.simulation {
+                sim.pki_dir = resolve(&sim.pki_dir);
+            }
+            snp.vcek_cache = snp.vcek_cache.as_deref().map(resolve);
+            if snp.device != default_snp_device() {
+                return Err(invalid(format!(
+                    "snp.device {:?}: only {} is supported",
+                    snp.device,
+                    default_snp_device()
+                )));
+            }
+        }
+        if raw.evidence == EvidenceKind::Snp && snp.is_none() {
+            return Err(invalid("evidence = \"snp\" needs an [snp] section".into()));
+        }
         Ok(AgentConfig {
             state_dir: resolve(&raw.state_dir),
             policy_kernel: PolicyKernelFiles {
@@ -247,6 +305,8 @@ impl AgentConfig {
             tpm,
             ledger,
             heartbeat,
+            evidence: raw.evidence,
+            snp,
         })
     }
 }
@@ -305,6 +365,18 @@ mod tests {
             ),
             (
                 &format!("{base}[status]\nfile = \"a\"\nsurprise = 1\n"),
+                "invalid",
+            ),
+            (
+                &format!("evidence = \"snp\"\n{base}[status]\nfile = \"a\"\n"),
+                "needs an [snp] section",
+            ),
+            (
+                &format!("{base}[status]\nfile = \"a\"\n[snp]\ndevice = \"/dev/sev\"\n"),
+                "only /dev/sev-guest",
+            ),
+            (
+                &format!("evidence = \"sgx\"\n{base}[status]\nfile = \"a\"\n"),
                 "invalid",
             ),
         ] {

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
-use attestor::agent::Agent;
+mod snp_cli;
+
+use attestor::agent::evidence_source::EvidenceSource;
 use attestor::bundle::Bundle;
 use attestor::collect::{self, PolicyKernelConfig};
 use attestor::config::{AgentConfig, LedgerConnection, DEFAULT_TCTI};
@@ -47,7 +49,8 @@ struct AgentArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Provision this TPM's keys and measure the policy kernel (done on first use anyway).
+    /// Provision the signing key (TPM: AK and PCR-sealed key, after measuring the policy
+    /// kernel; SNP: a key sealed to this launch). Done on first use anyway.
     Init(AgentArgs),
     /// Produce one attestation bundle.
     Attest {
@@ -60,7 +63,8 @@ enum Command {
         #[arg(long, default_value = "")]
         nonce: String,
     },
-    /// Seal a new signing key to the current measurement, after an approved config change.
+    /// Seal a new signing key to the current measurement (TPM) or launch (SNP), after an
+    /// approved change.
     Reseal(AgentArgs),
     /// Verify a bundle offline; exits 0 only if every check holds.
     Verify {
@@ -123,6 +127,11 @@ enum Command {
         /// table or json.
         #[arg(long, default_value = "table")]
         format: String,
+    },
+    /// AMD SEV-SNP tools: verify a bare report, compute a launch measurement.
+    Snp {
+        #[command(subcommand)]
+        command: snp_cli::SnpCommand,
     },
     /// Certificates for mutual TLS between agents and the ledger.
     Pki {
@@ -280,13 +289,11 @@ fn run(command: Command) -> Result<ExitCode, String> {
             match verify::verify_bundle(&parsed, &profile, &expect) {
                 Ok(v) => {
                     println!(
-                        "OK: attestation {} of policy {} verified against profile {:?} \
-                         (TPM reset {} restart {})",
+                        "OK: attestation {} of policy {} verified against profile {:?} ({})",
                         v.claims.attestation_id,
                         v.claims.policy_hash,
                         profile.name,
-                        v.clock.reset_count,
-                        v.clock.restart_count
+                        snp_cli::describe(&v.platform)
                     );
                     Ok(ExitCode::SUCCESS)
                 }
@@ -338,6 +345,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
         Command::Query { connection, what } => {
             runtime()?.block_on(query::run(&connection_of(&connection)?, what, &connection))
         }
+        Command::Snp { command } => snp_cli::run(command),
         Command::PolicyHash { policy } => {
             let hash = collect::policy_hash_of(&policy).map_err(|e| e.to_string())?;
             println!("{}", hex::encode(hash));
@@ -481,21 +489,21 @@ fn load_config(path: &Path) -> Result<AgentConfig, String> {
     AgentConfig::load(path).map_err(|e| e.to_string())
 }
 
-fn open_agent(args: &AgentArgs) -> Result<(Agent, PolicyKernelConfig), String> {
+fn open_agent(args: &AgentArgs) -> Result<(EvidenceSource, PolicyKernelConfig), String> {
     open_agent_with(args, load_config(&args.config)?)
 }
 
 fn open_agent_with(
     args: &AgentArgs,
     config: AgentConfig,
-) -> Result<(Agent, PolicyKernelConfig), String> {
+) -> Result<(EvidenceSource, PolicyKernelConfig), String> {
     let kernel = collect::read_policy_kernel(
         &config.policy_kernel.policy,
         &config.policy_kernel.config_files,
     )
     .map_err(|e| e.to_string())?;
     let tcti = tcti_of(args, &config);
-    let agent = Agent::open(config, &tcti).map_err(|e| e.to_string())?;
+    let agent = EvidenceSource::open(config, &tcti).map_err(|e| e.to_string())?;
     Ok((agent, kernel))
 }
 

@@ -4,6 +4,11 @@
 //! belongs to. The order is chosen so each broken binding is reported as itself: the
 //! envelope signature is checked before the quote's binding to the envelope, the PCR
 //! digest before the event-log replay, and content checks (freshness, policy) last.
+//! SEV-SNP bundles take their own checks ([`snp`]) and then the same content checks.
+
+mod snp;
+
+pub use snp::{check_report_policy, verify_signed_report};
 
 use std::time::SystemTime;
 
@@ -19,7 +24,7 @@ use crate::evidence::tpm::{policy, HashAlg};
 use crate::evidence::{certchain, tpm_commitment};
 use crate::profiles::{Profile, TpmProfile};
 
-/// The checks, in the order they run.
+/// The checks, in the order they run (TPM checks, then SEV-SNP's, then content checks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
     EkChain,
@@ -34,6 +39,17 @@ pub enum Check {
     EventLogReplay,
     SealedKeyPolicy,
     MeasurementMatchesClaims,
+    SnpReport,
+    VcekChain,
+    ReportSignature,
+    VcekBinding,
+    ReportVersion,
+    LaunchMeasurement,
+    GuestPolicy,
+    Vmpl,
+    TcbMinimum,
+    /// SEV-SNP runs `EnvelopeSignature` and `Statement` here, then this.
+    ReportBinding,
     Freshness,
     PolicyHash,
 }
@@ -54,6 +70,16 @@ impl Check {
             Check::EventLogReplay => "event-log-replay",
             Check::SealedKeyPolicy => "sealed-key-policy",
             Check::MeasurementMatchesClaims => "measurement-matches-claims",
+            Check::SnpReport => "snp-report",
+            Check::VcekChain => "vcek-chain",
+            Check::ReportSignature => "report-signature",
+            Check::VcekBinding => "vcek-binding",
+            Check::ReportVersion => "report-version",
+            Check::ReportBinding => "report-binding",
+            Check::LaunchMeasurement => "launch-measurement",
+            Check::GuestPolicy => "guest-policy",
+            Check::Vmpl => "vmpl",
+            Check::TcbMinimum => "tcb-minimum",
             Check::Freshness => "freshness",
             Check::PolicyHash => "policy-hash",
         }
@@ -98,6 +124,20 @@ pub struct Verified {
     pub claims: Claims,
     /// The exact payload bytes the signature covers.
     pub payload: Vec<u8>,
+    /// Who vouched for the envelope: what a ledger pins at enrollment and compares later.
+    pub platform: Platform,
+}
+
+/// The hardware identity behind a verified bundle.
+#[derive(Debug, Clone)]
+pub enum Platform {
+    Tpm(TpmIdentity),
+    Snp(SnpIdentity),
+}
+
+/// A TPM's attestation key and the quote's clock.
+#[derive(Debug, Clone)]
+pub struct TpmIdentity {
     /// AK public area (TPMT_PUBLIC) the quote is signed with.
     pub ak_public: Vec<u8>,
     /// TPM clock of the quote, for reboot and replay detection. `safe == 0` (after an
@@ -107,6 +147,43 @@ pub struct Verified {
     pub clock: wire::ClockInfo,
 }
 
+/// What a verified SEV-SNP report establishes. A ledger should pin `chip_id` and
+/// `signing_key` at enrollment: the key is sealed to this launch measurement and policy
+/// on this chip, so it stays the same across reboots of the same image and changes when
+/// either changes; the VCEK itself changes with every TCB update and is not an identity.
+#[derive(Debug, Clone)]
+pub struct SnpIdentity {
+    /// CHIP_ID (64 bytes) = the VCEK's hwID.
+    pub chip_id: Vec<u8>,
+    /// The envelope's signing key (SEC1), committed to by REPORT_DATA.
+    pub signing_key: Vec<u8>,
+    pub measurement: [u8; 48],
+    pub host_data: [u8; 32],
+    /// Per-launch identifier: changes on every guest launch.
+    pub report_id: [u8; 32],
+    pub reported_tcb: crate::evidence::snp::certs::Tcb,
+    pub vmpl: u32,
+    pub guest_svn: u32,
+}
+
+impl Verified {
+    /// The AK of a TPM bundle (`None` for other evidence).
+    pub fn ak_public(&self) -> Option<&[u8]> {
+        match &self.platform {
+            Platform::Tpm(t) => Some(&t.ak_public),
+            Platform::Snp(_) => None,
+        }
+    }
+
+    /// The quote's clock of a TPM bundle (`None` for other evidence).
+    pub fn tpm_clock(&self) -> Option<&wire::ClockInfo> {
+        match &self.platform {
+            Platform::Tpm(t) => Some(&t.clock),
+            Platform::Snp(_) => None,
+        }
+    }
+}
+
 /// Runs every check on a bundle against a profile.
 pub fn verify_bundle(
     bundle: &Bundle,
@@ -114,13 +191,28 @@ pub fn verify_bundle(
     expect: &Expectations,
 ) -> Result<Verified, VerifyError> {
     let now = expect.now.unwrap_or_else(SystemTime::now);
-    match &bundle.evidence {
+    let verified = match &bundle.evidence {
         Evidence::Tpm(evidence) => {
-            let verified = verify_tpm(bundle, evidence, &profile.tpm, expect, now)?;
-            check_claims(&verified.claims, profile, expect, now)?;
-            Ok(verified)
+            let tpm = profile.tpm.as_ref().ok_or_else(|| {
+                fail(
+                    Check::EkChain,
+                    format!("profile {:?} has no [tpm] section", profile.name),
+                )
+            })?;
+            verify_tpm(bundle, evidence, tpm, expect, now)?
         }
-    }
+        Evidence::Snp(evidence) => {
+            let snp = profile.snp.as_ref().ok_or_else(|| {
+                fail(
+                    Check::VcekChain,
+                    format!("profile {:?} has no [snp] section", profile.name),
+                )
+            })?;
+            snp::verify_snp(bundle, evidence, snp, expect, now)?
+        }
+    };
+    check_claims(&verified.claims, profile, expect, now)?;
+    Ok(verified)
 }
 
 fn verify_tpm(
@@ -186,20 +278,7 @@ fn verify_tpm(
     let sealed_point = sealed_key
         .sec1_uncompressed()
         .map_err(|e| fail(Check::SealedKeyCertification, e))?;
-    let envelope_key =
-        VerifyingKey::from_sec1(&sealed_point).map_err(|e| fail(Check::EnvelopeSignature, e))?;
-    let payload = bundle
-        .envelope
-        .verify(&envelope_key)
-        .map_err(|e| fail(Check::EnvelopeSignature, e))?
-        .to_vec();
-    if bundle.envelope.payload_type != PAYLOAD_TYPE {
-        return Err(fail(
-            Check::Statement,
-            format!("payloadType is {:?}", bundle.envelope.payload_type),
-        ));
-    }
-    let statement = Statement::from_json(&payload).map_err(|e| fail(Check::Statement, e))?;
+    let (payload, statement) = signed_statement(bundle, &sealed_point)?;
 
     // Is the quote genuine, and bound to this envelope and nonce?
     let quote = verified_attest(&ev.quote, &ak_key).map_err(|e| fail(Check::QuoteSignature, e))?;
@@ -340,9 +419,30 @@ fn verify_tpm(
     Ok(Verified {
         claims,
         payload,
-        ak_public: ev.ak_public.clone(),
-        clock: quote.clock_info,
+        platform: Platform::Tpm(TpmIdentity {
+            ak_public: ev.ak_public.clone(),
+            clock: quote.clock_info,
+        }),
     })
+}
+
+/// The envelope's payload, if `key` (SEC1) signed it, and the statement it holds.
+fn signed_statement(bundle: &Bundle, key: &[u8]) -> Result<(Vec<u8>, Statement), VerifyError> {
+    let envelope_key =
+        VerifyingKey::from_sec1(key).map_err(|e| fail(Check::EnvelopeSignature, e))?;
+    let payload = bundle
+        .envelope
+        .verify(&envelope_key)
+        .map_err(|e| fail(Check::EnvelopeSignature, e))?
+        .to_vec();
+    if bundle.envelope.payload_type != PAYLOAD_TYPE {
+        return Err(fail(
+            Check::Statement,
+            format!("payloadType is {:?}", bundle.envelope.payload_type),
+        ));
+    }
+    let statement = Statement::from_json(&payload).map_err(|e| fail(Check::Statement, e))?;
+    Ok((payload, statement))
 }
 
 /// Checks an AK public area is a TPM-resident, restricted, sign-only P-384 ECDSA/SHA-384

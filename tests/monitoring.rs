@@ -282,13 +282,19 @@ fn metrics_pass_promtool_and_the_alert_rules_pass_their_tests() {
 
     // Every metric the shipped rules and Grafana dashboard use is one we export.
     let exported = format!("{ledger_metrics}{agent_metrics}");
-    for file in ["deploy/prometheus/alerts.yml", "deploy/grafana/attestor.json"] {
+    for file in [
+        "deploy/prometheus/alerts.yml",
+        "deploy/grafana/attestor.json",
+    ] {
         let text = std::fs::read_to_string(root().join(file)).unwrap();
         let used = text
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .filter(|t| t.starts_with("attestor_"));
         for name in used {
-            assert!(exported.contains(name), "{file} uses {name}, which is not exported");
+            assert!(
+                exported.contains(name),
+                "{file} uses {name}, which is not exported"
+            );
         }
     }
     promtool(&["check", "rules", "deploy/prometheus/alerts.yml"], "");

@@ -229,6 +229,17 @@ impl LedgerClient {
         self.post("/v1/enroll/proof", proof).await
     }
 
+    /// Enrols an SEV-SNP guest with a bundle made with a nonce of this ledger.
+    pub async fn enroll_snp(&self, bundle_json: &[u8]) -> Result<EnrolledResponse, ClientError> {
+        let (status, answer) = self
+            .send(Method::POST, "/v1/enroll/snp", Some(bundle_json.to_vec()))
+            .await?;
+        if !status.is_success() {
+            return Err(refusal(status, &answer));
+        }
+        decode(&answer)
+    }
+
     /// Submits a bundle (its JSON bytes, sent as they are). A refused bundle is an answer,
     /// not an error: it was logged and has a receipt too.
     pub async fn submit(&self, bundle_json: &[u8]) -> Result<SubmitResponse, ClientError> {

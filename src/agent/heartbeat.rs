@@ -18,11 +18,12 @@ use thiserror::Error;
 use tokio::sync::{oneshot, watch};
 
 use super::client::{ClientError, LedgerClient};
+use super::evidence_source::EvidenceSource;
 use super::metrics::AgentMetrics;
 use super::spool::{Spool, SpoolError};
-use super::{read_state, write_state, Agent, AgentError};
+use super::{read_state, write_state, AgentError};
 use crate::collect::{self, CollectError};
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, EvidenceKind};
 use crate::ledger::api::SubmitResponse;
 use crate::ledger::store::Verdict;
 use crate::ledger::verify::OFFLINE_NONCE_PREFIX;
@@ -141,9 +142,9 @@ pub struct Attestor {
     metrics: Arc<AgentMetrics>,
 }
 
-type Job = Box<dyn FnOnce(&mut Agent) + Send>;
+type Job = Box<dyn FnOnce(&mut EvidenceSource) + Send>;
 
-/// The one thread that owns the TPM.
+/// The one thread that owns the TPM (or the SEV-SNP guest device).
 struct TpmWorker {
     jobs: mpsc::Sender<Job>,
     thread: std::thread::JoinHandle<()>,
@@ -156,7 +157,7 @@ impl TpmWorker {
         let thread = std::thread::Builder::new()
             .name("attestor-tpm".into())
             .spawn(move || {
-                let mut agent = match Agent::open(config, &tcti) {
+                let mut agent = match EvidenceSource::open(config, &tcti) {
                     Ok(agent) => {
                         let _ = ready.send(Ok(()));
                         agent
@@ -181,7 +182,7 @@ impl TpmWorker {
 
     async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut Agent) -> T + Send + 'static,
+        work: impl FnOnce(&mut EvidenceSource) -> T + Send + 'static,
     ) -> Result<T, HeartbeatError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
@@ -448,23 +449,38 @@ impl Running {
         }))
     }
 
-    /// Enrolls this TPM's AK with the ledger (credential activation in the TPM).
+    /// Enrolls with the ledger: a TPM's AK by credential activation in the TPM; an
+    /// SEV-SNP guest's signing key by a report made with a ledger nonce.
     async fn enroll(&mut self) -> Result<(), HeartbeatError> {
         let started = std::time::Instant::now();
-        let request = self
-            .worker
-            .run(|agent| agent.enrollment_request())
-            .await??;
-        let mut tpm_time = started.elapsed();
-        let challenge = self.client.enroll_begin(&request).await?;
-        let started = std::time::Instant::now();
-        let proof = self
-            .worker
-            .run(move |agent| agent.activate(&challenge))
-            .await??;
-        tpm_time += started.elapsed();
-        self.metrics.tpm_call("enroll", tpm_time);
-        let enrolled = self.client.enroll_finish(&proof).await?;
+        let enrolled = if self.config.agent.evidence == EvidenceKind::Snp {
+            let nonce = self.client.nonce().await?;
+            let status = self.config.agent.status.read().await?;
+            let config = self.config.agent.clone();
+            let bundle = self
+                .worker
+                .run(move |source| -> Result<_, HeartbeatError> {
+                    Ok(source.attest(&read_kernel(&config)?, &status, &nonce)?)
+                })
+                .await??;
+            self.metrics.tpm_call("enroll", started.elapsed());
+            self.client.enroll_snp(&bundle.to_json()).await?
+        } else {
+            let request = self
+                .worker
+                .run(|source| source.tpm()?.enrollment_request())
+                .await??;
+            let mut tpm_time = started.elapsed();
+            let challenge = self.client.enroll_begin(&request).await?;
+            let started = std::time::Instant::now();
+            let proof = self
+                .worker
+                .run(move |source| source.tpm()?.activate(&challenge))
+                .await??;
+            tpm_time += started.elapsed();
+            self.metrics.tpm_call("enroll", tpm_time);
+            self.client.enroll_finish(&proof).await?
+        };
         let marker = EnrollmentMarker {
             endpoint: self.config.ledger_endpoint.clone(),
             tenant: enrolled.tenant,

@@ -7,8 +7,10 @@
 //! certification), `eventlog.json` (measurements since the TPM's last reset).
 
 pub mod client;
+pub mod evidence_source;
 pub mod heartbeat;
 pub mod metrics;
+pub mod snp;
 pub mod spool;
 
 use std::path::{Path, PathBuf};
@@ -76,8 +78,12 @@ pub enum AgentError {
     Signature(String),
     #[error("cannot encode the claims: {0}")]
     Claims(#[from] crate::claims::ClaimsError),
+    #[error("this operation needs a TPM, but the agent's evidence is SEV-SNP")]
+    NotTpm,
     #[error("TPM output did not parse: {0}")]
     TpmOutput(#[from] wire::WireError),
+    #[error(transparent)]
+    Snp(#[from] snp::SnpAgentError),
 }
 
 /// The sealed signing key as stored on disk.
@@ -298,7 +304,7 @@ impl Agent {
         let sealed = self.sealed_key(kernel)?;
         let (pcr, bank) = (self.config.tpm.measured_pcr, self.config.tpm.pcr_bank);
 
-        let statement = Statement::new(self.claims(kernel, status));
+        let statement = Statement::new(claims_for(kernel, status));
         let payload = statement.to_json()?;
         let pae = dsse::pae(PAYLOAD_TYPE, &payload);
         let digest = Sha384::digest(&pae);
@@ -374,31 +380,33 @@ impl Agent {
         }
         Err(AgentError::QuoteRace)
     }
+}
 
-    fn claims(&self, kernel: &PolicyKernelConfig, status: &RuntimeStatus) -> Claims {
-        Claims {
-            attestation_id: uuid::Uuid::new_v4().to_string(),
-            timestamp: unix_now(),
-            policy_hash: hex::encode(kernel.policy_hash),
-            zero_retention: kernel.zero_retention,
-            epsilon_limits: EpsilonLimits {
-                max_epsilon: kernel.privacy.max_epsilon,
-                max_delta: kernel.privacy.max_delta,
-                current_usage: status.epsilon_current_usage,
-                reset_interval: kernel.privacy.reset_interval_seconds,
-            },
-            version: env!("CARGO_PKG_VERSION").into(),
-            kernel_config_hash: hex::encode(kernel.kernel_config_hash),
-            capability_keys: status.capability_keys.clone(),
-            tenant_isolation: status.tenant_isolation,
-            egress_firewall_enabled: status.egress_firewall_enabled,
-            pii_detection_enabled: status.pii_detection_enabled,
-            total_requests: status.total_requests,
-            blocked_requests: status.blocked_requests,
-            capability_failures: status.capability_failures,
-            plan_validations: status.plan_validations,
-            uptime_seconds: status.uptime_seconds,
-        }
+/// The spec's claims from the measured configuration and the runtime status, whatever
+/// the evidence source.
+pub(crate) fn claims_for(kernel: &PolicyKernelConfig, status: &RuntimeStatus) -> Claims {
+    Claims {
+        attestation_id: uuid::Uuid::new_v4().to_string(),
+        timestamp: unix_now(),
+        policy_hash: hex::encode(kernel.policy_hash),
+        zero_retention: kernel.zero_retention,
+        epsilon_limits: EpsilonLimits {
+            max_epsilon: kernel.privacy.max_epsilon,
+            max_delta: kernel.privacy.max_delta,
+            current_usage: status.epsilon_current_usage,
+            reset_interval: kernel.privacy.reset_interval_seconds,
+        },
+        version: env!("CARGO_PKG_VERSION").into(),
+        kernel_config_hash: hex::encode(kernel.kernel_config_hash),
+        capability_keys: status.capability_keys.clone(),
+        tenant_isolation: status.tenant_isolation,
+        egress_firewall_enabled: status.egress_firewall_enabled,
+        pii_detection_enabled: status.pii_detection_enabled,
+        total_requests: status.total_requests,
+        blocked_requests: status.blocked_requests,
+        capability_failures: status.capability_failures,
+        plan_validations: status.plan_validations,
+        uptime_seconds: status.uptime_seconds,
     }
 }
 

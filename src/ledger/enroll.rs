@@ -10,13 +10,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use thiserror::Error;
 
+use crate::bundle::Bundle;
 use crate::evidence::certchain::{self, CertChainError, PublicKey};
 use crate::evidence::tpm::credential::{self, CredentialError};
 use crate::evidence::tpm::wire;
 use crate::ledger::api::{EnrollChallenge, EnrollProof, EnrollRequest};
 use crate::ledger::store::{AgentRecord, LedgerStore, StoreError};
+use crate::ledger::verify::NonceBook;
 use crate::profiles::Profile;
-use crate::verify::{attestation_key_point, VerifyError};
+use crate::verify::{attestation_key_point, verify_bundle, Expectations, Platform, VerifyError};
 
 /// How long an agent has to answer its credential challenge.
 pub const CHALLENGE_TTL: Duration = Duration::from_secs(60);
@@ -34,6 +36,8 @@ pub enum EnrollError {
     EkMismatch,
     #[error("EK public area: {0}")]
     EkPublic(#[from] wire::WireError),
+    #[error("profile {0:?} has no [tpm] section: TPM agents cannot enrol against it")]
+    NoTpmProfile(String),
     #[error(transparent)]
     AttestationKey(#[from] VerifyError),
     #[error("cannot make the credential challenge: {0}")]
@@ -46,6 +50,56 @@ pub enum EnrollError {
     Revoked(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("SEV-SNP enrollment needs a bundle with SEV-SNP evidence: {0}")]
+    NotSnp(String),
+    #[error("the enrollment bundle's nonce was not issued to this agent, was used, or expired")]
+    Nonce,
+}
+
+/// Enrols an SEV-SNP guest in one step: its bundle, made with a nonce this ledger issued,
+/// must pass every check of the profile; the report then vouches (REPORT_DATA) that the
+/// envelope's signing key lives in a guest of an allowed launch on a genuine AMD chip. The
+/// chip id and that key are pinned.
+pub fn enroll_snp(
+    agent_id: &str,
+    tenant: &str,
+    bundle: &[u8],
+    nonces: &NonceBook,
+    profile: &Profile,
+    store: &dyn LedgerStore,
+    now: SystemTime,
+) -> Result<AgentRecord, EnrollError> {
+    let bundle = Bundle::from_json(bundle).map_err(|e| EnrollError::NotSnp(e.to_string()))?;
+    if !nonces.take(agent_id, &bundle.nonce) {
+        return Err(EnrollError::Nonce);
+    }
+    let expect = Expectations {
+        policy_hash: None,
+        nonce: bundle.nonce.clone(),
+        now: Some(now),
+    };
+    let verified = verify_bundle(&bundle, profile, &expect)?;
+    let Platform::Snp(snp) = verified.platform else {
+        return Err(EnrollError::NotSnp("it carries TPM evidence".into()));
+    };
+    if store.agent(agent_id)?.is_some_and(|a| a.revoked) {
+        return Err(EnrollError::Revoked(agent_id.to_string()));
+    }
+    let record = AgentRecord {
+        agent_id: agent_id.to_string(),
+        tenant: tenant.to_string(),
+        ek_certificate: snp.chip_id,
+        ak_public: snp.signing_key,
+        enrolled_at_ms: now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        revoked: false,
+        last_seen_at_ms: None,
+        last_accepted_at_ms: None,
+        last_accepted: None,
+    };
+    store.put_agent(&record)?;
+    Ok(record)
 }
 
 struct Pending {
@@ -75,9 +129,13 @@ impl Enrollment {
             .ek_certificates
             .split_first()
             .ok_or(EnrollError::NoEkCertificate)?;
+        let tpm = profile
+            .tpm
+            .as_ref()
+            .ok_or_else(|| EnrollError::NoTpmProfile(profile.name.clone()))?;
         let mut pool = intermediates.to_vec();
-        pool.extend(profile.tpm.ek_intermediates.iter().cloned());
-        let chain = certchain::verify_chain(ek_leaf, &pool, &profile.tpm.ek_trust_anchors, now)?;
+        pool.extend(tpm.ek_intermediates.iter().cloned());
+        let chain = certchain::verify_chain(ek_leaf, &pool, &tpm.ek_trust_anchors, now)?;
         let certified = match chain.leaf_public_key()? {
             PublicKey::Ec { sec1_point, .. } => sec1_point,
             PublicKey::Rsa { .. } => return Err(EnrollError::EkMismatch),

@@ -8,6 +8,7 @@
 //! | `POST /v1/nonce`                   |                                       | [`NonceResponse`](crate::ledger::api::NonceResponse) |
 //! | `POST /v1/enroll`                  | `EnrollRequest`                       | `EnrollChallenge` |
 //! | `POST /v1/enroll/proof`            | `EnrollProof`                         | `EnrolledResponse` |
+//! | `POST /v1/enroll/snp`              | an SEV-SNP bundle with a ledger nonce | `EnrolledResponse` |
 //! | `POST /v1/attestations`            | a bundle                              | `SubmitResponse` (200 accepted, 422 refused, 400 malformed) |
 //! | `GET /v1/attestations`             | `agent id verdict from to after limit proofs` | `EntriesResponse` |
 //! | `GET /v1/attestations/latest-healthy` |                                    | `EntriesResponse` |
@@ -232,6 +233,10 @@ async fn dispatch(
         (&Method::POST, "/v1/enroll/proof") => {
             let body = json_body(request).await?;
             Ok(ok(&ledger.enroll_finish(who, body).await?))
+        }
+        (&Method::POST, "/v1/enroll/snp") => {
+            let body = read_body(request, MAX_BUNDLE_BYTES).await?;
+            Ok(ok(&ledger.enroll_snp(who, body).await?))
         }
         (&Method::POST, "/v1/attestations") => {
             let body = read_body(request, MAX_BUNDLE_BYTES).await?;

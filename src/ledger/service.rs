@@ -317,6 +317,33 @@ impl Ledger {
         .await
     }
 
+    /// Enrols an SEV-SNP guest from a bundle made with a nonce of this ledger.
+    pub async fn enroll_snp(
+        self: &Arc<Self>,
+        who: &AgentIdentity,
+        bundle: Vec<u8>,
+    ) -> Result<EnrolledResponse, ServiceError> {
+        self.tenant_policy(&who.tenant)?;
+        let (this, who) = (self.clone(), who.clone());
+        blocking(move || {
+            let record = crate::ledger::enroll::enroll_snp(
+                &who.agent_id,
+                &who.tenant,
+                &bundle,
+                &this.nonces,
+                &this.profile,
+                this.store.as_ref(),
+                SystemTime::now(),
+            )?;
+            Ok(EnrolledResponse {
+                agent_id: record.agent_id,
+                tenant: record.tenant,
+                enrolled_at_ms: record.enrolled_at_ms,
+            })
+        })
+        .await
+    }
+
     fn agent_turn(&self, agent_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut turns = self.agent_turns.lock().unwrap_or_else(|p| p.into_inner());
         turns.entry(agent_id.to_string()).or_default().clone()

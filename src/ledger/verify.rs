@@ -13,7 +13,9 @@ use thiserror::Error;
 use crate::bundle::{Bundle, BundleError};
 use crate::ledger::store::{AcceptedState, AgentRecord};
 use crate::profiles::Profile;
-use crate::verify::{check_policy_hash, verify_bundle, Expectations, Verified, VerifyError};
+use crate::verify::{
+    check_policy_hash, verify_bundle, Expectations, Platform, Verified, VerifyError,
+};
 
 /// How long an issued nonce may be used.
 pub const NONCE_TTL: Duration = Duration::from_secs(120);
@@ -42,8 +44,13 @@ pub enum Refusal {
     Nonce,
     #[error(transparent)]
     Evidence(#[from] VerifyError),
-    #[error("quote is signed by an AK other than the one enrolled")]
+    #[error("the evidence is signed by a key other than the one enrolled")]
     AkMismatch,
+    #[error(
+        "an offline nonce needs a TPM clock to order attestations; SEV-SNP attestations must \
+         carry a ledger nonce"
+    )]
+    OfflineWithoutClock,
     #[error("zero_retention changed from {previous} to {now} since the previous attestation")]
     ZeroRetentionDrift { previous: bool, now: bool },
     #[error("TPM clock went backwards within one boot (replayed or reordered quote)")]
@@ -61,6 +68,7 @@ impl Refusal {
             Refusal::Nonce => "nonce",
             Refusal::Evidence(e) => e.check.name(),
             Refusal::AkMismatch => "ak-mismatch",
+            Refusal::OfflineWithoutClock => "nonce",
             Refusal::ZeroRetentionDrift { .. } => "zero-retention-drift",
             Refusal::ClockRegression => "clock-regression",
         }
@@ -140,14 +148,28 @@ pub fn verify_submission(
         now: Some(now),
     };
     let verified = verify_bundle(bundle, profile, &expect)?;
-    if verified.ak_public != agent.ak_public {
+    if !pinned_key_matches(&verified, agent) {
         return Err(Refusal::AkMismatch);
+    }
+    if bundle.nonce.starts_with(OFFLINE_NONCE_PREFIX) && verified.tpm_clock().is_none() {
+        return Err(Refusal::OfflineWithoutClock);
     }
     if let Some(previous) = &agent.last_accepted {
         check_continuity(previous, &verified)?;
     }
     check_policy_hash(&verified.claims, &tenant.policy_hash)?;
     Ok(verified)
+}
+
+/// The key pinned at enrollment signed this evidence: a TPM's AK, or an SEV-SNP guest's
+/// signing key on the same chip (see [`AgentRecord`]).
+fn pinned_key_matches(verified: &Verified, agent: &AgentRecord) -> bool {
+    match &verified.platform {
+        Platform::Tpm(tpm) => tpm.ak_public == agent.ak_public,
+        Platform::Snp(snp) => {
+            snp.signing_key == agent.ak_public && snp.chip_id == agent.ek_certificate
+        }
+    }
 }
 
 /// zero_retention must not change, and within one TPM boot (same reset and restart
@@ -159,8 +181,7 @@ fn check_continuity(previous: &AcceptedState, now: &Verified) -> Result<(), Refu
             now: now.claims.zero_retention,
         });
     }
-    if let Some((reset, restart, clock)) = previous.tpm_clock {
-        let c = &now.clock;
+    if let (Some((reset, restart, clock)), Some(c)) = (previous.tpm_clock, now.tpm_clock()) {
         let boot_now = (c.reset_count, c.restart_count);
         if boot_now < (reset, restart) || (boot_now == (reset, restart) && c.clock <= clock) {
             return Err(Refusal::ClockRegression);
@@ -171,10 +192,11 @@ fn check_continuity(previous: &AcceptedState, now: &Verified) -> Result<(), Refu
 
 /// The state an accepted attestation establishes for the agent's next one.
 pub fn accepted_state(verified: &Verified) -> AcceptedState {
-    let c = &verified.clock;
     AcceptedState {
         zero_retention: verified.claims.zero_retention,
-        tpm_clock: Some((c.reset_count, c.restart_count, c.clock)),
+        tpm_clock: verified
+            .tpm_clock()
+            .map(|c| (c.reset_count, c.restart_count, c.clock)),
     }
 }
 

@@ -100,14 +100,18 @@ impl AgentFixture {
 
 /// The TPM evidence of a bundle.
 pub fn tpm_ev(bundle: &Bundle) -> &TpmEvidence {
-    let Evidence::Tpm(ev) = &bundle.evidence;
-    ev
+    match &bundle.evidence {
+        Evidence::Tpm(ev) => ev,
+        other => panic!("not TPM evidence: {other:?}"),
+    }
 }
 
 /// The TPM evidence of a bundle, to tamper with.
 pub fn tpm_ev_mut(bundle: &mut Bundle) -> &mut TpmEvidence {
-    let Evidence::Tpm(ev) = &mut bundle.evidence;
-    ev
+    match &mut bundle.evidence {
+        Evidence::Tpm(ev) => ev,
+        other => panic!("not TPM evidence: {other:?}"),
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -114,9 +114,11 @@ pub const MAX_PAGE: u32 = 1000;
 pub struct AgentRecord {
     pub agent_id: String,
     pub tenant: String,
-    /// DER EK certificate the enrollment checked.
+    /// The platform identity the enrollment checked: a TPM's DER EK certificate, or an
+    /// SEV-SNP guest's CHIP_ID.
     pub ek_certificate: Vec<u8>,
-    /// AK TPMT_PUBLIC, pinned after credential activation.
+    /// The pinned key: a TPM's AK (TPMT_PUBLIC, after credential activation), or an
+    /// SEV-SNP guest's envelope signing key (SEC1, committed to by its report).
     pub ak_public: Vec<u8>,
     pub enrolled_at_ms: u64,
     pub revoked: bool,

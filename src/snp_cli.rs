@@ -1,0 +1,168 @@
+//! `attestor snp ...`: tools for operators of SEV-SNP guests. Wiring only.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use clap::Subcommand;
+
+use attestor::evidence::snp::certs::Tcb;
+use attestor::evidence::snp::measure::{launch_measurement, LaunchImages};
+use attestor::evidence::snp::report::{decode_report_file, Report};
+use attestor::evidence::snp::roots::Product;
+use attestor::profiles::Profile;
+use attestor::verify::{check_report_policy, verify_signed_report, Platform, SnpIdentity};
+
+#[derive(Subcommand)]
+pub enum SnpCommand {
+    /// Verify a bare attestation report (raw or hex, as snpguest writes it): the chain
+    /// ARK -> ASK -> VCEK, the signature, and with --profile the profile's checks. Prints
+    /// the decoded fields; exits 1 naming the first failed check.
+    VerifyReport {
+        /// Report file: 1184 raw bytes or their hex.
+        report: PathBuf,
+        /// The chip's VCEK certificate (DER or PEM).
+        #[arg(long)]
+        vcek: PathBuf,
+        /// Processor generation whose AMD roots to trust (ignored with --profile).
+        #[arg(long, default_value = "milan", value_parser = parse_product)]
+        product: Product,
+        /// Firmware profile with an [snp] section: its roots and reference values.
+        #[arg(long)]
+        profile: Option<PathBuf>,
+        /// Expected REPORT_DATA (hex, 64 bytes).
+        #[arg(long)]
+        report_data: Option<String>,
+    },
+    /// Compute the launch measurement a guest booted from these images would have, for a
+    /// profile's allowed_measurements.
+    Measure(LaunchImages),
+}
+
+fn parse_product(text: &str) -> Result<Product, String> {
+    Product::parse(text).ok_or_else(|| format!("{text:?} is not milan, genoa or turin"))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+pub fn run(command: SnpCommand) -> Result<ExitCode, String> {
+    match command {
+        SnpCommand::VerifyReport {
+            report,
+            vcek,
+            product,
+            profile,
+            report_data,
+        } => verify_report(&report, &vcek, product, profile.as_deref(), report_data),
+        SnpCommand::Measure(images) => {
+            let digest = launch_measurement(&images).map_err(|e| e.to_string())?;
+            println!("{}", hex::encode(digest));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn verify_report(
+    report: &Path,
+    vcek: &Path,
+    product: Product,
+    profile: Option<&Path>,
+    report_data: Option<String>,
+) -> Result<ExitCode, String> {
+    let raw = decode_report_file(&read(report)?).map_err(|e| e.to_string())?;
+    let vcek = read(vcek)?;
+    let vcek = match attestor::evidence::snp::roots::one_cert(&vcek) {
+        Ok(der) => der,
+        Err(_) => vcek,
+    };
+    let profile = profile
+        .map(|p| Profile::load(p).map_err(|e| e.to_string()))
+        .transpose()?;
+    let snp = match &profile {
+        Some(p) => Some(
+            p.snp
+                .as_ref()
+                .ok_or_else(|| format!("profile {:?} has no [snp] section", p.name))?,
+        ),
+        None => None,
+    };
+    let roots = match snp {
+        Some(snp) => snp.roots.clone(),
+        None => product.amd_roots().map_err(|e| e.to_string())?,
+    };
+    if let Ok(parsed) = Report::parse(&raw) {
+        print_fields(&parsed);
+    }
+    let outcome =
+        verify_signed_report(&raw, &vcek, &roots, SystemTime::now()).and_then(|r| match snp {
+            Some(snp) => check_report_policy(&r, snp).map(|_| r),
+            None => Ok(r),
+        });
+    let report = match outcome {
+        Ok(r) => r,
+        Err(e) => {
+            println!("FAILED {}: {}", e.check, e.reason);
+            return Ok(ExitCode::from(1));
+        }
+    };
+    if let Some(expected) = report_data {
+        let expected = hex::decode(expected).map_err(|e| format!("--report-data: {e}"))?;
+        if expected != report.fields().report_data {
+            println!("FAILED report-binding: REPORT_DATA is not the expected value");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    println!(
+        "OK: report signed by the VCEK of chip {}, chained to the {}{}",
+        hex::encode(&report.fields().chip_id[..8]),
+        roots.origin,
+        if profile.is_some() {
+            ", profile checks hold"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_fields(report: &Report) {
+    let f = report.fields();
+    println!("version:          {}", f.version);
+    println!(
+        "guest policy:     {:#x} (debug {}, migration agent {}, SMT {})",
+        u64::from(f.policy),
+        f.policy.debug_allowed(),
+        f.policy.migrate_ma_allowed(),
+        f.policy.smt_allowed()
+    );
+    println!("vmpl:             {}", f.vmpl);
+    println!("measurement:      {}", hex::encode(f.measurement));
+    println!("report data:      {}", hex::encode(f.report_data));
+    println!("host data:        {}", hex::encode(f.host_data));
+    println!("reported TCB:     {}", Tcb::from(f.reported_tcb));
+    println!("committed TCB:    {}", Tcb::from(f.committed_tcb));
+    println!("chip id:          {}", hex::encode(f.chip_id));
+    println!("report id:        {}", hex::encode(f.report_id));
+}
+
+/// One line about the platform behind a verified bundle.
+pub fn describe(platform: &Platform) -> String {
+    match platform {
+        Platform::Tpm(t) => format!(
+            "TPM reset {} restart {}",
+            t.clock.reset_count, t.clock.restart_count
+        ),
+        Platform::Snp(SnpIdentity {
+            chip_id,
+            measurement,
+            reported_tcb,
+            ..
+        }) => format!(
+            "SEV-SNP chip {} measurement {} TCB {reported_tcb}",
+            hex::encode(chip_id.get(..8).unwrap_or_default()),
+            hex::encode(measurement)
+        ),
+    }
+}

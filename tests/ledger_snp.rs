@@ -1,0 +1,145 @@
+//! A mixed fleet on one ledger: a simulated SEV-SNP guest and a TPM host (swtpm) enrol and
+//! heartbeat side by side; the SNP guest's key is pinned to its chip, and its evidence is
+//! held to the ledger's nonces.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use attestor::agent::evidence_source::EvidenceSource;
+use attestor::config::AgentConfig;
+use attestor::ledger::store::Verdict;
+use attestor::{Attestor, AttestorConfig};
+use support::agent::AgentFixture;
+use support::ledger::{LedgerProcess, LedgerSpec};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The example simulated guest, with its state in `state`.
+fn snp_config(state: &Path) -> AgentConfig {
+    let path = root().join("examples/agent-snp-sim.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("../target/attestor-state-snp-sim", state.to_str().unwrap());
+    AgentConfig::parse(&text, &path).unwrap()
+}
+
+/// One profile for both kinds: the swtpm profile plus the simulation's `[snp]` sections.
+fn mixed_profile(fixture: &AgentFixture) -> std::path::PathBuf {
+    let tpm = std::fs::read_to_string(&fixture.profile_path).unwrap();
+    let sim = std::fs::read_to_string(root().join("firmware-profiles/snp-sim.toml")).unwrap();
+    let snp = &sim[sim.find("[snp]").unwrap()..];
+    let snp = snp.replace("../examples/", &format!("{}/examples/", root().display()));
+    let path = fixture.dir.path().join("mixed-profile.toml");
+    std::fs::write(&path, format!("{tpm}\n{snp}")).unwrap();
+    path
+}
+
+fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn snp_guests_and_tpm_hosts_enrol_and_heartbeat_on_one_ledger() {
+    let fixture = AgentFixture::new();
+    let profile = mixed_profile(&fixture);
+    let kernel = fixture.kernel();
+    let policy_hash = hex::encode(kernel.policy_hash);
+    let ledger = LedgerProcess::start(&LedgerSpec {
+        agents: &[("guest-1", "acme"), ("host-1", "acme")],
+        tenants: &[("acme", &policy_hash)],
+        profile: Some(&profile),
+        ..LedgerSpec::default()
+    });
+    let guest_state = tempfile::tempdir().unwrap();
+    let config = |agent: AgentConfig, id: &str| AttestorConfig {
+        attestation_interval: Duration::from_secs(1),
+        heartbeat_timeout: Duration::from_secs(15),
+        policy_hash: policy_hash.clone(),
+        zero_retention: true,
+        ledger_endpoint: ledger.endpoint(),
+        ledger_tls: ledger.tls_files(id),
+        agent,
+        tcti: fixture.tpm.tcti(),
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut guest = Attestor::new(config(snp_config(guest_state.path()), "guest-1"));
+    let mut host = Attestor::new(config(fixture.config(), "host-1"));
+    let (guest_metrics, host_metrics) = (guest.metrics(), host.metrics());
+    let stoppers = [guest.stopper(), host.stopper()];
+    let running = [
+        runtime.spawn(async move { guest.start_heartbeat().await }),
+        runtime.spawn(async move { host.start_heartbeat().await }),
+    ];
+    wait_for(
+        Duration::from_secs(90),
+        "two accepted heartbeats of each",
+        || {
+            guest_metrics.delivered_count(Verdict::Accepted) >= 2
+                && host_metrics.delivered_count(Verdict::Accepted) >= 2
+        },
+    );
+    stoppers.iter().for_each(|s| s.stop());
+    for task in running {
+        runtime.block_on(task).unwrap().unwrap();
+    }
+    assert_eq!(
+        guest_metrics.delivered_count(Verdict::Refused),
+        0,
+        "{}",
+        ledger.log()
+    );
+    assert_eq!(
+        host_metrics.delivered_count(Verdict::Refused),
+        0,
+        "{}",
+        ledger.log()
+    );
+
+    runtime.block_on(async {
+        let client = ledger.client("guest-1");
+        let agents = client.agents().await.unwrap().agents;
+        assert_eq!(agents.len(), 2);
+        assert!(agents
+            .iter()
+            .all(|a| !a.stale && a.last_accepted_at_ms.is_some()));
+
+        // A guest bundle replayed: its ledger nonce is spent.
+        let mut source = EvidenceSource::open(snp_config(guest_state.path()), "").unwrap();
+        let nonce = client.nonce().await.unwrap();
+        let bundle = source
+            .attest(&kernel, &fixture.status(), &nonce)
+            .unwrap()
+            .to_json();
+        assert_eq!(
+            client.submit(&bundle).await.unwrap().verdict,
+            Verdict::Accepted
+        );
+        let replay = client.submit(&bundle).await.unwrap();
+        assert_eq!(replay.reason.as_deref(), Some("nonce"));
+        // An offline nonce cannot be ordered without a TPM clock: refused.
+        let offline = [attestor::ledger::verify::OFFLINE_NONCE_PREFIX, b"x"].concat();
+        let bundle = source
+            .attest(&kernel, &fixture.status(), &offline)
+            .unwrap()
+            .to_json();
+        let refused = client.submit(&bundle).await.unwrap();
+        assert_eq!(refused.reason.as_deref(), Some("nonce"), "{refused:?}");
+        // The guest's evidence under the host's identity: another pinned key.
+        let host = ledger.client("host-1");
+        let nonce = host.nonce().await.unwrap();
+        let bundle = source
+            .attest(&kernel, &fixture.status(), &nonce)
+            .unwrap()
+            .to_json();
+        let stolen = host.submit(&bundle).await.unwrap();
+        assert_eq!(stolen.reason.as_deref(), Some("ak-mismatch"), "{stolen:?}");
+    });
+}
