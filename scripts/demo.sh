@@ -38,6 +38,7 @@ cp -r examples "$work/agent"
 policy="$work/agent/policy-kernel/policy.toml"
 policy_hash=$($attestor policy-hash "$policy")
 port=$(attestor_free_port)
+ops_port=$(attestor_free_port)
 cat >"$work/ledger.toml" <<EOF
 listen = "127.0.0.1:$port"
 state_dir = "ledger-state"
@@ -50,6 +51,8 @@ cert = "pki/ledger.pem"
 key = "pki/ledger.key"
 [tenants.demo]
 policy_hash = "$policy_hash"
+[ops]
+listen = "127.0.0.1:$ops_port"
 EOF
 config="$work/agent/agent.toml"
 sed -i "s#^state_dir = .*#state_dir = \"$work/agent-state\"#" "$config"
@@ -127,5 +130,12 @@ query agents
 
 step "the log only grew: consistency from size $first_size to now"
 query checkpoint --since "$first_size"
+
+step "release gate for tenant demo (exit 0: every agent attested within 5 minutes, no open alert)"
+$attestor gate --config "$config" --tenant demo --max-age 5m
+
+step "metrics (Prometheus) and the dashboard"
+curl -s "http://127.0.0.1:$ops_port/metrics" | grep -E '^attestor_ledger_(submissions_total|agents|log_entries)'
+echo "dashboard: http://127.0.0.1:$ops_port/dashboard (while the ledger runs)"
 echo
 echo "demo done; logs, state and PKI are in $work"

@@ -5,7 +5,7 @@ set -euo pipefail
 
 # gcc and libc6-dev build aws-lc-sys and the bundled SQLite.
 # prometheus provides promtool (metrics and alert-rule tests); chromium renders the dashboard.
-ATTESTOR_DEBIAN_PACKAGES=(swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config openssl gcc libc6-dev prometheus chromium)
+ATTESTOR_DEBIAN_PACKAGES=(swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config openssl gcc libc6-dev prometheus chromium curl)
 
 attestor_install_deps() {
     local missing=()

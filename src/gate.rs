@@ -207,7 +207,7 @@ mod tests {
             Duration::from_secs(60),
             300_000,
         );
-        assert_eq!(named[0].problems, ["revoked"]);
+        assert_eq!(named[0].problems[0], "revoked");
         assert_eq!(named[1].problems, ["not enrolled"]);
     }
 

@@ -348,7 +348,7 @@ fn a_silent_agent_raises_a_gap_alert_that_resolves_and_the_gate_follows() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drift_runs_the_configured_action_and_fails_the_gate() {
+async fn invalid_or_drifted_attestations_fail_the_gate_and_drift_runs_the_action() {
     let fixture = AgentFixture::new();
     let policy_hash = hex::encode(fixture.kernel().policy_hash);
     let out = tempfile::tempdir().unwrap();
@@ -375,6 +375,23 @@ async fn drift_runs_the_configured_action_and_fails_the_gate() {
         .await
         .unwrap();
     drop(agent);
+
+    // An invalid attestation (forged signature) fails the gate until a valid one follows.
+    let mut forged = fixture.attest_with_nonce(&client.nonce().await.unwrap());
+    let sig = &mut forged.envelope.signatures[0].sig;
+    let last = sig.len() - 1;
+    sig[last] ^= 1;
+    let refused = client.submit(&forged.to_json()).await.unwrap();
+    assert_eq!(refused.verdict, Verdict::Refused);
+    let (pass, table) = tokio::task::block_in_place(|| gate(&ledger, "a1", &[]));
+    assert!(!pass && table.contains("invalid-attestation"), "{table}");
+    let good = fixture.attest_with_nonce(&client.nonce().await.unwrap());
+    assert_eq!(
+        client.submit(&good.to_json()).await.unwrap().verdict,
+        Verdict::Accepted
+    );
+    let (pass, table) = tokio::task::block_in_place(|| gate(&ledger, "a1", &[]));
+    assert!(pass, "{table}");
 
     let policy = std::fs::read_to_string(fixture.policy_file()).unwrap();
     std::fs::write(
