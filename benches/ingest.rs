@@ -132,12 +132,7 @@ fn main() {
     let clients: Vec<_> = ids.iter().map(|id| Arc::new(ledger.client(id))).collect();
     runtime.block_on(async {
         for client in &clients {
-            let challenge = client
-                .enroll_begin(&agent.enrollment_request().unwrap())
-                .await
-                .unwrap();
-            client
-                .enroll_finish(&agent.activate(&challenge).unwrap())
+            support::ledger::enrol_tpm(&mut agent, client)
                 .await
                 .unwrap();
             // Opens the connection, as a running agent has.

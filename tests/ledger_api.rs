@@ -20,22 +20,9 @@ use attestor::tls;
 use attestor::{Attestor, AttestorConfig};
 use hyper::Method;
 use support::agent::AgentFixture;
-use support::ledger::{LedgerProcess, LedgerSpec};
+use support::ledger::{enrol_tpm, LedgerProcess, LedgerSpec};
 
 const ANY_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// Enrols the fixture's TPM as the client's agent, as the heartbeat does.
-async fn enrol(fixture: &AgentFixture, client: &LedgerClient) {
-    let mut agent = fixture.agent();
-    let challenge = client
-        .enroll_begin(&agent.enrollment_request().unwrap())
-        .await
-        .unwrap();
-    client
-        .enroll_finish(&agent.activate(&challenge).unwrap())
-        .await
-        .unwrap();
-}
 
 /// Attests with a fresh ledger nonce and submits.
 async fn attest_and_submit(fixture: &AgentFixture, client: &LedgerClient) -> SubmitResponse {
@@ -160,7 +147,7 @@ async fn every_refusal_is_recorded_with_its_reason() {
     assert_eq!(response.reason.as_deref(), Some("unknown-agent"));
     expected.push("unknown-agent");
 
-    enrol(&fixture, &client).await;
+    enrol_tpm(&mut fixture.agent(), &client).await.unwrap();
     let nonce = client.nonce().await.unwrap();
     let good = fixture.attest_with_nonce(&nonce).to_json();
     assert_eq!(
@@ -199,30 +186,19 @@ async fn every_refusal_is_recorded_with_its_reason() {
 
     // The policy changes and someone force-reseals: the tenant expects another hash.
     let policy = std::fs::read_to_string(fixture.policy_file()).unwrap();
-    std::fs::write(
-        fixture.policy_file(),
-        policy.replace("max_epsilon = 3.0", "max_epsilon = 30.0"),
-    )
-    .unwrap();
-    fixture.agent().reseal(&fixture.kernel()).unwrap();
+    fixture.reseal_with_policy(&policy.replace("max_epsilon = 3.0", "max_epsilon = 30.0"));
     let response = attest_and_submit(&fixture, &client).await;
     assert_eq!(response.reason.as_deref(), Some("policy-hash"));
     expected.push("policy-hash");
 
     // zero_retention flips: reported as that, not merely as a different policy.
-    std::fs::write(
-        fixture.policy_file(),
-        policy.replace("zero_retention = true", "zero_retention = false"),
-    )
-    .unwrap();
-    fixture.agent().reseal(&fixture.kernel()).unwrap();
+    fixture.reseal_with_policy(&policy.replace("zero_retention = true", "zero_retention = false"));
     let response = attest_and_submit(&fixture, &client).await;
     assert_eq!(response.reason.as_deref(), Some("zero-retention-drift"));
     expected.push("zero-retention-drift");
 
     // Back to the approved policy: accepted again.
-    std::fs::write(fixture.policy_file(), &policy).unwrap();
-    fixture.agent().reseal(&fixture.kernel()).unwrap();
+    fixture.reseal_with_policy(&policy);
     let response = attest_and_submit(&fixture, &client).await;
     assert_eq!(response.verdict, Verdict::Accepted, "{response:?}");
 
@@ -237,15 +213,7 @@ async fn every_refusal_is_recorded_with_its_reason() {
     let response = attest_and_submit(&fixture, &client).await;
     assert_eq!(response.reason.as_deref(), Some("revoked"));
     expected.push("revoked");
-    let mut agent = fixture.agent();
-    let challenge = client
-        .enroll_begin(&agent.enrollment_request().unwrap())
-        .await
-        .unwrap();
-    let again = client
-        .enroll_finish(&agent.activate(&challenge).unwrap())
-        .await
-        .unwrap_err();
+    let again = enrol_tpm(&mut fixture.agent(), &client).await.unwrap_err();
     assert!(
         matches!(again, ClientError::Refused { status: 403, .. }),
         "{again}"

@@ -16,7 +16,7 @@ use attestor::agent::client::LedgerClient;
 use attestor::ledger::store::Verdict;
 use attestor::{Attestor, AttestorConfig};
 use support::agent::AgentFixture;
-use support::ledger::{LedgerProcess, LedgerSpec, OPS_TOKEN};
+use support::ledger::{enrol_tpm, LedgerProcess, LedgerSpec, OPS_TOKEN};
 use support::require_tool;
 
 fn root() -> &'static Path {
@@ -365,16 +365,7 @@ async fn invalid_or_drifted_attestations_fail_the_gate_and_drift_runs_the_action
         ..LedgerSpec::default()
     });
     let client: LedgerClient = ledger.client("a1");
-    let mut agent = fixture.agent();
-    let challenge = client
-        .enroll_begin(&agent.enrollment_request().unwrap())
-        .await
-        .unwrap();
-    client
-        .enroll_finish(&agent.activate(&challenge).unwrap())
-        .await
-        .unwrap();
-    drop(agent);
+    enrol_tpm(&mut fixture.agent(), &client).await.unwrap();
 
     // An invalid attestation (forged signature) fails the gate until a valid one follows.
     let mut forged = fixture.attest_with_nonce(&client.nonce().await.unwrap());
@@ -394,12 +385,7 @@ async fn invalid_or_drifted_attestations_fail_the_gate_and_drift_runs_the_action
     assert!(pass, "{table}");
 
     let policy = std::fs::read_to_string(fixture.policy_file()).unwrap();
-    std::fs::write(
-        fixture.policy_file(),
-        policy.replace("max_epsilon = 3.0", "max_epsilon = 30.0"),
-    )
-    .unwrap();
-    fixture.agent().reseal(&fixture.kernel()).unwrap();
+    fixture.reseal_with_policy(&policy.replace("max_epsilon = 3.0", "max_epsilon = 30.0"));
     let nonce = client.nonce().await.unwrap();
     let response = client
         .submit(&fixture.attest_with_nonce(&nonce).to_json())

@@ -82,22 +82,18 @@ pub fn enroll_snp(
     let Platform::Snp(snp) = verified.platform else {
         return Err(EnrollError::NotSnp("it carries TPM evidence".into()));
     };
-    if store.agent(agent_id)?.is_some_and(|a| a.revoked) {
-        return Err(EnrollError::Revoked(agent_id.to_string()));
+    let now_ms = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let record = AgentRecord::enrolled(agent_id, tenant, snp.chip_id, snp.signing_key, now_ms);
+    pin(store, record)
+}
+
+/// Records an enrolled agent unless an operator revoked it.
+fn pin(store: &dyn LedgerStore, record: AgentRecord) -> Result<AgentRecord, EnrollError> {
+    if store.agent(&record.agent_id)?.is_some_and(|a| a.revoked) {
+        return Err(EnrollError::Revoked(record.agent_id));
     }
-    let record = AgentRecord {
-        agent_id: agent_id.to_string(),
-        tenant: tenant.to_string(),
-        ek_certificate: snp.chip_id,
-        ak_public: snp.signing_key,
-        enrolled_at_ms: now
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        revoked: false,
-        last_seen_at_ms: None,
-        last_accepted_at_ms: None,
-        last_accepted: None,
-    };
     store.put_agent(&record)?;
     Ok(record)
 }
@@ -193,26 +189,19 @@ impl Enrollment {
         if !credential::secret_matches(&pending.secret, &proof.secret) {
             return Err(EnrollError::SecretMismatch);
         }
-        if store.agent(agent_id)?.is_some_and(|a| a.revoked) {
-            return Err(EnrollError::Revoked(agent_id.to_string()));
-        }
-        let record = AgentRecord {
-            agent_id: agent_id.to_string(),
-            tenant: tenant.to_string(),
-            ek_certificate: pending
-                .request
-                .ek_certificates
-                .into_iter()
-                .next()
-                .unwrap_or_default(),
-            ak_public: pending.request.ak_public,
-            enrolled_at_ms: now_ms,
-            revoked: false,
-            last_seen_at_ms: None,
-            last_accepted_at_ms: None,
-            last_accepted: None,
-        };
-        store.put_agent(&record)?;
-        Ok(record)
+        let ek_certificate = pending
+            .request
+            .ek_certificates
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        let record = AgentRecord::enrolled(
+            agent_id,
+            tenant,
+            ek_certificate,
+            pending.request.ak_public,
+            now_ms,
+        );
+        pin(store, record)
     }
 }

@@ -92,6 +92,13 @@ impl AgentFixture {
         self.dir.path().join("agent/policy-kernel/kernel.toml")
     }
 
+    /// Replaces the policy document and reseals to it, as an operator approving the
+    /// change would (or an attacker with root forcing it).
+    pub fn reseal_with_policy(&self, policy: &str) {
+        std::fs::write(self.policy_file(), policy).unwrap();
+        self.agent().reseal(&self.kernel()).unwrap();
+    }
+
     /// The policy document.
     pub fn policy_file(&self) -> PathBuf {
         self.dir.path().join("agent/policy-kernel/policy.toml")

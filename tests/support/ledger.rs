@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use attestor::agent::client::LedgerClient;
+use attestor::agent::client::{ClientError, LedgerClient};
+use attestor::agent::Agent;
+use attestor::ledger::api::EnrolledResponse;
 use attestor::tls::{self, AgentIdentity, TlsFiles};
 
 /// How long a ledger may take to listen.
@@ -210,4 +212,17 @@ impl Drop for LedgerProcess {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Enrols `agent`'s TPM under `client`'s identity: credential challenge, activation, proof.
+pub async fn enrol_tpm(
+    agent: &mut Agent,
+    client: &LedgerClient,
+) -> Result<EnrolledResponse, ClientError> {
+    let challenge = client
+        .enroll_begin(&agent.enrollment_request().unwrap())
+        .await?;
+    client
+        .enroll_finish(&agent.activate(&challenge).unwrap())
+        .await
 }

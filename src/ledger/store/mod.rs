@@ -129,6 +129,29 @@ pub struct AgentRecord {
     pub last_accepted: Option<AcceptedState>,
 }
 
+impl AgentRecord {
+    /// A newly enrolled agent with its platform identity and pinned key.
+    pub fn enrolled(
+        agent_id: &str,
+        tenant: &str,
+        platform_identity: Vec<u8>,
+        pinned_key: Vec<u8>,
+        now_ms: u64,
+    ) -> AgentRecord {
+        AgentRecord {
+            agent_id: agent_id.to_string(),
+            tenant: tenant.to_string(),
+            ek_certificate: platform_identity,
+            ak_public: pinned_key,
+            enrolled_at_ms: now_ms,
+            revoked: false,
+            last_seen_at_ms: None,
+            last_accepted_at_ms: None,
+            last_accepted: None,
+        }
+    }
+}
+
 /// A signed checkpoint as published.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredCheckpoint {
