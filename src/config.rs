@@ -202,6 +202,12 @@ pub struct SnpConfig {
     pub product: Option<Product>,
     /// Where cached VCEKs live (default: `state_dir/snp/vcek`).
     pub vcek_cache: Option<PathBuf>,
+    /// Fetch a VCEK the host does not provide from this KDS (AMD's is
+    /// `https://kdsintf.amd.com`) into the cache; without it, a missing VCEK is an error
+    /// naming the URL.
+    pub kds_url: Option<String>,
+    /// CA (PEM) of a private KDS mirror; AMD's KDS is checked against the Mozilla roots.
+    pub kds_ca: Option<PathBuf>,
 }
 
 fn default_snp_device() -> String {
@@ -279,6 +285,7 @@ impl AgentConfig {
                 sim.pki_dir = resolve(&sim.pki_dir);
             }
             snp.vcek_cache = snp.vcek_cache.as_deref().map(resolve);
+            snp.kds_ca = snp.kds_ca.as_deref().map(resolve);
             if snp.device != default_snp_device() {
                 return Err(invalid(format!(
                     "snp.device {:?}: only {} is supported",

@@ -18,7 +18,7 @@ use crate::config::{AgentConfig, SnpConfig};
 use crate::dsse::{self, EcdsaP384Signer, Envelope};
 use crate::evidence::snp::certs::{self, CertKind, Tcb};
 use crate::evidence::snp::device::SevGuestDevice;
-use crate::evidence::snp::kds::{vcek_url, VcekCache, AMD_KDS_URL};
+use crate::evidence::snp::kds::{self, vcek_url, VcekCache, AMD_KDS_URL};
 use crate::evidence::snp::report::Report;
 use crate::evidence::snp::seal::{self, SealError, SealedSigningKey};
 use crate::evidence::snp::sim::SimulatedProcessor;
@@ -41,6 +41,8 @@ pub enum SnpAgentError {
          cache: curl -o {path} '{url}'"
     )]
     NoVcek { path: PathBuf, url: String },
+    #[error("the host returned no VCEK, none is cached, and the KDS fetch failed: {0}")]
+    Kds(#[from] crate::evidence::snp::kds::KdsError),
     #[error("signing key: {0}")]
     Key(#[from] dsse::DsseError),
 }
@@ -53,6 +55,8 @@ pub struct SnpAgent {
     state_dir: PathBuf,
     vmpl: u32,
     vcek_cache: VcekCache,
+    /// KDS base URL and optional CA to fetch missing VCEKs from.
+    kds: Option<(String, Option<PathBuf>)>,
     product: Option<crate::evidence::snp::roots::Product>,
 }
 
@@ -103,6 +107,7 @@ impl SnpAgent {
             state_dir,
             vmpl: snp.vmpl,
             product: snp.product,
+            kds: snp.kds_url.clone().map(|url| (url, snp.kds_ca.clone())),
         })
     }
 
@@ -168,12 +173,20 @@ impl SnpAgent {
             return Ok(vcek.to_vec());
         }
         let product = product.unwrap_or(crate::evidence::snp::roots::Product::Milan);
-        self.vcek_cache
-            .get(product, &fields.chip_id, &tcb)
-            .ok_or_else(|| SnpAgentError::NoVcek {
+        if let Some(vcek) = self.vcek_cache.get(product, &fields.chip_id, &tcb) {
+            return Ok(vcek);
+        }
+        let Some((base, ca)) = &self.kds else {
+            return Err(SnpAgentError::NoVcek {
                 path: self.vcek_cache.path(product, &fields.chip_id, &tcb),
                 url: vcek_url(AMD_KDS_URL, product, &fields.chip_id, &tcb),
-            })
+            });
+        };
+        let url = vcek_url(base, product, &fields.chip_id, &tcb);
+        let vcek = kds::fetch_vcek(&url, ca.as_deref())?;
+        // A cache that cannot be written only costs another fetch.
+        let _ = self.vcek_cache.put(product, &fields.chip_id, &tcb, &vcek);
+        Ok(vcek)
     }
 }
 

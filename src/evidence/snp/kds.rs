@@ -3,6 +3,10 @@
 //! which the verifier checks against pinned roots, so a poisoned cache cannot forge trust.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
 
 use super::certs::{canonical_der, Tcb};
 use super::roots::Product;
@@ -11,6 +15,122 @@ use super::roots::Product;
 pub const AMD_KDS_URL: &str = "https://kdsintf.amd.com";
 /// A VCEK larger than this is not one (they are about 1.4 KiB).
 const MAX_VCEK_BYTES: u64 = 16 * 1024;
+/// Bound on one fetch from the KDS, connection included.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a VCEK could not be fetched.
+#[derive(Debug, Error)]
+pub enum KdsError {
+    #[error("KDS URL {0:?} is not an https:// URL with a host")]
+    Url(String),
+    #[error("KDS CA file {path}: {message}")]
+    Ca { path: PathBuf, message: String },
+    #[error("fetching {url}: {message}")]
+    Fetch { url: String, message: String },
+    #[error("{url} answered {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url} did not return a DER certificate: {message}")]
+    NotACertificate { url: String, message: String },
+}
+
+/// Fetches a VCEK (DER) from `url` over HTTPS, trusting the CAs in `ca_pem` (a private
+/// mirror) or else the Mozilla root set. The certificate is only parsed here: trust in it
+/// comes from the verifier's chain check against pinned AMD roots.
+pub fn fetch_vcek(url: &str, ca_pem: Option<&Path>) -> Result<Vec<u8>, KdsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_pem {
+        Some(path) => {
+            let ca_err = |message: String| KdsError::Ca {
+                path: path.to_path_buf(),
+                message,
+            };
+            let pem = std::fs::read_to_string(path).map_err(|e| ca_err(e.to_string()))?;
+            for der in crate::evidence::certchain::pem_to_der_all(&pem)
+                .map_err(|e| ca_err(e.to_string()))?
+            {
+                roots.add(der.into()).map_err(|e| ca_err(e.to_string()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| fetch_err(url, e))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let (url_owned, tls) = (url.to_string(), Arc::new(tls));
+    // Its own thread and runtime: callers may be inside an async runtime or not.
+    let body = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| fetch_err(&url_owned, e))?;
+        runtime.block_on(async {
+            tokio::time::timeout(FETCH_TIMEOUT, get(&url_owned, tls))
+                .await
+                .map_err(|_| fetch_err(&url_owned, "no answer in time"))?
+        })
+    })
+    .join()
+    .map_err(|_| fetch_err(url, "the fetch thread failed"))??;
+    canonical_der(&body).map_err(|e| KdsError::NotACertificate {
+        url: url.to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn fetch_err(url: &str, e: impl std::fmt::Display) -> KdsError {
+    KdsError::Fetch {
+        url: url.to_string(),
+        message: e.to_string(),
+    }
+}
+
+async fn get(url: &str, tls: Arc<rustls::ClientConfig>) -> Result<Vec<u8>, KdsError> {
+    use http_body_util::{BodyExt, Empty, Limited};
+    let uri: hyper::Uri = url.parse().map_err(|_| KdsError::Url(url.to_string()))?;
+    let authority = match (uri.scheme_str(), uri.authority()) {
+        (Some("https"), Some(authority)) => authority.clone(),
+        _ => return Err(KdsError::Url(url.to_string())),
+    };
+    let host = authority.host().trim_matches(['[', ']']).to_string();
+    let name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|_| KdsError::Url(url.to_string()))?;
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), authority.port_u16().unwrap_or(443)))
+        .await
+        .map_err(|e| fetch_err(url, e))?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| fetch_err(url, e))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| fetch_err(url, e))?;
+    tokio::spawn(connection);
+    let request = hyper::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(hyper::header::HOST, authority.as_str())
+        .body(Empty::<hyper::body::Bytes>::new())
+        .map_err(|e| fetch_err(url, e))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| fetch_err(url, e))?;
+    if response.status() != hyper::StatusCode::OK {
+        return Err(KdsError::Status {
+            url: url.to_string(),
+            status: response.status().as_u16(),
+        });
+    }
+    let limit = usize::try_from(MAX_VCEK_BYTES).unwrap_or(usize::MAX);
+    let body = Limited::new(response.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| fetch_err(url, e))?;
+    Ok(body.to_bytes().to_vec())
+}
 
 /// The KDS URL of the VCEK for a chip at a TCB (AMD spec 57230, "VCEK certificate").
 pub fn vcek_url(base: &str, product: Product, chip_id: &[u8], tcb: &Tcb) -> String {
