@@ -106,7 +106,7 @@ fn a_missing_vcek_is_fetched_from_the_kds_once_and_cached() {
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");
     let id = AgentIdentity::new("t", "unused").unwrap();
-    tls::pki_init(&pki, &[id.clone()], &["127.0.0.1".into()]).unwrap();
+    tls::pki_init(&pki, std::slice::from_ref(&id), &["127.0.0.1".into()]).unwrap();
     let vcek = std::fs::read(root().join("examples/snp-sim/vcek.der")).unwrap();
     let (port, hits, last_path) = kds_stand_in(&pki, vcek.clone());
     let kds = format!("https://127.0.0.1:{port}");
