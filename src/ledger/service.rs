@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -21,13 +22,14 @@ use crate::ledger::api::{
     EnrollRequest, EnrolledResponse, EntriesResponse, EntryJson, InclusionJson, NonceResponse,
     ReceiptJson, SubmitResponse,
 };
-use crate::ledger::config::LedgerConfig;
+use crate::ledger::config::{LedgerConfig, Storage};
 use crate::ledger::enroll::{EnrollError, Enrollment};
 use crate::ledger::log::batcher::{BatchError, Batcher, DEFAULT_MAX_BATCH};
 use crate::ledger::log::checkpoint::{CheckpointError, CheckpointSigner};
 use crate::ledger::log::sequencer::{Receipt, Sequencer, SequencerError, Submission};
 use crate::ledger::record::{LogRecord, RECORD_VERSION};
 use crate::ledger::store::embedded::EmbeddedStore;
+use crate::ledger::store::postgres::{PostgresOptions, PostgresStore};
 use crate::ledger::store::{EntryQuery, LedgerStore, StoreError, StoredEntry, Verdict, MAX_PAGE};
 use crate::ledger::verify::{accepted_state, verify_submission, NonceBook, Refusal, TenantPolicy};
 use crate::profiles::{Profile, ProfileError};
@@ -53,6 +55,8 @@ pub enum ServiceError {
     Append(#[from] BatchError),
     #[error("internal failure: {0}")]
     Internal(String),
+    #[error("this ledger replica is not the sequencer: it serves reads only; retry (another replica holds the lease)")]
+    NotSequencer,
 }
 
 impl ServiceError {
@@ -64,6 +68,9 @@ impl ServiceError {
             ServiceError::Forbidden(_) => "forbidden",
             ServiceError::Enroll(EnrollError::Store(_)) => "unavailable",
             ServiceError::Enroll(_) => "enrollment-refused",
+            ServiceError::NotSequencer | ServiceError::Append(BatchError::NotSequencer) => {
+                "not-sequencer"
+            }
             ServiceError::Store(_)
             | ServiceError::Log(_)
             | ServiceError::Append(_)
@@ -121,6 +128,8 @@ pub struct Ledger {
     tenants: BTreeMap<String, TenantPolicy>,
     max_gap: Duration,
     agent_turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Dropping it stops the lease keeper (stores with a sequencer lease only).
+    _lease_keeper: Option<mpsc::Sender<()>>,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -135,6 +144,53 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| ServiceError::Internal(e.to_string()))?
+}
+
+/// Opens the store a config names: SQLite in the state directory, or PostgreSQL.
+pub fn open_store(config: &LedgerConfig) -> Result<Arc<dyn LedgerStore>, StartError> {
+    Ok(match &config.storage {
+        Storage::Embedded => Arc::new(EmbeddedStore::open(&config.state_dir.join(LEDGER_DB))?),
+        Storage::Postgres { url, lease } => {
+            Arc::new(PostgresStore::open(url, PostgresOptions::new(*lease))?)
+        }
+    })
+}
+
+/// Renews the sequencer lease (or keeps trying to take it) every `period` until `stop`
+/// is dropped, then gives it up.
+fn keep_lease(sequencer: Arc<Sequencer>, period: Duration, stop: mpsc::Receiver<()>) {
+    use crate::logging::{event, Level};
+    use serde_json::json;
+    let mut leading = sequencer.is_sequencer();
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(period) {
+        let now = match sequencer.claim() {
+            Ok(now) => now,
+            Err(e) => {
+                event(
+                    Level::Error,
+                    "sequencer-lease-failed",
+                    json!({"error": e.to_string()}),
+                );
+                false
+            }
+        };
+        if now != leading {
+            let name = if now {
+                "sequencer-elected"
+            } else {
+                "sequencer-lost"
+            };
+            event(Level::Info, name, json!({"log_size": sequencer.size()}));
+            leading = now;
+        }
+    }
+    if let Err(e) = sequencer.resign() {
+        event(
+            Level::Warn,
+            "sequencer-release-failed",
+            json!({"error": e.to_string()}),
+        );
+    }
 }
 
 /// Loads the checkpoint key from `path`, creating it (mode 0600) on first start.
@@ -165,8 +221,8 @@ fn checkpoint_signer(path: &Path, origin: &str) -> Result<CheckpointSigner, Star
 
 impl Ledger {
     /// Opens the ledger a config describes: its state directory (created if needed), the
-    /// embedded store and the checkpoint key. Returns the log writer's thread too; it
-    /// ends once the ledger is dropped.
+    /// store (embedded, or PostgreSQL shared with other replicas) and the checkpoint key.
+    /// Returns the log writer's thread too; it ends once the ledger is dropped.
     pub fn open(config: &LedgerConfig) -> Result<(Arc<Ledger>, JoinHandle<()>), StartError> {
         let dir = &config.state_dir;
         std::fs::create_dir_all(dir).map_err(|source| StartError::Io {
@@ -174,7 +230,7 @@ impl Ledger {
             source,
         })?;
         let signer = checkpoint_signer(&dir.join("checkpoint.key"), &config.origin)?;
-        let store = Arc::new(EmbeddedStore::open(&dir.join(LEDGER_DB))?);
+        let store = open_store(config)?;
         let profile = Profile::load(&config.profile)?;
         Ok(Self::new(
             store,
@@ -186,7 +242,9 @@ impl Ledger {
         )?)
     }
 
-    /// A ledger over any store.
+    /// A ledger over any store. With a store that has a sequencer lease, a thread keeps
+    /// (or keeps trying to take) the lease; the returned thread ends once the writer and
+    /// that keeper have stopped, after the ledger is dropped, the lease given up.
     pub fn new(
         store: Arc<dyn LedgerStore>,
         signer: CheckpointSigner,
@@ -197,6 +255,20 @@ impl Ledger {
     ) -> Result<(Arc<Ledger>, JoinHandle<()>), SequencerError> {
         let sequencer = Arc::new(Sequencer::open(store.clone(), signer, origin)?);
         let (batcher, writer) = Batcher::start(sequencer.clone(), DEFAULT_MAX_BATCH);
+        let (lease_keeper, writer) = match store.lease_renewal() {
+            None => (None, writer),
+            Some(period) => {
+                let (stop, stopped) = mpsc::channel();
+                let keeper_sequencer = sequencer.clone();
+                let keeper =
+                    std::thread::spawn(move || keep_lease(keeper_sequencer, period, stopped));
+                let both = std::thread::spawn(move || {
+                    let _ = writer.join();
+                    let _ = keeper.join();
+                });
+                (Some(stop), both)
+            }
+        };
         let ledger = Ledger {
             store,
             sequencer,
@@ -207,6 +279,7 @@ impl Ledger {
             tenants,
             max_gap,
             agent_turns: Mutex::default(),
+            _lease_keeper: lease_keeper,
         };
         Ok((Arc::new(ledger), writer))
     }
@@ -214,6 +287,20 @@ impl Ledger {
     /// The checkpoint verifier key (C2SP vkey), for auditors.
     pub fn verifier_key(&self) -> String {
         self.sequencer.verifier_key()
+    }
+
+    /// Whether this replica holds the sequencer lease (always, on the embedded store).
+    /// Followers serve reads only.
+    pub fn is_sequencer(&self) -> bool {
+        self.sequencer.is_sequencer()
+    }
+
+    fn require_sequencer(&self) -> Result<(), ServiceError> {
+        if self.is_sequencer() {
+            Ok(())
+        } else {
+            Err(ServiceError::NotSequencer)
+        }
     }
 
     /// The storage the ledger writes to.
@@ -235,6 +322,8 @@ impl Ledger {
     /// A single-use nonce for the caller's next attestation.
     pub fn issue_nonce(&self, who: &AgentIdentity) -> Result<NonceResponse, ServiceError> {
         self.tenant_policy(&who.tenant)?;
+        // Nonces live in the sequencer's memory: only it can check them later.
+        self.require_sequencer()?;
         let nonce = self
             .nonces
             .issue(&who.agent_id)
@@ -251,6 +340,7 @@ impl Ledger {
         request: EnrollRequest,
     ) -> Result<EnrollChallenge, ServiceError> {
         self.tenant_policy(&who.tenant)?;
+        self.require_sequencer()?;
         let (this, who) = (self.clone(), who.clone());
         blocking(move || {
             Ok(this.enrollment.begin(
@@ -270,6 +360,7 @@ impl Ledger {
         who: &AgentIdentity,
         proof: EnrollProof,
     ) -> Result<EnrolledResponse, ServiceError> {
+        self.require_sequencer()?;
         let (this, who) = (self.clone(), who.clone());
         blocking(move || {
             let record = this.enrollment.finish(
@@ -299,6 +390,8 @@ impl Ledger {
         who: &AgentIdentity,
         body: Vec<u8>,
     ) -> Result<SubmitResponse, ServiceError> {
+        // Checked before judging, so a follower spends no nonce and logs nothing.
+        self.require_sequencer()?;
         let turn = self.agent_turn(&who.agent_id);
         let _my_turn = turn.lock().await;
         let (this, who) = (self.clone(), who.clone());
