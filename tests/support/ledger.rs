@@ -41,6 +41,50 @@ fn free_port() -> u16 {
 
 impl LedgerProcess {
     pub fn start(spec: &LedgerSpec<'_>) -> LedgerProcess {
+        Self::start_with(spec, "")
+    }
+
+    /// A ledger on a PostgreSQL database (`storage = url`) with a short sequencer lease.
+    pub fn start_on_postgres(
+        spec: &LedgerSpec<'_>,
+        url: &str,
+        lease_seconds: u64,
+    ) -> LedgerProcess {
+        Self::start_with(
+            spec,
+            &format!("storage = \"{url}\"\nsequencer_lease_seconds = {lease_seconds}\n"),
+        )
+    }
+
+    /// Another replica of this ledger: same configuration, PKI and checkpoint key (the
+    /// replicas of one log must share it), its own port and state directory.
+    pub fn replica(&self) -> LedgerProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        super::agent::copy_dir(&self.dir.path().join("pki"), &dir.path().join("pki"));
+        std::fs::create_dir_all(dir.path().join("state")).unwrap();
+        std::fs::copy(
+            self.state_dir().join("checkpoint.key"),
+            dir.path().join("state/checkpoint.key"),
+        )
+        .unwrap();
+        let config = std::fs::read_to_string(self.dir.path().join("ledger.toml"))
+            .unwrap()
+            .replace(
+                &format!("listen = \"127.0.0.1:{}\"", self.port),
+                &format!("listen = \"127.0.0.1:{port}\""),
+            );
+        std::fs::write(dir.path().join("ledger.toml"), config).unwrap();
+        let mut replica = LedgerProcess {
+            dir,
+            port,
+            child: None,
+        };
+        replica.restart();
+        replica
+    }
+
+    fn start_with(spec: &LedgerSpec<'_>, storage: &str) -> LedgerProcess {
         let dir = tempfile::tempdir().unwrap();
         let identities: Vec<AgentIdentity> = spec
             .agents
@@ -64,7 +108,7 @@ impl LedgerProcess {
         let port = free_port();
         let mut config = format!(
             "listen = \"127.0.0.1:{port}\"\nstate_dir = \"state\"\norigin = \"ledger.test/attestor\"\n\
-             profile = \"{}\"\n[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/ledger.pem\"\n\
+             {storage}profile = \"{}\"\n[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/ledger.pem\"\n\
              key = \"pki/ledger.key\"\n",
             profile.display()
         );
