@@ -46,13 +46,15 @@ fn start_own_cluster() -> String {
         pid = std::process::id(),
         dir = dir.display()
     );
-    Command::new("setsid")
-        .args(["sh", "-c", &watchdog])
+    // setsid --fork returns at once, leaving the watchdog in a session of its own.
+    let watched = Command::new("setsid")
+        .args(["--fork", "sh", "-c", &watchdog])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
+        .status()
         .expect("cannot start the PostgreSQL watchdog");
+    assert!(watched.success(), "the PostgreSQL watchdog did not start");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
