@@ -210,4 +210,29 @@ async fn two_replicas_share_one_log_and_fail_over_without_losing_or_duplicating_
     // And the new sequencer appends where the log ends.
     let next = reader.submit(b"{}").await.unwrap();
     assert_eq!(next.receipt.index, after.size);
+
+    // A sequencer stopped cleanly gives its lease up on the way out, and the follower
+    // takes over and continues the log.
+    // (Its idle keep-alive connections would hold a clean stop up to the request timeout.)
+    drop(reader);
+    let mut second = second;
+    second.stop();
+    support::postgres::execute(
+        &url,
+        "DO $$ BEGIN IF (SELECT expires_at > now() FROM sequencer_lease) THEN \
+         RAISE EXCEPTION 'the lease was not released at shutdown'; END IF; END $$",
+    );
+    let mut taken = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while taken.is_none() {
+        match rejoined.submit(b"{\"after\": \"handover\"}").await {
+            Ok(response) => taken = Some(response),
+            Err(e) if is_not_sequencer(&e) => {
+                assert!(Instant::now() < deadline, "the follower never took over");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(taken.unwrap().receipt.index, after.size + 1);
 }

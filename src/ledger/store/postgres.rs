@@ -331,10 +331,7 @@ impl Inner {
             .await
         {
             Ok(Some(row)) => {
-                let fsync: String = col(&row, 0).map_err(|e| match e {
-                    Failure::Store(e) => e,
-                    Failure::Pg(e) => pg(e),
-                })?;
+                let fsync: String = col(&row, 0)?;
                 if fsync.eq_ignore_ascii_case("off") {
                     return Err(StoreError::Database(
                         "the server runs with fsync = off: acknowledged entries could be lost"
@@ -663,33 +660,29 @@ impl Inner {
     }
 }
 
+impl From<Failure> for StoreError {
+    fn from(e: Failure) -> Self {
+        match e {
+            Failure::Store(e) => e,
+            Failure::Pg(e) => pg(e),
+        }
+    }
+}
+
 /// Converts the first row (if any) with `convert`.
 fn first<T>(
     rows: Vec<Row>,
     convert: impl Fn(&Row) -> Result<T, Failure>,
 ) -> Result<Option<T>, StoreError> {
-    rows.first()
-        .map(|row| {
-            convert(row).map_err(|e| match e {
-                Failure::Store(e) => e,
-                Failure::Pg(e) => pg(e),
-            })
-        })
-        .transpose()
+    Ok(rows.first().map(convert).transpose()?)
 }
 
+/// Converts every row with `convert`.
 fn all<T>(
     rows: Vec<Row>,
     convert: impl Fn(&Row) -> Result<T, Failure>,
 ) -> Result<Vec<T>, StoreError> {
-    rows.iter()
-        .map(|row| {
-            convert(row).map_err(|e| match e {
-                Failure::Store(e) => e,
-                Failure::Pg(e) => pg(e),
-            })
-        })
-        .collect()
+    Ok(rows.iter().map(convert).collect::<Result<_, _>>()?)
 }
 
 impl PostgresStore {
