@@ -6,6 +6,14 @@ cd "$(dirname "$0")/.."
 source scripts/deps.sh
 attestor_install_deps
 
+# A throw-away PostgreSQL on loopback for the PostgreSQL store's tests, removed on exit.
+if [ -z "${ATTESTOR_TEST_POSTGRES:-}" ]; then
+    ATTESTOR_PG_DIR=$(mktemp -d -u /tmp/attestor-pg.XXXXXX)
+    trap 'bash scripts/postgres.sh stop "$ATTESTOR_PG_DIR"' EXIT
+    ATTESTOR_TEST_POSTGRES=$(bash scripts/postgres.sh start "$ATTESTOR_PG_DIR")
+    export ATTESTOR_TEST_POSTGRES
+fi
+
 export TSS2_LOG=all+none
 echo "== cargo fmt --check"
 cargo fmt --check

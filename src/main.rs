@@ -13,9 +13,7 @@ use attestor::bundle::Bundle;
 use attestor::collect::{self, PolicyKernelConfig};
 use attestor::config::{AgentConfig, LedgerConnection, DEFAULT_TCTI};
 use attestor::ledger::config::LedgerConfig;
-use attestor::ledger::service::{Ledger, LEDGER_DB};
-use attestor::ledger::store::embedded::EmbeddedStore;
-use attestor::ledger::store::LedgerStore;
+use attestor::ledger::service::{open_store, Ledger};
 use attestor::ledger::{dashboard, monitor, server};
 use attestor::profiles::Profile;
 use attestor::tls::{self, AgentIdentity, TlsFiles};
@@ -336,8 +334,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
         }
         Command::Revoke { config, agent } => {
             let config = LedgerConfig::load(&config).map_err(|e| e.to_string())?;
-            let store = EmbeddedStore::open(&config.state_dir.join(LEDGER_DB))
-                .map_err(|e| e.to_string())?;
+            let store = open_store(&config).map_err(|e| e.to_string())?;
             store.revoke_agent(&agent).map_err(|e| e.to_string())?;
             println!("agent {agent:?} revoked");
             Ok(ExitCode::SUCCESS)
@@ -402,7 +399,8 @@ fn run_ledger(config: &LedgerConfig) -> Result<(), String> {
             "ledger-started",
             serde_json::json!({
                 "listen": config.listen.to_string(), "ops": config.ops.listen,
-                "log_size": ledger.store().len().ok(), "verifier_key": ledger.verifier_key(),
+                "log_size": ledger.store().len().ok(), "sequencer": ledger.is_sequencer(),
+                "verifier_key": ledger.verifier_key(),
             }),
         );
         tokio::spawn(monitor::watch_gaps(Arc::downgrade(&ledger)));

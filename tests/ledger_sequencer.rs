@@ -1,15 +1,19 @@
-//! The log's write path on the embedded store: receipts verify, checkpoints are
-//! consistent, time is monotonic, and a truncated or rewritten database is refused.
+//! The log's write path on both stores (embedded and PostgreSQL): receipts verify,
+//! checkpoints are consistent, time is monotonic, and a truncated or rewritten database
+//! is refused. On PostgreSQL, two sequencers share one database: the follower serves
+//! proofs, takes over when the holder stops renewing, and the log goes on consistently.
 
-use std::path::Path;
+mod support;
+
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use attestor::ledger::log::checkpoint::{open_checkpoint, CheckpointSigner};
 use attestor::ledger::log::merkle::{verify_consistency, verify_inclusion};
 use attestor::ledger::log::sequencer::{Receipt, Sequencer, SequencerError, Submission};
 use attestor::ledger::record::{LogRecord, RECORD_VERSION};
-use attestor::ledger::store::embedded::EmbeddedStore;
-use attestor::ledger::store::{LedgerStore, Verdict};
+use attestor::ledger::store::{LedgerStore, StoreError, Verdict};
+use support::stores::Backend;
 
 const ORIGIN: &str = "ledger.test/attestor";
 
@@ -31,11 +35,22 @@ fn submission(agent: &str, n: u8) -> Submission {
     }
 }
 
-fn open(path: &Path, signer: &CheckpointSigner) -> Result<Sequencer, SequencerError> {
-    let store: Arc<dyn LedgerStore> = Arc::new(EmbeddedStore::open(path).unwrap());
-    let key = CheckpointSigner::from_pkcs8(ORIGIN, &signer.to_pkcs8().unwrap()).unwrap();
-    Sequencer::open(store, key, ORIGIN)
+fn copy_of(signer: &CheckpointSigner) -> CheckpointSigner {
+    CheckpointSigner::from_pkcs8(ORIGIN, &signer.to_pkcs8().unwrap()).unwrap()
 }
+
+fn open(backend: &Backend, signer: &CheckpointSigner) -> Result<Sequencer, SequencerError> {
+    let store = backend.try_open().unwrap();
+    Sequencer::open(store, copy_of(signer), ORIGIN)
+}
+
+on_both_backends!(
+    receipts_and_checkpoints_verify_across_restarts,
+    a_checkpoint_from_another_key_does_not_verify,
+    truncation_and_rewrites_on_disk_are_detected,
+    concurrent_submissions_share_commits_and_each_gets_a_valid_receipt,
+    entries_appended_without_their_checkpoint_are_published_at_start,
+);
 
 fn check_receipt(receipt: &Receipt, vkey: &str) {
     let checkpoint = open_checkpoint(&receipt.checkpoint, vkey).unwrap();
@@ -49,14 +64,11 @@ fn check_receipt(receipt: &Receipt, vkey: &str) {
     .unwrap();
 }
 
-#[test]
-fn receipts_and_checkpoints_verify_across_restarts() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("ledger.db");
+fn receipts_and_checkpoints_verify_across_restarts(db: &Backend) {
     let signer = CheckpointSigner::generate(ORIGIN).unwrap();
     let vkey = signer.verifier_key();
 
-    let log = open(&db, &signer).unwrap();
+    let log = open(db, &signer).unwrap();
     let first = log
         .append((0..3).map(|n| submission("a", n)).collect())
         .unwrap();
@@ -69,7 +81,7 @@ fn receipts_and_checkpoints_verify_across_restarts() {
     drop(log);
 
     // Restart: the log continues where it was, with monotonic time.
-    let log = open(&db, &signer).unwrap();
+    let log = open(db, &signer).unwrap();
     assert_eq!(log.size(), 3);
     let second = log
         .append((3..10).map(|n| submission("b", n)).collect())
@@ -89,35 +101,32 @@ fn receipts_and_checkpoints_verify_across_restarts() {
     assert!(log.append(Vec::new()).unwrap().is_empty());
 }
 
-#[test]
-fn a_checkpoint_from_another_key_does_not_verify() {
-    let dir = tempfile::tempdir().unwrap();
+fn a_checkpoint_from_another_key_does_not_verify(db: &Backend) {
     let signer = CheckpointSigner::generate(ORIGIN).unwrap();
-    let log = open(&dir.path().join("l.db"), &signer).unwrap();
+    let log = open(db, &signer).unwrap();
     let receipt = &log.append(vec![submission("a", 1)]).unwrap()[0];
     let other = CheckpointSigner::generate(ORIGIN).unwrap();
     assert!(open_checkpoint(&receipt.checkpoint, &other.verifier_key()).is_err());
 }
 
-fn tamper(db: &Path, sql: &str) {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    assert!(conn.execute(sql, []).unwrap() > 0, "{sql}");
-}
-
-#[test]
-fn truncation_and_rewrites_on_disk_are_detected() {
+fn truncation_and_rewrites_on_disk_are_detected(backend: &Backend) {
     let signer = CheckpointSigner::generate(ORIGIN).unwrap();
     let fresh = || {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("l.db");
+        let db = match backend {
+            Backend::Embedded(_) => Backend::embedded(),
+            Backend::Postgres { .. } => Backend::postgres(),
+        };
         let log = open(&db, &signer).unwrap();
         log.append((0..5).map(|n| submission("a", n)).collect())
             .unwrap();
-        (dir, db)
+        db
     };
 
-    let (_d1, db) = fresh();
-    tamper(&db, "DELETE FROM entries WHERE idx = 4");
+    let db = fresh();
+    db.tamper(
+        "DELETE FROM entries WHERE idx = 4",
+        "DELETE FROM entries WHERE idx = 4; UPDATE log_head SET size = 4",
+    );
     assert!(matches!(
         open(&db, &signer),
         Err(SequencerError::Truncated {
@@ -125,11 +134,20 @@ fn truncation_and_rewrites_on_disk_are_detected() {
             checkpoint: 5
         })
     ));
+    // Entries gone but the head left alone (PostgreSQL): a hole, refused as corrupt.
+    if db.is_postgres() {
+        let db = fresh();
+        db.tamper("", "DELETE FROM entries WHERE idx = 2");
+        assert!(matches!(
+            open(&db, &signer),
+            Err(SequencerError::Store(StoreError::Corrupt(_)))
+        ));
+    }
 
-    let (_d2, db) = fresh();
-    tamper(
-        &db,
+    let db = fresh();
+    db.tamper(
         "UPDATE entries SET leaf_hash = zeroblob(32) WHERE idx = 2",
+        "UPDATE entries SET leaf_hash = decode(repeat('00', 32), 'hex') WHERE idx = 2",
     );
     assert!(matches!(
         open(&db, &signer),
@@ -137,8 +155,11 @@ fn truncation_and_rewrites_on_disk_are_detected() {
     ));
 
     // The bytes rewritten but the stored hash left alone: caught when the entry is read.
-    let (_d3, db) = fresh();
-    tamper(&db, "UPDATE entries SET leaf = x'00' WHERE idx = 3");
+    let db = fresh();
+    db.tamper(
+        "UPDATE entries SET leaf = x'00' WHERE idx = 3",
+        "UPDATE entries SET leaf = '\\x00'::bytea WHERE idx = 3",
+    );
     let log = open(&db, &signer).unwrap();
     assert!(matches!(
         log.entry(3),
@@ -147,33 +168,32 @@ fn truncation_and_rewrites_on_disk_are_detected() {
     assert!(log.entry(2).is_ok());
 
     // A forged checkpoint (signed by another key) stored as the latest is refused.
-    let (_d4, db) = fresh();
+    let db = fresh();
     let forger = CheckpointSigner::generate(ORIGIN).unwrap();
     let forged = forger
         .sign(&attestor::ledger::log::checkpoint::Checkpoint::new(
             ORIGIN, 9, [0; 32],
         ))
         .unwrap();
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    conn.execute(
-        "INSERT INTO checkpoints (size, note, created_at_ms) VALUES (9, ?1, 0)",
-        [forged],
-    )
-    .unwrap();
-    drop(conn);
+    db.try_open()
+        .unwrap()
+        .put_checkpoint(&attestor::ledger::store::StoredCheckpoint {
+            size: 9,
+            note: forged,
+            created_at_ms: 0,
+        })
+        .unwrap();
     assert!(matches!(
         open(&db, &signer),
         Err(SequencerError::Checkpoint(_))
     ));
 }
 
-#[test]
-fn concurrent_submissions_share_commits_and_each_gets_a_valid_receipt() {
+fn concurrent_submissions_share_commits_and_each_gets_a_valid_receipt(db: &Backend) {
     use attestor::ledger::log::batcher::{Batcher, DEFAULT_MAX_BATCH};
-    let dir = tempfile::tempdir().unwrap();
     let signer = CheckpointSigner::generate(ORIGIN).unwrap();
     let vkey = signer.verifier_key();
-    let log = Arc::new(open(&dir.path().join("l.db"), &signer).unwrap());
+    let log = Arc::new(open(db, &signer).unwrap());
     let (batcher, writer) = Batcher::start(log.clone(), DEFAULT_MAX_BATCH);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -205,16 +225,13 @@ fn concurrent_submissions_share_commits_and_each_gets_a_valid_receipt() {
     assert_eq!(log.size(), 200);
 }
 
-#[test]
-fn entries_appended_without_their_checkpoint_are_published_at_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("ledger.db");
+fn entries_appended_without_their_checkpoint_are_published_at_start(db: &Backend) {
     let signer = CheckpointSigner::generate(ORIGIN).unwrap();
-    let log = open(&db, &signer).unwrap();
+    let log = open(db, &signer).unwrap();
     log.append(vec![submission("a", 0)]).unwrap();
     drop(log);
     // A crash between the store's commit and the checkpoint: the batch is durable, unsigned.
-    let store = EmbeddedStore::open(&db).unwrap();
+    let store = db.open();
     let mut stray = store.entry(0).unwrap().unwrap().entry;
     stray.leaf = vec![7; 8];
     stray.leaf_hash = attestor::ledger::log::merkle::leaf_hash(&stray.leaf);
@@ -222,12 +239,74 @@ fn entries_appended_without_their_checkpoint_are_published_at_start() {
     assert_eq!(store.latest_checkpoint().unwrap().unwrap().size, 1);
     drop(store);
 
-    let log = open(&db, &signer).unwrap();
-    let store = EmbeddedStore::open(&db).unwrap();
+    let log = open(db, &signer).unwrap();
+    let store = db.try_open().unwrap();
     let latest = store.latest_checkpoint().unwrap().unwrap();
     let checkpoint = open_checkpoint(&latest.note, &signer.verifier_key()).unwrap();
     assert_eq!((checkpoint.size, log.size()), (2, 2));
     let proof = log.inclusion_proof(1, 2).unwrap();
     let leaf = attestor::ledger::log::merkle::leaf_hash(&[7; 8]);
     verify_inclusion(&leaf, 1, 2, &proof, &checkpoint.root).unwrap();
+}
+
+#[test]
+fn a_follower_proves_entries_and_takes_over_when_the_sequencer_stops_renewing() {
+    let backend = Backend::postgres();
+    let signer = CheckpointSigner::generate(ORIGIN).unwrap();
+    let vkey = signer.verifier_key();
+    let replica = || {
+        let store: Arc<dyn LedgerStore> = Arc::new(backend.other_replica(Duration::from_secs(1)));
+        Sequencer::open(store, copy_of(&signer), ORIGIN).unwrap()
+    };
+    let (leader, follower) = (replica(), replica());
+    assert!(leader.is_sequencer());
+    assert!(!follower.is_sequencer());
+    let first = leader
+        .append((0..4).map(|n| submission("a", n)).collect())
+        .unwrap();
+    let before = open_checkpoint(&first[3].checkpoint, &vkey).unwrap();
+    assert!(matches!(
+        follower.append(vec![submission("b", 9)]),
+        Err(SequencerError::Store(StoreError::NotSequencer))
+    ));
+
+    // The follower reads what the leader appended, checked against its tree, and proves it.
+    let entry = follower.entry(2).unwrap().unwrap();
+    assert_eq!(
+        LogRecord::from_leaf(&entry.entry.leaf).unwrap().submission,
+        vec![2; 64]
+    );
+    let proof = follower.inclusion_proof(1, 4).unwrap();
+    verify_inclusion(&first[1].leaf_hash, 1, 4, &proof, &before.root).unwrap();
+
+    // The leader stops renewing (hung, partitioned or dead): once its lease expires the
+    // follower takes over, and the old leader is fenced out.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !follower.claim().unwrap() {
+        assert!(Instant::now() < deadline, "the follower never took over");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(matches!(
+        leader.append(vec![submission("a", 9)]),
+        Err(SequencerError::Store(StoreError::NotSequencer))
+    ));
+    assert!(!leader.is_sequencer());
+    assert!(!leader.claim().unwrap());
+
+    // The log goes on where it was: dense, monotonic, consistent with the old checkpoint.
+    let next = follower
+        .append((4..7).map(|n| submission("b", n)).collect())
+        .unwrap();
+    assert_eq!(
+        next.iter().map(|r| r.index).collect::<Vec<_>>(),
+        vec![4, 5, 6]
+    );
+    next.iter().for_each(|r| check_receipt(r, &vkey));
+    assert!(next[0].received_at_ms >= first[3].received_at_ms);
+    let after = open_checkpoint(&next[2].checkpoint, &vkey).unwrap();
+    assert_eq!(after.size, 7);
+    for log in [&follower, &leader] {
+        let proof = log.consistency_proof(4, 7).unwrap();
+        verify_consistency(4, 7, &before.root, &after.root, &proof).unwrap();
+    }
 }

@@ -41,6 +41,11 @@ struct LedgerToml {
     max_connections: usize,
     tls: TlsFiles,
     tenants: BTreeMap<String, TenantToml>,
+    /// `postgres://...`: a database shared by replicas; absent: SQLite in `state_dir`.
+    #[serde(default)]
+    storage: Option<String>,
+    #[serde(default = "default_lease_seconds")]
+    sequencer_lease_seconds: u64,
     #[serde(default)]
     alerts: AlertConfig,
     #[serde(default)]
@@ -72,6 +77,10 @@ pub struct OpsConfig {
     pub dashboard_token_file: Option<PathBuf>,
 }
 
+fn default_lease_seconds() -> u64 {
+    crate::ledger::store::postgres::DEFAULT_LEASE.as_secs()
+}
+
 fn default_max_gap_seconds() -> u64 {
     DEFAULT_MAX_GAP.as_secs()
 }
@@ -83,6 +92,35 @@ fn default_max_connections() -> usize {
 #[serde(deny_unknown_fields)]
 struct TenantToml {
     policy_hash: String,
+}
+
+/// Where the ledger keeps its log.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// SQLite in `state_dir/ledger.db` (the default): one ledger process.
+    Embedded,
+    /// A PostgreSQL-compatible database that several ledger replicas may share.
+    Postgres {
+        /// `postgres://user:password@host:port/database[?options]`.
+        url: String,
+        /// How long the sequencer lease lasts unrenewed: a dead sequencer's successor
+        /// takes over after at most this long.
+        lease: Duration,
+    },
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Storage::Embedded => f.write_str("Embedded"),
+            // The URL may carry a password: never print it.
+            Storage::Postgres { lease, .. } => f
+                .debug_struct("Postgres")
+                .field("url", &"<redacted>")
+                .field("lease", lease)
+                .finish(),
+        }
+    }
 }
 
 /// A loaded, path-resolved ledger configuration.
@@ -103,6 +141,8 @@ pub struct LedgerConfig {
     pub tenants: BTreeMap<String, TenantPolicy>,
     pub alerts: AlertConfig,
     pub ops: OpsConfig,
+    /// The log's storage (`storage = "postgres://..."`; default embedded).
+    pub storage: Storage,
 }
 
 impl LedgerConfig {
@@ -138,6 +178,22 @@ impl LedgerConfig {
                 "max_gap_seconds and max_connections must be positive".into(),
             ));
         }
+        let storage = match raw.storage {
+            None => Storage::Embedded,
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                let lease = Duration::from_secs(raw.sequencer_lease_seconds);
+                if lease < crate::ledger::store::postgres::MIN_LEASE {
+                    return Err(invalid("sequencer_lease_seconds must be positive".into()));
+                }
+                Storage::Postgres { url, lease }
+            }
+            Some(_) => {
+                return Err(invalid(
+                    "storage must be a postgres:// or postgresql:// URL (or absent: embedded)"
+                        .into(),
+                ))
+            }
+        };
         Ok(LedgerConfig {
             listen: raw.listen,
             state_dir: base.join(raw.state_dir),
@@ -153,6 +209,7 @@ impl LedgerConfig {
                 per_agent_metrics: raw.ops.per_agent_metrics,
                 dashboard_token_file: raw.ops.dashboard_token_file.map(|p| base.join(p)),
             },
+            storage,
         })
     }
 }
@@ -202,5 +259,33 @@ mod tests {
         assert!(e.to_string().contains("surprise"), "{e}");
         let zero_gap = VALID.replace("profile = ", "max_gap_seconds = 0\nprofile = ");
         assert!(LedgerConfig::parse(&zero_gap, Path::new("l.toml")).is_err());
+    }
+
+    #[test]
+    fn storage_is_embedded_by_default_or_a_postgres_url_never_printed() {
+        let c = LedgerConfig::parse(VALID, Path::new("l.toml")).unwrap();
+        assert_eq!(c.storage, Storage::Embedded);
+        let url = "postgres://ledger:s3cret@db.example:5432/attestor";
+        let text = VALID.replace(
+            "profile = ",
+            &format!("storage = \"{url}\"\nsequencer_lease_seconds = 4\nprofile = "),
+        );
+        let c = LedgerConfig::parse(&text, Path::new("l.toml")).unwrap();
+        assert_eq!(
+            c.storage,
+            Storage::Postgres {
+                url: url.into(),
+                lease: Duration::from_secs(4)
+            }
+        );
+        assert!(!format!("{c:?}").contains("s3cret"));
+        for bad in [
+            "storage = \"mysql://x\"",
+            "storage = \"postgres://x\"\nsequencer_lease_seconds = 0",
+        ] {
+            let text = VALID.replace("profile = ", &format!("{bad}\nprofile = "));
+            let e = LedgerConfig::parse(&text, Path::new("l.toml")).unwrap_err();
+            assert!(!e.to_string().contains("s3cret"), "{e}");
+        }
     }
 }

@@ -160,7 +160,8 @@ impl From<ServiceError> for Failure {
             ServiceError::Store(_)
             | ServiceError::Log(_)
             | ServiceError::Append(_)
-            | ServiceError::Internal(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | ServiceError::Internal(_)
+            | ServiceError::NotSequencer => StatusCode::SERVICE_UNAVAILABLE,
         };
         let status = match &e {
             ServiceError::Enroll(crate::ledger::enroll::EnrollError::Store(_)) => {
@@ -168,7 +169,8 @@ impl From<ServiceError> for Failure {
             }
             _ => status,
         };
-        if status.is_server_error() {
+        // A follower refusing writes is routine, not a failure.
+        if status.is_server_error() && e.code() != "not-sequencer" {
             event(
                 Level::Error,
                 "request-failed",

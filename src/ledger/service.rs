@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,7 +23,7 @@ use crate::ledger::api::{
     EnrollProof, EnrollRequest, EnrolledResponse, EntriesResponse, EntryJson, InclusionJson,
     NonceResponse, ReceiptJson, SubmitResponse, TenantResponse,
 };
-use crate::ledger::config::LedgerConfig;
+use crate::ledger::config::{LedgerConfig, Storage};
 use crate::ledger::enroll::{EnrollError, Enrollment};
 use crate::ledger::log::batcher::{BatchError, Batcher, DEFAULT_MAX_BATCH};
 use crate::ledger::log::checkpoint::{CheckpointError, CheckpointSigner};
@@ -30,6 +31,7 @@ use crate::ledger::log::sequencer::{Receipt, Sequencer, SequencerError, Submissi
 use crate::ledger::metrics::LedgerMetrics;
 use crate::ledger::record::{LogRecord, RECORD_VERSION};
 use crate::ledger::store::embedded::EmbeddedStore;
+use crate::ledger::store::postgres::{PostgresOptions, PostgresStore};
 use crate::ledger::store::{EntryQuery, LedgerStore, StoreError, StoredEntry, Verdict, MAX_PAGE};
 use crate::ledger::verify::{accepted_state, verify_submission, NonceBook, Refusal, TenantPolicy};
 use crate::profiles::{Profile, ProfileError};
@@ -55,6 +57,8 @@ pub enum ServiceError {
     Append(#[from] BatchError),
     #[error("internal failure: {0}")]
     Internal(String),
+    #[error("this ledger replica is not the sequencer: it serves reads only; retry (another replica holds the lease)")]
+    NotSequencer,
 }
 
 impl ServiceError {
@@ -66,6 +70,9 @@ impl ServiceError {
             ServiceError::Forbidden(_) => "forbidden",
             ServiceError::Enroll(EnrollError::Store(_)) => "unavailable",
             ServiceError::Enroll(_) => "enrollment-refused",
+            ServiceError::NotSequencer | ServiceError::Append(BatchError::NotSequencer) => {
+                "not-sequencer"
+            }
             ServiceError::Store(_)
             | ServiceError::Log(_)
             | ServiceError::Append(_)
@@ -132,6 +139,8 @@ pub struct Ledger {
     agent_turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     metrics: LedgerMetrics,
     alerter: Arc<Alerter>,
+    /// Dropping it stops the lease keeper (stores with a sequencer lease only).
+    _lease_keeper: Option<mpsc::Sender<()>>,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -146,6 +155,53 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| ServiceError::Internal(e.to_string()))?
+}
+
+/// Opens the store a config names: SQLite in the state directory, or PostgreSQL.
+pub fn open_store(config: &LedgerConfig) -> Result<Arc<dyn LedgerStore>, StartError> {
+    Ok(match &config.storage {
+        Storage::Embedded => Arc::new(EmbeddedStore::open(&config.state_dir.join(LEDGER_DB))?),
+        Storage::Postgres { url, lease } => {
+            Arc::new(PostgresStore::open(url, PostgresOptions::new(*lease))?)
+        }
+    })
+}
+
+/// Renews the sequencer lease (or keeps trying to take it) every `period` until `stop`
+/// is dropped, then gives it up.
+fn keep_lease(sequencer: Arc<Sequencer>, period: Duration, stop: mpsc::Receiver<()>) {
+    use crate::logging::{event, Level};
+    use serde_json::json;
+    let mut leading = sequencer.is_sequencer();
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(period) {
+        let now = match sequencer.claim() {
+            Ok(now) => now,
+            Err(e) => {
+                event(
+                    Level::Error,
+                    "sequencer-lease-failed",
+                    json!({"error": e.to_string()}),
+                );
+                false
+            }
+        };
+        if now != leading {
+            let name = if now {
+                "sequencer-elected"
+            } else {
+                "sequencer-lost"
+            };
+            event(Level::Info, name, json!({"log_size": sequencer.size()}));
+            leading = now;
+        }
+    }
+    if let Err(e) = sequencer.resign() {
+        event(
+            Level::Warn,
+            "sequencer-release-failed",
+            json!({"error": e.to_string()}),
+        );
+    }
 }
 
 /// Loads the checkpoint key from `path`, creating it (mode 0600) on first start.
@@ -176,8 +232,9 @@ fn checkpoint_signer(path: &Path, origin: &str) -> Result<CheckpointSigner, Star
 
 impl Ledger {
     /// Opens the ledger a config describes: its state directory (created if needed), the
-    /// embedded store and the checkpoint key. Returns the log writer's thread too; it
-    /// ends once the ledger is dropped. Must run inside a tokio runtime (alert delivery).
+    /// store (embedded, or PostgreSQL shared with other replicas) and the checkpoint key.
+    /// Returns the log writer's thread too; it ends once the ledger is dropped. Must run
+    /// inside a tokio runtime (alert delivery).
     pub fn open(config: &LedgerConfig) -> Result<(Arc<Ledger>, JoinHandle<()>), StartError> {
         let dir = &config.state_dir;
         std::fs::create_dir_all(dir).map_err(|source| StartError::Io {
@@ -185,12 +242,14 @@ impl Ledger {
             source,
         })?;
         let signer = checkpoint_signer(&dir.join("checkpoint.key"), &config.origin)?;
-        let store = Arc::new(EmbeddedStore::open(&dir.join(LEDGER_DB))?);
+        let store = open_store(config)?;
         let profile = Profile::load(&config.profile)?;
         Ok(Self::new(store, signer, config, profile)?)
     }
 
-    /// A ledger over any store, configured by `config` (whose store and key are given).
+    /// A ledger over any store. With a store that has a sequencer lease, a thread keeps
+    /// (or keeps trying to take) the lease; the returned thread ends once the writer and
+    /// that keeper have stopped, after the ledger is dropped, the lease given up. Must run inside a tokio runtime (alert delivery).
     pub fn new(
         store: Arc<dyn LedgerStore>,
         signer: CheckpointSigner,
@@ -199,6 +258,20 @@ impl Ledger {
     ) -> Result<(Arc<Ledger>, JoinHandle<()>), SequencerError> {
         let sequencer = Arc::new(Sequencer::open(store.clone(), signer, &config.origin)?);
         let (batcher, writer) = Batcher::start(sequencer.clone(), DEFAULT_MAX_BATCH);
+        let (lease_keeper, writer) = match store.lease_renewal() {
+            None => (None, writer),
+            Some(period) => {
+                let (stop, stopped) = mpsc::channel();
+                let keeper_sequencer = sequencer.clone();
+                let keeper =
+                    std::thread::spawn(move || keep_lease(keeper_sequencer, period, stopped));
+                let both = std::thread::spawn(move || {
+                    let _ = writer.join();
+                    let _ = keeper.join();
+                });
+                (Some(stop), both)
+            }
+        };
         let ledger = Ledger {
             store,
             sequencer,
@@ -211,6 +284,7 @@ impl Ledger {
             agent_turns: Mutex::default(),
             metrics: LedgerMetrics::new(config.ops.per_agent_metrics),
             alerter: Alerter::start(config.alerts.clone(), config.state_dir.clone()),
+            _lease_keeper: lease_keeper,
         };
         Ok((Arc::new(ledger), writer))
     }
@@ -245,6 +319,20 @@ impl Ledger {
         self.sequencer.verifier_key()
     }
 
+    /// Whether this replica holds the sequencer lease (always, on the embedded store).
+    /// Followers serve reads only.
+    pub fn is_sequencer(&self) -> bool {
+        self.sequencer.is_sequencer()
+    }
+
+    fn require_sequencer(&self) -> Result<(), ServiceError> {
+        if self.is_sequencer() {
+            Ok(())
+        } else {
+            Err(ServiceError::NotSequencer)
+        }
+    }
+
     /// The storage the ledger writes to.
     pub fn store(&self) -> &Arc<dyn LedgerStore> {
         &self.store
@@ -264,6 +352,8 @@ impl Ledger {
     /// A single-use nonce for the caller's next attestation.
     pub fn issue_nonce(&self, who: &AgentIdentity) -> Result<NonceResponse, ServiceError> {
         self.tenant_policy(&who.tenant)?;
+        // Nonces live in the sequencer's memory: only it can check them later.
+        self.require_sequencer()?;
         let nonce = self
             .nonces
             .issue(&who.agent_id)
@@ -280,6 +370,7 @@ impl Ledger {
         request: EnrollRequest,
     ) -> Result<EnrollChallenge, ServiceError> {
         self.tenant_policy(&who.tenant)?;
+        self.require_sequencer()?;
         let (this, who) = (self.clone(), who.clone());
         blocking(move || {
             Ok(this.enrollment.begin(
@@ -299,6 +390,7 @@ impl Ledger {
         who: &AgentIdentity,
         proof: EnrollProof,
     ) -> Result<EnrolledResponse, ServiceError> {
+        self.require_sequencer()?;
         let (this, who) = (self.clone(), who.clone());
         blocking(move || {
             let record = this.enrollment.finish(
@@ -355,6 +447,8 @@ impl Ledger {
         who: &AgentIdentity,
         body: Vec<u8>,
     ) -> Result<SubmitResponse, ServiceError> {
+        // Checked before judging, so a follower spends no nonce and logs nothing.
+        self.require_sequencer()?;
         let arrived = Instant::now();
         let turn = self.agent_turn(&who.agent_id);
         let _my_turn = turn.lock().await;

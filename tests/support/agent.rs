@@ -121,7 +121,8 @@ pub fn tpm_ev_mut(bundle: &mut Bundle) -> &mut TpmEvidence {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+/// Copies a directory tree.
+pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();

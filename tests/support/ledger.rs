@@ -53,6 +53,56 @@ fn free_port() -> u16 {
 
 impl LedgerProcess {
     pub fn start(spec: &LedgerSpec<'_>) -> LedgerProcess {
+        Self::start_with(spec, "")
+    }
+
+    /// A ledger on a PostgreSQL database (`storage = url`) with a short sequencer lease.
+    pub fn start_on_postgres(
+        spec: &LedgerSpec<'_>,
+        url: &str,
+        lease_seconds: u64,
+    ) -> LedgerProcess {
+        Self::start_with(
+            spec,
+            &format!("storage = \"{url}\"\nsequencer_lease_seconds = {lease_seconds}\n"),
+        )
+    }
+
+    /// Another replica of this ledger: same configuration, PKI and checkpoint key (the
+    /// replicas of one log must share it), its own port and state directory.
+    pub fn replica(&self) -> LedgerProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, ops_port) = (free_port(), free_port());
+        super::agent::copy_dir(&self.dir.path().join("pki"), &dir.path().join("pki"));
+        std::fs::write(dir.path().join("ops.token"), OPS_TOKEN).unwrap();
+        std::fs::create_dir_all(dir.path().join("state")).unwrap();
+        std::fs::copy(
+            self.state_dir().join("checkpoint.key"),
+            dir.path().join("state/checkpoint.key"),
+        )
+        .unwrap();
+        let config = std::fs::read_to_string(self.dir.path().join("ledger.toml"))
+            .unwrap()
+            .replace(
+                &format!("listen = \"127.0.0.1:{}\"", self.port),
+                &format!("listen = \"127.0.0.1:{port}\""),
+            )
+            .replace(
+                &format!("listen = \"127.0.0.1:{}\"", self.ops_port),
+                &format!("listen = \"127.0.0.1:{ops_port}\""),
+            );
+        std::fs::write(dir.path().join("ledger.toml"), config).unwrap();
+        let mut replica = LedgerProcess {
+            dir,
+            port,
+            ops_port,
+            child: None,
+        };
+        replica.restart();
+        replica
+    }
+
+    fn start_with(spec: &LedgerSpec<'_>, storage: &str) -> LedgerProcess {
         let dir = tempfile::tempdir().unwrap();
         let identities: Vec<AgentIdentity> = spec
             .agents
@@ -77,7 +127,7 @@ impl LedgerProcess {
         std::fs::write(dir.path().join("ops.token"), OPS_TOKEN).unwrap();
         let mut config = format!(
             "listen = \"127.0.0.1:{port}\"\nstate_dir = \"state\"\norigin = \"ledger.test/attestor\"\n\
-             profile = \"{}\"\nmax_gap_seconds = {}\n[tls]\nca = \"pki/ca.pem\"\n\
+             {storage}profile = \"{}\"\nmax_gap_seconds = {}\n[tls]\nca = \"pki/ca.pem\"\n\
              cert = \"pki/ledger.pem\"\nkey = \"pki/ledger.key\"\n[ops]\n\
              listen = \"127.0.0.1:{ops_port}\"\ndashboard_token_file = \"ops.token\"\n",
             profile.display(),

@@ -19,6 +19,8 @@
 
 pub mod agent;
 pub mod ledger;
+pub mod postgres;
+pub mod stores;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};

@@ -10,7 +10,8 @@ use std::thread::JoinHandle;
 use thiserror::Error;
 use tokio::sync::oneshot;
 
-use super::sequencer::{Receipt, Sequencer, Submission};
+use super::sequencer::{Receipt, Sequencer, SequencerError, Submission};
+use crate::ledger::store::StoreError;
 
 /// Largest batch the writer appends at once.
 pub const DEFAULT_MAX_BATCH: usize = 512;
@@ -20,6 +21,8 @@ pub const DEFAULT_MAX_BATCH: usize = 512;
 pub enum BatchError {
     #[error("the log writer has stopped")]
     Stopped,
+    #[error("this replica is not the sequencer: submit to the one holding the lease")]
+    NotSequencer,
     #[error("the batch could not be appended: {0}")]
     Append(String),
 }
@@ -51,6 +54,11 @@ impl Batcher {
                         for (reply, receipt) in replies.into_iter().zip(receipts) {
                             // A submitter that gave up no longer needs its receipt.
                             let _ = reply.send(Ok(receipt));
+                        }
+                    }
+                    Err(SequencerError::Store(StoreError::NotSequencer)) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(BatchError::NotSequencer));
                         }
                     }
                     Err(e) => {

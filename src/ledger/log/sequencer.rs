@@ -5,6 +5,14 @@
 //!
 //! At start-up the tree is rebuilt from the stored leaf hashes and checked against the
 //! latest stored checkpoint, so a truncated or rewritten log is refused before serving.
+//!
+//! When several ledger replicas share one store, only the holder of the store's sequencer
+//! lease appends ([`Sequencer::claim`]); the store re-checks the lease inside each append,
+//! so a replica that lost it cannot append. The others are followers: they extend their
+//! tree from the store when a read needs entries they have not seen ([`Sequencer::sync`]),
+//! so they serve entries and proofs. A follower that takes the lease over re-reads the
+//! store, checks the latest checkpoint, publishes one for entries left unsigned, and
+//! continues the log where the previous sequencer stopped.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -68,6 +76,8 @@ pub struct Receipt {
 struct State {
     tree: MerkleTree,
     last_ms: u64,
+    /// The lease term this replica appends under; `None` while it is a follower.
+    term: Option<u64>,
 }
 
 /// The ledger's append-only log.
@@ -85,52 +95,132 @@ fn unix_ms() -> u64 {
 }
 
 impl Sequencer {
-    /// Rebuilds the tree from `store` and checks it against the latest checkpoint.
+    /// Rebuilds the tree from `store`, checks it against the latest checkpoint, and tries
+    /// to become the store's sequencer ([`Sequencer::claim`]).
     pub fn open(
         store: Arc<dyn LedgerStore>,
         signer: CheckpointSigner,
         origin: &str,
     ) -> Result<Self, SequencerError> {
-        let size = store.len()?;
-        let mut tree = MerkleTree::new();
-        let mut from = 0;
-        while from < size {
-            let to = size.min(from + REBUILD_CHUNK);
-            for hash in store.leaf_hashes(from, to)? {
-                tree.push_leaf_hash(hash);
-            }
-            from = to;
-        }
-        let latest = store.latest_checkpoint()?;
+        let sequencer = Sequencer {
+            store,
+            signer,
+            origin: origin.to_string(),
+            state: Mutex::new(State {
+                tree: MerkleTree::new(),
+                last_ms: 0,
+                term: None,
+            }),
+        };
+        sequencer.sync()?;
+        sequencer.claim()?;
+        Ok(sequencer)
+    }
+
+    /// Extends the tree with the entries the store holds beyond it and checks the result
+    /// against the latest signed checkpoint; returns the new size.
+    pub fn sync(&self) -> Result<u64, SequencerError> {
+        let mut state = self.state();
+        self.sync_locked(&mut state)?;
+        Ok(state.tree.size())
+    }
+
+    fn sync_locked(&self, state: &mut State) -> Result<(), SequencerError> {
+        // The checkpoint first: it is stored after its entries, so the size read next
+        // covers it even while another replica appends.
+        let latest = self.store.latest_checkpoint()?;
+        let size = self.store.len()?;
+        self.extend_from_store(state, size)?;
         if let Some(latest) = &latest {
-            let checkpoint = open_checkpoint(&latest.note, &signer.verifier_key())?;
+            let checkpoint = open_checkpoint(&latest.note, &self.signer.verifier_key())?;
             if checkpoint.size > size {
                 return Err(SequencerError::Truncated {
                     stored: size,
                     checkpoint: checkpoint.size,
                 });
             }
-            if tree.root_at(checkpoint.size)? != checkpoint.root {
+            if state.tree.root_at(checkpoint.size)? != checkpoint.root {
                 return Err(SequencerError::RootMismatch {
                     size: checkpoint.size,
                 });
             }
         }
-        let last_ms = store.last_received_at_ms()?.unwrap_or(0);
-        let signed = latest.map_or(0, |c| c.size);
-        let sequencer = Sequencer {
-            store,
-            signer,
-            origin: origin.to_string(),
-            state: Mutex::new(State { tree, last_ms }),
-        };
-        if size > signed {
-            // A crash came between appending a batch and publishing its checkpoint: the
-            // entries are durable (though never acknowledged), so publish them now.
-            let state = sequencer.state();
-            sequencer.publish(&state, state.last_ms)?;
+        state.last_ms = state
+            .last_ms
+            .max(self.store.last_received_at_ms()?.unwrap_or(0));
+        Ok(())
+    }
+
+    /// Pushes the stored leaf hashes `[tree size, size)` onto the tree.
+    fn extend_from_store(&self, state: &mut State, size: u64) -> Result<(), SequencerError> {
+        let have = state.tree.size();
+        if size < have {
+            return Err(SequencerError::Truncated {
+                stored: size,
+                checkpoint: have,
+            });
         }
-        Ok(sequencer)
+        let mut from = have;
+        while from < size {
+            let to = size.min(from + REBUILD_CHUNK);
+            let hashes = self.store.leaf_hashes(from, to)?;
+            if hashes.len() as u64 != to - from {
+                return Err(
+                    StoreError::Corrupt(format!("entries {from}..{to} are missing")).into(),
+                );
+            }
+            for hash in hashes {
+                state.tree.push_leaf_hash(hash);
+            }
+            from = to;
+        }
+        Ok(())
+    }
+
+    /// Takes or renews the store's sequencer lease; returns whether this replica may
+    /// append. On taking it (over), the tree is brought up to date with the store and
+    /// checked, and entries a crash left unsigned get their checkpoint.
+    pub fn claim(&self) -> Result<bool, SequencerError> {
+        let claimed = self.store.claim_sequencer();
+        let mut state = self.state();
+        let term = match claimed {
+            Ok(term) => term,
+            Err(e) => {
+                state.term = None;
+                return Err(e.into());
+            }
+        };
+        if term.is_some() && term != state.term {
+            state.term = None;
+            self.sync_locked(&mut state)?;
+            let signed = self.store.latest_checkpoint()?.map_or(0, |c| c.size);
+            if state.tree.size() > signed {
+                // A crash came between appending a batch and publishing its checkpoint:
+                // the entries are durable (though never acknowledged), so publish them.
+                self.publish(&state, state.last_ms)?;
+            }
+        }
+        state.term = term;
+        Ok(term.is_some())
+    }
+
+    /// Whether this replica holds the lease (as of its last claim or append).
+    pub fn is_sequencer(&self) -> bool {
+        self.state().term.is_some()
+    }
+
+    /// Stops appending and gives the lease up, for a prompt hand-over at shutdown.
+    pub fn resign(&self) -> Result<(), SequencerError> {
+        self.state().term = None;
+        Ok(self.store.release_sequencer()?)
+    }
+
+    /// Makes sure the tree covers `size` entries, reading the store if it does not.
+    fn ensure(&self, state: &mut State, size: u64) -> Result<(), SequencerError> {
+        if state.tree.size() < size {
+            self.sync_locked(state)?;
+        }
+        Ok(())
     }
 
     /// Signs and stores the checkpoint of the whole tree; returns its note.
@@ -158,6 +248,9 @@ impl Sequencer {
             return Ok(Vec::new());
         }
         let mut state = self.state();
+        if state.term.is_none() {
+            return Err(StoreError::NotSequencer.into());
+        }
         // Ledger time never runs backwards in log order, even if the clock does.
         let now = unix_ms().max(state.last_ms);
         let mut entries = Vec::with_capacity(batch.len());
@@ -175,12 +268,19 @@ impl Sequencer {
                 accepted_state: s.accepted_state,
             });
         }
-        let first = self.store.append(&entries)?;
+        let first = match self.store.append(&entries) {
+            Ok(first) => first,
+            Err(StoreError::NotSequencer) => {
+                // The lease expired or changed hands: a follower from now on.
+                state.term = None;
+                return Err(StoreError::NotSequencer.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         if first != state.tree.size() {
-            // Someone else appended to the store: the tree no longer describes it.
-            return Err(SequencerError::RootMismatch {
-                size: state.tree.size(),
-            });
+            // The store holds entries the tree lacks: an earlier append whose answer was
+            // lost (its commit happened after all). The store is the truth: take them in.
+            self.extend_from_store(&mut state, first)?;
         }
         for e in &entries {
             state.tree.push_leaf_hash(e.leaf_hash);
@@ -226,7 +326,9 @@ impl Sequencer {
     /// Checks an entry read from the store against the tree's leaf hash.
     pub fn check(&self, stored: &StoredEntry) -> Result<(), SequencerError> {
         let index = stored.index;
-        let expected = self.state().tree.leaf(index)?;
+        let mut state = self.state();
+        self.ensure(&mut state, index.saturating_add(1))?;
+        let expected = state.tree.leaf(index)?;
         if leaf_hash(&stored.entry.leaf) != expected || stored.entry.leaf_hash != expected {
             return Err(SequencerError::LeafMismatch { index });
         }
@@ -235,11 +337,15 @@ impl Sequencer {
 
     /// Inclusion proof of `index` in the tree of `size` entries.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, SequencerError> {
-        Ok(self.state().tree.inclusion_proof(index, size)?)
+        let mut state = self.state();
+        self.ensure(&mut state, size)?;
+        Ok(state.tree.inclusion_proof(index, size)?)
     }
 
     /// Consistency proof between two tree sizes.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, SequencerError> {
-        Ok(self.state().tree.consistency_proof(old, new)?)
+        let mut state = self.state();
+        self.ensure(&mut state, new)?;
+        Ok(state.tree.consistency_proof(old, new)?)
     }
 }

@@ -9,8 +9,8 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{
-    AcceptedState, AgentRecord, EntryQuery, LedgerStore, NewEntry, StoreError, StoredCheckpoint,
-    StoredEntry, Verdict, MAX_PAGE,
+    from_sql, stored_entry, to_sql, AcceptedState, AgentRecord, EntryQuery, EntryRow, LedgerStore,
+    NewEntry, StoreError, StoredCheckpoint, StoredEntry, Verdict, MAX_PAGE,
 };
 
 const SCHEMA_VERSION: &str = "1";
@@ -53,15 +53,6 @@ CREATE TABLE IF NOT EXISTS agents (
 
 fn db(e: rusqlite::Error) -> StoreError {
     StoreError::Database(e.to_string())
-}
-
-/// SQLite stores integers as i64; indexes and times beyond that are refused, not wrapped.
-fn to_sql(v: u64) -> Result<i64, StoreError> {
-    i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{v} exceeds the storable range")))
-}
-
-fn from_sql(v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative value {v}")))
 }
 
 /// The default ledger store: one SQLite database file.
@@ -125,18 +116,6 @@ impl EmbeddedStore {
     }
 }
 
-/// Columns of [`ENTRY_COLUMNS`] in order.
-type EntryRow = (
-    i64,
-    i64,
-    String,
-    String,
-    String,
-    Option<String>,
-    Vec<u8>,
-    Vec<u8>,
-);
-
 fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<EntryRow> {
     Ok((
         row.get(0)?,
@@ -148,26 +127,6 @@ fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<EntryRow> {
         row.get(6)?,
         row.get(7)?,
     ))
-}
-
-fn stored_entry(row: EntryRow) -> Result<StoredEntry, StoreError> {
-    let (idx, at, tenant, agent_id, verdict, attestation_id, leaf, hash) = row;
-    Ok(StoredEntry {
-        index: from_sql(idx)?,
-        entry: NewEntry {
-            received_at_ms: from_sql(at)?,
-            tenant,
-            agent_id,
-            verdict: Verdict::parse(&verdict)
-                .ok_or_else(|| StoreError::Corrupt(format!("verdict {verdict:?}")))?,
-            attestation_id,
-            leaf,
-            leaf_hash: hash
-                .try_into()
-                .map_err(|_| StoreError::Corrupt(format!("leaf hash of entry {idx}")))?,
-            accepted_state: None,
-        },
-    })
 }
 
 const ENTRY_COLUMNS: &str =
@@ -490,191 +449,4 @@ impl EmbeddedStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(at: u64, tenant: &str, agent: &str, verdict: Verdict) -> NewEntry {
-        NewEntry {
-            received_at_ms: at,
-            tenant: tenant.into(),
-            agent_id: agent.into(),
-            verdict,
-            attestation_id: Some(format!("att-{at}")),
-            leaf: at.to_be_bytes().to_vec(),
-            leaf_hash: [at as u8; 32],
-            accepted_state: None,
-        }
-    }
-
-    fn agent(id: &str, tenant: &str) -> AgentRecord {
-        AgentRecord {
-            agent_id: id.into(),
-            tenant: tenant.into(),
-            ek_certificate: vec![1],
-            ak_public: vec![2],
-            enrolled_at_ms: 5,
-            revoked: false,
-            last_seen_at_ms: None,
-            last_accepted_at_ms: None,
-            last_accepted: None,
-        }
-    }
-
-    #[test]
-    fn appends_are_dense_durable_and_queryable() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ledger.db");
-        {
-            let store = EmbeddedStore::open(&path).unwrap();
-            store.put_agent(&agent("a1", "t1")).unwrap();
-            store.put_agent(&agent("b1", "t2")).unwrap();
-            let mut accepted = entry(10, "t1", "a1", Verdict::Accepted);
-            accepted.accepted_state = Some(AcceptedState {
-                zero_retention: true,
-                tpm_clock: Some((1, 0, 99)),
-            });
-            assert_eq!(
-                store
-                    .append(&[accepted, entry(11, "t2", "b1", Verdict::Refused)])
-                    .unwrap(),
-                0
-            );
-            assert_eq!(
-                store
-                    .append(&[entry(12, "t1", "a1", Verdict::Refused)])
-                    .unwrap(),
-                2
-            );
-        }
-        // Reopened: everything acknowledged is there.
-        let store = EmbeddedStore::open(&path).unwrap();
-        assert_eq!(store.len().unwrap(), 3);
-        assert_eq!(store.last_received_at_ms().unwrap(), Some(12));
-        assert_eq!(store.leaf_hashes(0, 3).unwrap()[2], [12; 32]);
-        assert_eq!(store.entry(1).unwrap().unwrap().entry.tenant, "t2");
-        assert!(store.entry(3).unwrap().is_none());
-
-        let t1 = EntryQuery {
-            tenant: Some("t1".into()),
-            limit: 10,
-            ..EntryQuery::default()
-        };
-        let got: Vec<u64> = store.query(&t1).unwrap().iter().map(|e| e.index).collect();
-        assert_eq!(got, vec![0, 2]);
-        let refused = EntryQuery {
-            verdict: Some(Verdict::Refused),
-            ..t1.clone()
-        };
-        assert_eq!(store.query(&refused).unwrap().len(), 1);
-        let page = EntryQuery {
-            after_index: Some(0),
-            limit: 1,
-            ..t1.clone()
-        };
-        assert_eq!(store.query(&page).unwrap()[0].index, 2);
-        let window = EntryQuery {
-            from_ms: Some(11),
-            to_ms: Some(12),
-            limit: 10,
-            ..EntryQuery::default()
-        };
-        assert_eq!(store.query(&window).unwrap()[0].index, 1);
-        let latest = store.latest_accepted("a1").unwrap().unwrap();
-        assert_eq!(latest.index, 0);
-        assert!(store.latest_accepted("b1").unwrap().is_none());
-
-        let a1 = store.agent("a1").unwrap().unwrap();
-        assert_eq!(a1.last_seen_at_ms, Some(12));
-        assert_eq!(a1.last_accepted_at_ms, Some(10));
-        assert_eq!(
-            a1.last_accepted,
-            Some(AcceptedState {
-                zero_retention: true,
-                tpm_clock: Some((1, 0, 99))
-            })
-        );
-        assert_eq!(store.agents(Some("t2")).unwrap().len(), 1);
-        // Re-enrolled with the same AK: the TPM clock stays; with another AK (a new TPM)
-        // it is forgotten, the zero-retention history is kept.
-        store.put_agent(&agent("a1", "t1")).unwrap();
-        let same = store.agent("a1").unwrap().unwrap().last_accepted.unwrap();
-        assert_eq!(same.tpm_clock, Some((1, 0, 99)));
-        let mut replaced = agent("a1", "t1");
-        replaced.ak_public = vec![3];
-        store.put_agent(&replaced).unwrap();
-        let new_tpm = store.agent("a1").unwrap().unwrap().last_accepted.unwrap();
-        assert_eq!(new_tpm.tpm_clock, None);
-        assert!(new_tpm.zero_retention);
-        store.revoke_agent("b1").unwrap();
-        assert!(store.agent("b1").unwrap().unwrap().revoked);
-        assert!(matches!(
-            store.revoke_agent("nobody"),
-            Err(StoreError::UnknownAgent(_))
-        ));
-    }
-
-    #[test]
-    fn time_order_is_enforced_and_failed_batches_leave_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(&dir.path().join("l.db")).unwrap();
-        store
-            .append(&[entry(10, "t", "a", Verdict::Refused)])
-            .unwrap();
-        let err = store
-            .append(&[
-                entry(11, "t", "a", Verdict::Refused),
-                entry(9, "t", "a", Verdict::Refused),
-            ])
-            .unwrap_err();
-        assert!(matches!(err, StoreError::TimeOrder { .. }));
-        assert_eq!(store.len().unwrap(), 1);
-        let mut ghost = entry(12, "t", "ghost", Verdict::Accepted);
-        ghost.accepted_state = Some(AcceptedState {
-            zero_retention: false,
-            tpm_clock: None,
-        });
-        assert!(matches!(
-            store.append(&[ghost]),
-            Err(StoreError::UnknownAgent(_))
-        ));
-        assert_eq!(store.len().unwrap(), 1);
-    }
-
-    #[test]
-    fn checkpoints_are_kept_by_size() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(&dir.path().join("l.db")).unwrap();
-        assert!(store.latest_checkpoint().unwrap().is_none());
-        for size in [1u64, 5, 3] {
-            store
-                .put_checkpoint(&StoredCheckpoint {
-                    size,
-                    note: format!("note {size}"),
-                    created_at_ms: size * 10,
-                })
-                .unwrap();
-        }
-        assert_eq!(store.latest_checkpoint().unwrap().unwrap().size, 5);
-        assert_eq!(store.checkpoint(3).unwrap().unwrap().note, "note 3");
-        assert!(store.checkpoint(4).unwrap().is_none());
-    }
-
-    #[test]
-    fn a_newer_schema_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("l.db");
-        drop(EmbeddedStore::open(&path).unwrap());
-        let conn = Connection::open(&path).unwrap();
-        conn.execute(
-            "UPDATE meta SET value = '99' WHERE key = 'schema_version'",
-            [],
-        )
-        .unwrap();
-        drop(conn);
-        assert!(matches!(
-            EmbeddedStore::open(&path),
-            Err(StoreError::SchemaVersion { .. })
-        ));
-    }
-}
+// Tests: tests/ledger_store.rs runs the same suite on this store and on PostgreSQL.

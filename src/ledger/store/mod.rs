@@ -1,13 +1,18 @@
 //! The ledger's storage interface: an append-only sequence of log entries with the
 //! indexes audit queries need, enrolled agents with their last-seen state, and signed
-//! checkpoints. `embedded` is the default (SQLite); a distributed engine implements the
-//! same trait.
+//! checkpoints. `embedded` is the default (SQLite); `postgres` lets several ledger
+//! replicas share one PostgreSQL-compatible database.
 //!
 //! Contract every implementation keeps: `append` returns only once the batch is durable
 //! (fsynced), indexes are dense from 0 in append order, and an entry is never changed or
-//! removed.
+//! removed. A store shared by several processes also arbitrates who appends: only the
+//! holder of its sequencer lease ([`LedgerStore::claim_sequencer`]), re-checked inside
+//! every append.
 
 pub mod embedded;
+pub mod postgres;
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -23,6 +28,8 @@ pub enum StoreError {
     TimeOrder { received_at_ms: u64, last_ms: u64 },
     #[error("unknown agent {0:?}")]
     UnknownAgent(String),
+    #[error("this replica does not hold the sequencer lease: it serves reads only")]
+    NotSequencer,
     #[error("store schema version {found} is not the supported {expected}")]
     SchemaVersion {
         found: String,
@@ -161,6 +168,50 @@ pub struct StoredCheckpoint {
     pub created_at_ms: u64,
 }
 
+/// SQL engines store integers as i64; indexes and times beyond that are refused, not
+/// wrapped.
+fn to_sql(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{v} exceeds the storable range")))
+}
+
+fn from_sql(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative value {v}")))
+}
+
+/// An entry row as both SQL backends read it: idx, received_at_ms, tenant, agent_id,
+/// verdict, attestation_id, leaf, leaf_hash.
+type EntryRow = (
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    Vec<u8>,
+    Vec<u8>,
+);
+
+/// Checks and converts a stored row; anything out of range is corruption, not a panic.
+fn stored_entry(row: EntryRow) -> Result<StoredEntry, StoreError> {
+    let (idx, at, tenant, agent_id, verdict, attestation_id, leaf, hash) = row;
+    Ok(StoredEntry {
+        index: from_sql(idx)?,
+        entry: NewEntry {
+            received_at_ms: from_sql(at)?,
+            tenant,
+            agent_id,
+            verdict: Verdict::parse(&verdict)
+                .ok_or_else(|| StoreError::Corrupt(format!("verdict {verdict:?}")))?,
+            attestation_id,
+            leaf,
+            leaf_hash: hash
+                .try_into()
+                .map_err(|_| StoreError::Corrupt(format!("leaf hash of entry {idx}")))?,
+            accepted_state: None,
+        },
+    })
+}
+
 /// Storage for one ledger.
 pub trait LedgerStore: Send + Sync {
     /// Appends a batch in one durable transaction; returns the first index.
@@ -195,4 +246,21 @@ pub trait LedgerStore: Send + Sync {
     fn agents(&self, tenant: Option<&str>) -> Result<Vec<AgentRecord>, StoreError>;
     /// Revokes an agent: its submissions are refused from now on.
     fn revoke_agent(&self, agent_id: &str) -> Result<(), StoreError>;
+
+    /// Takes or renews this handle's sequencer lease. `Some(term)` while this handle may
+    /// append (the term changes whenever the lease changed hands, so a new term means
+    /// others may have appended meanwhile); `None` while another holds it. A store with a
+    /// single writer (the embedded one) has no lease and always answers `Some(0)`.
+    fn claim_sequencer(&self) -> Result<Option<u64>, StoreError> {
+        Ok(Some(0))
+    }
+    /// Gives the lease up (at shutdown) so another replica need not wait for it to expire.
+    fn release_sequencer(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// How often the lease must be renewed (and a follower retries to take it); `None`
+    /// for stores without a lease.
+    fn lease_renewal(&self) -> Option<Duration> {
+        None
+    }
 }

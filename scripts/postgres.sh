@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# A throw-away PostgreSQL cluster on loopback for the tests: its own data directory,
+# socket directory and free port, trust authentication for the `attestor` role on
+# 127.0.0.1 only, fsync and synchronous_commit left on (the ledger refuses fsync=off).
+#
+#   scripts/postgres.sh start DIR   # initdb + start; prints postgres://attestor@127.0.0.1:PORT/postgres
+#   scripts/postgres.sh stop DIR    # immediate stop, removes DIR
+#
+# As root, the server runs as the `postgres` user (PostgreSQL refuses root). Used by
+# scripts/test.sh (ATTESTOR_TEST_POSTGRES) and by the test harness when that is unset.
+set -euo pipefail
+
+bindir() {
+    local dir
+    dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    if [ -z "$dir" ] && command -v initdb >/dev/null; then
+        dir=$(dirname "$(command -v initdb)")
+    fi
+    [ -n "$dir" ] && [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ] || {
+        echo "PostgreSQL server binaries not found: install Debian's postgresql package (scripts/test.sh does)" >&2
+        exit 1
+    }
+    echo "$dir"
+}
+
+as_owner() {
+    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start() {
+    local dir=$1 bin port
+    bin=$(bindir)
+    mkdir -p "$dir"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
+    as_owner "$bin/initdb" -D "$dir/data" -U attestor --auth=trust -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 || {
+        cat "$dir/initdb.log" >&2
+        exit 1
+    }
+    for _ in 1 2 3 4 5 6 7 8; do
+        port=$((20000 + RANDOM % 20000))
+        if as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+            -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 -c fsync=on -c synchronous_commit=on" \
+            start >/dev/null 2>&1; then
+            echo "postgres://attestor@127.0.0.1:$port/postgres"
+            return 0
+        fi
+    done
+    echo "PostgreSQL did not start; its log:" >&2
+    cat "$dir/server.log" >&2 || true
+    exit 1
+}
+
+stop() {
+    local dir=$1 bin
+    bin=$(bindir)
+    [ -d "$dir/data" ] && as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+    rm -rf "$dir"
+}
+
+case "${1:-}" in
+    start) start "${2:?usage: postgres.sh start DIR}" ;;
+    stop) stop "${2:?usage: postgres.sh stop DIR}" ;;
+    *) echo "usage: scripts/postgres.sh start|stop DIR" >&2; exit 2 ;;
+esac

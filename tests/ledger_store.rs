@@ -1,0 +1,320 @@
+//! The storage contract, run against both backends (embedded SQLite and PostgreSQL):
+//! dense durable appends, queries, agents' last-seen and accepted state, re-enrolment,
+//! time order, all-or-nothing batches, checkpoints by size, schema versions. Then what
+//! only a shared database has: the sequencer lease, its fencing and its hand-over, and
+//! concurrent migrations.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use attestor::ledger::store::postgres::PostgresStore;
+use attestor::ledger::store::{
+    AcceptedState, AgentRecord, EntryQuery, LedgerStore, NewEntry, StoreError, StoredCheckpoint,
+    Verdict,
+};
+use support::stores::Backend;
+
+fn entry(at: u64, tenant: &str, agent: &str, verdict: Verdict) -> NewEntry {
+    NewEntry {
+        received_at_ms: at,
+        tenant: tenant.into(),
+        agent_id: agent.into(),
+        verdict,
+        attestation_id: Some(format!("att-{at}")),
+        leaf: at.to_be_bytes().to_vec(),
+        leaf_hash: [at as u8; 32],
+        accepted_state: None,
+    }
+}
+
+fn agent(id: &str, tenant: &str) -> AgentRecord {
+    AgentRecord {
+        agent_id: id.into(),
+        tenant: tenant.into(),
+        ek_certificate: vec![1],
+        ak_public: vec![2],
+        enrolled_at_ms: 5,
+        revoked: false,
+        last_seen_at_ms: None,
+        last_accepted_at_ms: None,
+        last_accepted: None,
+    }
+}
+
+on_both_backends!(
+    appends_are_dense_durable_and_queryable,
+    time_order_is_enforced_and_failed_batches_leave_nothing,
+    checkpoints_are_kept_by_size,
+    a_newer_schema_is_refused,
+);
+
+fn appends_are_dense_durable_and_queryable(backend: &Backend) {
+    {
+        let store = backend.open();
+        assert!(store.is_empty().unwrap());
+        assert_eq!(store.last_received_at_ms().unwrap(), None);
+        store.put_agent(&agent("a1", "t1")).unwrap();
+        store.put_agent(&agent("b1", "t2")).unwrap();
+        let mut accepted = entry(10, "t1", "a1", Verdict::Accepted);
+        accepted.accepted_state = Some(AcceptedState {
+            zero_retention: true,
+            tpm_clock: Some((1, 0, 99)),
+        });
+        assert_eq!(
+            store
+                .append(&[accepted, entry(11, "t2", "b1", Verdict::Refused)])
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            store
+                .append(&[entry(12, "t1", "a1", Verdict::Refused)])
+                .unwrap(),
+            2
+        );
+    }
+    // Reopened: everything acknowledged is there.
+    let store = backend.open();
+    assert_eq!(store.len().unwrap(), 3);
+    assert_eq!(store.last_received_at_ms().unwrap(), Some(12));
+    assert_eq!(store.leaf_hashes(0, 3).unwrap()[2], [12; 32]);
+    assert_eq!(store.leaf_hashes(1, 3).unwrap().len(), 2);
+    let one = store.entry(1).unwrap().unwrap();
+    assert_eq!(one.entry.tenant, "t2");
+    assert_eq!(one.entry.leaf, 11u64.to_be_bytes());
+    assert_eq!(one.entry.attestation_id.as_deref(), Some("att-11"));
+    assert!(store.entry(3).unwrap().is_none());
+
+    let t1 = EntryQuery {
+        tenant: Some("t1".into()),
+        limit: 10,
+        ..EntryQuery::default()
+    };
+    let got: Vec<u64> = store.query(&t1).unwrap().iter().map(|e| e.index).collect();
+    assert_eq!(got, vec![0, 2]);
+    let refused = EntryQuery {
+        verdict: Some(Verdict::Refused),
+        ..t1.clone()
+    };
+    assert_eq!(store.query(&refused).unwrap().len(), 1);
+    let page = EntryQuery {
+        after_index: Some(0),
+        limit: 1,
+        ..t1.clone()
+    };
+    assert_eq!(store.query(&page).unwrap()[0].index, 2);
+    let window = EntryQuery {
+        from_ms: Some(11),
+        to_ms: Some(12),
+        limit: 10,
+        ..EntryQuery::default()
+    };
+    assert_eq!(store.query(&window).unwrap()[0].index, 1);
+    let by_id = EntryQuery {
+        attestation_id: Some("att-12".into()),
+        agent_id: Some("a1".into()),
+        limit: 10,
+        ..EntryQuery::default()
+    };
+    assert_eq!(store.query(&by_id).unwrap()[0].index, 2);
+    let latest = store.latest_accepted("a1").unwrap().unwrap();
+    assert_eq!(latest.index, 0);
+    assert!(store.latest_accepted("b1").unwrap().is_none());
+
+    let a1 = store.agent("a1").unwrap().unwrap();
+    assert_eq!(a1.last_seen_at_ms, Some(12));
+    assert_eq!(a1.last_accepted_at_ms, Some(10));
+    assert_eq!(
+        a1.last_accepted,
+        Some(AcceptedState {
+            zero_retention: true,
+            tpm_clock: Some((1, 0, 99))
+        })
+    );
+    assert_eq!(store.agents(Some("t2")).unwrap().len(), 1);
+    assert_eq!(store.agents(None).unwrap().len(), 2);
+    assert!(store.agent("nobody").unwrap().is_none());
+    // Re-enrolled with the same AK: the TPM clock stays; with another AK (a new TPM)
+    // it is forgotten, the zero-retention history is kept.
+    store.put_agent(&agent("a1", "t1")).unwrap();
+    let same = store.agent("a1").unwrap().unwrap().last_accepted.unwrap();
+    assert_eq!(same.tpm_clock, Some((1, 0, 99)));
+    let mut replaced = agent("a1", "t1");
+    replaced.ak_public = vec![3];
+    store.put_agent(&replaced).unwrap();
+    let new_tpm = store.agent("a1").unwrap().unwrap();
+    assert_eq!(new_tpm.ak_public, vec![3]);
+    let new_tpm = new_tpm.last_accepted.unwrap();
+    assert_eq!(new_tpm.tpm_clock, None);
+    assert!(new_tpm.zero_retention);
+    store.revoke_agent("b1").unwrap();
+    assert!(store.agent("b1").unwrap().unwrap().revoked);
+    assert!(matches!(
+        store.revoke_agent("nobody"),
+        Err(StoreError::UnknownAgent(_))
+    ));
+}
+
+fn time_order_is_enforced_and_failed_batches_leave_nothing(backend: &Backend) {
+    let store = backend.open();
+    store.put_agent(&agent("a", "t")).unwrap();
+    store
+        .append(&[entry(10, "t", "a", Verdict::Refused)])
+        .unwrap();
+    let err = store
+        .append(&[
+            entry(11, "t", "a", Verdict::Refused),
+            entry(9, "t", "a", Verdict::Refused),
+        ])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::TimeOrder { .. }));
+    assert_eq!(store.len().unwrap(), 1);
+    let mut ghost = entry(12, "t", "ghost", Verdict::Accepted);
+    ghost.accepted_state = Some(AcceptedState {
+        zero_retention: false,
+        tpm_clock: None,
+    });
+    assert!(matches!(
+        store.append(&[entry(12, "t", "a", Verdict::Refused), ghost]),
+        Err(StoreError::UnknownAgent(a)) if a == "ghost"
+    ));
+    assert_eq!(store.len().unwrap(), 1);
+    assert_eq!(store.last_received_at_ms().unwrap(), Some(10));
+    // Nothing of the failed batches touched the agent either.
+    assert_eq!(store.agent("a").unwrap().unwrap().last_seen_at_ms, Some(10));
+}
+
+fn checkpoints_are_kept_by_size(backend: &Backend) {
+    let store = backend.open();
+    assert!(store.latest_checkpoint().unwrap().is_none());
+    for size in [1u64, 5, 3] {
+        store
+            .put_checkpoint(&StoredCheckpoint {
+                size,
+                note: format!("note {size}"),
+                created_at_ms: size * 10,
+            })
+            .unwrap();
+    }
+    // The first checkpoint stored for a size stays.
+    store
+        .put_checkpoint(&StoredCheckpoint {
+            size: 3,
+            note: "another note 3".into(),
+            created_at_ms: 99,
+        })
+        .unwrap();
+    assert_eq!(store.latest_checkpoint().unwrap().unwrap().size, 5);
+    let three = store.checkpoint(3).unwrap().unwrap();
+    assert_eq!((three.note.as_str(), three.created_at_ms), ("note 3", 30));
+    assert!(store.checkpoint(4).unwrap().is_none());
+}
+
+fn a_newer_schema_is_refused(backend: &Backend) {
+    drop(backend.open());
+    backend.tamper(
+        "UPDATE meta SET value = '99' WHERE key = 'schema_version'",
+        "INSERT INTO schema_migrations (version, name) VALUES (99, '0099_from_the_future')",
+    );
+    assert!(matches!(
+        backend.try_open(),
+        Err(StoreError::SchemaVersion { .. })
+    ));
+}
+
+/// Polls `done` every 100 ms until it holds, failing after `limit`.
+fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_embedded_store_has_no_lease_and_always_appends() {
+    let backend = Backend::embedded();
+    let store = backend.try_open().unwrap();
+    assert_eq!(store.lease_renewal(), None);
+    assert_eq!(store.claim_sequencer().unwrap(), Some(0));
+    store.release_sequencer().unwrap();
+    assert_eq!(store.claim_sequencer().unwrap(), Some(0));
+}
+
+#[test]
+fn only_the_lease_holder_appends_and_a_stale_holder_is_fenced_out() {
+    let backend = Backend::postgres();
+    let lease = Duration::from_secs(1);
+    let a = backend.other_replica(lease);
+    let b = backend.other_replica(lease);
+    assert_eq!(a.lease_renewal(), Some(lease / 3));
+    let term = a
+        .claim_sequencer()
+        .unwrap()
+        .expect("a takes the free lease");
+    assert_eq!(
+        a.claim_sequencer().unwrap(),
+        Some(term),
+        "renewal keeps the term"
+    );
+    assert_eq!(b.claim_sequencer().unwrap(), None);
+    assert!(matches!(
+        b.append(&[entry(1, "t", "x", Verdict::Refused)]),
+        Err(StoreError::NotSequencer)
+    ));
+    assert_eq!(
+        a.append(&[entry(1, "t", "x", Verdict::Refused)]).unwrap(),
+        0
+    );
+
+    // a stops renewing (a pause, a partition): once the lease expires on the database's
+    // clock, b takes it over with a new term, and a can no longer append.
+    wait_for(Duration::from_secs(30), "b to take the lease over", || {
+        b.claim_sequencer().unwrap().is_some()
+    });
+    let b_term = b.claim_sequencer().unwrap().unwrap();
+    assert!(b_term > term);
+    assert!(matches!(
+        a.append(&[entry(2, "t", "x", Verdict::Refused)]),
+        Err(StoreError::NotSequencer)
+    ));
+    assert_eq!(a.claim_sequencer().unwrap(), None);
+    assert_eq!(
+        b.append(&[entry(2, "t", "x", Verdict::Refused)]).unwrap(),
+        1
+    );
+
+    // A release hands over at once, without waiting for expiry.
+    b.release_sequencer().unwrap();
+    assert!(a.claim_sequencer().unwrap().unwrap() > b_term);
+    assert_eq!(a.len().unwrap(), 2);
+}
+
+#[test]
+fn replicas_opening_a_fresh_database_together_migrate_it_once() {
+    let backend = Backend::postgres();
+    let Backend::Postgres { url, .. } = &backend else {
+        unreachable!()
+    };
+    let openers: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                PostgresStore::open(&url, Default::default()).map(|s| s.len().unwrap())
+            })
+        })
+        .collect();
+    for opener in openers {
+        assert_eq!(opener.join().unwrap().unwrap(), 0);
+    }
+    let store: Arc<dyn LedgerStore> = backend.open();
+    assert_eq!(store.len().unwrap(), 0);
+    // The record of applied migrations holds each version once.
+    backend.tamper(
+        "",
+        "DO $$ BEGIN IF (SELECT count(*) FROM schema_migrations) <> 1 THEN \
+         RAISE EXCEPTION 'migrations recorded more than once'; END IF; END $$",
+    );
+}

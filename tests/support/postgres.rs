@@ -1,0 +1,94 @@
+//! PostgreSQL for the tests: the cluster `scripts/test.sh` started (its URL in
+//! `ATTESTOR_TEST_POSTGRES`), or else one this test binary starts itself through
+//! `scripts/postgres.sh` (stopped and removed by a watchdog once the binary exits). Each
+//! test gets a fresh database of its own. No PostgreSQL means a failed test, never a
+//! skipped one.
+
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+/// The environment variable naming a running cluster (any database of it).
+pub const ENV: &str = "ATTESTOR_TEST_POSTGRES";
+
+fn cluster() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| match std::env::var(ENV) {
+        Ok(url) if !url.is_empty() => url,
+        _ => start_own_cluster(),
+    })
+}
+
+fn start_own_cluster() -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let script = format!("{root}/scripts/postgres.sh");
+    let dir = std::env::temp_dir().join(format!(
+        "attestor-pg-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("start")
+        .arg(&dir)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("cannot run bash");
+    assert!(
+        out.status.success(),
+        "{ENV} is unset and no PostgreSQL cluster could be started ({}): {}\n\
+         install Debian's postgresql package or run scripts/test.sh",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Stops the cluster once this test binary has exited.
+    let watchdog = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; bash '{script}' stop '{dir}'",
+        pid = std::process::id(),
+        dir = dir.display()
+    );
+    // setsid --fork returns at once, leaving the watchdog in a session of its own.
+    let watched = Command::new("setsid")
+        .args(["--fork", "sh", "-c", &watchdog])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("cannot start the PostgreSQL watchdog");
+    assert!(watched.success(), "the PostgreSQL watchdog did not start");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Runs SQL statements on `url`, from a thread of its own (callers may be async tests).
+pub fn execute(url: &str, sql: &str) {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("cannot connect to the test PostgreSQL: {e}"));
+            tokio::spawn(connection);
+            client
+                .batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        })
+    })
+    .join()
+    .unwrap();
+}
+
+/// A fresh, empty database on the test cluster; returns its URL.
+pub fn database() -> String {
+    let cluster = cluster();
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    execute(cluster, &format!("CREATE DATABASE {name}"));
+    let base = cluster
+        .rsplit_once('/')
+        .map(|(base, _)| base)
+        .expect("the test PostgreSQL URL has no database part");
+    format!("{base}/{name}")
+}
