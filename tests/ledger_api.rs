@@ -20,7 +20,7 @@ use attestor::tls;
 use attestor::{Attestor, AttestorConfig};
 use hyper::Method;
 use support::agent::AgentFixture;
-use support::ledger::{enrol_tpm, LedgerProcess, LedgerSpec};
+use support::ledger::{all_entries, enrol_tpm, LedgerProcess, LedgerSpec};
 
 const ANY_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -288,25 +288,13 @@ async fn acknowledged_submissions_survive_kill_9() {
     let vkey = ledger.verifier_key();
     let checkpoint = open_checkpoint(&client.checkpoint(None).await.unwrap(), &vkey).unwrap();
     let mut seen = HashSet::new();
-    let mut after = None;
-    loop {
-        let query = match after {
-            Some(a) => format!("limit=1000&after={a}"),
-            None => "limit=1000".to_string(),
-        };
-        let page = client.entries(&query).await.unwrap();
-        for entry in &page.entries {
-            let record = LogRecord::from_leaf(&entry.leaf).unwrap();
-            assert!(
-                seen.insert(record.submission),
-                "duplicate leaf {}",
-                entry.index
-            );
-        }
-        match page.next_after {
-            Some(next) => after = Some(next),
-            None => break,
-        }
+    for entry in all_entries(&client).await {
+        let record = LogRecord::from_leaf(&entry.leaf).unwrap();
+        assert!(
+            seen.insert(record.submission),
+            "duplicate leaf {}",
+            entry.index
+        );
     }
     assert_eq!(seen.len() as u64, checkpoint.size);
     for (index, hash, body) in &acked {

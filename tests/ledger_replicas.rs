@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use attestor::agent::client::{ClientError, LedgerClient};
+use attestor::agent::client::ClientError;
 use attestor::ledger::audit;
 use attestor::ledger::log::checkpoint::open_checkpoint;
 use attestor::ledger::log::merkle::leaf_hash;
 use attestor::ledger::record::LogRecord;
-use support::ledger::{LedgerProcess, LedgerSpec};
+use support::ledger::{all_entries, LedgerProcess, LedgerSpec};
 
 const ANY_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 const WRITERS: usize = 4;
@@ -39,24 +39,6 @@ async fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
 
 fn is_not_sequencer(e: &ClientError) -> bool {
     matches!(e, ClientError::Refused { status: 503, error, .. } if error == "not-sequencer")
-}
-
-/// Every entry of the log, through `client`, paging with the cursor.
-async fn all_entries(client: &LedgerClient) -> Vec<attestor::ledger::api::EntryJson> {
-    let mut all = Vec::new();
-    let mut after = None;
-    loop {
-        let query = match after {
-            Some(a) => format!("limit=1000&after={a}"),
-            None => "limit=1000".to_string(),
-        };
-        let page = client.entries(&query).await.unwrap();
-        all.extend(page.entries);
-        match page.next_after {
-            Some(next) => after = Some(next),
-            None => return all,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@
 mod support;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use attestor::agent::evidence_source::EvidenceSource;
 use attestor::config::AgentConfig;
@@ -13,6 +13,7 @@ use attestor::ledger::store::Verdict;
 use attestor::{Attestor, AttestorConfig};
 use support::agent::AgentFixture;
 use support::ledger::{LedgerProcess, LedgerSpec};
+use support::wait_for;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -36,14 +37,6 @@ fn mixed_profile(fixture: &AgentFixture) -> std::path::PathBuf {
     let path = fixture.dir.path().join("mixed-profile.toml");
     std::fs::write(&path, format!("{tpm}\n{snp}")).unwrap();
     path
-}
-
-fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

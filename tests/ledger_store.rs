@@ -7,7 +7,7 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use attestor::ledger::store::postgres::PostgresStore;
 use attestor::ledger::store::{
@@ -15,6 +15,7 @@ use attestor::ledger::store::{
     Verdict,
 };
 use support::stores::Backend;
+use support::wait_for;
 
 fn entry(at: u64, tenant: &str, agent: &str, verdict: Verdict) -> NewEntry {
     NewEntry {
@@ -222,15 +223,6 @@ fn a_newer_schema_is_refused(backend: &Backend) {
         backend.try_open(),
         Err(StoreError::SchemaVersion { .. })
     ));
-}
-
-/// Polls `done` every 100 ms until it holds, failing after `limit`.
-fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

@@ -18,6 +18,7 @@ use attestor::{Attestor, AttestorConfig};
 use support::agent::AgentFixture;
 use support::ledger::{enrol_tpm, LedgerProcess, LedgerSpec, OPS_TOKEN};
 use support::require_tool;
+use support::wait_for;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -28,14 +29,6 @@ fn test_output() -> PathBuf {
     let dir = root().join("target/test-output");
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Runs `promtool ARGS` with `stdin`, failing the test with its output unless it succeeds.

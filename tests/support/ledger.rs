@@ -276,3 +276,21 @@ pub async fn enrol_tpm(
         .enroll_finish(&agent.activate(&challenge).unwrap())
         .await
 }
+
+/// Every entry of the caller's tenant, paging with the cursor.
+pub async fn all_entries(client: &LedgerClient) -> Vec<attestor::ledger::api::EntryJson> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let query = match after {
+            Some(a) => format!("limit=1000&after={a}"),
+            None => "limit=1000".to_string(),
+        };
+        let page = client.entries(&query).await.unwrap();
+        all.extend(page.entries);
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => return all,
+        }
+    }
+}

@@ -37,6 +37,15 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Start attempts on fresh ports, for when another process grabs a port we picked.
 const START_ATTEMPTS: usize = 5;
 
+/// Polls `done` every 100 ms until it holds, failing the test after `limit`.
+pub fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Panics unless `tool` is an executable on PATH; returns its path. Tests fail, not skip.
 pub fn require_tool(tool: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
