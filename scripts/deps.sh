@@ -3,8 +3,9 @@
 # missing (quick and idempotent when all is there). Sourced by test.sh and demo.sh.
 set -euo pipefail
 
-# gcc and libc6-dev build aws-lc-sys and the bundled SQLite.
-ATTESTOR_DEBIAN_PACKAGES=(swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config openssl gcc libc6-dev)
+# gcc and libc6-dev build aws-lc-sys and the bundled SQLite; systemd brings systemd-analyze
+# (tests/systemd_units.rs).
+ATTESTOR_DEBIAN_PACKAGES=(swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config openssl gcc libc6-dev systemd)
 
 attestor_install_deps() {
     local missing=()
