@@ -2,43 +2,21 @@
 # Rebuilds the seed corpora in fuzz/seeds/ and the real bundle in fuzz/fixtures/bundle/
 # from real outputs: the test fixtures (swtpm / tpm2-tools output, RFC and upstream
 # vectors) and a fresh bundle made by `attestor attest` on a swtpm with a CA of its own.
-#   fuzz/make_seeds.sh [SWTPM_PORT]
+#   fuzz/make_seeds.sh
 # Needs swtpm, swtpm_setup, python3 and a built attestor (cargo build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-port="${1:-24521}"
+source scripts/swtpm.sh
 root="$PWD"
 work="$(mktemp -d)"
-trap 'kill "$(cat "$work/swtpm.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'attestor_swtpm_stop "$work"; rm -rf "$work"' EXIT
 
-# --- a real bundle: swtpm with its own local CA, then attestor attest (online + offline)
-mkdir -p "$work/ca" "$work/tpm"
-cat >"$work/ca/swtpm-localca.conf" <<CONF
-statedir = $work/ca
-signingkey = $work/ca/signkey.pem
-issuercert = $work/ca/issuercert.pem
-certserial = $work/ca/certserial
-CONF
-cat >"$work/ca/swtpm-localca.options" <<CONF
---platform-manufacturer attestor-fuzz
---platform-version 2.1
---platform-model swtpm
-CONF
-cat >"$work/ca/swtpm_setup.conf" <<CONF
-create_certs_tool = /usr/bin/swtpm_localca
-create_certs_tool_config = $work/ca/swtpm-localca.conf
-create_certs_tool_options = $work/ca/swtpm-localca.options
-CONF
-swtpm_setup --tpm2 --tpmstate "$work/tpm" --create-ek-cert --pcr-banks sha256,sha384 \
-    --config "$work/ca/swtpm_setup.conf" --overwrite >/dev/null
-swtpm socket --tpm2 --tpmstate dir="$work/tpm" \
-    --server type=tcp,port="$port",bindaddr=127.0.0.1 \
-    --ctrl type=tcp,port=$((port + 1)),bindaddr=127.0.0.1 \
-    --flags not-need-init,startup-clear --pid file="$work/swtpm.pid" --daemon
+# --- a real bundle: swtpm with a CA of its own, then attestor attest (online + offline)
+attestor_swtpm_start "$work"
 cp -r examples "$work/examples"
 sed -i "s|^state_dir = .*|state_dir = \"$work/state\"|" "$work/examples/agent.toml"
 bin="$root/target/debug/attestor"
-tcti="swtpm:host=127.0.0.1,port=$port"
+tcti="$SWTPM_TCTI"
 fix=fuzz/fixtures/bundle
 mkdir -p "$fix"
 "$bin" attest --config "$work/examples/agent.toml" --tcti "$tcti" \
