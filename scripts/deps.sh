@@ -5,8 +5,9 @@ set -euo pipefail
 
 # gcc and libc6-dev build aws-lc-sys and the bundled SQLite; postgresql runs the
 # PostgreSQL store's tests (scripts/postgres.sh starts a throw-away cluster); prometheus
-# provides promtool (metrics and alert-rule tests); chromium renders the dashboard.
-ATTESTOR_DEBIAN_PACKAGES=(swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config openssl gcc libc6-dev postgresql prometheus chromium curl)
+# provides promtool (metrics and alert-rule tests); chromium renders the dashboard;
+# systemd brings systemd-analyze (tests/systemd_units.rs).
+ATTESTOR_DEBIAN_PACKAGES=(swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config openssl gcc libc6-dev postgresql prometheus chromium curl systemd)
 
 attestor_install_deps() {
     local missing=()

@@ -21,3 +21,10 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --all-targets
+echo "== cargo deny check"
+bash scripts/deny.sh
+# Short fuzz runs (README "Fuzzing"); the instrumented build lives outside the clone so
+# later runs reuse its dependencies.
+echo "== fuzz (${ATTESTOR_FUZZ_SECONDS:-15}s per target)"
+ATTESTOR_FUZZ_TARGET_DIR="${ATTESTOR_FUZZ_TARGET_DIR:-$HOME/.cache/attestor/fuzz-target}" \
+    bash scripts/fuzz.sh "${ATTESTOR_FUZZ_SECONDS:-15}"

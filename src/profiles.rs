@@ -162,16 +162,25 @@ pub struct Profile {
 impl Profile {
     /// Reads a profile and the certificates it names.
     pub fn load(path: &Path) -> Result<Self, ProfileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses profile text as if it were read from `path`, then reads the certificates it
+    /// names (relative to `path`'s directory).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ProfileError> {
         let read_err = |path: &Path, source| ProfileError::Read {
             path: path.to_path_buf(),
             source,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| read_err(path, e))?;
         let invalid = |message: String| ProfileError::Invalid {
             path: path.to_path_buf(),
             message,
         };
-        let raw: ProfileToml = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let raw: ProfileToml = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let load_certs = |paths: &[PathBuf]| -> Result<Vec<Vec<u8>>, ProfileError> {
             let mut out = Vec::new();

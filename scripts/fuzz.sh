@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Runs every fuzz target (fuzz/fuzz_targets) for a bounded time, one after another.
+#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     default: 60 s, every target
+# Works on the stable toolchain: `--sanitizer none` makes cargo-fuzz pass only stable
+# flags (-Cpasses=sancov-module, -Cllvm-args=...), so no nightly and no RUSTC_BOOTSTRAP.
+# Rust code is memory-safe; what we look for is panics, overflows (debug assertions are on),
+# unbounded allocation (-rss_limit_mb) and hangs (-timeout).
+# Seeds: fuzz/seeds/TARGET (committed, from real outputs); the working corpus grows in
+# fuzz/corpus/TARGET (ignored by git); a finding lands in fuzz/artifacts/TARGET and fails
+# the run. Installs cargo-fuzz from crates.io when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CARGO_FUZZ_VERSION="0.13.2"
+seconds="${1:-60}"
+shift || true
+
+if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+    echo "== installing cargo-fuzz $CARGO_FUZZ_VERSION"
+    cargo install --quiet --locked cargo-fuzz --version "=$CARGO_FUZZ_VERSION"
+fi
+
+targets=("$@")
+if ((${#targets[@]} == 0)); then
+    mapfile -t targets < <(cd fuzz && cargo fuzz list)
+fi
+
+# ATTESTOR_FUZZ_TARGET_DIR: where the instrumented build goes (default fuzz/target); CI
+# points it outside the clone so the dependencies' build is reused between runs.
+flags=(--sanitizer none --debug-assertions --target-dir "${ATTESTOR_FUZZ_TARGET_DIR:-target}")
+echo "== cargo fuzz build (${#targets[@]} targets)"
+(cd fuzz && cargo fuzz build "${flags[@]}")
+
+failed=()
+for t in "${targets[@]}"; do
+    mkdir -p "fuzz/corpus/$t" "fuzz/seeds/$t"
+    log="fuzz/artifacts/$t.log"
+    mkdir -p fuzz/artifacts
+    echo "== fuzz $t for ${seconds}s"
+    # libFuzzer writes new inputs to the first corpus directory only.
+    if (cd fuzz && cargo fuzz run "${flags[@]}" "$t" "corpus/$t" "seeds/$t" -- \
+        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+        -print_final_stats=1) >"$log" 2>&1; then
+        runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
+        cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 || true)
+        echo "   ok: $runs executions, $cov, corpus $(find "fuzz/corpus/$t" -type f | wc -l) inputs"
+    else
+        failed+=("$t")
+        echo "   FAILED: see $log and fuzz/artifacts/$t/" >&2
+        grep -E 'panicked|ERROR: libFuzzer|SUMMARY|Test unit written' "$log" >&2 || tail -20 "$log" >&2
+    fi
+done
+if ((${#failed[@]})); then
+    echo "fuzz targets with findings: ${failed[*]}" >&2
+    exit 1
+fi
