@@ -17,10 +17,10 @@ use attestor::ledger::log::merkle::leaf_hash;
 use attestor::ledger::record::LogRecord;
 use attestor::ledger::store::Verdict;
 use attestor::tls;
-use attestor::{Attestor, AttestorConfig};
+use attestor::Attestor;
 use hyper::Method;
 use support::agent::AgentFixture;
-use support::ledger::{all_entries, enrol_tpm, LedgerProcess, LedgerSpec};
+use support::ledger::{all_entries, attestor_config, enrol_tpm, LedgerProcess, LedgerSpec};
 
 const ANY_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -29,24 +29,6 @@ async fn attest_and_submit(fixture: &AgentFixture, client: &LedgerClient) -> Sub
     let nonce = client.nonce().await.unwrap();
     let bundle = fixture.attest_with_nonce(&nonce);
     client.submit(&bundle.to_json()).await.unwrap()
-}
-
-fn attestor_config(
-    fixture: &AgentFixture,
-    ledger: &LedgerProcess,
-    agent_id: &str,
-) -> AttestorConfig {
-    let kernel = fixture.kernel();
-    AttestorConfig {
-        attestation_interval: Duration::from_secs(1),
-        heartbeat_timeout: Duration::from_secs(15),
-        policy_hash: hex::encode(kernel.policy_hash),
-        zero_retention: kernel.zero_retention,
-        ledger_endpoint: ledger.endpoint(),
-        ledger_tls: ledger.tls_files(agent_id),
-        agent: fixture.config(),
-        tcti: fixture.tpm.tcti(),
-    }
 }
 
 /// Polls `done` every 100 ms until it holds, failing after `limit`.

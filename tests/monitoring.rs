@@ -16,7 +16,7 @@ use attestor::agent::client::LedgerClient;
 use attestor::ledger::store::Verdict;
 use attestor::{Attestor, AttestorConfig};
 use support::agent::AgentFixture;
-use support::ledger::{enrol_tpm, LedgerProcess, LedgerSpec, OPS_TOKEN};
+use support::ledger::{attestor_config, enrol_tpm, LedgerProcess, LedgerSpec, OPS_TOKEN};
 use support::require_tool;
 use support::wait_for;
 
@@ -103,19 +103,9 @@ fn agent_config(
     agent_id: &str,
     metrics_port: Option<u16>,
 ) -> AttestorConfig {
-    let kernel = fixture.kernel();
-    let mut agent = fixture.config();
-    agent.heartbeat.metrics_listen = metrics_port.map(|p| ([127, 0, 0, 1], p).into());
-    AttestorConfig {
-        attestation_interval: Duration::from_secs(1),
-        heartbeat_timeout: Duration::from_secs(15),
-        policy_hash: hex::encode(kernel.policy_hash),
-        zero_retention: kernel.zero_retention,
-        ledger_endpoint: ledger.endpoint(),
-        ledger_tls: ledger.tls_files(agent_id),
-        agent,
-        tcti: fixture.tpm.tcti(),
-    }
+    let mut config = attestor_config(fixture, ledger, agent_id);
+    config.agent.heartbeat.metrics_listen = metrics_port.map(|p| ([127, 0, 0, 1], p).into());
+    config
 }
 
 fn free_port() -> u16 {

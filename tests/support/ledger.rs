@@ -294,3 +294,22 @@ pub async fn all_entries(client: &LedgerClient) -> Vec<attestor::ledger::api::En
         }
     }
 }
+
+/// The heartbeat of `fixture`'s agent against `ledger` as `agent_id`, every second.
+pub fn attestor_config(
+    fixture: &super::agent::AgentFixture,
+    ledger: &LedgerProcess,
+    agent_id: &str,
+) -> attestor::AttestorConfig {
+    let kernel = fixture.kernel();
+    attestor::AttestorConfig {
+        attestation_interval: std::time::Duration::from_secs(1),
+        heartbeat_timeout: std::time::Duration::from_secs(15),
+        policy_hash: hex::encode(kernel.policy_hash),
+        zero_retention: kernel.zero_retention,
+        ledger_endpoint: ledger.endpoint(),
+        ledger_tls: ledger.tls_files(agent_id),
+        agent: fixture.config(),
+        tcti: fixture.tpm.tcti(),
+    }
+}
