@@ -167,7 +167,6 @@ fn trend(points: &[(u64, u64)]) -> String {
 fn render(ledger: &Ledger) -> Result<String, ServiceError> {
     let store = ledger.store();
     let now = unix_ms();
-    let max_gap_ms = u64::try_from(ledger.max_gap().as_millis()).unwrap_or(u64::MAX);
     let mut html = String::new();
     let w = &mut html;
     let _ = write!(
@@ -225,12 +224,7 @@ fn render(ledger: &Ledger) -> Result<String, ServiceError> {
         agents.len()
     );
     for agent in agents.iter().take(MAX_AGENTS_SHOWN) {
-        let since = agent.last_accepted_at_ms.unwrap_or(agent.enrolled_at_ms);
-        let health = match (agent.revoked, now.saturating_sub(since) > max_gap_ms) {
-            (true, _) => "revoked",
-            (false, true) => "stale",
-            (false, false) => "healthy",
-        };
+        let health = agent.health(now, ledger.max_gap());
         let recent = store.query(&EntryQuery {
             agent_id: Some(agent.agent_id.clone()),
             verdict: Some(Verdict::Accepted),

@@ -159,18 +159,12 @@ impl LedgerMetrics {
             self.checkpoint_age
                 .set(now_ms.saturating_sub(latest.created_at_ms) as f64 / 1000.0);
         }
-        let max_gap_ms = u64::try_from(max_gap.as_millis()).unwrap_or(u64::MAX);
         let mut counts: BTreeMap<&'static str, i64> =
             [("healthy", 0), ("stale", 0), ("revoked", 0)].into();
         self.agent_age.clear();
         for agent in store.agents(None)? {
-            let since = agent.last_accepted_at_ms.unwrap_or(agent.enrolled_at_ms);
-            let age_ms = now_ms.saturating_sub(since);
-            let state = match (agent.revoked, age_ms > max_gap_ms) {
-                (true, _) => "revoked",
-                (false, true) => "stale",
-                (false, false) => "healthy",
-            };
+            let age_ms = agent.silent_for_ms(now_ms);
+            let state = agent.health(now_ms, max_gap);
             *counts.entry(state).or_default() += 1;
             if self.per_agent && !agent.revoked {
                 self.agent_age

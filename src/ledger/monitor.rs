@@ -27,20 +27,15 @@ pub fn gaps(
     now_ms: u64,
     max_gap: Duration,
 ) -> Result<Vec<Gap>, StoreError> {
-    let max_gap_ms = u64::try_from(max_gap.as_millis()).unwrap_or(u64::MAX);
     Ok(store
         .agents(tenant)?
         .into_iter()
-        .filter(|a| !a.revoked)
-        .filter_map(|a| {
-            let since = a.last_accepted_at_ms.unwrap_or(a.enrolled_at_ms);
-            let silent_for_ms = now_ms.saturating_sub(since);
-            (silent_for_ms > max_gap_ms).then_some(Gap {
-                agent_id: a.agent_id,
-                tenant: a.tenant,
-                last_accepted_at_ms: a.last_accepted_at_ms,
-                silent_for_ms,
-            })
+        .filter(|a| a.health(now_ms, max_gap) == "stale")
+        .map(|a| Gap {
+            silent_for_ms: a.silent_for_ms(now_ms),
+            agent_id: a.agent_id,
+            tenant: a.tenant,
+            last_accepted_at_ms: a.last_accepted_at_ms,
         })
         .collect())
 }

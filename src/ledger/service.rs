@@ -637,23 +637,19 @@ impl Ledger {
         let (this, tenant) = (self.clone(), who.tenant.clone());
         blocking(move || {
             let now_ms = unix_ms(SystemTime::now());
-            let max_gap_ms = u64::try_from(this.max_gap.as_millis()).unwrap_or(u64::MAX);
             let agents = this
                 .store
                 .agents(Some(&tenant))?
                 .into_iter()
-                .map(|a| {
-                    let since = a.last_accepted_at_ms.unwrap_or(a.enrolled_at_ms);
-                    AgentStatusJson {
-                        stale: !a.revoked && now_ms.saturating_sub(since) > max_gap_ms,
-                        zero_retention: a.last_accepted.as_ref().map(|s| s.zero_retention),
-                        agent_id: a.agent_id,
-                        tenant: a.tenant,
-                        enrolled_at_ms: a.enrolled_at_ms,
-                        revoked: a.revoked,
-                        last_seen_at_ms: a.last_seen_at_ms,
-                        last_accepted_at_ms: a.last_accepted_at_ms,
-                    }
+                .map(|a| AgentStatusJson {
+                    stale: a.health(now_ms, this.max_gap) == "stale",
+                    zero_retention: a.last_accepted.as_ref().map(|s| s.zero_retention),
+                    agent_id: a.agent_id,
+                    tenant: a.tenant,
+                    enrolled_at_ms: a.enrolled_at_ms,
+                    revoked: a.revoked,
+                    last_seen_at_ms: a.last_seen_at_ms,
+                    last_accepted_at_ms: a.last_accepted_at_ms,
                 })
                 .collect();
             Ok(AgentsResponse { agents })

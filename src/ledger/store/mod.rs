@@ -137,6 +137,21 @@ pub struct AgentRecord {
 }
 
 impl AgentRecord {
+    /// Milliseconds since the last accepted attestation (since enrollment if none).
+    pub fn silent_for_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.last_accepted_at_ms.unwrap_or(self.enrolled_at_ms))
+    }
+
+    /// `revoked`, `stale` (silent for longer than `max_gap`) or `healthy`.
+    pub fn health(&self, now_ms: u64, max_gap: std::time::Duration) -> &'static str {
+        let max_gap_ms = u64::try_from(max_gap.as_millis()).unwrap_or(u64::MAX);
+        match (self.revoked, self.silent_for_ms(now_ms) > max_gap_ms) {
+            (true, _) => "revoked",
+            (false, true) => "stale",
+            (false, false) => "healthy",
+        }
+    }
+
     /// A newly enrolled agent with its platform identity and pinned key.
     pub fn enrolled(
         agent_id: &str,
