@@ -9,12 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CARGO_DENY_VERSION="0.20.2"
-if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
-    export PATH="$HOME/.cargo/bin:$PATH"
-fi
+source scripts/deps.sh
+attestor_use_cargo
 if ! cargo deny --version 2>/dev/null | grep -q "$CARGO_DENY_VERSION"; then
     echo "== installing cargo-deny $CARGO_DENY_VERSION"
-    cargo install --quiet --locked cargo-deny --version "=$CARGO_DENY_VERSION"
+    attestor_cargo_install --quiet --locked cargo-deny --version "=$CARGO_DENY_VERSION"
 fi
 
 cargo deny --log-level error check licenses bans sources

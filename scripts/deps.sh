@@ -21,8 +21,20 @@ attestor_install_deps() {
         "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
         "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
     fi
-    if ! command -v cargo >/dev/null; then
-        [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+    attestor_use_cargo
+}
+
+attestor_use_cargo() {
+    if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
     fi
     command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
+}
+
+# `cargo install` for the CI tools (cargo-deny, cargo-fuzz). Their release profiles ask for
+# fat LTO and one codegen unit, which costs minutes on a 2-core machine for no benefit to a
+# lint that runs for seconds: build them without LTO at opt-level 1.
+attestor_cargo_install() {
+    CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+        CARGO_PROFILE_RELEASE_OPT_LEVEL=1 cargo install "$@"
 }

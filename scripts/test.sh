@@ -15,16 +15,21 @@ if [ -z "${ATTESTOR_TEST_POSTGRES:-}" ]; then
 fi
 
 export TSS2_LOG=all+none
-echo "== cargo fmt --check"
-cargo fmt --check
-echo "== cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --quiet -- -D warnings
-echo "== cargo test"
-cargo test --all-targets
-echo "== cargo deny check"
-bash scripts/deny.sh
+# Each gate prints how long it took, so CI logs show where the time goes.
+step() {
+    local name="$1" started=$SECONDS
+    shift
+    echo "== $name"
+    "$@"
+    echo "   ($name: $((SECONDS - started)) s)"
+}
+step "cargo fmt --check" cargo fmt --check
+step "cargo clippy --all-targets -- -D warnings" cargo clippy --all-targets --quiet -- -D warnings
+step "cargo test" cargo test --all-targets
+step "cargo deny check" bash scripts/deny.sh
 # Short fuzz runs (README "Fuzzing"); the instrumented build lives outside the clone so
 # later runs reuse its dependencies.
-echo "== fuzz (${ATTESTOR_FUZZ_SECONDS:-15}s per target)"
-ATTESTOR_FUZZ_TARGET_DIR="${ATTESTOR_FUZZ_TARGET_DIR:-$HOME/.cache/attestor/fuzz-target}" \
+step "fuzz (${ATTESTOR_FUZZ_SECONDS:-15}s per target)" \
+    env ATTESTOR_FUZZ_TARGET_DIR="${ATTESTOR_FUZZ_TARGET_DIR:-$HOME/.cache/attestor/fuzz-target}" \
     bash scripts/fuzz.sh "${ATTESTOR_FUZZ_SECONDS:-15}"
+echo "== all gates passed in $SECONDS s"
