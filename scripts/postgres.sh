@@ -2,6 +2,9 @@
 # A throw-away PostgreSQL cluster on loopback for the tests: its own data directory,
 # socket directory and free port, trust authentication for the `attestor` role on
 # 127.0.0.1 only, fsync and synchronous_commit left on (the ledger refuses fsync=off).
+# TLS is on (plaintext still accepted): a throw-away CA in DIR/tls/ca.pem issued the
+# server's certificate for IP 127.0.0.1 and DIR/tls/client.{pem,key} for the role
+# `attestor_cert`, which may log in only over TLS with that certificate.
 #
 #   scripts/postgres.sh start DIR   # initdb + start; prints postgres://attestor@127.0.0.1:PORT/postgres
 #   scripts/postgres.sh stop DIR    # immediate stop, removes DIR
@@ -27,6 +30,27 @@ as_owner() {
     if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# A CA and a server certificate (ECDSA P-256) for 127.0.0.1, readable by the server only.
+server_tls() {
+    local tls=$1
+    mkdir -p "$tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=attestor-test-postgres-ca -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+        -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$tls/server.ext"
+    openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -days 2 \
+        -extfile "$tls/server.ext" -out "$tls/server.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=attestor_cert \
+        -keyout "$tls/client.key" -out "$tls/client.csr" 2>/dev/null
+    printf 'basicConstraints=critical,CA:FALSE\nextendedKeyUsage=clientAuth\n' >"$tls/client.ext"
+    openssl x509 -req -in "$tls/client.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -days 2 \
+        -extfile "$tls/client.ext" -out "$tls/client.pem" 2>/dev/null
+    chmod 600 "$tls/server.key"
+    [ "$(id -u)" -eq 0 ] && chown -R postgres: "$tls"
+    chmod 644 "$tls/ca.pem" "$tls/client.pem" "$tls/client.key"
+}
+
 start() {
     local dir=$1 bin port
     bin=$(bindir)
@@ -36,11 +60,15 @@ start() {
         cat "$dir/initdb.log" >&2
         exit 1
     }
+    server_tls "$dir/tls"
+    sed -i '1i hostssl all attestor_cert 127.0.0.1/32 cert' "$dir/data/pg_hba.conf"
     for _ in 1 2 3 4 5 6 7 8; do
         port=$((20000 + RANDOM % 20000))
         if as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-            -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 -c fsync=on -c synchronous_commit=on" \
+            -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 -c fsync=on -c synchronous_commit=on -c ssl=on -c ssl_cert_file=$dir/tls/server.pem -c ssl_key_file=$dir/tls/server.key -c ssl_ca_file=$dir/tls/ca.pem" \
             start >/dev/null 2>&1; then
+            "$bin/psql" -q -h 127.0.0.1 -p "$port" -U attestor -d postgres \
+                -c "CREATE ROLE attestor_cert LOGIN SUPERUSER" >/dev/null
             echo "postgres://attestor@127.0.0.1:$port/postgres"
             return 0
         fi

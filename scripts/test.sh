@@ -11,7 +11,7 @@ if [ -z "${ATTESTOR_TEST_POSTGRES:-}" ]; then
     ATTESTOR_PG_DIR=$(mktemp -d -u /tmp/attestor-pg.XXXXXX)
     trap 'bash scripts/postgres.sh stop "$ATTESTOR_PG_DIR"' EXIT
     ATTESTOR_TEST_POSTGRES=$(bash scripts/postgres.sh start "$ATTESTOR_PG_DIR")
-    export ATTESTOR_TEST_POSTGRES
+    export ATTESTOR_TEST_POSTGRES ATTESTOR_TEST_POSTGRES_TLS="$ATTESTOR_PG_DIR/tls"
 fi
 
 export TSS2_LOG=all+none

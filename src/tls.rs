@@ -431,6 +431,33 @@ fn client_config_inner(src: &PemSources<'_>) -> Result<Arc<ClientConfig>, TlsErr
     Ok(Arc::new(config))
 }
 
+/// The ledger's configuration as a client of its database: trusts only the CA in `ca_pem`,
+/// presents `client` (certificate, key) when given. TLS 1.2 is allowed here, unlike
+/// between agents and ledger, because managed PostgreSQL services still offer only 1.2.
+pub fn database_client_config(
+    ca_pem: &Path,
+    client: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let trusting = |roots| {
+        ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map(|builder| builder.with_root_certificates(roots))
+    };
+    let config = match client {
+        None => {
+            let what = format!("CA certificate {}", ca_pem.display());
+            trusting(root_store_from(&read_bounded(ca_pem)?, &what)?)?.with_no_client_auth()
+        }
+        Some((cert, key)) => {
+            let pems = PemFiles::read(ca_pem, cert, key)?;
+            let src = pems.sources();
+            trusting(root_store(&src)?)?
+                .with_client_auth_cert(cert_chain(&src)?, private_key(&src)?)?
+        }
+    };
+    Ok(Arc::new(config))
+}
+
 /// The three PEM inputs with labels for error messages.
 struct PemSources<'a> {
     ca: (&'a [u8], String),
@@ -516,13 +543,16 @@ fn certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, 
 /// Every certificate of the CA input is a trust anchor (one, or two during a rotation);
 /// nothing else is trusted.
 fn root_store(src: &PemSources<'_>) -> Result<RootCertStore, TlsError> {
-    let (pem, what) = &src.ca;
+    root_store_from(src.ca.0, &src.ca.1)
+}
+
+fn root_store_from(pem: &[u8], what: &str) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in certificates(pem, what)? {
         roots
             .add(cert)
             .map_err(|source| TlsError::BadCaCertificate {
-                what: what.clone(),
+                what: what.to_string(),
                 source,
             })?;
     }

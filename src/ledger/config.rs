@@ -46,6 +46,9 @@ struct LedgerToml {
     storage: Option<String>,
     #[serde(default = "default_lease_seconds")]
     sequencer_lease_seconds: u64,
+    /// TLS to the PostgreSQL server; absent: plaintext (loopback or a trusted network only).
+    #[serde(default)]
+    storage_tls: Option<DatabaseTlsFiles>,
     #[serde(default)]
     alerts: AlertConfig,
     #[serde(default)]
@@ -94,6 +97,16 @@ struct TenantToml {
     policy_hash: String,
 }
 
+/// PEM files for TLS to the database: the CA that issued the server's certificate and,
+/// when the server authenticates clients by certificate, the ledger's own.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseTlsFiles {
+    pub ca: PathBuf,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
 /// Where the ledger keeps its log.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Storage {
@@ -106,6 +119,8 @@ pub enum Storage {
         /// How long the sequencer lease lasts unrenewed: a dead sequencer's successor
         /// takes over after at most this long.
         lease: Duration,
+        /// TLS to the server, required (never downgraded to plaintext) when set.
+        tls: Option<DatabaseTlsFiles>,
     },
 }
 
@@ -114,10 +129,11 @@ impl std::fmt::Debug for Storage {
         match self {
             Storage::Embedded => f.write_str("Embedded"),
             // The URL may carry a password: never print it.
-            Storage::Postgres { lease, .. } => f
+            Storage::Postgres { lease, tls, .. } => f
                 .debug_struct("Postgres")
                 .field("url", &"<redacted>")
                 .field("lease", lease)
+                .field("tls", tls)
                 .finish(),
         }
     }
@@ -179,13 +195,32 @@ impl LedgerConfig {
             ));
         }
         let storage = match raw.storage {
+            None if raw.storage_tls.is_some() => return Err(invalid(
+                "storage_tls is for a postgres:// storage; the embedded store has no connection"
+                    .into(),
+            )),
             None => Storage::Embedded,
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 let lease = Duration::from_secs(raw.sequencer_lease_seconds);
                 if lease < crate::ledger::store::postgres::MIN_LEASE {
                     return Err(invalid("sequencer_lease_seconds must be positive".into()));
                 }
-                Storage::Postgres { url, lease }
+                let tls = match raw.storage_tls {
+                    None => None,
+                    Some(DatabaseTlsFiles { ca, cert, key }) => {
+                        if cert.is_some() != key.is_some() {
+                            return Err(invalid(
+                                "storage_tls.cert and storage_tls.key go together".into(),
+                            ));
+                        }
+                        Some(DatabaseTlsFiles {
+                            ca: base.join(ca),
+                            cert: cert.map(|p| base.join(p)),
+                            key: key.map(|p| base.join(p)),
+                        })
+                    }
+                };
+                Storage::Postgres { url, lease, tls }
             }
             Some(_) => {
                 return Err(invalid(
@@ -275,9 +310,20 @@ mod tests {
             c.storage,
             Storage::Postgres {
                 url: url.into(),
-                lease: Duration::from_secs(4)
+                lease: Duration::from_secs(4),
+                tls: None,
             }
         );
+        let with_tls = format!("{text}\n[storage_tls]\nca = \"db/ca.pem\"\n");
+        let tls_config = LedgerConfig::parse(&with_tls, Path::new("/etc/attestor/l.toml")).unwrap();
+        let Storage::Postgres { tls: Some(tls), .. } = tls_config.storage else {
+            panic!("no database TLS in {tls_config:?}")
+        };
+        assert_eq!(tls.ca, Path::new("/etc/attestor/db/ca.pem"));
+        assert_eq!((tls.cert, tls.key), (None, None));
+        let half_pair = format!("{text}\n[storage_tls]\nca = \"a\"\ncert = \"c\"\n");
+        let e = LedgerConfig::parse(&half_pair, Path::new("l.toml")).unwrap_err();
+        assert!(e.to_string().contains("go together"), "{e}");
         assert!(!format!("{c:?}").contains("s3cret"));
         for bad in [
             "storage = \"mysql://x\"",
@@ -287,5 +333,9 @@ mod tests {
             let e = LedgerConfig::parse(&text, Path::new("l.toml")).unwrap_err();
             assert!(!e.to_string().contains("s3cret"), "{e}");
         }
+        // TLS settings without a database to use them on are a mistake, not a no-op.
+        let text = format!("{VALID}\n[storage_tls]\nca = \"db/ca.pem\"\n");
+        let e = LedgerConfig::parse(&text, Path::new("l.toml")).unwrap_err();
+        assert!(e.to_string().contains("storage_tls"), "{e}");
     }
 }

@@ -97,6 +97,8 @@ pub enum StartError {
     Log(#[from] SequencerError),
     #[error("checkpoint key: {0}")]
     Key(#[from] CheckpointError),
+    #[error("database TLS: {0}")]
+    DatabaseTls(#[from] crate::tls::TlsError),
 }
 
 /// Filters of an entries query, as the caller gives them (the tenant is the caller's).
@@ -161,8 +163,13 @@ async fn blocking<T: Send + 'static>(
 pub fn open_store(config: &LedgerConfig) -> Result<Arc<dyn LedgerStore>, StartError> {
     Ok(match &config.storage {
         Storage::Embedded => Arc::new(EmbeddedStore::open(&config.state_dir.join(LEDGER_DB))?),
-        Storage::Postgres { url, lease } => {
-            Arc::new(PostgresStore::open(url, PostgresOptions::new(*lease))?)
+        Storage::Postgres { url, lease, tls } => {
+            let mut options = PostgresOptions::new(*lease);
+            if let Some(files) = tls {
+                let client = files.cert.as_deref().zip(files.key.as_deref());
+                options.tls = Some(crate::tls::database_client_config(&files.ca, client)?);
+            }
+            Arc::new(PostgresStore::open(url, options)?)
         }
     })
 }

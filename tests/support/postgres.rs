@@ -4,21 +4,40 @@
 //! test gets a fresh database of its own. No PostgreSQL means a failed test, never a
 //! skipped one.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 /// The environment variable naming a running cluster (any database of it).
 pub const ENV: &str = "ATTESTOR_TEST_POSTGRES";
+/// The directory holding that cluster's TLS files (`scripts/postgres.sh`: `DIR/tls`).
+pub const TLS_ENV: &str = "ATTESTOR_TEST_POSTGRES_TLS";
 
-fn cluster() -> &'static str {
-    static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| match std::env::var(ENV) {
-        Ok(url) if !url.is_empty() => url,
+/// The test cluster's URL and TLS directory.
+fn cluster_and_tls() -> &'static (String, PathBuf) {
+    static CLUSTER: OnceLock<(String, PathBuf)> = OnceLock::new();
+    CLUSTER.get_or_init(|| match std::env::var(ENV) {
+        Ok(url) if !url.is_empty() => {
+            let tls = std::env::var(TLS_ENV).unwrap_or_else(|_| {
+                panic!("{ENV} is set but {TLS_ENV} (the cluster's TLS directory) is not")
+            });
+            (url, PathBuf::from(tls))
+        }
         _ => start_own_cluster(),
     })
 }
 
-fn start_own_cluster() -> String {
+fn cluster() -> &'static str {
+    &cluster_and_tls().0
+}
+
+/// The test cluster's TLS files: `ca.pem` (issued the server certificate, for 127.0.0.1)
+/// and `client.pem`/`client.key` (the role `attestor_cert`, which logs in only with them).
+pub fn tls_dir() -> &'static Path {
+    &cluster_and_tls().1
+}
+
+fn start_own_cluster() -> (String, PathBuf) {
     let root = env!("CARGO_MANIFEST_DIR");
     let script = format!("{root}/scripts/postgres.sh");
     let dir = std::env::temp_dir().join(format!(
@@ -55,11 +74,13 @@ fn start_own_cluster() -> String {
         .status()
         .expect("cannot start the PostgreSQL watchdog");
     assert!(watched.success(), "the PostgreSQL watchdog did not start");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    (url, dir.join("tls"))
 }
 
-/// Runs SQL statements on `url`, from a thread of its own (callers may be async tests).
-pub fn execute(url: &str, sql: &str) {
+/// Runs SQL statements on `url` (simple query protocol), from a thread of its own
+/// (callers may be async tests); returns what the server sent back.
+fn run(url: &str, sql: &str) -> Vec<tokio_postgres::SimpleQueryMessage> {
     let (url, sql) = (url.to_string(), sql.to_string());
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -72,13 +93,31 @@ pub fn execute(url: &str, sql: &str) {
                 .unwrap_or_else(|e| panic!("cannot connect to the test PostgreSQL: {e}"));
             tokio::spawn(connection);
             client
-                .batch_execute(&sql)
+                .simple_query(&sql)
                 .await
-                .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
         })
     })
     .join()
-    .unwrap();
+    .unwrap()
+}
+
+/// Runs SQL statements on `url`.
+pub fn execute(url: &str, sql: &str) {
+    run(url, sql);
+}
+
+/// The first column of the first row `sql` returns on `url`, as a number.
+pub fn query_i64(url: &str, sql: &str) -> i64 {
+    run(url, sql)
+        .iter()
+        .find_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql}: no row"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{sql}: not a number: {e}"))
 }
 
 /// A fresh, empty database on the test cluster; returns its URL.

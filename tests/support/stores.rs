@@ -70,8 +70,8 @@ impl Backend {
             Backend::Postgres { url, holder } => Arc::new(PostgresStore::open(
                 url,
                 PostgresOptions {
-                    lease: Duration::from_secs(10),
                     holder: holder.clone(),
+                    ..PostgresOptions::new(Duration::from_secs(10))
                 },
             )?),
         })

@@ -11,6 +11,7 @@
 
 pub mod embedded;
 pub mod postgres;
+pub mod postgres_tls;
 
 use std::time::Duration;
 

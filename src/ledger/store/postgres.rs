@@ -29,13 +29,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, NoTls, Row};
+
+use super::postgres_tls::PostgresTls;
 
 use super::{
     from_sql, stored_entry, to_sql, AcceptedState, AgentRecord, EntryQuery, EntryRow, LedgerStore,
@@ -87,6 +90,8 @@ pub struct PostgresOptions {
     pub lease: Duration,
     /// This handle's identity in the lease row; unique per process.
     pub holder: String,
+    /// TLS to the server (required when set; see `postgres_tls`); none: plaintext.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl PostgresOptions {
@@ -95,6 +100,7 @@ impl PostgresOptions {
         PostgresOptions {
             lease,
             holder: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4()),
+            tls: None,
         }
     }
 }
@@ -136,7 +142,16 @@ fn pg(e: tokio_postgres::Error) -> StoreError {
     // The driver's Display omits the server's message; include it when there is one.
     match e.as_db_error() {
         Some(db) => StoreError::Database(format!("{} ({}): {}", db.message(), db.code().code(), e)),
-        None => StoreError::Database(e.to_string()),
+        // Nor the cause of a transport failure (a refused certificate, a reset).
+        None => {
+            let mut message = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(inner) = cause {
+                message.push_str(&format!(": {inner}"));
+                cause = inner.source();
+            }
+            StoreError::Database(message)
+        }
     }
 }
 
@@ -231,6 +246,7 @@ struct Pooled<'a> {
 /// The I/O thread's state: connection settings, idle connections, lease identity.
 struct Inner {
     config: Config,
+    tls: Option<PostgresTls>,
     idle: RefCell<Vec<Client>>,
     slots: Semaphore,
     holder: String,
@@ -239,11 +255,19 @@ struct Inner {
 
 impl Inner {
     async fn connect(&self) -> Result<Client, StoreError> {
-        let (client, connection) = self.config.connect(NoTls).await.map_err(pg)?;
-        tokio::task::spawn_local(async move {
-            // Ends when the client is dropped or the server goes away.
-            let _ = connection.await;
-        });
+        // The connection task ends when the client is dropped or the server goes away.
+        let client = match &self.tls {
+            Some(tls) => {
+                let (client, connection) = self.config.connect(tls.clone()).await.map_err(pg)?;
+                tokio::task::spawn_local(connection);
+                client
+            }
+            None => {
+                let (client, connection) = self.config.connect(NoTls).await.map_err(pg)?;
+                tokio::task::spawn_local(connection);
+                client
+            }
+        };
         // Acknowledged means flushed to disk. Engines without the setting (CockroachDB
         // commits through consensus) refuse it as unknown or unsupported: fine.
         if let Err(e) = client.batch_execute("SET synchronous_commit = on").await {
@@ -695,6 +719,26 @@ impl PostgresStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        match (&options.tls, config.get_ssl_mode()) {
+            (Some(_), SslMode::Disable) => {
+                return Err(StoreError::Database(
+                    "the URL says sslmode=disable but TLS to the database is configured".into(),
+                ))
+            }
+            // Never fall back to plaintext when TLS is configured (tokio-postgres's
+            // default, `prefer`, would).
+            (Some(_), _) => {
+                config.ssl_mode(SslMode::Require);
+            }
+            (None, SslMode::Require) => {
+                return Err(StoreError::Database(
+                    "the URL says sslmode=require but no TLS to the database is configured \
+                     (storage_tls)"
+                        .into(),
+                ))
+            }
+            (None, _) => {}
+        }
         if options.lease < MIN_LEASE {
             return Err(StoreError::Database(format!(
                 "the sequencer lease must last at least {} s",
@@ -707,6 +751,7 @@ impl PostgresStore {
             .map_err(|e| StoreError::Database(format!("cannot start the I/O runtime: {e}")))?;
         let inner = Inner {
             config,
+            tls: options.tls.map(PostgresTls::new),
             idle: RefCell::new(Vec::new()),
             slots: Semaphore::new(POOL_SIZE),
             holder: options.holder,
