@@ -7,10 +7,32 @@
 # and tests must not depend on it. These keys are PUBLIC TEST KEYS: the simulation's roots
 # are trusted only by profiles that name them (firmware-profiles/snp-sim.toml).
 #
+# Turin's VCEK differs (AMD spec 57230): structVersion 1, an fmcSPL extension, and an
+# 8-byte hwID (its report's CHIP_ID is those 8 bytes, then zeros).
+#
 #   scripts/make-snp-sim-pki.sh examples/snp-sim                # the simulation's PKI
+#   scripts/make-snp-sim-pki.sh examples/snp-sim-turin turin    # a simulated Turin chip
 #   scripts/make-snp-sim-pki.sh tests/fixtures/snp/other-chain  # an unrelated chain for attack tests
 set -eu
-out=${1:?usage: $0 OUT_DIR}
+out=${1:?usage: $0 OUT_DIR [milan|turin]}
+case "${2:-milan}" in
+  milan) vcek_ext="1.3.6.1.4.1.3704.1.1 = DER:020100
+1.3.6.1.4.1.3704.1.2 = ASN1:IA5STRING:Milan-B0
+1.3.6.1.4.1.3704.1.3.1 = ASN1:INTEGER:3
+1.3.6.1.4.1.3704.1.3.2 = ASN1:INTEGER:0
+1.3.6.1.4.1.3704.1.3.3 = ASN1:INTEGER:8
+1.3.6.1.4.1.3704.1.3.8 = ASN1:INTEGER:115
+1.3.6.1.4.1.3704.1.4 = DER:$(openssl rand -hex 64)" ;;
+  turin) vcek_ext="1.3.6.1.4.1.3704.1.1 = DER:020101
+1.3.6.1.4.1.3704.1.2 = ASN1:IA5STRING:Turin-C1
+1.3.6.1.4.1.3704.1.3.9 = ASN1:INTEGER:2
+1.3.6.1.4.1.3704.1.3.1 = ASN1:INTEGER:4
+1.3.6.1.4.1.3704.1.3.2 = ASN1:INTEGER:1
+1.3.6.1.4.1.3704.1.3.3 = ASN1:INTEGER:5
+1.3.6.1.4.1.3704.1.3.8 = ASN1:INTEGER:72
+1.3.6.1.4.1.3704.1.4 = DER:$(openssl rand -hex 8)" ;;
+  *) echo "product must be milan or turin" >&2; exit 2 ;;
+esac
 mkdir -p "$out"
 cd "$out"
 pss="-sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:48 -sigopt rsa_mgf1_md:sha384 -sha384"
@@ -22,13 +44,7 @@ basicConstraints = critical, CA:true
 keyUsage = critical, keyCertSign, cRLSign
 subjectKeyIdentifier = hash
 [vcek]
-1.3.6.1.4.1.3704.1.1 = DER:020100
-1.3.6.1.4.1.3704.1.2 = ASN1:IA5STRING:Milan-B0
-1.3.6.1.4.1.3704.1.3.1 = ASN1:INTEGER:3
-1.3.6.1.4.1.3704.1.3.2 = ASN1:INTEGER:0
-1.3.6.1.4.1.3704.1.3.3 = ASN1:INTEGER:8
-1.3.6.1.4.1.3704.1.3.8 = ASN1:INTEGER:115
-1.3.6.1.4.1.3704.1.4 = DER:$(openssl rand -hex 64)
+$vcek_ext
 CNF
 # shellcheck disable=SC2086
 openssl req -x509 -newkey rsa:2048 -nodes -keyout ark.key -out ark.pem -days $days \

@@ -8,12 +8,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use thiserror::Error;
 
 use crate::evidence::certchain;
 use crate::evidence::snp::certs::Tcb;
+use crate::evidence::snp::chain::ChainCache;
 use crate::evidence::snp::roots::{one_cert, Product, RootsOrigin, TrustRoots};
 use crate::evidence::tpm::HashAlg;
 
@@ -119,6 +121,8 @@ pub struct SnpProfile {
     pub min_report_version: u32,
     /// Directory of cached VCEKs, for bundles that do not carry theirs.
     pub vcek_cache: Option<PathBuf>,
+    /// Chains already verified under `roots`, shared by the clones of this profile.
+    pub chain_cache: Arc<ChainCache>,
 }
 
 fn default_max_age() -> u64 {
@@ -294,6 +298,21 @@ fn load_snp(
     if allowed_measurements.is_empty() {
         return Err(invalid("snp.allowed_measurements is empty".into()));
     }
+    // Turin's TCB_VERSION adds the FMC SPL; older layouts have no such field.
+    match (snp.product, snp.min_tcb.fmc) {
+        (Product::Turin, None) => {
+            return Err(invalid(
+                "snp.min_tcb.fmc is required for Turin (its TCB has an FMC SPL)".into(),
+            ))
+        }
+        (Product::Milan | Product::Genoa, Some(_)) => {
+            return Err(invalid(format!(
+                "snp.min_tcb.fmc: {} TCBs have no FMC SPL",
+                snp.product.kds_name()
+            )))
+        }
+        _ => {}
+    }
     if snp.allowed_vmpls.is_empty() || snp.allowed_vmpls.iter().any(|v| *v > 3) {
         return Err(invalid("snp.allowed_vmpls must list VMPLs 0-3".into()));
     }
@@ -306,5 +325,6 @@ fn load_snp(
         allowed_vmpls: snp.allowed_vmpls,
         min_report_version: snp.min_report_version,
         vcek_cache: snp.vcek_cache.map(|p| base.join(p)),
+        chain_cache: Arc::default(),
     })
 }

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use clap::Subcommand;
 
 use attestor::evidence::snp::certs::Tcb;
+use attestor::evidence::snp::chain::ChainCache;
 use attestor::evidence::snp::measure::{launch_measurement, LaunchImages};
 use attestor::evidence::snp::report::{decode_report_file, Report};
 use attestor::evidence::snp::roots::Product;
@@ -24,7 +25,8 @@ pub enum SnpCommand {
         /// The chip's VCEK certificate (DER or PEM).
         #[arg(long)]
         vcek: PathBuf,
-        /// Processor generation whose AMD roots to trust (ignored with --profile).
+        /// Processor generation: its report layout, and its AMD roots are trusted
+        /// (ignored with --profile, which names both).
         #[arg(long, default_value = "milan", value_parser = parse_product)]
         product: Product,
         /// Firmware profile with an [snp] section: its roots and reference values.
@@ -88,15 +90,16 @@ fn verify_report(
         ),
         None => None,
     };
-    let roots = match snp {
-        Some(snp) => snp.roots.clone(),
-        None => product.amd_roots().map_err(|e| e.to_string())?,
+    let (product, roots) = match snp {
+        Some(snp) => (snp.product, snp.roots.clone()),
+        None => (product, product.amd_roots().map_err(|e| e.to_string())?),
     };
     if let Ok(parsed) = Report::parse(&raw) {
         print_fields(&parsed);
     }
-    let outcome =
-        verify_signed_report(&raw, &vcek, &roots, SystemTime::now()).and_then(|r| match snp {
+    let chains = ChainCache::new(1);
+    let outcome = verify_signed_report(&raw, &vcek, product, &roots, &chains, SystemTime::now())
+        .and_then(|r| match snp {
             Some(snp) => check_report_policy(&r, snp).map(|_| r),
             None => Ok(r),
         });
