@@ -532,3 +532,30 @@ fn turin_profiles_must_set_a_minimum_fmc_and_older_ones_must_not() {
     let err = Profile::parse(&text.replace("\"turin\"", "\"milan\""), &path).unwrap_err();
     assert!(err.to_string().contains("no FMC"), "{err}");
 }
+
+#[test]
+fn a_cached_chain_still_refuses_other_signers_and_other_roots() {
+    let profile = sim_profile();
+    let cache = profile.snp.as_ref().unwrap().chain_cache.clone();
+    let good = bundle_on("examples/snp-sim", Product::Milan);
+    verify_bundle(&good, &profile, &Expectations::default()).unwrap();
+    verify_bundle(&good, &profile, &Expectations::default()).unwrap();
+    assert_eq!(cache.len(), 1, "one VCEK, one verified chain");
+
+    // A report signed by another chip's key, presented with the cached VCEK.
+    let mut forged = bundle_on("tests/fixtures/snp/other-chain", Product::Milan);
+    snp_ev(&mut forged).vcek = snp_ev(&mut good.clone()).vcek.clone();
+    let (check, reason) = refused(&forged, &profile, &Expectations::default());
+    assert_eq!(check, Check::ReportSignature, "{reason}");
+
+    // The cached VCEK judged under other roots (same cache): the chain is checked again
+    // and fails, and the failure is not cached.
+    let mut other_roots = turin_profile();
+    let snp = other_roots.snp.as_mut().unwrap();
+    snp.product = Product::Milan;
+    snp.min_tcb = profile.snp.as_ref().unwrap().min_tcb;
+    snp.chain_cache = cache.clone();
+    let (check, reason) = refused(&good, &other_roots, &Expectations::default());
+    assert_eq!(check, Check::VcekChain, "{reason}");
+    assert_eq!(cache.len(), 1, "a failed chain is never cached");
+}
