@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::bundle::EvidenceKind;
 use crate::evidence::certchain;
 use crate::evidence::snp::certs::Tcb;
 use crate::evidence::snp::chain::ChainCache;
@@ -42,6 +43,7 @@ struct ProfileToml {
     description: String,
     #[serde(default = "default_max_age")]
     max_age_seconds: u64,
+    evidence: Option<EvidenceKind>,
     tpm: Option<TpmProfileToml>,
     snp: Option<SnpProfileToml>,
 }
@@ -159,6 +161,10 @@ pub struct Profile {
     pub name: String,
     pub description: String,
     pub max_age_seconds: u64,
+    /// Evidence every bundle must carry (`"tpm+snp"`: a confidential VM's vTPM and its
+    /// report, both). Absent: whatever evidence the bundle carries, judged by the
+    /// sections it needs.
+    pub evidence: Option<EvidenceKind>,
     pub tpm: Option<TpmProfile>,
     pub snp: Option<SnpProfile>,
 }
@@ -200,6 +206,18 @@ impl Profile {
         if raw.tpm.is_none() && raw.snp.is_none() {
             return Err(invalid("profile needs a [tpm] or an [snp] section".into()));
         }
+        let (needs_tpm, needs_snp) = match raw.evidence {
+            None => (false, false),
+            Some(EvidenceKind::Tpm) => (true, false),
+            Some(EvidenceKind::Snp) => (false, true),
+            Some(EvidenceKind::TpmSnp) => (true, true),
+        };
+        if (needs_tpm && raw.tpm.is_none()) || (needs_snp && raw.snp.is_none()) {
+            return Err(invalid(format!(
+                "evidence = {:?} needs the matching [tpm] and [snp] sections",
+                raw.evidence.map(EvidenceKind::name).unwrap_or_default()
+            )));
+        }
         let tpm = match raw.tpm {
             Some(tpm) => Some(load_tpm(tpm, &invalid, &load_certs)?),
             None => None,
@@ -212,6 +230,7 @@ impl Profile {
             name: raw.name,
             description: raw.description,
             max_age_seconds: raw.max_age_seconds,
+            evidence: raw.evidence,
             tpm,
             snp,
         })

@@ -12,7 +12,9 @@ use attestor::evidence::snp::measure::{launch_measurement, LaunchImages};
 use attestor::evidence::snp::report::{decode_report_file, Report};
 use attestor::evidence::snp::roots::Product;
 use attestor::profiles::Profile;
-use attestor::verify::{check_report_policy, verify_signed_report, Platform, SnpIdentity};
+use attestor::verify::{
+    check_report_policy, verify_signed_report, Platform, SnpIdentity, TpmIdentity,
+};
 
 #[derive(Subcommand)]
 pub enum SnpCommand {
@@ -152,20 +154,23 @@ fn print_fields(report: &Report) {
 
 /// One line about the platform behind a verified bundle.
 pub fn describe(platform: &Platform) -> String {
-    match platform {
-        Platform::Tpm(t) => format!(
+    let tpm = |t: &TpmIdentity| {
+        format!(
             "TPM reset {} restart {}",
             t.clock.reset_count, t.clock.restart_count
-        ),
-        Platform::Snp(SnpIdentity {
-            chip_id,
-            measurement,
-            reported_tcb,
-            ..
-        }) => format!(
-            "SEV-SNP chip {} measurement {} TCB {reported_tcb}",
-            hex::encode(chip_id.get(..8).unwrap_or_default()),
-            hex::encode(measurement)
-        ),
+        )
+    };
+    let snp = |s: &SnpIdentity| {
+        format!(
+            "SEV-SNP chip {} measurement {} TCB {}",
+            hex::encode(s.chip_id.get(..8).unwrap_or_default()),
+            hex::encode(s.measurement),
+            s.reported_tcb
+        )
+    };
+    match platform {
+        Platform::Tpm(t) => tpm(t),
+        Platform::Snp(s) => snp(s),
+        Platform::TpmSnp(t, s) => format!("{} + {}", tpm(t), snp(s)),
     }
 }

@@ -36,6 +36,7 @@ fn agent(id: &str, tenant: &str) -> AgentRecord {
         tenant: tenant.into(),
         ek_certificate: vec![1],
         ak_public: vec![2],
+        snp_chip_id: Some(vec![9; 64]),
         enrolled_at_ms: 5,
         revoked: false,
         last_seen_at_ms: None,
