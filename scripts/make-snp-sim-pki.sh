@@ -11,10 +11,13 @@
 # 8-byte hwID (its report's CHIP_ID is those 8 bytes, then zeros).
 #
 #   scripts/make-snp-sim-pki.sh examples/snp-sim                # the simulation's PKI
-#   scripts/make-snp-sim-pki.sh examples/snp-sim-turin turin    # a simulated Turin chip
+#   scripts/make-snp-sim-pki.sh examples/snp-sim-turin turin examples/snp-sim-turin/second-chip
+#                                           # a simulated Turin chip, and a second one under the same ASK
 #   scripts/make-snp-sim-pki.sh tests/fixtures/snp/other-chain  # an unrelated chain for attack tests
 set -eu
-out=${1:?usage: $0 OUT_DIR [milan|turin]}
+out=${1:?usage: $0 OUT_DIR [milan|turin] [SECOND_CHIP_DIR]}
+second=${3:-}
+case "$second" in ""|/*) ;; *) second="$PWD/$second" ;; esac
 case "${2:-milan}" in
   milan) vcek_ext="1.3.6.1.4.1.3704.1.1 = DER:020100
 1.3.6.1.4.1.3704.1.2 = ASN1:IA5STRING:Milan-B0
@@ -61,6 +64,18 @@ openssl req -new -key vcek.key -out vcek.csr -subj "$subj/CN=SEV-VCEK"
 # shellcheck disable=SC2086
 openssl x509 -req -in vcek.csr -CA ask.pem -CAkey ask.key -set_serial 2 -days $days \
   -extfile ext.cnf -extensions vcek -outform der -out vcek.der $pss
+if [ -n "$second" ]; then
+  # Another chip under the same ARK and ASK (its own key and hwID).
+  mkdir -p "$second"
+  sed -i "s/^1.3.6.1.4.1.3704.1.4 = DER:.*/1.3.6.1.4.1.3704.1.4 = DER:$(openssl rand -hex 8)/" ext.cnf
+  openssl ecparam -name secp384r1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt -out "$second/vcek.key"
+  openssl req -new -key "$second/vcek.key" -out vcek2.csr -subj "$subj/CN=SEV-VCEK"
+  # shellcheck disable=SC2086
+  openssl x509 -req -in vcek2.csr -CA ask.pem -CAkey ask.key -set_serial 3 -days $days \
+    -extfile ext.cnf -extensions vcek -outform der -out "$second/vcek.der" $pss
+  cp ark.pem ask.pem "$second/"
+  rm -f vcek2.csr
+fi
 rm -f ask.csr vcek.csr ext.cnf ark.srl ask.srl
 # The ARK and ASK private keys are not needed by the simulation: drop them.
 rm -f ark.key ask.key
