@@ -242,9 +242,7 @@ pub fn verify_bundle(
     };
     let verified = match &bundle.evidence {
         Evidence::Tpm(evidence) => verify_tpm(bundle, evidence, tpm_profile()?, expect, now)?,
-        Evidence::Snp(evidence) => {
-            snp::verify_snp(bundle, evidence, snp_profile()?, expect, now)?
-        }
+        Evidence::Snp(evidence) => snp::verify_snp(bundle, evidence, snp_profile()?, expect, now)?,
         Evidence::TpmSnp(evidence) => {
             let snp = snp_profile()?;
             let tpm = verify_tpm(bundle, &evidence.tpm, tpm_profile()?, expect, now)?;

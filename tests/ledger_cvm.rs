@@ -40,8 +40,8 @@ impl Cvm {
     fn new() -> Cvm {
         let fixture = AgentFixture::new();
         let tpm = std::fs::read_to_string(&fixture.profile_path).unwrap();
-        let sim = std::fs::read_to_string(root().join("firmware-profiles/snp-sim-turin.toml"))
-            .unwrap();
+        let sim =
+            std::fs::read_to_string(root().join("firmware-profiles/snp-sim-turin.toml")).unwrap();
         let snp = sim[sim.find("[snp]").unwrap()..]
             .replace("../examples/", &format!("{}/examples/", root().display()));
         let path = fixture.dir.path().join("cvm-profile.toml");
@@ -154,7 +154,10 @@ fn both(bundle: &mut Bundle) -> &mut TpmSnpEvidence {
 }
 
 fn reason(result: Result<(), Refusal>) -> String {
-    result.expect_err("submission was accepted").reason().to_string()
+    result
+        .expect_err("submission was accepted")
+        .reason()
+        .to_string()
 }
 
 #[test]
@@ -178,27 +181,26 @@ fn a_cvm_enrols_its_vtpm_then_pins_its_chip_and_each_broken_binding_is_refused()
     let record = cvm.pin_chip(&cvm.bundle_from(None)).unwrap();
     let chip = record.snp_chip_id.clone().expect("chip pinned");
     assert_eq!(chip[8..], [0; 56], "a Turin chip id");
-    assert_eq!(cvm.store.agent(AGENT).unwrap().unwrap().snp_chip_id, Some(chip));
+    assert_eq!(
+        cvm.store.agent(AGENT).unwrap().unwrap().snp_chip_id,
+        Some(chip)
+    );
 
     cvm.submit(&cvm.bundle_from(None)).unwrap();
 
     // The report bound to another envelope: REPORT_DATA commits to that one.
     let mut bundle = cvm.bundle_from(None);
-    let other = cvm.bundle_with_nonce(None, &bundle.nonce);
-    both(&mut bundle).snp = match other.evidence {
-        Evidence::TpmSnp(ev) => ev.snp,
-        _ => unreachable!(),
-    };
+    both(&mut bundle).snp = both(&mut cvm.bundle_with_nonce(None, &bundle.nonce))
+        .snp
+        .clone();
     assert_eq!(reason(cvm.submit(&bundle)), "report-binding");
 
     // The quote bound to another envelope (same sealed key, so the envelope still
     // verifies): its qualifying data commits to that one.
     let mut bundle = cvm.bundle_from(None);
-    let other = cvm.bundle_with_nonce(None, &bundle.nonce);
-    both(&mut bundle).tpm = match other.evidence {
-        Evidence::TpmSnp(ev) => ev.tpm,
-        _ => unreachable!(),
-    };
+    both(&mut bundle).tpm = both(&mut cvm.bundle_with_nonce(None, &bundle.nonce))
+        .tpm
+        .clone();
     assert_eq!(reason(cvm.submit(&bundle)), "quote-binding");
 
     // The SNP report missing: the TPM evidence alone is not what this agent enrolled with.
@@ -206,19 +208,27 @@ fn a_cvm_enrols_its_vtpm_then_pins_its_chip_and_each_broken_binding_is_refused()
     bundle.evidence = Evidence::Tpm(both(&mut bundle).tpm.clone());
     assert_eq!(reason(cvm.submit(&bundle)), "evidence-kind");
     // ... and the offline verifier, under a profile requiring both, says the same.
-    let e = verify_bundle(&bundle, &cvm.profile, &Expectations {
-        nonce: bundle.nonce.clone(),
-        ..Default::default()
-    })
+    let e = verify_bundle(
+        &bundle,
+        &cvm.profile,
+        &Expectations {
+            nonce: bundle.nonce.clone(),
+            ..Default::default()
+        },
+    )
     .unwrap_err();
     assert_eq!(e.check, Check::EvidenceKind, "{e}");
 
     // A genuine report from another chip under the same roots than the pinned one.
     let other_chip = cvm.bundle_from(Some("second-chip"));
-    verify_bundle(&other_chip, &cvm.profile, &Expectations {
-        nonce: other_chip.nonce.clone(),
-        ..Default::default()
-    })
+    verify_bundle(
+        &other_chip,
+        &cvm.profile,
+        &Expectations {
+            nonce: other_chip.nonce.clone(),
+            ..Default::default()
+        },
+    )
     .expect("the other chip's evidence is itself valid");
     let other_chip = cvm.bundle_from(Some("second-chip"));
     assert_eq!(reason(cvm.submit(&other_chip)), "chip-mismatch");

@@ -152,11 +152,8 @@ fn snp_guests_tpm_hosts_and_vtpm_guests_enrol_and_heartbeat_on_one_ledger() {
 
         // The VM's bundles carry both pieces of evidence, and all three kinds share a log.
         let cvm = ledger.client("cvm-1");
-        let mut source = EvidenceSource::open(
-            cvm_config(&vtpm, cvm_state.path()),
-            &vtpm.tpm.tcti(),
-        )
-        .unwrap();
+        let mut source =
+            EvidenceSource::open(cvm_config(&vtpm, cvm_state.path()), &vtpm.tpm.tcti()).unwrap();
         let nonce = cvm.nonce().await.unwrap();
         let bundle = source.attest(&kernel, &fixture.status(), &nonce).unwrap();
         assert!(matches!(bundle.evidence, Evidence::TpmSnp(_)));

@@ -98,7 +98,11 @@ pub fn enroll_snp(
                 .agent(agent_id)?
                 .filter(|a| a.tenant == tenant && a.ak_public == tpm.ak_public)
                 .ok_or(EnrollError::TpmNotEnrolled)?;
-            if record.snp_chip_id.as_ref().is_some_and(|c| *c != snp.chip_id) {
+            if record
+                .snp_chip_id
+                .as_ref()
+                .is_some_and(|c| *c != snp.chip_id)
+            {
                 return Err(EnrollError::ChipAlreadyPinned);
             }
             record.snp_chip_id = Some(snp.chip_id);

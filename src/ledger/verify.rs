@@ -10,10 +10,10 @@ use std::time::{Duration, Instant, SystemTime};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use thiserror::Error;
 
+use crate::bundle::EvidenceKind;
 use crate::bundle::{Bundle, BundleError};
 use crate::ledger::store::{AcceptedState, AgentRecord};
 use crate::profiles::Profile;
-use crate::bundle::EvidenceKind;
 use crate::verify::{
     check_policy_hash, verify_bundle, Check, Expectations, Platform, Verified, VerifyError,
 };
@@ -184,7 +184,10 @@ fn check_pinned(verified: &Verified, agent: &AgentRecord) -> Result<(), Refusal>
                         .into(),
                 }));
             };
-            (tpm.ak_public == agent.ak_public, snp.chip_id == *pinned_chip)
+            (
+                tpm.ak_public == agent.ak_public,
+                snp.chip_id == *pinned_chip,
+            )
         }
     };
     match (key, chip) {

@@ -151,10 +151,16 @@ fn check_report_product(fields: &AttestationReport, product: Product) -> Result<
                     | (Ok(Generation::Genoa), Product::Genoa)
                     | (Ok(Generation::Turin), Product::Turin)
             );
-            (format!("CPUID family {family:#x} model {model:#x}"), matches)
+            (
+                format!("CPUID family {family:#x} model {model:#x}"),
+                matches,
+            )
         }
         _ => {
-            let turin_like = fields.chip_id.get(8..).is_some_and(|r| r.iter().all(|b| *b == 0));
+            let turin_like = fields
+                .chip_id
+                .get(8..)
+                .is_some_and(|r| r.iter().all(|b| *b == 0));
             let layout = if turin_like { "Turin" } else { "Milan/Genoa" };
             (
                 format!("a version-2 report with a {layout} chip id"),

@@ -30,8 +30,8 @@ impl Tcb {
         fmc.into_iter()
             .chain([
                 ("bootloader", self.bootloader, min.bootloader),
-            ("tee", self.tee, min.tee),
-            ("snp", self.snp, min.snp),
+                ("tee", self.tee, min.tee),
+                ("snp", self.snp, min.snp),
                 ("microcode", self.microcode, min.microcode),
             ])
             .find(|(_, have, want)| have < want)

@@ -203,7 +203,16 @@ impl SimulatedProcessor {
                 [0x19, 0x11, 0x01],
             ),
             Product::Turin => (
-                [t.fmc.unwrap_or(0), t.bootloader, t.tee, t.snp, 0, 0, 0, t.microcode],
+                [
+                    t.fmc.unwrap_or(0),
+                    t.bootloader,
+                    t.tee,
+                    t.snp,
+                    0,
+                    0,
+                    0,
+                    t.microcode,
+                ],
                 [0x1A, 0x02, 0x01],
             ),
         };
