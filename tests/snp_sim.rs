@@ -559,3 +559,30 @@ fn a_cached_chain_still_refuses_other_signers_and_other_roots() {
     assert_eq!(check, Check::VcekChain, "{reason}");
     assert_eq!(cache.len(), 1, "a failed chain is never cached");
 }
+
+#[test]
+fn the_chain_cache_is_bounded_and_keeps_the_newest_chains() {
+    use attestor::evidence::snp::chain::ChainCache;
+    let now = std::time::SystemTime::now();
+    let chips = [
+        (sim_profile(), "examples/snp-sim"),
+        (turin_profile(), "examples/snp-sim-turin"),
+        (turin_profile(), "examples/snp-sim-turin/second-chip"),
+    ];
+    let cache = ChainCache::new(2);
+    for (profile, dir) in &chips {
+        let vcek = std::fs::read(root().join(dir).join("vcek.der")).unwrap();
+        let roots = &profile.snp.as_ref().unwrap().roots;
+        cache.verify_vcek(roots, &vcek, now).unwrap();
+        assert!(cache.len() <= 2);
+    }
+    assert_eq!(cache.len(), 2);
+    // The evicted chain is verified again when it comes back.
+    let (profile, dir) = &chips[0];
+    let vcek = std::fs::read(root().join(dir).join("vcek.der")).unwrap();
+    let facts = cache
+        .verify_vcek(&profile.snp.as_ref().unwrap().roots, &vcek, now)
+        .unwrap();
+    assert_eq!(facts.tcb.fmc, None);
+    assert_eq!(cache.len(), 2);
+}
