@@ -1,8 +1,9 @@
 //! SEV-SNP verification against the bare signature check it cannot avoid, measured in the
-//! same run: the real Milan report with AMD's chain (three RSA-4096 PSS checks and one
-//! P-384 ECDSA through the `sev` crate's pure-Rust code), the report signature alone
-//! (what a verifier that caches verified VCEKs pays), a whole simulated SNP bundle, and a
-//! bare P-384 verification by aws-lc as the reference. Run: `cargo bench --bench snp`.
+//! same run: the real Milan report with AMD's chain, cold (three RSA-4096 PSS checks and
+//! one P-384 ECDSA through the `sev` crate's pure-Rust code) and with the chain cached
+//! (what the ledger pays per submission after a chip's first), the report signature alone,
+//! a whole simulated SNP bundle, and a bare P-384 verification by aws-lc as the
+//! reference. Run: `cargo bench --bench snp`.
 
 #[path = "support/mod.rs"]
 mod bench_support;
@@ -14,7 +15,7 @@ use attestor::agent::snp::SnpAgent;
 use attestor::collect::{self, RuntimeStatus};
 use attestor::config::AgentConfig;
 use attestor::evidence::snp::certs::vcek_facts;
-use attestor::evidence::snp::chain::verify_report_signature;
+use attestor::evidence::snp::chain::{verify_report_signature, ChainCache};
 use attestor::evidence::snp::report::{decode_report_file, Report, SIGNED_LEN};
 use attestor::evidence::snp::roots::Product;
 use attestor::evidence::snp::sim::SimulatedProcessor;
@@ -65,7 +66,18 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     let mut group = c.benchmark_group("snp");
     group.bench_function("milan_chain_and_report", |b| {
-        b.iter(|| verify_signed_report(black_box(&raw), &vcek, &roots, now).unwrap())
+        b.iter(|| {
+            let cold = ChainCache::new(1);
+            verify_signed_report(black_box(&raw), &vcek, Product::Milan, &roots, &cold, now)
+                .unwrap()
+        })
+    });
+    let warm = ChainCache::default();
+    group.bench_function("milan_cached_chain_and_report", |b| {
+        b.iter(|| {
+            verify_signed_report(black_box(&raw), &vcek, Product::Milan, &roots, &warm, now)
+                .unwrap()
+        })
     });
     group.bench_function("milan_report_signature", |b| {
         b.iter(|| verify_report_signature(&vcek, black_box(&report)).unwrap())
@@ -89,6 +101,10 @@ fn main() {
         (
             "Milan report + AMD chain (sev crate)",
             "milan_chain_and_report",
+        ),
+        (
+            "Milan report, chain cached (sev crate)",
+            "milan_cached_chain_and_report",
         ),
         (
             "Milan report signature alone (sev crate)",

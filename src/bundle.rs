@@ -42,12 +42,63 @@ pub struct Bundle {
     pub evidence: Evidence,
 }
 
-/// Hardware evidence, by root of trust: `{"tpm": {...}}` or `{"snp": {...}}`.
+/// Hardware evidence, by root of trust: `{"tpm": {...}}`, `{"snp": {...}}`, or for a
+/// confidential VM with a vTPM `{"tpm+snp": {"tpm": {...}, "snp": {...}}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Evidence {
     Tpm(TpmEvidence),
     Snp(SnpEvidence),
+    #[serde(rename = "tpm+snp")]
+    TpmSnp(TpmSnpEvidence),
+}
+
+impl Evidence {
+    /// Which roots of trust this evidence comes from.
+    pub fn kind(&self) -> EvidenceKind {
+        match self {
+            Evidence::Tpm(_) => EvidenceKind::Tpm,
+            Evidence::Snp(_) => EvidenceKind::Snp,
+            Evidence::TpmSnp(_) => EvidenceKind::TpmSnp,
+        }
+    }
+}
+
+/// Which root of trust evidence comes from: the agent config's and a profile's
+/// `evidence` key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvidenceKind {
+    /// A TPM 2.0: quotes over PCRs, PCR-sealed signing key.
+    #[default]
+    Tpm,
+    /// An AMD SEV-SNP guest: attestation reports, derived-key-sealed signing key.
+    Snp,
+    /// An SEV-SNP guest with a vTPM: both, bound to the same envelope, which the vTPM's
+    /// sealed key signs.
+    #[serde(rename = "tpm+snp")]
+    TpmSnp,
+}
+
+impl EvidenceKind {
+    /// The name used in configs, profiles and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            EvidenceKind::Tpm => "tpm",
+            EvidenceKind::Snp => "snp",
+            EvidenceKind::TpmSnp => "tpm+snp",
+        }
+    }
+}
+
+/// A vTPM's quote and an SEV-SNP report bound to the same envelope: the quote's
+/// qualifying data and the report's REPORT_DATA each commit to it (and the nonce) as they
+/// do alone; the report's `signing_key` is the vTPM's sealed key, which signs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmSnpEvidence {
+    pub tpm: TpmEvidence,
+    pub snp: SnpEvidence,
 }
 
 /// An AMD SEV-SNP attestation report whose REPORT_DATA commits to the envelope.

@@ -174,16 +174,7 @@ struct AgentToml {
     snp: Option<SnpConfig>,
 }
 
-/// Which root of trust the agent's evidence comes from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EvidenceKind {
-    /// A TPM 2.0 (`[tpm]`): quotes over PCRs, PCR-sealed signing key.
-    #[default]
-    Tpm,
-    /// An AMD SEV-SNP guest (`[snp]`): attestation reports, derived-key-sealed signing key.
-    Snp,
-}
+pub use crate::bundle::EvidenceKind;
 
 /// SEV-SNP settings of the agent: the real device, or (only when named) the simulation.
 #[derive(Debug, Clone, Deserialize)]
@@ -294,8 +285,11 @@ impl AgentConfig {
                 )));
             }
         }
-        if raw.evidence == EvidenceKind::Snp && snp.is_none() {
-            return Err(invalid("evidence = \"snp\" needs an [snp] section".into()));
+        if raw.evidence != EvidenceKind::Tpm && snp.is_none() {
+            return Err(invalid(format!(
+                "evidence = {:?} needs an [snp] section",
+                raw.evidence.name()
+            )));
         }
         Ok(AgentConfig {
             state_dir: resolve(&raw.state_dir),

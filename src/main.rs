@@ -282,7 +282,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             let expect = Expectations {
                 policy_hash,
                 nonce: decode_hex("--nonce", &nonce)?,
-                now: None,
+                ..Default::default()
             };
             match verify::verify_bundle(&parsed, &profile, &expect) {
                 Ok(v) => {

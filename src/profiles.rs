@@ -8,12 +8,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::bundle::EvidenceKind;
 use crate::evidence::certchain;
 use crate::evidence::snp::certs::Tcb;
+use crate::evidence::snp::chain::ChainCache;
 use crate::evidence::snp::roots::{one_cert, Product, RootsOrigin, TrustRoots};
 use crate::evidence::tpm::HashAlg;
 
@@ -40,6 +43,7 @@ struct ProfileToml {
     description: String,
     #[serde(default = "default_max_age")]
     max_age_seconds: u64,
+    evidence: Option<EvidenceKind>,
     tpm: Option<TpmProfileToml>,
     snp: Option<SnpProfileToml>,
 }
@@ -119,6 +123,8 @@ pub struct SnpProfile {
     pub min_report_version: u32,
     /// Directory of cached VCEKs, for bundles that do not carry theirs.
     pub vcek_cache: Option<PathBuf>,
+    /// Chains already verified under `roots`, shared by the clones of this profile.
+    pub chain_cache: Arc<ChainCache>,
 }
 
 fn default_max_age() -> u64 {
@@ -155,6 +161,10 @@ pub struct Profile {
     pub name: String,
     pub description: String,
     pub max_age_seconds: u64,
+    /// Evidence every bundle must carry (`"tpm+snp"`: a confidential VM's vTPM and its
+    /// report, both). Absent: whatever evidence the bundle carries, judged by the
+    /// sections it needs.
+    pub evidence: Option<EvidenceKind>,
     pub tpm: Option<TpmProfile>,
     pub snp: Option<SnpProfile>,
 }
@@ -196,6 +206,18 @@ impl Profile {
         if raw.tpm.is_none() && raw.snp.is_none() {
             return Err(invalid("profile needs a [tpm] or an [snp] section".into()));
         }
+        let (needs_tpm, needs_snp) = match raw.evidence {
+            None => (false, false),
+            Some(EvidenceKind::Tpm) => (true, false),
+            Some(EvidenceKind::Snp) => (false, true),
+            Some(EvidenceKind::TpmSnp) => (true, true),
+        };
+        if (needs_tpm && raw.tpm.is_none()) || (needs_snp && raw.snp.is_none()) {
+            return Err(invalid(format!(
+                "evidence = {:?} needs the matching [tpm] and [snp] sections",
+                raw.evidence.map(EvidenceKind::name).unwrap_or_default()
+            )));
+        }
         let tpm = match raw.tpm {
             Some(tpm) => Some(load_tpm(tpm, &invalid, &load_certs)?),
             None => None,
@@ -208,6 +230,7 @@ impl Profile {
             name: raw.name,
             description: raw.description,
             max_age_seconds: raw.max_age_seconds,
+            evidence: raw.evidence,
             tpm,
             snp,
         })
@@ -294,6 +317,21 @@ fn load_snp(
     if allowed_measurements.is_empty() {
         return Err(invalid("snp.allowed_measurements is empty".into()));
     }
+    // Turin's TCB_VERSION adds the FMC SPL; older layouts have no such field.
+    match (snp.product, snp.min_tcb.fmc) {
+        (Product::Turin, None) => {
+            return Err(invalid(
+                "snp.min_tcb.fmc is required for Turin (its TCB has an FMC SPL)".into(),
+            ))
+        }
+        (Product::Milan | Product::Genoa, Some(_)) => {
+            return Err(invalid(format!(
+                "snp.min_tcb.fmc: {} TCBs have no FMC SPL",
+                snp.product.kds_name()
+            )))
+        }
+        _ => {}
+    }
     if snp.allowed_vmpls.is_empty() || snp.allowed_vmpls.iter().any(|v| *v > 3) {
         return Err(invalid("snp.allowed_vmpls must list VMPLs 0-3".into()));
     }
@@ -306,5 +344,6 @@ fn load_snp(
         allowed_vmpls: snp.allowed_vmpls,
         min_report_version: snp.min_report_version,
         vcek_cache: snp.vcek_cache.map(|p| base.join(p)),
+        chain_cache: Arc::default(),
     })
 }

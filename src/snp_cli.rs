@@ -7,11 +7,14 @@ use std::time::SystemTime;
 use clap::Subcommand;
 
 use attestor::evidence::snp::certs::Tcb;
+use attestor::evidence::snp::chain::ChainCache;
 use attestor::evidence::snp::measure::{launch_measurement, LaunchImages};
 use attestor::evidence::snp::report::{decode_report_file, Report};
 use attestor::evidence::snp::roots::Product;
 use attestor::profiles::Profile;
-use attestor::verify::{check_report_policy, verify_signed_report, Platform, SnpIdentity};
+use attestor::verify::{
+    check_report_policy, verify_signed_report, Platform, SnpIdentity, TpmIdentity,
+};
 
 #[derive(Subcommand)]
 pub enum SnpCommand {
@@ -24,7 +27,8 @@ pub enum SnpCommand {
         /// The chip's VCEK certificate (DER or PEM).
         #[arg(long)]
         vcek: PathBuf,
-        /// Processor generation whose AMD roots to trust (ignored with --profile).
+        /// Processor generation: its report layout, and its AMD roots are trusted
+        /// (ignored with --profile, which names both).
         #[arg(long, default_value = "milan", value_parser = parse_product)]
         product: Product,
         /// Firmware profile with an [snp] section: its roots and reference values.
@@ -88,15 +92,16 @@ fn verify_report(
         ),
         None => None,
     };
-    let roots = match snp {
-        Some(snp) => snp.roots.clone(),
-        None => product.amd_roots().map_err(|e| e.to_string())?,
+    let (product, roots) = match snp {
+        Some(snp) => (snp.product, snp.roots.clone()),
+        None => (product, product.amd_roots().map_err(|e| e.to_string())?),
     };
     if let Ok(parsed) = Report::parse(&raw) {
         print_fields(&parsed);
     }
-    let outcome =
-        verify_signed_report(&raw, &vcek, &roots, SystemTime::now()).and_then(|r| match snp {
+    let chains = ChainCache::new(1);
+    let outcome = verify_signed_report(&raw, &vcek, product, &roots, &chains, SystemTime::now())
+        .and_then(|r| match snp {
             Some(snp) => check_report_policy(&r, snp).map(|_| r),
             None => Ok(r),
         });
@@ -149,20 +154,23 @@ fn print_fields(report: &Report) {
 
 /// One line about the platform behind a verified bundle.
 pub fn describe(platform: &Platform) -> String {
-    match platform {
-        Platform::Tpm(t) => format!(
+    let tpm = |t: &TpmIdentity| {
+        format!(
             "TPM reset {} restart {}",
             t.clock.reset_count, t.clock.restart_count
-        ),
-        Platform::Snp(SnpIdentity {
-            chip_id,
-            measurement,
-            reported_tcb,
-            ..
-        }) => format!(
-            "SEV-SNP chip {} measurement {} TCB {reported_tcb}",
-            hex::encode(chip_id.get(..8).unwrap_or_default()),
-            hex::encode(measurement)
-        ),
+        )
+    };
+    let snp = |s: &SnpIdentity| {
+        format!(
+            "SEV-SNP chip {} measurement {} TCB {}",
+            hex::encode(s.chip_id.get(..8).unwrap_or_default()),
+            hex::encode(s.measurement),
+            s.reported_tcb
+        )
+    };
+    match platform {
+        Platform::Tpm(t) => tpm(t),
+        Platform::Snp(s) => snp(s),
+        Platform::TpmSnp(t, s) => format!("{} + {}", tpm(t), snp(s)),
     }
 }

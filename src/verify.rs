@@ -16,7 +16,7 @@ use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
 use thiserror::Error;
 
-use crate::bundle::{Bundle, Evidence, SignedAttest, TpmEvidence};
+use crate::bundle::{Bundle, Evidence, EvidenceKind, SignedAttest, TpmEvidence};
 use crate::claims::{Claims, Statement, PAYLOAD_TYPE};
 use crate::dsse::{self, VerifyingKey};
 use crate::evidence::tpm::wire::{self, Attest, Attested, EccPublic, PcrSelection};
@@ -27,6 +27,8 @@ use crate::profiles::{Profile, TpmProfile};
 /// The checks, in the order they run (TPM checks, then SEV-SNP's, then content checks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
+    /// The bundle carries the evidence the profile (or the ledger's enrollment) requires.
+    EvidenceKind,
     EkChain,
     AttestationKey,
     SealedKeyCertification,
@@ -40,6 +42,7 @@ pub enum Check {
     SealedKeyPolicy,
     MeasurementMatchesClaims,
     SnpReport,
+    ReportProduct,
     VcekChain,
     ReportSignature,
     VcekBinding,
@@ -58,6 +61,7 @@ impl Check {
     /// Stable, kebab-case name used in CLI output and by the ledger.
     pub fn name(self) -> &'static str {
         match self {
+            Check::EvidenceKind => "evidence-kind",
             Check::EkChain => "ek-chain",
             Check::AttestationKey => "attestation-key",
             Check::SealedKeyCertification => "sealed-key-certification",
@@ -71,6 +75,7 @@ impl Check {
             Check::SealedKeyPolicy => "sealed-key-policy",
             Check::MeasurementMatchesClaims => "measurement-matches-claims",
             Check::SnpReport => "snp-report",
+            Check::ReportProduct => "report-product",
             Check::VcekChain => "vcek-chain",
             Check::ReportSignature => "report-signature",
             Check::VcekBinding => "vcek-binding",
@@ -116,6 +121,9 @@ pub struct Expectations {
     pub nonce: Vec<u8>,
     /// "Now" for freshness and certificate validity; `None` means the system clock.
     pub now: Option<SystemTime>,
+    /// Evidence the bundle must carry, over the profile's `evidence` (a ledger requires
+    /// what the agent enrolled with).
+    pub evidence: Option<EvidenceKind>,
 }
 
 /// A bundle that passed every check, with what later stages need.
@@ -133,6 +141,8 @@ pub struct Verified {
 pub enum Platform {
     Tpm(TpmIdentity),
     Snp(SnpIdentity),
+    /// A confidential VM's vTPM and its SEV-SNP report, bound to the same envelope.
+    TpmSnp(TpmIdentity, SnpIdentity),
 }
 
 /// A TPM's attestation key and the quote's clock.
@@ -167,20 +177,30 @@ pub struct SnpIdentity {
 }
 
 impl Verified {
-    /// The AK of a TPM bundle (`None` for other evidence).
-    pub fn ak_public(&self) -> Option<&[u8]> {
+    /// The TPM behind the bundle, if it carries TPM evidence.
+    pub fn tpm(&self) -> Option<&TpmIdentity> {
         match &self.platform {
-            Platform::Tpm(t) => Some(&t.ak_public),
+            Platform::Tpm(t) | Platform::TpmSnp(t, _) => Some(t),
             Platform::Snp(_) => None,
         }
     }
 
-    /// The quote's clock of a TPM bundle (`None` for other evidence).
-    pub fn tpm_clock(&self) -> Option<&wire::ClockInfo> {
+    /// The SEV-SNP report's facts, if the bundle carries one.
+    pub fn snp(&self) -> Option<&SnpIdentity> {
         match &self.platform {
-            Platform::Tpm(t) => Some(&t.clock),
-            Platform::Snp(_) => None,
+            Platform::Snp(s) | Platform::TpmSnp(_, s) => Some(s),
+            Platform::Tpm(_) => None,
         }
+    }
+
+    /// The AK of a bundle with TPM evidence (`None` for SEV-SNP alone).
+    pub fn ak_public(&self) -> Option<&[u8]> {
+        self.tpm().map(|t| t.ak_public.as_slice())
+    }
+
+    /// The quote's clock of a bundle with TPM evidence (`None` for SEV-SNP alone).
+    pub fn tpm_clock(&self) -> Option<&wire::ClockInfo> {
+        self.tpm().map(|t| &t.clock)
     }
 }
 
@@ -191,24 +211,59 @@ pub fn verify_bundle(
     expect: &Expectations,
 ) -> Result<Verified, VerifyError> {
     let now = expect.now.unwrap_or_else(SystemTime::now);
-    let verified = match &bundle.evidence {
-        Evidence::Tpm(evidence) => {
-            let tpm = profile.tpm.as_ref().ok_or_else(|| {
-                fail(
-                    Check::EkChain,
-                    format!("profile {:?} has no [tpm] section", profile.name),
-                )
-            })?;
-            verify_tpm(bundle, evidence, tpm, expect, now)?
+    let carried = bundle.evidence.kind();
+    if let Some(required) = expect.evidence.or(profile.evidence) {
+        if carried != required {
+            return Err(fail(
+                Check::EvidenceKind,
+                format!(
+                    "{} evidence is required, the bundle carries {}",
+                    required.name(),
+                    carried.name()
+                ),
+            ));
         }
-        Evidence::Snp(evidence) => {
-            let snp = profile.snp.as_ref().ok_or_else(|| {
-                fail(
-                    Check::VcekChain,
-                    format!("profile {:?} has no [snp] section", profile.name),
-                )
-            })?;
-            snp::verify_snp(bundle, evidence, snp, expect, now)?
+    }
+    let tpm_profile = || {
+        profile.tpm.as_ref().ok_or_else(|| {
+            fail(
+                Check::EkChain,
+                format!("profile {:?} has no [tpm] section", profile.name),
+            )
+        })
+    };
+    let snp_profile = || {
+        profile.snp.as_ref().ok_or_else(|| {
+            fail(
+                Check::VcekChain,
+                format!("profile {:?} has no [snp] section", profile.name),
+            )
+        })
+    };
+    let verified = match &bundle.evidence {
+        Evidence::Tpm(evidence) => verify_tpm(bundle, evidence, tpm_profile()?, expect, now)?,
+        Evidence::Snp(evidence) => snp::verify_snp(bundle, evidence, snp_profile()?, expect, now)?,
+        Evidence::TpmSnp(evidence) => {
+            let snp = snp_profile()?;
+            let tpm = verify_tpm(bundle, &evidence.tpm, tpm_profile()?, expect, now)?;
+            // The report must vouch for the key the TPM vouched for: the one that signed.
+            let sealed_key = wire::parse_public(&evidence.tpm.sealed_key.public)
+                .and_then(|k| k.sec1_uncompressed())
+                .map_err(|e| fail(Check::SealedKeyCertification, e))?;
+            if evidence.snp.signing_key != sealed_key {
+                return Err(fail(
+                    Check::ReportBinding,
+                    "the report commits to a signing key other than the TPM's sealed key",
+                ));
+            }
+            let report = snp::verify_snp(bundle, &evidence.snp, snp, expect, now)?;
+            match (tpm.platform, report.platform) {
+                (Platform::Tpm(t), Platform::Snp(s)) => Verified {
+                    platform: Platform::TpmSnp(t, s),
+                    ..tpm
+                },
+                _ => return Err(fail(Check::EvidenceKind, "verifier mixed up evidence")),
+            }
         }
     };
     check_claims(&verified.claims, profile, expect, now)?;

@@ -29,6 +29,7 @@ fn the_bundle_seeds_verify_against_the_fuzz_profile() {
             policy_hash: None,
             nonce: bundle.nonce.clone(),
             now: Some(fixture_now()),
+            evidence: None,
         };
         verify_bundle(&bundle, &profile, &expect)
             .unwrap_or_else(|e| panic!("fuzz seed {seed} no longer verifies: {e}"));

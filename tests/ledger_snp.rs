@@ -1,6 +1,7 @@
-//! A mixed fleet on one ledger: a simulated SEV-SNP guest and a TPM host (swtpm) enrol and
-//! heartbeat side by side; the SNP guest's key is pinned to its chip, and its evidence is
-//! held to the ledger's nonces.
+//! A mixed fleet on one ledger: a simulated SEV-SNP guest, a TPM host (swtpm) and a
+//! confidential VM with a vTPM (another swtpm plus the SNP simulation, `tpm+snp`) enrol
+//! and heartbeat side by side; the SNP guest's key is pinned to its chip, the VM's AK and
+//! chip both, and the evidence is held to the ledger's nonces.
 
 mod support;
 
@@ -8,11 +9,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use attestor::agent::evidence_source::EvidenceSource;
-use attestor::config::AgentConfig;
+use attestor::bundle::Evidence;
+use attestor::config::{AgentConfig, EvidenceKind};
 use attestor::ledger::store::Verdict;
 use attestor::{Attestor, AttestorConfig};
 use support::agent::AgentFixture;
-use support::ledger::{LedgerProcess, LedgerSpec};
+use support::ledger::{all_entries, LedgerProcess, LedgerSpec};
 use support::wait_for;
 
 fn root() -> &'static Path {
@@ -39,20 +41,30 @@ fn mixed_profile(fixture: &AgentFixture) -> std::path::PathBuf {
     path
 }
 
+/// A confidential VM: the vTPM fixture's config with the simulated guest's `[snp]`.
+fn cvm_config(vtpm: &AgentFixture, state: &Path) -> AgentConfig {
+    let mut config = vtpm.config();
+    config.evidence = EvidenceKind::TpmSnp;
+    config.snp = snp_config(state).snp;
+    config
+}
+
 #[test]
-fn snp_guests_and_tpm_hosts_enrol_and_heartbeat_on_one_ledger() {
+fn snp_guests_tpm_hosts_and_vtpm_guests_enrol_and_heartbeat_on_one_ledger() {
     let fixture = AgentFixture::new();
+    let vtpm = AgentFixture::new();
     let profile = mixed_profile(&fixture);
     let kernel = fixture.kernel();
     let policy_hash = hex::encode(kernel.policy_hash);
     let ledger = LedgerProcess::start(&LedgerSpec {
-        agents: &[("guest-1", "acme"), ("host-1", "acme")],
+        agents: &[("guest-1", "acme"), ("host-1", "acme"), ("cvm-1", "acme")],
         tenants: &[("acme", &policy_hash)],
         profile: Some(&profile),
         ..LedgerSpec::default()
     });
     let guest_state = tempfile::tempdir().unwrap();
-    let config = |agent: AgentConfig, id: &str| AttestorConfig {
+    let cvm_state = tempfile::tempdir().unwrap();
+    let config = |agent: AgentConfig, id: &str, tcti: String| AttestorConfig {
         attestation_interval: Duration::from_secs(1),
         heartbeat_timeout: Duration::from_secs(15),
         policy_hash: policy_hash.clone(),
@@ -60,46 +72,49 @@ fn snp_guests_and_tpm_hosts_enrol_and_heartbeat_on_one_ledger() {
         ledger_endpoint: ledger.endpoint(),
         ledger_tls: ledger.tls_files(id),
         agent,
-        tcti: fixture.tpm.tcti(),
+        tcti,
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mut guest = Attestor::new(config(snp_config(guest_state.path()), "guest-1"));
-    let mut host = Attestor::new(config(fixture.config(), "host-1"));
-    let (guest_metrics, host_metrics) = (guest.metrics(), host.metrics());
-    let stoppers = [guest.stopper(), host.stopper()];
-    let running = [
-        runtime.spawn(async move { guest.start_heartbeat().await }),
-        runtime.spawn(async move { host.start_heartbeat().await }),
+    let attestors = [
+        Attestor::new(config(
+            snp_config(guest_state.path()),
+            "guest-1",
+            String::new(),
+        )),
+        Attestor::new(config(fixture.config(), "host-1", fixture.tpm.tcti())),
+        Attestor::new(config(
+            cvm_config(&vtpm, cvm_state.path()),
+            "cvm-1",
+            vtpm.tpm.tcti(),
+        )),
     ];
+    let metrics: Vec<_> = attestors.iter().map(|a| a.metrics()).collect();
+    let stoppers: Vec<_> = attestors.iter().map(|a| a.stopper()).collect();
+    let running: Vec<_> = attestors
+        .into_iter()
+        .map(|mut a| runtime.spawn(async move { a.start_heartbeat().await }))
+        .collect();
     wait_for(
         Duration::from_secs(90),
         "two accepted heartbeats of each",
         || {
-            guest_metrics.delivered_count(Verdict::Accepted) >= 2
-                && host_metrics.delivered_count(Verdict::Accepted) >= 2
+            metrics
+                .iter()
+                .all(|m| m.delivered_count(Verdict::Accepted) >= 2)
         },
     );
     stoppers.iter().for_each(|s| s.stop());
     for task in running {
         runtime.block_on(task).unwrap().unwrap();
     }
-    assert_eq!(
-        guest_metrics.delivered_count(Verdict::Refused),
-        0,
-        "{}",
-        ledger.log()
-    );
-    assert_eq!(
-        host_metrics.delivered_count(Verdict::Refused),
-        0,
-        "{}",
-        ledger.log()
-    );
+    for m in &metrics {
+        assert_eq!(m.delivered_count(Verdict::Refused), 0, "{}", ledger.log());
+    }
 
     runtime.block_on(async {
         let client = ledger.client("guest-1");
         let agents = client.agents().await.unwrap().agents;
-        assert_eq!(agents.len(), 2);
+        assert_eq!(agents.len(), 3);
         assert!(agents
             .iter()
             .all(|a| !a.stale && a.last_accepted_at_ms.is_some()));
@@ -134,5 +149,22 @@ fn snp_guests_and_tpm_hosts_enrol_and_heartbeat_on_one_ledger() {
             .to_json();
         let stolen = host.submit(&bundle).await.unwrap();
         assert_eq!(stolen.reason.as_deref(), Some("ak-mismatch"), "{stolen:?}");
+
+        // The VM's bundles carry both pieces of evidence, and all three kinds share a log.
+        let cvm = ledger.client("cvm-1");
+        let mut source =
+            EvidenceSource::open(cvm_config(&vtpm, cvm_state.path()), &vtpm.tpm.tcti()).unwrap();
+        let nonce = cvm.nonce().await.unwrap();
+        let bundle = source.attest(&kernel, &fixture.status(), &nonce).unwrap();
+        assert!(matches!(bundle.evidence, Evidence::TpmSnp(_)));
+        let accepted = cvm.submit(&bundle.to_json()).await.unwrap();
+        assert_eq!(accepted.verdict, Verdict::Accepted, "{accepted:?}");
+        let agents: std::collections::BTreeSet<String> = all_entries(&client)
+            .await
+            .into_iter()
+            .filter(|e| e.verdict == Verdict::Accepted)
+            .map(|e| e.agent_id)
+            .collect();
+        assert_eq!(agents.len(), 3, "{agents:?}");
     });
 }

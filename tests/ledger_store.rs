@@ -36,6 +36,7 @@ fn agent(id: &str, tenant: &str) -> AgentRecord {
         tenant: tenant.into(),
         ek_certificate: vec![1],
         ak_public: vec![2],
+        snp_chip_id: Some(vec![9; 64]),
         enrolled_at_ms: 5,
         revoked: false,
         last_seen_at_ms: None,
@@ -49,6 +50,7 @@ on_both_backends!(
     time_order_is_enforced_and_failed_batches_leave_nothing,
     checkpoints_are_kept_by_size,
     a_newer_schema_is_refused,
+    a_version_1_database_gains_the_pinned_snp_chip_and_keeps_its_agents,
 );
 
 fn appends_are_dense_durable_and_queryable(backend: &Backend) {
@@ -225,6 +227,26 @@ fn a_newer_schema_is_refused(backend: &Backend) {
     ));
 }
 
+fn a_version_1_database_gains_the_pinned_snp_chip_and_keeps_its_agents(backend: &Backend) {
+    let mut tpm_only = agent("a1", "t1");
+    tpm_only.snp_chip_id = None;
+    backend.open().put_agent(&tpm_only).unwrap();
+    backend.tamper(
+        "ALTER TABLE agents DROP COLUMN snp_chip_id; \
+         UPDATE meta SET value = '1' WHERE key = 'schema_version'",
+        "ALTER TABLE agents DROP COLUMN snp_chip_id; \
+         DELETE FROM schema_migrations WHERE version = 2",
+    );
+    let store = backend.open();
+    assert_eq!(store.agent("a1").unwrap().unwrap(), tpm_only);
+    let cvm = agent("c1", "t1");
+    store.put_agent(&cvm).unwrap();
+    assert_eq!(store.agent("c1").unwrap().unwrap(), cvm);
+    drop(store);
+    // Upgraded once: opening again finds the current version.
+    assert_eq!(backend.open().agent("c1").unwrap().unwrap(), cvm);
+}
+
 #[test]
 fn the_embedded_store_has_no_lease_and_always_appends() {
     let backend = Backend::embedded();
@@ -306,7 +328,7 @@ fn replicas_opening_a_fresh_database_together_migrate_it_once() {
     // The record of applied migrations holds each version once.
     backend.tamper(
         "",
-        "DO $$ BEGIN IF (SELECT count(*) FROM schema_migrations) <> 1 THEN \
+        "DO $$ BEGIN IF (SELECT count(*) <> count(DISTINCT version) FROM schema_migrations) THEN \
          RAISE EXCEPTION 'migrations recorded more than once'; END IF; END $$",
     );
 }

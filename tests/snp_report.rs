@@ -136,6 +136,7 @@ fn sim_launch(version: u32) -> SimulatedLaunch {
         report_version: version,
         host_data: [0; 32],
         host_provides_certificates: true,
+        product: Product::Milan,
     }
 }
 

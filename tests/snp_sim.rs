@@ -11,6 +11,7 @@ use attestor::bundle::{Bundle, Evidence, SnpEvidence};
 use attestor::collect::{self, PolicyKernelConfig, RuntimeStatus};
 use attestor::config::{AgentConfig, EvidenceKind};
 use attestor::dsse;
+use attestor::evidence::snp::roots::Product;
 use attestor::evidence::snp::sim::{SimulatedChip, SimulatedLaunch, SimulatedProcessor};
 use attestor::evidence::snp::SecureProcessor;
 use attestor::profiles::Profile;
@@ -465,4 +466,123 @@ fn cli_verifies_bare_reports_and_snp_bundles() {
     let (code, out) = attestor(&["verify", &bundle, "--profile", &milan, "--nonce", "abcd"]);
     assert_eq!(code, 1);
     assert!(out.contains("FAILED vcek-chain"), "{out}");
+}
+
+fn turin_profile() -> Profile {
+    Profile::load(&root().join("firmware-profiles/snp-sim-turin.toml")).unwrap()
+}
+
+/// A bundle from a fresh guest on `chip` (a directory of examples/) emitting `product`'s
+/// report layout.
+fn bundle_on(chip: &str, product: Product) -> Bundle {
+    let guest = Guest::new();
+    let mut launch = guest.launch();
+    launch.product = product;
+    guest
+        .agent_on(&root().join(chip), launch)
+        .unwrap()
+        .attest(&guest.kernel(), &guest.status(), b"")
+        .unwrap()
+}
+
+#[test]
+fn turin_reports_verify_under_a_turin_profile_with_their_fmc_compared() {
+    let bundle = bundle_on("examples/snp-sim-turin", Product::Turin);
+    let verified = verify_bundle(&bundle, &turin_profile(), &Expectations::default()).unwrap();
+    let Platform::Snp(id) = &verified.platform else {
+        panic!("not SNP")
+    };
+    assert_eq!(id.reported_tcb.fmc, Some(2));
+    assert_eq!(id.chip_id[8..], [0; 56], "Turin chip ids are 8 bytes");
+
+    let mut strict = turin_profile();
+    let snp = strict.snp.as_mut().unwrap();
+    snp.min_tcb.fmc = Some(3);
+    let (check, reason) = refused(&bundle, &strict, &Expectations::default());
+    assert_eq!(check, Check::TcbMinimum, "{reason}");
+    assert!(reason.contains("fmc is 2"), "{reason}");
+}
+
+#[test]
+fn a_report_of_another_layout_than_the_profiles_product_is_refused() {
+    let turin = turin_profile();
+    // Milan layout signed by the Turin chip: the chain holds, the layout does not.
+    let milan_on_turin_chip = bundle_on("examples/snp-sim-turin", Product::Milan);
+    let (check, reason) = refused(&milan_on_turin_chip, &turin, &Expectations::default());
+    assert_eq!(check, Check::ReportProduct, "{reason}");
+    assert!(reason.contains("family 0x19"), "{reason}");
+    let milan = bundle_on("examples/snp-sim", Product::Milan);
+    assert_eq!(
+        refused(&milan, &turin, &Expectations::default()).0,
+        Check::ReportProduct
+    );
+    let turin_report = bundle_on("examples/snp-sim-turin", Product::Turin);
+    assert_eq!(
+        refused(&turin_report, &sim_profile(), &Expectations::default()).0,
+        Check::ReportProduct
+    );
+}
+
+#[test]
+fn turin_profiles_must_set_a_minimum_fmc_and_older_ones_must_not() {
+    let path = root().join("firmware-profiles/snp-sim-turin.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let err = Profile::parse(&text.replace("fmc = 2\n", ""), &path).unwrap_err();
+    assert!(err.to_string().contains("fmc is required"), "{err}");
+    let err = Profile::parse(&text.replace("\"turin\"", "\"milan\""), &path).unwrap_err();
+    assert!(err.to_string().contains("no FMC"), "{err}");
+}
+
+#[test]
+fn a_cached_chain_still_refuses_other_signers_and_other_roots() {
+    let profile = sim_profile();
+    let cache = profile.snp.as_ref().unwrap().chain_cache.clone();
+    let good = bundle_on("examples/snp-sim", Product::Milan);
+    verify_bundle(&good, &profile, &Expectations::default()).unwrap();
+    verify_bundle(&good, &profile, &Expectations::default()).unwrap();
+    assert_eq!(cache.len(), 1, "one VCEK, one verified chain");
+
+    // A report signed by another chip's key, presented with the cached VCEK.
+    let mut forged = bundle_on("tests/fixtures/snp/other-chain", Product::Milan);
+    snp_ev(&mut forged).vcek = snp_ev(&mut good.clone()).vcek.clone();
+    let (check, reason) = refused(&forged, &profile, &Expectations::default());
+    assert_eq!(check, Check::ReportSignature, "{reason}");
+
+    // The cached VCEK judged under other roots (same cache): the chain is checked again
+    // and fails, and the failure is not cached.
+    let mut other_roots = turin_profile();
+    let snp = other_roots.snp.as_mut().unwrap();
+    snp.product = Product::Milan;
+    snp.min_tcb = profile.snp.as_ref().unwrap().min_tcb;
+    snp.chain_cache = cache.clone();
+    let (check, reason) = refused(&good, &other_roots, &Expectations::default());
+    assert_eq!(check, Check::VcekChain, "{reason}");
+    assert_eq!(cache.len(), 1, "a failed chain is never cached");
+}
+
+#[test]
+fn the_chain_cache_is_bounded_and_keeps_the_newest_chains() {
+    use attestor::evidence::snp::chain::ChainCache;
+    let now = std::time::SystemTime::now();
+    let chips = [
+        (sim_profile(), "examples/snp-sim"),
+        (turin_profile(), "examples/snp-sim-turin"),
+        (turin_profile(), "examples/snp-sim-turin/second-chip"),
+    ];
+    let cache = ChainCache::new(2);
+    for (profile, dir) in &chips {
+        let vcek = std::fs::read(root().join(dir).join("vcek.der")).unwrap();
+        let roots = &profile.snp.as_ref().unwrap().roots;
+        cache.verify_vcek(roots, &vcek, now).unwrap();
+        assert!(cache.len() <= 2);
+    }
+    assert_eq!(cache.len(), 2);
+    // The evicted chain is verified again when it comes back.
+    let (profile, dir) = &chips[0];
+    let vcek = std::fs::read(root().join(dir).join("vcek.der")).unwrap();
+    let facts = cache
+        .verify_vcek(&profile.snp.as_ref().unwrap().roots, &vcek, now)
+        .unwrap();
+    assert_eq!(facts.tcb.fmc, None);
+    assert_eq!(cache.len(), 2);
 }

@@ -37,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
         policy_hash: None,
         nonce: bundle.nonce.clone(),
         now: Some(now()),
+        evidence: None,
     };
     let _ = verify_bundle(&bundle, profile(), &expect);
 });

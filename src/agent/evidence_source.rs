@@ -4,16 +4,18 @@
 
 use std::path::Path;
 
-use super::snp::SnpAgent;
+use super::snp::{SnpAgent, SnpReporter};
 use super::{Agent, AgentError};
 use crate::bundle::Bundle;
 use crate::collect::{PolicyKernelConfig, RuntimeStatus};
 use crate::config::{AgentConfig, EvidenceKind};
 
-/// A TPM agent or an SEV-SNP guest agent.
+/// A TPM agent, an SEV-SNP guest agent, or a confidential VM's vTPM agent that adds its
+/// secure processor's report.
 pub enum EvidenceSource {
     Tpm(Box<Agent>),
     Snp(Box<SnpAgent>),
+    TpmSnp(Box<Agent>, Box<SnpReporter>),
 }
 
 impl EvidenceSource {
@@ -22,13 +24,17 @@ impl EvidenceSource {
         Ok(match config.evidence {
             EvidenceKind::Tpm => EvidenceSource::Tpm(Box::new(Agent::open(config, tcti)?)),
             EvidenceKind::Snp => EvidenceSource::Snp(Box::new(SnpAgent::open(&config)?)),
+            EvidenceKind::TpmSnp => {
+                let reporter = Box::new(SnpReporter::open(&config)?);
+                EvidenceSource::TpmSnp(Box::new(Agent::open(config, tcti)?), reporter)
+            }
         })
     }
 
     /// Makes the source ready to attest (TPM: measure, seal; SNP: done at open).
     pub fn init(&mut self, kernel: &PolicyKernelConfig) -> Result<(), AgentError> {
         match self {
-            EvidenceSource::Tpm(agent) => agent.init(kernel),
+            EvidenceSource::Tpm(agent) | EvidenceSource::TpmSnp(agent, _) => agent.init(kernel),
             EvidenceSource::Snp(_) => Ok(()),
         }
     }
@@ -36,7 +42,7 @@ impl EvidenceSource {
     /// Seals a new signing key to the current state, after an approved change.
     pub fn reseal(&mut self, kernel: &PolicyKernelConfig) -> Result<(), AgentError> {
         match self {
-            EvidenceSource::Tpm(agent) => agent.reseal(kernel),
+            EvidenceSource::Tpm(agent) | EvidenceSource::TpmSnp(agent, _) => agent.reseal(kernel),
             EvidenceSource::Snp(agent) => agent.reseal(),
         }
     }
@@ -51,13 +57,16 @@ impl EvidenceSource {
         match self {
             EvidenceSource::Tpm(agent) => agent.attest(kernel, status, nonce),
             EvidenceSource::Snp(agent) => agent.attest(kernel, status, nonce),
+            EvidenceSource::TpmSnp(agent, reporter) => {
+                agent.attest_with_snp(reporter, kernel, status, nonce)
+            }
         }
     }
 
     /// The TPM agent, for what only a TPM does (credential activation).
     pub fn tpm(&mut self) -> Result<&mut Agent, AgentError> {
         match self {
-            EvidenceSource::Tpm(agent) => Ok(agent),
+            EvidenceSource::Tpm(agent) | EvidenceSource::TpmSnp(agent, _) => Ok(agent),
             EvidenceSource::Snp(_) => Err(AgentError::NotTpm),
         }
     }
@@ -65,7 +74,7 @@ impl EvidenceSource {
     /// Where this source keeps its state.
     pub fn state_dir(&self) -> &Path {
         match self {
-            EvidenceSource::Tpm(agent) => agent.state_dir(),
+            EvidenceSource::Tpm(agent) | EvidenceSource::TpmSnp(agent, _) => agent.state_dir(),
             EvidenceSource::Snp(agent) => agent.state_dir(),
         }
     }

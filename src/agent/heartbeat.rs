@@ -450,21 +450,13 @@ impl Running {
     }
 
     /// Enrolls with the ledger: a TPM's AK by credential activation in the TPM; an
-    /// SEV-SNP guest's signing key by a report made with a ledger nonce.
+    /// SEV-SNP guest's signing key by a report made with a ledger nonce; a confidential
+    /// VM's vTPM by credential activation, then its chip by such a report.
     async fn enroll(&mut self) -> Result<(), HeartbeatError> {
         let started = std::time::Instant::now();
-        let enrolled = if self.config.agent.evidence == EvidenceKind::Snp {
-            let nonce = self.client.nonce().await?;
-            let status = self.config.agent.status.read().await?;
-            let config = self.config.agent.clone();
-            let bundle = self
-                .worker
-                .run(move |source| -> Result<_, HeartbeatError> {
-                    Ok(source.attest(&read_kernel(&config)?, &status, &nonce)?)
-                })
-                .await??;
-            self.metrics.tpm_call("enroll", started.elapsed());
-            self.client.enroll_snp(&bundle.to_json()).await?
+        let evidence = self.config.agent.evidence;
+        let enrolled = if evidence == EvidenceKind::Snp {
+            self.enroll_with_bundle(started).await?
         } else {
             let request = self
                 .worker
@@ -479,7 +471,12 @@ impl Running {
                 .await??;
             tpm_time += started.elapsed();
             self.metrics.tpm_call("enroll", tpm_time);
-            self.client.enroll_finish(&proof).await?
+            let enrolled = self.client.enroll_finish(&proof).await?;
+            if evidence == EvidenceKind::TpmSnp {
+                self.enroll_with_bundle(std::time::Instant::now()).await?
+            } else {
+                enrolled
+            }
         };
         let marker = EnrollmentMarker {
             endpoint: self.config.ledger_endpoint.clone(),
@@ -495,6 +492,25 @@ impl Running {
             json!({"at_ms": marker.enrolled_at_ms}),
         );
         Ok(())
+    }
+
+    /// Sends a bundle made with a ledger nonce to the SEV-SNP enrollment: it pins an SNP
+    /// guest's key and chip, or the chip of an agent whose vTPM just enrolled.
+    async fn enroll_with_bundle(
+        &mut self,
+        started: std::time::Instant,
+    ) -> Result<crate::ledger::api::EnrolledResponse, HeartbeatError> {
+        let nonce = self.client.nonce().await?;
+        let status = self.config.agent.status.read().await?;
+        let config = self.config.agent.clone();
+        let bundle = self
+            .worker
+            .run(move |source| -> Result<_, HeartbeatError> {
+                Ok(source.attest(&read_kernel(&config)?, &status, &nonce)?)
+            })
+            .await??;
+        self.metrics.tpm_call("enroll", started.elapsed());
+        Ok(self.client.enroll_snp(&bundle.to_json()).await?)
     }
 
     /// One heartbeat: attest (spooled before anything is sent), then deliver.

@@ -20,7 +20,9 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::{Digest, Sha256, Sha384};
 use thiserror::Error;
 
-use crate::bundle::{Bundle, Evidence, SealedKeyEvidence, SignedAttest, TpmEvidence, BUNDLE_TYPE};
+use crate::bundle::{
+    Bundle, Evidence, SealedKeyEvidence, SignedAttest, TpmEvidence, TpmSnpEvidence, BUNDLE_TYPE,
+};
 use crate::claims::{Claims, EpsilonLimits, Statement, PAYLOAD_TYPE};
 use crate::collect::{PolicyKernelConfig, RuntimeStatus};
 use crate::config::AgentConfig;
@@ -300,6 +302,43 @@ impl Agent {
         status: &RuntimeStatus,
         nonce: &[u8],
     ) -> Result<Bundle, AgentError> {
+        let (envelope, evidence) = self.sign_and_quote(kernel, status, nonce)?;
+        Ok(Bundle {
+            bundle_type: BUNDLE_TYPE.into(),
+            envelope,
+            nonce: nonce.to_vec(),
+            evidence: Evidence::Tpm(evidence),
+        })
+    }
+
+    /// One bundle from a confidential VM's vTPM and its secure processor: the sealed key
+    /// signs, the quote commits to the envelope as in [`Agent::attest`], and the report
+    /// commits to the same envelope and to the sealed key.
+    pub fn attest_with_snp(
+        &mut self,
+        reporter: &mut snp::SnpReporter,
+        kernel: &PolicyKernelConfig,
+        status: &RuntimeStatus,
+        nonce: &[u8],
+    ) -> Result<Bundle, AgentError> {
+        let (envelope, tpm) = self.sign_and_quote(kernel, status, nonce)?;
+        let sealed_key = wire::parse_public(&tpm.sealed_key.public)?.sec1_uncompressed()?;
+        let snp = reporter.evidence(&envelope, nonce, sealed_key)?;
+        Ok(Bundle {
+            bundle_type: BUNDLE_TYPE.into(),
+            envelope,
+            nonce: nonce.to_vec(),
+            evidence: Evidence::TpmSnp(TpmSnpEvidence { tpm, snp }),
+        })
+    }
+
+    /// The envelope signed by the sealed key and the quote committing to it and `nonce`.
+    fn sign_and_quote(
+        &mut self,
+        kernel: &PolicyKernelConfig,
+        status: &RuntimeStatus,
+        nonce: &[u8],
+    ) -> Result<(Envelope, TpmEvidence), AgentError> {
         let log = self.measure(kernel)?;
         let sealed = self.sealed_key(kernel)?;
         let (pcr, bank) = (self.config.tpm.measured_pcr, self.config.tpm.pcr_bank);
@@ -335,11 +374,9 @@ impl Agent {
         let qualifying = tpm_commitment(nonce, &pae);
         let (quote, pcrs) = self.quote_consistent(&qualifying, bank, &selection)?;
 
-        Ok(Bundle {
-            bundle_type: BUNDLE_TYPE.into(),
+        Ok((
             envelope,
-            nonce: nonce.to_vec(),
-            evidence: Evidence::Tpm(TpmEvidence {
+            TpmEvidence {
                 quote,
                 pcr_bank: bank,
                 pcrs,
@@ -350,8 +387,8 @@ impl Agent {
                     certification: sealed.certification,
                 },
                 ek_certificates: self.ek_certificates.clone(),
-            }),
-        })
+            },
+        ))
     }
 
     /// Quotes, then reads the PCR values; retries if an extend slipped in between.

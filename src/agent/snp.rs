@@ -47,12 +47,10 @@ pub enum SnpAgentError {
     Key(#[from] dsse::DsseError),
 }
 
-/// An SNP guest's agent.
-pub struct SnpAgent {
+/// The secure processor and where VCEKs come from: what makes the SEV-SNP evidence for
+/// an envelope, whichever key signed it.
+pub struct SnpReporter {
     processor: Box<dyn SecureProcessor>,
-    signer: EcdsaP384Signer,
-    signing_key: Vec<u8>,
-    state_dir: PathBuf,
     vmpl: u32,
     vcek_cache: VcekCache,
     /// KDS base URL and optional CA to fetch missing VCEKs from.
@@ -60,10 +58,9 @@ pub struct SnpAgent {
     product: Option<crate::evidence::snp::roots::Product>,
 }
 
-impl SnpAgent {
-    /// Opens the device, or the simulation if the config names one, and unseals (or
-    /// creates and seals) the signing key.
-    pub fn open(config: &AgentConfig) -> Result<SnpAgent, AgentError> {
+impl SnpReporter {
+    /// Opens the device, or the simulation if the config names one.
+    pub fn open(config: &AgentConfig) -> Result<SnpReporter, AgentError> {
         let snp = config.snp.as_ref().ok_or(SnpAgentError::NotConfigured)?;
         let processor: Box<dyn SecureProcessor> = match &snp.simulation {
             Some(sim) => {
@@ -71,22 +68,92 @@ impl SnpAgent {
             }
             None => Box::new(SevGuestDevice::open().map_err(SnpAgentError::from)?),
         };
-        Self::with_processor(processor, &config.state_dir, snp)
+        Ok(Self::with_processor(
+            processor,
+            &config.state_dir.join("snp"),
+            snp,
+        ))
+    }
+
+    /// A reporter on a given secure processor; `state_dir` holds the default VCEK cache.
+    pub fn with_processor(
+        processor: Box<dyn SecureProcessor>,
+        state_dir: &Path,
+        snp: &SnpConfig,
+    ) -> SnpReporter {
+        SnpReporter {
+            processor,
+            vcek_cache: VcekCache::new(
+                snp.vcek_cache
+                    .clone()
+                    .unwrap_or_else(|| state_dir.join("vcek")),
+            ),
+            vmpl: snp.vmpl,
+            product: snp.product,
+            kds: snp.kds_url.clone().map(|url| (url, snp.kds_ca.clone())),
+        }
+    }
+
+    /// The report binding `envelope` (and `nonce`) to `signing_key`, the key that signed
+    /// it, with the VCEK when the host or the cache has it.
+    pub fn evidence(
+        &mut self,
+        envelope: &Envelope,
+        nonce: &[u8],
+        signing_key: Vec<u8>,
+    ) -> Result<SnpEvidence, AgentError> {
+        let pae = dsse::pae(&envelope.payload_type, &envelope.payload);
+        let report_data = snp_commitment(nonce, &signing_key, &pae);
+        let ext = self
+            .processor
+            .extended_report(report_data, self.vmpl)
+            .map_err(SnpAgentError::from)?;
+        let vcek = self.vcek(&ext.report, &ext.certs)?;
+        Ok(SnpEvidence {
+            report: ext.report,
+            vcek,
+            signing_key,
+        })
+    }
+}
+
+/// An SNP guest's agent.
+pub struct SnpAgent {
+    reporter: SnpReporter,
+    signer: EcdsaP384Signer,
+    signing_key: Vec<u8>,
+    state_dir: PathBuf,
+}
+
+impl SnpAgent {
+    /// Opens the device, or the simulation if the config names one, and unseals (or
+    /// creates and seals) the signing key.
+    pub fn open(config: &AgentConfig) -> Result<SnpAgent, AgentError> {
+        let reporter = SnpReporter::open(config)?;
+        Self::with_reporter(reporter, &config.state_dir)
     }
 
     /// An agent on a given secure processor (tests use this to vary the launch).
     pub fn with_processor(
-        mut processor: Box<dyn SecureProcessor>,
+        processor: Box<dyn SecureProcessor>,
         state_dir: &Path,
         snp: &SnpConfig,
     ) -> Result<SnpAgent, AgentError> {
+        let reporter = SnpReporter::with_processor(processor, &state_dir.join("snp"), snp);
+        Self::with_reporter(reporter, state_dir)
+    }
+
+    fn with_reporter(mut reporter: SnpReporter, state_dir: &Path) -> Result<SnpAgent, AgentError> {
         let state_dir = state_dir.join("snp");
         std::fs::create_dir_all(&state_dir).map_err(|source| AgentError::State {
             action: "create",
             path: state_dir.clone(),
             source,
         })?;
-        let sealing_key = processor.sealing_key().map_err(SnpAgentError::from)?;
+        let sealing_key = reporter
+            .processor
+            .sealing_key()
+            .map_err(SnpAgentError::from)?;
         let sealed_path = state_dir.join("sealed-key.json");
         let signer = match read_state::<SealedSigningKey>(&sealed_path)? {
             Some(sealed) => {
@@ -98,23 +165,19 @@ impl SnpAgent {
         Ok(SnpAgent {
             signing_key: signer.public_key_sec1(),
             signer,
-            processor,
-            vcek_cache: VcekCache::new(
-                snp.vcek_cache
-                    .clone()
-                    .unwrap_or_else(|| state_dir.join("vcek")),
-            ),
+            reporter,
             state_dir,
-            vmpl: snp.vmpl,
-            product: snp.product,
-            kds: snp.kds_url.clone().map(|url| (url, snp.kds_ca.clone())),
         })
     }
 
     /// Replaces the signing key with a new one sealed to this launch (after an approved
     /// image change; the ledger must pin the new key).
     pub fn reseal(&mut self) -> Result<(), AgentError> {
-        let sealing_key = self.processor.sealing_key().map_err(SnpAgentError::from)?;
+        let sealing_key = self
+            .reporter
+            .processor
+            .sealing_key()
+            .map_err(SnpAgentError::from)?;
         self.signer = seal_new_key(&sealing_key, &self.state_dir.join("sealed-key.json"))?;
         self.signing_key = self.signer.public_key_sec1();
         Ok(())
@@ -140,25 +203,19 @@ impl SnpAgent {
         let payload = Statement::new(claims_for(kernel, status)).to_json()?;
         let envelope =
             Envelope::sign(PAYLOAD_TYPE, payload, &self.signer).map_err(SnpAgentError::from)?;
-        let pae = dsse::pae(PAYLOAD_TYPE, &envelope.payload);
-        let report_data = snp_commitment(nonce, &self.signing_key, &pae);
-        let ext = self
-            .processor
-            .extended_report(report_data, self.vmpl)
-            .map_err(SnpAgentError::from)?;
-        let vcek = self.vcek(&ext.report, &ext.certs)?;
+        let evidence = self
+            .reporter
+            .evidence(&envelope, nonce, self.signing_key.clone())?;
         Ok(Bundle {
             bundle_type: BUNDLE_TYPE.into(),
             envelope,
             nonce: nonce.to_vec(),
-            evidence: Evidence::Snp(SnpEvidence {
-                report: ext.report,
-                vcek,
-                signing_key: self.signing_key.clone(),
-            }),
+            evidence: Evidence::Snp(evidence),
         })
     }
+}
 
+impl SnpReporter {
     /// The VCEK from the host's table (cached for later), else from the cache.
     fn vcek(&self, report: &[u8], table: &[certs::CertEntry]) -> Result<Vec<u8>, SnpAgentError> {
         let fields = Report::parse(report)?;

@@ -54,12 +54,23 @@ pub enum EnrollError {
     NotSnp(String),
     #[error("the enrollment bundle's nonce was not issued to this agent, was used, or expired")]
     Nonce,
+    #[error(
+        "tpm+snp evidence pins an SEV-SNP chip to an agent enrolled by its TPM: complete the \
+         TPM enrollment first (its AK must be the one that quoted)"
+    )]
+    TpmNotEnrolled,
+    #[error("the agent's pinned SEV-SNP chip is another one; re-enrol its TPM first")]
+    ChipAlreadyPinned,
 }
 
 /// Enrols an SEV-SNP guest in one step: its bundle, made with a nonce this ledger issued,
 /// must pass every check of the profile; the report then vouches (REPORT_DATA) that the
 /// envelope's signing key lives in a guest of an allowed launch on a genuine AMD chip. The
 /// chip id and that key are pinned.
+///
+/// A `tpm+snp` bundle (a confidential VM with a vTPM) instead completes a TPM enrollment:
+/// the agent's AK, pinned by credential activation, must have made its quote, and the
+/// report's chip is pinned besides it.
 pub fn enroll_snp(
     agent_id: &str,
     tenant: &str,
@@ -77,10 +88,27 @@ pub fn enroll_snp(
         policy_hash: None,
         nonce: bundle.nonce.clone(),
         now: Some(now),
+        evidence: None,
     };
     let verified = verify_bundle(&bundle, profile, &expect)?;
-    let Platform::Snp(snp) = verified.platform else {
-        return Err(EnrollError::NotSnp("it carries TPM evidence".into()));
+    let snp = match verified.platform {
+        Platform::Snp(snp) => snp,
+        Platform::TpmSnp(tpm, snp) => {
+            let mut record = store
+                .agent(agent_id)?
+                .filter(|a| a.tenant == tenant && a.ak_public == tpm.ak_public)
+                .ok_or(EnrollError::TpmNotEnrolled)?;
+            if record
+                .snp_chip_id
+                .as_ref()
+                .is_some_and(|c| *c != snp.chip_id)
+            {
+                return Err(EnrollError::ChipAlreadyPinned);
+            }
+            record.snp_chip_id = Some(snp.chip_id);
+            return pin(store, record);
+        }
+        Platform::Tpm(_) => return Err(EnrollError::NotSnp("it carries TPM evidence".into())),
     };
     let now_ms = now
         .duration_since(std::time::UNIX_EPOCH)

@@ -108,6 +108,7 @@ mod tests {
             agent_id: id.into(),
             tenant: tenant.into(),
             ek_certificate: vec![1],
+            snp_chip_id: None,
             ak_public: vec![2],
             enrolled_at_ms,
             revoked: false,

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant, SystemTime};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use thiserror::Error;
 
+use crate::bundle::EvidenceKind;
 use crate::bundle::{Bundle, BundleError};
 use crate::ledger::store::{AcceptedState, AgentRecord};
 use crate::profiles::Profile;
 use crate::verify::{
-    check_policy_hash, verify_bundle, Expectations, Platform, Verified, VerifyError,
+    check_policy_hash, verify_bundle, Check, Expectations, Platform, Verified, VerifyError,
 };
 
 /// How long an issued nonce may be used.
@@ -46,6 +47,8 @@ pub enum Refusal {
     Evidence(#[from] VerifyError),
     #[error("the evidence is signed by a key other than the one enrolled")]
     AkMismatch,
+    #[error("the SEV-SNP report comes from a chip other than the one pinned at enrollment")]
+    ChipMismatch,
     #[error(
         "an offline nonce needs a TPM clock to order attestations; SEV-SNP attestations must \
          carry a ledger nonce"
@@ -68,6 +71,7 @@ impl Refusal {
             Refusal::Nonce => "nonce",
             Refusal::Evidence(e) => e.check.name(),
             Refusal::AkMismatch => "ak-mismatch",
+            Refusal::ChipMismatch => "chip-mismatch",
             Refusal::OfflineWithoutClock => "nonce",
             Refusal::ZeroRetentionDrift { .. } => "zero-retention-drift",
             Refusal::ClockRegression => "clock-regression",
@@ -142,15 +146,15 @@ pub fn verify_submission(
     }
     // The policy hash is checked last: a zero_retention flip changes the policy too, and
     // must be reported as the drift it is.
+    // An agent enrolled with a pinned SNP chip besides its vTPM must always bring both.
     let expect = Expectations {
         policy_hash: None,
         nonce: bundle.nonce.clone(),
         now: Some(now),
+        evidence: agent.snp_chip_id.as_ref().map(|_| EvidenceKind::TpmSnp),
     };
     let verified = verify_bundle(bundle, profile, &expect)?;
-    if !pinned_key_matches(&verified, agent) {
-        return Err(Refusal::AkMismatch);
-    }
+    check_pinned(&verified, agent)?;
     if bundle.nonce.starts_with(OFFLINE_NONCE_PREFIX) && verified.tpm_clock().is_none() {
         return Err(Refusal::OfflineWithoutClock);
     }
@@ -162,13 +166,34 @@ pub fn verify_submission(
 }
 
 /// The key pinned at enrollment signed this evidence: a TPM's AK, or an SEV-SNP guest's
-/// signing key on the same chip (see [`AgentRecord`]).
-fn pinned_key_matches(verified: &Verified, agent: &AgentRecord) -> bool {
-    match &verified.platform {
-        Platform::Tpm(tpm) => tpm.ak_public == agent.ak_public,
-        Platform::Snp(snp) => {
-            snp.signing_key == agent.ak_public && snp.chip_id == agent.ek_certificate
+/// signing key on the same chip; with both, the AK and the pinned chip (see
+/// [`AgentRecord`]).
+fn check_pinned(verified: &Verified, agent: &AgentRecord) -> Result<(), Refusal> {
+    let (key, chip) = match &verified.platform {
+        Platform::Tpm(tpm) => (tpm.ak_public == agent.ak_public, true),
+        Platform::Snp(snp) => (
+            snp.signing_key == agent.ak_public,
+            snp.chip_id == agent.ek_certificate,
+        ),
+        Platform::TpmSnp(tpm, snp) => {
+            let Some(pinned_chip) = &agent.snp_chip_id else {
+                return Err(Refusal::Evidence(VerifyError {
+                    check: Check::EvidenceKind,
+                    reason: "the agent enrolled without an SEV-SNP chip: enrol again with \
+                             tpm+snp evidence"
+                        .into(),
+                }));
+            };
+            (
+                tpm.ak_public == agent.ak_public,
+                snp.chip_id == *pinned_chip,
+            )
         }
+    };
+    match (key, chip) {
+        (false, _) => Err(Refusal::AkMismatch),
+        (true, false) => Err(Refusal::ChipMismatch),
+        (true, true) => Ok(()),
     }
 }
 

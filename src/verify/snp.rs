@@ -5,15 +5,16 @@ use std::time::SystemTime;
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use sev::firmware::guest::AttestationReport;
+use sev::Generation;
 
 use super::{fail, signed_statement, Check, Platform, SnpIdentity, Verified, VerifyError};
 use crate::bundle::{Bundle, SnpEvidence};
 use crate::dsse;
 use crate::evidence::snp::certs::{Tcb, VcekFacts};
-use crate::evidence::snp::chain::{verify_report_signature, verify_vcek};
+use crate::evidence::snp::chain::{verify_report_signature, ChainCache};
 use crate::evidence::snp::kds::VcekCache;
 use crate::evidence::snp::report::Report;
-use crate::evidence::snp::roots::TrustRoots;
+use crate::evidence::snp::roots::{Product, TrustRoots};
 use crate::evidence::snp_commitment;
 use crate::profiles::SnpProfile;
 
@@ -29,7 +30,14 @@ pub(super) fn verify_snp(
 ) -> Result<Verified, VerifyError> {
     let parsed = Report::parse(&ev.report).map_err(|e| fail(Check::SnpReport, e))?;
     let vcek = vcek_for(ev, profile, parsed.fields())?;
-    let report = verify_signed_report(&ev.report, &vcek, &profile.roots, now)?;
+    let report = verify_signed_report(
+        &ev.report,
+        &vcek,
+        profile.product,
+        &profile.roots,
+        &profile.chain_cache,
+        now,
+    )?;
     check_report_policy(&report, profile)?;
     let fields = report.fields();
 
@@ -66,16 +74,22 @@ pub(super) fn verify_snp(
     })
 }
 
-/// A report genuinely signed by the VCEK of the chip and TCB it names, under `roots`:
-/// `snp-report`, `vcek-chain`, `report-signature`, `vcek-binding`.
+/// A report of a `product` processor genuinely signed by the VCEK of the chip and TCB it
+/// names, under `roots`: `snp-report`, `report-product`, `vcek-chain` (skipping the signature checks of a chain `chains` holds),
+/// `report-signature`, `vcek-binding`.
 pub fn verify_signed_report(
     raw: &[u8],
     vcek: &[u8],
+    product: Product,
     roots: &TrustRoots,
+    chains: &ChainCache,
     now: SystemTime,
 ) -> Result<Report, VerifyError> {
     let report = Report::parse(raw).map_err(|e| fail(Check::SnpReport, e))?;
-    let facts = verify_vcek(roots, vcek, now).map_err(|e| fail(Check::VcekChain, e))?;
+    check_report_product(report.fields(), product)?;
+    let facts = chains
+        .verify_vcek(roots, vcek, now)
+        .map_err(|e| fail(Check::VcekChain, e))?;
     verify_report_signature(vcek, &report).map_err(|e| fail(Check::ReportSignature, e))?;
     check_vcek_binding(report.fields(), &facts)?;
     Ok(report)
@@ -122,6 +136,48 @@ pub fn check_report_policy(report: &Report, profile: &SnpProfile) -> Result<(), 
         ));
     }
     Ok(())
+}
+
+/// The report must be laid out for the profile's processor: the TCB_VERSION layout (and
+/// so what each TCB number means) depends on it. Versions 3+ name the processor by CPUID
+/// family and model; version 2 has no such field, and its only layout marker is a
+/// Turin-style chip id (8 bytes, then zeros), which is what the `sev` crate goes by.
+fn check_report_product(fields: &AttestationReport, product: Product) -> Result<(), VerifyError> {
+    let (reported, matches) = match (fields.cpuid_fam_id, fields.cpuid_mod_id) {
+        (Some(family), Some(model)) => {
+            let matches = matches!(
+                (Generation::identify_cpu(family, model), product),
+                (Ok(Generation::Milan), Product::Milan)
+                    | (Ok(Generation::Genoa), Product::Genoa)
+                    | (Ok(Generation::Turin), Product::Turin)
+            );
+            (
+                format!("CPUID family {family:#x} model {model:#x}"),
+                matches,
+            )
+        }
+        _ => {
+            let turin_like = fields
+                .chip_id
+                .get(8..)
+                .is_some_and(|r| r.iter().all(|b| *b == 0));
+            let layout = if turin_like { "Turin" } else { "Milan/Genoa" };
+            (
+                format!("a version-2 report with a {layout} chip id"),
+                turin_like == (product == Product::Turin),
+            )
+        }
+    };
+    if matches {
+        return Ok(());
+    }
+    Err(fail(
+        Check::ReportProduct,
+        format!(
+            "report is laid out for {reported}, the profile is for {}",
+            product.kds_name()
+        ),
+    ))
 }
 
 /// The bundle's VCEK, else the profile's cache entry for this chip and TCB. Whichever it

@@ -12,6 +12,9 @@ use x509_cert::Certificate;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tcb {
+    /// The FMC (first mutable code) SPL: only Turin and later TCB_VERSIONs carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fmc: Option<u8>,
     pub bootloader: u8,
     pub tee: u8,
     pub snp: u8,
@@ -20,22 +23,25 @@ pub struct Tcb {
 
 impl Tcb {
     /// The first component below `min`, if any (each component is its own version
-    /// number: a TCB is not ordered as a whole).
+    /// number: a TCB is not ordered as a whole). When `min` has an FMC, a TCB without one
+    /// counts as FMC 0.
     pub fn first_below(&self, min: &Tcb) -> Option<(&'static str, u8, u8)> {
-        [
-            ("bootloader", self.bootloader, min.bootloader),
-            ("tee", self.tee, min.tee),
-            ("snp", self.snp, min.snp),
-            ("microcode", self.microcode, min.microcode),
-        ]
-        .into_iter()
-        .find(|(_, have, want)| have < want)
+        let fmc = min.fmc.map(|want| ("fmc", self.fmc.unwrap_or(0), want));
+        fmc.into_iter()
+            .chain([
+                ("bootloader", self.bootloader, min.bootloader),
+                ("tee", self.tee, min.tee),
+                ("snp", self.snp, min.snp),
+                ("microcode", self.microcode, min.microcode),
+            ])
+            .find(|(_, have, want)| have < want)
     }
 }
 
 impl From<sev::firmware::host::TcbVersion> for Tcb {
     fn from(t: sev::firmware::host::TcbVersion) -> Tcb {
         Tcb {
+            fmc: t.fmc,
             bootloader: t.bootloader,
             tee: t.tee,
             snp: t.snp,
@@ -46,6 +52,9 @@ impl From<sev::firmware::host::TcbVersion> for Tcb {
 
 impl std::fmt::Display for Tcb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(fmc) = self.fmc {
+            write!(f, "fmc {fmc} ")?;
+        }
         write!(
             f,
             "bootloader {} tee {} snp {} microcode {}",
@@ -89,6 +98,8 @@ const OID_BL_SPL: &str = "1.3.6.1.4.1.3704.1.3.1";
 const OID_TEE_SPL: &str = "1.3.6.1.4.1.3704.1.3.2";
 const OID_SNP_SPL: &str = "1.3.6.1.4.1.3704.1.3.3";
 const OID_UCODE_SPL: &str = "1.3.6.1.4.1.3704.1.3.8";
+/// Turin and later VCEKs only (AMD spec 57230, "VCEK certificate extensions").
+const OID_FMC_SPL: &str = "1.3.6.1.4.1.3704.1.3.9";
 const OID_HW_ID: &str = "1.3.6.1.4.1.3704.1.4";
 
 /// What a VCEK certificate says about the chip and firmware it was issued for.
@@ -122,7 +133,12 @@ pub fn vcek_facts(der: &[u8]) -> Result<VcekFacts, CertError> {
         let value = extension(oid, name)?;
         u8::from_der(value).map_err(|_| CertError::BadExtension(name))
     };
+    let fmc = match extension(OID_FMC_SPL, "fmcSPL") {
+        Ok(value) => Some(u8::from_der(value).map_err(|_| CertError::BadExtension("fmcSPL"))?),
+        Err(_) => None,
+    };
     let tcb = Tcb {
+        fmc,
         bootloader: spl(OID_BL_SPL, "blSPL")?,
         tee: spl(OID_TEE_SPL, "teeSPL")?,
         snp: spl(OID_SNP_SPL, "snpSPL")?,

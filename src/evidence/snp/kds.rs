@@ -132,13 +132,21 @@ async fn get(url: &str, tls: Arc<rustls::ClientConfig>) -> Result<Vec<u8>, KdsEr
     Ok(body.to_bytes().to_vec())
 }
 
-/// The KDS URL of the VCEK for a chip at a TCB (AMD spec 57230, "VCEK certificate").
+/// The KDS URL of the VCEK for a chip at a TCB (AMD spec 57230, "VCEK certificate"):
+/// Turin's hwID is the chip id's first 8 bytes, and its TCB has an FMC SPL.
 pub fn vcek_url(base: &str, product: Product, chip_id: &[u8], tcb: &Tcb) -> String {
+    let (hw_id, fmc) = match product {
+        Product::Turin => (
+            chip_id.get(..8).unwrap_or(chip_id),
+            format!("fmcSPL={}&", tcb.fmc.unwrap_or(0)),
+        ),
+        Product::Milan | Product::Genoa => (chip_id, String::new()),
+    };
     format!(
-        "{}/vcek/v1/{}/{}?blSPL={}&teeSPL={}&snpSPL={}&ucodeSPL={}",
+        "{}/vcek/v1/{}/{}?{fmc}blSPL={}&teeSPL={}&snpSPL={}&ucodeSPL={}",
         base.trim_end_matches('/'),
         product.kds_name(),
-        hex::encode(chip_id),
+        hex::encode(hw_id),
         tcb.bootloader,
         tcb.tee,
         tcb.snp,
@@ -162,8 +170,9 @@ impl VcekCache {
         // 64 bytes of hex would make long names; 16 bytes of chip id are unique enough to
         // name a file, and the verifier compares the full hwID anyway.
         let chip = hex::encode(chip_id.get(..16).unwrap_or(chip_id));
+        let fmc = tcb.fmc.map(|f| format!("{f}-")).unwrap_or_default();
         self.dir.join(format!(
-            "{}-{chip}-{}-{}-{}-{}.der",
+            "{}-{chip}-{fmc}{}-{}-{}-{}.der",
             product.name(),
             tcb.bootloader,
             tcb.tee,

@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::certs::{self, encode_cert_table, parse_cert_table, CertEntry, CertKind, VcekFacts};
 use super::report::{REPORT_LEN, SIGNED_LEN, SIG_ALGO_ECDSA_P384_SHA384};
-use super::roots::one_cert;
+use super::roots::{one_cert, Product};
 use super::{DeviceError, ExtendedReport, SecureProcessor};
 
 /// Guest policy of a default simulated launch: ABI 0.0, SMT allowed, reserved bit 17 set,
@@ -47,6 +47,14 @@ pub struct SimulationSettings {
     /// Whether the simulated host returns a certificate table with the report.
     #[serde(default = "default_true")]
     pub host_provides_certificates: bool,
+    /// Processor generation to simulate: its CPUID and TCB_VERSION layout. Turin needs
+    /// a chip whose VCEK has an 8-byte hwID and an fmcSPL (`examples/snp-sim-turin`).
+    #[serde(default = "default_product")]
+    pub product: Product,
+}
+
+fn default_product() -> Product {
+    Product::Milan
 }
 
 fn default_policy() -> u64 {
@@ -115,6 +123,7 @@ pub struct SimulatedLaunch {
     pub report_version: u32,
     pub host_data: [u8; 32],
     pub host_provides_certificates: bool,
+    pub product: Product,
 }
 
 impl SimulatedLaunch {
@@ -130,6 +139,7 @@ impl SimulatedLaunch {
             report_version: s.report_version,
             host_data: [0; 32],
             host_provides_certificates: s.host_provides_certificates,
+            product: s.product,
         })
     }
 }
@@ -180,8 +190,32 @@ impl SimulatedProcessor {
         let launch = &self.launch;
         let facts = &self.chip.facts;
         let t = facts.tcb;
-        // Milan and Genoa TCB_VERSION layout: boot loader, TEE, 4 reserved, SNP, microcode.
-        let tcb = [t.bootloader, t.tee, 0, 0, 0, 0, t.snp, t.microcode];
+        // TCB_VERSION and CPUID (family, model, stepping) by generation. Milan and Genoa:
+        // boot loader, TEE, 4 reserved, SNP, microcode; Turin: FMC, boot loader, TEE,
+        // SNP, 3 reserved, microcode.
+        let (tcb, cpuid) = match launch.product {
+            Product::Milan => (
+                [t.bootloader, t.tee, 0, 0, 0, 0, t.snp, t.microcode],
+                [0x19, 0x01, 0x01],
+            ),
+            Product::Genoa => (
+                [t.bootloader, t.tee, 0, 0, 0, 0, t.snp, t.microcode],
+                [0x19, 0x11, 0x01],
+            ),
+            Product::Turin => (
+                [
+                    t.fmc.unwrap_or(0),
+                    t.bootloader,
+                    t.tee,
+                    t.snp,
+                    0,
+                    0,
+                    0,
+                    t.microcode,
+                ],
+                [0x1A, 0x02, 0x01],
+            ),
+        };
         let mut r = vec![0u8; REPORT_LEN];
         put(&mut r, 0x00, &launch.report_version.to_le_bytes());
         put(&mut r, 0x04, &0u32.to_le_bytes()); // GUEST_SVN
@@ -198,7 +232,7 @@ impl SimulatedProcessor {
         put(&mut r, 0x160, &[0xFF; 32]); // REPORT_ID_MA: no migration agent
         put(&mut r, 0x180, &tcb); // REPORTED_TCB
         if launch.report_version >= 3 {
-            put(&mut r, 0x188, &[0x19, 0x01, 0x01]); // CPUID family, model, stepping: Milan B1
+            put(&mut r, 0x188, &cpuid);
         }
         let mut chip_id = [0u8; 64];
         for (dst, src) in chip_id.iter_mut().zip(&facts.hw_id) {

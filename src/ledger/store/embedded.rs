@@ -13,7 +13,10 @@ use super::{
     NewEntry, StoreError, StoredCheckpoint, StoredEntry, Verdict, MAX_PAGE,
 };
 
-const SCHEMA_VERSION: &str = "1";
+const SCHEMA_VERSION: &str = "2";
+/// Version 2 pins the SEV-SNP chip of an agent enrolled with `tpm+snp` evidence.
+const UPGRADE_1_TO_2: &str = "ALTER TABLE agents ADD COLUMN snp_chip_id BLOB; \
+     UPDATE meta SET value = '2' WHERE key = 'schema_version';";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -47,7 +50,8 @@ CREATE TABLE IF NOT EXISTS agents (
     last_zero_retention INTEGER,
     last_reset_count INTEGER,
     last_restart_count INTEGER,
-    last_clock_ms INTEGER
+    last_clock_ms INTEGER,
+    snp_chip_id BLOB
 );
 ";
 
@@ -97,6 +101,11 @@ impl EmbeddedStore {
                 .map_err(db)?;
             }
             Some(v) if v == SCHEMA_VERSION => {}
+            Some(v) if v == "1" => {
+                let tx = conn.unchecked_transaction().map_err(db)?;
+                tx.execute_batch(UPGRADE_1_TO_2).map_err(db)?;
+                tx.commit().map_err(db)?;
+            }
             Some(found) => {
                 return Err(StoreError::SchemaVersion {
                     found,
@@ -134,7 +143,7 @@ const ENTRY_COLUMNS: &str =
 
 const AGENT_COLUMNS: &str = "agent_id, tenant, ek_certificate, ak_public, enrolled_at_ms, \
      revoked, last_seen_at_ms, last_accepted_at_ms, last_zero_retention, last_reset_count, \
-     last_restart_count, last_clock_ms";
+     last_restart_count, last_clock_ms, snp_chip_id";
 
 fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<AgentRecord> {
     let opt_u64 = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
@@ -152,6 +161,7 @@ fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<AgentRecord> {
         tenant: row.get(1)?,
         ek_certificate: row.get(2)?,
         ak_public: row.get(3)?,
+        snp_chip_id: row.get(12)?,
         enrolled_at_ms: opt_u64(row.get(4)?).unwrap_or(0),
         revoked: row.get(5)?,
         last_seen_at_ms: opt_u64(row.get(6)?),
@@ -362,9 +372,10 @@ impl LedgerStore for EmbeddedStore {
     fn put_agent(&self, a: &AgentRecord) -> Result<(), StoreError> {
         self.conn()
             .execute(
-                "INSERT INTO agents (agent_id, tenant, ek_certificate, ak_public, enrolled_at_ms, revoked) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (agent_id) DO UPDATE SET \
+                "INSERT INTO agents (agent_id, tenant, ek_certificate, ak_public, enrolled_at_ms, revoked, \
+                 snp_chip_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (agent_id) DO UPDATE SET \
                  tenant = excluded.tenant, ek_certificate = excluded.ek_certificate, \
+                 snp_chip_id = excluded.snp_chip_id, \
                  enrolled_at_ms = excluded.enrolled_at_ms, revoked = excluded.revoked, \
                  last_reset_count = CASE WHEN ak_public = excluded.ak_public \
                      THEN last_reset_count END, \
@@ -379,7 +390,8 @@ impl LedgerStore for EmbeddedStore {
                     a.ek_certificate,
                     a.ak_public,
                     to_sql(a.enrolled_at_ms)?,
-                    a.revoked
+                    a.revoked,
+                    a.snp_chip_id
                 ],
             )
             .map_err(db)?;

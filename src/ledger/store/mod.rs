@@ -128,6 +128,10 @@ pub struct AgentRecord {
     /// The pinned key: a TPM's AK (TPMT_PUBLIC, after credential activation), or an
     /// SEV-SNP guest's envelope signing key (SEC1, committed to by its report).
     pub ak_public: Vec<u8>,
+    /// The SEV-SNP CHIP_ID pinned besides the AK for an agent enrolled with `tpm+snp`
+    /// evidence (a confidential VM with a vTPM): its every submission must carry a report
+    /// from this chip.
+    pub snp_chip_id: Option<Vec<u8>>,
     pub enrolled_at_ms: u64,
     pub revoked: bool,
     /// Last entry of any verdict.
@@ -166,6 +170,7 @@ impl AgentRecord {
             tenant: tenant.to_string(),
             ek_certificate: platform_identity,
             ak_public: pinned_key,
+            snp_chip_id: None,
             enrolled_at_ms: now_ms,
             revoked: false,
             last_seen_at_ms: None,

@@ -67,21 +67,28 @@ struct Migration {
 }
 
 /// Every migration of the schema, oldest first; `migrations/postgres/` in the repository.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_initial",
-    sql: include_str!("../../../migrations/postgres/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_initial",
+        sql: include_str!("../../../migrations/postgres/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_snp_chip_id",
+        sql: include_str!("../../../migrations/postgres/0002_snp_chip_id.sql"),
+    },
+];
 
 /// The newest schema version this build knows (the last of [`MIGRATIONS`]).
-const SCHEMA_VERSION: &str = "1";
+const SCHEMA_VERSION: &str = "2";
 
 const ENTRY_COLUMNS: &str =
     "idx, received_at_ms, tenant, agent_id, verdict, attestation_id, leaf, leaf_hash";
 
 const AGENT_COLUMNS: &str = "agent_id, tenant, ek_certificate, ak_public, enrolled_at_ms, \
      revoked, last_seen_at_ms, last_accepted_at_ms, last_zero_retention, last_reset_count, \
-     last_restart_count, last_clock_ms";
+     last_restart_count, last_clock_ms, snp_chip_id";
 
 /// How a store handle takes part in the sequencer lease.
 #[derive(Debug, Clone)]
@@ -218,6 +225,7 @@ fn agent_row(row: &Row) -> Result<AgentRecord, Failure> {
         tenant: col(row, 1)?,
         ek_certificate: col(row, 2)?,
         ak_public: col(row, 3)?,
+        snp_chip_id: col(row, 12)?,
         enrolled_at_ms: from_sql(col(row, 4)?)?,
         revoked: col(row, 5)?,
         last_seen_at_ms: opt(col(row, 6)?)?,
@@ -892,9 +900,10 @@ impl LedgerStore for PostgresStore {
             // the zero-retention history is kept.
             db.execute(
                 "INSERT INTO agents (agent_id, tenant, ek_certificate, ak_public, \
-                 enrolled_at_ms, revoked) VALUES ($1, $2, $3, $4, $5, $6) \
+                 enrolled_at_ms, revoked, snp_chip_id) VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (agent_id) DO UPDATE SET \
                  tenant = excluded.tenant, ek_certificate = excluded.ek_certificate, \
+                 snp_chip_id = excluded.snp_chip_id, \
                  enrolled_at_ms = excluded.enrolled_at_ms, revoked = excluded.revoked, \
                  last_reset_count = CASE WHEN agents.ak_public = excluded.ak_public \
                      THEN agents.last_reset_count END, \
@@ -910,6 +919,7 @@ impl LedgerStore for PostgresStore {
                     &a.ak_public,
                     &enrolled,
                     &a.revoked,
+                    &a.snp_chip_id,
                 ],
             )
             .await
