@@ -8,7 +8,6 @@
 //! group commits.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -25,8 +24,10 @@ use crate::ledger::api::{
 };
 use crate::ledger::config::{LedgerConfig, Storage};
 use crate::ledger::enroll::{EnrollError, Enrollment};
+use crate::ledger::keyfiles::{self, KeyFileError};
 use crate::ledger::log::batcher::{BatchError, Batcher, DEFAULT_MAX_BATCH};
-use crate::ledger::log::checkpoint::{CheckpointError, CheckpointSigner};
+use crate::ledger::log::checkpoint::CheckpointSigner;
+use crate::ledger::log::keys::KeyHistory;
 use crate::ledger::log::sequencer::{Receipt, Sequencer, SequencerError, Submission};
 use crate::ledger::metrics::LedgerMetrics;
 use crate::ledger::record::{LogRecord, RECORD_VERSION};
@@ -95,8 +96,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Log(#[from] SequencerError),
-    #[error("checkpoint key: {0}")]
-    Key(#[from] CheckpointError),
+    #[error(transparent)]
+    Key(#[from] KeyFileError),
 }
 
 /// Filters of an entries query, as the caller gives them (the tenant is the caller's).
@@ -204,32 +205,6 @@ fn keep_lease(sequencer: Arc<Sequencer>, period: Duration, stop: mpsc::Receiver<
     }
 }
 
-/// Loads the checkpoint key from `path`, creating it (mode 0600) on first start.
-fn checkpoint_signer(path: &Path, origin: &str) -> Result<CheckpointSigner, StartError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| StartError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    match std::fs::read(path) {
-        Ok(pkcs8) => Ok(CheckpointSigner::from_pkcs8(origin, &pkcs8)?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let signer = CheckpointSigner::generate(origin)?;
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(io)?;
-            file.write_all(&signer.to_pkcs8()?).map_err(io)?;
-            file.sync_all().map_err(io)?;
-            Ok(signer)
-        }
-        Err(e) => Err(io(e)),
-    }
-}
-
 impl Ledger {
     /// Opens the ledger a config describes: its state directory (created if needed), the
     /// store (embedded, or PostgreSQL shared with other replicas) and the checkpoint key.
@@ -241,8 +216,8 @@ impl Ledger {
             path: dir.clone(),
             source,
         })?;
-        let signer = checkpoint_signer(&dir.join("checkpoint.key"), &config.origin)?;
         let store = open_store(config)?;
+        let signer = keyfiles::load_or_create(dir, &config.origin, store.as_ref())?;
         let profile = Profile::load(&config.profile)?;
         Ok(Self::new(store, signer, config, profile)?)
     }
@@ -317,6 +292,29 @@ impl Ledger {
     /// The checkpoint verifier key (C2SP vkey), for auditors.
     pub fn verifier_key(&self) -> String {
         self.sequencer.verifier_key()
+    }
+
+    /// Every checkpoint key of the log and the transitions between them.
+    pub fn key_history(&self) -> KeyHistory {
+        self.sequencer.key_history()
+    }
+
+    /// Takes the key `attestor ledger rotate-key` prepared in the state directory, if
+    /// any, without stopping: records the transition (or, on a follower, installs the
+    /// key the sequencer already introduced) and swaps the key files. Returns the new
+    /// verifier key.
+    pub fn rotate_checkpoint_key(
+        &self,
+        config: &LedgerConfig,
+    ) -> Result<Option<String>, KeyFileError> {
+        let dir = &config.state_dir;
+        let Some(next) = keyfiles::pending(dir, &config.origin)? else {
+            return Ok(None);
+        };
+        let vkey = next.verifier_key();
+        self.sequencer.rotate(next)?;
+        keyfiles::promote(dir, &config.origin, &vkey)?;
+        Ok(Some(vkey))
     }
 
     /// Whether this replica holds the sequencer lease (always, on the embedded store).
