@@ -355,6 +355,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                     termination().await;
                     stopper.stop();
                 });
+                tokio::spawn(acknowledge_hangups());
                 attestor.start_heartbeat().await.map_err(|e| e.to_string())
             })?;
             Ok(ExitCode::SUCCESS)
@@ -463,6 +464,22 @@ fn ledger_maintenance(command: LedgerCommand) -> Result<ExitCode, String> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The agent re-reads its client certificate whenever the files change, so SIGHUP (a
+/// `systemctl reload`) has nothing to do but must not end the process.
+async fn acknowledge_hangups() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        logging::event(
+            logging::Level::Info,
+            "agent-reload",
+            serde_json::json!({"tls": "client certificate files are re-read when they change"}),
+        );
+    }
 }
 
 /// On SIGHUP: new TLS files (server certificate, trusted client CAs) for new connections,
