@@ -362,3 +362,93 @@ async fn agent_certificate_and_ledger_client_cas_rotate_without_a_restart() {
         .iter()
         .all(|e| e.agent_id == "a1" && e.tenant == "acme" && e.verdict == Verdict::Accepted));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_replicas_pick_up_the_rotated_key_and_the_follower_takes_over_with_it() {
+    let url = support::postgres::database();
+    let spec = LedgerSpec {
+        agents: &[("w0", "t")],
+        tenants: &[("t", &"0".repeat(64))],
+        ..LedgerSpec::default()
+    };
+    let mut first = LedgerProcess::start_on_postgres(&spec, &url, 2);
+    let second = first.replica();
+    let old_key = first.verifier_key();
+    let submit = |ledger: &LedgerProcess, n: u32| {
+        let client = ledger.client("w0");
+        async move { client.submit(format!("{{\"n\": {n}}}").as_bytes()).await }
+    };
+    for n in 0..3 {
+        submit(&first, n).await.unwrap();
+    }
+    let before_note = first.client("w0").checkpoint(None).await.unwrap();
+    let before = open_checkpoint(&before_note, &old_key).unwrap();
+
+    let prepared = attestor_cli(
+        &["ledger", "rotate-key"],
+        &first.dir.path().join("ledger.toml"),
+    );
+    assert!(prepared.status.success(), "{prepared:?}");
+    std::fs::copy(
+        first.state_dir().join("checkpoint.key.next"),
+        second.state_dir().join("checkpoint.key.next"),
+    )
+    .unwrap();
+    // The follower cannot introduce a key: it keeps the prepared file and its old key.
+    hang_up(&second);
+    wait_for(Duration::from_secs(20), "the follower's reload", || {
+        reloads(&second) >= 1
+    })
+    .await;
+    assert_eq!(second.verifier_key(), old_key);
+    assert!(second.state_dir().join("checkpoint.key.next").exists());
+
+    hang_up(&first);
+    wait_for(Duration::from_secs(20), "the sequencer's rotation", || {
+        first.verifier_key() != old_key
+    })
+    .await;
+    let new_key = first.verifier_key();
+    for n in 3..6 {
+        submit(&first, n).await.unwrap();
+    }
+    // The follower serves the new entries, signed by the new key, before its own reload.
+    let history = KeyHistory::follow(
+        &old_key,
+        &first.client("w0").log_keys().await.unwrap().transitions,
+    )
+    .unwrap();
+    let follower = second.client("w0");
+    audit::verify_entry(&follower.entry(5).await.unwrap(), &history).unwrap();
+
+    hang_up(&second);
+    wait_for(Duration::from_secs(20), "the follower's key", || {
+        second.verifier_key() == new_key
+    })
+    .await;
+    // The sequencer dies; the follower takes over and signs with the new key.
+    first.kill9();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let receipt = loop {
+        match submit(&second, 6).await {
+            Ok(answer) => break answer.receipt,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no take-over: {e}\n{}",
+                    second.log()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(receipt.index, 6);
+    let checkpoint = audit::verify_receipt(&receipt, &history).unwrap();
+    assert!(audit::verify_receipt(&receipt, &old_key).is_err());
+    let latest_note = follower.checkpoint(None).await.unwrap();
+    let proof = follower
+        .consistency(before.size, checkpoint.size)
+        .await
+        .unwrap();
+    audit::verify_extends(&before, &latest_note, &proof, &history).unwrap();
+}
