@@ -561,8 +561,17 @@ fn run_ledger(config: &LedgerConfig) -> Result<(), String> {
         );
         tokio::spawn(monitor::watch_gaps(Arc::downgrade(&ledger)));
         tokio::spawn(reload_on_hangup(config.clone(), ledger.clone(), tls_reload));
-        server::serve(ledger, listener, tls, config.max_connections, termination())
-            .await
+        server::serve(
+            ledger.clone(),
+            listener,
+            tls,
+            config.max_connections,
+            termination(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        ledger
+            .remember_checkpoint(&config.state_dir)
             .map_err(|e| e.to_string())?;
         Ok::<_, String>(writer)
     })?;

@@ -1,6 +1,7 @@
 //! `attestor ledger backup` while submissions flow, `attestor ledger restore` into a fresh
 //! state directory (verified log, then served and appended to), refusals of corrupted or
-//! tampered backups, and an auditor holding a newer checkpoint catching the roll-back.
+//! tampered backups, and a roll-back caught by an auditor holding a newer checkpoint and by
+//! the ledger itself when its state directory survived.
 
 mod support;
 
@@ -203,6 +204,21 @@ async fn an_online_backup_restores_into_a_verified_log_that_serves_and_appends()
     ]);
     assert!(!audit.status.success(), "{}", text(&audit));
     assert!(text(&audit).contains("AUDIT FAILED"), "{}", text(&audit));
+
+    // The older backup copied over the database of a surviving state directory: the
+    // ledger remembers the checkpoint it last saw and refuses to serve the older log.
+    ledger.stop();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(ledger.state_dir().join(format!("ledger.db{suffix}")));
+    }
+    std::fs::copy(&backup, ledger.state_dir().join("ledger.db")).unwrap();
+    let refused = attestor(&["ledger", "--config", config.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("an older backup was restored"),
+        "{}",
+        text(&refused)
+    );
 
     // Damaged backups are refused, and leave the state directory without a log.
     let damaged = dir.join("damaged.backup");

@@ -8,6 +8,7 @@
 //! group commits.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -26,8 +27,10 @@ use crate::ledger::config::{LedgerConfig, Storage};
 use crate::ledger::enroll::{EnrollError, Enrollment};
 use crate::ledger::keyfiles::{self, KeyFileError};
 use crate::ledger::log::batcher::{BatchError, Batcher, DEFAULT_MAX_BATCH};
+use crate::ledger::log::checkpoint::Checkpoint;
 use crate::ledger::log::checkpoint::CheckpointSigner;
 use crate::ledger::log::keys::KeyHistory;
+use crate::ledger::log::merkle::{empty_root, verify_consistency};
 use crate::ledger::log::sequencer::{Receipt, Sequencer, SequencerError, Submission};
 use crate::ledger::metrics::LedgerMetrics;
 use crate::ledger::record::{LogRecord, RECORD_VERSION};
@@ -98,6 +101,21 @@ pub enum StartError {
     Log(#[from] SequencerError),
     #[error(transparent)]
     Key(#[from] KeyFileError),
+    #[error(
+        "the log does not extend the checkpoint of size {seen} this replica saw before \
+         (the store now ends at a checkpoint of size {stored}): an older backup was restored \
+         or the log was rewritten; move {file} away only if that was intended"
+    )]
+    RolledBack {
+        seen: u64,
+        stored: u64,
+        file: std::path::PathBuf,
+    },
+    #[error("{file}: {reason}")]
+    SeenCheckpoint {
+        file: std::path::PathBuf,
+        reason: String,
+    },
 }
 
 /// Filters of an entries query, as the caller gives them (the tenant is the caller's).
@@ -113,6 +131,9 @@ pub struct EntryFilter {
     /// Attach an inclusion proof to each entry.
     pub proofs: bool,
 }
+
+/// The latest checkpoint this state directory saw, checked at start-up.
+pub const SEEN_CHECKPOINT: &str = "checkpoint.seen";
 
 /// The embedded store's file in the ledger's state directory.
 pub const LEDGER_DB: &str = "ledger.db";
@@ -219,7 +240,62 @@ impl Ledger {
         let store = open_store(config)?;
         let signer = keyfiles::load_or_create(dir, &config.origin, store.as_ref())?;
         let profile = Profile::load(&config.profile)?;
-        Ok(Self::new(store, signer, config, profile)?)
+        let (ledger, writer) = Self::new(store, signer, config, profile)?;
+        ledger.check_not_rolled_back(dir)?;
+        ledger.remember_checkpoint(dir)?;
+        Ok((ledger, writer))
+    }
+
+    /// Refuses a store whose log does not extend the latest checkpoint this state
+    /// directory remembers (`checkpoint.seen`): a database restored from an older backup
+    /// (or rewritten) under a surviving state directory. Auditors catch the same with the
+    /// checkpoints they keep; this catches it before serving.
+    fn check_not_rolled_back(&self, dir: &Path) -> Result<(), StartError> {
+        let file = dir.join(SEEN_CHECKPOINT);
+        let bad = |reason: String| StartError::SeenCheckpoint {
+            file: file.clone(),
+            reason,
+        };
+        let seen = match std::fs::read_to_string(&file) {
+            Ok(note) => note,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(bad(e.to_string())),
+        };
+        let keys = self.key_history();
+        let seen = keys
+            .open_checkpoint(&seen)
+            .map_err(|e| bad(e.to_string()))?;
+        let stored = match self.store.latest_checkpoint()? {
+            Some(latest) => keys
+                .open_checkpoint(&latest.note)
+                .map_err(SequencerError::from)?,
+            None => Checkpoint::new(seen.origin.clone(), 0, empty_root()),
+        };
+        let rolled_back = || StartError::RolledBack {
+            seen: seen.size,
+            stored: stored.size,
+            file: file.clone(),
+        };
+        if stored.size < seen.size {
+            return Err(rolled_back());
+        }
+        let proof = self.sequencer.consistency_proof(seen.size, stored.size)?;
+        verify_consistency(seen.size, stored.size, &seen.root, &stored.root, &proof)
+            .map_err(|_| rolled_back())
+    }
+
+    /// Records the latest checkpoint in the state directory, for the next start's
+    /// roll-back check. Called at start-up and shutdown, not per append (a crash loses
+    /// only what the check would have covered since the last start).
+    pub fn remember_checkpoint(&self, dir: &Path) -> Result<(), StartError> {
+        let Some(latest) = self.store.latest_checkpoint()? else {
+            return Ok(());
+        };
+        let file = dir.join(SEEN_CHECKPOINT);
+        let staged = dir.join(format!("{SEEN_CHECKPOINT}.tmp"));
+        std::fs::write(&staged, latest.note)
+            .and_then(|()| std::fs::rename(&staged, &file))
+            .map_err(|source| StartError::Io { path: file, source })
     }
 
     /// A ledger over any store. With a store that has a sequencer lease, a thread keeps
