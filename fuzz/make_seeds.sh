@@ -31,8 +31,8 @@ date +%s >"$fix/now"
 "$bin" verify "$work/online.json" --profile "$fix/profile.toml" \
     --nonce 00112233445566778899aabbccddeeff
 
-# --- seeds per target
-rm -rf fuzz/seeds
+# --- seeds per target (checkpoint: from a real ledger that rotates its key, at the end)
+find fuzz/seeds -mindepth 1 -maxdepth 1 ! -name checkpoint -exec rm -rf {} +
 WORK="$work" python3 - <<'PY'
 import base64, json, os, pathlib, struct
 work = pathlib.Path(os.environ["WORK"])
@@ -159,6 +159,23 @@ put("ledger_api", "receipt", b"\x04" + f"{v0['vkey']}\n{json.dumps(receipt)}".en
 put("ledger_api", "submit-response", b"\x04" + f"{v0['vkey']}\n{json.dumps({'verdict': 'refused', 'reason': 'freshness', 'receipt': receipt})}".encode())
 cons = {"old_size": 1, "new_size": 2, "proof": [h(bytes(32))]}
 put("ledger_api", "consistency", b"\x05" + f"{v0['vkey']}\n{v0['signed_note']}\n--\n{v0['signed_note']}\n--\n{json.dumps(cons)}".encode())
+# snp: selector byte + a real Milan report (raw, hex), AMD's ASK/ARK, a GHCB table of them
+raw = bytes.fromhex("".join((fx / "snp/report_milan.hex").read_text().split()))
+put("snp", "report-raw", b"\x00" + raw)
+put("snp", "report-hex", b"\x04" + (fx / "snp/report_milan.hex").read_bytes())
+amd = pem_ders((fx / "snp/cert_chain_milan").read_text())
+for i, d in enumerate(amd):
+    put("snp", f"cert-{i}", b"\x02" + d)
+def guid(a, b, c, d): return struct.pack(">IHHQ", a, b, c, d)
+def cert_table(entries):
+    off, head, body = 24 * (len(entries) + 1), b"", b""
+    for g, d in entries:
+        head += g + struct.pack("<II", off + len(body), len(d)); body += d
+    return head + bytes(24) + body
+table = cert_table([(guid(0x4ab7b379, 0xbbac, 0x4fe4, 0xa02f05aef327c782), amd[0]),
+                    (guid(0xc0b406a4, 0xa803, 0x4952, 0x97433fb6014cd0ae), amd[1])])
+put("snp", "table-ark-ask", b"\x01" + table)
+put("snp", "report-and-table", b"\x03" + raw + table)
 import hashlib
 mv = json.loads((fx / "merkle/rfc6962_vectors.json").read_text())
 for i, v in enumerate(mv["inclusion_proofs"][:12]):
@@ -168,3 +185,6 @@ for i, v in enumerate(mv["inclusion_proofs"][:12]):
     put("ledger_api", f"inclusion-{i}", b"\x07" + raw)
 PY
 find fuzz/seeds -type f | sed 's|/[^/]*$||' | sort | uniq -c
+
+# checkpoint: a real ledger process rotating its key once (seeds and trusted history)
+cargo test --quiet --test fuzz_fixtures -- --ignored regenerate_checkpoint_seeds

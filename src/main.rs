@@ -14,7 +14,7 @@ use attestor::collect::{self, PolicyKernelConfig};
 use attestor::config::{AgentConfig, LedgerConnection, DEFAULT_TCTI};
 use attestor::ledger::config::LedgerConfig;
 use attestor::ledger::service::{open_store, Ledger};
-use attestor::ledger::{dashboard, monitor, server};
+use attestor::ledger::{backup, dashboard, keyfiles, monitor, server};
 use attestor::profiles::Profile;
 use attestor::tls::{self, AgentIdentity, TlsFiles};
 use attestor::{gate, logging};
@@ -85,11 +85,15 @@ enum Command {
     },
     /// Run the agent: attest every interval and ship to the ledger (until SIGTERM/SIGINT).
     Agent(AgentArgs),
-    /// Run the ledger (until SIGTERM/SIGINT).
+    /// Run the ledger (until SIGTERM/SIGINT; SIGHUP reloads TLS files and takes a
+    /// prepared checkpoint key), or one of its maintenance commands.
+    #[command(args_conflicts_with_subcommands = true)]
     Ledger {
         /// Ledger configuration file (TOML).
-        #[arg(long)]
-        config: PathBuf,
+        #[arg(long, required = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        maintenance: Option<LedgerCommand>,
     },
     /// Revoke an agent on a ledger (running or not): its submissions and re-enrollment
     /// are refused from now on.
@@ -135,6 +139,40 @@ enum Command {
     Pki {
         #[command(subcommand)]
         command: PkiCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Prepare a new checkpoint key (STATE/checkpoint.key.next); the running ledger takes
+    /// it on SIGHUP (`systemctl reload`), recording a transition signed by both keys.
+    RotateKey {
+        /// Ledger configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Write a consistent snapshot of the embedded store to a new file, while the ledger
+    /// runs. Keys are not in it: keep STATE/checkpoint.key separately.
+    Backup {
+        /// Ledger configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// The backup file to create.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into an empty state directory after verifying its log.
+    Restore {
+        /// Ledger configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// Verifier key (C2SP vkey text file) to check the checkpoints with
+        /// [default: the state directory's checkpoint.key].
+        #[arg(long)]
+        log_key: Option<PathBuf>,
     },
 }
 
@@ -197,6 +235,10 @@ enum QueryCommand {
     Checkpoint {
         #[arg(long)]
         since: Option<u64>,
+        /// A checkpoint note kept from an earlier audit: verify the latest one extends it
+        /// (catches a log rolled back, e.g. by restoring an older backup). Needs --log-key.
+        #[arg(long)]
+        held: Option<PathBuf>,
     },
 }
 
@@ -313,15 +355,24 @@ fn run(command: Command) -> Result<ExitCode, String> {
                     termination().await;
                     stopper.stop();
                 });
+                tokio::spawn(acknowledge_hangups());
                 attestor.start_heartbeat().await.map_err(|e| e.to_string())
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Ledger { config } => {
+        Command::Ledger {
+            config,
+            maintenance: None,
+        } => {
+            let config = config.ok_or("--config is required")?;
             let config = LedgerConfig::load(&config).map_err(|e| e.to_string())?;
             run_ledger(&config)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Ledger {
+            maintenance: Some(command),
+            ..
+        } => ledger_maintenance(command),
         Command::Gate {
             connection,
             tenant,
@@ -365,9 +416,115 @@ fn run(command: Command) -> Result<ExitCode, String> {
     }
 }
 
+fn ledger_maintenance(command: LedgerCommand) -> Result<ExitCode, String> {
+    let load = |path: &Path| LedgerConfig::load(path).map_err(|e| e.to_string());
+    match command {
+        LedgerCommand::RotateKey { config } => {
+            let config = load(&config)?;
+            let vkey = keyfiles::prepare_rotation(&config.state_dir, &config.origin)
+                .map_err(|e| e.to_string())?;
+            println!("next checkpoint key: {vkey}");
+            println!(
+                "reload the ledger to switch (systemctl reload attestor-ledger, or kill -HUP); \
+                 on PostgreSQL replicas copy {} to every replica's state directory first",
+                keyfiles::NEXT_KEY_FILE
+            );
+        }
+        LedgerCommand::Backup { config, out } => {
+            let summary = backup::backup(&load(&config)?, &out).map_err(|e| e.to_string())?;
+            println!(
+                "wrote {}: {} entries, checkpoint of size {} verified, {} key transition(s); \
+                 the checkpoint key is NOT in it",
+                out.display(),
+                summary.entries,
+                summary.checkpoint_size,
+                summary.key_transitions
+            );
+        }
+        LedgerCommand::Restore {
+            config,
+            from,
+            log_key,
+        } => {
+            let pinned = log_key
+                .map(|path| {
+                    std::fs::read_to_string(&path)
+                        .map(|k| k.trim().to_string())
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                })
+                .transpose()?;
+            let summary = backup::restore(&load(&config)?, &from, pinned.as_deref())
+                .map_err(|e| e.to_string())?;
+            println!(
+                "restored {}: {} entries, Merkle root and checkpoint of size {} verified",
+                from.display(),
+                summary.entries,
+                summary.checkpoint_size
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The agent re-reads its client certificate whenever the files change, so SIGHUP (a
+/// `systemctl reload`) has nothing to do but must not end the process.
+async fn acknowledge_hangups() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        logging::event(
+            logging::Level::Info,
+            "agent-reload",
+            serde_json::json!({"tls": "client certificate files are re-read when they change"}),
+        );
+    }
+}
+
+/// On SIGHUP: new TLS files (server certificate, trusted client CAs) for new connections,
+/// and the checkpoint key `rotate-key` prepared. A failure keeps what runs and is logged.
+async fn reload_on_hangup(
+    config: LedgerConfig,
+    ledger: Arc<Ledger>,
+    tls: tokio::sync::watch::Sender<Arc<rustls::ServerConfig>>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let tls_result = tls::server_config(&config.tls.ca, &config.tls.cert, &config.tls.key)
+            .map(|new| tls.send_replace(new));
+        let (ledger, config) = (ledger.clone(), config.clone());
+        let key_result = tokio::task::spawn_blocking(move || ledger.rotate_checkpoint_key(&config))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        let level = if tls_result.is_ok() && key_result.is_ok() {
+            logging::Level::Info
+        } else {
+            logging::Level::Error
+        };
+        logging::event(
+            level,
+            "ledger-reloaded",
+            serde_json::json!({
+                "tls": tls_result.map(|_| "reloaded".to_string()).unwrap_or_else(|e| e.to_string()),
+                "checkpoint_key": match key_result {
+                    Ok(Some(vkey)) => format!("rotated to {vkey}"),
+                    Ok(None) => "unchanged".to_string(),
+                    Err(e) => e,
+                },
+            }),
+        );
+    }
+}
+
 fn run_ledger(config: &LedgerConfig) -> Result<(), String> {
     let tls = tls::server_config(&config.tls.ca, &config.tls.cert, &config.tls.key)
         .map_err(|e| e.to_string())?;
+    let (tls_reload, tls) = tokio::sync::watch::channel(tls);
     let token: Option<Arc<str>> = match &config.ops.dashboard_token_file {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -381,9 +538,8 @@ fn run_ledger(config: &LedgerConfig) -> Result<(), String> {
     let writer = runtime.block_on(async {
         let (ledger, writer) = Ledger::open(config).map_err(|e| e.to_string())?;
         // Auditors need this key to check checkpoints; keep a copy beside the state.
-        let key_path = config.state_dir.join("checkpoint.vkey");
-        std::fs::write(&key_path, format!("{}\n", ledger.verifier_key()))
-            .map_err(|e| format!("cannot write {}: {e}", key_path.display()))?;
+        keyfiles::write_vkey(&config.state_dir, &ledger.verifier_key())
+            .map_err(|e| e.to_string())?;
         let listener = bind(config.listen).await?;
         if let Some(address) = config.ops.listen {
             let ops = bind(address).await?;
@@ -404,8 +560,18 @@ fn run_ledger(config: &LedgerConfig) -> Result<(), String> {
             }),
         );
         tokio::spawn(monitor::watch_gaps(Arc::downgrade(&ledger)));
-        server::serve(ledger, listener, tls, config.max_connections, termination())
-            .await
+        tokio::spawn(reload_on_hangup(config.clone(), ledger.clone(), tls_reload));
+        server::serve(
+            ledger.clone(),
+            listener,
+            tls,
+            config.max_connections,
+            termination(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        ledger
+            .remember_checkpoint(&config.state_dir)
             .map_err(|e| e.to_string())?;
         Ok::<_, String>(writer)
     })?;

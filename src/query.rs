@@ -1,7 +1,10 @@
 //! `attestor query` and `attestor gate`: the ledger from the command line (part of the
 //! binary only).
 //! With `--log-key`, every entry's inclusion proof and signed checkpoint are verified
-//! before anything is printed, and a failing proof makes the command fail.
+//! before anything is printed, and a failing proof makes the command fail. The pinned key
+//! may be an older one: the ledger's key transitions are followed from it (each signed by
+//! the old and the new key), and every checkpoint must be signed by a key of that chain
+//! within the key's period.
 
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -11,7 +14,7 @@ use attestor::config::LedgerConnection;
 use attestor::gate::{evaluate, Fleet};
 use attestor::ledger::api::EntryJson;
 use attestor::ledger::audit;
-use attestor::ledger::log::checkpoint::open_checkpoint;
+use attestor::ledger::log::keys::KeyHistory;
 use attestor::tls;
 
 use crate::{LedgerArgs, QueryCommand};
@@ -98,16 +101,15 @@ pub async fn run(
     args: &LedgerArgs,
 ) -> Result<ExitCode, String> {
     let client = client_of(connection)?;
+    let fail = |e: ClientError| e.to_string();
     let log_key = match &args.log_key {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-                .trim()
-                .to_string(),
-        ),
+        Some(path) => {
+            let pinned = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            Some(key_history(&client, pinned.trim()).await?)
+        }
         None => None,
     };
-    let fail = |e: ClientError| e.to_string();
     match what {
         QueryCommand::Entries {
             agent,
@@ -136,18 +138,18 @@ pub async fn run(
                 query.push("proofs=true".into());
             }
             let page = client.entries(&query.join("&")).await.map_err(fail)?;
-            print_entries(&page.entries, log_key.as_deref(), args.json)?;
+            print_entries(&page.entries, log_key.as_ref(), args.json)?;
             if let Some(next) = page.next_after {
                 eprintln!("more entries: repeat with --after {next}");
             }
         }
         QueryCommand::Entry { index } => {
             let entry = client.entry(index).await.map_err(fail)?;
-            print_entries(&[entry], log_key.as_deref(), args.json)?;
+            print_entries(&[entry], log_key.as_ref(), args.json)?;
         }
         QueryCommand::LatestHealthy => {
             let page = client.latest_healthy().await.map_err(fail)?;
-            print_entries(&page.entries, log_key.as_deref(), args.json)?;
+            print_entries(&page.entries, log_key.as_ref(), args.json)?;
         }
         QueryCommand::Agents => {
             let agents = client.agents().await.map_err(fail)?;
@@ -175,23 +177,44 @@ pub async fn run(
                 }
             }
         }
-        QueryCommand::Checkpoint { since } => {
+        QueryCommand::Checkpoint { since, held } => {
+            if held.is_some() && log_key.is_none() {
+                return Err("--held needs --log-key to verify the checkpoints".into());
+            }
             let note = client.checkpoint(None).await.map_err(fail)?;
             print!("{note}");
             if let Some(key) = &log_key {
-                let latest = open_checkpoint(&note, key).map_err(|e| e.to_string())?;
+                let latest = key
+                    .open_checkpoint(&note)
+                    .map_err(|e| format!("AUDIT FAILED: {e}"))?;
                 println!("checkpoint signature verified: size {}", latest.size);
-                if let Some(old_size) = since {
-                    let old_note = client.checkpoint(Some(old_size)).await.map_err(fail)?;
-                    let old = open_checkpoint(&old_note, key).map_err(|e| e.to_string())?;
+                let old_note = match (since, &held) {
+                    (_, Some(path)) => Some(
+                        std::fs::read_to_string(path)
+                            .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+                    ),
+                    (Some(size), None) => Some(client.checkpoint(Some(size)).await.map_err(fail)?),
+                    (None, None) => None,
+                };
+                if let Some(old_note) = old_note {
+                    let old = key
+                        .open_checkpoint(&old_note)
+                        .map_err(|e| format!("AUDIT FAILED: earlier checkpoint: {e}"))?;
+                    if old.size > latest.size {
+                        return Err(format!(
+                            "AUDIT FAILED: the log shrank from size {} to {}: rolled back or truncated",
+                            old.size, latest.size
+                        ));
+                    }
                     let proof = client
-                        .consistency(old_size, latest.size)
+                        .consistency(old.size, latest.size)
                         .await
                         .map_err(fail)?;
-                    audit::verify_extends(&old, &note, &proof, key).map_err(|e| e.to_string())?;
+                    audit::verify_extends(&old, &note, &proof, key)
+                        .map_err(|e| format!("AUDIT FAILED: {e}"))?;
                     println!(
-                        "consistency verified: size {} extends size {old_size}",
-                        latest.size
+                        "consistency verified: size {} extends size {}",
+                        latest.size, old.size
                     );
                 }
             }
@@ -200,11 +223,35 @@ pub async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The ledger's key history, trusted only as far as it follows from the pinned key.
+async fn key_history(client: &LedgerClient, pinned: &str) -> Result<KeyHistory, String> {
+    let answer = client.log_keys().await.map_err(|e| e.to_string())?;
+    let history = KeyHistory::follow(pinned, &answer.transitions)
+        .map_err(|e| format!("AUDIT FAILED: key history: {e}"))?;
+    if history.newest() != answer.current {
+        return Err(
+            "AUDIT FAILED: the ledger's current key is not the end of its key history".into(),
+        );
+    }
+    if history.newest() != pinned {
+        eprintln!(
+            "followed {} key transition(s) from the pinned key to {}",
+            history.transitions().len(),
+            history.newest()
+        );
+    }
+    Ok(history)
+}
+
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, String> {
     serde_json::to_string_pretty(value).map_err(|e| e.to_string())
 }
 
-fn print_entries(entries: &[EntryJson], log_key: Option<&str>, json: bool) -> Result<(), String> {
+fn print_entries(
+    entries: &[EntryJson],
+    log_key: Option<&KeyHistory>,
+    json: bool,
+) -> Result<(), String> {
     if let Some(key) = log_key {
         for entry in entries {
             audit::verify_entry(entry, key).map_err(|e| format!("AUDIT FAILED: {e}"))?;

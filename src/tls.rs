@@ -138,6 +138,16 @@ pub enum TlsError {
         /// How many URI SANs were found.
         count: usize,
     },
+    /// A rotated client certificate names another agent than the one the agent runs as.
+    #[error("{path}: the new certificate is for {found}, not {expected}")]
+    IdentityChanged {
+        /// The certificate file.
+        path: PathBuf,
+        /// The identity the agent started with.
+        expected: String,
+        /// The identity in the new certificate.
+        found: String,
+    },
     /// The peer certificate repeats the SAN extension, which RFC 5280 forbids.
     #[error("peer certificate has more than one subject alternative name extension")]
     DuplicateSanExtension,
@@ -458,6 +468,120 @@ pub fn database_client_config(
     Ok(Arc::new(config))
 }
 
+/// Like [`client_config`], but the client certificate and key are read again whenever
+/// either file changes on disk (size or modification time), so a rotated certificate is
+/// presented from the next connection on without restarting. A new pair that does not
+/// load, whose key does not match, or whose identity (URI SAN) differs from the one the
+/// agent started with is ignored (and reported through `on_refused`): the agent keeps
+/// presenting the previous pair.
+pub fn reloading_client_config(
+    files: &TlsFiles,
+    on_refused: fn(&TlsError),
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let resolver = ReloadingClientCert::new(&files.cert, &files.key, on_refused)?;
+    let ca = PemFiles::read(&files.ca, &files.cert, &files.key)?;
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(root_store(&ca.sources())?)
+        .with_client_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Size and modification time of a file, to notice replacement.
+type FileStamp = Option<(u64, SystemTime)>;
+
+fn stamp(path: &Path) -> FileStamp {
+    fs::metadata(path)
+        .ok()
+        .and_then(|m| Some((m.len(), m.modified().ok()?)))
+}
+
+struct LoadedPair {
+    stamps: (FileStamp, FileStamp),
+    key: Arc<rustls::sign::CertifiedKey>,
+}
+
+#[derive(Debug)]
+struct ReloadingClientCert {
+    cert: PathBuf,
+    key: PathBuf,
+    identity: AgentIdentity,
+    loaded: std::sync::Mutex<LoadedPair>,
+    on_refused: fn(&TlsError),
+}
+
+impl std::fmt::Debug for LoadedPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPair")
+            .field("stamps", &self.stamps)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReloadingClientCert {
+    fn new(cert: &Path, key: &Path, on_refused: fn(&TlsError)) -> Result<Self, TlsError> {
+        let stamps = (stamp(cert), stamp(key));
+        let (key_pair, identity) = Self::load(cert, key)?;
+        Ok(Self {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            identity,
+            loaded: std::sync::Mutex::new(LoadedPair {
+                stamps,
+                key: key_pair,
+            }),
+            on_refused,
+        })
+    }
+
+    fn load(
+        cert: &Path,
+        key: &Path,
+    ) -> Result<(Arc<rustls::sign::CertifiedKey>, AgentIdentity), TlsError> {
+        let chain = certificates(&read_bounded(cert)?, &cert.display().to_string())?;
+        let private = parse_private_key(&read_bounded(key)?, &key.display().to_string())?;
+        let identity = peer_identity(chain.first().map(|c| c.as_ref()).unwrap_or_default())?;
+        let pair = rustls::sign::CertifiedKey::from_der(chain, private, &provider())?;
+        Ok((Arc::new(pair), identity))
+    }
+
+    fn current(&self) -> Arc<rustls::sign::CertifiedKey> {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let now = (stamp(&self.cert), stamp(&self.key));
+        if now != loaded.stamps {
+            // Remember the stamps either way: a bad pair is reported once, not per
+            // handshake, and a fixed one is picked up at its next change.
+            loaded.stamps = now;
+            match Self::load(&self.cert, &self.key) {
+                Ok((pair, identity)) if identity == self.identity => loaded.key = pair,
+                Ok((_, identity)) => (self.on_refused)(&TlsError::IdentityChanged {
+                    path: self.cert.clone(),
+                    expected: self.identity.to_uri(),
+                    found: identity.to_uri(),
+                }),
+                Err(e) => (self.on_refused)(&e),
+            }
+        }
+        loaded.key.clone()
+    }
+}
+
+impl rustls::client::ResolvesClientCert for ReloadingClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let pair = self.current();
+        pair.key.choose_scheme(sigschemes).map(|_| pair)
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 /// The three PEM inputs with labels for error messages.
 struct PemSources<'a> {
     ca: (&'a [u8], String),
@@ -564,13 +688,16 @@ fn cert_chain(src: &PemSources<'_>) -> Result<Vec<CertificateDer<'static>>, TlsE
 }
 
 fn private_key(src: &PemSources<'_>) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let (pem, what) = &src.key;
+    parse_private_key(src.key.0, &src.key.1)
+}
+
+fn parse_private_key(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_slice(pem).map_err(|source| match source {
-        rustls::pki_types::pem::Error::NoItemsFound => {
-            TlsError::NoPrivateKey { what: what.clone() }
-        }
+        rustls::pki_types::pem::Error::NoItemsFound => TlsError::NoPrivateKey {
+            what: what.to_string(),
+        },
         source => TlsError::Pem {
-            what: what.clone(),
+            what: what.to_string(),
             source,
         },
     })

@@ -3,6 +3,8 @@
 //! mutations of it reach the deep checks; and regression inputs found by fuzzing stay
 //! handled (typed errors, no panic).
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -49,4 +51,134 @@ fn profile_parse_reports_bad_text_as_typed_errors() {
     ] {
         assert!(Profile::parse(bad, &path).is_err(), "{bad:?}");
     }
+}
+
+fn seed(target: &str, name: &str) -> Vec<u8> {
+    let bytes = std::fs::read(fuzz_dir().join("seeds").join(target).join(name)).unwrap();
+    bytes[1..].to_vec()
+}
+
+fn seed_text(target: &str, name: &str) -> String {
+    String::from_utf8(seed(target, name)).unwrap()
+}
+
+#[test]
+fn the_snp_seeds_are_a_real_report_and_certificate_table() {
+    use attestor::evidence::snp::certs::{find, parse_cert_table, validity, CertKind};
+    use attestor::evidence::snp::report::{decode_report_file, Report};
+    let raw = seed("snp", "report-raw");
+    assert_eq!(Report::parse(&raw).unwrap().bytes(), raw.as_slice());
+    assert_eq!(decode_report_file(&seed("snp", "report-hex")).unwrap(), raw);
+    let table = parse_cert_table(&seed("snp", "table-ark-ask")).unwrap();
+    for kind in [CertKind::Ark, CertKind::Ask] {
+        validity(find(&table, kind).unwrap()).unwrap();
+    }
+}
+
+/// The trusted history of the `checkpoint` target: a real ledger's, rotated once.
+fn fixture_history() -> attestor::ledger::log::keys::KeyHistory {
+    use attestor::ledger::api::LogKeysResponse;
+    let dir = fuzz_dir().join("fixtures/checkpoint");
+    let pinned = std::fs::read_to_string(dir.join("pinned.vkey")).unwrap();
+    let keys: LogKeysResponse =
+        serde_json::from_slice(&std::fs::read(dir.join("keys.json")).unwrap()).unwrap();
+    attestor::ledger::log::keys::KeyHistory::follow(pinned.trim(), &keys.transitions).unwrap()
+}
+
+#[test]
+fn the_checkpoint_seeds_verify_under_the_fixture_key_history() {
+    use attestor::ledger::api::{ConsistencyResponse, EntryJson, ReceiptJson};
+    use attestor::ledger::audit;
+    let history = fixture_history();
+    assert_eq!(history.keys().count(), 2);
+    for name in ["note-old-key", "note-new-key"] {
+        history
+            .open_checkpoint(&seed_text("checkpoint", name))
+            .unwrap();
+    }
+    for name in ["entry-old-key", "entry-new-key"] {
+        let entry: EntryJson = serde_json::from_slice(&seed("checkpoint", name)).unwrap();
+        audit::verify_entry(&entry, &history).unwrap();
+    }
+    for name in ["receipt-old-key", "receipt-new-key"] {
+        let receipt: ReceiptJson = serde_json::from_slice(&seed("checkpoint", name)).unwrap();
+        audit::verify_receipt(&receipt, &history).unwrap();
+    }
+    let parts = seed_text("checkpoint", "consistency");
+    let parts: Vec<&str> = parts.splitn(3, '\0').collect();
+    let old = history.open_checkpoint(parts[0]).unwrap();
+    let proof: ConsistencyResponse = serde_json::from_str(parts[2]).unwrap();
+    audit::verify_extends(&old, parts[1], &proof, &history).unwrap();
+}
+
+/// Rebuilds the `checkpoint` target's seeds and fixture from a real ledger process that
+/// rotates its key once (run by `fuzz/make_seeds.sh`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "rewrites fuzz/seeds/checkpoint; run by fuzz/make_seeds.sh"]
+async fn regenerate_checkpoint_seeds() {
+    use support::ledger::{LedgerProcess, LedgerSpec};
+    let ledger = LedgerProcess::start(&LedgerSpec {
+        agents: &[("w0", "t")],
+        tenants: &[("t", &"0".repeat(64))],
+        ..LedgerSpec::default()
+    });
+    let client = ledger.client("w0");
+    let pinned = ledger.verifier_key();
+    let mut receipts = Vec::new();
+    for n in 0..9 {
+        if n == 5 {
+            let config = ledger.dir.path().join("ledger.toml");
+            let prepared = std::process::Command::new(env!("CARGO_BIN_EXE_attestor"))
+                .args(["ledger", "rotate-key", "--config"])
+                .arg(&config)
+                .status()
+                .unwrap();
+            assert!(prepared.success());
+            let pid = ledger.pid().unwrap().to_string();
+            let hup = std::process::Command::new("kill")
+                .args(["-HUP", &pid])
+                .status();
+            assert!(hup.unwrap().success());
+            support::wait_for(Duration::from_secs(20), "the rotation", || {
+                ledger.verifier_key() != pinned
+            });
+        }
+        let body = format!("{{\"n\": {n}}}");
+        receipts.push(client.submit(body.as_bytes()).await.unwrap().receipt);
+    }
+    let keys = client.log_keys().await.unwrap();
+    let old_note = client.checkpoint(Some(3)).await.unwrap();
+    let new_note = client.checkpoint(None).await.unwrap();
+    let consistency = client.consistency(3, 9).await.unwrap();
+    let fixtures = fuzz_dir().join("fixtures/checkpoint");
+    std::fs::create_dir_all(&fixtures).unwrap();
+    std::fs::write(fixtures.join("pinned.vkey"), format!("{pinned}\n")).unwrap();
+    std::fs::write(fixtures.join("keys.json"), json(&keys)).unwrap();
+    let seeds = fuzz_dir().join("seeds/checkpoint");
+    let _ = std::fs::remove_dir_all(&seeds);
+    std::fs::create_dir_all(&seeds).unwrap();
+    let put = |name: &str, mode: u8, body: &[u8]| {
+        std::fs::write(seeds.join(name), [&[mode], body].concat()).unwrap();
+    };
+    put("vkey-old", 0, pinned.as_bytes());
+    put("vkey-new", 0, keys.current.as_bytes());
+    put("note-old-key", 1, old_note.as_bytes());
+    put("note-new-key", 1, new_note.as_bytes());
+    put("transitions", 2, keys.transitions.join("\0").as_bytes());
+    for (name, index) in [("entry-old-key", 1), ("entry-new-key", 7)] {
+        put(
+            name,
+            3,
+            json(&client.entry(index).await.unwrap()).as_bytes(),
+        );
+    }
+    let parts = format!("{old_note}\0{new_note}\0{}", json(&consistency));
+    put("consistency", 4, parts.as_bytes());
+    put("receipt-old-key", 5, json(&receipts[2]).as_bytes());
+    put("receipt-new-key", 5, json(&receipts[8]).as_bytes());
+    put("log-keys", 6, json(&keys).as_bytes());
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap()
 }

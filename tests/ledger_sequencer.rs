@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use attestor::ledger::log::checkpoint::{open_checkpoint, CheckpointSigner};
+use attestor::ledger::log::keys::KeyError;
 use attestor::ledger::log::merkle::{verify_consistency, verify_inclusion};
 use attestor::ledger::log::sequencer::{Receipt, Sequencer, SequencerError, Submission};
 use attestor::ledger::record::{LogRecord, RECORD_VERSION};
@@ -167,7 +168,8 @@ fn truncation_and_rewrites_on_disk_are_detected(backend: &Backend) {
     ));
     assert!(log.entry(2).is_ok());
 
-    // A forged checkpoint (signed by another key) stored as the latest is refused.
+    // A forged checkpoint (signed by a key outside the log's key history) stored as the
+    // latest is refused.
     let db = fresh();
     let forger = CheckpointSigner::generate(ORIGIN).unwrap();
     let forged = forger
@@ -185,7 +187,7 @@ fn truncation_and_rewrites_on_disk_are_detected(backend: &Backend) {
         .unwrap();
     assert!(matches!(
         open(&db, &signer),
-        Err(SequencerError::Checkpoint(_))
+        Err(SequencerError::Keys(KeyError::UnknownKey))
     ));
 }
 

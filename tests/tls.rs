@@ -688,3 +688,42 @@ fn quick_start_certificates_are_valid_now_for_years() {
         assert!(until <= now + year * years + Duration::from_secs(3 * 86_400));
     }
 }
+
+static RELOADS_REFUSED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[tokio::test]
+async fn a_reloading_agent_keeps_its_identity_when_the_files_change_to_another_or_a_broken_pair() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let other = AgentIdentity::new(TENANT, "agent-2").unwrap();
+    let pki = tls::pki_init(dir.path(), &[identity(), other], &hosts()).unwrap();
+    let files = tls::TlsFiles {
+        ca: pki.ca_cert.clone(),
+        cert: dir.path().join("live.pem"),
+        key: dir.path().join("live.key"),
+    };
+    let put = |cert: &Path, key: &Path| {
+        std::fs::copy(key, &files.key).unwrap();
+        std::fs::copy(cert, &files.cert).unwrap();
+    };
+    let (mine, theirs) = (&pki.agents[0], &pki.agents[1]);
+    put(&mine.cert, &mine.key);
+    let client = tls::reloading_client_config(&files, |_| {
+        RELOADS_REFUSED.fetch_add(1, Ordering::SeqCst);
+    })
+    .unwrap();
+    let identity_seen = || async {
+        let (server, reply) = exchange(ledger_config(&pki), client.clone(), localhost()).await;
+        assert_eq!(reply.unwrap(), b"world");
+        server.unwrap().unwrap()
+    };
+    assert_eq!(identity_seen().await, identity());
+    // Another agent's certificate: refused, the agent goes on as itself.
+    put(&theirs.cert, &theirs.key);
+    assert_eq!(identity_seen().await, identity());
+    assert_eq!(RELOADS_REFUSED.load(Ordering::SeqCst), 1);
+    // A certificate with someone else's key: refused too.
+    put(&mine.cert, &theirs.key);
+    assert_eq!(identity_seen().await, identity());
+    assert_eq!(RELOADS_REFUSED.load(Ordering::SeqCst), 2);
+}

@@ -18,8 +18,8 @@ use tokio_rustls::TlsConnector;
 
 use crate::ledger::api::{
     AgentsResponse, AlertsResponse, ConsistencyResponse, EnrollChallenge, EnrollProof,
-    EnrollRequest, EnrolledResponse, EntriesResponse, EntryJson, ErrorBody, NonceResponse,
-    SubmitResponse, TenantResponse,
+    EnrollRequest, EnrolledResponse, EntriesResponse, EntryJson, ErrorBody, LogKeysResponse,
+    NonceResponse, SubmitResponse, TenantResponse,
 };
 
 /// Default bound on one request, connection included.
@@ -308,6 +308,11 @@ impl LedgerClient {
             None,
         )
         .await
+    }
+
+    /// The log's checkpoint key history (current key and transitions).
+    pub async fn log_keys(&self) -> Result<LogKeysResponse, ClientError> {
+        self.call(Method::GET, "/v1/log/keys", None).await
     }
 
     async fn text(&self, path: &str) -> Result<String, ClientError> {

@@ -255,7 +255,15 @@ impl Attestor {
     pub async fn start_heartbeat(&mut self) -> Result<(), HeartbeatError> {
         let mut stopped = self.stop.subscribe();
         let tls_files = &self.config.ledger_tls;
-        let tls = tls::client_config(&tls_files.ca, &tls_files.cert, &tls_files.key)?;
+        // The client certificate is re-read when its files change: rotation without a
+        // restart, used from the next connection on.
+        let tls = tls::reloading_client_config(tls_files, |e| {
+            event(
+                Level::Warn,
+                "client-certificate-reload-refused",
+                json!({"error": e.to_string()}),
+            )
+        })?;
         let identity = own_identity(&tls_files.cert)?;
         let client = LedgerClient::new(&self.config.ledger_endpoint, tls)?
             .with_timeout(self.config.heartbeat_timeout);

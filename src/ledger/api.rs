@@ -164,6 +164,16 @@ pub struct ConsistencyResponse {
     pub proof: Vec<Vec<u8>>,
 }
 
+/// The log's checkpoint keys: the current verifier key and the transitions (signed
+/// notes, oldest first) leading to it from the first key, for auditors who pinned an
+/// older key (`GET /v1/log/keys`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogKeysResponse {
+    pub current: String,
+    pub transitions: Vec<String>,
+}
+
 /// Body of every error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

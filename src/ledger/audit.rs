@@ -5,7 +5,8 @@
 use thiserror::Error;
 
 use crate::ledger::api::{ConsistencyResponse, EntryJson, ReceiptJson};
-use crate::ledger::log::checkpoint::{open_checkpoint, Checkpoint, CheckpointError};
+use crate::ledger::log::checkpoint::{Checkpoint, CheckpointError};
+use crate::ledger::log::keys::{CheckpointKeys, KeyError};
 use crate::ledger::log::merkle::{leaf_hash, verify_consistency, verify_inclusion, Hash, LogError};
 use crate::ledger::record::LogRecord;
 
@@ -16,6 +17,8 @@ pub enum AuditError {
     NoProof(u64),
     #[error("checkpoint: {0}")]
     Checkpoint(#[from] CheckpointError),
+    #[error("checkpoint key: {0}")]
+    Keys(KeyError),
     #[error("proof: {0}")]
     Proof(#[from] LogError),
     #[error("a proof hash is not 32 bytes")]
@@ -28,20 +31,33 @@ pub enum AuditError {
     ProofSizes { old: u64, new: u64 },
 }
 
+impl From<KeyError> for AuditError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::Checkpoint(e) => AuditError::Checkpoint(e),
+            other => AuditError::Keys(other),
+        }
+    }
+}
+
 fn hashes(list: &[Vec<u8>]) -> Result<Vec<Hash>, AuditError> {
     list.iter()
         .map(|h| Hash::try_from(h.as_slice()).map_err(|_| AuditError::HashLength))
         .collect()
 }
 
-/// Checks that `entry` is included in a checkpoint signed by `verifier_key` and that its
-/// unsigned JSON fields match the signed leaf. Returns the checkpoint.
-pub fn verify_entry(entry: &EntryJson, verifier_key: &str) -> Result<Checkpoint, AuditError> {
+/// Checks that `entry` is included in a checkpoint signed by one of `keys` (a pinned
+/// verifier key or a followed key history) and that its unsigned JSON fields match the
+/// signed leaf. Returns the checkpoint.
+pub fn verify_entry(
+    entry: &EntryJson,
+    keys: &(impl CheckpointKeys + ?Sized),
+) -> Result<Checkpoint, AuditError> {
     let proof = entry
         .proof
         .as_ref()
         .ok_or(AuditError::NoProof(entry.index))?;
-    let checkpoint = open_checkpoint(&proof.checkpoint, verifier_key)?;
+    let checkpoint = keys.open_checkpoint(&proof.checkpoint)?;
     verify_inclusion(
         &leaf_hash(&entry.leaf),
         entry.index,
@@ -78,8 +94,11 @@ pub fn verify_entry(entry: &EntryJson, verifier_key: &str) -> Result<Checkpoint,
 }
 
 /// Checks a submission receipt: its proof leads from its leaf hash to a signed checkpoint.
-pub fn verify_receipt(receipt: &ReceiptJson, verifier_key: &str) -> Result<Checkpoint, AuditError> {
-    let checkpoint = open_checkpoint(&receipt.checkpoint, verifier_key)?;
+pub fn verify_receipt(
+    receipt: &ReceiptJson,
+    keys: &(impl CheckpointKeys + ?Sized),
+) -> Result<Checkpoint, AuditError> {
+    let checkpoint = keys.open_checkpoint(&receipt.checkpoint)?;
     let leaf = Hash::try_from(receipt.leaf_hash.as_slice()).map_err(|_| AuditError::HashLength)?;
     verify_inclusion(
         &leaf,
@@ -96,9 +115,9 @@ pub fn verify_extends(
     old: &Checkpoint,
     new_note: &str,
     proof: &ConsistencyResponse,
-    verifier_key: &str,
+    keys: &(impl CheckpointKeys + ?Sized),
 ) -> Result<Checkpoint, AuditError> {
-    let new = open_checkpoint(new_note, verifier_key)?;
+    let new = keys.open_checkpoint(new_note)?;
     if proof.old_size != old.size || proof.new_size != new.size {
         return Err(AuditError::ProofSizes {
             old: proof.old_size,

@@ -3,9 +3,11 @@
 pub mod alerts;
 pub mod api;
 pub mod audit;
+pub mod backup;
 pub mod config;
 pub mod dashboard;
 pub mod enroll;
+pub mod keyfiles;
 pub mod log;
 pub mod metrics;
 pub mod monitor;

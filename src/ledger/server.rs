@@ -16,7 +16,8 @@
 //! | `GET /v1/agents`                   |                                       | `AgentsResponse` |
 //! | `GET /v1/log/checkpoint`           | `size`                                | signed note (text) |
 //! | `GET /v1/log/consistency`          | `old new`                             | `ConsistencyResponse` |
-//! | `GET /v1/log/key`                  |                                       | checkpoint verifier key (text) |
+//! | `GET /v1/log/key`                  |                                       | current checkpoint verifier key (text) |
+//! | `GET /v1/log/keys`                 |                                       | `LogKeysResponse`: key history with transitions |
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -32,11 +33,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::bundle::MAX_BUNDLE_BYTES;
-use crate::ledger::api::ErrorBody;
+use crate::ledger::api::{ErrorBody, LogKeysResponse};
 use crate::ledger::service::{EntryFilter, Ledger, ServiceError};
 use crate::ledger::store::Verdict;
 use crate::logging::{event, Level};
@@ -58,11 +59,10 @@ type Answer = Response<Full<Bytes>>;
 pub async fn serve(
     ledger: Arc<Ledger>,
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: watch::Receiver<Arc<rustls::ServerConfig>>,
     max_connections: usize,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(tls);
     let slots = Arc::new(Semaphore::new(max_connections));
     tokio::pin!(shutdown);
     loop {
@@ -84,7 +84,10 @@ pub async fn serve(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let (acceptor, ledger) = (acceptor.clone(), ledger.clone());
+        // The configuration current at accept time: a reload (new server certificate or
+        // client CAs) applies to new connections, established ones keep theirs.
+        let acceptor = TlsAcceptor::from(tls.borrow().clone());
+        let ledger = ledger.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -299,6 +302,13 @@ async fn dispatch(
             "text/plain; charset=utf-8",
             ledger.verifier_key().into_bytes(),
         )),
+        (&Method::GET, "/v1/log/keys") => {
+            let history = ledger.key_history();
+            Ok(ok(&LogKeysResponse {
+                current: history.newest().to_string(),
+                transitions: history.transitions().to_vec(),
+            }))
+        }
         (&Method::GET, p) if p.starts_with("/v1/entries/") => {
             query.only(&[])?;
             let index = p

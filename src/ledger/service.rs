@@ -25,8 +25,12 @@ use crate::ledger::api::{
 };
 use crate::ledger::config::{LedgerConfig, Storage};
 use crate::ledger::enroll::{EnrollError, Enrollment};
+use crate::ledger::keyfiles::{self, KeyFileError};
 use crate::ledger::log::batcher::{BatchError, Batcher, DEFAULT_MAX_BATCH};
-use crate::ledger::log::checkpoint::{CheckpointError, CheckpointSigner};
+use crate::ledger::log::checkpoint::Checkpoint;
+use crate::ledger::log::checkpoint::CheckpointSigner;
+use crate::ledger::log::keys::KeyHistory;
+use crate::ledger::log::merkle::{empty_root, verify_consistency};
 use crate::ledger::log::sequencer::{Receipt, Sequencer, SequencerError, Submission};
 use crate::ledger::metrics::LedgerMetrics;
 use crate::ledger::record::{LogRecord, RECORD_VERSION};
@@ -95,8 +99,23 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Log(#[from] SequencerError),
-    #[error("checkpoint key: {0}")]
-    Key(#[from] CheckpointError),
+    #[error(transparent)]
+    Key(#[from] KeyFileError),
+    #[error(
+        "the log does not extend the checkpoint of size {seen} this replica saw before \
+         (the store now ends at a checkpoint of size {stored}): an older backup was restored \
+         or the log was rewritten; move {file} away only if that was intended"
+    )]
+    RolledBack {
+        seen: u64,
+        stored: u64,
+        file: std::path::PathBuf,
+    },
+    #[error("{file}: {reason}")]
+    SeenCheckpoint {
+        file: std::path::PathBuf,
+        reason: String,
+    },
     #[error("database TLS: {0}")]
     DatabaseTls(#[from] crate::tls::TlsError),
 }
@@ -114,6 +133,9 @@ pub struct EntryFilter {
     /// Attach an inclusion proof to each entry.
     pub proofs: bool,
 }
+
+/// The latest checkpoint this state directory saw, checked at start-up.
+pub const SEEN_CHECKPOINT: &str = "checkpoint.seen";
 
 /// The embedded store's file in the ledger's state directory.
 pub const LEDGER_DB: &str = "ledger.db";
@@ -211,32 +233,6 @@ fn keep_lease(sequencer: Arc<Sequencer>, period: Duration, stop: mpsc::Receiver<
     }
 }
 
-/// Loads the checkpoint key from `path`, creating it (mode 0600) on first start.
-fn checkpoint_signer(path: &Path, origin: &str) -> Result<CheckpointSigner, StartError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| StartError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    match std::fs::read(path) {
-        Ok(pkcs8) => Ok(CheckpointSigner::from_pkcs8(origin, &pkcs8)?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let signer = CheckpointSigner::generate(origin)?;
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(io)?;
-            file.write_all(&signer.to_pkcs8()?).map_err(io)?;
-            file.sync_all().map_err(io)?;
-            Ok(signer)
-        }
-        Err(e) => Err(io(e)),
-    }
-}
-
 impl Ledger {
     /// Opens the ledger a config describes: its state directory (created if needed), the
     /// store (embedded, or PostgreSQL shared with other replicas) and the checkpoint key.
@@ -248,10 +244,65 @@ impl Ledger {
             path: dir.clone(),
             source,
         })?;
-        let signer = checkpoint_signer(&dir.join("checkpoint.key"), &config.origin)?;
         let store = open_store(config)?;
+        let signer = keyfiles::load_or_create(dir, &config.origin, store.as_ref())?;
         let profile = Profile::load(&config.profile)?;
-        Ok(Self::new(store, signer, config, profile)?)
+        let (ledger, writer) = Self::new(store, signer, config, profile)?;
+        ledger.check_not_rolled_back(dir)?;
+        ledger.remember_checkpoint(dir)?;
+        Ok((ledger, writer))
+    }
+
+    /// Refuses a store whose log does not extend the latest checkpoint this state
+    /// directory remembers (`checkpoint.seen`): a database restored from an older backup
+    /// (or rewritten) under a surviving state directory. Auditors catch the same with the
+    /// checkpoints they keep; this catches it before serving.
+    fn check_not_rolled_back(&self, dir: &Path) -> Result<(), StartError> {
+        let file = dir.join(SEEN_CHECKPOINT);
+        let bad = |reason: String| StartError::SeenCheckpoint {
+            file: file.clone(),
+            reason,
+        };
+        let seen = match std::fs::read_to_string(&file) {
+            Ok(note) => note,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(bad(e.to_string())),
+        };
+        let keys = self.key_history();
+        let seen = keys
+            .open_checkpoint(&seen)
+            .map_err(|e| bad(e.to_string()))?;
+        let stored = match self.store.latest_checkpoint()? {
+            Some(latest) => keys
+                .open_checkpoint(&latest.note)
+                .map_err(SequencerError::from)?,
+            None => Checkpoint::new(seen.origin.clone(), 0, empty_root()),
+        };
+        let rolled_back = || StartError::RolledBack {
+            seen: seen.size,
+            stored: stored.size,
+            file: file.clone(),
+        };
+        if stored.size < seen.size {
+            return Err(rolled_back());
+        }
+        let proof = self.sequencer.consistency_proof(seen.size, stored.size)?;
+        verify_consistency(seen.size, stored.size, &seen.root, &stored.root, &proof)
+            .map_err(|_| rolled_back())
+    }
+
+    /// Records the latest checkpoint in the state directory, for the next start's
+    /// roll-back check. Called at start-up and shutdown, not per append (a crash loses
+    /// only what the check would have covered since the last start).
+    pub fn remember_checkpoint(&self, dir: &Path) -> Result<(), StartError> {
+        let Some(latest) = self.store.latest_checkpoint()? else {
+            return Ok(());
+        };
+        let file = dir.join(SEEN_CHECKPOINT);
+        let staged = dir.join(format!("{SEEN_CHECKPOINT}.tmp"));
+        std::fs::write(&staged, latest.note)
+            .and_then(|()| std::fs::rename(&staged, &file))
+            .map_err(|source| StartError::Io { path: file, source })
     }
 
     /// A ledger over any store. With a store that has a sequencer lease, a thread keeps
@@ -324,6 +375,29 @@ impl Ledger {
     /// The checkpoint verifier key (C2SP vkey), for auditors.
     pub fn verifier_key(&self) -> String {
         self.sequencer.verifier_key()
+    }
+
+    /// Every checkpoint key of the log and the transitions between them.
+    pub fn key_history(&self) -> KeyHistory {
+        self.sequencer.key_history()
+    }
+
+    /// Takes the key `attestor ledger rotate-key` prepared in the state directory, if
+    /// any, without stopping: records the transition (or, on a follower, installs the
+    /// key the sequencer already introduced) and swaps the key files. Returns the new
+    /// verifier key.
+    pub fn rotate_checkpoint_key(
+        &self,
+        config: &LedgerConfig,
+    ) -> Result<Option<String>, KeyFileError> {
+        let dir = &config.state_dir;
+        let Some(next) = keyfiles::pending(dir, &config.origin)? else {
+            return Ok(None);
+        };
+        let vkey = next.verifier_key();
+        self.sequencer.rotate(next)?;
+        keyfiles::promote(dir, &config.origin, &vkey)?;
+        Ok(Some(vkey))
     }
 
     /// Whether this replica holds the sequencer lease (always, on the embedded store).

@@ -574,15 +574,21 @@ impl CheckpointSigner {
     /// Signs the checkpoint and returns the complete signed note.
     pub fn sign(&self, checkpoint: &Checkpoint) -> Result<String, CheckpointError> {
         let body = checkpoint.body()?;
+        Ok(format!("{body}\n{}", self.signature_line(&body)?))
+    }
+
+    /// The note signature line (`— <name> <base64(key ID || signature)>\n`) over `text`,
+    /// for notes several keys sign.
+    pub fn signature_line(&self, text: &str) -> Result<String, CheckpointError> {
         let sig = self
             .key
-            .sign(&SystemRandom::new(), body.as_bytes())
+            .sign(&SystemRandom::new(), text.as_bytes())
             .map_err(|_| CheckpointError::SigningKey("signing failed"))?;
         let mut blob = Vec::with_capacity(4 + sig.as_ref().len());
         blob.extend_from_slice(&self.key_id.to_be_bytes());
         blob.extend_from_slice(sig.as_ref());
         Ok(format!(
-            "{body}\n{SIG_PREFIX}{} {}\n",
+            "{SIG_PREFIX}{} {}\n",
             self.name,
             STANDARD.encode(blob)
         ))

@@ -3,5 +3,6 @@
 
 pub mod batcher;
 pub mod checkpoint;
+pub mod keys;
 pub mod merkle;
 pub mod sequencer;

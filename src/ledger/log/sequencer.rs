@@ -19,7 +19,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
-use super::checkpoint::{open_checkpoint, Checkpoint, CheckpointError, CheckpointSigner};
+use super::checkpoint::{Checkpoint, CheckpointError, CheckpointSigner};
+use super::keys::{KeyError, KeyHistory, KeyTransition};
 use super::merkle::{leaf_hash, Hash, LogError, MerkleTree};
 use crate::cbor::CborError;
 use crate::ledger::record::LogRecord;
@@ -39,6 +40,13 @@ pub enum SequencerError {
     Tree(#[from] LogError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(
+        "this replica's checkpoint key is {ours} but the log's newest key is {newest}: \
+         install the rotated key (checkpoint.key.next) and reload"
+    )]
+    StaleKey { ours: String, newest: String },
     #[error("cannot encode a log record: {0}")]
     Record(#[from] CborError),
     #[error(
@@ -75,6 +83,9 @@ pub struct Receipt {
 
 struct State {
     tree: MerkleTree,
+    signer: CheckpointSigner,
+    /// Every key of the log with its transitions, as the store holds them.
+    keys: KeyHistory,
     last_ms: u64,
     /// The lease term this replica appends under; `None` while it is a follower.
     term: Option<u64>,
@@ -83,7 +94,6 @@ struct State {
 /// The ledger's append-only log.
 pub struct Sequencer {
     store: Arc<dyn LedgerStore>,
-    signer: CheckpointSigner,
     origin: String,
     state: Mutex<State>,
 }
@@ -102,12 +112,14 @@ impl Sequencer {
         signer: CheckpointSigner,
         origin: &str,
     ) -> Result<Self, SequencerError> {
+        let keys = KeyHistory::follow(&signer.verifier_key(), &store.key_transitions()?)?;
         let sequencer = Sequencer {
             store,
-            signer,
             origin: origin.to_string(),
             state: Mutex::new(State {
                 tree: MerkleTree::new(),
+                signer,
+                keys,
                 last_ms: 0,
                 term: None,
             }),
@@ -132,7 +144,14 @@ impl Sequencer {
         let size = self.store.len()?;
         self.extend_from_store(state, size)?;
         if let Some(latest) = &latest {
-            let checkpoint = open_checkpoint(&latest.note, &self.signer.verifier_key())?;
+            let checkpoint = match state.keys.open_checkpoint(&latest.note) {
+                // Another replica may have rotated the key: read the history again.
+                Err(KeyError::UnknownKey) => {
+                    self.reload_keys(state)?;
+                    state.keys.open_checkpoint(&latest.note)?
+                }
+                opened => opened?,
+            };
             if checkpoint.size > size {
                 return Err(SequencerError::Truncated {
                     stored: size,
@@ -181,8 +200,18 @@ impl Sequencer {
     /// append. On taking it (over), the tree is brought up to date with the store and
     /// checked, and entries a crash left unsigned get their checkpoint.
     pub fn claim(&self) -> Result<bool, SequencerError> {
-        let claimed = self.store.claim_sequencer();
         let mut state = self.state();
+        self.reload_keys(&mut state)?;
+        let ours = state.signer.verifier_key();
+        if state.keys.newest() != ours {
+            // Signing with a superseded key would publish checkpoints auditors refuse.
+            state.term = None;
+            return Err(SequencerError::StaleKey {
+                ours,
+                newest: state.keys.newest().to_string(),
+            });
+        }
+        let claimed = self.store.claim_sequencer();
         let term = match claimed {
             Ok(term) => term,
             Err(e) => {
@@ -228,7 +257,7 @@ impl Sequencer {
         let size = state.tree.size();
         let checkpoint = Checkpoint::new(self.origin.clone(), size, state.tree.root())
             .with_timestamp(now_ms / 1000);
-        let note = self.signer.sign(&checkpoint)?;
+        let note = state.signer.sign(&checkpoint)?;
         self.store.put_checkpoint(&StoredCheckpoint {
             size,
             note: note.clone(),
@@ -311,7 +340,50 @@ impl Sequencer {
 
     /// The signer's public key in C2SP vkey form, for auditors.
     pub fn verifier_key(&self) -> String {
-        self.signer.verifier_key()
+        self.state().signer.verifier_key()
+    }
+
+    /// The log's key history: every verifier key (oldest first) and the transitions.
+    pub fn key_history(&self) -> KeyHistory {
+        self.state().keys.clone()
+    }
+
+    /// Reads the key transitions from the store when it holds more than we know.
+    fn reload_keys(&self, state: &mut State) -> Result<(), SequencerError> {
+        let stored = self.store.key_transitions()?;
+        for note in stored.iter().skip(state.keys.transitions().len()) {
+            state.keys.extend(note)?;
+        }
+        Ok(())
+    }
+
+    /// Makes `new` the checkpoint signing key, without stopping the log. If the store's
+    /// history already introduces it (another replica rotated), it is installed; else the
+    /// sequencer records the transition from the current key at the current tree size,
+    /// signed by both keys, and returns its note. Checkpoints from then on are signed by
+    /// `new`; appends wait on the log's lock meanwhile, none is refused.
+    pub fn rotate(&self, new: CheckpointSigner) -> Result<Option<String>, SequencerError> {
+        let mut state = self.state();
+        self.reload_keys(&mut state)?;
+        let new_key = new.verifier_key();
+        if state.keys.newest() == new_key {
+            state.signer = new;
+            return Ok(None);
+        }
+        if state.term.is_none() {
+            return Err(StoreError::NotSequencer.into());
+        }
+        let size = state.tree.size();
+        if self.store.latest_checkpoint()?.map_or(0, |c| c.size) < size {
+            // The old key's period must end with its own checkpoint of `size`.
+            self.publish(&state, state.last_ms)?;
+        }
+        let note = KeyTransition::sign(&self.origin, size, &state.signer, &new)?;
+        let seq = state.keys.transitions().len() as u64;
+        self.store.put_key_transition(seq, &note)?;
+        state.keys.extend(&note)?;
+        state.signer = new;
+        Ok(Some(note))
     }
 
     /// An entry with its bytes checked against the tree's leaf hash.

@@ -38,6 +38,10 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     note TEXT NOT NULL,
     created_at_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS key_transitions (
+    seq INTEGER PRIMARY KEY CHECK (seq >= 0),
+    note TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS agents (
     agent_id TEXT PRIMARY KEY,
     tenant TEXT NOT NULL,
@@ -367,6 +371,29 @@ impl LedgerStore for EmbeddedStore {
 
     fn checkpoint(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
         self.checkpoint_where("WHERE size = ?1", Some(to_sql(size)?))
+    }
+
+    fn put_key_transition(&self, seq: u64, note: &str) -> Result<(), StoreError> {
+        let inserted = self
+            .conn()
+            .execute(
+                "INSERT OR IGNORE INTO key_transitions (seq, note) VALUES (?1, ?2)",
+                params![to_sql(seq)?, note],
+            )
+            .map_err(db)?;
+        if inserted == 0 {
+            return Err(StoreError::KeyTransitionExists(seq));
+        }
+        Ok(())
+    }
+
+    fn key_transitions(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT note FROM key_transitions ORDER BY seq")
+            .map_err(db)?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)
     }
 
     fn put_agent(&self, a: &AgentRecord) -> Result<(), StoreError> {

@@ -31,6 +31,8 @@ pub enum StoreError {
     UnknownAgent(String),
     #[error("this replica does not hold the sequencer lease: it serves reads only")]
     NotSequencer,
+    #[error("checkpoint key transition {0} is already recorded (another replica rotated)")]
+    KeyTransitionExists(u64),
     #[error("store schema version {found} is not the supported {expected}")]
     SchemaVersion {
         found: String,
@@ -259,6 +261,10 @@ pub trait LedgerStore: Send + Sync {
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError>;
     /// The checkpoint of exactly `size`, if one was signed.
     fn checkpoint(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError>;
+    /// Records checkpoint key transition number `seq` (from 0); refused if one exists.
+    fn put_key_transition(&self, seq: u64, note: &str) -> Result<(), StoreError>;
+    /// Every checkpoint key transition, oldest first.
+    fn key_transitions(&self) -> Result<Vec<String>, StoreError>;
     /// Enrols (or re-enrols) an agent.
     fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError>;
     /// One agent.

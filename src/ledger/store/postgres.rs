@@ -78,10 +78,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "0002_snp_chip_id",
         sql: include_str!("../../../migrations/postgres/0002_snp_chip_id.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_key_transitions",
+        sql: include_str!("../../../migrations/postgres/0003_key_transitions.sql"),
+    },
 ];
 
 /// The newest schema version this build knows (the last of [`MIGRATIONS`]).
-const SCHEMA_VERSION: &str = "2";
+const SCHEMA_VERSION: &str = "3";
 
 const ENTRY_COLUMNS: &str =
     "idx, received_at_ms, tenant, agent_id, verdict, attestation_id, leaf, leaf_hash";
@@ -889,6 +894,31 @@ impl LedgerStore for PostgresStore {
                 )
                 .await?;
             first(rows, checkpoint_row)
+        })
+    }
+
+    fn put_key_transition(&self, seq: u64, note: &str) -> Result<(), StoreError> {
+        let (seq, note) = (to_sql(seq)?, note.to_string());
+        let inserted = self.run(async move |db: Rc<Inner>| {
+            db.execute(
+                "INSERT INTO key_transitions (seq, note) VALUES ($1, $2) \
+                 ON CONFLICT (seq) DO NOTHING",
+                &[&seq, &note],
+            )
+            .await
+        })?;
+        if inserted == 0 {
+            return Err(StoreError::KeyTransitionExists(from_sql(seq)?));
+        }
+        Ok(())
+    }
+
+    fn key_transitions(&self) -> Result<Vec<String>, StoreError> {
+        self.run(async |db: Rc<Inner>| {
+            let rows = db
+                .rows("SELECT note FROM key_transitions ORDER BY seq", &[])
+                .await?;
+            all(rows, |r| col(r, 0))
         })
     }
 
