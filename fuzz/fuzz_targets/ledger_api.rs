@@ -34,6 +34,7 @@ fn profile() -> &'static Profile {
                 .expect("fixture root"),
             ek_intermediates: pem_to_der_all(include_str!("../fixtures/tpm/ca_intermediate.pem"))
                 .expect("fixture intermediate"),
+            ek_chains: Default::default(),
         }),
         snp: None,
     })
