@@ -175,7 +175,7 @@ pub fn run(args: LoadgenArgs) -> Result<(), LoadgenError> {
             .as_deref()
             .ok_or_else(|| missing("ek-ca-key"))?,
     )?;
-    if args.agents == 0 || !(args.duration > 0.0) {
+    if args.agents == 0 || args.duration.is_nan() || args.duration <= 0.0 {
         return Err(LoadgenError::Usage(
             "--agents and --duration must be positive".into(),
         ));
@@ -338,7 +338,11 @@ impl SimAgent {
         host: Arc<Host>,
     ) -> Result<SimAgent, LoadgenError> {
         let kch = host.kernel_config_hash();
-        let mut tpm = SoftTpm::boot(&pki::firmware_digests(), MEASURED_PCR, &[kch.clone()])?;
+        let mut tpm = SoftTpm::boot(
+            &pki::firmware_digests(),
+            MEASURED_PCR,
+            std::slice::from_ref(&kch),
+        )?;
         let event_log = EventLog {
             events: vec![MeasurementEvent {
                 pcr: MEASURED_PCR,

@@ -62,6 +62,9 @@ pub enum SoftTpmError {
     Kdf(#[from] attestor::evidence::tpm::credential::CredentialError),
 }
 
+/// PCR values by index, ascending.
+pub type PcrValues = Vec<(u8, Vec<u8>)>;
+
 /// One simulated TPM: its keys, its SHA-384 PCR bank and its clock.
 pub struct SoftTpm {
     rng: SystemRandom,
@@ -185,7 +188,7 @@ impl SoftTpm {
     }
 
     /// Current PCR values of the selected PCRs, ascending (all-zero if never extended).
-    pub fn read_pcrs(&self, selection: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    pub fn read_pcrs(&self, selection: &[u8]) -> PcrValues {
         selection
             .iter()
             .map(|&pcr| (pcr, self.pcrs.get(&pcr).cloned().unwrap_or_else(zero)))
@@ -274,7 +277,7 @@ impl SoftTpm {
         &mut self,
         qualifying: &[u8],
         selection: &[u8],
-    ) -> Result<(SignedAttest, Vec<(u8, Vec<u8>)>), SoftTpmError> {
+    ) -> Result<(SignedAttest, PcrValues), SoftTpmError> {
         let values = self.read_pcrs(selection);
         let refs: Vec<&[u8]> = values.iter().map(|(_, v)| v.as_slice()).collect();
         let mut attested = wire::marshal_pcr_selection(&[PcrSelection {
