@@ -10,7 +10,8 @@
 //! they return, so leaf size matters only through the page cache. The database lives in a
 //! temporary directory removed at the end.
 //!
-//! Run: `cargo bench --bench query` (`ATTESTOR_BENCH_ENTRIES=N` for another size).
+//! Run: `cargo bench --bench query` (`ATTESTOR_BENCH_ENTRIES=N` for another size; run as a
+//! test by `cargo test --all-targets`, it fills 20,000).
 
 #[path = "support/mod.rs"]
 mod bench_support;
@@ -70,10 +71,12 @@ fn fill(store: &EmbeddedStore, entries: u64) {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs benches once without `--bench`: keep that quick.
+    let testing = !std::env::args().any(|a| a == "--bench");
     let entries: u64 = std::env::var("ATTESTOR_BENCH_ENTRIES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+        .unwrap_or(if testing { 20_000 } else { 1_000_000 });
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(&dir.path().join("ledger.sqlite")).unwrap();
     fill(&store, entries);
