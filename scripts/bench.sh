@@ -41,6 +41,9 @@ done
 export TSS2_LOG=all+none
 
 work=$(mktemp -d /tmp/attestor-bench.XXXXXX)
+# PostgreSQL runs as its own user (scripts/postgres.sh) and must reach $work/pg; the keys
+# inside stay mode 0600.
+chmod 755 "$work"
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
