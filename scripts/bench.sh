@@ -119,12 +119,15 @@ if [ "$quick" = 1 ]; then
     rows+=("| (quick run: query at 10^5 entries, not the 10^6 of the target) | | | | | |")
 fi
 
-# start_ledger NAME PROFILE [STORAGE_TOML]: a release ledger in $work/NAME; sets ledger_pid, ledger_url.
+# start_ledger NAME PROFILE [STORAGE_TOML]: a release ledger in $work/NAME; sets ledger_pid,
+# ledger_url. A port taken between choosing and binding it (load tests leave many sockets
+# behind) means another try on another port.
 start_ledger() {
     local dir=$work/$1 port
-    port=$(attestor_free_port)
     mkdir -p "$dir"
-    cat >"$dir/ledger.toml" <<EOF
+    for _ in 1 2 3 4 5; do
+        port=$(attestor_free_port)
+        cat >"$dir/ledger.toml" <<EOF
 listen = "127.0.0.1:$port"
 state_dir = "state"
 origin = "bench.attestor/$1"
@@ -140,13 +143,16 @@ policy_hash = "$(printf 'ab%.0s' $(seq 32))"
 [tenants.demo]
 policy_hash = "$demo_policy_hash"
 EOF
-    $attestor ledger --config "$dir/ledger.toml" 2>"$dir/ledger.log" &
-    ledger_pid=$!
-    pids+=("$ledger_pid")
-    ledger_url=https://127.0.0.1:$port
-    for _ in $(seq 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-        sleep 0.1
+        $attestor ledger --config "$dir/ledger.toml" 2>>"$dir/ledger.log" &
+        ledger_pid=$!
+        pids+=("$ledger_pid")
+        ledger_url=https://127.0.0.1:$port
+        for _ in $(seq 200); do
+            kill -0 "$ledger_pid" 2>/dev/null || break
+            (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+            sleep 0.1
+        done
+        kill "$ledger_pid" 2>/dev/null || true
     done
     echo "the ledger did not start; see $dir/ledger.log" >&2
     exit 1
@@ -196,7 +202,12 @@ for backend in embedded postgres; do
 done
 
 step "agent: a real attestor agent on swtpm for $agent_seconds s"
-attestor_swtpm_start "$work/swtpm"
+for attempt in 1 2 3 4 5; do
+    rm -f "$work/swtpm/swtpm.pid"
+    attestor_swtpm_start "$work/swtpm" 2>>"$work/swtpm.log" || true
+    [ -f "$work/swtpm/swtpm.pid" ] && kill -0 "$(cat "$work/swtpm/swtpm.pid")" 2>/dev/null && break
+    [ "$attempt" = 5 ] && { echo "swtpm did not start; see $work/swtpm.log" >&2; exit 1; }
+done
 attestor_swtpm_profile "$work/swtpm" "$work/swtpm/profile.toml"
 start_ledger ledger-agent "$work/swtpm/profile.toml"
 cp -r examples "$work/agent"
