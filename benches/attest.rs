@@ -19,7 +19,7 @@ use attestor::dsse;
 use attestor::evidence::tpm::device::Tpm;
 use attestor::evidence::tpm::{wire, HashAlg};
 use attestor::verify::{verify_bundle, Expectations};
-use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
+use aws_lc_rs::signature::{ParsedPublicKey, UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
 use criterion::{black_box, Criterion};
 use sha2::{Digest, Sha384};
 
@@ -106,6 +106,18 @@ fn bench_verify(c: &mut Criterion, f: &Fixture) {
                 .unwrap()
         })
     });
+    // TPM quote verification alone, as the verifier does it: decode the TPMT_SIGNATURE,
+    // check it with the AK parsed once, decode the TPMS_ATTEST.
+    let ak_key = ParsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, &ak).unwrap();
+    group.bench_function("verify_quote", |b| {
+        b.iter(|| {
+            let sig = wire::parse_signature(black_box(&ev.quote.signature)).unwrap();
+            ak_key
+                .verify_sig(&ev.quote.attest, &sig.to_fixed(48).unwrap())
+                .unwrap();
+            wire::parse_attest(&ev.quote.attest).unwrap()
+        })
+    });
     group.bench_function("dsse_pae", |b| {
         b.iter(|| {
             dsse::pae(
@@ -138,6 +150,11 @@ fn main() {
         "attest vs raw TPM commands",
         ("attest", "agent_attest"),
         ("attest", "raw_tpm_commands"),
+    );
+    show(
+        "TPM quote verification vs one P-384 verify",
+        ("verify", "verify_quote"),
+        ("verify", "one_p384_verify_aws_lc"),
     );
     show(
         "verify_bundle vs one P-384 verify",

@@ -36,6 +36,10 @@ pub fn event(level: Level, event: &str, fields: Value) {
     if let Value::Object(fields) = fields {
         line.extend(fields);
     }
+    // One write(2) per line: stderr is unbuffered, and formatting straight into it would
+    // issue a system call per JSON token (measurable at a thousand submissions a second).
+    let mut text = Value::Object(line).to_string();
+    text.push('\n');
     // A log line that cannot be written must not take the service down.
-    let _ = writeln!(std::io::stderr().lock(), "{}", Value::Object(line));
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }

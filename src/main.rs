@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
+mod loadgen;
 mod snp_cli;
 
 use attestor::agent::evidence_source::EvidenceSource;
@@ -130,6 +131,8 @@ enum Command {
         #[arg(long, default_value = "table")]
         format: String,
     },
+    /// Load generator: simulated agents (only their TPM is simulated) against a real ledger.
+    Loadgen(loadgen::LoadgenArgs),
     /// AMD SEV-SNP tools: verify a bare report, compute a launch measurement.
     Snp {
         #[command(subcommand)]
@@ -394,6 +397,9 @@ fn run(command: Command) -> Result<ExitCode, String> {
             runtime()?.block_on(query::run(&connection_of(&connection)?, what, &connection))
         }
         Command::Snp { command } => snp_cli::run(command),
+        Command::Loadgen(args) => loadgen::run(args)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| e.to_string()),
         Command::PolicyHash { policy } => {
             let hash = collect::policy_hash_of(&policy).map_err(|e| e.to_string())?;
             println!("{}", hex::encode(hash));

@@ -153,6 +153,8 @@ pub struct TpmProfile {
     pub ek_trust_anchors: Vec<Vec<u8>>,
     /// DER intermediates the verifier may use besides those in a bundle.
     pub ek_intermediates: Vec<Vec<u8>>,
+    /// EK certificate paths already validated against this profile, shared by its clones.
+    pub ek_chains: std::sync::Arc<certchain::ChainCache>,
 }
 
 /// A loaded firmware profile.
@@ -275,6 +277,7 @@ fn load_tpm(
         firmware_pcrs,
         ek_trust_anchors,
         ek_intermediates: load_certs(&tpm.ek_intermediates)?,
+        ek_chains: Default::default(),
     })
 }
 

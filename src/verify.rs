@@ -13,7 +13,7 @@ pub use snp::{check_report_policy, verify_signed_report};
 use std::time::SystemTime;
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
-use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
+use aws_lc_rs::signature::{ParsedPublicKey, ECDSA_P384_SHA384_FIXED};
 use thiserror::Error;
 
 use crate::bundle::{Bundle, Evidence, EvidenceKind, SignedAttest, TpmEvidence};
@@ -21,7 +21,7 @@ use crate::claims::{Claims, Statement, PAYLOAD_TYPE};
 use crate::dsse::{self, VerifyingKey};
 use crate::evidence::tpm::wire::{self, Attest, Attested, EccPublic, PcrSelection};
 use crate::evidence::tpm::{policy, HashAlg};
-use crate::evidence::{certchain, tpm_commitment};
+use crate::evidence::tpm_commitment;
 use crate::profiles::{Profile, TpmProfile};
 
 /// The checks, in the order they run (TPM checks, then SEV-SNP's, then content checks).
@@ -282,12 +282,23 @@ fn verify_tpm(
         .ek_certificates
         .split_first()
         .ok_or_else(|| fail(Check::EkChain, "bundle carries no EK certificate"))?;
-    let mut intermediates = bundle_intermediates.to_vec();
-    intermediates.extend(profile.ek_intermediates.iter().cloned());
-    certchain::verify_chain(ek_leaf, &intermediates, &profile.ek_trust_anchors, now)
+    // Paths this profile validated before are not checked again (see ChainCache).
+    profile
+        .ek_chains
+        .verify(
+            ek_leaf,
+            &[bundle_intermediates, &profile.ek_intermediates],
+            &profile.ek_trust_anchors,
+            now,
+        )
         .map_err(|e| fail(Check::EkChain, e))?;
 
-    let ak_key = attestation_key_point(&ev.ak_public)?;
+    // Parsed once for both signatures it made (certification and quote).
+    let ak_key = ParsedPublicKey::new(
+        &ECDSA_P384_SHA384_FIXED,
+        attestation_key_point(&ev.ak_public)?,
+    )
+    .map_err(|e| fail(Check::AttestationKey, e))?;
 
     // Does the AK vouch that the sealed key lives in this TPM?
     let sealed = &ev.sealed_key;
@@ -561,14 +572,13 @@ pub fn check_policy_hash(claims: &Claims, expected: &str) -> Result<(), VerifyEr
 }
 
 /// Parses a TPMS_ATTEST, checks it was produced by a TPM (magic) and signed by `ak`.
-fn verified_attest(signed: &SignedAttest, ak_sec1: &[u8]) -> Result<Attest, String> {
+fn verified_attest(signed: &SignedAttest, ak: &ParsedPublicKey) -> Result<Attest, String> {
     let signature = wire::parse_signature(&signed.signature).map_err(|e| e.to_string())?;
     if signature.hash != HashAlg::Sha384 {
         return Err("signature must use SHA-384".into());
     }
     let fixed = signature.to_fixed(48).map_err(|e| e.to_string())?;
-    UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, ak_sec1)
-        .verify(&signed.attest, &fixed)
+    ak.verify_sig(&signed.attest, &fixed)
         .map_err(|_| "signature by the AK does not verify".to_string())?;
     let attest = wire::parse_attest(&signed.attest).map_err(|e| e.to_string())?;
     if attest.magic != wire::TPM_GENERATED_VALUE {

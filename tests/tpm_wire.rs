@@ -7,7 +7,8 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use attestor::evidence::certchain::{
-    pem_to_der_all, public_key_of, spki_of, verify_chain, CertChainError, EcCurve, PublicKey,
+    pem_to_der_all, public_key_of, spki_of, verify_chain, CertChainError, ChainCache, EcCurve,
+    PublicKey,
 };
 use attestor::evidence::tpm::policy::{
     policy_command_code, policy_or, policy_pcr, sealed_key_policy, zero_digest, TPM_CC_CERTIFY,
@@ -230,6 +231,41 @@ fn check_tpm_set(dir: &Path, now: SystemTime) {
             .len(),
         3
     );
+}
+
+/// A cached path answers only for the same certificates and within their validity: a
+/// different anchor or a time past the leaf's notAfter is judged afresh, as verify_chain
+/// would judge it.
+#[test]
+fn chain_cache_answers_only_what_verify_chain_would() {
+    let dir = fixtures();
+    let pem = |name: &str| pem_to_der_all(&String::from_utf8(read(&dir, name)).unwrap()).unwrap();
+    let (root, inter, other_root) = (
+        pem("ca_root.pem"),
+        pem("ca_intermediate.pem"),
+        pem("other_ca_root.pem"),
+    );
+    let ek = read(&dir, "ek_p384.der");
+    let now = fixture_now();
+    let cache = ChainCache::default();
+    cache.verify(&ek, &[&inter, &[]], &root, now).unwrap();
+    // Same inputs: answered from the cache (and still right).
+    cache.verify(&ek, &[&[], &inter], &root, now).unwrap();
+    assert!(matches!(
+        cache.verify(&ek, &[&inter], &other_root, now),
+        Err(CertChainError::NoPath { .. } | CertChainError::SignatureInvalid { .. })
+    ));
+    // The fixtures are valid until 9999-12-31T23:59:59Z.
+    let far_future = UNIX_EPOCH + Duration::from_secs(253_402_300_800 + 86_400);
+    let fresh = verify_chain(&ek, &inter, &root, far_future).unwrap_err();
+    let cached = cache.verify(&ek, &[&inter], &root, far_future).unwrap_err();
+    assert_eq!(cached.to_string(), fresh.to_string());
+    assert!(matches!(cached, CertChainError::Expired { .. }), "{cached}");
+    let before = UNIX_EPOCH + Duration::from_secs(86_400);
+    assert!(matches!(
+        cache.verify(&ek, &[&inter], &root, before),
+        Err(CertChainError::NotYetValid { .. })
+    ));
 }
 
 #[test]

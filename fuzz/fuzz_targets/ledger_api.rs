@@ -26,6 +26,7 @@ fn profile() -> &'static Profile {
         name: "fuzz".into(),
         description: String::new(),
         max_age_seconds: 300,
+        evidence: None,
         tpm: Some(TpmProfile {
             pcr_bank: attestor::evidence::tpm::HashAlg::Sha384,
             measured_pcr: 13,
@@ -34,6 +35,7 @@ fn profile() -> &'static Profile {
                 .expect("fixture root"),
             ek_intermediates: pem_to_der_all(include_str!("../fixtures/tpm/ca_intermediate.pem"))
                 .expect("fixture intermediate"),
+            ek_chains: Default::default(),
         }),
         snp: None,
     })

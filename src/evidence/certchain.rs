@@ -5,6 +5,8 @@
 //! EK EKU 2.23.133.8.1, keyUsage keyAgreement/keyEncipherment), so the leaf is accepted
 //! with any key usage and no TLS EKU. Revocation is out of scope.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use aws_lc_rs::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
@@ -127,6 +129,86 @@ impl VerifiedChain {
     /// The leaf's public key in the form aws-lc-rs takes.
     pub fn leaf_public_key(&self) -> Result<PublicKey, CertChainError> {
         public_key_of(self.leaf())
+    }
+}
+
+/// Outcomes of [`verify_chain`] already established, so a verifier that sees the same
+/// EK certificate with every attestation of an agent checks its path once. An entry is
+/// keyed by a SHA-256 over every input certificate (leaf, intermediates, anchors), so it
+/// answers only for exactly the inputs it was verified with, and it holds only within the
+/// validity periods of every certificate on the path: outside them the path is validated
+/// again (and fails as it would have). The answer is therefore the one `verify_chain` would
+/// give at that time; only the signature checks and parsing are saved.
+#[derive(Debug, Default)]
+pub struct ChainCache {
+    verified: Mutex<HashMap<[u8; 32], (SystemTime, SystemTime)>>,
+}
+
+/// Entries kept at most; the cache starts over when full (one entry per distinct EK).
+const CHAIN_CACHE_MAX: usize = 100_000;
+
+impl ChainCache {
+    /// [`verify_chain`] of `leaf_der` through `intermediates` (the bundle's, then the
+    /// profile's) to `trust_anchors` at `now`, from the cache when it holds the answer.
+    pub fn verify(
+        &self,
+        leaf_der: &[u8],
+        intermediates: &[&[Vec<u8>]],
+        trust_anchors: &[Vec<u8>],
+        now: SystemTime,
+    ) -> Result<(), CertChainError> {
+        let mut key = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut add = |group: u8, der: &[u8]| {
+            key.update(&[group]);
+            key.update(&(der.len() as u64).to_be_bytes());
+            key.update(der);
+        };
+        add(0, leaf_der);
+        intermediates
+            .iter()
+            .flat_map(|g| g.iter())
+            .for_each(|d| add(1, d));
+        trust_anchors.iter().for_each(|d| add(2, d));
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(key.finish().as_ref());
+
+        let cached = self.lock().get(&digest).copied();
+        if cached.is_some_and(|(from, until)| from <= now && now <= until) {
+            return Ok(());
+        }
+        let pool: Vec<Vec<u8>> = intermediates
+            .iter()
+            .flat_map(|g| g.iter().cloned())
+            .collect();
+        let chain = verify_chain(leaf_der, &pool, trust_anchors, now)?;
+        if let Some(window) = chain.validity() {
+            let mut verified = self.lock();
+            if verified.len() >= CHAIN_CACHE_MAX {
+                verified.clear();
+            }
+            verified.insert(digest, window);
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (SystemTime, SystemTime)>> {
+        self.verified.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl VerifiedChain {
+    /// When every certificate of the path is valid: (latest notBefore, earliest notAfter).
+    fn validity(&self) -> Option<(SystemTime, SystemTime)> {
+        let mut window: Option<(SystemTime, SystemTime)> = None;
+        for der in &self.certs {
+            let v = Certificate::from_der(der).ok()?.tbs_certificate.validity;
+            let (from, until) = (v.not_before.to_system_time(), v.not_after.to_system_time());
+            window = Some(match window {
+                None => (from, until),
+                Some((f, u)) => (f.max(from), u.min(until)),
+            });
+        }
+        window
     }
 }
 

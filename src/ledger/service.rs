@@ -536,30 +536,34 @@ impl Ledger {
         let (this, caller) = (self.clone(), who.clone());
         let (submission, enrolled) = blocking(move || this.judge(&caller, body)).await?;
         let verified = arrived.elapsed();
-        let record = submission.record.clone();
-        let receipt = self.batcher.submit(submission).await?;
-        self.metrics.observe_submission(
-            record.verdict,
-            record.reason.as_deref(),
-            verified,
-            arrived.elapsed(),
+        // The verdict's fields only: the record itself (with the submitted bytes) moves
+        // into the log.
+        let r = &submission.record;
+        let (verdict, reason, detail, attestation_id) = (
+            r.verdict,
+            r.reason.clone(),
+            r.detail.clone(),
+            r.attestation_id.clone(),
         );
-        match (&record.reason, enrolled) {
+        let receipt = self.batcher.submit(submission).await?;
+        self.metrics
+            .observe_submission(verdict, reason.as_deref(), verified, arrived.elapsed());
+        match (&reason, enrolled) {
             (None, _) => self.alerter.resolve(&who.agent_id, &ALL_KINDS),
             (Some(reason), true) => self.alerter.fire(
                 AlertKind::for_refusal(reason),
                 &who.tenant,
                 &who.agent_id,
-                record.detail.clone().unwrap_or_else(|| reason.clone()),
+                detail.clone().unwrap_or_else(|| reason.clone()),
             ),
             // Strangers are logged and counted, but raise no alert of an agent.
             (Some(_), false) => {}
         }
         Ok(SubmitResponse {
-            verdict: record.verdict,
-            reason: record.reason,
-            detail: record.detail,
-            attestation_id: record.attestation_id,
+            verdict,
+            reason,
+            detail,
+            attestation_id,
             receipt: receipt_json(receipt),
         })
     }

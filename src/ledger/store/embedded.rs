@@ -310,13 +310,53 @@ impl LedgerStore for EmbeddedStore {
     }
 
     fn query(&self, q: &EntryQuery) -> Result<Vec<StoredEntry>, StoreError> {
-        // Filters are bound parameters; a NULL parameter disables its filter.
+        // Filters are bound parameters; only the present ones appear in the SQL, so the
+        // planner can use an index (an `?n IS NULL OR ...` term defeats every index and
+        // scans the whole log). Absent parameters are still bound: SQLite accepts binding a
+        // numbered parameter the statement does not use, below its largest (?8). A unary
+        // `+` keeps a column out of index choice: an agent's entries are read through
+        // (agent_id, idx) in log order; a tenant's through (tenant, received_at_ms) only
+        // for a time window; a plain tenant page walks the log in index order and stops
+        // at the page's end.
+        let by_agent = q.agent_id.is_some();
+        let by_time = q.from_ms.is_some() || q.to_ms.is_some();
+        let filters = [
+            (
+                q.tenant.is_some(),
+                if by_agent || !by_time {
+                    "+tenant = ?1"
+                } else {
+                    "tenant = ?1"
+                },
+            ),
+            (by_agent, "agent_id = ?2"),
+            (q.attestation_id.is_some(), "attestation_id = ?3"),
+            (q.verdict.is_some(), "verdict = ?4"),
+            (
+                q.from_ms.is_some(),
+                if by_agent {
+                    "+received_at_ms >= ?5"
+                } else {
+                    "received_at_ms >= ?5"
+                },
+            ),
+            (
+                q.to_ms.is_some(),
+                if by_agent {
+                    "+received_at_ms < ?6"
+                } else {
+                    "received_at_ms < ?6"
+                },
+            ),
+            (q.after_index.is_some(), "idx > ?7"),
+        ];
+        let mut conditions: Vec<&str> = filters.iter().filter(|f| f.0).map(|f| f.1).collect();
+        if conditions.is_empty() {
+            conditions.push("1");
+        }
         let sql = format!(
-            "SELECT {ENTRY_COLUMNS} FROM entries WHERE \
-             (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR agent_id = ?2) AND \
-             (?3 IS NULL OR attestation_id = ?3) AND (?4 IS NULL OR verdict = ?4) AND \
-             (?5 IS NULL OR received_at_ms >= ?5) AND (?6 IS NULL OR received_at_ms < ?6) AND \
-             (?7 IS NULL OR idx > ?7) ORDER BY idx LIMIT ?8"
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE {} ORDER BY idx LIMIT ?8",
+            conditions.join(" AND ")
         );
         let opt = |v: Option<u64>| v.map(to_sql).transpose();
         let conn = self.conn();

@@ -1,0 +1,290 @@
+#!/usr/bin/env bash
+# Runs every benchmark and writes docs/benchmarks.md (figure, reference, ratio, target, met?).
+#
+#   scripts/bench.sh                  # full run (10^7-leaf Merkle, 1,000 agents at 1,700/s, 60 s agent)
+#   scripts/bench.sh --quick          # short settings: checks the pipeline end to end, noisy figures
+#   scripts/bench.sh --soak 600       # also a 10-minute soak sampling the ledger's RSS every 5 s
+#   options: --agents N --rate R --duration S (load test), --out FILE
+#
+# What runs: the criterion micro-benchmarks (micro, merkle, query, attest, snp; `attest` and
+# the agent figures need swtpm), `attestor loadgen` (only the TPM is simulated) against a
+# release `attestor ledger` on the embedded store and on a throw-away PostgreSQL cluster
+# (scripts/postgres.sh), closed loop for throughput and paced for latency, and a real
+# `attestor agent` on swtpm for its resident memory and idle CPU. Run it on an idle machine:
+# the ledger, the load generator and the benches share its cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/swtpm.sh
+
+quick=0 soak=0 agents=1000 rate=1700 duration=30 agent_seconds=60 out=docs/benchmarks.md
+while [ $# -gt 0 ]; do
+    case $1 in
+        --quick) quick=1 ;;
+        --soak) soak=$2; shift ;;
+        --agents) agents=$2; shift ;;
+        --rate) rate=$2; shift ;;
+        --duration) duration=$2; shift ;;
+        --out) out=$2; shift ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+criterion_args=()
+query_entries=1000000
+if [ "$quick" = 1 ]; then
+    agents=100 rate=200 duration=5 agent_seconds=15 query_entries=100000
+    criterion_args=(--warm-up-time 1 --measurement-time 1 --sample-size 10)
+fi
+for tool in jq swtpm swtpm_setup; do
+    command -v "$tool" >/dev/null || { echo "$tool is required (see scripts/test.sh)" >&2; exit 1; }
+done
+export TSS2_LOG=all+none
+
+work=$(mktemp -d /tmp/attestor-bench.XXXXXX)
+# PostgreSQL runs as its own user (scripts/postgres.sh) and must reach $work/pg; the keys
+# inside stay mode 0600.
+chmod 755 "$work"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    attestor_swtpm_stop "$work/swtpm" 2>/dev/null || true
+    [ -d "$work/pg" ] && bash scripts/postgres.sh stop "$work/pg" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+step() { printf '\n== %s\n' "$*" >&2; }
+
+cargo build --release --quiet
+attestor=$PWD/target/release/attestor
+criterion=${CARGO_TARGET_DIR:-$PWD/target}/criterion
+cores=$(nproc)
+
+step "micro-benchmarks (criterion ${criterion_args[*]:-default settings})"
+rm -rf "$criterion"
+cargo bench --quiet --bench micro -- "${criterion_args[@]}" >"$work/micro.log" 2>&1
+if [ "$quick" = 1 ]; then
+    cargo bench --quiet --bench merkle -- "${criterion_args[@]}" >"$work/merkle.log" 2>&1
+else
+    ATTESTOR_BENCH_LARGE=1 cargo bench --quiet --bench merkle >"$work/merkle.log" 2>&1
+fi
+ATTESTOR_BENCH_ENTRIES=$query_entries cargo bench --quiet --bench query -- "${criterion_args[@]}" >"$work/query.log" 2>&1
+cargo bench --quiet --bench attest -- "${criterion_args[@]}" >"$work/attest.log" 2>&1
+cargo bench --quiet --bench snp -- "${criterion_args[@]}" >"$work/snp.log" 2>&1
+cargo bench --quiet --bench ingest >"$work/ingest.log" 2>&1
+
+# median GROUP NAME: criterion's median estimate in ns (empty if the bench did not run).
+median() {
+    local f="$criterion/$1/$2/new/estimates.json"
+    [ -f "$f" ] && jq -r '.median.point_estimate' "$f" || true
+}
+# human NS: a duration for the table.
+human() {
+    awk -v ns="$1" 'BEGIN {
+        if (ns == "") { print "n/a"; exit }
+        if (ns >= 1e6) printf "%.2f ms", ns / 1e6; else if (ns >= 1e3) printf "%.1f µs", ns / 1e3; else printf "%.0f ns", ns }'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "n/a"; else printf "%.2f×", a / b }'; }
+rows=()
+# row FIGURE VALUE_NS REF_LABEL REF_NS TARGET MET
+row() { rows+=("| $1 | $(human "$2") | $3: $(human "$4") | $(ratio "$2" "$4") | $5 | $6 |"); }
+# under NS LIMIT_NS: "yes"/"no"/"n/a".
+under() { awk -v a="$1" -v l="$2" 'BEGIN { if (a == "") print "n/a"; else print (a < l ? "yes" : "no") }'; }
+
+p384_sign=$(median dsse ref_p384_sign_aws_lc)
+p384_verify=$(median dsse ref_p384_verify_aws_lc_parsed)
+row "DSSE sign (statement, 1 KiB)" "$(median dsse sign)" "bare P-384 sign, aws-lc-rs" "$p384_sign" "—" "—"
+row "DSSE verify" "$(median dsse verify)" "bare P-384 verify, aws-lc-rs" "$p384_verify" "—" "—"
+row "bare P-384 verify, key parsed per call" "$(median dsse ref_p384_verify_aws_lc_unparsed)" "key parsed once" "$p384_verify" "—" "—"
+row "TPM quote verification (decode + signature)" "$(median verify verify_quote)" "bare P-384 verify" "$(median verify one_p384_verify_aws_lc)" "—" "—"
+row "TPM bundle, every check (EK path cached)" "$(median verify verify_bundle)" "bare P-384 verify" "$(median verify one_p384_verify_aws_lc)" "—" "—"
+row "SNP report + VCEK chain (Milan)" "$(median snp milan_chain_and_report)" "bare P-384 verify" "$(median snp one_p384_verify_aws_lc)" "—" "—"
+row "SNP report signature alone" "$(median snp milan_report_signature)" "bare P-384 verify" "$(median snp one_p384_verify_aws_lc)" "—" "—"
+sha=$(median merkle_reference sha256_65_bytes_aws_lc)
+merkle_sizes=1000000
+[ "$quick" = 1 ] || merkle_sizes="1000000 10000000"
+for n in $merkle_sizes; do
+    for op in append inclusion_proof consistency_proof; do
+        row "Merkle $op at $n leaves" "$(median "merkle_$n" "$op")" "one SHA-256 (65 B)" "$sha" "—" "—"
+    done
+done
+leaf_sha=$(median cbor ref_sha256_of_leaf)
+row "CBOR encode of a record (10 KiB submission)" "$(median cbor encode_record)" "SHA-256 of the leaf" "$leaf_sha" "—" "—"
+row "CBOR decode of a record" "$(median cbor decode_record)" "SHA-256 of the leaf" "$leaf_sha" "—" "—"
+by_index=$(median "query_$query_entries" ref_entry_by_index)
+for q in latest_attestation_of_agent agent_last_24h; do
+    v=$(median "query_$query_entries" "$q")
+    row "query $q at $query_entries entries (embedded)" "$v" "entry by index" "$by_index" "< 10 ms" "$(under "$v" 10000000)"
+done
+if [ "$quick" = 1 ]; then
+    rows+=("| (quick run: query at 10^5 entries, not the 10^6 of the target) | | | | | |")
+fi
+
+# start_ledger NAME PROFILE [STORAGE_TOML]: a release ledger in $work/NAME; sets ledger_pid,
+# ledger_url. A port taken between choosing and binding it (load tests leave many sockets
+# behind) means another try on another port.
+start_ledger() {
+    local dir=$work/$1 port
+    mkdir -p "$dir"
+    for _ in 1 2 3 4 5; do
+        port=$(attestor_free_port)
+        cat >"$dir/ledger.toml" <<EOF
+listen = "127.0.0.1:$port"
+state_dir = "state"
+origin = "bench.attestor/$1"
+profile = "$2"
+max_connections = 8192
+${3:-}
+[tls]
+ca = "$work/pki/ca.pem"
+cert = "$work/pki/ledger.pem"
+key = "$work/pki/ledger.key"
+[tenants.loadgen]
+policy_hash = "$(printf 'ab%.0s' $(seq 32))"
+[tenants.demo]
+policy_hash = "$demo_policy_hash"
+EOF
+        $attestor ledger --config "$dir/ledger.toml" 2>>"$dir/ledger.log" &
+        ledger_pid=$!
+        pids+=("$ledger_pid")
+        ledger_url=https://127.0.0.1:$port
+        for _ in $(seq 200); do
+            kill -0 "$ledger_pid" 2>/dev/null || break
+            (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+            sleep 0.1
+        done
+        kill "$ledger_pid" 2>/dev/null || true
+    done
+    echo "the ledger did not start; see $dir/ledger.log" >&2
+    exit 1
+}
+stop_ledger() { kill -TERM "$ledger_pid"; wait "$ledger_pid" || true; }
+# loadgen OUT_JSON ARGS...: the load generator against $ledger_url (only the TPM is simulated).
+loadgen() {
+    local out=$1; shift
+    $attestor loadgen --ledger "$ledger_url" --ca-cert "$work/pki/ca.pem" --ca-key "$work/pki/ca.key" \
+        --ek-ca-cert "$work/ekca/ek-ca.pem" --ek-ca-key "$work/ekca/ek-ca.key" \
+        --ledger-pid "$ledger_pid" --json "$@" >"$out"
+}
+
+$attestor pki init "$work/pki" --agent agent-1:demo --ledger-host 127.0.0.1 >/dev/null
+$attestor loadgen ek-ca "$work/ekca" >/dev/null
+demo_policy_hash=$($attestor policy-hash examples/policy-kernel/policy.toml)
+
+for backend in embedded postgres; do
+    storage=""
+    if [ "$backend" = postgres ]; then
+        step "throw-away PostgreSQL cluster"
+        url=$(bash scripts/postgres.sh start "$work/pg" | tail -n 1)
+        storage="storage = \"$url\""
+    fi
+    step "load test on the $backend store: $agents agents, closed loop, then paced at $rate/s, $duration s each"
+    start_ledger "ledger-$backend" "$work/ekca/loadgen-profile.toml" "$storage"
+    loadgen "$work/max-$backend.json" --agents "$agents" --rate max --duration "$duration" --agent-prefix max
+    loadgen "$work/paced-$backend.json" --agents "$agents" --rate "$rate" --duration "$duration" --agent-prefix paced
+    stop_ledger
+    max=$work/max-$backend.json paced=$work/paced-$backend.json
+    throughput=$(jq -r '.throughput_per_s' "$max")
+    cpu_per=$(jq -r '.ledger.cpu_ms_per_submission // empty | . * 1000 | round / 1000' "$max")
+    # Crypto-bound ceiling: three P-384 verifications per submission on every core.
+    ceiling=$(awk -v v="$p384_verify" -v c="$cores" 'BEGIN { if (v == "") print ""; else printf "%.0f", c * 1e9 / (3 * v) }')
+    crypto_ms=$(awk -v v="$p384_verify" 'BEGIN { if (v != "") printf "%.3f", 3 * v / 1e6 }')
+    share=$(awk -v t="$throughput" -v c="$ceiling" 'BEGIN { if (c == "" || c == 0) print ""; else printf "%.0f", 100 * t / c }')
+    met=$(awk -v s="$share" 'BEGIN { if (s == "") print "n/a"; else print (s >= 70 ? "yes" : "no") }')
+    rows+=("| ingest throughput, $backend, closed loop, $agents agents (loadgen on the same machine) | $(printf '%.0f' "$throughput")/s | crypto ceiling $cores cores / (3 × P-384 verify): ${ceiling:-n/a}/s | ${share:-n/a} % | ≥ 70 % | $met |")
+    crypto_share=$(awk -v c="$crypto_ms" -v p="$cpu_per" 'BEGIN { if (c == "" || p == "") print "n/a"; else printf "%.0f %%", 100 * c / p }')
+    rows+=("| ledger CPU per submission, $backend | ${cpu_per:-n/a} ms | 3 × P-384 verify: ${crypto_ms:-n/a} ms | crypto share $crypto_share | — | — |")
+    p99=$(jq -r '.submit_latency_ms.p99 // empty | . * 10 | round / 10' "$paced")
+    achieved=$(jq -r '.throughput_per_s' "$paced")
+    errors=$(jq -c '.errors_by_kind' "$paced")
+    p99_met=$(awk -v p="$p99" 'BEGIN { if (p == "") print "n/a"; else print (p < 50 ? "yes" : "no") }')
+    rows+=("| p99 submit latency, $backend, $agents agents paced at $rate/s (achieved $(printf '%.0f' "$achieved")/s, errors $errors) | ${p99:-n/a} ms | p50 $(jq -r '.submit_latency_ms.p50 // empty | . * 10 | round / 10' "$paced") ms | — | < 50 ms | $p99_met |")
+    rows+=("| ledger RSS, $backend (start → peak) | $(jq -r '(.ledger.rss_start_kib/1024|floor|tostring) + " → " + (.ledger.rss_peak_kib/1024|floor|tostring)' "$paced") MiB | — | — | — | — |")
+done
+
+step "agent: a real attestor agent on swtpm for $agent_seconds s"
+for attempt in 1 2 3 4 5; do
+    rm -f "$work/swtpm/swtpm.pid"
+    attestor_swtpm_start "$work/swtpm" 2>>"$work/swtpm.log" || true
+    [ -f "$work/swtpm/swtpm.pid" ] && kill -0 "$(cat "$work/swtpm/swtpm.pid")" 2>/dev/null && break
+    [ "$attempt" = 5 ] && { echo "swtpm did not start; see $work/swtpm.log" >&2; exit 1; }
+done
+attestor_swtpm_profile "$work/swtpm" "$work/swtpm/profile.toml"
+start_ledger ledger-agent "$work/swtpm/profile.toml"
+cp -r examples "$work/agent"
+config=$work/agent/agent.toml
+sed -i "s#^state_dir = .*#state_dir = \"$work/agent-state\"#" "$config"
+cat >>"$config" <<EOF
+
+[ledger]
+endpoint = "$ledger_url"
+ca = "$work/pki/ca.pem"
+cert = "$work/pki/agents/agent-1.pem"
+key = "$work/pki/agents/agent-1.key"
+EOF
+$attestor agent --config "$config" --tcti "$SWTPM_TCTI" 2>"$work/agent.log" &
+agent_pid=$!
+pids+=("$agent_pid")
+sleep 5 # enrollment and the first attestation are not idle time
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+before=$(cpu_ticks "$agent_pid") max_rss=0
+for _ in $(seq "$agent_seconds"); do
+    r=$(rss_kib "$agent_pid"); [ "$r" -gt "$max_rss" ] && max_rss=$r
+    sleep 1
+done
+after=$(cpu_ticks "$agent_pid")
+kill -TERM "$agent_pid"; wait "$agent_pid" || true
+stop_ledger
+# /proc counts CPU in USER_HZ ticks (100 per second).
+idle_cpu=$(awk -v a="$before" -v b="$after" -v s="$agent_seconds" 'BEGIN { printf "%.2f", 100 * (b - a) / 100 / s }')
+rows+=("| agent resident memory (peak over $agent_seconds s, heartbeat every 60 s) | $(awk -v k="$max_rss" 'BEGIN { printf "%.1f", k / 1024 }') MiB | — | — | < 20 MiB | $(awk -v k="$max_rss" 'BEGIN { print (k < 20480 ? "yes" : "no") }') |")
+rows+=("| agent CPU between heartbeats | $idle_cpu % of one core | — | — | near 0 | $(awk -v c="$idle_cpu" 'BEGIN { print (c < 1 ? "yes" : "no") }') |")
+
+soak_lines=""
+if [ "$soak" -gt 0 ]; then
+    step "soak: $soak s at $rate/s on the embedded store, ledger RSS every 5 s"
+    start_ledger ledger-soak "$work/ekca/loadgen-profile.toml"
+    loadgen "$work/soak.json" --agents "$agents" --rate "$rate" --duration "$soak" --agent-prefix soak &
+    soak_pid=$!
+    samples=()
+    while kill -0 "$soak_pid" 2>/dev/null; do
+        samples+=("$(rss_kib "$ledger_pid")")
+        sleep 5
+    done
+    wait "$soak_pid"
+    stop_ledger
+    first=${samples[0]} last=${samples[-1]}
+    # Flat: the last quarter's mean within 10 % of the second quarter's (after warm-up).
+    flat=$(printf '%s\n' "${samples[@]}" | awk '{ v[NR] = $1 } END {
+        q = int(NR / 4); if (q < 1) { print "n/a"; exit }
+        for (i = q + 1; i <= 2 * q; i++) a += v[i]; for (i = NR - q + 1; i <= NR; i++) b += v[i]
+        a /= q; b /= q; print (b <= 1.1 * a ? "yes" : "no") }')
+    rows+=("| ledger RSS over a $soak s soak at $rate/s (first → last sample) | $((first / 1024)) → $((last / 1024)) MiB | — | — | flat | $flat |")
+    soak_lines="RSS samples (KiB, every 5 s): ${samples[*]}"
+fi
+
+mkdir -p "$(dirname "$out")"
+{
+    echo "# Benchmarks"
+    echo
+    if [ "$quick" = 1 ]; then
+        echo "**Produced by \`scripts/bench.sh --quick\` (short settings, shared machine): these figures only show the pipeline works; they are not the project's measurements.**"
+    else
+        echo "Produced by \`scripts/bench.sh\`$( [ "$soak" -gt 0 ] && echo " --soak $soak")."
+    fi
+    echo
+    echo "Machine: $cores cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(date -u +%Y-%m-%d). Load tests: \`attestor loadgen\` (only the TPM is simulated) on the same machine as the ledger, loopback, durable acks (fsync before every answer)."
+    echo
+    echo "| figure | measured | reference (same run) | ratio | target | met? |"
+    echo "|---|---|---|---|---|---|"
+    printf '%s\n' "${rows[@]}"
+    echo
+    echo "Ingest bench (\`cargo bench --bench ingest\`: 200 mTLS agents sharing one swtpm's AK, precomputed bundles):"
+    echo
+    grep -E '^(ingest:|\|)' "$work/ingest.log" || echo "(did not run; see its output)"
+    [ -n "$soak_lines" ] && { echo; echo "$soak_lines"; }
+    echo
+    echo "Reproduce: \`scripts/bench.sh$( [ "$quick" = 1 ] && echo " --quick")\`; each criterion bench alone: \`cargo bench --bench NAME\` (micro, merkle, query, attest, snp, ingest)."
+} >"$out"
+step "wrote $out"
+cat "$out"
