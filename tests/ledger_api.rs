@@ -6,7 +6,7 @@ mod support;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use attestor::agent::client::{ClientError, LedgerClient};
 use attestor::bundle::Bundle;
@@ -17,10 +17,12 @@ use attestor::ledger::log::merkle::leaf_hash;
 use attestor::ledger::record::LogRecord;
 use attestor::ledger::store::Verdict;
 use attestor::tls;
-use attestor::Attestor;
 use hyper::Method;
 use support::agent::AgentFixture;
-use support::ledger::{all_entries, attestor_config, enrol_tpm, LedgerProcess, LedgerSpec};
+use support::ledger::{
+    all_entries, attestor_config, enrol_tpm, Heartbeating, LedgerProcess, LedgerSpec,
+};
+use support::wait_until;
 
 const ANY_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -29,15 +31,6 @@ async fn attest_and_submit(fixture: &AgentFixture, client: &LedgerClient) -> Sub
     let nonce = client.nonce().await.unwrap();
     let bundle = fixture.attest_with_nonce(&nonce);
     client.submit(&bundle.to_json()).await.unwrap()
-}
-
-/// Polls `done` every 100 ms until it holds, failing after `limit`.
-async fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,24 +43,18 @@ async fn heartbeats_reach_the_log_with_proofs_and_the_log_only_grows() {
         profile: Some(&fixture.profile_path),
         ..LedgerSpec::default()
     });
-    let mut attestor = Attestor::new(attestor_config(&fixture, &ledger, "a1"));
-    let (metrics, stopper) = (attestor.metrics(), attestor.stopper());
-    let running = tokio::spawn(async move { attestor.start_heartbeat().await });
-    wait_for(Duration::from_secs(60), "two accepted heartbeats", || {
-        metrics.delivered_count(Verdict::Accepted) >= 2
-    })
-    .await;
+    let agent = Heartbeating::start(attestor_config(&fixture, &ledger, "a1"), 2).await;
+    let metrics = agent.metrics.clone();
     let client = ledger.client("a1");
     let vkey = ledger.verifier_key();
     let early = open_checkpoint(&client.checkpoint(None).await.unwrap(), &vkey).unwrap();
-    wait_for(
+    wait_until(
         Duration::from_secs(60),
         "a third accepted heartbeat",
         || metrics.delivered_count(Verdict::Accepted) >= 3,
     )
     .await;
-    stopper.stop();
-    running.await.unwrap().unwrap();
+    agent.stop().await;
     assert_eq!(
         metrics.delivered_count(Verdict::Refused),
         0,
@@ -253,7 +240,7 @@ async fn acknowledged_submissions_survive_kill_9() {
             }
         }));
     }
-    wait_for(
+    wait_until(
         Duration::from_secs(60),
         "200 acknowledged submissions",
         || acked.lock().unwrap().len() >= 200,
@@ -304,19 +291,12 @@ async fn the_agent_spools_while_the_ledger_is_down_and_delivers_in_order() {
         profile: Some(&fixture.profile_path),
         ..LedgerSpec::default()
     });
-    let mut attestor = Attestor::new(attestor_config(&fixture, &ledger, "a1"));
-    let (metrics, stopper) = (attestor.metrics(), attestor.stopper());
-    let running = tokio::spawn(async move { attestor.start_heartbeat().await });
-    wait_for(
-        Duration::from_secs(60),
-        "a first accepted heartbeat",
-        || metrics.delivered_count(Verdict::Accepted) >= 1,
-    )
-    .await;
+    let agent = Heartbeating::start(attestor_config(&fixture, &ledger, "a1"), 1).await;
+    let metrics = agent.metrics.clone();
 
     ledger.stop();
     let produced_before = metrics.produced_count();
-    wait_for(
+    wait_until(
         Duration::from_secs(60),
         "three attestations spooled",
         || metrics.spool_depth() >= 3,
@@ -327,13 +307,12 @@ async fn the_agent_spools_while_the_ledger_is_down_and_delivers_in_order() {
     assert!(metrics.produced_count() > produced_before);
 
     ledger.restart();
-    wait_for(Duration::from_secs(60), "the spool to drain", || {
+    wait_until(Duration::from_secs(60), "the spool to drain", || {
         metrics.spool_depth() == 0
             && metrics.delivered_count(Verdict::Accepted) >= produced_before + 3
     })
     .await;
-    stopper.stop();
-    running.await.unwrap().unwrap();
+    agent.stop().await;
 
     // Everything produced arrived, accepted, in the order it was made.
     let client = ledger.client("a1");

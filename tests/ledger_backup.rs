@@ -9,24 +9,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use attestor::ledger::audit;
 use attestor::ledger::log::checkpoint::open_checkpoint;
 use attestor::ledger::log::merkle::leaf_hash;
 use support::ledger::{all_entries, LedgerProcess, LedgerSpec};
+use support::wait_until;
 
 const ANY_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 type Acked = Arc<Mutex<Vec<(u64, [u8; 32])>>>;
-
-async fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn attestor(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_attestor"))
@@ -96,7 +89,7 @@ async fn an_online_backup_restores_into_a_verified_log_that_serves_and_appends()
         }));
     }
     let acked_count = || acked.lock().unwrap().len();
-    wait_for(Duration::from_secs(60), "100 submissions", || {
+    wait_until(Duration::from_secs(60), "100 submissions", || {
         acked_count() >= 100
     })
     .await;
@@ -127,7 +120,7 @@ async fn an_online_backup_restores_into_a_verified_log_that_serves_and_appends()
     assert!(made.status.success(), "{}", text(&made));
     assert!(text(&made).contains("NOT in it"), "{}", text(&made));
     let during = acked_count();
-    wait_for(
+    wait_until(
         Duration::from_secs(60),
         "submissions after the backup",
         || acked_count() >= during + 50,

@@ -19,6 +19,7 @@ use attestor::ledger::log::checkpoint::open_checkpoint;
 use attestor::ledger::log::merkle::leaf_hash;
 use attestor::ledger::record::LogRecord;
 use support::ledger::{all_entries, LedgerProcess, LedgerSpec};
+use support::wait_until;
 
 const ANY_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 const WRITERS: usize = 4;
@@ -27,15 +28,6 @@ const LEASE_SECONDS: u64 = 2;
 
 /// An acknowledged submission: index, leaf hash, body.
 type Ack = (u64, [u8; 32], Vec<u8>);
-
-/// Polls `done` every 100 ms until it holds, failing after `limit`.
-async fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn is_not_sequencer(e: &ClientError) -> bool {
     matches!(e, ClientError::Refused { status: 503, error, .. } if error == "not-sequencer")
@@ -103,7 +95,7 @@ async fn two_replicas_share_one_log_and_fail_over_without_losing_or_duplicating_
         }));
     }
 
-    wait_for(
+    wait_until(
         Duration::from_secs(60),
         "150 acknowledged submissions",
         || acked.lock().unwrap().len() >= 150,
@@ -128,7 +120,7 @@ async fn two_replicas_share_one_log_and_fail_over_without_losing_or_duplicating_
     // The sequencer dies without a chance to release its lease.
     first.kill9();
     let at_kill = acked.lock().unwrap().len();
-    wait_for(
+    wait_until(
         Duration::from_secs(60),
         "150 more acknowledged submissions after the fail-over",
         || acked.lock().unwrap().len() >= at_kill + 150,

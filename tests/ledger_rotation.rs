@@ -15,17 +15,9 @@ use attestor::ledger::log::checkpoint::{open_checkpoint, Checkpoint, CheckpointS
 use attestor::ledger::log::keys::{KeyError, KeyHistory};
 use attestor::ledger::store::Verdict;
 use attestor::tls::{self, AgentIdentity, TlsFiles};
-use attestor::Attestor;
 use support::agent::AgentFixture;
-use support::ledger::{all_entries, attestor_config, LedgerProcess, LedgerSpec};
-
-async fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use support::ledger::{all_entries, attestor_config, Heartbeating, LedgerProcess, LedgerSpec};
+use support::wait_until;
 
 fn attestor_cli(args: &[&str], config: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_attestor"))
@@ -82,13 +74,8 @@ async fn the_checkpoint_key_rotates_while_an_agent_heartbeats_and_old_key_audito
         profile: Some(&fixture.profile_path),
         ..LedgerSpec::default()
     });
-    let mut attestor = Attestor::new(attestor_config(&fixture, &ledger, "a1"));
-    let (metrics, stopper) = (attestor.metrics(), attestor.stopper());
-    let running = tokio::spawn(async move { attestor.start_heartbeat().await });
-    wait_for(Duration::from_secs(60), "two accepted heartbeats", || {
-        metrics.delivered_count(Verdict::Accepted) >= 2
-    })
-    .await;
+    let agent = Heartbeating::start(attestor_config(&fixture, &ledger, "a1"), 2).await;
+    let metrics = agent.metrics.clone();
 
     let client = ledger.client("a1");
     let old_key = ledger.verifier_key();
@@ -107,20 +94,19 @@ async fn the_checkpoint_key_rotates_while_an_agent_heartbeats_and_old_key_audito
         .status
         .success());
     hang_up(&ledger);
-    wait_for(Duration::from_secs(20), "the rotated key", || {
+    wait_until(Duration::from_secs(20), "the rotated key", || {
         ledger.verifier_key() != old_key
     })
     .await;
     let new_key = ledger.verifier_key();
     let accepted = metrics.delivered_count(Verdict::Accepted);
-    wait_for(
+    wait_until(
         Duration::from_secs(60),
         "three heartbeats after the rotation",
         || metrics.delivered_count(Verdict::Accepted) >= accepted + 3,
     )
     .await;
-    stopper.stop();
-    running.await.unwrap().unwrap();
+    agent.stop().await;
     assert_eq!(
         metrics.delivered_count(Verdict::Refused),
         0,
@@ -263,18 +249,13 @@ async fn agent_certificate_and_ledger_client_cas_rotate_without_a_restart() {
     std::fs::copy(pki.join("agents/a1.key"), &agent_files.key).unwrap();
     let mut config = attestor_config(&fixture, &ledger, "a1");
     config.ledger_tls = agent_files.clone();
-    let mut attestor = Attestor::new(config);
-    let (metrics, stopper) = (attestor.metrics(), attestor.stopper());
-    let running = tokio::spawn(async move { attestor.start_heartbeat().await });
-    wait_for(Duration::from_secs(60), "two accepted heartbeats", || {
-        metrics.delivered_count(Verdict::Accepted) >= 2
-    })
-    .await;
+    let agent = Heartbeating::start(config, 2).await;
+    let metrics = agent.metrics.clone();
 
     // Roll-over: the ledger trusts both CAs, then the agent gets its new certificate.
     replace_file(&pki.join("ca.pem"), &both_cas);
     hang_up(&ledger);
-    wait_for(Duration::from_secs(20), "the first reload", || {
+    wait_until(Duration::from_secs(20), "the first reload", || {
         reloads(&ledger) >= 1
     })
     .await;
@@ -287,7 +268,7 @@ async fn agent_certificate_and_ledger_client_cas_rotate_without_a_restart() {
         &std::fs::read(next.join("agents/a1.pem")).unwrap(),
     );
     let accepted = metrics.delivered_count(Verdict::Accepted);
-    wait_for(
+    wait_until(
         Duration::from_secs(60),
         "heartbeats during the roll-over",
         || metrics.delivered_count(Verdict::Accepted) >= accepted + 2,
@@ -305,7 +286,7 @@ async fn agent_certificate_and_ledger_client_cas_rotate_without_a_restart() {
         &std::fs::read(next.join("ledger.key")).unwrap(),
     );
     hang_up(&ledger);
-    wait_for(Duration::from_secs(20), "the second reload", || {
+    wait_until(Duration::from_secs(20), "the second reload", || {
         reloads(&ledger) >= 2
     })
     .await;
@@ -330,7 +311,7 @@ async fn agent_certificate_and_ledger_client_cas_rotate_without_a_restart() {
         !matches!(refused, ClientError::Refused { .. }),
         "expected a handshake failure, got {refused}"
     );
-    wait_for(Duration::from_secs(10), "the refusal in the log", || {
+    wait_until(Duration::from_secs(10), "the refusal in the log", || {
         ledger.log().contains("tls-refused")
     })
     .await;
@@ -340,14 +321,13 @@ async fn agent_certificate_and_ledger_client_cas_rotate_without_a_restart() {
     ledger.kill9();
     ledger.restart();
     let accepted = metrics.delivered_count(Verdict::Accepted);
-    wait_for(
+    wait_until(
         Duration::from_secs(60),
         "heartbeats over a new connection",
         || metrics.delivered_count(Verdict::Accepted) >= accepted + 2,
     )
     .await;
-    stopper.stop();
-    running.await.unwrap().unwrap();
+    agent.stop().await;
     assert_eq!(metrics.delivered_count(Verdict::Refused), 0);
 
     // Same identity throughout: every entry is a1's, of tenant acme.
@@ -396,7 +376,7 @@ async fn postgres_replicas_pick_up_the_rotated_key_and_the_follower_takes_over_w
     .unwrap();
     // The follower cannot introduce a key: it keeps the prepared file and its old key.
     hang_up(&second);
-    wait_for(Duration::from_secs(20), "the follower's reload", || {
+    wait_until(Duration::from_secs(20), "the follower's reload", || {
         reloads(&second) >= 1
     })
     .await;
@@ -404,7 +384,7 @@ async fn postgres_replicas_pick_up_the_rotated_key_and_the_follower_takes_over_w
     assert!(second.state_dir().join("checkpoint.key.next").exists());
 
     hang_up(&first);
-    wait_for(Duration::from_secs(20), "the sequencer's rotation", || {
+    wait_until(Duration::from_secs(20), "the sequencer's rotation", || {
         first.verifier_key() != old_key
     })
     .await;
@@ -422,7 +402,7 @@ async fn postgres_replicas_pick_up_the_rotated_key_and_the_follower_takes_over_w
     audit::verify_entry(&follower.entry(5).await.unwrap(), &history).unwrap();
 
     hang_up(&second);
-    wait_for(Duration::from_secs(20), "the follower's key", || {
+    wait_until(Duration::from_secs(20), "the follower's key", || {
         second.verifier_key() == new_key
     })
     .await;

@@ -313,3 +313,37 @@ pub fn attestor_config(
         tcti: fixture.tpm.tcti(),
     }
 }
+
+/// An agent daemon heartbeating in the background, as `attestor agent` runs it.
+pub struct Heartbeating {
+    pub metrics: std::sync::Arc<attestor::agent::metrics::AgentMetrics>,
+    stopper: attestor::agent::heartbeat::Stopper,
+    running: tokio::task::JoinHandle<Result<(), attestor::agent::heartbeat::HeartbeatError>>,
+}
+
+impl Heartbeating {
+    /// Starts the daemon of `config` and returns once `accepted` heartbeats were accepted.
+    pub async fn start(config: attestor::AttestorConfig, accepted: u64) -> Self {
+        let mut attestor = attestor::Attestor::new(config);
+        let (metrics, stopper) = (attestor.metrics(), attestor.stopper());
+        let running = tokio::spawn(async move { attestor.start_heartbeat().await });
+        let watched = metrics.clone();
+        super::wait_until(
+            Duration::from_secs(60),
+            &format!("{accepted} accepted heartbeats"),
+            || watched.delivered_count(attestor::ledger::store::Verdict::Accepted) >= accepted,
+        )
+        .await;
+        Heartbeating {
+            metrics,
+            stopper,
+            running,
+        }
+    }
+
+    /// Stops the daemon cleanly; it must not have failed.
+    pub async fn stop(self) {
+        self.stopper.stop();
+        self.running.await.unwrap().unwrap();
+    }
+}
