@@ -454,3 +454,44 @@ async fn clients_without_a_certificate_of_the_ledger_ca_get_nothing() {
     assert!(ledger.client("a1").nonce().await.is_ok());
     assert!(ledger.log().contains("tls-refused"), "{}", ledger.log());
 }
+
+/// A nonce the ledger issued before it restarted still counts (its tag, keyed from the
+/// checkpoint key, vouches for it), once: an attestation made across a restart is not
+/// lost, and neither the same bundle nor the same nonce is accepted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nonce_issued_before_a_restart_is_accepted_once() {
+    let fixture = AgentFixture::new();
+    let policy_hash = hex::encode(fixture.kernel().policy_hash);
+    let mut ledger = LedgerProcess::start(&LedgerSpec {
+        agents: &[("a1", "acme")],
+        tenants: &[("acme", &policy_hash)],
+        profile: Some(&fixture.profile_path),
+        ..LedgerSpec::default()
+    });
+    let client = ledger.client("a1");
+    enrol_tpm(&mut fixture.agent(), &client).await.unwrap();
+    let before = client.nonce().await.unwrap();
+    let made_before = fixture.attest_with_nonce(&before).to_json();
+    let reused = fixture.attest_with_nonce(&before).to_json();
+
+    ledger.stop();
+    ledger.restart();
+    let client = ledger.client("a1");
+    let response = client.submit(&made_before).await.unwrap();
+    assert_eq!(response.verdict, Verdict::Accepted, "{:?}", response.reason);
+    for (what, bundle) in [
+        ("the same bundle", &made_before),
+        ("the same nonce", &reused),
+    ] {
+        let response = client.submit(bundle).await.unwrap();
+        assert_eq!(response.reason.as_deref(), Some("nonce"), "{what}");
+    }
+    // A nonce the ledger never issued is no better after a restart.
+    let mut forged = client.nonce().await.unwrap();
+    forged[0] ^= 1;
+    let response = client
+        .submit(&fixture.attest_with_nonce(&forged).to_json())
+        .await
+        .unwrap();
+    assert_eq!(response.reason.as_deref(), Some("nonce"));
+}

@@ -16,7 +16,7 @@ use crate::evidence::tpm::credential::{self, CredentialError};
 use crate::evidence::tpm::wire;
 use crate::ledger::api::{EnrollChallenge, EnrollProof, EnrollRequest};
 use crate::ledger::store::{AgentRecord, LedgerStore, StoreError};
-use crate::ledger::verify::NonceBook;
+use crate::ledger::verify::{NonceBook, NonceCheck};
 use crate::profiles::Profile;
 use crate::verify::{attestation_key_point, verify_bundle, Expectations, Platform, VerifyError};
 
@@ -81,7 +81,8 @@ pub fn enroll_snp(
     now: SystemTime,
 ) -> Result<AgentRecord, EnrollError> {
     let bundle = Bundle::from_json(bundle).map_err(|e| EnrollError::NotSnp(e.to_string()))?;
-    if !nonces.take(agent_id, &bundle.nonce) {
+    // An SNP report has no clock to refuse a replay with: only a nonce spent here will do.
+    if nonces.take(agent_id, &bundle.nonce, now) != NonceCheck::Issued {
         return Err(EnrollError::Nonce);
     }
     let expect = Expectations {

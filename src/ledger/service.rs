@@ -314,6 +314,9 @@ impl Ledger {
         config: &LedgerConfig,
         profile: Profile,
     ) -> Result<(Arc<Ledger>, JoinHandle<()>), SequencerError> {
+        // Nonces carry a tag keyed from the checkpoint key, which every replica of the log
+        // and every restart of this one holds: they recognise each other's nonces.
+        let nonces = NonceBook::with_secret(&signer.to_pkcs8()?);
         let sequencer = Arc::new(Sequencer::open(store.clone(), signer, &config.origin)?);
         let (batcher, writer) = Batcher::start(sequencer.clone(), DEFAULT_MAX_BATCH);
         let (lease_keeper, writer) = match store.lease_renewal() {
@@ -334,7 +337,7 @@ impl Ledger {
             store,
             sequencer,
             batcher,
-            nonces: NonceBook::default(),
+            nonces,
             enrollment: Enrollment::default(),
             profile,
             tenants: config.tenants.clone(),

@@ -3,11 +3,12 @@
 //! enrollment, a single-use nonce it issued, zero-retention unchanged since the agent's
 //! previous attestation, and a TPM clock that never runs backwards within one boot.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::{constant_time, hkdf, hmac};
 use thiserror::Error;
 
 use crate::bundle::EvidenceKind;
@@ -22,7 +23,7 @@ use crate::verify::{
 pub const NONCE_TTL: Duration = Duration::from_secs(120);
 /// Outstanding nonces per agent; older ones are dropped first.
 pub const MAX_NONCES_PER_AGENT: usize = 4;
-/// Bytes of randomness in a nonce.
+/// Bytes of a ledger nonce (see [`NonceBook`]).
 pub const NONCE_LEN: usize = 32;
 /// Marks a nonce the agent made itself because the ledger was unreachable. Such a
 /// spooled attestation proves no freshness beyond its own timestamp: it is accepted only
@@ -82,18 +83,107 @@ impl Refusal {
 /// A nonce and when it was issued.
 type IssuedNonce = ([u8; NONCE_LEN], Instant);
 
-/// Single-use, short-lived nonces, per agent. Kept in memory: after a ledger restart
-/// agents simply ask for new ones.
-#[derive(Default)]
+/// What a nonce presented with a submission turns out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceCheck {
+    /// Issued by this process to this agent, unused and unexpired: now spent.
+    Issued,
+    /// Not in this process's book, but its tag proves a ledger holding the same key issued
+    /// it to this agent within [`NONCE_TTL`]: before a restart, or by another replica. It
+    /// cannot be marked spent everywhere, so like an offline nonce it is accepted only with
+    /// a TPM clock past the agent's last accepted quote.
+    Vouched,
+    /// Anything else.
+    Unknown,
+}
+
+/// Single-use, short-lived nonces, per agent. A nonce is the time it was issued, random
+/// bytes and an HMAC tag over those and the agent's id, so a ledger that restarted (or a
+/// replica sharing its checkpoint key) still recognises nonces issued before.
 pub struct NonceBook {
     issued: Mutex<HashMap<String, Vec<IssuedNonce>>>,
+    /// Nonces this process accepted once, until they expire: a second use is refused here
+    /// even though the tag still vouches for it.
+    spent: Mutex<SpentNonces>,
+    tag_key: hmac::Key,
+}
+
+#[derive(Default)]
+struct SpentNonces {
+    set: HashSet<[u8; NONCE_LEN]>,
+    by_age: VecDeque<([u8; NONCE_LEN], Instant)>,
+}
+
+impl SpentNonces {
+    /// Records `nonce` as spent; false if it already was.
+    fn spend(&mut self, nonce: [u8; NONCE_LEN]) -> bool {
+        while let Some((old, at)) = self.by_age.front() {
+            if at.elapsed() < NONCE_TTL {
+                break;
+            }
+            self.set.remove(old);
+            self.by_age.pop_front();
+        }
+        if !self.set.insert(nonce) {
+            return false;
+        }
+        self.by_age.push_back((nonce, Instant::now()));
+        true
+    }
+}
+
+/// Bytes of the issue time (Unix milliseconds, big-endian), the randomness and the tag.
+const NONCE_TIME: usize = 8;
+const NONCE_RANDOM: usize = 8;
+const NONCE_TAG: usize = NONCE_LEN - NONCE_TIME - NONCE_RANDOM;
+/// How far ahead of this ledger's clock a replica's issue time may be.
+const NONCE_CLOCK_SKEW: Duration = Duration::from_secs(5);
+
+impl Default for NonceBook {
+    /// A book whose nonces only this process recognises (a random tag key).
+    fn default() -> Self {
+        let mut secret = [0u8; 32];
+        // The system RNG failing leaves a zero key: tags are then forgeable, so fail loudly.
+        SystemRandom::new()
+            .fill(&mut secret)
+            .expect("the system random number generator failed");
+        Self::with_secret(&secret)
+    }
 }
 
 impl NonceBook {
+    /// A book whose tag key is derived (HKDF-SHA256) from `secret`, e.g. the checkpoint
+    /// signing key every replica of a log holds.
+    pub fn with_secret(secret: &[u8]) -> Self {
+        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"attestor ledger nonce tag key v1");
+        let tag_key: hmac::Key = salt
+            .extract(secret)
+            .expand(&[b"nonce-tag"], hmac::HMAC_SHA256)
+            .expect("HMAC-SHA256 key length is within HKDF's limit")
+            .into();
+        NonceBook {
+            issued: Mutex::default(),
+            spent: Mutex::default(),
+            tag_key,
+        }
+    }
+
+    fn tag(&self, agent_id: &str, time_and_random: &[u8]) -> hmac::Tag {
+        let mut context = hmac::Context::with_key(&self.tag_key);
+        context.update(&(agent_id.len() as u64).to_be_bytes());
+        context.update(agent_id.as_bytes());
+        context.update(time_and_random);
+        context.sign()
+    }
+
     /// Issues a fresh nonce to `agent_id`.
     pub fn issue(&self, agent_id: &str) -> Result<[u8; NONCE_LEN], aws_lc_rs::error::Unspecified> {
         let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new().fill(&mut nonce)?;
+        let issued_ms = unix_ms(SystemTime::now());
+        nonce[..NONCE_TIME].copy_from_slice(&issued_ms.to_be_bytes());
+        SystemRandom::new().fill(&mut nonce[NONCE_TIME..NONCE_TIME + NONCE_RANDOM])?;
+        let tag = self.tag(agent_id, &nonce[..NONCE_TIME + NONCE_RANDOM]);
+        nonce[NONCE_TIME + NONCE_RANDOM..].copy_from_slice(&tag.as_ref()[..NONCE_TAG]);
         let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
         let list = issued.entry(agent_id.to_string()).or_default();
         list.retain(|(_, at)| at.elapsed() < NONCE_TTL);
@@ -104,18 +194,60 @@ impl NonceBook {
         Ok(nonce)
     }
 
-    /// Consumes `nonce` if it was issued to `agent_id` and has not expired.
-    pub fn take(&self, agent_id: &str, nonce: &[u8]) -> bool {
-        let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(list) = issued.get_mut(agent_id) else {
-            return false;
+    /// Spends `nonce`: [`NonceCheck::Issued`] if this process issued it to `agent_id`,
+    /// else whether its tag vouches for it (see [`NonceCheck`]). Either way it is refused
+    /// as [`NonceCheck::Unknown`] when presented again.
+    pub fn take(&self, agent_id: &str, nonce: &[u8], now: SystemTime) -> NonceCheck {
+        let Ok(nonce) = <[u8; NONCE_LEN]>::try_from(nonce) else {
+            return NonceCheck::Unknown;
         };
-        let Some(pos) = list.iter().position(|(n, _)| n.as_slice() == nonce) else {
-            return false;
-        };
-        let (_, at) = list.remove(pos);
-        at.elapsed() < NONCE_TTL
+        let check = self.check(agent_id, &nonce, now);
+        let first_use = check != NonceCheck::Unknown
+            && self
+                .spent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .spend(nonce);
+        if first_use {
+            check
+        } else {
+            NonceCheck::Unknown
+        }
     }
+
+    fn check(&self, agent_id: &str, nonce: &[u8; NONCE_LEN], now: SystemTime) -> NonceCheck {
+        let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = issued.get_mut(agent_id) {
+            if let Some(pos) = list.iter().position(|(n, _)| n == nonce) {
+                let (_, at) = list.remove(pos);
+                return if at.elapsed() < NONCE_TTL {
+                    NonceCheck::Issued
+                } else {
+                    NonceCheck::Unknown
+                };
+            }
+        }
+        drop(issued);
+        let (signed, tag) = nonce.split_at(NONCE_TIME + NONCE_RANDOM);
+        let expected = self.tag(agent_id, signed);
+        if constant_time::verify_slices_are_equal(&expected.as_ref()[..NONCE_TAG], tag).is_err() {
+            return NonceCheck::Unknown;
+        }
+        let issued_ms = u64::from_be_bytes(signed[..NONCE_TIME].try_into().expect("8 bytes"));
+        let now_ms = unix_ms(now);
+        let fresh = issued_ms <= now_ms.saturating_add(NONCE_CLOCK_SKEW.as_millis() as u64)
+            && now_ms.saturating_sub(issued_ms) < NONCE_TTL.as_millis() as u64;
+        if fresh {
+            NonceCheck::Vouched
+        } else {
+            NonceCheck::Unknown
+        }
+    }
+}
+
+fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What a tenant expects of its agents.
@@ -141,9 +273,13 @@ pub fn verify_submission(
     if agent.revoked {
         return Err(Refusal::Revoked(agent_id.to_string()));
     }
-    if !bundle.nonce.starts_with(OFFLINE_NONCE_PREFIX) && !nonces.take(agent_id, &bundle.nonce) {
-        return Err(Refusal::Nonce);
-    }
+    let offline = bundle.nonce.starts_with(OFFLINE_NONCE_PREFIX);
+    let vouched = !offline
+        && match nonces.take(agent_id, &bundle.nonce, now) {
+            NonceCheck::Issued => false,
+            NonceCheck::Vouched => true,
+            NonceCheck::Unknown => return Err(Refusal::Nonce),
+        };
     // The policy hash is checked last: a zero_retention flip changes the policy too, and
     // must be reported as the drift it is.
     // An agent enrolled with a pinned SNP chip besides its vTPM must always bring both.
@@ -155,8 +291,13 @@ pub fn verify_submission(
     };
     let verified = verify_bundle(bundle, profile, &expect)?;
     check_pinned(&verified, agent)?;
-    if bundle.nonce.starts_with(OFFLINE_NONCE_PREFIX) && verified.tpm_clock().is_none() {
+    // Offline and vouched nonces are not spent anywhere: the TPM clock, which must move
+    // past the last accepted quote, is what refuses their replay.
+    if offline && verified.tpm_clock().is_none() {
         return Err(Refusal::OfflineWithoutClock);
+    }
+    if vouched && verified.tpm_clock().is_none() {
+        return Err(Refusal::Nonce);
     }
     if let Some(previous) = &agent.last_accepted {
         check_continuity(previous, &verified)?;
@@ -229,23 +370,60 @@ pub fn accepted_state(verified: &Verified) -> AcceptedState {
 mod tests {
     use super::*;
 
+    use NonceCheck::{Issued, Unknown, Vouched};
+
     #[test]
     fn nonces_are_single_use_and_per_agent() {
         let book = NonceBook::default();
+        let now = SystemTime::now();
         let n = book.issue("a").unwrap();
-        assert!(!book.take("b", &n));
-        assert!(book.take("a", &n));
-        assert!(!book.take("a", &n));
-        assert!(!book.take("a", b""));
+        assert_eq!(book.take("b", &n, now), Unknown);
+        assert_eq!(book.take("a", &n, now), Issued);
+        assert_eq!(book.take("a", &n, now), Unknown);
+        assert_eq!(book.take("a", b"", now), Unknown);
     }
 
     #[test]
-    fn only_the_newest_nonces_stay_valid() {
+    fn only_the_newest_nonces_stay_in_the_book() {
         let book = NonceBook::default();
         let first = book.issue("a").unwrap();
         for _ in 0..MAX_NONCES_PER_AGENT {
             book.issue("a").unwrap();
         }
-        assert!(!book.take("a", &first));
+        assert_eq!(book.take("a", &first, SystemTime::now()), Vouched);
+    }
+
+    #[test]
+    fn a_restarted_ledger_vouches_only_for_its_own_fresh_untampered_nonces() {
+        let secret = b"the checkpoint key of this log";
+        let before_restart = NonceBook::with_secret(secret);
+        let n = before_restart.issue("a").unwrap();
+        let now = SystemTime::now();
+        let after_restart = || NonceBook::with_secret(secret);
+        let restarted = after_restart();
+        assert_eq!(restarted.take("a", &n, now), Vouched);
+        assert_eq!(restarted.take("a", &n, now), Unknown, "a second use");
+        let after_restart = after_restart();
+        assert_eq!(after_restart.take("b", &n, now), Unknown);
+        assert_eq!(
+            NonceBook::with_secret(b"another log").take("a", &n, now),
+            Unknown
+        );
+        for i in 0..NONCE_LEN {
+            let mut tampered = n;
+            tampered[i] ^= 1;
+            assert_eq!(after_restart.take("a", &tampered, now), Unknown, "byte {i}");
+        }
+        assert_eq!(
+            after_restart.take("a", &n, now + NONCE_TTL),
+            Unknown,
+            "expired"
+        );
+        let early = now - NONCE_CLOCK_SKEW - Duration::from_secs(1);
+        assert_eq!(
+            after_restart.take("a", &n, early),
+            Unknown,
+            "from the future"
+        );
     }
 }
