@@ -53,13 +53,14 @@ fn profile_parse_reports_bad_text_as_typed_errors() {
     }
 }
 
-fn seed(target: &str, name: &str) -> Vec<u8> {
-    let bytes = std::fs::read(fuzz_dir().join("seeds").join(target).join(name)).unwrap();
+/// A seed's bytes after its mode byte, from the seeds under `root` (normally `fuzz/`).
+fn seed_in(root: &Path, target: &str, name: &str) -> Vec<u8> {
+    let bytes = std::fs::read(root.join("seeds").join(target).join(name)).unwrap();
     bytes[1..].to_vec()
 }
 
-fn seed_text(target: &str, name: &str) -> String {
-    String::from_utf8(seed(target, name)).unwrap()
+fn seed(target: &str, name: &str) -> Vec<u8> {
+    seed_in(&fuzz_dir(), target, name)
 }
 
 #[test]
@@ -76,47 +77,57 @@ fn the_snp_seeds_are_a_real_report_and_certificate_table() {
 }
 
 /// The trusted history of the `checkpoint` target: a real ledger's, rotated once.
-fn fixture_history() -> attestor::ledger::log::keys::KeyHistory {
+fn fixture_history(root: &Path) -> attestor::ledger::log::keys::KeyHistory {
     use attestor::ledger::api::LogKeysResponse;
-    let dir = fuzz_dir().join("fixtures/checkpoint");
+    let dir = root.join("fixtures/checkpoint");
     let pinned = std::fs::read_to_string(dir.join("pinned.vkey")).unwrap();
     let keys: LogKeysResponse =
         serde_json::from_slice(&std::fs::read(dir.join("keys.json")).unwrap()).unwrap();
     attestor::ledger::log::keys::KeyHistory::follow(pinned.trim(), &keys.transitions).unwrap()
 }
 
-#[test]
-fn the_checkpoint_seeds_verify_under_the_fixture_key_history() {
+/// Every `checkpoint` seed under `root` verifies under the fixture's key history.
+fn verify_checkpoint_seeds(root: &Path) {
     use attestor::ledger::api::{ConsistencyResponse, EntryJson, ReceiptJson};
     use attestor::ledger::audit;
-    let history = fixture_history();
+    let history = fixture_history(root);
     assert_eq!(history.keys().count(), 2);
+    let seed = |name: &str| seed_in(root, "checkpoint", name);
+    let seed_text = |name: &str| String::from_utf8(seed(name)).unwrap();
     for name in ["note-old-key", "note-new-key"] {
-        history
-            .open_checkpoint(&seed_text("checkpoint", name))
-            .unwrap();
+        history.open_checkpoint(&seed_text(name)).unwrap();
     }
     for name in ["entry-old-key", "entry-new-key"] {
-        let entry: EntryJson = serde_json::from_slice(&seed("checkpoint", name)).unwrap();
+        let entry: EntryJson = serde_json::from_slice(&seed(name)).unwrap();
         audit::verify_entry(&entry, &history).unwrap();
     }
     for name in ["receipt-old-key", "receipt-new-key"] {
-        let receipt: ReceiptJson = serde_json::from_slice(&seed("checkpoint", name)).unwrap();
+        let receipt: ReceiptJson = serde_json::from_slice(&seed(name)).unwrap();
         audit::verify_receipt(&receipt, &history).unwrap();
     }
-    let parts = seed_text("checkpoint", "consistency");
+    let parts = seed_text("consistency");
     let parts: Vec<&str> = parts.splitn(3, '\0').collect();
     let old = history.open_checkpoint(parts[0]).unwrap();
     let proof: ConsistencyResponse = serde_json::from_str(parts[2]).unwrap();
     audit::verify_extends(&old, parts[1], &proof, &history).unwrap();
 }
 
-/// Rebuilds the `checkpoint` target's seeds and fixture from a real ledger process that
-/// rotates its key once (run by `fuzz/make_seeds.sh`).
+#[test]
+fn the_checkpoint_seeds_verify_under_the_fixture_key_history() {
+    verify_checkpoint_seeds(&fuzz_dir());
+}
+
+/// A real ledger process that rotates its key once yields `checkpoint` seeds that verify
+/// under its key history. They go to a temporary directory, or, with
+/// `ATTESTOR_REWRITE_FUZZ_SEEDS=1` (`fuzz/make_seeds.sh`), over the committed ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "rewrites fuzz/seeds/checkpoint; run by fuzz/make_seeds.sh"]
-async fn regenerate_checkpoint_seeds() {
+async fn a_rotating_ledger_yields_checkpoint_seeds_that_verify() {
     use support::ledger::{LedgerProcess, LedgerSpec};
+    let scratch = tempfile::tempdir().unwrap();
+    let root = match std::env::var("ATTESTOR_REWRITE_FUZZ_SEEDS").as_deref() {
+        Ok("1") => fuzz_dir(),
+        _ => scratch.path().to_path_buf(),
+    };
     let ledger = LedgerProcess::start(&LedgerSpec {
         agents: &[("w0", "t")],
         tenants: &[("t", &"0".repeat(64))],
@@ -150,11 +161,11 @@ async fn regenerate_checkpoint_seeds() {
     let old_note = client.checkpoint(Some(3)).await.unwrap();
     let new_note = client.checkpoint(None).await.unwrap();
     let consistency = client.consistency(3, 9).await.unwrap();
-    let fixtures = fuzz_dir().join("fixtures/checkpoint");
+    let fixtures = root.join("fixtures/checkpoint");
     std::fs::create_dir_all(&fixtures).unwrap();
     std::fs::write(fixtures.join("pinned.vkey"), format!("{pinned}\n")).unwrap();
     std::fs::write(fixtures.join("keys.json"), json(&keys)).unwrap();
-    let seeds = fuzz_dir().join("seeds/checkpoint");
+    let seeds = root.join("seeds/checkpoint");
     let _ = std::fs::remove_dir_all(&seeds);
     std::fs::create_dir_all(&seeds).unwrap();
     let put = |name: &str, mode: u8, body: &[u8]| {
@@ -177,6 +188,7 @@ async fn regenerate_checkpoint_seeds() {
     put("receipt-old-key", 5, json(&receipts[2]).as_bytes());
     put("receipt-new-key", 5, json(&receipts[8]).as_bytes());
     put("log-keys", 6, json(&keys).as_bytes());
+    verify_checkpoint_seeds(&root);
 }
 
 fn json<T: serde::Serialize>(value: &T) -> String {
