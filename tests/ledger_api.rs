@@ -36,13 +36,7 @@ async fn attest_and_submit(fixture: &AgentFixture, client: &LedgerClient) -> Sub
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_reach_the_log_with_proofs_and_the_log_only_grows() {
     let fixture = AgentFixture::new();
-    let policy_hash = hex::encode(fixture.kernel().policy_hash);
-    let ledger = LedgerProcess::start(&LedgerSpec {
-        agents: &[("a1", "acme")],
-        tenants: &[("acme", &policy_hash)],
-        profile: Some(&fixture.profile_path),
-        ..LedgerSpec::default()
-    });
+    let ledger = LedgerProcess::for_fixture(&fixture);
     let agent = Heartbeating::start(attestor_config(&fixture, &ledger, "a1"), 2).await;
     let metrics = agent.metrics.clone();
     let client = ledger.client("a1");
@@ -284,13 +278,7 @@ async fn acknowledged_submissions_survive_kill_9() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_spools_while_the_ledger_is_down_and_delivers_in_order() {
     let fixture = AgentFixture::new();
-    let policy_hash = hex::encode(fixture.kernel().policy_hash);
-    let mut ledger = LedgerProcess::start(&LedgerSpec {
-        agents: &[("a1", "acme")],
-        tenants: &[("acme", &policy_hash)],
-        profile: Some(&fixture.profile_path),
-        ..LedgerSpec::default()
-    });
+    let mut ledger = LedgerProcess::for_fixture(&fixture);
     let agent = Heartbeating::start(attestor_config(&fixture, &ledger, "a1"), 1).await;
     let metrics = agent.metrics.clone();
 
@@ -461,13 +449,7 @@ async fn clients_without_a_certificate_of_the_ledger_ca_get_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nonce_issued_before_a_restart_is_accepted_once() {
     let fixture = AgentFixture::new();
-    let policy_hash = hex::encode(fixture.kernel().policy_hash);
-    let mut ledger = LedgerProcess::start(&LedgerSpec {
-        agents: &[("a1", "acme")],
-        tenants: &[("acme", &policy_hash)],
-        profile: Some(&fixture.profile_path),
-        ..LedgerSpec::default()
-    });
+    let mut ledger = LedgerProcess::for_fixture(&fixture);
     let client = ledger.client("a1");
     enrol_tpm(&mut fixture.agent(), &client).await.unwrap();
     let before = client.nonce().await.unwrap();

@@ -67,13 +67,7 @@ fn query(ledger: &LedgerProcess, agent: &str, log_key: &Path, what: &[&str]) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checkpoint_key_rotates_while_an_agent_heartbeats_and_old_key_auditors_follow() {
     let fixture = AgentFixture::new();
-    let policy_hash = hex::encode(fixture.kernel().policy_hash);
-    let ledger = LedgerProcess::start(&LedgerSpec {
-        agents: &[("a1", "acme")],
-        tenants: &[("acme", &policy_hash)],
-        profile: Some(&fixture.profile_path),
-        ..LedgerSpec::default()
-    });
+    let ledger = LedgerProcess::for_fixture(&fixture);
     let agent = Heartbeating::start(attestor_config(&fixture, &ledger, "a1"), 2).await;
     let metrics = agent.metrics.clone();
 
@@ -215,13 +209,7 @@ fn replace_file(path: &Path, pem: &[u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_certificate_and_ledger_client_cas_rotate_without_a_restart() {
     let fixture = AgentFixture::new();
-    let policy_hash = hex::encode(fixture.kernel().policy_hash);
-    let mut ledger = LedgerProcess::start(&LedgerSpec {
-        agents: &[("a1", "acme")],
-        tenants: &[("acme", &policy_hash)],
-        profile: Some(&fixture.profile_path),
-        ..LedgerSpec::default()
-    });
+    let mut ledger = LedgerProcess::for_fixture(&fixture);
     let pki = ledger.dir.path().join("pki");
     let old_ca = std::fs::read(pki.join("ca.pem")).unwrap();
     // The successor PKI: a new CA, a ledger certificate and the same agent identity.

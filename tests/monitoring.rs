@@ -220,13 +220,7 @@ fn gate(ledger: &LedgerProcess, agent_id: &str, args: &[&str]) -> (bool, String)
 #[test]
 fn metrics_pass_promtool_and_the_alert_rules_pass_their_tests() {
     let fixture = AgentFixture::new();
-    let policy_hash = hex::encode(fixture.kernel().policy_hash);
-    let ledger = LedgerProcess::start(&LedgerSpec {
-        agents: &[("a1", "acme")],
-        tenants: &[("acme", &policy_hash)],
-        profile: Some(&fixture.profile_path),
-        ..LedgerSpec::default()
-    });
+    let ledger = LedgerProcess::for_fixture(&fixture);
     let port = free_port();
     let agent = RunningAgent::start(agent_config(&fixture, &ledger, "a1", Some(port)));
     wait_for(Duration::from_secs(60), "an accepted heartbeat", || {

@@ -148,6 +148,18 @@ impl LedgerProcess {
         ledger
     }
 
+    /// A ledger for `fixture`'s agent as `a1` of tenant `acme`: the fixture's profile and
+    /// policy hash, nothing else configured.
+    pub fn for_fixture(fixture: &super::agent::AgentFixture) -> LedgerProcess {
+        let policy_hash = hex::encode(fixture.kernel().policy_hash);
+        LedgerProcess::start(&LedgerSpec {
+            agents: &[("a1", "acme")],
+            tenants: &[("acme", &policy_hash)],
+            profile: Some(&fixture.profile_path),
+            ..LedgerSpec::default()
+        })
+    }
+
     /// Starts the process (again, on the same state and port) and waits until it listens.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "the ledger is already running");
