@@ -30,6 +30,11 @@ fi
 # ATTESTOR_FUZZ_TARGET_DIR: where the instrumented build goes (default fuzz/target); CI
 # points it outside the clone so the dependencies' build is reused between runs.
 flags=(--sanitizer none --debug-assertions --target-dir "${ATTESTOR_FUZZ_TARGET_DIR:-target}")
+# cargo-fuzz compiles release builds with one codegen unit (faster targets, slower build).
+# For short runs (CI's 15 s) the build dominates: let rustc use 16 units there.
+if ((seconds < 120)); then
+    flags+=(--codegen-units 16)
+fi
 echo "== cargo fuzz build (${#targets[@]} targets)"
 (cd fuzz && cargo fuzz build "${flags[@]}")
 
