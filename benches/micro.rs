@@ -111,6 +111,7 @@ fn bench_cbor(c: &mut Criterion) {
         submission: (0..10 * 1024)
             .map(|i| b"{\"base64\": ABCDEFGH}"[i % 20])
             .collect(),
+        discarded: None,
     };
     let leaf = record.to_leaf().unwrap();
     let mut group = c.benchmark_group("cbor");

@@ -61,6 +61,7 @@ fn fill(store: &EmbeddedStore, entries: u64) {
                     leaf_hash: leaf_hash(&leaf),
                     leaf,
                     accepted_state: None,
+                    submission_hash: None,
                 }
             })
             .collect();
@@ -93,7 +94,9 @@ fn main() {
     group.bench_function("latest_attestation_of_agent", |b| {
         b.iter(|| {
             let a = next_agent();
-            store.latest_accepted(black_box(&agent(a))).unwrap()
+            store
+                .latest_accepted(black_box(&tenant(a)), black_box(&agent(a)))
+                .unwrap()
         })
     });
     group.bench_function("agent_last_24h", |b| {

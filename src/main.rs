@@ -102,6 +102,9 @@ enum Command {
         /// Ledger configuration file (TOML).
         #[arg(long)]
         config: PathBuf,
+        /// The agent's tenant (from its certificate): agent ids are unique only within one.
+        #[arg(long)]
+        tenant: String,
         /// The agent id (from its certificate).
         agent: String,
     },
@@ -386,11 +389,17 @@ fn run(command: Command) -> Result<ExitCode, String> {
             let ledger = connection_of(&connection)?;
             runtime()?.block_on(query::gate(&ledger, tenant, &agents, max_age, &format))
         }
-        Command::Revoke { config, agent } => {
+        Command::Revoke {
+            config,
+            tenant,
+            agent,
+        } => {
             let config = LedgerConfig::load(&config).map_err(|e| e.to_string())?;
             let store = open_store(&config).map_err(|e| e.to_string())?;
-            store.revoke_agent(&agent).map_err(|e| e.to_string())?;
-            println!("agent {agent:?} revoked");
+            store
+                .revoke_agent(&tenant, &agent)
+                .map_err(|e| e.to_string())?;
+            println!("agent {agent:?} of tenant {tenant:?} revoked");
             Ok(ExitCode::SUCCESS)
         }
         Command::Query { connection, what } => {

@@ -212,7 +212,7 @@ impl TlsFiles {
 }
 
 /// An agent's identity as carried in its client certificate.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AgentIdentity {
     /// The tenant the agent acts for.
     pub tenant: String,

@@ -169,7 +169,7 @@ async fn every_refusal_is_recorded_with_its_reason() {
     let revoked = std::process::Command::new(env!("CARGO_BIN_EXE_attestor"))
         .args(["revoke", "--config"])
         .arg(ledger.dir.path().join("ledger.toml"))
-        .arg("a1")
+        .args(["--tenant", "acme", "a1"])
         .output()
         .unwrap();
     assert!(revoked.status.success(), "{revoked:?}");

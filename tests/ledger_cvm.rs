@@ -26,6 +26,10 @@ fn root() -> &'static std::path::Path {
 }
 const TENANT: &str = "acme";
 
+fn who() -> attestor::tls::AgentIdentity {
+    attestor::tls::AgentIdentity::new(TENANT, AGENT).unwrap()
+}
+
 struct Cvm {
     fixture: AgentFixture,
     profile: Profile,
@@ -86,7 +90,7 @@ impl Cvm {
 
     /// A `tpm+snp` bundle made with a fresh ledger nonce, its report from `chip`.
     fn bundle_from(&self, chip: Option<&str>) -> Bundle {
-        let nonce = self.nonces.issue(AGENT).unwrap();
+        let nonce = self.nonces.issue(&who()).unwrap();
         self.bundle_with_nonce(chip, &nonce)
     }
 
@@ -103,23 +107,19 @@ impl Cvm {
         let mut agent = self.agent();
         let challenge = enrollment
             .begin(
-                AGENT,
-                TENANT,
+                &who(),
                 agent.enrollment_request().unwrap(),
                 &self.profile,
                 SystemTime::now(),
             )
             .unwrap();
         let proof = agent.activate(&challenge).unwrap();
-        enrollment
-            .finish(AGENT, TENANT, &proof, &self.store, 0)
-            .unwrap()
+        enrollment.finish(&who(), &proof, &self.store, 0).unwrap()
     }
 
     fn pin_chip(&self, bundle: &Bundle) -> Result<AgentRecord, EnrollError> {
         enroll_snp(
-            AGENT,
-            TENANT,
+            &who(),
             &bundle.to_json(),
             &self.nonces,
             &self.profile,
@@ -129,20 +129,20 @@ impl Cvm {
     }
 
     fn submit(&self, bundle: &Bundle) -> Result<(), Refusal> {
-        let record = self.store.agent(AGENT).unwrap();
-        let tenant = TenantPolicy {
-            policy_hash: hex::encode(self.fixture.kernel().policy_hash),
-        };
-        verify_submission(
-            bundle,
-            record.as_ref(),
-            AGENT,
-            &self.nonces,
-            &self.profile,
-            &tenant,
-            SystemTime::now(),
-        )
-        .map(drop)
+        let record = self
+            .store
+            .agent(TENANT, AGENT)
+            .unwrap()
+            .expect("the agent is enrolled");
+        let tenant = TenantPolicy::new(hex::encode(self.fixture.kernel().policy_hash));
+        let now = SystemTime::now();
+        let nonce = self.nonces.presented(&who(), &bundle.nonce, now);
+        let verdict = verify_submission(bundle, &record, nonce, &self.profile, &tenant, now);
+        // Spent once appended, whatever the verdict, as the ledger does.
+        if nonce.to_spend() {
+            self.nonces.spend(&who(), &bundle.nonce);
+        }
+        verdict.map(drop)
     }
 }
 
@@ -182,7 +182,7 @@ fn a_cvm_enrols_its_vtpm_then_pins_its_chip_and_each_broken_binding_is_refused()
     let chip = record.snp_chip_id.clone().expect("chip pinned");
     assert_eq!(chip[8..], [0; 56], "a Turin chip id");
     assert_eq!(
-        cvm.store.agent(AGENT).unwrap().unwrap().snp_chip_id,
+        cvm.store.agent(TENANT, AGENT).unwrap().unwrap().snp_chip_id,
         Some(chip)
     );
 

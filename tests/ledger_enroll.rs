@@ -9,11 +9,16 @@ use attestor::ledger::api::EnrollChallenge;
 use attestor::ledger::enroll::{EnrollError, Enrollment};
 use attestor::ledger::store::embedded::EmbeddedStore;
 use attestor::ledger::store::LedgerStore;
+use attestor::tls::AgentIdentity;
 use support::agent::{tpm_ev, AgentFixture};
 use support::Swtpm;
 
 const AGENT: &str = "agent-1";
 const TENANT: &str = "tenant-a";
+
+fn who() -> AgentIdentity {
+    AgentIdentity::new(TENANT, AGENT).unwrap()
+}
 
 /// The agent's enrollment request, answered with a challenge by the ledger.
 fn begin_enrollment(
@@ -23,8 +28,7 @@ fn begin_enrollment(
 ) -> EnrollChallenge {
     enrollment
         .begin(
-            AGENT,
-            TENANT,
+            &who(),
             agent.enrollment_request().unwrap(),
             &fixture.profile,
             SystemTime::now(),
@@ -46,19 +50,17 @@ fn an_agent_enrols_and_its_ak_is_pinned() {
     let mut agent = fixture.agent();
     let request = agent.enrollment_request().unwrap();
     let challenge = enrollment
-        .begin(AGENT, TENANT, request, &fixture.profile, SystemTime::now())
+        .begin(&who(), request, &fixture.profile, SystemTime::now())
         .unwrap();
     let proof = agent.activate(&challenge).unwrap();
-    let record = enrollment
-        .finish(AGENT, TENANT, &proof, &store, 1_000)
-        .unwrap();
-    assert_eq!(store.agent(AGENT).unwrap().unwrap(), record);
+    let record = enrollment.finish(&who(), &proof, &store, 1_000).unwrap();
+    assert_eq!(store.agent(TENANT, AGENT).unwrap().unwrap(), record);
     // The pinned AK is the one this agent's bundles are signed with.
     let bundle = fixture.attest();
     assert_eq!(record.ak_public, tpm_ev(&bundle).ak_public);
     // The challenge is single-use.
     assert!(matches!(
-        enrollment.finish(AGENT, TENANT, &proof, &store, 2_000),
+        enrollment.finish(&who(), &proof, &store, 2_000),
         Err(EnrollError::NoPendingChallenge)
     ));
 }
@@ -73,21 +75,26 @@ fn a_wrong_secret_or_tenant_is_refused_and_consumes_the_challenge() {
     let mut proof = agent.activate(&challenge).unwrap();
     proof.secret[0] ^= 1;
     assert!(matches!(
-        enrollment.finish(AGENT, TENANT, &proof, &store, 1),
+        enrollment.finish(&who(), &proof, &store, 1),
         Err(EnrollError::SecretMismatch)
     ));
     proof.secret[0] ^= 1;
     assert!(matches!(
-        enrollment.finish(AGENT, TENANT, &proof, &store, 1),
+        enrollment.finish(&who(), &proof, &store, 1),
         Err(EnrollError::NoPendingChallenge)
     ));
     let challenge = begin_enrollment(&enrollment, &mut agent, &fixture);
     let proof = agent.activate(&challenge).unwrap();
     assert!(matches!(
-        enrollment.finish(AGENT, "tenant-b", &proof, &store, 1),
+        enrollment.finish(
+            &AgentIdentity::new("tenant-b", AGENT).unwrap(),
+            &proof,
+            &store,
+            1
+        ),
         Err(EnrollError::NoPendingChallenge)
     ));
-    assert!(store.agent(AGENT).unwrap().is_none());
+    assert!(store.agent(TENANT, AGENT).unwrap().is_none());
 }
 
 #[test]
@@ -101,7 +108,7 @@ fn an_ak_from_another_tpm_cannot_answer() {
     let mut request = agent_a.enrollment_request().unwrap();
     request.ak_public = b.agent().enrollment_request().unwrap().ak_public;
     let challenge = enrollment
-        .begin(AGENT, TENANT, request, &a.profile, SystemTime::now())
+        .begin(&who(), request, &a.profile, SystemTime::now())
         .unwrap();
     assert!(agent_a.activate(&challenge).is_err());
 }
@@ -111,8 +118,7 @@ fn untrusted_or_mismatched_eks_and_unsuitable_aks_are_refused() {
     let ours = AgentFixture::new();
     let foreign = AgentFixture::with_tpm(Swtpm::start_with_own_ca());
     let enrollment = Enrollment::default();
-    let begin =
-        |request| enrollment.begin(AGENT, TENANT, request, &ours.profile, SystemTime::now());
+    let begin = |request| enrollment.begin(&who(), request, &ours.profile, SystemTime::now());
 
     // EK certificate from a CA the profile does not trust.
     let foreign_request = foreign.agent().enrollment_request().unwrap();
@@ -155,9 +161,9 @@ fn a_revoked_agent_cannot_re_enrol() {
     let enrol = |agent: &mut Agent| {
         let challenge = begin_enrollment(&enrollment, agent, &fixture);
         let proof = agent.activate(&challenge).unwrap();
-        enrollment.finish(AGENT, TENANT, &proof, &store, 5)
+        enrollment.finish(&who(), &proof, &store, 5)
     };
     enrol(&mut agent).unwrap();
-    store.revoke_agent(AGENT).unwrap();
+    store.revoke_agent(TENANT, AGENT).unwrap();
     assert!(matches!(enrol(&mut agent), Err(EnrollError::Revoked(_))));
 }

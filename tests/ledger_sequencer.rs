@@ -31,6 +31,7 @@ fn submission(agent: &str, n: u8) -> Submission {
             attestation_id: None,
             policy_hash: None,
             submission: vec![n; 64],
+            discarded: None,
         },
         accepted_state: None,
     }

@@ -28,6 +28,7 @@ fn entry(at: u64, tenant: &str, agent: &str, verdict: Verdict) -> NewEntry {
         leaf: at.to_be_bytes().to_vec(),
         leaf_hash: [at as u8; 32],
         accepted_state: None,
+        submission_hash: None,
     }
 }
 
@@ -53,7 +54,37 @@ on_both_backends!(
     key_transitions_are_kept_in_order_one_per_sequence_number,
     a_newer_schema_is_refused,
     a_version_1_database_gains_the_pinned_snp_chip_and_keeps_its_agents,
+    agents_are_keyed_by_tenant_and_id,
+    a_submission_is_found_by_its_hash_within_its_agent_only,
+    agents_keyed_by_id_alone_are_upgraded_to_tenant_scoped_ones,
 );
+
+/// Turns today's SQLite layout back into version 2's: agents keyed by id alone, no
+/// submission hashes.
+const SQLITE_TO_VERSION_2: &str = "
+    CREATE TABLE agents_v2 (agent_id TEXT PRIMARY KEY, tenant TEXT NOT NULL,
+        ek_certificate BLOB NOT NULL, ak_public BLOB NOT NULL, enrolled_at_ms INTEGER NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0, last_seen_at_ms INTEGER, last_accepted_at_ms INTEGER,
+        last_zero_retention INTEGER, last_reset_count INTEGER, last_restart_count INTEGER,
+        last_clock_ms INTEGER, snp_chip_id BLOB);
+    INSERT INTO agents_v2 SELECT agent_id, tenant, ek_certificate, ak_public, enrolled_at_ms,
+        revoked, last_seen_at_ms, last_accepted_at_ms, last_zero_retention, last_reset_count,
+        last_restart_count, last_clock_ms, snp_chip_id FROM agents;
+    DROP TABLE agents;
+    ALTER TABLE agents_v2 RENAME TO agents;
+    DROP INDEX entries_submission;
+    ALTER TABLE entries DROP COLUMN submission_hash;
+    DROP INDEX entries_agent;
+    CREATE INDEX entries_agent ON entries (agent_id, idx);
+    UPDATE meta SET value = '2' WHERE key = 'schema_version';";
+
+/// The same for PostgreSQL (schema version 3).
+const POSTGRES_TO_VERSION_3: &str = "
+    ALTER TABLE agents DROP CONSTRAINT agents_pkey, ADD CONSTRAINT agents_pkey PRIMARY KEY (agent_id);
+    ALTER TABLE entries DROP COLUMN submission_hash;
+    DROP INDEX entries_tenant_agent;
+    CREATE INDEX entries_agent ON entries (agent_id, idx);
+    DELETE FROM schema_migrations WHERE version >= 4;";
 
 fn appends_are_dense_durable_and_queryable(backend: &Backend) {
     {
@@ -124,11 +155,11 @@ fn appends_are_dense_durable_and_queryable(backend: &Backend) {
         ..EntryQuery::default()
     };
     assert_eq!(store.query(&by_id).unwrap()[0].index, 2);
-    let latest = store.latest_accepted("a1").unwrap().unwrap();
+    let latest = store.latest_accepted("t1", "a1").unwrap().unwrap();
     assert_eq!(latest.index, 0);
-    assert!(store.latest_accepted("b1").unwrap().is_none());
+    assert!(store.latest_accepted("t2", "b1").unwrap().is_none());
 
-    let a1 = store.agent("a1").unwrap().unwrap();
+    let a1 = store.agent("t1", "a1").unwrap().unwrap();
     assert_eq!(a1.last_seen_at_ms, Some(12));
     assert_eq!(a1.last_accepted_at_ms, Some(10));
     assert_eq!(
@@ -140,25 +171,30 @@ fn appends_are_dense_durable_and_queryable(backend: &Backend) {
     );
     assert_eq!(store.agents(Some("t2")).unwrap().len(), 1);
     assert_eq!(store.agents(None).unwrap().len(), 2);
-    assert!(store.agent("nobody").unwrap().is_none());
+    assert!(store.agent("t1", "nobody").unwrap().is_none());
     // Re-enrolled with the same AK: the TPM clock stays; with another AK (a new TPM)
     // it is forgotten, the zero-retention history is kept.
     store.put_agent(&agent("a1", "t1")).unwrap();
-    let same = store.agent("a1").unwrap().unwrap().last_accepted.unwrap();
+    let same = store
+        .agent("t1", "a1")
+        .unwrap()
+        .unwrap()
+        .last_accepted
+        .unwrap();
     assert_eq!(same.tpm_clock, Some((1, 0, 99)));
     let mut replaced = agent("a1", "t1");
     replaced.ak_public = vec![3];
     store.put_agent(&replaced).unwrap();
-    let new_tpm = store.agent("a1").unwrap().unwrap();
+    let new_tpm = store.agent("t1", "a1").unwrap().unwrap();
     assert_eq!(new_tpm.ak_public, vec![3]);
     let new_tpm = new_tpm.last_accepted.unwrap();
     assert_eq!(new_tpm.tpm_clock, None);
     assert!(new_tpm.zero_retention);
-    store.revoke_agent("b1").unwrap();
-    assert!(store.agent("b1").unwrap().unwrap().revoked);
+    store.revoke_agent("t2", "b1").unwrap();
+    assert!(store.agent("t2", "b1").unwrap().unwrap().revoked);
     assert!(matches!(
-        store.revoke_agent("nobody"),
-        Err(StoreError::UnknownAgent(_))
+        store.revoke_agent("t1", "nobody"),
+        Err(StoreError::UnknownAgent { .. })
     ));
 }
 
@@ -183,12 +219,15 @@ fn time_order_is_enforced_and_failed_batches_leave_nothing(backend: &Backend) {
     });
     assert!(matches!(
         store.append(&[entry(12, "t", "a", Verdict::Refused), ghost]),
-        Err(StoreError::UnknownAgent(a)) if a == "ghost"
+        Err(StoreError::UnknownAgent { agent_id, .. }) if agent_id == "ghost"
     ));
     assert_eq!(store.len().unwrap(), 1);
     assert_eq!(store.last_received_at_ms().unwrap(), Some(10));
     // Nothing of the failed batches touched the agent either.
-    assert_eq!(store.agent("a").unwrap().unwrap().last_seen_at_ms, Some(10));
+    assert_eq!(
+        store.agent("t", "a").unwrap().unwrap().last_seen_at_ms,
+        Some(10)
+    );
 }
 
 fn checkpoints_are_kept_by_size(backend: &Backend) {
@@ -251,19 +290,23 @@ fn a_version_1_database_gains_the_pinned_snp_chip_and_keeps_its_agents(backend: 
     tpm_only.snp_chip_id = None;
     backend.open().put_agent(&tpm_only).unwrap();
     backend.tamper(
-        "ALTER TABLE agents DROP COLUMN snp_chip_id; \
-         UPDATE meta SET value = '1' WHERE key = 'schema_version'",
-        "ALTER TABLE agents DROP COLUMN snp_chip_id; DROP TABLE key_transitions; \
-         DELETE FROM schema_migrations WHERE version >= 2",
+        &format!(
+            "{SQLITE_TO_VERSION_2} ALTER TABLE agents DROP COLUMN snp_chip_id; \
+             UPDATE meta SET value = '1' WHERE key = 'schema_version'"
+        ),
+        &format!(
+            "{POSTGRES_TO_VERSION_3} ALTER TABLE agents DROP COLUMN snp_chip_id; \
+             DROP TABLE key_transitions; DELETE FROM schema_migrations WHERE version >= 2"
+        ),
     );
     let store = backend.open();
-    assert_eq!(store.agent("a1").unwrap().unwrap(), tpm_only);
+    assert_eq!(store.agent("t1", "a1").unwrap().unwrap(), tpm_only);
     let cvm = agent("c1", "t1");
     store.put_agent(&cvm).unwrap();
-    assert_eq!(store.agent("c1").unwrap().unwrap(), cvm);
+    assert_eq!(store.agent("t1", "c1").unwrap().unwrap(), cvm);
     drop(store);
     // Upgraded once: opening again finds the current version.
-    assert_eq!(backend.open().agent("c1").unwrap().unwrap(), cvm);
+    assert_eq!(backend.open().agent("t1", "c1").unwrap().unwrap(), cvm);
 }
 
 #[test]
@@ -350,4 +393,98 @@ fn replicas_opening_a_fresh_database_together_migrate_it_once() {
         "DO $$ BEGIN IF (SELECT count(*) <> max(version) FROM schema_migrations) THEN \
          RAISE EXCEPTION 'migrations recorded more than once'; END IF; END $$",
     );
+}
+
+fn agents_are_keyed_by_tenant_and_id(backend: &Backend) {
+    let store = backend.open();
+    let a = agent("same-id", "tenant-a");
+    let mut b = agent("same-id", "tenant-b");
+    b.ak_public = vec![7];
+    store.put_agent(&a).unwrap();
+    store.put_agent(&b).unwrap();
+    // Tenant B's enrolment created its own record; A's pinned key is untouched.
+    assert_eq!(store.agent("tenant-a", "same-id").unwrap().unwrap(), a);
+    assert_eq!(store.agent("tenant-b", "same-id").unwrap().unwrap(), b);
+    assert_eq!(store.agents(Some("tenant-a")).unwrap(), vec![a.clone()]);
+    let mut accepted = entry(10, "tenant-b", "same-id", Verdict::Accepted);
+    accepted.accepted_state = Some(AcceptedState {
+        zero_retention: false,
+        tpm_clock: Some((1, 2, 3)),
+    });
+    store.append(&[accepted]).unwrap();
+    let b_now = store.agent("tenant-b", "same-id").unwrap().unwrap();
+    assert_eq!(b_now.last_accepted_at_ms, Some(10));
+    assert_eq!(store.agent("tenant-a", "same-id").unwrap().unwrap(), a);
+    assert!(store
+        .latest_accepted("tenant-a", "same-id")
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store
+            .latest_accepted("tenant-b", "same-id")
+            .unwrap()
+            .unwrap()
+            .entry
+            .tenant,
+        "tenant-b"
+    );
+    store.revoke_agent("tenant-b", "same-id").unwrap();
+    assert!(!store.agent("tenant-a", "same-id").unwrap().unwrap().revoked);
+}
+
+fn a_submission_is_found_by_its_hash_within_its_agent_only(backend: &Backend) {
+    let store = backend.open();
+    let mut kept = entry(10, "t1", "a1", Verdict::Refused);
+    kept.submission_hash = Some([0xab; 32]);
+    let mut other_tenant = entry(11, "t2", "a1", Verdict::Refused);
+    other_tenant.submission_hash = Some([0xcd; 32]);
+    store.append(&[kept, other_tenant]).unwrap();
+    let found = store.find_submission("t1", "a1", &[0xab; 32]).unwrap();
+    assert_eq!(found.map(|e| e.index), Some(0));
+    assert!(store
+        .find_submission("t2", "a1", &[0xab; 32])
+        .unwrap()
+        .is_none());
+    assert!(store
+        .find_submission("t1", "a2", &[0xab; 32])
+        .unwrap()
+        .is_none());
+    assert!(store
+        .find_submission("t1", "a1", &[0xcd; 32])
+        .unwrap()
+        .is_none());
+}
+
+fn agents_keyed_by_id_alone_are_upgraded_to_tenant_scoped_ones(backend: &Backend) {
+    let enrolled = agent("a1", "t1");
+    {
+        let store = backend.open();
+        store.put_agent(&enrolled).unwrap();
+        store
+            .append(&[entry(10, "t1", "a1", Verdict::Refused)])
+            .unwrap();
+    }
+    backend.tamper(SQLITE_TO_VERSION_2, POSTGRES_TO_VERSION_3);
+    let store = backend.open();
+    let enrolled = AgentRecord {
+        last_seen_at_ms: Some(10),
+        ..enrolled
+    };
+    assert_eq!(store.agent("t1", "a1").unwrap().unwrap(), enrolled);
+    let mut same_id = agent("a1", "t2");
+    same_id.ak_public = vec![8];
+    store.put_agent(&same_id).unwrap();
+    assert_eq!(store.agent("t1", "a1").unwrap().unwrap(), enrolled);
+    assert_eq!(store.agent("t2", "a1").unwrap().unwrap(), same_id);
+    let mut resent = entry(11, "t2", "a1", Verdict::Refused);
+    resent.submission_hash = Some([1; 32]);
+    store.append(&[resent]).unwrap();
+    assert_eq!(
+        store
+            .find_submission("t2", "a1", &[1; 32])
+            .unwrap()
+            .map(|e| e.index),
+        Some(1)
+    );
+    assert_eq!(store.len().unwrap(), 2);
 }

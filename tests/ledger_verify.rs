@@ -11,9 +11,12 @@ use attestor::ledger::store::AgentRecord;
 use attestor::ledger::verify::{
     accepted_state, verify_submission, NonceBook, Refusal, TenantPolicy,
 };
+use attestor::tls::AgentIdentity;
 use support::agent::AgentFixture;
 
-const AGENT: &str = "agent-1";
+fn agent() -> AgentIdentity {
+    AgentIdentity::new("tenant-a", "agent-1").unwrap()
+}
 
 struct Ledger {
     fixture: AgentFixture,
@@ -32,8 +35,7 @@ impl Ledger {
         let mut agent = fixture.agent();
         let challenge = enrollment
             .begin(
-                AGENT,
-                "tenant-a",
+                &self::agent(),
                 agent.enrollment_request().unwrap(),
                 &fixture.profile,
                 SystemTime::now(),
@@ -41,11 +43,9 @@ impl Ledger {
             .unwrap();
         let proof = agent.activate(&challenge).unwrap();
         let record = enrollment
-            .finish(AGENT, "tenant-a", &proof, &store, 0)
+            .finish(&self::agent(), &proof, &store, 0)
             .unwrap();
-        let tenant = TenantPolicy {
-            policy_hash: hex::encode(fixture.kernel().policy_hash),
-        };
+        let tenant = TenantPolicy::new(hex::encode(fixture.kernel().policy_hash));
         Ledger {
             fixture,
             nonces: NonceBook::default(),
@@ -55,21 +55,26 @@ impl Ledger {
     }
 
     fn fresh_bundle(&self) -> Bundle {
-        let nonce = self.nonces.issue(AGENT).unwrap();
+        let nonce = self.nonces.issue(&agent()).unwrap();
         self.fixture.attest_with_nonce(&nonce)
     }
 
+    /// Judges a submission as the ledger does, and spends its nonce as the ledger does
+    /// once the entry is appended, whatever the verdict.
     fn submit_at(&mut self, bundle: &Bundle, now: SystemTime) -> Result<(), Refusal> {
-        let verified = verify_submission(
+        let nonce = self.nonces.presented(&agent(), &bundle.nonce, now);
+        let verdict = verify_submission(
             bundle,
-            Some(&self.record),
-            AGENT,
-            &self.nonces,
+            &self.record,
+            nonce,
             &self.fixture.profile,
             &self.tenant,
             now,
-        )?;
-        self.record.last_accepted = Some(accepted_state(&verified));
+        );
+        if nonce.to_spend() {
+            self.nonces.spend(&agent(), &bundle.nonce);
+        }
+        self.record.last_accepted = Some(accepted_state(&verdict?));
         Ok(())
     }
 
@@ -144,24 +149,14 @@ fn a_zero_retention_flip_is_reported_as_drift() {
     assert_eq!(reason(ledger.submit(&flipped)), "zero-retention-drift");
 }
 
+/// Unknown agents never reach `verify_submission`: the ledger refuses them before keeping
+/// their body (tests/ledger_security.rs).
 #[test]
-fn unknown_revoked_and_foreign_agents_are_refused() {
+fn revoked_and_foreign_agents_are_refused() {
     let mut ledger = Ledger::new();
-    let bundle = ledger.fresh_bundle();
-    let unknown = verify_submission(
-        &bundle,
-        None,
-        AGENT,
-        &ledger.nonces,
-        &ledger.fixture.profile,
-        &ledger.tenant,
-        SystemTime::now(),
-    );
-    assert_eq!(unknown.unwrap_err().reason(), "unknown-agent");
-
     // Agent B's TPM, submitting under agent A's enrollment (same EK CA, other AK).
     let foreign = AgentFixture::with_tpm(support::Swtpm::start());
-    let nonce = ledger.nonces.issue(AGENT).unwrap();
+    let nonce = ledger.nonces.issue(&agent()).unwrap();
     let foreign_bundle = foreign.attest_with_nonce(&nonce);
     assert_eq!(reason(ledger.submit(&foreign_bundle)), "ak-mismatch");
 

@@ -64,7 +64,8 @@ fuzz_target!(|data: &[u8]| {
             // POST /v1/enroll: the whole first step, up to the credential challenge.
             if let Ok(request) = serde_json::from_slice::<EnrollRequest>(body) {
                 let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_811_808_000);
-                let _ = Enrollment::default().begin("agent", "tenant", request, profile(), now);
+                let who = AgentIdentity::new("tenant", "agent").expect("valid ids");
+                let _ = Enrollment::default().begin(&who, request, profile(), now);
             }
             let _ = serde_json::from_slice::<EnrollProof>(body);
         }

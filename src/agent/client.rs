@@ -52,11 +52,23 @@ pub enum ClientError {
 impl ClientError {
     /// Whether trying again later may succeed (the ledger was unreachable or failing),
     /// as opposed to the ledger refusing this request for good.
+    /// A refusal because of load or configuration on the ledger's side (rate limit, an
+    /// unconfigured tenant) is transient too: the request itself was not judged.
     pub fn is_transient(&self) -> bool {
         match self {
             ClientError::Unreachable(_) | ClientError::Timeout(_) => true,
-            ClientError::Refused { status, .. } => *status >= 500 || *status == 408,
+            ClientError::Refused { status, error, .. } => {
+                *status >= 500 || *status == 408 || *status == 429 || error == "unknown-tenant"
+            }
             ClientError::Endpoint { .. } | ClientError::BadAnswer(_) => false,
+        }
+    }
+
+    /// The ledger's stable error code, for a refusal.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Refused { error, .. } => Some(error),
+            _ => None,
         }
     }
 }

@@ -600,12 +600,13 @@ impl Running {
                         }),
                     );
                     self.with_spool(move |s| s.acknowledge(seq)).await?;
-                    if response.reason.as_deref() == Some("unknown-agent") {
-                        // The ledger forgot this agent: enrol again before sending more.
-                        self.enrolled = false;
-                        std::fs::remove_file(self.marker_path()).ok();
-                        return self.enroll().await;
-                    }
+                }
+                // The ledger does not know this agent (forgotten, or another ledger): enrol
+                // again; the bundle stays spooled and goes next.
+                Err(e) if e.code() == Some("unknown-agent") => {
+                    self.enrolled = false;
+                    std::fs::remove_file(self.marker_path()).ok();
+                    self.enroll().await?;
                 }
                 Err(e) if e.is_transient() => return Err(e.into()),
                 Err(e) => self.set_aside(seq, &bundle, &e).await?,

@@ -1,5 +1,6 @@
 //! Alerts on the spec's failure modes: a missing heartbeat (gap), an invalid attestation,
-//! policy drift and a zero-retention change. An alert opens once per (agent, kind), is sent
+//! policy drift and a zero-retention change. An alert opens once per (tenant, agent,
+//! kind), is sent
 //! to the structured log and to an Alertmanager-compatible webhook (`POST
 //! /api/v2/alerts`), re-sent while open (Alertmanager expires alerts it stops hearing
 //! about), and resolved when the agent is healthy again (an accepted attestation). A
@@ -129,8 +130,11 @@ enum Notice {
 }
 
 /// The ledger's alert book and its delivery queue.
+/// Open alerts by (tenant, agent id, kind): agent ids are unique only within a tenant.
+type AlertBook = BTreeMap<(String, String, AlertKind), Alert>;
+
 pub struct Alerter {
-    open: Mutex<BTreeMap<(String, AlertKind), Alert>>,
+    open: Mutex<AlertBook>,
     notices: mpsc::UnboundedSender<Notice>,
 }
 
@@ -166,14 +170,14 @@ impl Alerter {
         alerter
     }
 
-    fn book(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, AlertKind), Alert>> {
+    fn book(&self) -> std::sync::MutexGuard<'_, AlertBook> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Opens an alert unless the same kind is already open for the agent.
     pub fn fire(&self, kind: AlertKind, tenant: &str, agent_id: &str, summary: String) {
         let mut book = self.book();
-        let key = (agent_id.to_string(), kind);
+        let key = (tenant.to_string(), agent_id.to_string(), kind);
         if book.contains_key(&key) {
             return;
         }
@@ -190,10 +194,11 @@ impl Alerter {
     }
 
     /// Resolves the agent's open alerts of `kinds`.
-    pub fn resolve(&self, agent_id: &str, kinds: &[AlertKind]) {
+    pub fn resolve(&self, tenant: &str, agent_id: &str, kinds: &[AlertKind]) {
         let mut book = self.book();
         for kind in kinds {
-            if let Some(mut alert) = book.remove(&(agent_id.to_string(), *kind)) {
+            let key = (tenant.to_string(), agent_id.to_string(), *kind);
+            if let Some(mut alert) = book.remove(&key) {
                 alert.ends_at_ms = Some(unix_ms());
                 let _ = self.notices.send(Notice::Changed(alert));
             }
@@ -212,7 +217,7 @@ impl Alerter {
     /// Open alerts counted by kind name.
     pub fn open_counts(&self) -> BTreeMap<&'static str, usize> {
         let mut counts = BTreeMap::new();
-        for (_, kind) in self.book().keys() {
+        for (_, _, kind) in self.book().keys() {
             *counts.entry(kind.name()).or_default() += 1;
         }
         counts

@@ -9,8 +9,9 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::ledger::alerts::AlertConfig;
+use crate::ledger::limits::WriteLimit;
 use crate::ledger::monitor::DEFAULT_MAX_GAP;
-use crate::ledger::verify::TenantPolicy;
+use crate::ledger::verify::{TenantPolicy, NONCE_TTL, VOUCH_WINDOW};
 use crate::tls::TlsFiles;
 
 /// Connections served at once; more wait in the kernel's accept queue.
@@ -39,6 +40,8 @@ struct LedgerToml {
     max_gap_seconds: u64,
     #[serde(default = "default_max_connections")]
     max_connections: usize,
+    #[serde(default = "default_nonce_ttl_seconds")]
+    nonce_ttl_seconds: u64,
     tls: TlsFiles,
     tenants: BTreeMap<String, TenantToml>,
     /// `postgres://...`: a database shared by replicas; absent: SQLite in `state_dir`.
@@ -90,11 +93,25 @@ fn default_max_gap_seconds() -> u64 {
 fn default_max_connections() -> usize {
     DEFAULT_MAX_CONNECTIONS
 }
+fn default_nonce_ttl_seconds() -> u64 {
+    NONCE_TTL.as_secs()
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TenantToml {
     policy_hash: String,
+    #[serde(default = "default_writes_per_second")]
+    writes_per_second: f64,
+    #[serde(default = "default_write_burst")]
+    write_burst: u32,
+}
+
+fn default_writes_per_second() -> f64 {
+    WriteLimit::DEFAULT.per_second
+}
+fn default_write_burst() -> u32 {
+    WriteLimit::DEFAULT.burst
 }
 
 /// PEM files for TLS to the database: the CA that issued the server's certificate and,
@@ -152,6 +169,8 @@ pub struct LedgerConfig {
     /// Silence after which an agent counts as stale (the spec's 2 minutes by default).
     pub max_gap: Duration,
     pub max_connections: usize,
+    /// How long a nonce the ledger issued counts as its own single-use nonce.
+    pub nonce_ttl: Duration,
     pub tls: TlsFiles,
     /// What each tenant expects; agents of other tenants are refused.
     pub tenants: BTreeMap<String, TenantPolicy>,
@@ -187,7 +206,29 @@ impl LedgerConfig {
                     "tenants.{name}.policy_hash must be 64 hex digits (SHA-256)"
                 )));
             }
-            tenants.insert(name, TenantPolicy { policy_hash: hash });
+            let write_limit = WriteLimit {
+                per_second: tenant.writes_per_second,
+                burst: tenant.write_burst,
+            };
+            if !write_limit.is_usable() {
+                return Err(invalid(format!(
+                    "tenants.{name}: writes_per_second must be positive and write_burst at least 1"
+                )));
+            }
+            tenants.insert(
+                name,
+                TenantPolicy {
+                    policy_hash: hash,
+                    write_limit,
+                },
+            );
+        }
+        let nonce_ttl = Duration::from_secs(raw.nonce_ttl_seconds);
+        if nonce_ttl.is_zero() || nonce_ttl > VOUCH_WINDOW {
+            return Err(invalid(format!(
+                "nonce_ttl_seconds must be 1..={}",
+                VOUCH_WINDOW.as_secs()
+            )));
         }
         if raw.max_gap_seconds == 0 || raw.max_connections == 0 {
             return Err(invalid(
@@ -236,6 +277,7 @@ impl LedgerConfig {
             profile: base.join(raw.profile),
             max_gap: Duration::from_secs(raw.max_gap_seconds),
             max_connections: raw.max_connections,
+            nonce_ttl,
             tls: raw.tls.resolve(base),
             tenants,
             alerts: raw.alerts,

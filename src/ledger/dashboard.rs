@@ -226,6 +226,7 @@ fn render(ledger: &Ledger) -> Result<String, ServiceError> {
     for agent in agents.iter().take(MAX_AGENTS_SHOWN) {
         let health = agent.health(now, ledger.max_gap());
         let recent = store.query(&EntryQuery {
+            tenant: Some(agent.tenant.clone()),
             agent_id: Some(agent.agent_id.clone()),
             verdict: Some(Verdict::Accepted),
             from_ms: Some(now.saturating_sub(3_600_000)),
@@ -240,7 +241,7 @@ fn render(ledger: &Ledger) -> Result<String, ServiceError> {
         let latest = match recent_claims.last() {
             Some(c) => Some(c.clone()),
             None => store
-                .latest_accepted(&agent.agent_id)?
+                .latest_accepted(&agent.tenant, &agent.agent_id)?
                 .as_ref()
                 .and_then(claims_of),
         };

@@ -18,6 +18,7 @@ use crate::ledger::api::{EnrollChallenge, EnrollProof, EnrollRequest};
 use crate::ledger::store::{AgentRecord, LedgerStore, StoreError};
 use crate::ledger::verify::{NonceBook, NonceCheck};
 use crate::profiles::Profile;
+use crate::tls::AgentIdentity;
 use crate::verify::{attestation_key_point, verify_bundle, Expectations, Platform, VerifyError};
 
 /// How long an agent has to answer its credential challenge.
@@ -72,8 +73,7 @@ pub enum EnrollError {
 /// the agent's AK, pinned by credential activation, must have made its quote, and the
 /// report's chip is pinned besides it.
 pub fn enroll_snp(
-    agent_id: &str,
-    tenant: &str,
+    who: &AgentIdentity,
     bundle: &[u8],
     nonces: &NonceBook,
     profile: &Profile,
@@ -82,7 +82,7 @@ pub fn enroll_snp(
 ) -> Result<AgentRecord, EnrollError> {
     let bundle = Bundle::from_json(bundle).map_err(|e| EnrollError::NotSnp(e.to_string()))?;
     // An SNP report has no clock to refuse a replay with: only a nonce spent here will do.
-    if nonces.take(agent_id, &bundle.nonce, now) != NonceCheck::Issued {
+    if nonces.take(who, &bundle.nonce, now) != NonceCheck::Issued {
         return Err(EnrollError::Nonce);
     }
     let expect = Expectations {
@@ -96,8 +96,8 @@ pub fn enroll_snp(
         Platform::Snp(snp) => snp,
         Platform::TpmSnp(tpm, snp) => {
             let mut record = store
-                .agent(agent_id)?
-                .filter(|a| a.tenant == tenant && a.ak_public == tpm.ak_public)
+                .agent(&who.tenant, &who.agent_id)?
+                .filter(|a| a.ak_public == tpm.ak_public)
                 .ok_or(EnrollError::TpmNotEnrolled)?;
             if record
                 .snp_chip_id
@@ -114,13 +114,16 @@ pub fn enroll_snp(
     let now_ms = now
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let record = AgentRecord::enrolled(agent_id, tenant, snp.chip_id, snp.signing_key, now_ms);
+    let record = AgentRecord::enrolled(who, snp.chip_id, snp.signing_key, now_ms);
     pin(store, record)
 }
 
 /// Records an enrolled agent unless an operator revoked it.
 fn pin(store: &dyn LedgerStore, record: AgentRecord) -> Result<AgentRecord, EnrollError> {
-    if store.agent(&record.agent_id)?.is_some_and(|a| a.revoked) {
+    if store
+        .agent(&record.tenant, &record.agent_id)?
+        .is_some_and(|a| a.revoked)
+    {
         return Err(EnrollError::Revoked(record.agent_id));
     }
     store.put_agent(&record)?;
@@ -128,7 +131,6 @@ fn pin(store: &dyn LedgerStore, record: AgentRecord) -> Result<AgentRecord, Enro
 }
 
 struct Pending {
-    tenant: String,
     request: EnrollRequest,
     secret: Vec<u8>,
     issued: Instant,
@@ -137,15 +139,14 @@ struct Pending {
 /// Challenges issued and not yet answered.
 #[derive(Default)]
 pub struct Enrollment {
-    pending: Mutex<HashMap<String, Pending>>,
+    pending: Mutex<HashMap<AgentIdentity, Pending>>,
 }
 
 impl Enrollment {
-    /// Checks the request and returns the credential challenge for `agent_id`.
+    /// Checks the request and returns the credential challenge for `who`.
     pub fn begin(
         &self,
-        agent_id: &str,
-        tenant: &str,
+        who: &AgentIdentity,
         request: EnrollRequest,
         profile: &Profile,
         now: SystemTime,
@@ -178,15 +179,14 @@ impl Enrollment {
             if let Some(oldest) = pending
                 .iter()
                 .min_by_key(|(_, p)| p.issued)
-                .map(|(id, _)| id.clone())
+                .map(|(who, _)| who.clone())
             {
                 pending.remove(&oldest);
             }
         }
         pending.insert(
-            agent_id.to_string(),
+            who.clone(),
             Pending {
-                tenant: tenant.to_string(),
                 request,
                 secret,
                 issued: Instant::now(),
@@ -202,8 +202,7 @@ impl Enrollment {
     /// is consumed either way: a wrong answer needs a new challenge.
     pub fn finish(
         &self,
-        agent_id: &str,
-        tenant: &str,
+        who: &AgentIdentity,
         proof: &EnrollProof,
         store: &dyn LedgerStore,
         now_ms: u64,
@@ -212,8 +211,8 @@ impl Enrollment {
             .pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(agent_id)
-            .filter(|p| p.issued.elapsed() < CHALLENGE_TTL && p.tenant == tenant)
+            .remove(who)
+            .filter(|p| p.issued.elapsed() < CHALLENGE_TTL)
             .ok_or(EnrollError::NoPendingChallenge)?;
         if !credential::secret_matches(&pending.secret, &proof.secret) {
             return Err(EnrollError::SecretMismatch);
@@ -224,13 +223,7 @@ impl Enrollment {
             .into_iter()
             .next()
             .unwrap_or_default();
-        let record = AgentRecord::enrolled(
-            agent_id,
-            tenant,
-            ek_certificate,
-            pending.request.ak_public,
-            now_ms,
-        );
+        let record = AgentRecord::enrolled(who, ek_certificate, pending.request.ak_public, now_ms);
         pin(store, record)
     }
 }

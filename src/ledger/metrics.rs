@@ -41,6 +41,17 @@ struct KindLabels {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StrangerLabels {
+    reason: &'static str,
+    recorded: &'static str,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric the ledger exports.
@@ -54,6 +65,9 @@ pub struct LedgerMetrics {
     agents: Family<StateLabels, Gauge>,
     agent_age: Family<AgentLabels, FloatGauge>,
     alerts_open: Family<KindLabels, Gauge>,
+    rate_limited: Family<EndpointLabels, Counter>,
+    strangers: Family<StrangerLabels, Counter>,
+    repeats: Counter,
     per_agent: bool,
 }
 
@@ -113,6 +127,24 @@ impl LedgerMetrics {
             "Open alerts by kind",
             Family::clone(&alerts_open),
         );
+        let (rate_limited, strangers, repeats) =
+            (Family::default(), Family::default(), Counter::default());
+        registry.register(
+            "rate_limited",
+            "Write requests refused with 429 by the caller's rate limit, by endpoint",
+            Family::clone(&rate_limited),
+        );
+        registry.register(
+            "unauthorised_submissions",
+            "Submissions of callers that are not enrolled agents of a configured tenant, \
+             refused before their body was kept; recorded=true when a summary was logged",
+            Family::clone(&strangers),
+        );
+        registry.register(
+            "repeated_submissions",
+            "Re-sent submissions answered with their original entry's receipt",
+            repeats.clone(),
+        );
         LedgerMetrics {
             registry,
             submissions,
@@ -123,8 +155,31 @@ impl LedgerMetrics {
             agents,
             agent_age,
             alerts_open,
+            rate_limited,
+            strangers,
+            repeats,
             per_agent,
         }
+    }
+
+    /// Counts a write refused by its caller's rate limit.
+    pub fn rate_limited(&self, endpoint: &'static str) {
+        self.rate_limited
+            .get_or_create(&EndpointLabels { endpoint })
+            .inc();
+    }
+
+    /// Counts a submission of a caller that is not an enrolled agent.
+    pub fn stranger_submission(&self, reason: &'static str, recorded: bool) {
+        let recorded = if recorded { "true" } else { "false" };
+        self.strangers
+            .get_or_create(&StrangerLabels { reason, recorded })
+            .inc();
+    }
+
+    /// Counts a re-sent submission answered from the log.
+    pub fn repeated_submission(&self) {
+        self.repeats.inc();
     }
 
     /// Counts one logged submission.

@@ -8,6 +8,7 @@ pub mod config;
 pub mod dashboard;
 pub mod enroll;
 pub mod keyfiles;
+pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod monitor;

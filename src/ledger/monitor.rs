@@ -49,7 +49,7 @@ pub async fn watch_gaps(ledger: std::sync::Weak<crate::ledger::service::Ledger>)
     use crate::ledger::alerts::AlertKind;
     use crate::logging::{event, Level};
 
-    let mut silent: BTreeSet<String> = BTreeSet::new();
+    let mut silent: BTreeSet<(String, String)> = BTreeSet::new();
     loop {
         let Some(period) = ledger
             .upgrade()
@@ -89,9 +89,10 @@ pub async fn watch_gaps(ledger: std::sync::Weak<crate::ledger::service::Ledger>)
                 ),
             );
         }
-        let now_silent: BTreeSet<String> = found.into_iter().map(|g| g.agent_id).collect();
-        for agent in silent.difference(&now_silent) {
-            alerter.resolve(agent, &[AlertKind::MissingHeartbeat]);
+        let now_silent: BTreeSet<(String, String)> =
+            found.into_iter().map(|g| (g.tenant, g.agent_id)).collect();
+        for (tenant, agent) in silent.difference(&now_silent) {
+            alerter.resolve(tenant, agent, &[AlertKind::MissingHeartbeat]);
         }
         silent = now_silent;
     }
@@ -131,6 +132,7 @@ mod tests {
                 zero_retention: true,
                 tpm_clock: None,
             }),
+            submission_hash: None,
         }
     }
 
@@ -145,7 +147,7 @@ mod tests {
             store.put_agent(&agent("never", "t", 1_000)).unwrap();
             store.put_agent(&agent("gone", "t", 0)).unwrap();
             store.put_agent(&agent("other", "u", 0)).unwrap();
-            store.revoke_agent("gone").unwrap();
+            store.revoke_agent("t", "gone").unwrap();
             store
                 .append(&[
                     entry(10_000, "silent", Verdict::Accepted),

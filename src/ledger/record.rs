@@ -32,9 +32,25 @@ pub struct LogRecord {
     pub attestation_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_hash: Option<String>,
-    /// The submitted bytes, exactly as received.
+    /// The submitted bytes, exactly as received; empty when they were not kept
+    /// ([`LogRecord::discarded`]).
     #[serde(with = "serde_bytes_buf")]
     pub submission: Vec<u8>,
+    /// For a caller that is not an enrolled agent of a configured tenant: what it sent,
+    /// summarised instead of kept, so strangers cannot grow the log with their bodies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discarded: Option<Discarded>,
+}
+
+/// A submission that was summarised instead of kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Discarded {
+    /// SHA-256 of the submitted bytes.
+    #[serde(with = "serde_bytes_buf")]
+    pub sha256: Vec<u8>,
+    /// Their length.
+    pub size: u64,
 }
 
 impl LogRecord {
@@ -91,6 +107,7 @@ mod tests {
             attestation_id: None,
             policy_hash: None,
             submission: b"{\"type\":...}".to_vec(),
+            discarded: None,
         }
     }
 

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::de::DeserializeOwned;
@@ -138,6 +138,7 @@ struct Failure {
     status: StatusCode,
     error: &'static str,
     message: String,
+    retry_after: Option<Duration>,
 }
 
 impl Failure {
@@ -146,6 +147,7 @@ impl Failure {
             status,
             error,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -159,8 +161,12 @@ impl From<ServiceError> for Failure {
         let status = match &e {
             ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
-            ServiceError::Forbidden(_) | ServiceError::Enroll(_) => StatusCode::FORBIDDEN,
-            ServiceError::Store(_)
+            ServiceError::UnknownTenant(_)
+            | ServiceError::UnknownAgent { .. }
+            | ServiceError::Enroll(_) => StatusCode::FORBIDDEN,
+            ServiceError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ServiceError::StorageUnavailable { .. }
+            | ServiceError::Store(_)
             | ServiceError::Log(_)
             | ServiceError::Append(_)
             | ServiceError::Internal(_)
@@ -172,15 +178,21 @@ impl From<ServiceError> for Failure {
             }
             _ => status,
         };
-        // A follower refusing writes is routine, not a failure.
-        if status.is_server_error() && e.code() != "not-sequencer" {
+        // A follower refusing writes is routine, not a failure; so is refusing nonces
+        // while the storage is down (the append that found it down was logged).
+        let routine =
+            e.code() == "not-sequencer" || matches!(e, ServiceError::StorageUnavailable { .. });
+        if status.is_server_error() && !routine {
             event(
                 Level::Error,
                 "request-failed",
                 json!({"error": e.to_string()}),
             );
         }
-        Failure::new(status, e.code(), e.to_string())
+        Failure {
+            retry_after: e.retry_after(),
+            ..Failure::new(status, e.code(), e.to_string())
+        }
     }
 }
 
@@ -205,13 +217,21 @@ fn json_answer<T: Serialize>(status: StatusCode, value: &T) -> Answer {
 }
 
 fn failure_answer(f: Failure) -> Answer {
-    json_answer(
+    let mut answer = json_answer(
         f.status,
         &ErrorBody {
             error: f.error.to_string(),
             message: f.message,
         },
-    )
+    );
+    if let Some(wait) = f.retry_after {
+        // Whole seconds, rounded up (RFC 9110 delay-seconds).
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        answer
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    answer
 }
 
 async fn route(ledger: &Arc<Ledger>, who: &AgentIdentity, request: Request<Incoming>) -> Answer {

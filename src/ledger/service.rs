@@ -7,7 +7,7 @@
 //! appended before the next one is judged. Different agents proceed in parallel and share
 //! group commits.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -26,18 +26,23 @@ use crate::ledger::api::{
 use crate::ledger::config::{LedgerConfig, Storage};
 use crate::ledger::enroll::{EnrollError, Enrollment};
 use crate::ledger::keyfiles::{self, KeyFileError};
+use crate::ledger::limits::{RateLimiter, WriteLimit};
 use crate::ledger::log::batcher::{BatchError, Batcher, DEFAULT_MAX_BATCH};
 use crate::ledger::log::checkpoint::Checkpoint;
 use crate::ledger::log::checkpoint::CheckpointSigner;
 use crate::ledger::log::keys::KeyHistory;
 use crate::ledger::log::merkle::{empty_root, verify_consistency};
-use crate::ledger::log::sequencer::{Receipt, Sequencer, SequencerError, Submission};
+use crate::ledger::log::sequencer::{
+    submission_hash, Receipt, Sequencer, SequencerError, Submission,
+};
 use crate::ledger::metrics::LedgerMetrics;
-use crate::ledger::record::{LogRecord, RECORD_VERSION};
+use crate::ledger::record::{Discarded, LogRecord, RECORD_VERSION};
 use crate::ledger::store::embedded::EmbeddedStore;
 use crate::ledger::store::postgres::{PostgresOptions, PostgresStore};
 use crate::ledger::store::{EntryQuery, LedgerStore, StoreError, StoredEntry, Verdict, MAX_PAGE};
-use crate::ledger::verify::{accepted_state, verify_submission, NonceBook, Refusal, TenantPolicy};
+use crate::ledger::verify::{
+    accepted_state, verify_submission, NonceBook, Refusal, TenantPolicy, VOUCH_WINDOW,
+};
 use crate::profiles::{Profile, ProfileError};
 use crate::tls::AgentIdentity;
 
@@ -49,8 +54,14 @@ pub enum ServiceError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
-    #[error("{0}")]
-    Forbidden(String),
+    #[error("tenant {0:?} is not configured on this ledger")]
+    UnknownTenant(String),
+    #[error("agent {agent_id:?} of tenant {tenant:?} is not enrolled: enrol first")]
+    UnknownAgent { tenant: String, agent_id: String },
+    #[error("too many requests from this identity: retry in {} s", retry_after.as_secs().max(1))]
+    RateLimited { retry_after: Duration },
+    #[error("the ledger cannot write to its storage now: retry in {} s", retry_after.as_secs().max(1))]
+    StorageUnavailable { retry_after: Duration },
     #[error("enrollment refused: {0}")]
     Enroll(#[from] EnrollError),
     #[error("storage failure: {0}")]
@@ -71,7 +82,10 @@ impl ServiceError {
         match self {
             ServiceError::BadRequest(_) => "bad-request",
             ServiceError::NotFound(_) => "not-found",
-            ServiceError::Forbidden(_) => "forbidden",
+            ServiceError::UnknownTenant(_) => "unknown-tenant",
+            ServiceError::UnknownAgent { .. } => "unknown-agent",
+            ServiceError::RateLimited { .. } => "rate-limited",
+            ServiceError::StorageUnavailable { .. } => "unavailable",
             ServiceError::Enroll(EnrollError::Store(_)) => "unavailable",
             ServiceError::Enroll(_) => "enrollment-refused",
             ServiceError::NotSequencer | ServiceError::Append(BatchError::NotSequencer) => {
@@ -81,6 +95,20 @@ impl ServiceError {
             | ServiceError::Log(_)
             | ServiceError::Append(_)
             | ServiceError::Internal(_) => "unavailable",
+        }
+    }
+
+    /// How long the caller should wait before trying again (`Retry-After`), when the
+    /// refusal is about load or availability rather than the request.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ServiceError::RateLimited { retry_after }
+            | ServiceError::StorageUnavailable { retry_after } => {
+                Some((*retry_after).max(Duration::from_secs(1)))
+            }
+            ServiceError::Append(BatchError::Append(_) | BatchError::Unpublished(_))
+            | ServiceError::Store(_) => Some(STORAGE_PROBE_INTERVAL),
+            _ => None,
         }
     }
 }
@@ -150,6 +178,53 @@ const ALL_KINDS: [AlertKind; 4] = [
 /// Page size when the caller names none.
 pub const DEFAULT_PAGE: u32 = 100;
 
+/// After an append failed, how long the ledger refuses to hand out nonces (agents attest
+/// with offline nonces meanwhile) before it lets one through again to find out whether
+/// the storage is back.
+pub const STORAGE_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Whether the latest append reached the storage, and when it last did not.
+#[derive(Default)]
+struct WriteHealth {
+    last_failure: Mutex<Option<Instant>>,
+}
+
+impl WriteHealth {
+    fn failed(&self) {
+        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    fn succeeded(&self) {
+        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// How long to keep refusing new work, if the latest append failed recently.
+    fn refusing_for(&self) -> Option<Duration> {
+        let last = *self.last_failure.lock().unwrap_or_else(|p| p.into_inner());
+        last.map(|at| at.elapsed())
+            .filter(|since| *since < STORAGE_PROBE_INTERVAL)
+            .map(|since| STORAGE_PROBE_INTERVAL - since)
+    }
+}
+
+/// What judging a submission found.
+enum Judged {
+    /// A caller that is not an enrolled agent of a configured tenant: only a summary of
+    /// what it sent may be recorded.
+    Stranger {
+        refusal: ServiceError,
+        summary: Submission,
+    },
+    /// The exact bytes of an entry this agent already has in the log: a re-send whose
+    /// answer was lost. It gets the original entry's receipt.
+    Repeat(StoredEntry),
+    /// A new entry, and the ledger nonce to spend once it is appended.
+    New {
+        submission: Submission,
+        spend_nonce: Option<Vec<u8>>,
+    },
+}
+
 /// One ledger: its log, its store and what it expects of each tenant.
 pub struct Ledger {
     store: Arc<dyn LedgerStore>,
@@ -160,7 +235,14 @@ pub struct Ledger {
     profile: Profile,
     tenants: BTreeMap<String, TenantPolicy>,
     max_gap: Duration,
-    agent_turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    agent_turns: Mutex<HashMap<AgentIdentity, Arc<tokio::sync::Mutex<()>>>>,
+    /// Agents whose latest append failed in a way that may have committed after all (a
+    /// lost answer): their next submission is looked up in the store before it is judged
+    /// new, so it is never accepted twice.
+    doubtful: Mutex<HashSet<AgentIdentity>>,
+    write_health: WriteHealth,
+    rate_limits: RateLimiter,
+    stranger_records: RateLimiter,
     metrics: LedgerMetrics,
     alerter: Arc<Alerter>,
     /// Dropping it stops the lease keeper (stores with a sequencer lease only).
@@ -316,7 +398,8 @@ impl Ledger {
     ) -> Result<(Arc<Ledger>, JoinHandle<()>), SequencerError> {
         // Nonces carry a tag keyed from the checkpoint key, which every replica of the log
         // and every restart of this one holds: they recognise each other's nonces.
-        let nonces = NonceBook::with_secret(&signer.to_pkcs8()?);
+        let nonces = NonceBook::with_secret(&signer.to_pkcs8()?)
+            .with_lifetimes(config.nonce_ttl, VOUCH_WINDOW);
         let sequencer = Arc::new(Sequencer::open(store.clone(), signer, &config.origin)?);
         let (batcher, writer) = Batcher::start(sequencer.clone(), DEFAULT_MAX_BATCH);
         let (lease_keeper, writer) = match store.lease_renewal() {
@@ -343,6 +426,10 @@ impl Ledger {
             tenants: config.tenants.clone(),
             max_gap: config.max_gap,
             agent_turns: Mutex::default(),
+            doubtful: Mutex::default(),
+            write_health: WriteHealth::default(),
+            rate_limits: RateLimiter::default(),
+            stranger_records: RateLimiter::default(),
             metrics: LedgerMetrics::new(config.ops.per_agent_metrics),
             alerter: Alerter::start(config.alerts.clone(), config.state_dir.clone()),
             _lease_keeper: lease_keeper,
@@ -430,17 +517,36 @@ impl Ledger {
     fn tenant_policy(&self, tenant: &str) -> Result<&TenantPolicy, ServiceError> {
         self.tenants
             .get(tenant)
-            .ok_or_else(|| ServiceError::Forbidden(format!("tenant {tenant:?} is not configured")))
+            .ok_or_else(|| ServiceError::UnknownTenant(tenant.to_string()))
     }
 
-    /// A single-use nonce for the caller's next attestation.
+    /// Takes one write from `who`'s allowance (its tenant's, or the small one of callers
+    /// of unknown tenants).
+    fn admit_write(&self, who: &AgentIdentity, endpoint: &'static str) -> Result<(), ServiceError> {
+        let limit = self
+            .tenants
+            .get(&who.tenant)
+            .map_or(WriteLimit::UNKNOWN_TENANT, |t| t.write_limit);
+        self.rate_limits.admit(who, limit).map_err(|retry_after| {
+            self.metrics.rate_limited(endpoint);
+            ServiceError::RateLimited { retry_after }
+        })
+    }
+
+    /// A single-use nonce for the caller's next attestation. None while the latest append
+    /// failed: a nonce spent on a submission that cannot be logged helps nobody, and the
+    /// agent's offline nonce serves as well meanwhile.
     pub fn issue_nonce(&self, who: &AgentIdentity) -> Result<NonceResponse, ServiceError> {
+        self.admit_write(who, "nonce")?;
         self.tenant_policy(&who.tenant)?;
         // Nonces live in the sequencer's memory: only it can check them later.
         self.require_sequencer()?;
+        if let Some(retry_after) = self.write_health.refusing_for() {
+            return Err(ServiceError::StorageUnavailable { retry_after });
+        }
         let nonce = self
             .nonces
-            .issue(&who.agent_id)
+            .issue(who)
             .map_err(|_| ServiceError::Internal("no randomness".into()))?;
         Ok(NonceResponse {
             nonce: nonce.to_vec(),
@@ -453,17 +559,14 @@ impl Ledger {
         who: &AgentIdentity,
         request: EnrollRequest,
     ) -> Result<EnrollChallenge, ServiceError> {
+        self.admit_write(who, "enroll")?;
         self.tenant_policy(&who.tenant)?;
         self.require_sequencer()?;
         let (this, who) = (self.clone(), who.clone());
         blocking(move || {
-            Ok(this.enrollment.begin(
-                &who.agent_id,
-                &who.tenant,
-                request,
-                &this.profile,
-                SystemTime::now(),
-            )?)
+            Ok(this
+                .enrollment
+                .begin(&who, request, &this.profile, SystemTime::now())?)
         })
         .await
     }
@@ -474,12 +577,12 @@ impl Ledger {
         who: &AgentIdentity,
         proof: EnrollProof,
     ) -> Result<EnrolledResponse, ServiceError> {
+        self.admit_write(who, "enroll")?;
         self.require_sequencer()?;
         let (this, who) = (self.clone(), who.clone());
         blocking(move || {
             let record = this.enrollment.finish(
-                &who.agent_id,
-                &who.tenant,
+                &who,
                 &proof,
                 this.store.as_ref(),
                 unix_ms(SystemTime::now()),
@@ -499,12 +602,12 @@ impl Ledger {
         who: &AgentIdentity,
         bundle: Vec<u8>,
     ) -> Result<EnrolledResponse, ServiceError> {
+        self.admit_write(who, "enroll")?;
         self.tenant_policy(&who.tenant)?;
         let (this, who) = (self.clone(), who.clone());
         blocking(move || {
             let record = crate::ledger::enroll::enroll_snp(
-                &who.agent_id,
-                &who.tenant,
+                &who,
                 &bundle,
                 &this.nonces,
                 &this.profile,
@@ -520,24 +623,40 @@ impl Ledger {
         .await
     }
 
-    fn agent_turn(&self, agent_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    fn agent_turn(&self, who: &AgentIdentity) -> Arc<tokio::sync::Mutex<()>> {
         let mut turns = self.agent_turns.lock().unwrap_or_else(|p| p.into_inner());
-        turns.entry(agent_id.to_string()).or_default().clone()
+        turns.entry(who.clone()).or_default().clone()
+    }
+
+    fn doubtful(&self) -> std::sync::MutexGuard<'_, HashSet<AgentIdentity>> {
+        self.doubtful.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Verifies a submission and appends it with its verdict; returns once it is durable.
+    /// A caller that is not an enrolled agent of a configured tenant is refused before
+    /// anything it sent is kept; a re-sent submission gets its original receipt.
     pub async fn submit(
         self: &Arc<Self>,
         who: &AgentIdentity,
         body: Vec<u8>,
     ) -> Result<SubmitResponse, ServiceError> {
-        // Checked before judging, so a follower spends no nonce and logs nothing.
+        // Checked before judging, so a follower logs nothing.
         self.require_sequencer()?;
+        self.admit_write(who, "submit")?;
         let arrived = Instant::now();
-        let turn = self.agent_turn(&who.agent_id);
+        let turn = self.agent_turn(who);
         let _my_turn = turn.lock().await;
         let (this, caller) = (self.clone(), who.clone());
-        let (submission, enrolled) = blocking(move || this.judge(&caller, body)).await?;
+        let (submission, spend_nonce) = match blocking(move || this.judge(&caller, body)).await? {
+            Judged::New {
+                submission,
+                spend_nonce,
+            } => (submission, spend_nonce),
+            Judged::Repeat(original) => return self.answer_repeat(original).await,
+            Judged::Stranger { refusal, summary } => {
+                return Err(self.refuse_stranger(who, refusal, summary).await)
+            }
+        };
         let verified = arrived.elapsed();
         // The verdict's fields only: the record itself (with the submitted bytes) moves
         // into the log.
@@ -548,19 +667,38 @@ impl Ledger {
             r.detail.clone(),
             r.attestation_id.clone(),
         );
-        let receipt = self.batcher.submit(submission).await?;
+        let appended = self.batcher.submit(submission).await;
+        if let Err(e) = &appended {
+            if matches!(e, BatchError::Append(_) | BatchError::Unpublished(_)) {
+                self.write_health.failed();
+            }
+            // A failed append may still have committed (its answer was lost); a durable
+            // but unpublished one certainly did: either way the nonce may not be used
+            // again for another entry, and a re-send is looked up first.
+            if matches!(e, BatchError::Unpublished(_)) {
+                if let Some(nonce) = &spend_nonce {
+                    self.nonces.spend(who, nonce);
+                }
+            } else {
+                self.doubtful().insert(who.clone());
+            }
+        }
+        let receipt = appended?;
+        self.write_health.succeeded();
+        self.doubtful().remove(who);
+        if let Some(nonce) = &spend_nonce {
+            self.nonces.spend(who, nonce);
+        }
         self.metrics
             .observe_submission(verdict, reason.as_deref(), verified, arrived.elapsed());
-        match (&reason, enrolled) {
-            (None, _) => self.alerter.resolve(&who.agent_id, &ALL_KINDS),
-            (Some(reason), true) => self.alerter.fire(
+        match &reason {
+            None => self.alerter.resolve(&who.tenant, &who.agent_id, &ALL_KINDS),
+            Some(reason) => self.alerter.fire(
                 AlertKind::for_refusal(reason),
                 &who.tenant,
                 &who.agent_id,
                 detail.clone().unwrap_or_else(|| reason.clone()),
             ),
-            // Strangers are logged and counted, but raise no alert of an agent.
-            (Some(_), false) => {}
         }
         Ok(SubmitResponse {
             verdict,
@@ -571,13 +709,53 @@ impl Ledger {
         })
     }
 
-    /// The log record for a submission: accepted, or refused with its reason; and
-    /// whether the caller is an enrolled agent of its tenant.
-    fn judge(
+    /// The answer the original submission got (its verdict and receipt), for a re-send.
+    async fn answer_repeat(
+        self: &Arc<Self>,
+        original: StoredEntry,
+    ) -> Result<SubmitResponse, ServiceError> {
+        self.metrics.repeated_submission();
+        let this = self.clone();
+        blocking(move || {
+            let record = LogRecord::from_leaf(&original.entry.leaf)
+                .map_err(|e| ServiceError::Internal(format!("leaf {}: {e}", original.index)))?;
+            let receipt = this.sequencer.receipt_for(&original)?;
+            Ok(SubmitResponse {
+                verdict: record.verdict,
+                reason: record.reason,
+                detail: record.detail,
+                attestation_id: record.attestation_id,
+                receipt: receipt_json(receipt),
+            })
+        })
+        .await
+    }
+
+    /// Records (at most now and then per caller) that a stranger tried to submit, and
+    /// returns the refusal to answer with.
+    async fn refuse_stranger(
         &self,
         who: &AgentIdentity,
-        body: Vec<u8>,
-    ) -> Result<(Submission, bool), ServiceError> {
+        refusal: ServiceError,
+        summary: Submission,
+    ) -> ServiceError {
+        let recorded = self
+            .stranger_records
+            .admit(who, WriteLimit::STRANGER_RECORDS)
+            .is_ok();
+        self.metrics.stranger_submission(refusal.code(), recorded);
+        if recorded {
+            if let Err(e) = self.batcher.submit(summary).await {
+                return e.into();
+            }
+        }
+        refusal
+    }
+
+    /// Judges a submission: a stranger's, a repeat of a logged one, or a new entry with
+    /// its verdict (accepted, or refused with its reason).
+    fn judge(&self, who: &AgentIdentity, body: Vec<u8>) -> Result<Judged, ServiceError> {
+        let hash = submission_hash(&body);
         let mut record = LogRecord {
             version: RECORD_VERSION,
             received_at_ms: 0,
@@ -589,29 +767,57 @@ impl Ledger {
             attestation_id: None,
             policy_hash: None,
             submission: Vec::new(),
+            discarded: None,
         };
-        // An agent known under another tenant is not this caller's agent.
-        let agent = self
-            .store
-            .agent(&who.agent_id)?
-            .filter(|a| a.tenant == who.tenant);
+        let stranger = |refusal: ServiceError, mut record: LogRecord| {
+            record.reason = Some(refusal.code().to_string());
+            record.detail = Some(format!(
+                "{refusal}; the {}-byte submission (SHA-256 {}) was not kept",
+                body.len(),
+                hex::encode(hash)
+            ));
+            record.discarded = Some(Discarded {
+                sha256: hash.to_vec(),
+                size: body.len() as u64,
+            });
+            Ok(Judged::Stranger {
+                refusal,
+                summary: Submission {
+                    record,
+                    accepted_state: None,
+                },
+            })
+        };
+        let Some(tenant) = self.tenants.get(&who.tenant) else {
+            return stranger(ServiceError::UnknownTenant(who.tenant.clone()), record);
+        };
+        let Some(agent) = self.store.agent(&who.tenant, &who.agent_id)? else {
+            let refusal = ServiceError::UnknownAgent {
+                tenant: who.tenant.clone(),
+                agent_id: who.agent_id.clone(),
+            };
+            return stranger(refusal, record);
+        };
+        let now = SystemTime::now();
+        let mut presented = None;
         let verdict = Bundle::from_json(&body)
             .map_err(Refusal::from)
             .and_then(|bundle| {
-                let tenant = self
-                    .tenants
-                    .get(&who.tenant)
-                    .ok_or_else(|| Refusal::UnknownTenant(who.tenant.clone()))?;
-                verify_submission(
-                    &bundle,
-                    agent.as_ref(),
-                    &who.agent_id,
-                    &self.nonces,
-                    &self.profile,
-                    tenant,
-                    SystemTime::now(),
-                )
+                let nonce = self.nonces.presented(who, &bundle.nonce, now);
+                presented = Some((nonce, bundle.nonce.clone()));
+                verify_submission(&bundle, &agent, nonce, &self.profile, tenant, now)
             });
+        // Exact bytes logged before cannot be accepted again (their nonce or TPM clock is
+        // used up), so only a refusal, or an agent whose last append may have committed
+        // unseen, needs the lookup.
+        if verdict.is_err() || self.doubtful().contains(who) {
+            if let Some(original) = self
+                .store
+                .find_submission(&who.tenant, &who.agent_id, &hash)?
+            {
+                return Ok(Judged::Repeat(original));
+            }
+        }
         record.submission = body;
         let accepted_state = match verdict {
             Ok(verified) => {
@@ -626,14 +832,16 @@ impl Ledger {
                 None
             }
         };
-        let enrolled = agent.is_some();
-        Ok((
-            Submission {
+        let spend_nonce = presented
+            .filter(|(check, _)| check.to_spend())
+            .map(|(_, nonce)| nonce);
+        Ok(Judged::New {
+            submission: Submission {
                 record,
                 accepted_state,
             },
-            enrolled,
-        ))
+            spend_nonce,
+        })
     }
 
     /// Entries of the caller's tenant matching `filter`, ascending by index.
@@ -705,7 +913,7 @@ impl Ledger {
         blocking(move || {
             let mut found = Vec::new();
             for agent in this.store.agents(Some(&tenant))? {
-                if let Some(entry) = this.store.latest_accepted(&agent.agent_id)? {
+                if let Some(entry) = this.store.latest_accepted(&agent.tenant, &agent.agent_id)? {
                     found.push(entry);
                 }
             }

@@ -25,6 +25,10 @@ pub enum BatchError {
     NotSequencer,
     #[error("the batch could not be appended: {0}")]
     Append(String),
+    /// The entry is durably in the log, but the checkpoint covering it could not be
+    /// published; its receipt comes with the next checkpoint.
+    #[error("appended, but not yet covered by a signed checkpoint: {0}")]
+    Unpublished(String),
 }
 
 type Job = (Submission, oneshot::Sender<Result<Receipt, BatchError>>);
@@ -59,6 +63,12 @@ impl Batcher {
                     Err(SequencerError::Store(StoreError::NotSequencer)) => {
                         for reply in replies {
                             let _ = reply.send(Err(BatchError::NotSequencer));
+                        }
+                    }
+                    Err(e @ SequencerError::Unpublished { .. }) => {
+                        let message = e.to_string();
+                        for reply in replies {
+                            let _ = reply.send(Err(BatchError::Unpublished(message.clone())));
                         }
                     }
                     Err(e) => {

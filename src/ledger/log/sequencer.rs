@@ -59,6 +59,12 @@ pub enum SequencerError {
     RootMismatch { size: u64 },
     #[error("entry {index}'s bytes do not match its leaf hash: the log was rewritten")]
     LeafMismatch { index: u64 },
+    #[error("entries {first}..{end} are durable but no checkpoint covers them yet: {source}")]
+    Unpublished {
+        first: u64,
+        end: u64,
+        source: Box<SequencerError>,
+    },
 }
 
 /// A record to append, with what it changes for its agent.
@@ -67,6 +73,21 @@ pub struct Submission {
     /// The record; its `received_at_ms` is assigned by the sequencer.
     pub record: LogRecord,
     pub accepted_state: Option<AcceptedState>,
+}
+
+impl Submission {
+    /// Whether the record keeps the submitted bytes (a summary of a stranger's does not).
+    fn keeps_submission(&self) -> bool {
+        self.record.discarded.is_none()
+    }
+}
+
+/// SHA-256 of submitted bytes: how a re-sent submission finds its entry.
+pub fn submission_hash(submitted: &[u8]) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, submitted);
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(digest.as_ref());
+    hash
 }
 
 /// Proof that an entry is in the log, as returned to the submitter.
@@ -286,6 +307,9 @@ impl Sequencer {
         for mut s in batch {
             s.record.received_at_ms = now;
             let leaf = s.record.to_leaf()?;
+            let submission_hash = s
+                .keeps_submission()
+                .then(|| submission_hash(&s.record.submission));
             entries.push(NewEntry {
                 received_at_ms: now,
                 tenant: s.record.tenant,
@@ -295,6 +319,7 @@ impl Sequencer {
                 leaf_hash: leaf_hash(&leaf),
                 leaf,
                 accepted_state: s.accepted_state,
+                submission_hash,
             });
         }
         let first = match self.store.append(&entries) {
@@ -316,7 +341,13 @@ impl Sequencer {
         }
         state.last_ms = now;
         let size = state.tree.size();
-        let note = self.publish(&state, now)?;
+        let note = self
+            .publish(&state, now)
+            .map_err(|source| SequencerError::Unpublished {
+                first,
+                end: size,
+                source: Box::new(source),
+            })?;
         entries
             .iter()
             .enumerate()
@@ -405,6 +436,42 @@ impl Sequencer {
             return Err(SequencerError::LeafMismatch { index });
         }
         Ok(())
+    }
+
+    /// The receipt of an entry appended earlier (a re-sent submission's original): its
+    /// inclusion proof in the latest checkpoint, after publishing one that covers it if a
+    /// failure left it unsigned.
+    pub fn receipt_for(&self, stored: &StoredEntry) -> Result<Receipt, SequencerError> {
+        self.check(stored)?;
+        let mut state = self.state();
+        let covering = self
+            .store
+            .latest_checkpoint()?
+            .filter(|c| c.size > stored.index);
+        let checkpoint = match covering {
+            Some(c) => c,
+            None => {
+                if state.term.is_none() {
+                    return Err(StoreError::NotSequencer.into());
+                }
+                self.ensure(&mut state, stored.index.saturating_add(1))?;
+                let size = state.tree.size();
+                let note = self.publish(&state, state.last_ms)?;
+                StoredCheckpoint {
+                    size,
+                    note,
+                    created_at_ms: state.last_ms,
+                }
+            }
+        };
+        self.ensure(&mut state, checkpoint.size)?;
+        Ok(Receipt {
+            index: stored.index,
+            received_at_ms: stored.entry.received_at_ms,
+            leaf_hash: stored.entry.leaf_hash,
+            inclusion_proof: state.tree.inclusion_proof(stored.index, checkpoint.size)?,
+            checkpoint: checkpoint.note,
+        })
     }
 
     /// Inclusion proof of `index` in the tree of `size` entries.

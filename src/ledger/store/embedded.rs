@@ -13,13 +13,53 @@ use super::{
     NewEntry, StoreError, StoredCheckpoint, StoredEntry, Verdict, MAX_PAGE,
 };
 
-const SCHEMA_VERSION: &str = "2";
-/// Version 2 pins the SEV-SNP chip of an agent enrolled with `tpm+snp` evidence.
-const UPGRADE_1_TO_2: &str = "ALTER TABLE agents ADD COLUMN snp_chip_id BLOB; \
-     UPDATE meta SET value = '2' WHERE key = 'schema_version';";
+const SCHEMA_VERSION: &str = "3";
 
+/// Upgrades from each older version to the next, in order; each runs in one transaction
+/// with the version bump.
+const UPGRADES: &[(&str, &str)] = &[
+    // 2 pins the SEV-SNP chip of an agent enrolled with `tpm+snp` evidence.
+    (
+        "1",
+        "ALTER TABLE agents ADD COLUMN snp_chip_id BLOB; \
+         UPDATE meta SET value = '2' WHERE key = 'schema_version';",
+    ),
+    // 3 keys agents by (tenant, agent id), so one id in two tenants names two agents, and
+    // keeps each entry's submission hash, so a re-sent submission finds its entry.
+    (
+        "2",
+        "CREATE TABLE agents_v3 (
+            tenant TEXT NOT NULL,
+            agent_id TEXT NOT NULL,
+            ek_certificate BLOB NOT NULL,
+            ak_public BLOB NOT NULL,
+            enrolled_at_ms INTEGER NOT NULL,
+            revoked INTEGER NOT NULL DEFAULT 0,
+            last_seen_at_ms INTEGER,
+            last_accepted_at_ms INTEGER,
+            last_zero_retention INTEGER,
+            last_reset_count INTEGER,
+            last_restart_count INTEGER,
+            last_clock_ms INTEGER,
+            snp_chip_id BLOB,
+            PRIMARY KEY (tenant, agent_id)
+        );
+        INSERT INTO agents_v3 SELECT tenant, agent_id, ek_certificate, ak_public, enrolled_at_ms,
+            revoked, last_seen_at_ms, last_accepted_at_ms, last_zero_retention, last_reset_count,
+            last_restart_count, last_clock_ms, snp_chip_id FROM agents;
+        DROP TABLE agents;
+        ALTER TABLE agents_v3 RENAME TO agents;
+        ALTER TABLE entries ADD COLUMN submission_hash BLOB;
+        DROP INDEX IF EXISTS entries_agent;
+        CREATE INDEX entries_agent ON entries (tenant, agent_id, idx);
+        CREATE INDEX entries_submission ON entries (submission_hash)
+            WHERE submission_hash IS NOT NULL;
+        UPDATE meta SET value = '3' WHERE key = 'schema_version';",
+    ),
+];
+
+/// The current schema, for a new database.
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (
     idx INTEGER PRIMARY KEY,
     received_at_ms INTEGER NOT NULL,
@@ -28,11 +68,14 @@ CREATE TABLE IF NOT EXISTS entries (
     verdict TEXT NOT NULL CHECK (verdict IN ('accepted', 'refused')),
     attestation_id TEXT,
     leaf BLOB NOT NULL,
-    leaf_hash BLOB NOT NULL CHECK (length(leaf_hash) = 32)
+    leaf_hash BLOB NOT NULL CHECK (length(leaf_hash) = 32),
+    submission_hash BLOB CHECK (submission_hash IS NULL OR length(submission_hash) = 32)
 );
 CREATE INDEX IF NOT EXISTS entries_tenant_time ON entries (tenant, received_at_ms);
-CREATE INDEX IF NOT EXISTS entries_agent ON entries (agent_id, idx);
+CREATE INDEX IF NOT EXISTS entries_agent ON entries (tenant, agent_id, idx);
 CREATE INDEX IF NOT EXISTS entries_attestation ON entries (attestation_id);
+CREATE INDEX IF NOT EXISTS entries_submission ON entries (submission_hash)
+    WHERE submission_hash IS NOT NULL;
 CREATE TABLE IF NOT EXISTS checkpoints (
     size INTEGER PRIMARY KEY,
     note TEXT NOT NULL,
@@ -43,8 +86,8 @@ CREATE TABLE IF NOT EXISTS key_transitions (
     note TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS agents (
-    agent_id TEXT PRIMARY KEY,
     tenant TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
     ek_certificate BLOB NOT NULL,
     ak_public BLOB NOT NULL,
     enrolled_at_ms INTEGER NOT NULL,
@@ -55,7 +98,8 @@ CREATE TABLE IF NOT EXISTS agents (
     last_reset_count INTEGER,
     last_restart_count INTEGER,
     last_clock_ms INTEGER,
-    snp_chip_id BLOB
+    snp_chip_id BLOB,
+    PRIMARY KEY (tenant, agent_id)
 );
 ";
 
@@ -87,7 +131,12 @@ impl EmbeddedStore {
             .map_err(db)?;
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
             .map_err(db)?;
-        conn.execute_batch(SCHEMA).map_err(db)?;
+        // The current schema is created only in a new database: an older one is upgraded
+        // step by step instead.
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        )
+        .map_err(db)?;
         let version: Option<String> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key = 'schema_version'",
@@ -98,23 +147,28 @@ impl EmbeddedStore {
             .map_err(db)?;
         match version {
             None => {
-                conn.execute(
+                let tx = conn.unchecked_transaction().map_err(db)?;
+                tx.execute_batch(SCHEMA).map_err(db)?;
+                tx.execute(
                     "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
                     [SCHEMA_VERSION],
                 )
                 .map_err(db)?;
-            }
-            Some(v) if v == SCHEMA_VERSION => {}
-            Some(v) if v == "1" => {
-                let tx = conn.unchecked_transaction().map_err(db)?;
-                tx.execute_batch(UPGRADE_1_TO_2).map_err(db)?;
                 tx.commit().map_err(db)?;
             }
             Some(found) => {
-                return Err(StoreError::SchemaVersion {
-                    found,
-                    expected: SCHEMA_VERSION,
-                })
+                let first = UPGRADES.iter().position(|(from, _)| *from == found);
+                if found != SCHEMA_VERSION && first.is_none() {
+                    return Err(StoreError::SchemaVersion {
+                        found,
+                        expected: SCHEMA_VERSION,
+                    });
+                }
+                for (_, upgrade) in &UPGRADES[first.unwrap_or(UPGRADES.len())..] {
+                    let tx = conn.unchecked_transaction().map_err(db)?;
+                    tx.execute_batch(upgrade).map_err(db)?;
+                    tx.commit().map_err(db)?;
+                }
             }
         }
         Ok(EmbeddedStore {
@@ -194,17 +248,20 @@ impl LedgerStore for EmbeddedStore {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO entries (idx, received_at_ms, tenant, agent_id, verdict, \
-                     attestation_id, leaf, leaf_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                     attestation_id, leaf, leaf_hash, submission_hash) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )
                 .map_err(db)?;
             let mut seen = tx
-                .prepare_cached("UPDATE agents SET last_seen_at_ms = ?2 WHERE agent_id = ?1")
+                .prepare_cached(
+                    "UPDATE agents SET last_seen_at_ms = ?3 WHERE tenant = ?1 AND agent_id = ?2",
+                )
                 .map_err(db)?;
             let mut accepted = tx
                 .prepare_cached(
-                    "UPDATE agents SET last_accepted_at_ms = ?2, last_zero_retention = ?3, \
-                     last_reset_count = ?4, last_restart_count = ?5, last_clock_ms = ?6 \
-                     WHERE agent_id = ?1",
+                    "UPDATE agents SET last_accepted_at_ms = ?3, last_zero_retention = ?4, \
+                     last_reset_count = ?5, last_restart_count = ?6, last_clock_ms = ?7 \
+                     WHERE tenant = ?1 AND agent_id = ?2",
                 )
                 .map_err(db)?;
             for (offset, e) in entries.iter().enumerate() {
@@ -226,9 +283,11 @@ impl LedgerStore for EmbeddedStore {
                         e.attestation_id,
                         e.leaf,
                         e.leaf_hash.as_slice(),
+                        e.submission_hash.as_ref().map(|h| h.as_slice()),
                     ])
                     .map_err(db)?;
-                seen.execute(params![e.agent_id, at]).map_err(db)?;
+                seen.execute(params![e.tenant, e.agent_id, at])
+                    .map_err(db)?;
                 if let Some(state) = &e.accepted_state {
                     let (reset, restart, clock) = match state.tpm_clock {
                         Some((a, b, c)) => (Some(a), Some(b), Some(to_sql(c)?)),
@@ -236,6 +295,7 @@ impl LedgerStore for EmbeddedStore {
                     };
                     let updated = accepted
                         .execute(params![
+                            e.tenant,
                             e.agent_id,
                             at,
                             state.zero_retention,
@@ -245,7 +305,10 @@ impl LedgerStore for EmbeddedStore {
                         ])
                         .map_err(db)?;
                     if updated == 0 {
-                        return Err(StoreError::UnknownAgent(e.agent_id.clone()));
+                        return Err(StoreError::UnknownAgent {
+                            tenant: e.tenant.clone(),
+                            agent_id: e.agent_id.clone(),
+                        });
                     }
                 }
             }
@@ -315,18 +378,18 @@ impl LedgerStore for EmbeddedStore {
         // scans the whole log). Absent parameters are still bound: SQLite accepts binding a
         // numbered parameter the statement does not use, below its largest (?8). A unary
         // `+` keeps a column out of index choice: an agent's entries are read through
-        // (agent_id, idx) in log order; a tenant's through (tenant, received_at_ms) only
-        // for a time window; a plain tenant page walks the log in index order and stops
-        // at the page's end.
+        // (tenant, agent_id, idx) in log order; a tenant's through (tenant,
+        // received_at_ms) only for a time window; a plain tenant page walks the log in
+        // index order and stops at the page's end.
         let by_agent = q.agent_id.is_some();
         let by_time = q.from_ms.is_some() || q.to_ms.is_some();
         let filters = [
             (
                 q.tenant.is_some(),
-                if by_agent || !by_time {
-                    "+tenant = ?1"
-                } else {
+                if by_agent || by_time {
                     "tenant = ?1"
+                } else {
+                    "+tenant = ?1"
                 },
             ),
             (by_agent, "agent_id = ?2"),
@@ -379,15 +442,40 @@ impl LedgerStore for EmbeddedStore {
         rows.map(|r| stored_entry(r.map_err(db)?)).collect()
     }
 
-    fn latest_accepted(&self, agent_id: &str) -> Result<Option<StoredEntry>, StoreError> {
+    fn latest_accepted(
+        &self,
+        tenant: &str,
+        agent_id: &str,
+    ) -> Result<Option<StoredEntry>, StoreError> {
         let row = self
             .conn()
             .query_row(
                 &format!(
-                    "SELECT {ENTRY_COLUMNS} FROM entries WHERE agent_id = ?1 AND \
-                     verdict = 'accepted' ORDER BY idx DESC LIMIT 1"
+                    "SELECT {ENTRY_COLUMNS} FROM entries WHERE tenant = ?1 AND agent_id = ?2 \
+                     AND verdict = 'accepted' ORDER BY idx DESC LIMIT 1"
                 ),
-                [agent_id],
+                [tenant, agent_id],
+                entry_from_row,
+            )
+            .optional()
+            .map_err(db)?;
+        row.map(stored_entry).transpose()
+    }
+
+    fn find_submission(
+        &self,
+        tenant: &str,
+        agent_id: &str,
+        submission_hash: &[u8; 32],
+    ) -> Result<Option<StoredEntry>, StoreError> {
+        let row = self
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT {ENTRY_COLUMNS} FROM entries WHERE submission_hash = ?1 \
+                     AND tenant = ?2 AND agent_id = ?3 ORDER BY idx LIMIT 1"
+                ),
+                params![submission_hash.as_slice(), tenant, agent_id],
                 entry_from_row,
             )
             .optional()
@@ -440,8 +528,8 @@ impl LedgerStore for EmbeddedStore {
         self.conn()
             .execute(
                 "INSERT INTO agents (agent_id, tenant, ek_certificate, ak_public, enrolled_at_ms, revoked, \
-                 snp_chip_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (agent_id) DO UPDATE SET \
-                 tenant = excluded.tenant, ek_certificate = excluded.ek_certificate, \
+                 snp_chip_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (tenant, agent_id) \
+                 DO UPDATE SET ek_certificate = excluded.ek_certificate, \
                  snp_chip_id = excluded.snp_chip_id, \
                  enrolled_at_ms = excluded.enrolled_at_ms, revoked = excluded.revoked, \
                  last_reset_count = CASE WHEN ak_public = excluded.ak_public \
@@ -465,11 +553,11 @@ impl LedgerStore for EmbeddedStore {
         Ok(())
     }
 
-    fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+    fn agent(&self, tenant: &str, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
         self.conn()
             .query_row(
-                &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE agent_id = ?1"),
-                [agent_id],
+                &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE tenant = ?1 AND agent_id = ?2"),
+                [tenant, agent_id],
                 agent_from_row,
             )
             .optional()
@@ -480,23 +568,27 @@ impl LedgerStore for EmbeddedStore {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(&format!(
-                "SELECT {AGENT_COLUMNS} FROM agents WHERE (?1 IS NULL OR tenant = ?1) ORDER BY agent_id"
+                "SELECT {AGENT_COLUMNS} FROM agents WHERE (?1 IS NULL OR tenant = ?1) \
+                 ORDER BY tenant, agent_id"
             ))
             .map_err(db)?;
         let rows = stmt.query_map([tenant], agent_from_row).map_err(db)?;
         rows.collect::<Result<_, _>>().map_err(db)
     }
 
-    fn revoke_agent(&self, agent_id: &str) -> Result<(), StoreError> {
+    fn revoke_agent(&self, tenant: &str, agent_id: &str) -> Result<(), StoreError> {
         let n = self
             .conn()
             .execute(
-                "UPDATE agents SET revoked = 1 WHERE agent_id = ?1",
-                [agent_id],
+                "UPDATE agents SET revoked = 1 WHERE tenant = ?1 AND agent_id = ?2",
+                [tenant, agent_id],
             )
             .map_err(db)?;
         if n == 0 {
-            return Err(StoreError::UnknownAgent(agent_id.to_string()));
+            return Err(StoreError::UnknownAgent {
+                tenant: tenant.to_string(),
+                agent_id: agent_id.to_string(),
+            });
         }
         Ok(())
     }

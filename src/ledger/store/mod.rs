@@ -18,6 +18,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::tls::AgentIdentity;
+
 /// Why the store could not serve a request.
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -27,8 +29,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("entries must be appended in time order: {received_at_ms} ms after {last_ms} ms")]
     TimeOrder { received_at_ms: u64, last_ms: u64 },
-    #[error("unknown agent {0:?}")]
-    UnknownAgent(String),
+    #[error("unknown agent {agent_id:?} of tenant {tenant:?}")]
+    UnknownAgent { tenant: String, agent_id: String },
     #[error("this replica does not hold the sequencer lease: it serves reads only")]
     NotSequencer,
     #[error("checkpoint key transition {0} is already recorded (another replica rotated)")]
@@ -89,6 +91,9 @@ pub struct NewEntry {
     pub leaf_hash: [u8; 32],
     /// For an accepted entry of an enrolled agent: its new last-accepted state.
     pub accepted_state: Option<AcceptedState>,
+    /// SHA-256 of the submitted bytes, for an entry that keeps them: a re-sent submission
+    /// is found by it and answered with its original receipt.
+    pub submission_hash: Option<[u8; 32]>,
 }
 
 /// An appended entry.
@@ -161,15 +166,14 @@ impl AgentRecord {
 
     /// A newly enrolled agent with its platform identity and pinned key.
     pub fn enrolled(
-        agent_id: &str,
-        tenant: &str,
+        who: &AgentIdentity,
         platform_identity: Vec<u8>,
         pinned_key: Vec<u8>,
         now_ms: u64,
     ) -> AgentRecord {
         AgentRecord {
-            agent_id: agent_id.to_string(),
-            tenant: tenant.to_string(),
+            agent_id: who.agent_id.clone(),
+            tenant: who.tenant.clone(),
             ek_certificate: platform_identity,
             ak_public: pinned_key,
             snp_chip_id: None,
@@ -231,6 +235,7 @@ fn stored_entry(row: EntryRow) -> Result<StoredEntry, StoreError> {
                 .try_into()
                 .map_err(|_| StoreError::Corrupt(format!("leaf hash of entry {idx}")))?,
             accepted_state: None,
+            submission_hash: None,
         },
     })
 }
@@ -254,7 +259,19 @@ pub trait LedgerStore: Send + Sync {
     /// Entries matching a query, ascending by index.
     fn query(&self, query: &EntryQuery) -> Result<Vec<StoredEntry>, StoreError>;
     /// The agent's most recent accepted entry.
-    fn latest_accepted(&self, agent_id: &str) -> Result<Option<StoredEntry>, StoreError>;
+    fn latest_accepted(
+        &self,
+        tenant: &str,
+        agent_id: &str,
+    ) -> Result<Option<StoredEntry>, StoreError>;
+    /// The agent's entry that kept exactly the submitted bytes hashing to
+    /// `submission_hash`, if any.
+    fn find_submission(
+        &self,
+        tenant: &str,
+        agent_id: &str,
+        submission_hash: &[u8; 32],
+    ) -> Result<Option<StoredEntry>, StoreError>;
     /// Records a signed checkpoint.
     fn put_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError>;
     /// The largest signed checkpoint.
@@ -265,14 +282,15 @@ pub trait LedgerStore: Send + Sync {
     fn put_key_transition(&self, seq: u64, note: &str) -> Result<(), StoreError>;
     /// Every checkpoint key transition, oldest first.
     fn key_transitions(&self) -> Result<Vec<String>, StoreError>;
-    /// Enrols (or re-enrols) an agent.
+    /// Enrols (or re-enrols) an agent. Agents are keyed by (tenant, agent id): the same
+    /// id in two tenants names two agents.
     fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError>;
     /// One agent.
-    fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError>;
+    fn agent(&self, tenant: &str, agent_id: &str) -> Result<Option<AgentRecord>, StoreError>;
     /// Agents, of one tenant or all.
     fn agents(&self, tenant: Option<&str>) -> Result<Vec<AgentRecord>, StoreError>;
     /// Revokes an agent: its submissions are refused from now on.
-    fn revoke_agent(&self, agent_id: &str) -> Result<(), StoreError>;
+    fn revoke_agent(&self, tenant: &str, agent_id: &str) -> Result<(), StoreError>;
 
     /// Takes or renews this handle's sequencer lease. `Some(term)` while this handle may
     /// append (the term changes whenever the lease changed hands, so a new term means

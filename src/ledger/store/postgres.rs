@@ -83,10 +83,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "0003_key_transitions",
         sql: include_str!("../../../migrations/postgres/0003_key_transitions.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_tenant_scoped_agents",
+        sql: include_str!("../../../migrations/postgres/0004_tenant_scoped_agents.sql"),
+    },
 ];
 
 /// The newest schema version this build knows (the last of [`MIGRATIONS`]).
-const SCHEMA_VERSION: &str = "3";
+const SCHEMA_VERSION: &str = "4";
 
 const ENTRY_COLUMNS: &str =
     "idx, received_at_ms, tenant, agent_id, verdict, attestation_id, leaf, leaf_hash";
@@ -490,8 +495,8 @@ impl Inner {
             }
             let n = entries.len();
             let (mut idx, mut at) = (Vec::with_capacity(n), Vec::with_capacity(n));
-            let mut seen: BTreeMap<&str, i64> = BTreeMap::new();
-            let mut accepted: BTreeMap<&str, (i64, &AcceptedState)> = BTreeMap::new();
+            let mut seen: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+            let mut accepted: BTreeMap<(&str, &str), (i64, &AcceptedState)> = BTreeMap::new();
             for (offset, e) in entries.iter().enumerate() {
                 if e.received_at_ms < last_ms {
                     return Err(StoreError::TimeOrder {
@@ -505,9 +510,10 @@ impl Inner {
                 idx.push(to_sql(first + offset as u64)?);
                 at.push(ms);
                 // Per agent, its last entry of the batch wins, as if applied in order.
-                seen.insert(&e.agent_id, ms);
+                let key = (e.tenant.as_str(), e.agent_id.as_str());
+                seen.insert(key, ms);
                 if let Some(state) = &e.accepted_state {
-                    accepted.insert(&e.agent_id, (ms, state));
+                    accepted.insert(key, (ms, state));
                 }
             }
             let tenant: Vec<&str> = entries.iter().map(|e| e.tenant.as_str()).collect();
@@ -519,11 +525,15 @@ impl Inner {
                 .collect();
             let leaf: Vec<&[u8]> = entries.iter().map(|e| e.leaf.as_slice()).collect();
             let hash: Vec<&[u8]> = entries.iter().map(|e| e.leaf_hash.as_slice()).collect();
+            let submitted: Vec<Option<&[u8]>> = entries
+                .iter()
+                .map(|e| e.submission_hash.as_ref().map(|h| h.as_slice()))
+                .collect();
             tx.execute(
                 "INSERT INTO entries (idx, received_at_ms, tenant, agent_id, verdict, \
-                 attestation_id, leaf, leaf_hash) SELECT * FROM unnest($1::BIGINT[], \
-                 $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::BYTEA[], \
-                 $8::BYTEA[])",
+                 attestation_id, leaf, leaf_hash, submission_hash) SELECT * FROM \
+                 unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
+                 $6::TEXT[], $7::BYTEA[], $8::BYTEA[], $9::BYTEA[])",
                 &[
                     &idx,
                     &at,
@@ -533,21 +543,28 @@ impl Inner {
                     &attestation,
                     &leaf,
                     &hash,
+                    &submitted,
                 ],
             )
             .await?;
-            let (seen_agent, seen_at): (Vec<&str>, Vec<i64>) = seen.into_iter().unzip();
+            let mut seen_columns = (Vec::new(), Vec::new(), Vec::new());
+            for ((tenant, agent), at) in seen {
+                seen_columns.0.push(tenant);
+                seen_columns.1.push(agent);
+                seen_columns.2.push(at);
+            }
             tx.execute(
                 "UPDATE agents SET last_seen_at_ms = v.at \
-                 FROM unnest($1::TEXT[], $2::BIGINT[]) AS v(agent_id, at) \
-                 WHERE agents.agent_id = v.agent_id",
-                &[&seen_agent, &seen_at],
+                 FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[]) AS v(tenant, agent_id, at) \
+                 WHERE agents.tenant = v.tenant AND agents.agent_id = v.agent_id",
+                &[&seen_columns.0, &seen_columns.1, &seen_columns.2],
             )
             .await?;
             if !accepted.is_empty() {
-                let mut columns = (Vec::new(), Vec::new(), Vec::new());
+                let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
                 let mut clocks = (Vec::new(), Vec::new(), Vec::new());
-                for (agent, (ms, state)) in &accepted {
+                for ((tenant, agent), (ms, state)) in &accepted {
+                    columns.3.push(*tenant);
                     columns.0.push(*agent);
                     columns.1.push(*ms);
                     columns.2.push(state.zero_retention);
@@ -567,23 +584,30 @@ impl Inner {
                          last_zero_retention = v.zr, last_reset_count = v.reset, \
                          last_restart_count = v.restart, last_clock_ms = v.clock \
                          FROM unnest($1::TEXT[], $2::BIGINT[], $3::BOOL[], $4::BIGINT[], \
-                         $5::BIGINT[], $6::BIGINT[]) AS v(agent_id, at, zr, reset, restart, clock) \
-                         WHERE agents.agent_id = v.agent_id RETURNING agents.agent_id",
+                         $5::BIGINT[], $6::BIGINT[], $7::TEXT[]) \
+                         AS v(agent_id, at, zr, reset, restart, clock, tenant) \
+                         WHERE agents.tenant = v.tenant AND agents.agent_id = v.agent_id \
+                         RETURNING agents.tenant, agents.agent_id",
                         &[
                             &columns.0, &columns.1, &columns.2, &clocks.0, &clocks.1, &clocks.2,
+                            &columns.3,
                         ],
                     )
                     .await?;
                 let known = updated
                     .iter()
-                    .map(|r| col::<String>(r, 0))
-                    .collect::<Result<BTreeSet<_>, _>>()?;
+                    .map(|r| Ok((col::<String>(r, 0)?, col::<String>(r, 1)?)))
+                    .collect::<Result<BTreeSet<_>, Failure>>()?;
                 let unknown = entries
                     .iter()
                     .filter(|e| e.accepted_state.is_some())
-                    .find(|e| !known.contains(&e.agent_id));
+                    .find(|e| !known.contains(&(e.tenant.clone(), e.agent_id.clone())));
                 if let Some(e) = unknown {
-                    return Err(StoreError::UnknownAgent(e.agent_id.clone()).into());
+                    return Err(StoreError::UnknownAgent {
+                        tenant: e.tenant.clone(),
+                        agent_id: e.agent_id.clone(),
+                    }
+                    .into());
                 }
             }
             tx.execute(
@@ -848,14 +872,38 @@ impl LedgerStore for PostgresStore {
         self.run(async move |db: Rc<Inner>| db.query(&query).await)
     }
 
-    fn latest_accepted(&self, agent_id: &str) -> Result<Option<StoredEntry>, StoreError> {
-        let agent_id = agent_id.to_string();
+    fn latest_accepted(
+        &self,
+        tenant: &str,
+        agent_id: &str,
+    ) -> Result<Option<StoredEntry>, StoreError> {
+        let (tenant, agent_id) = (tenant.to_string(), agent_id.to_string());
         self.run(async move |db: Rc<Inner>| {
             let sql = format!(
-                "SELECT {ENTRY_COLUMNS} FROM entries WHERE agent_id = $1 AND \
-                 verdict = 'accepted' ORDER BY idx DESC LIMIT 1"
+                "SELECT {ENTRY_COLUMNS} FROM entries WHERE tenant = $1 AND agent_id = $2 \
+                 AND verdict = 'accepted' ORDER BY idx DESC LIMIT 1"
             );
-            first(db.rows(&sql, &[&agent_id]).await?, entry_row)
+            first(db.rows(&sql, &[&tenant, &agent_id]).await?, entry_row)
+        })
+    }
+
+    fn find_submission(
+        &self,
+        tenant: &str,
+        agent_id: &str,
+        submission_hash: &[u8; 32],
+    ) -> Result<Option<StoredEntry>, StoreError> {
+        let (tenant, agent_id) = (tenant.to_string(), agent_id.to_string());
+        let hash = submission_hash.to_vec();
+        self.run(async move |db: Rc<Inner>| {
+            let sql = format!(
+                "SELECT {ENTRY_COLUMNS} FROM entries WHERE submission_hash = $1 \
+                 AND tenant = $2 AND agent_id = $3 ORDER BY idx LIMIT 1"
+            );
+            first(
+                db.rows(&sql, &[&hash, &tenant, &agent_id]).await?,
+                entry_row,
+            )
         })
     }
 
@@ -931,8 +979,8 @@ impl LedgerStore for PostgresStore {
             db.execute(
                 "INSERT INTO agents (agent_id, tenant, ek_certificate, ak_public, \
                  enrolled_at_ms, revoked, snp_chip_id) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (agent_id) DO UPDATE SET \
-                 tenant = excluded.tenant, ek_certificate = excluded.ek_certificate, \
+                 ON CONFLICT (tenant, agent_id) DO UPDATE SET \
+                 ek_certificate = excluded.ek_certificate, \
                  snp_chip_id = excluded.snp_chip_id, \
                  enrolled_at_ms = excluded.enrolled_at_ms, revoked = excluded.revoked, \
                  last_reset_count = CASE WHEN agents.ak_public = excluded.ak_public \
@@ -957,11 +1005,12 @@ impl LedgerStore for PostgresStore {
         })
     }
 
-    fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
-        let agent_id = agent_id.to_string();
+    fn agent(&self, tenant: &str, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        let (tenant, agent_id) = (tenant.to_string(), agent_id.to_string());
         self.run(async move |db: Rc<Inner>| {
-            let sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE agent_id = $1");
-            first(db.rows(&sql, &[&agent_id]).await?, agent_row)
+            let sql =
+                format!("SELECT {AGENT_COLUMNS} FROM agents WHERE tenant = $1 AND agent_id = $2");
+            first(db.rows(&sql, &[&tenant, &agent_id]).await?, agent_row)
         })
     }
 
@@ -970,23 +1019,23 @@ impl LedgerStore for PostgresStore {
         self.run(async move |db: Rc<Inner>| {
             let sql = format!(
                 "SELECT {AGENT_COLUMNS} FROM agents WHERE ($1::TEXT IS NULL OR tenant = $1) \
-                 ORDER BY agent_id"
+                 ORDER BY tenant, agent_id"
             );
             all(db.rows(&sql, &[&tenant]).await?, agent_row)
         })
     }
 
-    fn revoke_agent(&self, agent_id: &str) -> Result<(), StoreError> {
-        let agent_id = agent_id.to_string();
+    fn revoke_agent(&self, tenant: &str, agent_id: &str) -> Result<(), StoreError> {
+        let (tenant, agent_id) = (tenant.to_string(), agent_id.to_string());
         self.run(async move |db: Rc<Inner>| {
             let n = db
                 .execute(
-                    "UPDATE agents SET revoked = TRUE WHERE agent_id = $1",
-                    &[&agent_id],
+                    "UPDATE agents SET revoked = TRUE WHERE tenant = $1 AND agent_id = $2",
+                    &[&tenant, &agent_id],
                 )
                 .await?;
             if n == 0 {
-                return Err(StoreError::UnknownAgent(agent_id));
+                return Err(StoreError::UnknownAgent { tenant, agent_id });
             }
             Ok(())
         })
