@@ -7,6 +7,8 @@
 # `attestor_cert`, which may log in only over TLS with that certificate.
 #
 #   scripts/postgres.sh start DIR   # initdb + start; prints postgres://attestor@127.0.0.1:PORT/postgres
+#   scripts/postgres.sh pause DIR   # immediate stop (as a crash), keeping the data
+#   scripts/postgres.sh resume DIR  # starts a paused cluster again, on the same port
 #   scripts/postgres.sh stop DIR    # immediate stop, removes DIR
 #
 # As root, the server runs as the `postgres` user (PostgreSQL refuses root). Used by
@@ -64,9 +66,8 @@ start() {
     sed -i '1i hostssl all attestor_cert 127.0.0.1/32 cert' "$dir/data/pg_hba.conf"
     for _ in 1 2 3 4 5 6 7 8; do
         port=$((20000 + RANDOM % 20000))
-        if as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-            -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 -c fsync=on -c synchronous_commit=on -c ssl=on -c ssl_cert_file=$dir/tls/server.pem -c ssl_key_file=$dir/tls/server.key -c ssl_ca_file=$dir/tls/ca.pem" \
-            start >/dev/null 2>&1; then
+        echo "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 -c fsync=on -c synchronous_commit=on -c ssl=on -c ssl_cert_file=$dir/tls/server.pem -c ssl_key_file=$dir/tls/server.key -c ssl_ca_file=$dir/tls/ca.pem" >"$dir/server.options"
+        if server_start "$bin" "$dir"; then
             "$bin/psql" -q -h 127.0.0.1 -p "$port" -U attestor -d postgres \
                 -c "CREATE ROLE attestor_cert LOGIN SUPERUSER" >/dev/null
             echo "postgres://attestor@127.0.0.1:$port/postgres"
@@ -78,6 +79,19 @@ start() {
     exit 1
 }
 
+server_start() {
+    as_owner "$1/pg_ctl" -D "$2/data" -l "$2/server.log" -w -t 60 -o "$(cat "$2/server.options")" \
+        start >/dev/null 2>&1
+}
+
+pause() {
+    as_owner "$(bindir)/pg_ctl" -D "$1/data" -m immediate -w stop >/dev/null
+}
+
+resume() {
+    server_start "$(bindir)" "$1" || { cat "$1/server.log" >&2; exit 1; }
+}
+
 stop() {
     local dir=$1 bin
     bin=$(bindir)
@@ -87,6 +101,8 @@ stop() {
 
 case "${1:-}" in
     start) start "${2:?usage: postgres.sh start DIR}" ;;
+    pause) pause "${2:?usage: postgres.sh pause DIR}" ;;
+    resume) resume "${2:?usage: postgres.sh resume DIR}" ;;
     stop) stop "${2:?usage: postgres.sh stop DIR}" ;;
-    *) echo "usage: scripts/postgres.sh start|stop DIR" >&2; exit 2 ;;
+    *) echo "usage: scripts/postgres.sh start|pause|resume|stop DIR" >&2; exit 2 ;;
 esac

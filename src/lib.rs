@@ -15,6 +15,7 @@ pub mod config;
 pub mod dsse;
 pub mod encoding;
 pub mod evidence;
+pub mod failpoint;
 pub mod gate;
 pub mod ledger;
 pub mod logging;

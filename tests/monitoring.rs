@@ -293,6 +293,7 @@ fn a_silent_agent_raises_a_gap_alert_that_resolves_and_the_gate_follows() {
         profile: Some(&fixture.profile_path),
         max_gap_seconds: Some(3),
         extra: &extra,
+        ..LedgerSpec::default()
     });
     let agent = RunningAgent::start(agent_config(&fixture, &ledger, "a1", None));
     wait_for(Duration::from_secs(60), "an accepted heartbeat", || {

@@ -32,7 +32,7 @@ impl WriteLimit {
 
     /// Callers of tenants this ledger does not know: enough to be told so.
     pub const UNKNOWN_TENANT: WriteLimit = WriteLimit {
-        per_second: 1.0,
+        per_second: 0.1,
         burst: 5,
     };
 

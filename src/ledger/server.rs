@@ -249,6 +249,19 @@ async fn dispatch(
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let query = Query::parse(request.uri().query())?;
+    // Every write spends the caller's allowance before its body is kept; a refused one is
+    // read and dropped (bounded) so the client gets its 429, not a reset connection.
+    if method == Method::POST {
+        let endpoint = match path.as_str() {
+            "/v1/nonce" => "nonce",
+            "/v1/attestations" => "submit",
+            _ => "enroll",
+        };
+        if let Err(refused) = ledger.admit_write(who, endpoint) {
+            let _ = read_body(request, 0).await;
+            return Err(refused.into());
+        }
+    }
     match (&method, path.as_str()) {
         (&Method::POST, "/v1/nonce") => Ok(ok(&ledger.issue_nonce(who)?)),
         (&Method::POST, "/v1/enroll") => {

@@ -521,8 +521,12 @@ impl Ledger {
     }
 
     /// Takes one write from `who`'s allowance (its tenant's, or the small one of callers
-    /// of unknown tenants).
-    fn admit_write(&self, who: &AgentIdentity, endpoint: &'static str) -> Result<(), ServiceError> {
+    /// of unknown tenants). The transport calls it before reading a write request's body.
+    pub fn admit_write(
+        &self,
+        who: &AgentIdentity,
+        endpoint: &'static str,
+    ) -> Result<(), ServiceError> {
         let limit = self
             .tenants
             .get(&who.tenant)
@@ -537,7 +541,6 @@ impl Ledger {
     /// failed: a nonce spent on a submission that cannot be logged helps nobody, and the
     /// agent's offline nonce serves as well meanwhile.
     pub fn issue_nonce(&self, who: &AgentIdentity) -> Result<NonceResponse, ServiceError> {
-        self.admit_write(who, "nonce")?;
         self.tenant_policy(&who.tenant)?;
         // Nonces live in the sequencer's memory: only it can check them later.
         self.require_sequencer()?;
@@ -559,7 +562,6 @@ impl Ledger {
         who: &AgentIdentity,
         request: EnrollRequest,
     ) -> Result<EnrollChallenge, ServiceError> {
-        self.admit_write(who, "enroll")?;
         self.tenant_policy(&who.tenant)?;
         self.require_sequencer()?;
         let (this, who) = (self.clone(), who.clone());
@@ -577,7 +579,6 @@ impl Ledger {
         who: &AgentIdentity,
         proof: EnrollProof,
     ) -> Result<EnrolledResponse, ServiceError> {
-        self.admit_write(who, "enroll")?;
         self.require_sequencer()?;
         let (this, who) = (self.clone(), who.clone());
         blocking(move || {
@@ -602,7 +603,6 @@ impl Ledger {
         who: &AgentIdentity,
         bundle: Vec<u8>,
     ) -> Result<EnrolledResponse, ServiceError> {
-        self.admit_write(who, "enroll")?;
         self.tenant_policy(&who.tenant)?;
         let (this, who) = (self.clone(), who.clone());
         blocking(move || {
@@ -642,12 +642,17 @@ impl Ledger {
     ) -> Result<SubmitResponse, ServiceError> {
         // Checked before judging, so a follower logs nothing.
         self.require_sequencer()?;
-        self.admit_write(who, "submit")?;
         let arrived = Instant::now();
         let turn = self.agent_turn(who);
         let _my_turn = turn.lock().await;
         let (this, caller) = (self.clone(), who.clone());
-        let (submission, spend_nonce) = match blocking(move || this.judge(&caller, body)).await? {
+        let judged = blocking(move || this.judge(&caller, body)).await;
+        if let Err(ServiceError::Store(_)) = &judged {
+            // Judging reads the agent's state: a store that cannot be read cannot be
+            // written either.
+            self.write_health.failed();
+        }
+        let (submission, spend_nonce) = match judged? {
             Judged::New {
                 submission,
                 spend_nonce,

@@ -29,6 +29,11 @@ pub struct LedgerSpec<'a> {
     pub max_gap_seconds: Option<u64>,
     /// TOML appended to the config (tables such as `[alerts]`).
     pub extra: &'a str,
+    /// Top-level keys of the config (before its first table).
+    pub top_level: &'a str,
+    /// A PKI made elsewhere ([`super::pki::create`]) instead of the quick-start one;
+    /// `agents` is then unused.
+    pub pki: Option<&'a Path>,
 }
 
 /// The dashboard token every test ledger is configured with.
@@ -40,6 +45,8 @@ pub struct LedgerProcess {
     pub port: u16,
     /// The plain-HTTP operations listener (`/metrics`, `/dashboard`).
     pub ops_port: u16,
+    /// Environment of the next (re)start, e.g. `ATTESTOR_FAILPOINT`.
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -96,6 +103,7 @@ impl LedgerProcess {
             dir,
             port,
             ops_port,
+            env: Vec::new(),
             child: None,
         };
         replica.restart();
@@ -109,7 +117,12 @@ impl LedgerProcess {
             .iter()
             .map(|(id, tenant)| AgentIdentity::new(tenant, id).unwrap())
             .collect();
-        tls::pki_init(&dir.path().join("pki"), &identities, &["127.0.0.1".into()]).unwrap();
+        match spec.pki {
+            Some(made) => super::agent::copy_dir(made, &dir.path().join("pki")),
+            None => {
+                tls::pki_init(&dir.path().join("pki"), &identities, &["127.0.0.1".into()]).unwrap();
+            }
+        }
         let profile = match spec.profile {
             Some(path) => path.to_path_buf(),
             None => {
@@ -127,9 +140,10 @@ impl LedgerProcess {
         std::fs::write(dir.path().join("ops.token"), OPS_TOKEN).unwrap();
         let mut config = format!(
             "listen = \"127.0.0.1:{port}\"\nstate_dir = \"state\"\norigin = \"ledger.test/attestor\"\n\
-             {storage}profile = \"{}\"\nmax_gap_seconds = {}\n[tls]\nca = \"pki/ca.pem\"\n\
+             {storage}{}profile = \"{}\"\nmax_gap_seconds = {}\n[tls]\nca = \"pki/ca.pem\"\n\
              cert = \"pki/ledger.pem\"\nkey = \"pki/ledger.key\"\n[ops]\n\
              listen = \"127.0.0.1:{ops_port}\"\ndashboard_token_file = \"ops.token\"\n",
+            spec.top_level,
             profile.display(),
             spec.max_gap_seconds.unwrap_or(120),
         );
@@ -142,6 +156,7 @@ impl LedgerProcess {
             dir,
             port,
             ops_port,
+            env: Vec::new(),
             child: None,
         };
         ledger.restart();
@@ -171,6 +186,7 @@ impl LedgerProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_attestor"))
             .args(["ledger", "--config"])
             .arg(self.dir.path().join("ledger.toml"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -186,6 +202,21 @@ impl LedgerProcess {
                 "the ledger did not listen; log:\n{}",
                 self.log()
             );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (up to `limit`) for the process to exit by itself, e.g. at a crash point;
+    /// returns its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("the ledger is not running");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the ledger did not exit");
             std::thread::sleep(Duration::from_millis(50));
         }
     }

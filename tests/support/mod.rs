@@ -19,6 +19,7 @@
 
 pub mod agent;
 pub mod ledger;
+pub mod pki;
 pub mod postgres;
 pub mod stores;
 

@@ -38,27 +38,14 @@ pub fn tls_dir() -> &'static Path {
 }
 
 fn start_own_cluster() -> (String, PathBuf) {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let script = format!("{root}/scripts/postgres.sh");
     let dir = std::env::temp_dir().join(format!(
         "attestor-pg-{}-{}",
         std::process::id(),
         uuid::Uuid::new_v4().simple()
     ));
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg("start")
-        .arg(&dir)
-        .stderr(Stdio::piped())
-        .output()
-        .expect("cannot run bash");
-    assert!(
-        out.status.success(),
-        "{ENV} is unset and no PostgreSQL cluster could be started ({}): {}\n\
-         install Debian's postgresql package or run scripts/test.sh",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // No PostgreSQL installed fails here, naming the package (or run scripts/test.sh).
+    let url = postgres_script("start", &dir);
+    let script = format!("{}/scripts/postgres.sh", env!("CARGO_MANIFEST_DIR"));
     // Stops the cluster once this test binary has exited.
     let watchdog = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 1; done; bash '{script}' stop '{dir}'",
@@ -74,7 +61,6 @@ fn start_own_cluster() -> (String, PathBuf) {
         .status()
         .expect("cannot start the PostgreSQL watchdog");
     assert!(watched.success(), "the PostgreSQL watchdog did not start");
-    let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
     (url, dir.join("tls"))
 }
 
@@ -130,4 +116,59 @@ pub fn database() -> String {
         .map(|(base, _)| base)
         .expect("the test PostgreSQL URL has no database part");
     format!("{base}/{name}")
+}
+
+/// A cluster of one test's own, which it may stop and start again (a database outage)
+/// without disturbing the other tests. Removed when dropped.
+pub struct PrivateCluster {
+    dir: PathBuf,
+    /// `postgres://attestor@127.0.0.1:PORT/postgres`.
+    pub url: String,
+}
+
+impl PrivateCluster {
+    pub fn start() -> PrivateCluster {
+        let dir = std::env::temp_dir().join(format!(
+            "attestor-pg-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let url = postgres_script("start", &dir);
+        PrivateCluster { dir, url }
+    }
+
+    /// Stops the server at once, as a crash would; the data stays.
+    pub fn pause(&self) {
+        postgres_script("pause", &self.dir);
+    }
+
+    /// Starts the paused server again on the same port.
+    pub fn resume(&self) {
+        postgres_script("resume", &self.dir);
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        postgres_script("stop", &self.dir);
+    }
+}
+
+/// Runs `scripts/postgres.sh COMMAND DIR`; returns what it printed.
+fn postgres_script(command: &str, dir: &Path) -> String {
+    let script = format!("{}/scripts/postgres.sh", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(command)
+        .arg(dir)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("cannot run bash");
+    assert!(
+        out.status.success(),
+        "postgres.sh {command} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }

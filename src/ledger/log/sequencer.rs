@@ -323,7 +323,12 @@ impl Sequencer {
             });
         }
         let first = match self.store.append(&entries) {
-            Ok(first) => first,
+            Ok(first) => {
+                // Durable, not yet answered: what a crash here leaves is what a re-sent
+                // submission must find (tests/ledger_security.rs).
+                crate::failpoint::crash_point("after-append");
+                first
+            }
             Err(StoreError::NotSequencer) => {
                 // The lease expired or changed hands: a follower from now on.
                 state.term = None;
