@@ -140,6 +140,9 @@ cert = "$work/pki/ledger.pem"
 key = "$work/pki/ledger.key"
 [tenants.loadgen]
 policy_hash = "$(printf 'ab%.0s' $(seq 32))"
+# A closed-loop load agent writes far more often than a heartbeat does.
+writes_per_second = 10000.0
+write_burst = 10000
 [tenants.demo]
 policy_hash = "$demo_policy_hash"
 EOF

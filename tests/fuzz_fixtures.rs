@@ -131,6 +131,7 @@ async fn a_rotating_ledger_yields_checkpoint_seeds_that_verify() {
     let ledger = LedgerProcess::start(&LedgerSpec {
         agents: &[("w0", "t")],
         tenants: &[("t", &"0".repeat(64))],
+        enrolled: true,
         ..LedgerSpec::default()
     });
     let client = ledger.client("w0");

@@ -105,23 +105,22 @@ async fn every_refusal_is_recorded_with_its_reason() {
     let client = ledger.client("a1");
     let mut expected = Vec::new();
 
-    // Not enrolled yet.
-    let response = attest_and_submit(&fixture, &client).await;
-    assert_eq!(response.reason.as_deref(), Some("unknown-agent"));
+    // Not enrolled yet: refused before the body is kept; a summary is logged.
+    let nonce = client.nonce().await.unwrap();
+    let bundle = fixture.attest_with_nonce(&nonce).to_json();
+    let stranger = client.submit(&bundle).await.unwrap_err();
+    assert_eq!(stranger.code(), Some("unknown-agent"), "{stranger}");
     expected.push("unknown-agent");
 
     enrol_tpm(&mut fixture.agent(), &client).await.unwrap();
     let nonce = client.nonce().await.unwrap();
     let good = fixture.attest_with_nonce(&nonce).to_json();
-    assert_eq!(
-        client.submit(&good).await.unwrap().verdict,
-        Verdict::Accepted
-    );
+    let accepted = client.submit(&good).await.unwrap();
+    assert_eq!(accepted.verdict, Verdict::Accepted);
 
-    // The same bundle again: its nonce is spent.
+    // The same bundle again: a re-send, answered with its entry, not logged again.
     let replay = client.submit(&good).await.unwrap();
-    assert_eq!(replay.reason.as_deref(), Some("nonce"));
-    expected.push("nonce");
+    assert_eq!(replay, accepted);
 
     // A new quote over a spent nonce.
     let reused = fixture.attest_with_nonce(&nonce).to_json();
@@ -210,6 +209,7 @@ async fn acknowledged_submissions_survive_kill_9() {
     let mut ledger = LedgerProcess::start(&LedgerSpec {
         agents: &[("w0", "t"), ("w1", "t"), ("w2", "t"), ("w3", "t")],
         tenants: &[("t", ANY_HASH)],
+        enrolled: true,
         ..LedgerSpec::default()
     });
     let acked = Arc::new(std::sync::Mutex::new(Vec::<(u64, [u8; 32], String)>::new()));
@@ -324,6 +324,7 @@ async fn tenants_see_only_their_own_entries() {
     let ledger = LedgerProcess::start(&LedgerSpec {
         agents: &[("a1", "acme"), ("b1", "globex")],
         tenants: &[("acme", ANY_HASH), ("globex", ANY_HASH)],
+        enrolled: true,
         ..LedgerSpec::default()
     });
     let (acme, globex) = (ledger.client("a1"), ledger.client("b1"));
@@ -349,6 +350,7 @@ async fn bad_requests_get_4xx_and_the_ledger_keeps_serving() {
     let ledger = LedgerProcess::start(&LedgerSpec {
         agents: &[("a1", "acme")],
         tenants: &[("acme", ANY_HASH)],
+        enrolled: true,
         ..LedgerSpec::default()
     });
     let client = ledger.client("a1");
@@ -461,13 +463,15 @@ async fn a_nonce_issued_before_a_restart_is_accepted_once() {
     let client = ledger.client("a1");
     let response = client.submit(&made_before).await.unwrap();
     assert_eq!(response.verdict, Verdict::Accepted, "{:?}", response.reason);
-    for (what, bundle) in [
-        ("the same bundle", &made_before),
-        ("the same nonce", &reused),
-    ] {
-        let response = client.submit(bundle).await.unwrap();
-        assert_eq!(response.reason.as_deref(), Some("nonce"), "{what}");
-    }
+    // The same bundle again is a re-send: its original entry and receipt, no new entry.
+    let again = client.submit(&made_before).await.unwrap();
+    assert_eq!(again.verdict, Verdict::Accepted);
+    assert_eq!(again.receipt.index, response.receipt.index);
+    assert_eq!(again.receipt.leaf_hash, response.receipt.leaf_hash);
+    // Other evidence with the same nonce is refused.
+    let response = client.submit(&reused).await.unwrap();
+    assert_eq!(response.reason.as_deref(), Some("nonce"), "the same nonce");
+    assert_eq!(response.receipt.index, again.receipt.index + 1);
     // A nonce the ledger never issued is no better after a restart.
     let mut forged = client.nonce().await.unwrap();
     forged[0] ^= 1;

@@ -66,6 +66,7 @@ async fn an_online_backup_restores_into_a_verified_log_that_serves_and_appends()
     let mut ledger = LedgerProcess::start(&LedgerSpec {
         agents: &[("w0", "t"), ("w1", "t"), ("w2", "t")],
         tenants: &[("t", ANY_HASH)],
+        enrolled: true,
         ..LedgerSpec::default()
     });
     let dir = ledger.dir.path().to_path_buf();

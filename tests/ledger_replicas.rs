@@ -41,6 +41,7 @@ async fn two_replicas_share_one_log_and_fail_over_without_losing_or_duplicating_
     let spec = LedgerSpec {
         agents: &agents,
         tenants: &[("t", ANY_HASH)],
+        enrolled: true,
         ..LedgerSpec::default()
     };
     // The first replica takes the free lease at start; the second finds it held.

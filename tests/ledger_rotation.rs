@@ -337,6 +337,7 @@ async fn postgres_replicas_pick_up_the_rotated_key_and_the_follower_takes_over_w
     let spec = LedgerSpec {
         agents: &[("w0", "t")],
         tenants: &[("t", &"0".repeat(64))],
+        enrolled: true,
         ..LedgerSpec::default()
     };
     let mut first = LedgerProcess::start_on_postgres(&spec, &url, 2);

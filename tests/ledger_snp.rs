@@ -126,12 +126,18 @@ fn snp_guests_tpm_hosts_and_vtpm_guests_enrol_and_heartbeat_on_one_ledger() {
             .attest(&kernel, &fixture.status(), &nonce)
             .unwrap()
             .to_json();
-        assert_eq!(
-            client.submit(&bundle).await.unwrap().verdict,
-            Verdict::Accepted
-        );
+        let accepted = client.submit(&bundle).await.unwrap();
+        assert_eq!(accepted.verdict, Verdict::Accepted);
+        // Sent again, it is the same entry (a re-send), never a second acceptance; other
+        // evidence with the spent nonce is refused.
         let replay = client.submit(&bundle).await.unwrap();
-        assert_eq!(replay.reason.as_deref(), Some("nonce"));
+        assert_eq!(replay.receipt.index, accepted.receipt.index);
+        let other = source
+            .attest(&kernel, &fixture.status(), &nonce)
+            .unwrap()
+            .to_json();
+        let refused = client.submit(&other).await.unwrap();
+        assert_eq!(refused.reason.as_deref(), Some("nonce"), "{refused:?}");
         // An offline nonce cannot be ordered without a TPM clock: refused.
         let offline = [attestor::ledger::verify::OFFLINE_NONCE_PREFIX, b"x"].concat();
         let bundle = source

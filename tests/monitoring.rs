@@ -403,6 +403,7 @@ fn the_dashboard_renders_in_headless_chromium() {
         agents: &[("web-1", "acme"), ("stranger", "acme")],
         tenants: &[("acme", &policy_hash)],
         profile: Some(&fixture.profile_path),
+        enrolled: true,
         ..LedgerSpec::default()
     });
     let agent = RunningAgent::start(agent_config(&fixture, &ledger, "web-1", None));

@@ -34,6 +34,10 @@ pub struct LedgerSpec<'a> {
     /// A PKI made elsewhere ([`super::pki::create`]) instead of the quick-start one;
     /// `agents` is then unused.
     pub pki: Option<&'a Path>,
+    /// Records `agents` as enrolled (with a placeholder AK no evidence can match) before
+    /// the ledger starts, for tests that fill the log without a TPM: their submissions are
+    /// logged as refusals of an enrolled agent.
+    pub enrolled: bool,
 }
 
 /// The dashboard token every test ledger is configured with.
@@ -147,11 +151,18 @@ impl LedgerProcess {
             profile.display(),
             spec.max_gap_seconds.unwrap_or(120),
         );
+        // Tests send far more than a heartbeat's share; rate limits have tests of their own.
         for (tenant, hash) in spec.tenants {
-            config.push_str(&format!("[tenants.{tenant}]\npolicy_hash = \"{hash}\"\n"));
+            config.push_str(&format!(
+                "[tenants.{tenant}]\npolicy_hash = \"{hash}\"\nwrites_per_second = 100000.0\n\
+                 write_burst = 100000\n"
+            ));
         }
         config.push_str(spec.extra);
         std::fs::write(dir.path().join("ledger.toml"), config).unwrap();
+        if spec.enrolled {
+            enrol_placeholders(&dir.path().join("ledger.toml"), spec.agents);
+        }
         let mut ledger = LedgerProcess {
             dir,
             port,
@@ -304,6 +315,20 @@ impl LedgerProcess {
 impl Drop for LedgerProcess {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// Records `agents` (id, tenant) as enrolled in the store the ledger config at `config`
+/// names, with a placeholder AK that no evidence matches.
+fn enrol_placeholders(config: &Path, agents: &[(&str, &str)]) {
+    let config = attestor::ledger::config::LedgerConfig::load(config).unwrap();
+    std::fs::create_dir_all(&config.state_dir).unwrap();
+    let store = attestor::ledger::service::open_store(&config).unwrap();
+    for (id, tenant) in agents {
+        let who = AgentIdentity::new(tenant, id).unwrap();
+        let record =
+            attestor::ledger::store::AgentRecord::enrolled(&who, b"no EK".to_vec(), vec![0], 0);
+        store.put_agent(&record).unwrap();
     }
 }
 
