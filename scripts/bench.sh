@@ -133,6 +133,9 @@ state_dir = "state"
 origin = "bench.attestor/$1"
 profile = "$2"
 max_connections = 8192
+# Every simulated agent connects from 127.0.0.1, many at once.
+max_handshakes = 8192
+max_handshakes_per_address = 8192
 ${3:-}
 [tls]
 ca = "$work/pki/ca.pem"

@@ -6,6 +6,9 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
+#[macro_use]
+mod output;
+
 mod loadgen;
 mod snp_cli;
 
@@ -290,16 +293,16 @@ fn run(command: Command) -> Result<ExitCode, String> {
         Command::Init(args) => {
             let (mut agent, kernel) = open_agent(&args)?;
             agent.init(&kernel).map_err(|e| e.to_string())?;
-            println!("agent state ready in {}", agent.state_dir().display());
+            outln!("agent state ready in {}", agent.state_dir().display())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Reseal(args) => {
             let (mut agent, kernel) = open_agent(&args)?;
             agent.reseal(&kernel).map_err(|e| e.to_string())?;
-            println!(
+            outln!(
                 "signing key resealed to kernel_config_hash {}",
                 hex::encode(kernel.kernel_config_hash)
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Attest { agent, out, nonce } => {
@@ -314,7 +317,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 .map_err(|e| e.to_string())?;
             std::fs::write(&out, bundle.to_json())
                 .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-            println!("wrote {}", out.display());
+            outln!("wrote {}", out.display())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify {
@@ -334,17 +337,17 @@ fn run(command: Command) -> Result<ExitCode, String> {
             };
             match verify::verify_bundle(&parsed, &profile, &expect) {
                 Ok(v) => {
-                    println!(
+                    outln!(
                         "OK: attestation {} of policy {} verified against profile {:?} ({})",
                         v.claims.attestation_id,
                         v.claims.policy_hash,
                         profile.name,
                         snp_cli::describe(&v.platform)
-                    );
+                    )?;
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    println!("FAILED {}: {}", e.check, e.reason);
+                    outln!("FAILED {}: {}", e.check, e.reason)?;
                     Ok(ExitCode::from(1))
                 }
             }
@@ -399,7 +402,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             store
                 .revoke_agent(&tenant, &agent)
                 .map_err(|e| e.to_string())?;
-            println!("agent {agent:?} of tenant {tenant:?} revoked");
+            outln!("agent {agent:?} of tenant {tenant:?} revoked")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Query { connection, what } => {
@@ -411,7 +414,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             .map_err(|e| e.to_string()),
         Command::PolicyHash { policy } => {
             let hash = collect::policy_hash_of(&policy).map_err(|e| e.to_string())?;
-            println!("{}", hex::encode(hash));
+            outln!("{}", hex::encode(hash))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Pki {
@@ -424,7 +427,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
         } => {
             let paths = tls::pki_init(&dir, &agents, &ledger_hosts).map_err(|e| e.to_string())?;
             for path in paths.all() {
-                println!("wrote {}", path.display());
+                outln!("wrote {}", path.display())?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -438,23 +441,23 @@ fn ledger_maintenance(command: LedgerCommand) -> Result<ExitCode, String> {
             let config = load(&config)?;
             let vkey = keyfiles::prepare_rotation(&config.state_dir, &config.origin)
                 .map_err(|e| e.to_string())?;
-            println!("next checkpoint key: {vkey}");
-            println!(
+            outln!("next checkpoint key: {vkey}")?;
+            outln!(
                 "reload the ledger to switch (systemctl reload attestor-ledger, or kill -HUP); \
                  on PostgreSQL replicas copy {} to every replica's state directory first",
                 keyfiles::NEXT_KEY_FILE
-            );
+            )?;
         }
         LedgerCommand::Backup { config, out } => {
             let summary = backup::backup(&load(&config)?, &out).map_err(|e| e.to_string())?;
-            println!(
+            outln!(
                 "wrote {}: {} entries, checkpoint of size {} verified, {} key transition(s); \
                  the checkpoint key is NOT in it",
                 out.display(),
                 summary.entries,
                 summary.checkpoint_size,
                 summary.key_transitions
-            );
+            )?;
         }
         LedgerCommand::Restore {
             config,
@@ -470,12 +473,12 @@ fn ledger_maintenance(command: LedgerCommand) -> Result<ExitCode, String> {
                 .transpose()?;
             let summary = backup::restore(&load(&config)?, &from, pinned.as_deref())
                 .map_err(|e| e.to_string())?;
-            println!(
+            outln!(
                 "restored {}: {} entries, Merkle root and checkpoint of size {} verified",
                 from.display(),
                 summary.entries,
                 summary.checkpoint_size
-            );
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -549,6 +552,8 @@ fn run_ledger(config: &LedgerConfig) -> Result<(), String> {
         ),
         None => None,
     };
+    // Connections are descriptors; a refusal to raise the limit only leaves it as it was.
+    let open_files = server::raise_open_file_limit().ok().flatten();
     let runtime = multi_thread_runtime()?;
     let writer = runtime.block_on(async {
         let (ledger, writer) = Ledger::open(config).map_err(|e| e.to_string())?;
@@ -571,20 +576,14 @@ fn run_ledger(config: &LedgerConfig) -> Result<(), String> {
             serde_json::json!({
                 "listen": config.listen.to_string(), "ops": config.ops.listen,
                 "log_size": ledger.store().len().ok(), "sequencer": ledger.is_sequencer(),
-                "verifier_key": ledger.verifier_key(),
+                "verifier_key": ledger.verifier_key(), "open_files_limit": open_files,
             }),
         );
         tokio::spawn(monitor::watch_gaps(Arc::downgrade(&ledger)));
         tokio::spawn(reload_on_hangup(config.clone(), ledger.clone(), tls_reload));
-        server::serve(
-            ledger.clone(),
-            listener,
-            tls,
-            config.max_connections,
-            termination(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        server::serve(ledger.clone(), listener, tls, config.limits, termination())
+            .await
+            .map_err(|e| e.to_string())?;
         ledger
             .remember_checkpoint(&config.state_dir)
             .map_err(|e| e.to_string())?;

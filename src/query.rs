@@ -59,32 +59,32 @@ pub async fn gate(
     let findings = evaluate(&fleet, only, max_age, now_ms);
     let pass = !findings.is_empty() && findings.iter().all(|f| f.pass);
     match format {
-        "json" => println!(
+        "json" => outln!(
             "{}",
             to_json(&serde_json::json!({
                 "tenant": expected.tenant, "pass": pass, "max_age_seconds": max_age.as_secs(),
                 "agents": findings,
             }))?
-        ),
+        )?,
         "table" => {
-            println!("{:<24} {:<6} {:>8}  PROBLEMS", "AGENT", "GATE", "AGE (s)");
+            outln!("{:<24} {:<6} {:>8}  PROBLEMS", "AGENT", "GATE", "AGE (s)")?;
             for f in &findings {
-                println!(
+                outln!(
                     "{:<24} {:<6} {:>8}  {}",
                     f.agent_id,
                     if f.pass { "pass" } else { "FAIL" },
                     f.age_seconds.map_or("-".into(), |a| a.to_string()),
                     f.problems.join("; ")
-                );
+                )?;
             }
             if findings.is_empty() {
-                println!("no agents to gate on: failing closed");
+                outln!("no agents to gate on: failing closed")?;
             }
-            println!(
+            outln!(
                 "gate {} for tenant {}",
                 if pass { "PASSED" } else { "FAILED" },
                 expected.tenant
-            );
+            )?;
         }
         other => return Err(format!("--format {other:?}: use table or json")),
     }
@@ -154,26 +154,30 @@ pub async fn run(
         QueryCommand::Agents => {
             let agents = client.agents().await.map_err(fail)?;
             if args.json {
-                println!("{}", to_json(&agents)?);
+                outln!("{}", to_json(&agents)?)?;
             } else {
-                println!(
+                outln!(
                     "{:<24} {:<16} {:<8} {:>14} {:>15}",
-                    "AGENT", "TENANT", "HEALTH", "LAST OK (ms)", "ZERO-RETENTION"
-                );
+                    "AGENT",
+                    "TENANT",
+                    "HEALTH",
+                    "LAST OK (ms)",
+                    "ZERO-RETENTION"
+                )?;
                 for a in &agents.agents {
                     let health = match (a.revoked, a.stale) {
                         (true, _) => "revoked",
                         (false, true) => "STALE",
                         (false, false) => "healthy",
                     };
-                    println!(
+                    outln!(
                         "{:<24} {:<16} {:<8} {:>14} {:>15}",
                         a.agent_id,
                         a.tenant,
                         health,
                         a.last_accepted_at_ms.map_or("-".into(), |t| t.to_string()),
                         a.zero_retention.map_or("-".into(), |z| z.to_string()),
-                    );
+                    )?;
                 }
             }
         }
@@ -182,24 +186,41 @@ pub async fn run(
                 return Err("--held needs --log-key to verify the checkpoints".into());
             }
             let note = client.checkpoint(None).await.map_err(fail)?;
-            print!("{note}");
+            out!("{note}")?;
             if let Some(key) = &log_key {
                 let latest = key
                     .open_checkpoint(&note)
                     .map_err(|e| format!("AUDIT FAILED: {e}"))?;
-                println!("checkpoint signature verified: size {}", latest.size);
+                outln!("checkpoint signature verified: size {}", latest.size)?;
                 let old_note = match (since, &held) {
                     (_, Some(path)) => Some(
                         std::fs::read_to_string(path)
                             .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
                     ),
-                    (Some(size), None) => Some(client.checkpoint(Some(size)).await.map_err(fail)?),
+                    (Some(size), None) => {
+                        Some(client.checkpoint_at_least(size).await.map_err(|e| {
+                            format!("no signed checkpoint of size {size} or more: {e}")
+                        })?)
+                    }
                     (None, None) => None,
                 };
                 if let Some(old_note) = old_note {
                     let old = key
                         .open_checkpoint(&old_note)
                         .map_err(|e| format!("AUDIT FAILED: earlier checkpoint: {e}"))?;
+                    if let Some(since) = since.filter(|_| held.is_none()) {
+                        if old.size < since {
+                            return Err(format!(
+                                "AUDIT FAILED: asked for a checkpoint of size {since} or more, \
+                                 the ledger gave size {}",
+                                old.size
+                            ));
+                        }
+                        outln!(
+                            "earliest signed checkpoint of size {since} or more: size {}",
+                            old.size
+                        )?;
+                    }
                     if old.size > latest.size {
                         return Err(format!(
                             "AUDIT FAILED: the log shrank from size {} to {}: rolled back or truncated",
@@ -212,10 +233,11 @@ pub async fn run(
                         .map_err(fail)?;
                     audit::verify_extends(&old, &note, &proof, key)
                         .map_err(|e| format!("AUDIT FAILED: {e}"))?;
-                    println!(
+                    outln!(
                         "consistency verified: size {} extends size {}",
-                        latest.size, old.size
-                    );
+                        latest.size,
+                        old.size
+                    )?;
                 }
             }
         }
@@ -258,14 +280,19 @@ fn print_entries(
         }
     }
     if json {
-        println!("{}", to_json(&entries)?);
+        outln!("{}", to_json(&entries)?)?;
     } else {
-        println!(
+        outln!(
             "{:>6} {:>14} {:<16} {:<9} {:<22} {:<36}",
-            "INDEX", "RECEIVED (ms)", "AGENT", "VERDICT", "REASON", "ATTESTATION"
-        );
+            "INDEX",
+            "RECEIVED (ms)",
+            "AGENT",
+            "VERDICT",
+            "REASON",
+            "ATTESTATION"
+        )?;
         for e in entries {
-            println!(
+            outln!(
                 "{:>6} {:>14} {:<16} {:<9} {:<22} {:<36}",
                 e.index,
                 e.received_at_ms,
@@ -273,7 +300,7 @@ fn print_entries(
                 e.verdict.as_str(),
                 e.reason.as_deref().unwrap_or("-"),
                 e.attestation_id.as_deref().unwrap_or("-"),
-            );
+            )?;
         }
     }
     if log_key.is_some() {

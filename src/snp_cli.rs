@@ -62,7 +62,7 @@ pub fn run(command: SnpCommand) -> Result<ExitCode, String> {
         } => verify_report(&report, &vcek, product, profile.as_deref(), report_data),
         SnpCommand::Measure(images) => {
             let digest = launch_measurement(&images).map_err(|e| e.to_string())?;
-            println!("{}", hex::encode(digest));
+            outln!("{}", hex::encode(digest))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -97,7 +97,7 @@ fn verify_report(
         None => (product, product.amd_roots().map_err(|e| e.to_string())?),
     };
     if let Ok(parsed) = Report::parse(&raw) {
-        print_fields(&parsed);
+        print_fields(&parsed)?;
     }
     let chains = ChainCache::new(1);
     let outcome = verify_signed_report(&raw, &vcek, product, &roots, &chains, SystemTime::now())
@@ -108,18 +108,18 @@ fn verify_report(
     let report = match outcome {
         Ok(r) => r,
         Err(e) => {
-            println!("FAILED {}: {}", e.check, e.reason);
+            outln!("FAILED {}: {}", e.check, e.reason)?;
             return Ok(ExitCode::from(1));
         }
     };
     if let Some(expected) = report_data {
         let expected = hex::decode(expected).map_err(|e| format!("--report-data: {e}"))?;
         if expected != report.fields().report_data {
-            println!("FAILED report-binding: REPORT_DATA is not the expected value");
+            outln!("FAILED report-binding: REPORT_DATA is not the expected value")?;
             return Ok(ExitCode::from(1));
         }
     }
-    println!(
+    outln!(
         "OK: report signed by the VCEK of chip {}, chained to the {}{}",
         hex::encode(&report.fields().chip_id[..8]),
         roots.origin,
@@ -128,28 +128,28 @@ fn verify_report(
         } else {
             ""
         }
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_fields(report: &Report) {
+fn print_fields(report: &Report) -> Result<(), crate::output::OutputError> {
     let f = report.fields();
-    println!("version:          {}", f.version);
-    println!(
+    outln!("version:          {}", f.version)?;
+    outln!(
         "guest policy:     {:#x} (debug {}, migration agent {}, SMT {})",
         u64::from(f.policy),
         f.policy.debug_allowed(),
         f.policy.migrate_ma_allowed(),
         f.policy.smt_allowed()
-    );
-    println!("vmpl:             {}", f.vmpl);
-    println!("measurement:      {}", hex::encode(f.measurement));
-    println!("report data:      {}", hex::encode(f.report_data));
-    println!("host data:        {}", hex::encode(f.host_data));
-    println!("reported TCB:     {}", Tcb::from(f.reported_tcb));
-    println!("committed TCB:    {}", Tcb::from(f.committed_tcb));
-    println!("chip id:          {}", hex::encode(f.chip_id));
-    println!("report id:        {}", hex::encode(f.report_id));
+    )?;
+    outln!("vmpl:             {}", f.vmpl)?;
+    outln!("measurement:      {}", hex::encode(f.measurement))?;
+    outln!("report data:      {}", hex::encode(f.report_data))?;
+    outln!("host data:        {}", hex::encode(f.host_data))?;
+    outln!("reported TCB:     {}", Tcb::from(f.reported_tcb))?;
+    outln!("committed TCB:    {}", Tcb::from(f.committed_tcb))?;
+    outln!("chip id:          {}", hex::encode(f.chip_id))?;
+    outln!("report id:        {}", hex::encode(f.report_id))
 }
 
 /// One line about the platform behind a verified bundle.

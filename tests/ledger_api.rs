@@ -1,10 +1,11 @@
 //! The ledger as a process, over mutual TLS on loopback: heartbeats from a real agent on
 //! swtpm, refusals and their audit trail, durability under kill -9, the agent's spool
-//! across a ledger outage, tenant isolation, and hostile requests.
+//! across a ledger outage, tenant isolation, hostile requests, and `attestor query`.
 
 mod support;
 
 use std::collections::HashSet;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -386,6 +387,58 @@ async fn bad_requests_get_4xx_and_the_ledger_keeps_serving() {
         ),
         (Method::GET, "/v1/log/consistency?old=1", None, 400),
         (Method::GET, "/v1/log/checkpoint?size=424242", None, 404),
+        (Method::GET, "/v1/log/checkpoint?at_least=424242", None, 404),
+        (
+            Method::GET,
+            "/v1/log/checkpoint?size=1&at_least=1",
+            None,
+            400,
+        ),
+        // Numbers beyond what the store holds: no such thing, or a bad filter; never a
+        // storage failure.
+        (Method::GET, "/v1/entries/18446744073709551615", None, 404),
+        (
+            Method::GET,
+            "/v1/log/checkpoint?size=18446744073709551615",
+            None,
+            404,
+        ),
+        (
+            Method::GET,
+            "/v1/log/checkpoint?at_least=9223372036854775808",
+            None,
+            404,
+        ),
+        (
+            Method::GET,
+            "/v1/attestations?from=18446744073709551615",
+            None,
+            400,
+        ),
+        (
+            Method::GET,
+            "/v1/attestations?to=9223372036854775808",
+            None,
+            400,
+        ),
+        (
+            Method::GET,
+            "/v1/attestations?after=18446744073709551615",
+            None,
+            400,
+        ),
+        (
+            Method::GET,
+            "/v1/log/consistency?old=18446744073709551615&new=1",
+            None,
+            400,
+        ),
+        (
+            Method::GET,
+            "/v1/log/consistency?old=1&new=18446744073709551615",
+            None,
+            400,
+        ),
         (Method::GET, "/v1/nowhere", None, 404),
         (Method::DELETE, "/v1/attestations", None, 404),
     ];
@@ -414,8 +467,10 @@ async fn bad_requests_get_4xx_and_the_ledger_keeps_serving() {
     assert_eq!(response.reason.as_deref(), Some("malformed"));
     let garbage = client.submit(&[0xff, 0x00, 0x13]).await.unwrap();
     assert_eq!(garbage.receipt.index, response.receipt.index + 1);
-    // Still serving.
+    // Still serving, and none of it was a failure of the ledger's.
     assert_eq!(client.nonce().await.unwrap().len(), 32);
+    let log = ledger.log();
+    assert!(!log.contains("\"level\":\"error\""), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -480,4 +535,106 @@ async fn a_nonce_issued_before_a_restart_is_accepted_once() {
         .await
         .unwrap();
     assert_eq!(response.reason.as_deref(), Some("nonce"));
+}
+
+/// `attestor query` against `ledger` as `a1`, verifying with the ledger's key.
+fn query_command(ledger: &LedgerProcess, what: &[&str]) -> Command {
+    let files = ledger.tls_files("a1");
+    let key = ledger.dir.path().join("log.vkey");
+    std::fs::write(&key, ledger.verifier_key()).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_attestor"));
+    command
+        .args(["query", "--ledger", &ledger.endpoint(), "--ca"])
+        .arg(&files.ca)
+        .arg("--cert")
+        .arg(&files.cert)
+        .arg("--key")
+        .arg(&files.key)
+        .arg("--log-key")
+        .arg(&key)
+        .args(what);
+    command
+}
+
+fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `checkpoint --since N` works for any N up to the latest size, checking the latest
+/// checkpoint against the earliest signed one covering N; and `attestor query` piped
+/// into a reader that goes away (`| head`) ends quietly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_since_any_size_and_into_a_closed_pipe() {
+    let mut ledger = LedgerProcess::start(&LedgerSpec {
+        agents: &[("a1", "acme")],
+        tenants: &[("acme", ANY_HASH)],
+        ..LedgerSpec::default()
+    });
+    let client = ledger.client("a1");
+    // One at a time: one batch, so one checkpoint, per submission (sizes 1 to 4).
+    for _ in 0..4 {
+        client.submit(b"{\"not\": \"a bundle\"}").await.unwrap();
+    }
+    // Size 2 loses its checkpoint, as if entries 2 and 3 had come in one batch.
+    ledger.stop();
+    rusqlite::Connection::open(ledger.state_dir().join("ledger.db"))
+        .unwrap()
+        .execute("DELETE FROM checkpoints WHERE size = 2", [])
+        .unwrap();
+    ledger.restart();
+    let client = ledger.client("a1");
+    let exact = client.checkpoint(Some(2)).await.unwrap_err();
+    assert!(
+        matches!(exact, ClientError::Refused { status: 404, .. }),
+        "{exact}"
+    );
+
+    let out = query_command(&ledger, &["checkpoint", "--since", "2"])
+        .output()
+        .unwrap();
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("earliest signed checkpoint of size 2 or more: size 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("consistency verified: size 4 extends size 3"),
+        "{text}"
+    );
+    for since in ["1", "4"] {
+        let out = query_command(&ledger, &["checkpoint", "--since", since])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "--since {since}: {}",
+            output_text(&out)
+        );
+    }
+    let beyond = query_command(&ledger, &["checkpoint", "--since", "5"])
+        .output()
+        .unwrap();
+    assert!(!beyond.status.success());
+    assert!(
+        output_text(&beyond).contains("no signed checkpoint of size 5 or more"),
+        "{}",
+        output_text(&beyond)
+    );
+
+    // The reader of stdout is gone before anything is written.
+    let mut child = query_command(&ledger, &["entries"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

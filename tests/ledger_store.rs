@@ -122,6 +122,7 @@ fn appends_are_dense_durable_and_queryable(backend: &Backend) {
     assert_eq!(one.entry.leaf, 11u64.to_be_bytes());
     assert_eq!(one.entry.attestation_id.as_deref(), Some("att-11"));
     assert!(store.entry(3).unwrap().is_none());
+    assert!(store.entry(u64::MAX).unwrap().is_none());
 
     let t1 = EntryQuery {
         tenant: Some("t1".into()),
@@ -148,6 +149,15 @@ fn appends_are_dense_durable_and_queryable(backend: &Backend) {
         ..EntryQuery::default()
     };
     assert_eq!(store.query(&window).unwrap()[0].index, 1);
+    // A filter beyond what the store can hold is the caller's mistake, not corruption.
+    let beyond = EntryQuery {
+        from_ms: Some(u64::MAX),
+        ..window.clone()
+    };
+    assert!(matches!(
+        store.query(&beyond),
+        Err(StoreError::OutOfRange(u64::MAX))
+    ));
     let by_id = EntryQuery {
         attestation_id: Some("att-12".into()),
         agent_id: Some("a1".into()),
@@ -254,6 +264,15 @@ fn checkpoints_are_kept_by_size(backend: &Backend) {
     let three = store.checkpoint(3).unwrap().unwrap();
     assert_eq!((three.note.as_str(), three.created_at_ms), ("note 3", 30));
     assert!(store.checkpoint(4).unwrap().is_none());
+    // The earliest checkpoint covering a size, for auditors who saw a size in between.
+    let at_least = |size| store.checkpoint_at_least(size).unwrap().map(|c| c.size);
+    assert_eq!(
+        [0, 1, 2, 3, 4, 5, 6].map(at_least),
+        [Some(1), Some(1), Some(3), Some(3), Some(5), Some(5), None]
+    );
+    // Sizes no SQL integer holds name no checkpoint: not an error of the store.
+    assert!(store.checkpoint(u64::MAX).unwrap().is_none());
+    assert_eq!(at_least(1 << 63), None);
 }
 
 fn key_transitions_are_kept_in_order_one_per_sequence_number(backend: &Backend) {

@@ -308,6 +308,13 @@ impl LedgerClient {
         self.text(&path).await
     }
 
+    /// The smallest signed checkpoint of at least `size` entries: what a log of `size`
+    /// entries seen earlier can be checked against.
+    pub async fn checkpoint_at_least(&self, size: u64) -> Result<String, ClientError> {
+        self.text(&format!("/v1/log/checkpoint?at_least={size}"))
+            .await
+    }
+
     /// A consistency proof between two signed sizes.
     pub async fn consistency(
         &self,

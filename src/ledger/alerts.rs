@@ -21,7 +21,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use crate::logging::{event, Level};
+use crate::logging::{event, limited_event, Level};
 
 /// What went wrong with an agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -295,7 +295,7 @@ async fn deliver(
             let body = serde_json::to_vec(&body).unwrap_or_default();
             if let Err(e) = with_retries(2, Duration::from_secs(5), || post_json(&url, &body)).await
             {
-                event(
+                limited_event(
                     Level::Error,
                     "alertmanager-failed",
                     json!({"url": url, "error": e}),

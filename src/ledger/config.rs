@@ -11,10 +11,11 @@ use thiserror::Error;
 use crate::ledger::alerts::AlertConfig;
 use crate::ledger::limits::WriteLimit;
 use crate::ledger::monitor::DEFAULT_MAX_GAP;
+use crate::ledger::server::{self, ConnectionLimits};
 use crate::ledger::verify::{TenantPolicy, NONCE_TTL, VOUCH_WINDOW};
 use crate::tls::TlsFiles;
 
-/// Connections served at once; more wait in the kernel's accept queue.
+/// Authenticated connections served at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 /// Why a ledger configuration is unusable.
@@ -42,6 +43,12 @@ struct LedgerToml {
     max_connections: usize,
     #[serde(default = "default_nonce_ttl_seconds")]
     nonce_ttl_seconds: u64,
+    #[serde(default = "default_max_handshakes")]
+    max_handshakes: usize,
+    #[serde(default = "default_max_handshakes_per_address")]
+    max_handshakes_per_address: usize,
+    #[serde(default = "default_handshake_timeout_seconds")]
+    handshake_timeout_seconds: u64,
     tls: TlsFiles,
     tenants: BTreeMap<String, TenantToml>,
     /// `postgres://...`: a database shared by replicas; absent: SQLite in `state_dir`.
@@ -95,6 +102,15 @@ fn default_max_connections() -> usize {
 }
 fn default_nonce_ttl_seconds() -> u64 {
     NONCE_TTL.as_secs()
+}
+fn default_max_handshakes() -> usize {
+    server::DEFAULT_MAX_HANDSHAKES
+}
+fn default_max_handshakes_per_address() -> usize {
+    server::DEFAULT_MAX_HANDSHAKES_PER_ADDRESS
+}
+fn default_handshake_timeout_seconds() -> u64 {
+    server::DEFAULT_HANDSHAKE_TIMEOUT.as_secs()
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,7 +184,7 @@ pub struct LedgerConfig {
     pub profile: PathBuf,
     /// Silence after which an agent counts as stale (the spec's 2 minutes by default).
     pub max_gap: Duration,
-    pub max_connections: usize,
+    pub limits: ConnectionLimits,
     /// How long a nonce the ledger issued counts as its own single-use nonce.
     pub nonce_ttl: Duration,
     pub tls: TlsFiles,
@@ -230,10 +246,29 @@ impl LedgerConfig {
                 VOUCH_WINDOW.as_secs()
             )));
         }
-        if raw.max_gap_seconds == 0 || raw.max_connections == 0 {
+        if raw.max_gap_seconds == 0
+            || raw.max_connections == 0
+            || raw.max_handshakes == 0
+            || raw.max_handshakes_per_address == 0
+            || raw.handshake_timeout_seconds == 0
+        {
             return Err(invalid(
-                "max_gap_seconds and max_connections must be positive".into(),
+                "max_gap_seconds, max_connections, max_handshakes, max_handshakes_per_address \
+                 and handshake_timeout_seconds must be positive"
+                    .into(),
             ));
+        }
+        if let Some(address) = raw.ops.listen {
+            if !address.ip().is_loopback() && raw.ops.dashboard_token_file.is_none() {
+                return Err(invalid(format!(
+                    "ops.listen = \"{address}\" is not a loopback address and \
+                     ops.dashboard_token_file is not set: the dashboard would be open to \
+                     whoever reaches it. Set ops.dashboard_token_file (and keep the listener \
+                     on a management network: /metrics needs no token and names every \
+                     tenant's agents unless ops.per_agent_metrics = false), or listen on a \
+                     loopback address"
+                )));
+            }
         }
         let storage = match raw.storage {
             None if raw.storage_tls.is_some() => return Err(invalid(
@@ -276,7 +311,12 @@ impl LedgerConfig {
             origin: raw.origin,
             profile: base.join(raw.profile),
             max_gap: Duration::from_secs(raw.max_gap_seconds),
-            max_connections: raw.max_connections,
+            limits: ConnectionLimits {
+                max_connections: raw.max_connections,
+                max_handshakes: raw.max_handshakes,
+                max_handshakes_per_address: raw.max_handshakes_per_address,
+                handshake_timeout: Duration::from_secs(raw.handshake_timeout_seconds),
+            },
             nonce_ttl,
             tls: raw.tls.resolve(base),
             tenants,
@@ -336,6 +376,59 @@ mod tests {
         assert!(e.to_string().contains("surprise"), "{e}");
         let zero_gap = VALID.replace("profile = ", "max_gap_seconds = 0\nprofile = ");
         assert!(LedgerConfig::parse(&zero_gap, Path::new("l.toml")).is_err());
+    }
+
+    #[test]
+    fn an_ops_listener_off_loopback_needs_the_dashboard_token() {
+        let with_ops = |ops: &str| format!("{VALID}\n[ops]\n{ops}\n");
+        for open in ["listen = \"0.0.0.0:9465\"", "listen = \"[::]:9465\""] {
+            let e = LedgerConfig::parse(&with_ops(open), Path::new("l.toml")).unwrap_err();
+            let message = e.to_string();
+            for named in [
+                "ops.listen",
+                "ops.dashboard_token_file",
+                "per_agent_metrics",
+            ] {
+                assert!(message.contains(named), "{message}");
+            }
+        }
+        for fine in [
+            "listen = \"0.0.0.0:9465\"\ndashboard_token_file = \"t\"",
+            "listen = \"127.0.0.1:9465\"",
+            "listen = \"[::1]:9465\"",
+        ] {
+            let c = LedgerConfig::parse(&with_ops(fine), Path::new("l.toml")).unwrap();
+            assert!(c.ops.listen.is_some());
+        }
+    }
+
+    #[test]
+    fn connection_limits_default_and_must_be_positive() {
+        let c = LedgerConfig::parse(VALID, Path::new("l.toml")).unwrap();
+        assert_eq!(c.limits, ConnectionLimits::new(DEFAULT_MAX_CONNECTIONS));
+        let text = VALID.replace(
+            "profile = ",
+            "max_handshakes = 10\nmax_handshakes_per_address = 2\n\
+             handshake_timeout_seconds = 30\nprofile = ",
+        );
+        let c = LedgerConfig::parse(&text, Path::new("l.toml")).unwrap();
+        assert_eq!(
+            (
+                c.limits.max_handshakes,
+                c.limits.max_handshakes_per_address,
+                c.limits.handshake_timeout
+            ),
+            (10, 2, Duration::from_secs(30))
+        );
+        for zero in [
+            "max_handshakes",
+            "max_handshakes_per_address",
+            "handshake_timeout_seconds",
+        ] {
+            let text = VALID.replace("profile = ", &format!("{zero} = 0\nprofile = "));
+            let e = LedgerConfig::parse(&text, Path::new("l.toml")).unwrap_err();
+            assert!(e.to_string().contains(zero), "{e}");
+        }
     }
 
     #[test]

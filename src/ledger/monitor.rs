@@ -47,7 +47,7 @@ pub async fn watch_gaps(ledger: std::sync::Weak<crate::ledger::service::Ledger>)
     use std::collections::BTreeSet;
 
     use crate::ledger::alerts::AlertKind;
-    use crate::logging::{event, Level};
+    use crate::logging::{limited_event, Level};
 
     let mut silent: BTreeSet<(String, String)> = BTreeSet::new();
     loop {
@@ -71,7 +71,7 @@ pub async fn watch_gaps(ledger: std::sync::Weak<crate::ledger::service::Ledger>)
             Ok(Ok(found)) => found,
             Ok(Err(e)) => {
                 let error = serde_json::json!({"error": e.to_string()});
-                event(Level::Error, "gap-check-failed", error);
+                limited_event(Level::Error, "gap-check-failed", error);
                 continue;
             }
             Err(_) => continue,

@@ -76,6 +76,17 @@ pub enum ServiceError {
     NotSequencer,
 }
 
+/// Which signed checkpoint [`Ledger::checkpoint`] answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointAt {
+    Latest,
+    /// The one of exactly this size.
+    Size(u64),
+    /// The smallest of at least this size: what an auditor who saw a log of this size
+    /// (not necessarily a checkpoint's) can check the latest against.
+    AtLeast(u64),
+}
+
 impl ServiceError {
     /// Stable kebab-case code for response bodies.
     pub fn code(&self) -> &'static str {
@@ -281,14 +292,14 @@ pub fn open_store(config: &LedgerConfig) -> Result<Arc<dyn LedgerStore>, StartEr
 /// Renews the sequencer lease (or keeps trying to take it) every `period` until `stop`
 /// is dropped, then gives it up.
 fn keep_lease(sequencer: Arc<Sequencer>, period: Duration, stop: mpsc::Receiver<()>) {
-    use crate::logging::{event, Level};
+    use crate::logging::{event, limited_event, Level};
     use serde_json::json;
     let mut leading = sequencer.is_sequencer();
     while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(period) {
         let now = match sequencer.claim() {
             Ok(now) => now,
             Err(e) => {
-                event(
+                limited_event(
                     Level::Error,
                     "sequencer-lease-failed",
                     json!({"error": e.to_string()}),
@@ -973,13 +984,14 @@ impl Ledger {
         }
     }
 
-    /// The latest signed checkpoint, or the one of exactly `size` entries.
-    pub async fn checkpoint(self: &Arc<Self>, size: Option<u64>) -> Result<String, ServiceError> {
+    /// A signed checkpoint's note.
+    pub async fn checkpoint(self: &Arc<Self>, at: CheckpointAt) -> Result<String, ServiceError> {
         let this = self.clone();
         blocking(move || {
-            let found = match size {
-                Some(size) => this.store.checkpoint(size)?,
-                None => this.store.latest_checkpoint()?,
+            let found = match at {
+                CheckpointAt::Size(size) => this.store.checkpoint(size)?,
+                CheckpointAt::AtLeast(size) => this.store.checkpoint_at_least(size)?,
+                CheckpointAt::Latest => this.store.latest_checkpoint()?,
             };
             found
                 .map(|c| c.note)

@@ -148,17 +148,19 @@ pub enum LoadgenError {
     },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
 }
 
 /// Runs `attestor loadgen`.
 pub fn run(args: LoadgenArgs) -> Result<(), LoadgenError> {
     if let Some(LoadgenCommand::EkCa { dir }) = &args.command {
         let profile = pki::create_ek_ca(dir)?;
-        println!(
+        outln!(
             "loadgen EK CA in {}; point the ledger under test at {} (load tests only)",
             dir.display(),
             profile.display()
-        );
+        )?;
         return Ok(());
     }
     let missing = |what: &str| LoadgenError::Usage(format!("--{what} is required"));
@@ -191,9 +193,9 @@ pub fn run(args: LoadgenArgs) -> Result<(), LoadgenError> {
         .map_err(LoadgenError::Runtime)?;
     let report = runtime.block_on(load_test(&args, &endpoint, &ca, &ek_ca, pace))?;
     if args.json {
-        println!("{}", report.to_json());
+        outln!("{}", report.to_json())?;
     } else {
-        print!("{}", report.to_text());
+        out!("{}", report.to_text())?;
     }
     Ok(())
 }

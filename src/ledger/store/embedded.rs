@@ -360,11 +360,14 @@ impl LedgerStore for EmbeddedStore {
     }
 
     fn entry(&self, index: u64) -> Result<Option<StoredEntry>, StoreError> {
+        let Ok(index) = i64::try_from(index) else {
+            return Ok(None);
+        };
         let row = self
             .conn()
             .query_row(
                 &format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE idx = ?1"),
-                [to_sql(index)?],
+                [index],
                 entry_from_row,
             )
             .optional()
@@ -498,7 +501,17 @@ impl LedgerStore for EmbeddedStore {
     }
 
     fn checkpoint(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
-        self.checkpoint_where("WHERE size = ?1", Some(to_sql(size)?))
+        let Ok(size) = i64::try_from(size) else {
+            return Ok(None);
+        };
+        self.checkpoint_where("WHERE size = ?1", Some(size))
+    }
+
+    fn checkpoint_at_least(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
+        let Ok(size) = i64::try_from(size) else {
+            return Ok(None);
+        };
+        self.checkpoint_where("WHERE size >= ?1 ORDER BY size LIMIT 1", Some(size))
     }
 
     fn put_key_transition(&self, seq: u64, note: &str) -> Result<(), StoreError> {

@@ -27,6 +27,10 @@ pub enum StoreError {
     Database(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A number asked for (a filter, an index) beyond what SQL integers hold: the
+    /// caller's mistake, not the store's.
+    #[error("{0} is beyond the largest storable number ({max})", max = i64::MAX)]
+    OutOfRange(u64),
     #[error("entries must be appended in time order: {received_at_ms} ms after {last_ms} ms")]
     TimeOrder { received_at_ms: u64, last_ms: u64 },
     #[error("unknown agent {agent_id:?} of tenant {tenant:?}")]
@@ -198,7 +202,7 @@ pub struct StoredCheckpoint {
 /// SQL engines store integers as i64; indexes and times beyond that are refused, not
 /// wrapped.
 fn to_sql(v: u64) -> Result<i64, StoreError> {
-    i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{v} exceeds the storable range")))
+    i64::try_from(v).map_err(|_| StoreError::OutOfRange(v))
 }
 
 fn from_sql(v: i64) -> Result<u64, StoreError> {
@@ -254,7 +258,7 @@ pub trait LedgerStore: Send + Sync {
     fn last_received_at_ms(&self) -> Result<Option<u64>, StoreError>;
     /// Leaf hashes of entries `[from, to)`, to rebuild the Merkle tree at start-up.
     fn leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<[u8; 32]>, StoreError>;
-    /// One entry by index.
+    /// One entry by index (none beyond the storable range).
     fn entry(&self, index: u64) -> Result<Option<StoredEntry>, StoreError>;
     /// Entries matching a query, ascending by index.
     fn query(&self, query: &EntryQuery) -> Result<Vec<StoredEntry>, StoreError>;
@@ -278,6 +282,8 @@ pub trait LedgerStore: Send + Sync {
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError>;
     /// The checkpoint of exactly `size`, if one was signed.
     fn checkpoint(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError>;
+    /// The smallest signed checkpoint of at least `size` entries.
+    fn checkpoint_at_least(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError>;
     /// Records checkpoint key transition number `seq` (from 0); refused if one exists.
     fn put_key_transition(&self, seq: u64, note: &str) -> Result<(), StoreError>;
     /// Every checkpoint key transition, oldest first.

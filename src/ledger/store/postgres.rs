@@ -839,6 +839,22 @@ impl PostgresStore {
         self.jobs.send(job).map_err(|_| stopped())?;
         answer.recv().map_err(|_| stopped())?
     }
+
+    /// The first checkpoint (by `clause`, with `size` as `$1`); none beyond the storable
+    /// range.
+    fn checkpoint_where(
+        &self,
+        clause: &'static str,
+        size: u64,
+    ) -> Result<Option<StoredCheckpoint>, StoreError> {
+        let Ok(size) = i64::try_from(size) else {
+            return Ok(None);
+        };
+        self.run(async move |db: Rc<Inner>| {
+            let sql = format!("SELECT size, note, created_at_ms FROM checkpoints {clause}");
+            first(db.rows(&sql, &[&size]).await?, checkpoint_row)
+        })
+    }
 }
 
 impl LedgerStore for PostgresStore {
@@ -860,7 +876,9 @@ impl LedgerStore for PostgresStore {
     }
 
     fn entry(&self, index: u64) -> Result<Option<StoredEntry>, StoreError> {
-        let index = to_sql(index)?;
+        let Ok(index) = i64::try_from(index) else {
+            return Ok(None);
+        };
         self.run(async move |db: Rc<Inner>| {
             let sql = format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE idx = $1");
             first(db.rows(&sql, &[&index]).await?, entry_row)
@@ -933,16 +951,11 @@ impl LedgerStore for PostgresStore {
     }
 
     fn checkpoint(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
-        let size = to_sql(size)?;
-        self.run(async move |db: Rc<Inner>| {
-            let rows = db
-                .rows(
-                    "SELECT size, note, created_at_ms FROM checkpoints WHERE size = $1",
-                    &[&size],
-                )
-                .await?;
-            first(rows, checkpoint_row)
-        })
+        self.checkpoint_where("WHERE size = $1", size)
+    }
+
+    fn checkpoint_at_least(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.checkpoint_where("WHERE size >= $1 ORDER BY size LIMIT 1", size)
     }
 
     fn put_key_transition(&self, seq: u64, note: &str) -> Result<(), StoreError> {
