@@ -572,6 +572,7 @@ async fn query_since_any_size_and_into_a_closed_pipe() {
     let mut ledger = LedgerProcess::start(&LedgerSpec {
         agents: &[("a1", "acme")],
         tenants: &[("acme", ANY_HASH)],
+        enrolled: true,
         ..LedgerSpec::default()
     });
     let client = ledger.client("a1");
