@@ -577,8 +577,10 @@ async fn query_since_any_size_and_into_a_closed_pipe() {
     });
     let client = ledger.client("a1");
     // One at a time: one batch, so one checkpoint, per submission (sizes 1 to 4).
-    for _ in 0..4 {
-        client.submit(b"{\"not\": \"a bundle\"}").await.unwrap();
+    // Distinct bodies: the same bytes again would be a re-send of the first entry.
+    for n in 0..4 {
+        let body = format!("{{\"not a bundle\": {n}}}");
+        client.submit(body.as_bytes()).await.unwrap();
     }
     // Size 2 loses its checkpoint, as if entries 2 and 3 had come in one batch.
     ledger.stop();
