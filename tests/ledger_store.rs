@@ -53,6 +53,7 @@ on_both_backends!(
     key_transitions_are_kept_in_order_one_per_sequence_number,
     a_newer_schema_is_refused,
     a_version_1_database_gains_the_pinned_snp_chip_and_keeps_its_agents,
+    a_version_2_database_gains_the_log_head_and_keeps_appending_densely,
 );
 
 fn appends_are_dense_durable_and_queryable(backend: &Backend) {
@@ -251,7 +252,7 @@ fn a_version_1_database_gains_the_pinned_snp_chip_and_keeps_its_agents(backend: 
     tpm_only.snp_chip_id = None;
     backend.open().put_agent(&tpm_only).unwrap();
     backend.tamper(
-        "ALTER TABLE agents DROP COLUMN snp_chip_id; \
+        "ALTER TABLE agents DROP COLUMN snp_chip_id; DROP TABLE log_head; \
          UPDATE meta SET value = '1' WHERE key = 'schema_version'",
         "ALTER TABLE agents DROP COLUMN snp_chip_id; DROP TABLE key_transitions; \
          DELETE FROM schema_migrations WHERE version >= 2",
@@ -264,6 +265,82 @@ fn a_version_1_database_gains_the_pinned_snp_chip_and_keeps_its_agents(backend: 
     drop(store);
     // Upgraded once: opening again finds the current version.
     assert_eq!(backend.open().agent("c1").unwrap().unwrap(), cvm);
+}
+
+fn a_version_2_database_gains_the_log_head_and_keeps_appending_densely(backend: &Backend) {
+    {
+        let store = backend.open();
+        store.put_agent(&agent("a", "t")).unwrap();
+        store
+            .append(&[
+                entry(10, "t", "a", Verdict::Refused),
+                entry(11, "t", "a", Verdict::Refused),
+            ])
+            .unwrap();
+        store
+            .append(&[entry(12, "t", "a", Verdict::Refused)])
+            .unwrap();
+    }
+    // Version 2 (SQLite) had no head: size and time came from the entries. PostgreSQL's
+    // head is as old as its schema; its version before key transitions must keep it.
+    backend.tamper(
+        "DROP TABLE log_head; UPDATE meta SET value = '2' WHERE key = 'schema_version'",
+        "DROP TABLE key_transitions; DELETE FROM schema_migrations WHERE version >= 3",
+    );
+    let store = backend.open();
+    assert_eq!(store.len().unwrap(), 3);
+    assert_eq!(store.last_received_at_ms().unwrap(), Some(12));
+    // The head took over: time order is checked against the last entry, indexes go on.
+    assert!(matches!(
+        store.append(&[entry(11, "t", "a", Verdict::Refused)]),
+        Err(StoreError::TimeOrder {
+            received_at_ms: 11,
+            last_ms: 12
+        })
+    ));
+    assert_eq!(
+        store
+            .append(&[
+                entry(13, "t", "a", Verdict::Refused),
+                entry(13, "t", "a", Verdict::Refused)
+            ])
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        store
+            .append(&[entry(14, "t", "a", Verdict::Refused)])
+            .unwrap(),
+        5
+    );
+    drop(store);
+    // Upgraded once: opening again finds the head where the appends left it.
+    let store = backend.open();
+    assert_eq!(store.len().unwrap(), 6);
+    assert_eq!(store.last_received_at_ms().unwrap(), Some(14));
+    let hashes = store.leaf_hashes(0, 6).unwrap();
+    assert_eq!(hashes.len(), 6);
+    assert_eq!(hashes[5], [14; 32]);
+    assert_eq!(store.key_transitions().unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn an_empty_version_2_database_gets_an_empty_head() {
+    let backend = Backend::embedded();
+    drop(backend.open());
+    backend.tamper(
+        "DROP TABLE log_head; UPDATE meta SET value = '2' WHERE key = 'schema_version'",
+        "",
+    );
+    let store = backend.open();
+    assert_eq!(store.len().unwrap(), 0);
+    assert_eq!(store.last_received_at_ms().unwrap(), None);
+    assert_eq!(
+        store
+            .append(&[entry(1, "t", "a", Verdict::Refused)])
+            .unwrap(),
+        0
+    );
 }
 
 #[test]
