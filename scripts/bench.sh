@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs every benchmark and writes docs/benchmarks.md (figure, reference, ratio, target, met?).
 #
-#   scripts/bench.sh                  # full run (10^7-leaf Merkle, 1,000 agents at 1,700/s, 60 s agent)
+#   scripts/bench.sh                  # full run (10^7-leaf Merkle, 10^6 appends, 1,000 agents at 1,700/s, 60 s agent)
 #   scripts/bench.sh --quick          # short settings: checks the pipeline end to end, noisy figures
 #   scripts/bench.sh --soak 600       # also a 10-minute soak sampling the ledger's RSS every 5 s
 #   options: --agents N --rate R --duration S (load test), --out FILE
 #
 # What runs: the criterion micro-benchmarks (micro, merkle, query, attest, snp; `attest` and
-# the agent figures need swtpm), `attestor loadgen` (only the TPM is simulated) against a
+# the agent figures need swtpm), the append cost as the log grows (`append`: 10^6 entries on
+# SQLite, 10^5 on a throw-away PostgreSQL cluster of its own), `attestor loadgen` (only the TPM is simulated) against a
 # release `attestor ledger` on the embedded store and on a throw-away PostgreSQL cluster
 # (scripts/postgres.sh), closed loop for throughput and paced for latency, and a real
 # `attestor agent` on swtpm for its resident memory and idle CPU. Run it on an idle machine:
@@ -30,9 +31,10 @@ while [ $# -gt 0 ]; do
     shift
 done
 criterion_args=()
-query_entries=1000000
+query_entries=1000000 append_sqlite=1000000 append_postgres=100000
 if [ "$quick" = 1 ]; then
     agents=100 rate=200 duration=5 agent_seconds=15 query_entries=100000
+    append_sqlite=100000 append_postgres=10000
     criterion_args=(--warm-up-time 1 --measurement-time 1 --sample-size 10)
 fi
 for tool in jq swtpm swtpm_setup; do
@@ -48,7 +50,9 @@ pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     attestor_swtpm_stop "$work/swtpm" 2>/dev/null || true
-    [ -d "$work/pg" ] && bash scripts/postgres.sh stop "$work/pg" >/dev/null 2>&1 || true
+    for pg in "$work/pg" "$work/pg-append"; do
+        [ -d "$pg" ] && bash scripts/postgres.sh stop "$pg" >/dev/null 2>&1 || true
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -71,6 +75,15 @@ ATTESTOR_BENCH_ENTRIES=$query_entries cargo bench --quiet --bench query -- "${cr
 cargo bench --quiet --bench attest -- "${criterion_args[@]}" >"$work/attest.log" 2>&1
 cargo bench --quiet --bench snp -- "${criterion_args[@]}" >"$work/snp.log" 2>&1
 cargo bench --quiet --bench ingest >"$work/ingest.log" 2>&1
+
+step "append cost as the log grows: $append_sqlite entries on SQLite, $append_postgres on PostgreSQL"
+append_started=$SECONDS
+append_pg=$(bash scripts/postgres.sh start "$work/pg-append" | tail -n 1)
+ATTESTOR_BENCH_POSTGRES=$append_pg ATTESTOR_BENCH_APPEND_SQLITE=$append_sqlite \
+    ATTESTOR_BENCH_APPEND_POSTGRES=$append_postgres \
+    cargo bench --quiet --bench append >"$work/append.log" 2>&1
+bash scripts/postgres.sh stop "$work/pg-append" >/dev/null 2>&1 || true
+printf 'append bench: %d s\n' $((SECONDS - append_started)) >&2
 
 # median GROUP NAME: criterion's median estimate in ns (empty if the bench did not run).
 median() {
@@ -290,7 +303,19 @@ mkdir -p "$(dirname "$out")"
     grep -E '^(ingest:|\|)' "$work/ingest.log" || echo "(did not run; see its output)"
     [ -n "$soak_lines" ] && { echo; echo "$soak_lines"; }
     echo
-    echo "Reproduce: \`scripts/bench.sh$( [ "$quick" = 1 ] && echo " --quick")\`; each criterion bench alone: \`cargo bench --bench NAME\` (micro, merkle, query, attest, snp, ingest)."
+    echo "Reproduce: \`scripts/bench.sh$( [ "$quick" = 1 ] && echo " --quick")\`; each bench alone: \`cargo bench --bench NAME\` (micro, merkle, query, attest, snp, ingest, append)."
+    echo
+    echo "## Append cost as the log grows"
+    echo
+    if grep -q '^append: Median' "$work/append.log"; then
+        grep -E '^append: Median' "$work/append.log" | sed 's/^append: //; s/$/ (`cargo bench --bench append`)./'
+        echo
+        grep -E '^\|' "$work/append.log"
+        echo
+        grep -E '^append: (embedded|PostgreSQL|whole)' "$work/append.log" | sed 's/^append: /- /'
+    else
+        echo "(did not run; see its output)"
+    fi
 } >"$out"
 step "wrote $out"
 cat "$out"

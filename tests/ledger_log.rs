@@ -12,6 +12,7 @@ use attestor::ledger::log::merkle::{
     empty_root, leaf_hash, node_hash, verify_consistency, verify_inclusion, Hash, LogError,
     MerkleTree,
 };
+use attestor::ledger::log::tiled::{TiledTree, TILE_WIDTH};
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -547,6 +548,240 @@ fn levels_round_trip_and_malformed_levels_are_refused() {
         restored.push_entry(e);
     }
     assert_eq!(restored, tree_of(9));
+}
+
+// ---------------------------------------------------------------------------------------
+// The sequencer's tiled tree against the full tree: byte-identical roots and proofs, old
+// tiles read back from "storage" (here a vector of leaf hashes) and checked.
+
+/// Leaf hashes as the store would hold them, and reads of them that count themselves and
+/// check that each read is one whole tile.
+struct Stored {
+    leaves: Vec<Hash>,
+    reads: u64,
+}
+
+impl Stored {
+    fn new(n: u64) -> Stored {
+        Stored {
+            leaves: (0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect(),
+            reads: 0,
+        }
+    }
+
+    fn read(&mut self, from: u64, to: u64) -> Result<Vec<Hash>, LogError> {
+        assert_eq!(
+            (from % TILE_WIDTH, to - from),
+            (0, TILE_WIDTH),
+            "{from}..{to}"
+        );
+        self.reads += 1;
+        Ok(self
+            .leaves
+            .get(from as usize..(to as usize).min(self.leaves.len()))
+            .unwrap_or_default()
+            .to_vec())
+    }
+}
+
+/// Compares every answer of `tiled` (of size `n`) with `full` (of at least `n` leaves) for
+/// the given sizes and indexes, errors included.
+fn assert_same_answers(
+    tiled: &mut TiledTree,
+    full: &MerkleTree,
+    stored: &mut Stored,
+    n: u64,
+    sizes: &[u64],
+    indexes: &[u64],
+) {
+    let mut read = |from, to| stored.read(from, to);
+    assert_eq!(tiled.size(), n);
+    assert_eq!(tiled.root(), full.root_at(n), "root at {n}");
+    for &m in sizes.iter().chain([n + 1].iter()) {
+        let expected = if m <= n {
+            full.root_at(m)
+        } else {
+            Err(LogError::SizeBeyondTree {
+                requested: m,
+                current: n,
+            })
+        };
+        assert_eq!(tiled.root_at(m, &mut read), expected, "root_at({m}) of {n}");
+        for &i in indexes.iter().chain([m, m.wrapping_sub(1)].iter()) {
+            let expected = if m <= n {
+                full.inclusion_proof(i, m)
+            } else {
+                Err(LogError::SizeBeyondTree {
+                    requested: m,
+                    current: n,
+                })
+            };
+            assert_eq!(
+                tiled.inclusion_proof(i, m, &mut read),
+                expected,
+                "inclusion of {i} at {m} in {n}"
+            );
+        }
+        for &old in sizes {
+            let expected = if m <= n {
+                full.consistency_proof(old, m)
+            } else {
+                Err(LogError::SizeBeyondTree {
+                    requested: m,
+                    current: n,
+                })
+            };
+            assert_eq!(
+                tiled.consistency_proof(old, m, &mut read),
+                expected,
+                "consistency {old} -> {m} in {n}"
+            );
+        }
+    }
+    for &i in indexes {
+        let expected = if i < n {
+            full.leaf(i)
+        } else {
+            tiled_out_of_range(i, n)
+        };
+        assert_eq!(tiled.leaf(i, &mut read), expected, "leaf {i} of {n}");
+    }
+}
+
+fn tiled_out_of_range(index: u64, size: u64) -> Result<Hash, LogError> {
+    Err(LogError::IndexOutOfRange { index, size })
+}
+
+#[test]
+fn the_tiled_tree_answers_as_the_full_tree_at_every_size_up_to_530() {
+    let n_max = 530;
+    let mut stored = Stored::new(n_max);
+    let full = MerkleTree::from_leaf_hashes(stored.leaves.clone());
+    let mut tiled = TiledTree::new();
+    for n in 0..=n_max {
+        if n > 0 {
+            tiled.push_leaf_hash(stored.leaves[n as usize - 1]);
+        }
+        let all: Vec<u64> = (0..=n).collect();
+        let mut read = |from, to| stored.read(from, to);
+        assert_eq!(tiled.root(), full.root_at(n));
+        for i in 0..n {
+            assert_eq!(
+                tiled.inclusion_proof(i, n, &mut read),
+                full.inclusion_proof(i, n)
+            );
+        }
+        for &old in &all {
+            assert_eq!(
+                tiled.consistency_proof(old, n, &mut read),
+                full.consistency_proof(old, n)
+            );
+        }
+    }
+}
+
+#[test]
+fn the_tiled_tree_answers_as_the_full_tree_around_tile_boundaries_up_to_65537() {
+    let sizes: Vec<u64> = vec![
+        0, 1, 2, 3, 7, 8, 9, 255, 256, 257, 511, 512, 513, 767, 768, 769, 1000, 1023, 1024, 1025,
+        2047, 2048, 2049, 4095, 4097, 32768, 40000, 65535, 65536, 65537,
+    ];
+    let n_max = *sizes.last().unwrap();
+    let mut stored = Stored::new(n_max);
+    let full = MerkleTree::from_leaf_hashes(stored.leaves.clone());
+    let mut tiled = TiledTree::new();
+    let mut rng = Rng(7);
+    for &n in &sizes {
+        while tiled.size() < n {
+            tiled.push_leaf_hash(stored.leaves[tiled.size() as usize]);
+        }
+        let known: Vec<u64> = sizes.iter().copied().filter(|&m| m <= n).collect();
+        let mut indexes = vec![
+            0, 1, 254, 255, 256, 257, 511, 512, 32767, 32768, 65535, 65536,
+        ];
+        indexes.extend((0..6).map(|_| rng.next() % (n + 1)));
+        assert_same_answers(&mut tiled, &full, &mut stored, n, &known, &indexes);
+    }
+    // Reads are whole tiles (checked in `Stored::read`), each at most once per miss.
+    assert!(stored.reads > 0);
+}
+
+#[test]
+fn a_batchs_receipts_and_the_current_root_need_no_read() {
+    let mut stored = Stored::new(3000);
+    let full = MerkleTree::from_leaf_hashes(stored.leaves.clone());
+    let mut tiled = TiledTree::new();
+    for &leaf in &stored.leaves[..2900] {
+        tiled.push_leaf_hash(leaf);
+    }
+    // A batch of 100 crossing the tile boundary at 2816, as the sequencer appends it.
+    for &leaf in &stored.leaves[2900..3000] {
+        tiled.push_leaf_hash(leaf);
+    }
+    let mut read = |from, to| stored.read(from, to);
+    assert_eq!(tiled.root(), Ok(full.root()));
+    for i in 2900..3000 {
+        assert_eq!(
+            tiled.inclusion_proof(i, 3000, &mut read),
+            full.inclusion_proof(i, 3000)
+        );
+    }
+    assert_eq!(stored.reads, 0);
+    // An old entry's proof reads its tile once; the cache answers the next one.
+    assert_eq!(
+        tiled.inclusion_proof(3, 3000, &mut |f, t| stored.read(f, t)),
+        full.inclusion_proof(3, 3000)
+    );
+    assert_eq!(
+        tiled.inclusion_proof(200, 3000, &mut |f, t| stored.read(f, t)),
+        full.inclusion_proof(200, 3000)
+    );
+    assert_eq!(stored.reads, 1);
+}
+
+#[test]
+fn a_rewritten_stored_leaf_hash_is_an_error_naming_its_tile_never_a_proof() {
+    let n = 4000;
+    let mut stored = Stored::new(n);
+    let full = MerkleTree::from_leaf_hashes(stored.leaves.clone());
+    let mut tiled = TiledTree::new();
+    for &leaf in &stored.leaves {
+        tiled.push_leaf_hash(leaf);
+    }
+    // Entry 300 (tile 1, long out of the cache) rewritten behind the tree's back.
+    stored.leaves[300] = leaf_hash(b"rewritten");
+    fn rewritten<T>() -> Result<T, LogError> {
+        Err(LogError::TileMismatch { from: 256, to: 512 })
+    }
+    let mut read = |from, to| stored.read(from, to);
+    assert_eq!(tiled.leaf(300, &mut read), rewritten());
+    assert_eq!(tiled.leaf(257, &mut read), rewritten());
+    assert_eq!(tiled.inclusion_proof(300, n, &mut read), rewritten());
+    assert_eq!(tiled.inclusion_proof(5, 400, &mut read), rewritten());
+    assert_eq!(tiled.consistency_proof(300, n, &mut read), rewritten());
+    assert_eq!(tiled.root_at(400, &mut read), rewritten());
+    // Other tiles still prove, and the current root needs no tile at all.
+    assert_eq!(
+        tiled.inclusion_proof(5, n, &mut read),
+        full.inclusion_proof(5, n)
+    );
+    assert_eq!(
+        tiled.inclusion_proof(600, n, &mut read),
+        full.inclusion_proof(600, n)
+    );
+    assert_eq!(tiled.root(), Ok(full.root()));
+
+    // A short read (entries gone from the store) is an error too, not a panic.
+    stored.leaves.truncate(1000);
+    let mut read = |from, to| stored.read(from, to);
+    assert_eq!(
+        tiled.leaf(800, &mut read),
+        Err(LogError::TileLeaves {
+            from: 768,
+            to: 1024,
+            got: 232
+        })
+    );
 }
 
 // ---------------------------------------------------------------------------------------

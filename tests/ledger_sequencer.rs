@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use attestor::ledger::log::checkpoint::{open_checkpoint, CheckpointSigner};
 use attestor::ledger::log::keys::KeyError;
-use attestor::ledger::log::merkle::{verify_consistency, verify_inclusion};
+use attestor::ledger::log::merkle::{verify_consistency, verify_inclusion, LogError};
 use attestor::ledger::log::sequencer::{Receipt, Sequencer, SequencerError, Submission};
 use attestor::ledger::record::{LogRecord, RECORD_VERSION};
 use attestor::ledger::store::{LedgerStore, StoreError, Verdict};
@@ -52,6 +52,7 @@ on_both_backends!(
     truncation_and_rewrites_on_disk_are_detected,
     concurrent_submissions_share_commits_and_each_gets_a_valid_receipt,
     entries_appended_without_their_checkpoint_are_published_at_start,
+    a_tile_rewritten_after_start_up_is_refused_never_proved,
 );
 
 fn check_receipt(receipt: &Receipt, vkey: &str) {
@@ -126,7 +127,7 @@ fn truncation_and_rewrites_on_disk_are_detected(backend: &Backend) {
 
     let db = fresh();
     db.tamper(
-        "DELETE FROM entries WHERE idx = 4",
+        "DELETE FROM entries WHERE idx = 4; UPDATE log_head SET size = 4",
         "DELETE FROM entries WHERE idx = 4; UPDATE log_head SET size = 4",
     );
     assert!(matches!(
@@ -136,10 +137,11 @@ fn truncation_and_rewrites_on_disk_are_detected(backend: &Backend) {
             checkpoint: 5
         })
     ));
-    // Entries gone but the head left alone (PostgreSQL): a hole, refused as corrupt.
-    if db.is_postgres() {
+    // Entries gone but the head left alone: a hole, refused as corrupt.
+    for idx in [2, 4] {
         let db = fresh();
-        db.tamper("", "DELETE FROM entries WHERE idx = 2");
+        let gone = format!("DELETE FROM entries WHERE idx = {idx}");
+        db.tamper(&gone, &gone);
         assert!(matches!(
             open(&db, &signer),
             Err(SequencerError::Store(StoreError::Corrupt(_)))
@@ -250,6 +252,73 @@ fn entries_appended_without_their_checkpoint_are_published_at_start(db: &Backend
     let proof = log.inclusion_proof(1, 2).unwrap();
     let leaf = attestor::ledger::log::merkle::leaf_hash(&[7; 8]);
     verify_inclusion(&leaf, 1, 2, &proof, &checkpoint.root).unwrap();
+}
+
+fn a_tile_rewritten_after_start_up_is_refused_never_proved(db: &Backend) {
+    let signer = CheckpointSigner::generate(ORIGIN).unwrap();
+    let vkey = signer.verifier_key();
+    let log = open(db, &signer).unwrap();
+    // Eleven tiles and a bit: the first ones are long out of the tree's cache of tiles.
+    let mut receipts = Vec::new();
+    for batch in 0..6u8 {
+        receipts.extend(
+            log.append((0..500).map(|n| submission("a", batch ^ n as u8)).collect())
+                .unwrap(),
+        );
+    }
+    let size = log.size();
+    assert_eq!(size, 3000);
+    let latest = open_checkpoint(&receipts[2999].checkpoint, &vkey).unwrap();
+    // Before any rewrite, old entries prove against the signed root (tile 1 read from the
+    // store; tile 0 stays out of the cache for what follows).
+    for index in [300, 2999] {
+        let proof = log.inclusion_proof(index, size).unwrap();
+        verify_inclusion(
+            &receipts[index as usize].leaf_hash,
+            index,
+            size,
+            &proof,
+            &latest.root,
+        )
+        .unwrap();
+    }
+    // Entry 3's bytes and leaf hash rewritten consistently behind the running ledger.
+    let forged = attestor::ledger::log::merkle::leaf_hash(&[0]);
+    db.tamper(
+        &format!(
+            "UPDATE entries SET leaf = x'00', leaf_hash = x'{}' WHERE idx = 3",
+            hex::encode(forged)
+        ),
+        &format!(
+            "UPDATE entries SET leaf = '\\x00'::bytea, leaf_hash = '\\x{}'::bytea WHERE idx = 3",
+            hex::encode(forged)
+        ),
+    );
+    let rewritten = |r: Result<_, SequencerError>| {
+        matches!(
+            r,
+            Err(SequencerError::Tree(LogError::TileMismatch {
+                from: 0,
+                to: 256
+            }))
+        )
+    };
+    // Reading the tile again (evicted by newer ones) finds it no longer hashes to what the
+    // tree holds: every answer that needs it is an error, none a proof.
+    assert!(rewritten(log.entry(3).map(drop)));
+    assert!(rewritten(log.inclusion_proof(3, size).map(drop)));
+    assert!(rewritten(log.inclusion_proof(100, 200).map(drop)));
+    assert!(rewritten(log.consistency_proof(100, size).map(drop)));
+    // Answers not built from that tile are unaffected.
+    let proof = log.inclusion_proof(300, size).unwrap();
+    verify_inclusion(&receipts[300].leaf_hash, 300, size, &proof, &latest.root).unwrap();
+    assert!(log.entry(2999).is_ok());
+    drop(log);
+    // And a restart refuses the log outright.
+    assert!(matches!(
+        open(db, &signer),
+        Err(SequencerError::RootMismatch { size: 3000 })
+    ));
 }
 
 #[test]

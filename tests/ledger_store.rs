@@ -57,11 +57,12 @@ on_both_backends!(
     agents_are_keyed_by_tenant_and_id,
     a_submission_is_found_by_its_hash_within_its_agent_only,
     agents_keyed_by_id_alone_are_upgraded_to_tenant_scoped_ones,
+    a_version_2_database_gains_the_log_head_and_keeps_appending_densely,
 );
 
-/// Turns today's SQLite layout back into version 2's: agents keyed by id alone, no
+/// Turns today's SQLite layout back into version 3's: agents keyed by id alone, no
 /// submission hashes.
-const SQLITE_TO_VERSION_2: &str = "
+const SQLITE_TO_VERSION_3: &str = "
     CREATE TABLE agents_v2 (agent_id TEXT PRIMARY KEY, tenant TEXT NOT NULL,
         ek_certificate BLOB NOT NULL, ak_public BLOB NOT NULL, enrolled_at_ms INTEGER NOT NULL,
         revoked INTEGER NOT NULL DEFAULT 0, last_seen_at_ms INTEGER, last_accepted_at_ms INTEGER,
@@ -76,7 +77,7 @@ const SQLITE_TO_VERSION_2: &str = "
     ALTER TABLE entries DROP COLUMN submission_hash;
     DROP INDEX entries_agent;
     CREATE INDEX entries_agent ON entries (agent_id, idx);
-    UPDATE meta SET value = '2' WHERE key = 'schema_version';";
+    UPDATE meta SET value = '3' WHERE key = 'schema_version';";
 
 /// The same for PostgreSQL (schema version 3).
 const POSTGRES_TO_VERSION_3: &str = "
@@ -310,8 +311,8 @@ fn a_version_1_database_gains_the_pinned_snp_chip_and_keeps_its_agents(backend: 
     backend.open().put_agent(&tpm_only).unwrap();
     backend.tamper(
         &format!(
-            "{SQLITE_TO_VERSION_2} ALTER TABLE agents DROP COLUMN snp_chip_id; \
-             UPDATE meta SET value = '1' WHERE key = 'schema_version'"
+            "{SQLITE_TO_VERSION_3} ALTER TABLE agents DROP COLUMN snp_chip_id; \
+             DROP TABLE log_head; UPDATE meta SET value = '1' WHERE key = 'schema_version'"
         ),
         &format!(
             "{POSTGRES_TO_VERSION_3} ALTER TABLE agents DROP COLUMN snp_chip_id; \
@@ -326,6 +327,91 @@ fn a_version_1_database_gains_the_pinned_snp_chip_and_keeps_its_agents(backend: 
     drop(store);
     // Upgraded once: opening again finds the current version.
     assert_eq!(backend.open().agent("t1", "c1").unwrap().unwrap(), cvm);
+}
+
+fn a_version_2_database_gains_the_log_head_and_keeps_appending_densely(backend: &Backend) {
+    {
+        let store = backend.open();
+        store.put_agent(&agent("a", "t")).unwrap();
+        store
+            .append(&[
+                entry(10, "t", "a", Verdict::Refused),
+                entry(11, "t", "a", Verdict::Refused),
+            ])
+            .unwrap();
+        store
+            .append(&[entry(12, "t", "a", Verdict::Refused)])
+            .unwrap();
+    }
+    // Version 2 (SQLite) had no head: size and time came from the entries. PostgreSQL's
+    // head is as old as its schema; its version before key transitions must keep it.
+    backend.tamper(
+        &format!(
+            "{SQLITE_TO_VERSION_3} DROP TABLE log_head; \
+             UPDATE meta SET value = '2' WHERE key = 'schema_version'"
+        ),
+        &format!(
+            "{POSTGRES_TO_VERSION_3} DROP TABLE key_transitions; \
+             DELETE FROM schema_migrations WHERE version >= 3"
+        ),
+    );
+    let store = backend.open();
+    assert_eq!(store.len().unwrap(), 3);
+    assert_eq!(store.last_received_at_ms().unwrap(), Some(12));
+    // The head took over: time order is checked against the last entry, indexes go on.
+    assert!(matches!(
+        store.append(&[entry(11, "t", "a", Verdict::Refused)]),
+        Err(StoreError::TimeOrder {
+            received_at_ms: 11,
+            last_ms: 12
+        })
+    ));
+    assert_eq!(
+        store
+            .append(&[
+                entry(13, "t", "a", Verdict::Refused),
+                entry(13, "t", "a", Verdict::Refused)
+            ])
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        store
+            .append(&[entry(14, "t", "a", Verdict::Refused)])
+            .unwrap(),
+        5
+    );
+    drop(store);
+    // Upgraded once: opening again finds the head where the appends left it.
+    let store = backend.open();
+    assert_eq!(store.len().unwrap(), 6);
+    assert_eq!(store.last_received_at_ms().unwrap(), Some(14));
+    let hashes = store.leaf_hashes(0, 6).unwrap();
+    assert_eq!(hashes.len(), 6);
+    assert_eq!(hashes[5], [14; 32]);
+    assert_eq!(store.key_transitions().unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn an_empty_version_2_database_gets_an_empty_head() {
+    let backend = Backend::embedded();
+    drop(backend.open());
+    backend.tamper(
+        &format!(
+            "{SQLITE_TO_VERSION_3} DROP TABLE log_head; \
+             UPDATE meta SET value = '2' WHERE key = 'schema_version'"
+        ),
+        "",
+    );
+    let store = backend.open();
+    assert_eq!(store.len().unwrap(), 0);
+    assert_eq!(store.last_received_at_ms().unwrap(), None);
+    assert_eq!(
+        store
+            .append(&[entry(1, "t", "a", Verdict::Refused)])
+            .unwrap(),
+        0
+    );
 }
 
 #[test]
@@ -483,7 +569,7 @@ fn agents_keyed_by_id_alone_are_upgraded_to_tenant_scoped_ones(backend: &Backend
             .append(&[entry(10, "t1", "a1", Verdict::Refused)])
             .unwrap();
     }
-    backend.tamper(SQLITE_TO_VERSION_2, POSTGRES_TO_VERSION_3);
+    backend.tamper(SQLITE_TO_VERSION_3, POSTGRES_TO_VERSION_3);
     let store = backend.open();
     let enrolled = AgentRecord {
         last_seen_at_ms: Some(10),

@@ -7,6 +7,10 @@
 //! changes when leaves are appended; a tree of `n` leaves holds fewer than `2n` hashes.
 //! Hashes of incomplete right-edge subtrees (needed for roots and proofs at sizes that are
 //! not powers of two) are recomputed from at most `log2(n)` stored nodes.
+//!
+//! This full tree (about 64 bytes per leaf, all in memory) serves tests, the offline audit
+//! and benches; the sequencer's tree is [`super::tiled::TiledTree`], which shares the proof
+//! walks below and reads old subtrees back from the store.
 
 use aws_lc_rs::digest::{self, SHA256};
 
@@ -74,6 +78,28 @@ pub enum LogError {
         level: u32,
         /// Index of the node within its level.
         index: u64,
+    },
+    /// Leaf hashes read back for a complete tile that do not hash to the tile's hash the
+    /// tree holds (authenticated when the tree was checked against a signed checkpoint).
+    #[error(
+        "the stored leaf hashes of entries {from}..{to} do not hash to their tile's \
+         authenticated hash: entries in that range were rewritten"
+    )]
+    TileMismatch {
+        /// First entry of the tile.
+        from: u64,
+        /// One past its last entry.
+        to: u64,
+    },
+    /// A read of a complete tile's leaf hashes that returned too few or too many.
+    #[error("reading the leaf hashes of entries {from}..{to} returned {got} hashes")]
+    TileLeaves {
+        /// First entry of the tile.
+        from: u64,
+        /// One past its last entry.
+        to: u64,
+        /// Hashes returned.
+        got: usize,
     },
 }
 
@@ -240,66 +266,28 @@ impl MerkleTree {
     /// The root hash the tree had when it held `size` leaves.
     pub fn root_at(&self, size: u64) -> Result<Hash, LogError> {
         self.check_size(size)?;
-        if size == 0 {
-            return Ok(empty_root());
-        }
-        self.subtree(0, size)
+        root_from(size, &mut |level, index| self.stored(level, index))
     }
 
     /// RFC 9162 §2.1.3.1 `PATH(index, D[0:size])`: the inclusion proof of leaf `index` in the
     /// tree of `size` leaves, leaf-side first.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, LogError> {
         self.check_size(size)?;
-        if index >= size {
-            return Err(LogError::IndexOutOfRange { index, size });
-        }
-        // Walk PATH's recursion top-down, collecting each level's sibling subtree.
-        let (mut lo, mut hi, mut m) = (0u64, size, index);
-        let mut siblings = Vec::new();
-        while hi - lo > 1 {
-            let k = split_point(hi - lo);
-            if m < k {
-                siblings.push(self.subtree(lo + k, hi)?);
-                hi = lo + k;
-            } else {
-                siblings.push(self.subtree(lo, lo + k)?);
-                lo += k;
-                m -= k;
-            }
-        }
-        siblings.reverse();
-        Ok(siblings)
+        inclusion_path(index, size, &mut |level, index| self.stored(level, index))
     }
 
     /// RFC 9162 §2.1.4.1 `PROOF(old_size, D[0:new_size])`: the consistency proof between two
     /// sizes of this tree (empty when they are equal).
     pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, LogError> {
         self.check_size(new_size)?;
-        check_consistency_sizes(old_size, new_size)?;
-        // SUBPROOF's recursion walked top-down; `whole` is the RFC's boolean flag.
-        let (mut lo, mut hi, mut m, mut whole) = (0u64, new_size, old_size, true);
-        let mut nodes = Vec::new();
-        loop {
-            let n = hi - lo;
-            if m == n {
-                if !whole {
-                    nodes.push(self.subtree(lo, hi)?);
-                }
-                break;
-            }
-            let k = split_point(n);
-            if m <= k {
-                nodes.push(self.subtree(lo + k, hi)?);
-                hi = lo + k;
-            } else {
-                nodes.push(self.subtree(lo, lo + k)?);
-                lo += k;
-                m -= k;
-                whole = false;
-            }
-        }
-        nodes.reverse();
-        Ok(nodes)
+        consistency_path(old_size, new_size, &mut |level, index| {
+            self.stored(level, index)
+        })
+    }
+
+    /// Hashes held in memory: every complete subtree, about two per leaf.
+    pub fn held_hashes(&self) -> usize {
+        self.levels.iter().map(Vec::len).sum()
     }
 
     fn check_size(&self, size: u64) -> Result<(), LogError> {
@@ -313,39 +301,123 @@ impl MerkleTree {
         Ok(())
     }
 
-    fn node(&self, level: u32, index: u64) -> Option<Hash> {
+    /// The complete subtree `(level, index)`, if the tree holds it.
+    pub(crate) fn node(&self, level: u32, index: u64) -> Option<Hash> {
         let level = usize::try_from(level).ok()?;
         let index = usize::try_from(index).ok()?;
         self.levels.get(level)?.get(index).copied()
     }
 
-    /// `MTH(D[lo:hi])` for a range produced by the RFC's splits (`lo` aligned to the largest
-    /// power of two in `hi - lo`, `hi` within the tree): the range is a run of complete
-    /// subtrees, largest first, and its hash is their right fold. Folding from the right end
-    /// (smallest subtree first) needs no buffer; a complete range is a single lookup.
-    fn subtree(&self, lo: u64, hi: u64) -> Result<Hash, LogError> {
-        let mut rest = hi - lo;
-        let mut end = hi;
-        let mut acc: Option<Hash> = None;
-        while rest > 0 {
-            let width = rest & rest.wrapping_neg();
-            let level = width.trailing_zeros();
-            end -= width;
-            rest -= width;
-            let index = end >> level;
-            let node = self
-                .node(level, index)
-                .ok_or(LogError::MissingNode { level, index })?;
-            acc = Some(match acc {
-                None => node,
-                Some(right) => node_hash(&node, &right),
-            });
+    fn stored(&self, level: u32, index: u64) -> Result<Hash, LogError> {
+        self.node(level, index)
+            .ok_or(LogError::MissingNode { level, index })
+    }
+}
+
+/// `MTH(D[0:size])` from complete-subtree hashes `node(level, index)` (the hash of leaves
+/// `[index << level, (index + 1) << level)`), which a tree may hold or read from elsewhere.
+pub(crate) fn root_from<E: From<LogError>>(
+    size: u64,
+    node: &mut impl FnMut(u32, u64) -> Result<Hash, E>,
+) -> Result<Hash, E> {
+    if size == 0 {
+        return Ok(empty_root());
+    }
+    subtree(node, 0, size)
+}
+
+/// RFC 9162 §2.1.3.1 `PATH(index, D[0:size])` from complete-subtree hashes; the caller has
+/// checked that its tree holds `size` leaves.
+pub(crate) fn inclusion_path<E: From<LogError>>(
+    index: u64,
+    size: u64,
+    node: &mut impl FnMut(u32, u64) -> Result<Hash, E>,
+) -> Result<Vec<Hash>, E> {
+    if index >= size {
+        return Err(LogError::IndexOutOfRange { index, size }.into());
+    }
+    // Walk PATH's recursion top-down, collecting each level's sibling subtree.
+    let (mut lo, mut hi, mut m) = (0u64, size, index);
+    let mut siblings = Vec::new();
+    while hi - lo > 1 {
+        let k = split_point(hi - lo);
+        if m < k {
+            siblings.push(subtree(node, lo + k, hi)?);
+            hi = lo + k;
+        } else {
+            siblings.push(subtree(node, lo, lo + k)?);
+            lo += k;
+            m -= k;
         }
-        acc.ok_or(LogError::MissingNode {
+    }
+    siblings.reverse();
+    Ok(siblings)
+}
+
+/// RFC 9162 §2.1.4.1 `PROOF(old_size, D[0:new_size])` from complete-subtree hashes; the
+/// caller has checked that its tree holds `new_size` leaves.
+pub(crate) fn consistency_path<E: From<LogError>>(
+    old_size: u64,
+    new_size: u64,
+    node: &mut impl FnMut(u32, u64) -> Result<Hash, E>,
+) -> Result<Vec<Hash>, E> {
+    check_consistency_sizes(old_size, new_size)?;
+    // SUBPROOF's recursion walked top-down; `whole` is the RFC's boolean flag.
+    let (mut lo, mut hi, mut m, mut whole) = (0u64, new_size, old_size, true);
+    let mut nodes = Vec::new();
+    loop {
+        let n = hi - lo;
+        if m == n {
+            if !whole {
+                nodes.push(subtree(node, lo, hi)?);
+            }
+            break;
+        }
+        let k = split_point(n);
+        if m <= k {
+            nodes.push(subtree(node, lo + k, hi)?);
+            hi = lo + k;
+        } else {
+            nodes.push(subtree(node, lo, lo + k)?);
+            lo += k;
+            m -= k;
+            whole = false;
+        }
+    }
+    nodes.reverse();
+    Ok(nodes)
+}
+
+/// `MTH(D[lo:hi])` for a range produced by the RFC's splits (`lo` aligned to the largest
+/// power of two in `hi - lo`, `hi` within the tree): the range is a run of complete
+/// subtrees, largest first, and its hash is their right fold. Folding from the right end
+/// (smallest subtree first) needs no buffer; a complete range is a single lookup.
+fn subtree<E: From<LogError>>(
+    node: &mut impl FnMut(u32, u64) -> Result<Hash, E>,
+    lo: u64,
+    hi: u64,
+) -> Result<Hash, E> {
+    let mut rest = hi - lo;
+    let mut end = hi;
+    let mut acc: Option<Hash> = None;
+    while rest > 0 {
+        let width = rest & rest.wrapping_neg();
+        let level = width.trailing_zeros();
+        end -= width;
+        rest -= width;
+        let hash = node(level, end >> level)?;
+        acc = Some(match acc {
+            None => hash,
+            Some(right) => node_hash(&hash, &right),
+        });
+    }
+    acc.ok_or_else(|| {
+        LogError::MissingNode {
             level: 0,
             index: lo,
-        })
-    }
+        }
+        .into()
+    })
 }
 
 /// The index walk shared by RFC 9162 §2.1.3.2 and §2.1.4.2 (`fn`, `sn` there): one entry
@@ -498,10 +570,7 @@ mod tests {
     #[test]
     fn stored_nodes_are_fewer_than_twice_the_leaves() {
         let tree = MerkleTree::from_leaf_hashes((0u32..1000).map(|i| leaf_hash(&i.to_be_bytes())));
-        let total: usize = (0..tree.level_count())
-            .map(|l| tree.level_nodes(l).len())
-            .sum();
-        assert!(total < 2000);
+        assert!(tree.held_hashes() < 2000);
         assert_eq!(tree.level_nodes(9).len(), 1);
         assert!(tree.level_nodes(10).is_empty());
     }

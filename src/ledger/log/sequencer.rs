@@ -5,6 +5,9 @@
 //!
 //! At start-up the tree is rebuilt from the stored leaf hashes and checked against the
 //! latest stored checkpoint, so a truncated or rewritten log is refused before serving.
+//! The tree ([`TiledTree`]) then holds one hash per 256-entry tile and the right edge;
+//! proofs for older entries read their tile's leaf hashes back from the store and check
+//! them against the tile's hash, so a rewrite after start-up is an error, not a proof.
 //!
 //! When several ledger replicas share one store, only the holder of the store's sequencer
 //! lease appends ([`Sequencer::claim`]); the store re-checks the lease inside each append,
@@ -21,7 +24,8 @@ use thiserror::Error;
 
 use super::checkpoint::{Checkpoint, CheckpointError, CheckpointSigner};
 use super::keys::{KeyError, KeyHistory, KeyTransition};
-use super::merkle::{leaf_hash, Hash, LogError, MerkleTree};
+use super::merkle::{leaf_hash, Hash, LogError};
+use super::tiled::TiledTree;
 use crate::cbor::CborError;
 use crate::ledger::record::LogRecord;
 use crate::ledger::store::{
@@ -103,7 +107,9 @@ pub struct Receipt {
 }
 
 struct State {
-    tree: MerkleTree,
+    /// Holds the tiles' hashes and the right edge; older subtrees are read back from the
+    /// store and checked against those hashes.
+    tree: TiledTree,
     signer: CheckpointSigner,
     /// Every key of the log with its transitions, as the store holds them.
     keys: KeyHistory,
@@ -138,7 +144,7 @@ impl Sequencer {
             store,
             origin: origin.to_string(),
             state: Mutex::new(State {
-                tree: MerkleTree::new(),
+                tree: TiledTree::new(),
                 signer,
                 keys,
                 last_ms: 0,
@@ -179,7 +185,7 @@ impl Sequencer {
                     checkpoint: checkpoint.size,
                 });
             }
-            if state.tree.root_at(checkpoint.size)? != checkpoint.root {
+            if state.tree.root_at(checkpoint.size, &mut self.reader())? != checkpoint.root {
                 return Err(SequencerError::RootMismatch {
                     size: checkpoint.size,
                 });
@@ -276,7 +282,7 @@ impl Sequencer {
     /// Signs and stores the checkpoint of the whole tree; returns its note.
     fn publish(&self, state: &State, now_ms: u64) -> Result<String, SequencerError> {
         let size = state.tree.size();
-        let checkpoint = Checkpoint::new(self.origin.clone(), size, state.tree.root())
+        let checkpoint = Checkpoint::new(self.origin.clone(), size, state.tree.root()?)
             .with_timestamp(now_ms / 1000);
         let note = state.signer.sign(&checkpoint)?;
         self.store.put_checkpoint(&StoredCheckpoint {
@@ -285,6 +291,16 @@ impl Sequencer {
             created_at_ms: now_ms,
         })?;
         Ok(note)
+    }
+
+    /// The store's leaf hashes `[from, to)`, for the tree's reads of old tiles.
+    fn reader(&self) -> impl FnMut(u64, u64) -> Result<Vec<Hash>, SequencerError> + '_ {
+        |from, to| Ok(self.store.leaf_hashes(from, to)?)
+    }
+
+    /// Hashes the Merkle tree holds in memory (32 bytes each).
+    pub fn tree_hashes_held(&self) -> usize {
+        self.state().tree.held_hashes()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -353,20 +369,19 @@ impl Sequencer {
                 end: size,
                 source: Box::new(source),
             })?;
-        entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                let index = first + i as u64;
-                Ok(Receipt {
-                    index,
-                    received_at_ms: now,
-                    leaf_hash: e.leaf_hash,
-                    inclusion_proof: state.tree.inclusion_proof(index, size)?,
-                    checkpoint: note.clone(),
-                })
-            })
-            .collect()
+        let mut receipts = Vec::with_capacity(entries.len());
+        for (index, e) in (first..).zip(&entries) {
+            receipts.push(Receipt {
+                index,
+                received_at_ms: now,
+                leaf_hash: e.leaf_hash,
+                inclusion_proof: state
+                    .tree
+                    .inclusion_proof(index, size, &mut self.reader())?,
+                checkpoint: note.clone(),
+            });
+        }
+        Ok(receipts)
     }
 
     /// Current log size.
@@ -436,7 +451,7 @@ impl Sequencer {
         let index = stored.index;
         let mut state = self.state();
         self.ensure(&mut state, index.saturating_add(1))?;
-        let expected = state.tree.leaf(index)?;
+        let expected = state.tree.leaf(index, &mut self.reader())?;
         if leaf_hash(&stored.entry.leaf) != expected || stored.entry.leaf_hash != expected {
             return Err(SequencerError::LeafMismatch { index });
         }
@@ -474,7 +489,11 @@ impl Sequencer {
             index: stored.index,
             received_at_ms: stored.entry.received_at_ms,
             leaf_hash: stored.entry.leaf_hash,
-            inclusion_proof: state.tree.inclusion_proof(stored.index, checkpoint.size)?,
+            inclusion_proof: state.tree.inclusion_proof(
+                stored.index,
+                checkpoint.size,
+                &mut self.reader(),
+            )?,
             checkpoint: checkpoint.note,
         })
     }
@@ -483,13 +502,13 @@ impl Sequencer {
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, SequencerError> {
         let mut state = self.state();
         self.ensure(&mut state, size)?;
-        Ok(state.tree.inclusion_proof(index, size)?)
+        state.tree.inclusion_proof(index, size, &mut self.reader())
     }
 
     /// Consistency proof between two tree sizes.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, SequencerError> {
         let mut state = self.state();
         self.ensure(&mut state, new)?;
-        Ok(state.tree.consistency_proof(old, new)?)
+        state.tree.consistency_proof(old, new, &mut self.reader())
     }
 }

@@ -6,61 +6,88 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
     from_sql, stored_entry, to_sql, AcceptedState, AgentRecord, EntryQuery, EntryRow, LedgerStore,
     NewEntry, StoreError, StoredCheckpoint, StoredEntry, Verdict, MAX_PAGE,
 };
 
-const SCHEMA_VERSION: &str = "3";
+/// The newest schema version: the one a fresh database gets and [`UPGRADES`] end at.
+const SCHEMA_VERSION: &str = "4";
 
-/// Upgrades from each older version to the next, in order; each runs in one transaction
-/// with the version bump.
-const UPGRADES: &[(&str, &str)] = &[
-    // 2 pins the SEV-SNP chip of an agent enrolled with `tpm+snp` evidence.
-    (
-        "1",
-        "ALTER TABLE agents ADD COLUMN snp_chip_id BLOB; \
-         UPDATE meta SET value = '2' WHERE key = 'schema_version';",
-    ),
-    // 3 keys agents by (tenant, agent id), so one id in two tenants names two agents, and
-    // keeps each entry's submission hash, so a re-sent submission finds its entry.
-    (
-        "2",
-        "CREATE TABLE agents_v3 (
-            tenant TEXT NOT NULL,
-            agent_id TEXT NOT NULL,
-            ek_certificate BLOB NOT NULL,
-            ak_public BLOB NOT NULL,
-            enrolled_at_ms INTEGER NOT NULL,
-            revoked INTEGER NOT NULL DEFAULT 0,
-            last_seen_at_ms INTEGER,
-            last_accepted_at_ms INTEGER,
-            last_zero_retention INTEGER,
-            last_reset_count INTEGER,
-            last_restart_count INTEGER,
-            last_clock_ms INTEGER,
-            snp_chip_id BLOB,
-            PRIMARY KEY (tenant, agent_id)
-        );
-        INSERT INTO agents_v3 SELECT tenant, agent_id, ek_certificate, ak_public, enrolled_at_ms,
-            revoked, last_seen_at_ms, last_accepted_at_ms, last_zero_retention, last_reset_count,
-            last_restart_count, last_clock_ms, snp_chip_id FROM agents;
-        DROP TABLE agents;
-        ALTER TABLE agents_v3 RENAME TO agents;
-        ALTER TABLE entries ADD COLUMN submission_hash BLOB;
-        DROP INDEX IF EXISTS entries_agent;
-        CREATE INDEX entries_agent ON entries (tenant, agent_id, idx);
-        CREATE INDEX entries_submission ON entries (submission_hash)
-            WHERE submission_hash IS NOT NULL;
-        UPDATE meta SET value = '3' WHERE key = 'schema_version';",
-    ),
+/// One upgrade step: the SQL taking a database of version `to - 1` to version `to`.
+struct Upgrade {
+    to: u32,
+    sql: &'static str,
+}
+
+/// Every upgrade step, oldest first, each to the next version; a database is taken from
+/// its version to [`SCHEMA_VERSION`] by the steps after it, in one transaction. Each step
+/// creates what it needs: [`SCHEMA`] is only for a new database.
+const UPGRADES: &[Upgrade] = &[
+    // Pins the SEV-SNP chip of an agent enrolled with `tpm+snp` evidence.
+    Upgrade {
+        to: 2,
+        sql: "ALTER TABLE agents ADD COLUMN snp_chip_id BLOB;",
+    },
+    // The log head, so an append neither counts the entries nor looks for the latest
+    // time (both scan the whole log): computed once here, from the entries.
+    Upgrade {
+        to: 3,
+        sql: "CREATE TABLE log_head (
+                  id INTEGER PRIMARY KEY CHECK (id = 1),
+                  size INTEGER NOT NULL CHECK (size >= 0),
+                  last_received_at_ms INTEGER
+              );
+              INSERT INTO log_head (id, size, last_received_at_ms)
+                  SELECT 1, count(*), max(received_at_ms) FROM entries;",
+    },
+    // Agents keyed by (tenant, agent id), so one id in two tenants names two agents; each
+    // entry's submission hash, so a re-sent submission finds its entry.
+    Upgrade {
+        to: 4,
+        sql: "CREATE TABLE agents_v4 (
+                  tenant TEXT NOT NULL,
+                  agent_id TEXT NOT NULL,
+                  ek_certificate BLOB NOT NULL,
+                  ak_public BLOB NOT NULL,
+                  enrolled_at_ms INTEGER NOT NULL,
+                  revoked INTEGER NOT NULL DEFAULT 0,
+                  last_seen_at_ms INTEGER,
+                  last_accepted_at_ms INTEGER,
+                  last_zero_retention INTEGER,
+                  last_reset_count INTEGER,
+                  last_restart_count INTEGER,
+                  last_clock_ms INTEGER,
+                  snp_chip_id BLOB,
+                  PRIMARY KEY (tenant, agent_id)
+              );
+              INSERT INTO agents_v4 SELECT tenant, agent_id, ek_certificate, ak_public,
+                  enrolled_at_ms, revoked, last_seen_at_ms, last_accepted_at_ms,
+                  last_zero_retention, last_reset_count, last_restart_count, last_clock_ms,
+                  snp_chip_id FROM agents;
+              DROP TABLE agents;
+              ALTER TABLE agents_v4 RENAME TO agents;
+              ALTER TABLE entries ADD COLUMN submission_hash BLOB;
+              DROP INDEX IF EXISTS entries_agent;
+              CREATE INDEX entries_agent ON entries (tenant, agent_id, idx);
+              CREATE INDEX entries_submission ON entries (submission_hash)
+                  WHERE submission_hash IS NOT NULL;",
+    },
 ];
 
 /// The current schema, for a new database.
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS entries (
+-- The log's head: one row, read and moved by every append in its transaction, so indexes
+-- stay dense and ledger time monotonic without counting rows.
+CREATE TABLE log_head (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    size INTEGER NOT NULL CHECK (size >= 0),
+    last_received_at_ms INTEGER
+);
+INSERT INTO log_head (id, size, last_received_at_ms) VALUES (1, 0, NULL);
+CREATE TABLE entries (
     idx INTEGER PRIMARY KEY,
     received_at_ms INTEGER NOT NULL,
     tenant TEXT NOT NULL,
@@ -71,21 +98,21 @@ CREATE TABLE IF NOT EXISTS entries (
     leaf_hash BLOB NOT NULL CHECK (length(leaf_hash) = 32),
     submission_hash BLOB CHECK (submission_hash IS NULL OR length(submission_hash) = 32)
 );
-CREATE INDEX IF NOT EXISTS entries_tenant_time ON entries (tenant, received_at_ms);
-CREATE INDEX IF NOT EXISTS entries_agent ON entries (tenant, agent_id, idx);
-CREATE INDEX IF NOT EXISTS entries_attestation ON entries (attestation_id);
-CREATE INDEX IF NOT EXISTS entries_submission ON entries (submission_hash)
+CREATE INDEX entries_tenant_time ON entries (tenant, received_at_ms);
+CREATE INDEX entries_agent ON entries (tenant, agent_id, idx);
+CREATE INDEX entries_attestation ON entries (attestation_id);
+CREATE INDEX entries_submission ON entries (submission_hash)
     WHERE submission_hash IS NOT NULL;
-CREATE TABLE IF NOT EXISTS checkpoints (
+CREATE TABLE checkpoints (
     size INTEGER PRIMARY KEY,
     note TEXT NOT NULL,
     created_at_ms INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS key_transitions (
+CREATE TABLE key_transitions (
     seq INTEGER PRIMARY KEY CHECK (seq >= 0),
     note TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS agents (
+CREATE TABLE agents (
     tenant TEXT NOT NULL,
     agent_id TEXT NOT NULL,
     ek_certificate BLOB NOT NULL,
@@ -115,7 +142,7 @@ pub struct EmbeddedStore {
 impl EmbeddedStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(db)?;
+        let mut conn = Connection::open(path).map_err(db)?;
         // WAL + FULL: every commit is fsynced before it returns.
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
@@ -131,13 +158,18 @@ impl EmbeddedStore {
             .map_err(db)?;
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
             .map_err(db)?;
-        // The current schema is created only in a new database: an older one is upgraded
-        // step by step instead.
-        conn.execute_batch(
+        // One writer at a time creates or upgrades the schema: IMMEDIATE takes the write
+        // lock before reading the version, so a concurrent opener (`attestor revoke` while
+        // the ledger starts) waits and then finds the current version. The current schema
+        // is created only in a new database: an older one is upgraded step by step.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         )
         .map_err(db)?;
-        let version: Option<String> = conn
+        let version: Option<String> = tx
             .query_row(
                 "SELECT value FROM meta WHERE key = 'schema_version'",
                 [],
@@ -147,30 +179,28 @@ impl EmbeddedStore {
             .map_err(db)?;
         match version {
             None => {
-                let tx = conn.unchecked_transaction().map_err(db)?;
                 tx.execute_batch(SCHEMA).map_err(db)?;
-                tx.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
-                    [SCHEMA_VERSION],
-                )
-                .map_err(db)?;
-                tx.commit().map_err(db)?;
+                set_version(&tx)?;
             }
+            Some(v) if v == SCHEMA_VERSION => {}
             Some(found) => {
-                let first = UPGRADES.iter().position(|(from, _)| *from == found);
-                if found != SCHEMA_VERSION && first.is_none() {
+                let from: u32 = found.parse().map_err(|_| StoreError::SchemaVersion {
+                    found: found.clone(),
+                    expected: SCHEMA_VERSION,
+                })?;
+                if from == 0 || !UPGRADES.iter().any(|u| u.to == from + 1) {
                     return Err(StoreError::SchemaVersion {
                         found,
                         expected: SCHEMA_VERSION,
                     });
                 }
-                for (_, upgrade) in &UPGRADES[first.unwrap_or(UPGRADES.len())..] {
-                    let tx = conn.unchecked_transaction().map_err(db)?;
-                    tx.execute_batch(upgrade).map_err(db)?;
-                    tx.commit().map_err(db)?;
+                for upgrade in UPGRADES.iter().filter(|u| u.to > from) {
+                    tx.execute_batch(upgrade.sql).map_err(db)?;
                 }
+                set_version(&tx)?;
             }
         }
+        tx.commit().map_err(db)?;
         Ok(EmbeddedStore {
             conn: Mutex::new(conn),
         })
@@ -181,6 +211,27 @@ impl EmbeddedStore {
         // roll back), so a poisoned lock is safe to keep using.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+fn set_version(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?1)",
+        [SCHEMA_VERSION],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+/// The log's size and the time of its last entry.
+fn head(conn: &Connection) -> Result<(u64, Option<u64>), StoreError> {
+    let (size, last): (i64, Option<i64>) = conn
+        .prepare_cached("SELECT size, last_received_at_ms FROM log_head WHERE id = 1")
+        .map_err(db)?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(db)?
+        .ok_or_else(|| StoreError::Corrupt("the log head row is missing".into()))?;
+    Ok((from_sql(size)?, last.map(from_sql).transpose()?))
 }
 
 fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<EntryRow> {
@@ -235,15 +286,11 @@ impl LedgerStore for EmbeddedStore {
     fn append(&self, entries: &[NewEntry]) -> Result<u64, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db)?;
-        let (count, last): (i64, Option<i64>) = tx
-            .query_row(
-                "SELECT count(*), max(received_at_ms) FROM entries",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(db)?;
-        let first = from_sql(count)?;
-        let mut last_ms = last.map(from_sql).transpose()?.unwrap_or(0);
+        let (first, last) = head(&tx)?;
+        if entries.is_empty() {
+            return Ok(first);
+        }
+        let mut last_ms = last.unwrap_or(0);
         {
             let mut insert = tx
                 .prepare_cached(
@@ -312,25 +359,26 @@ impl LedgerStore for EmbeddedStore {
                     }
                 }
             }
+            tx.prepare_cached(
+                "UPDATE log_head SET size = ?1, last_received_at_ms = ?2 WHERE id = 1",
+            )
+            .map_err(db)?
+            .execute(params![
+                to_sql(first + entries.len() as u64)?,
+                to_sql(last_ms)?
+            ])
+            .map_err(db)?;
         }
         tx.commit().map_err(db)?;
         Ok(first)
     }
 
     fn len(&self) -> Result<u64, StoreError> {
-        let n: i64 = self
-            .conn()
-            .query_row("SELECT count(*) FROM entries", [], |r| r.get(0))
-            .map_err(db)?;
-        from_sql(n)
+        Ok(head(&self.conn())?.0)
     }
 
     fn last_received_at_ms(&self) -> Result<Option<u64>, StoreError> {
-        let v: Option<i64> = self
-            .conn()
-            .query_row("SELECT max(received_at_ms) FROM entries", [], |r| r.get(0))
-            .map_err(db)?;
-        v.map(from_sql).transpose()
+        Ok(head(&self.conn())?.1)
     }
 
     fn leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<[u8; 32]>, StoreError> {
@@ -634,3 +682,19 @@ impl EmbeddedStore {
 }
 
 // Tests: tests/ledger_store.rs runs the same suite on this store and on PostgreSQL.
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upgrades_lead_one_version_at_a_time_to_the_schema_version() {
+        for (i, upgrade) in UPGRADES.iter().enumerate() {
+            assert_eq!(upgrade.to as usize, i + 2);
+        }
+        assert_eq!(
+            UPGRADES.last().map(|u| u.to.to_string()).as_deref(),
+            Some(SCHEMA_VERSION)
+        );
+    }
+}
