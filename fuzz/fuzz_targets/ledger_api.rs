@@ -18,6 +18,7 @@ use attestor::ledger::enroll::Enrollment;
 use attestor::ledger::log::checkpoint::{open_checkpoint, open_note, Checkpoint, NoteVerifier};
 use attestor::ledger::log::merkle::{verify_consistency, verify_inclusion, Hash};
 use attestor::profiles::{Profile, TpmProfile};
+use attestor::tls::AgentIdentity;
 use libfuzzer_sys::fuzz_target;
 
 fn profile() -> &'static Profile {
