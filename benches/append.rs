@@ -22,13 +22,13 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use attestor::ledger::log::checkpoint::CheckpointSigner;
-use attestor::ledger::log::sequencer::{Sequencer, Submission};
-use attestor::ledger::record::{LogRecord, RECORD_VERSION};
-use attestor::ledger::store::embedded::EmbeddedStore;
-use attestor::ledger::store::postgres::{PostgresOptions, PostgresStore};
-use attestor::ledger::store::{AcceptedState, AgentRecord, LedgerStore, Verdict};
-use attestor::tls::AgentIdentity;
+use attestor_verify::log::checkpoint::CheckpointSigner;
+use attestor_ledger::log::sequencer::{Sequencer, Submission};
+use attestor_verify::record::{LogRecord, RECORD_VERSION};
+use attestor_ledger::store::embedded::EmbeddedStore;
+use attestor_ledger::store::postgres::{PostgresOptions, PostgresStore};
+use attestor_ledger::store::{AcceptedState, AgentRecord, LedgerStore, Verdict};
+use attestor_net::tls::AgentIdentity;
 
 const ORIGIN: &str = "bench.attestor/append";
 const BATCH: u64 = 64;

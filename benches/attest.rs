@@ -11,14 +11,14 @@ use bench_support::median_ns;
 
 use std::time::Duration;
 
-use attestor::agent::Agent;
-use attestor::bundle::{Bundle, Evidence};
-use attestor::collect::RuntimeStatus;
-use attestor::config::AgentConfig;
-use attestor::dsse;
-use attestor::evidence::tpm::device::Tpm;
-use attestor::evidence::tpm::{wire, HashAlg};
-use attestor::verify::{verify_bundle, Expectations};
+use attestor_agent::attest::Agent;
+use attestor_verify::bundle::{Bundle, Evidence};
+use attestor_agent::collect::RuntimeStatus;
+use attestor_agent::config::AgentConfig;
+use attestor_verify::dsse;
+use attestor_platform::tpm::Tpm;
+use attestor_verify::evidence::tpm::{wire, HashAlg};
+use attestor_verify::checks::{verify_bundle, Expectations};
 use aws_lc_rs::signature::{ParsedPublicKey, UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
 use criterion::{black_box, Criterion};
 use sha2::{Digest, Sha384};

@@ -26,12 +26,12 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use attestor::bundle::Bundle;
-use attestor::dsse;
-use attestor::evidence::certchain;
-use attestor::evidence::tpm::wire;
-use attestor::ledger::store::Verdict;
-use attestor::ledger::verify::OFFLINE_NONCE_PREFIX;
+use attestor_verify::bundle::Bundle;
+use attestor_verify::dsse;
+use attestor_verify::evidence::certchain;
+use attestor_verify::evidence::tpm::wire;
+use attestor_ledger::store::Verdict;
+use attestor_ledger::submission::OFFLINE_NONCE_PREFIX;
 use aws_lc_rs::signature::{ParsedPublicKey, ECDSA_P384_SHA384_ASN1};
 use support::agent::AgentFixture;
 use support::ledger::{LedgerProcess, LedgerSpec};

@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 use support::median_ns;
 
-use attestor::ledger::log::merkle::{leaf_hash, verify_inclusion, MerkleTree};
+use attestor_verify::log::merkle::{leaf_hash, verify_inclusion, MerkleTree};
 use aws_lc_rs::digest::{digest, SHA256};
 use criterion::{black_box, Criterion};
 

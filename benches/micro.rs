@@ -14,10 +14,10 @@
 #[path = "support/mod.rs"]
 mod bench_support;
 
-use attestor::claims::{Claims, EpsilonLimits, Statement, PAYLOAD_TYPE};
-use attestor::dsse::{self, EcdsaP384Signer, Envelope, VerifyingKey};
-use attestor::ledger::record::{LogRecord, RECORD_VERSION};
-use attestor::ledger::store::Verdict;
+use attestor_verify::claims::{Claims, EpsilonLimits, Statement, PAYLOAD_TYPE};
+use attestor_verify::dsse::{self, EcdsaP384Signer, Envelope, VerifyingKey};
+use attestor_verify::record::{LogRecord, RECORD_VERSION};
+use attestor_ledger::store::Verdict;
 use aws_lc_rs::digest::{digest, SHA256};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{

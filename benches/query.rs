@@ -18,9 +18,9 @@ mod bench_support;
 
 use std::time::{Duration, Instant};
 
-use attestor::ledger::log::merkle::leaf_hash;
-use attestor::ledger::store::embedded::EmbeddedStore;
-use attestor::ledger::store::{EntryQuery, LedgerStore, NewEntry, Verdict, MAX_PAGE};
+use attestor_verify::log::merkle::leaf_hash;
+use attestor_ledger::store::embedded::EmbeddedStore;
+use attestor_ledger::store::{EntryQuery, LedgerStore, NewEntry, Verdict, MAX_PAGE};
 use bench_support::median_ns;
 use criterion::{black_box, Criterion};
 

@@ -12,20 +12,20 @@ mod output;
 mod loadgen;
 mod snp_cli;
 
-use attestor::agent::evidence_source::EvidenceSource;
-use attestor::bundle::Bundle;
-use attestor::collect::{self, PolicyKernelConfig};
-use attestor::config::{AgentConfig, LedgerConnection, DEFAULT_TCTI};
-use attestor::ledger::config::LedgerConfig;
-use attestor::ledger::service::{open_store, Ledger};
-use attestor::ledger::{backup, dashboard, keyfiles, monitor, server};
-use attestor::profiles::Profile;
-use attestor::tls::{self, AgentIdentity, TlsFiles};
+use attestor_agent::evidence_source::EvidenceSource;
+use attestor_verify::bundle::Bundle;
+use attestor_agent::collect::{self, PolicyKernelConfig};
+use attestor_agent::config::{AgentConfig, LedgerConnection, DEFAULT_TCTI};
+use attestor_ledger::config::LedgerConfig;
+use attestor_ledger::service::{open_store, Ledger};
+use attestor_ledger::{backup, dashboard, keyfiles, monitor, server};
+use attestor_verify::profiles::Profile;
+use attestor_net::tls::{self, AgentIdentity, TlsFiles};
 use attestor::{gate, logging};
 use attestor::{Attestor, AttestorConfig};
 
 mod query;
-use attestor::verify::{self, Expectations};
+use attestor_verify::checks::{self, Expectations};
 
 #[derive(Parser)]
 #[command(
@@ -564,7 +564,7 @@ fn run_ledger(config: &LedgerConfig) -> Result<(), String> {
         if let Some(address) = config.ops.listen {
             let ops = bind(address).await?;
             let ledger = ledger.clone();
-            tokio::spawn(attestor::ops::serve(
+            tokio::spawn(attestor_net::ops::serve(
                 ops,
                 move |asked| dashboard::ops_page(ledger.clone(), token.clone(), asked),
                 std::future::pending(),

@@ -9,13 +9,13 @@
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use attestor::agent::client::{ClientError, LedgerClient};
-use attestor::config::LedgerConnection;
-use attestor::gate::{evaluate, Fleet};
-use attestor::ledger::api::EntryJson;
-use attestor::ledger::audit;
-use attestor::ledger::log::keys::KeyHistory;
-use attestor::tls;
+use attestor_agent::client::{ClientError, LedgerClient};
+use attestor_agent::config::LedgerConnection;
+use attestor_verify::gate::{evaluate, Fleet};
+use attestor_verify::api::EntryJson;
+use attestor_verify::audit;
+use attestor_verify::log::keys::KeyHistory;
+use attestor_net::tls;
 
 use crate::{LedgerArgs, QueryCommand};
 

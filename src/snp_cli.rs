@@ -6,13 +6,13 @@ use std::time::SystemTime;
 
 use clap::Subcommand;
 
-use attestor::evidence::snp::certs::Tcb;
-use attestor::evidence::snp::chain::ChainCache;
-use attestor::evidence::snp::measure::{launch_measurement, LaunchImages};
-use attestor::evidence::snp::report::{decode_report_file, Report};
-use attestor::evidence::snp::roots::Product;
-use attestor::profiles::Profile;
-use attestor::verify::{
+use attestor_verify::evidence::snp::certs::Tcb;
+use attestor_verify::evidence::snp::chain::ChainCache;
+use attestor_verify::evidence::snp::measure::{launch_measurement, LaunchImages};
+use attestor_verify::evidence::snp::report::{decode_report_file, Report};
+use attestor_verify::evidence::snp::roots::Product;
+use attestor_verify::profiles::Profile;
+use attestor_verify::checks::{
     check_report_policy, verify_signed_report, Platform, SnpIdentity, TpmIdentity,
 };
 
@@ -40,7 +40,37 @@ pub enum SnpCommand {
     },
     /// Compute the launch measurement a guest booted from these images would have, for a
     /// profile's allowed_measurements.
-    Measure(LaunchImages),
+    Measure(MeasureArgs),
+}
+
+/// What QEMU (or another VMM) launches.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct MeasureArgs {
+    /// OVMF firmware image (built with SNP support).
+    #[arg(long)]
+    ovmf: PathBuf,
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long)]
+    append: Option<String>,
+    #[arg(long)]
+    vcpus: u32,
+    /// QEMU vCPU model, e.g. EPYC-Milan, EPYC-Genoa.
+    #[arg(long, default_value = "EPYC-Milan")]
+    vcpu_type: String,
+    /// VMM: qemu, ec2 or krun.
+    #[arg(long, default_value = "qemu")]
+    vmm: String,
+    /// SEV_FEATURES the VMM enables, hex (QEMU's default 1: SNP active).
+    #[arg(long, default_value = "1", value_parser = parse_hex_u64)]
+    guest_features: u64,
+}
+
+fn parse_hex_u64(text: &str) -> Result<u64, String> {
+    u64::from_str_radix(text.trim_start_matches("0x"), 16).map_err(|e| format!("not hex: {e}"))
 }
 
 fn parse_product(text: &str) -> Result<Product, String> {
@@ -60,7 +90,17 @@ pub fn run(command: SnpCommand) -> Result<ExitCode, String> {
             profile,
             report_data,
         } => verify_report(&report, &vcek, product, profile.as_deref(), report_data),
-        SnpCommand::Measure(images) => {
+        SnpCommand::Measure(args) => {
+            let images = LaunchImages {
+                ovmf: args.ovmf,
+                kernel: args.kernel,
+                initrd: args.initrd,
+                append: args.append,
+                vcpus: args.vcpus,
+                vcpu_type: args.vcpu_type,
+                vmm: args.vmm,
+                guest_features: args.guest_features,
+            };
             let digest = launch_measurement(&images).map_err(|e| e.to_string())?;
             outln!("{}", hex::encode(digest))?;
             Ok(ExitCode::SUCCESS)
@@ -77,7 +117,7 @@ fn verify_report(
 ) -> Result<ExitCode, String> {
     let raw = decode_report_file(&read(report)?).map_err(|e| e.to_string())?;
     let vcek = read(vcek)?;
-    let vcek = match attestor::evidence::snp::roots::one_cert(&vcek) {
+    let vcek = match attestor_verify::evidence::snp::roots::one_cert(&vcek) {
         Ok(der) => der,
         Err(_) => vcek,
     };

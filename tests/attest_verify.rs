@@ -6,11 +6,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use attestor::agent::AgentError;
-use attestor::bundle::Bundle;
-use attestor::dsse::{self, EcdsaP384Signer, Envelope};
-use attestor::evidence::tpm::wire;
-use attestor::verify::{verify_bundle, Check, Expectations};
+use attestor_agent::attest::AgentError;
+use attestor_verify::bundle::Bundle;
+use attestor_verify::dsse::{self, EcdsaP384Signer, Envelope};
+use attestor_verify::evidence::tpm::wire;
+use attestor_verify::checks::{verify_bundle, Check, Expectations};
 use base64::Engine;
 use support::agent::{tpm_ev, tpm_ev_mut, AgentFixture};
 use support::Swtpm;
@@ -221,7 +221,7 @@ fn tpm2_checkquote_accepts_the_quote() {
     )
     .unwrap();
     let pae = dsse::pae(&bundle.envelope.payload_type, &bundle.envelope.payload);
-    let qualifying = attestor::evidence::tpm_commitment(b"", &pae);
+    let qualifying = attestor_verify::evidence::tpm_commitment(b"", &pae);
     let run = |qualifying: &[u8]| {
         Command::new("tpm2_checkquote")
             .args(["-u", "ak.pub", "-m", "quote.msg", "-s", "quote.sig"])

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use attestor::cbor::{
+use attestor_verify::cbor::{
     from_canonical_slice, from_slice, is_canonical, to_canonical_vec, CborError, MAX_DEPTH,
     MAX_INPUT_BYTES,
 };

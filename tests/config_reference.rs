@@ -7,8 +7,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use attestor::config::AgentConfig;
-use attestor::ledger::config::LedgerConfig;
+use attestor_agent::config::AgentConfig;
+use attestor_ledger::config::LedgerConfig;
 
 const PROBE: &str = "zz_probe";
 

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use attestor::dsse::{
+use attestor_verify::dsse::{
     self, p384_asn1_from_fixed, DsseError, EcdsaP384Signer, Envelope, Signature, Signer,
     VerifyingKey, MAX_ENVELOPE_BYTES, MAX_SIGNATURES,
 };

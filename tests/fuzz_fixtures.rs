@@ -8,9 +8,9 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use attestor::bundle::Bundle;
-use attestor::profiles::Profile;
-use attestor::verify::{verify_bundle, Expectations};
+use attestor_verify::bundle::Bundle;
+use attestor_verify::profiles::Profile;
+use attestor_verify::checks::{verify_bundle, Expectations};
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
@@ -65,8 +65,8 @@ fn seed(target: &str, name: &str) -> Vec<u8> {
 
 #[test]
 fn the_snp_seeds_are_a_real_report_and_certificate_table() {
-    use attestor::evidence::snp::certs::{find, parse_cert_table, validity, CertKind};
-    use attestor::evidence::snp::report::{decode_report_file, Report};
+    use attestor_verify::evidence::snp::certs::{find, parse_cert_table, validity, CertKind};
+    use attestor_verify::evidence::snp::report::{decode_report_file, Report};
     let raw = seed("snp", "report-raw");
     assert_eq!(Report::parse(&raw).unwrap().bytes(), raw.as_slice());
     assert_eq!(decode_report_file(&seed("snp", "report-hex")).unwrap(), raw);
@@ -77,19 +77,19 @@ fn the_snp_seeds_are_a_real_report_and_certificate_table() {
 }
 
 /// The trusted history of the `checkpoint` target: a real ledger's, rotated once.
-fn fixture_history(root: &Path) -> attestor::ledger::log::keys::KeyHistory {
-    use attestor::ledger::api::LogKeysResponse;
+fn fixture_history(root: &Path) -> attestor_verify::log::keys::KeyHistory {
+    use attestor_verify::api::LogKeysResponse;
     let dir = root.join("fixtures/checkpoint");
     let pinned = std::fs::read_to_string(dir.join("pinned.vkey")).unwrap();
     let keys: LogKeysResponse =
         serde_json::from_slice(&std::fs::read(dir.join("keys.json")).unwrap()).unwrap();
-    attestor::ledger::log::keys::KeyHistory::follow(pinned.trim(), &keys.transitions).unwrap()
+    attestor_verify::log::keys::KeyHistory::follow(pinned.trim(), &keys.transitions).unwrap()
 }
 
 /// Every `checkpoint` seed under `root` verifies under the fixture's key history.
 fn verify_checkpoint_seeds(root: &Path) {
-    use attestor::ledger::api::{ConsistencyResponse, EntryJson, ReceiptJson};
-    use attestor::ledger::audit;
+    use attestor_verify::api::{ConsistencyResponse, EntryJson, ReceiptJson};
+    use attestor_verify::audit;
     let history = fixture_history(root);
     assert_eq!(history.keys().count(), 2);
     let seed = |name: &str| seed_in(root, "checkpoint", name);

@@ -9,15 +9,15 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use attestor::agent::client::{ClientError, LedgerClient};
-use attestor::bundle::Bundle;
-use attestor::ledger::api::SubmitResponse;
-use attestor::ledger::audit;
-use attestor::ledger::log::checkpoint::open_checkpoint;
-use attestor::ledger::log::merkle::leaf_hash;
-use attestor::ledger::record::LogRecord;
-use attestor::ledger::store::Verdict;
-use attestor::tls;
+use attestor_agent::client::{ClientError, LedgerClient};
+use attestor_verify::bundle::Bundle;
+use attestor_verify::api::SubmitResponse;
+use attestor_verify::audit;
+use attestor_verify::log::checkpoint::open_checkpoint;
+use attestor_verify::log::merkle::leaf_hash;
+use attestor_verify::record::LogRecord;
+use attestor_ledger::store::Verdict;
+use attestor_net::tls;
 use hyper::Method;
 use support::agent::AgentFixture;
 use support::ledger::{

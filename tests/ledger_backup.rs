@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use attestor::ledger::audit;
-use attestor::ledger::log::checkpoint::open_checkpoint;
-use attestor::ledger::log::merkle::leaf_hash;
+use attestor_verify::audit;
+use attestor_verify::log::checkpoint::open_checkpoint;
+use attestor_verify::log::merkle::leaf_hash;
 use support::ledger::{all_entries, LedgerProcess, LedgerSpec};
 use support::wait_until;
 

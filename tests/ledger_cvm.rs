@@ -7,16 +7,16 @@ mod support;
 
 use std::time::SystemTime;
 
-use attestor::agent::snp::SnpReporter;
-use attestor::agent::Agent;
-use attestor::bundle::{Bundle, Evidence, EvidenceKind, TpmSnpEvidence};
-use attestor::config::AgentConfig;
-use attestor::ledger::enroll::{enroll_snp, EnrollError, Enrollment};
-use attestor::ledger::store::embedded::EmbeddedStore;
-use attestor::ledger::store::{AgentRecord, LedgerStore};
-use attestor::ledger::verify::{verify_submission, NonceBook, Refusal, TenantPolicy};
-use attestor::profiles::Profile;
-use attestor::verify::{verify_bundle, Check, Expectations};
+use attestor_agent::snp::SnpReporter;
+use attestor_agent::attest::Agent;
+use attestor_verify::bundle::{Bundle, Evidence, EvidenceKind, TpmSnpEvidence};
+use attestor_agent::config::AgentConfig;
+use attestor_ledger::enroll::{enroll_snp, EnrollError, Enrollment};
+use attestor_ledger::store::embedded::EmbeddedStore;
+use attestor_ledger::store::{AgentRecord, LedgerStore};
+use attestor_ledger::submission::{verify_submission, NonceBook, Refusal, TenantPolicy};
+use attestor_verify::profiles::Profile;
+use attestor_verify::checks::{verify_bundle, Check, Expectations};
 use support::agent::AgentFixture;
 
 const AGENT: &str = "cvm-1";
@@ -26,8 +26,8 @@ fn root() -> &'static std::path::Path {
 }
 const TENANT: &str = "acme";
 
-fn who() -> attestor::tls::AgentIdentity {
-    attestor::tls::AgentIdentity::new(TENANT, AGENT).unwrap()
+fn who() -> attestor_net::tls::AgentIdentity {
+    attestor_net::tls::AgentIdentity::new(TENANT, AGENT).unwrap()
 }
 
 struct Cvm {

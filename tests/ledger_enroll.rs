@@ -4,12 +4,12 @@ mod support;
 
 use std::time::SystemTime;
 
-use attestor::agent::Agent;
-use attestor::ledger::api::EnrollChallenge;
-use attestor::ledger::enroll::{EnrollError, Enrollment};
-use attestor::ledger::store::embedded::EmbeddedStore;
-use attestor::ledger::store::LedgerStore;
-use attestor::tls::AgentIdentity;
+use attestor_agent::attest::Agent;
+use attestor_verify::api::EnrollChallenge;
+use attestor_ledger::enroll::{EnrollError, Enrollment};
+use attestor_ledger::store::embedded::EmbeddedStore;
+use attestor_ledger::store::LedgerStore;
+use attestor_net::tls::AgentIdentity;
 use support::agent::{tpm_ev, AgentFixture};
 use support::Swtpm;
 

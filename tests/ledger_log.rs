@@ -4,15 +4,15 @@
 //! golang.org/x/mod (Ed25519) and transparency-dev/formats (ECDSA, real Rekor checkpoints).
 //! Fixture origins: tests/fixtures/merkle/README.md.
 
-use attestor::ledger::log::checkpoint::{
+use attestor_verify::log::checkpoint::{
     ecdsa_key_id, ed25519_key_id, open_checkpoint, open_note, Checkpoint, CheckpointError,
     CheckpointSigner, NoteVerifier, MAX_NOTE_BYTES, MAX_SIGNATURES, SIGNATURE_TYPE_ECDSA,
 };
-use attestor::ledger::log::merkle::{
+use attestor_verify::log::merkle::{
     empty_root, leaf_hash, node_hash, verify_consistency, verify_inclusion, Hash, LogError,
     MerkleTree,
 };
-use attestor::ledger::log::tiled::{TiledTree, TILE_WIDTH};
+use attestor_ledger::log::tiled::{TiledTree, TILE_WIDTH};
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;

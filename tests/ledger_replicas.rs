@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use attestor::agent::client::ClientError;
-use attestor::ledger::audit;
-use attestor::ledger::log::checkpoint::open_checkpoint;
-use attestor::ledger::log::merkle::leaf_hash;
-use attestor::ledger::record::LogRecord;
+use attestor_agent::client::ClientError;
+use attestor_verify::audit;
+use attestor_verify::log::checkpoint::open_checkpoint;
+use attestor_verify::log::merkle::leaf_hash;
+use attestor_verify::record::LogRecord;
 use support::ledger::{all_entries, LedgerProcess, LedgerSpec};
 use support::wait_until;
 

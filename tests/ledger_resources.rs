@@ -12,8 +12,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use attestor::agent::client::LedgerClient;
-use attestor::tls;
+use attestor_agent::client::LedgerClient;
+use attestor_net::tls;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -92,7 +92,7 @@ const PER_ADDRESS: usize = 64;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_connections_that_never_handshake_are_capped_per_address() {
     // The test holds every connection open: a descriptor each.
-    attestor::ledger::server::raise_open_file_limit().unwrap();
+    attestor_ledger::server::raise_open_file_limit().unwrap();
     // A handshake timeout far beyond the honest client's own: had it to wait for the
     // silent connections to time out (or to free slots), it fails.
     let ledger = ledger_with_few_slots_and(&format!(
@@ -213,7 +213,7 @@ async fn a_flood_of_refused_handshakes_is_logged_as_a_few_lines_with_counts() {
         let _ = tcp.read_to_end(&mut Vec::new()).await;
     };
     let past_the_interval = || {
-        tokio::time::sleep(attestor::logging::LIMITED_EVENT_INTERVAL + Duration::from_millis(500))
+        tokio::time::sleep(attestor_net::logging::LIMITED_EVENT_INTERVAL + Duration::from_millis(500))
     };
     // The refusals logged from `start` on: lines, and lines plus those left out.
     let refusals = |start: usize| {

@@ -9,12 +9,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use attestor::agent::client::{ClientError, LedgerClient};
-use attestor::ledger::audit;
-use attestor::ledger::log::checkpoint::{open_checkpoint, Checkpoint, CheckpointSigner};
-use attestor::ledger::log::keys::{KeyError, KeyHistory};
-use attestor::ledger::store::Verdict;
-use attestor::tls::{self, AgentIdentity, TlsFiles};
+use attestor_agent::client::{ClientError, LedgerClient};
+use attestor_verify::audit;
+use attestor_verify::log::checkpoint::{open_checkpoint, Checkpoint, CheckpointSigner};
+use attestor_verify::log::keys::{KeyError, KeyHistory};
+use attestor_ledger::store::Verdict;
+use attestor_net::tls::{self, AgentIdentity, TlsFiles};
 use support::agent::AgentFixture;
 use support::ledger::{all_entries, attestor_config, Heartbeating, LedgerProcess, LedgerSpec};
 use support::wait_until;

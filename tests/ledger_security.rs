@@ -8,11 +8,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use attestor::bundle::{Bundle, Evidence};
-use attestor::ledger::api::EntryJson;
-use attestor::ledger::record::LogRecord;
-use attestor::ledger::store::embedded::EmbeddedStore;
-use attestor::ledger::store::{EntryQuery, LedgerStore, Verdict};
+use attestor_verify::bundle::{Bundle, Evidence};
+use attestor_verify::api::EntryJson;
+use attestor_verify::record::LogRecord;
+use attestor_ledger::store::embedded::EmbeddedStore;
+use attestor_ledger::store::{EntryQuery, LedgerStore, Verdict};
 use support::agent::AgentFixture;
 use support::ledger::{all_entries, attestor_config, LedgerProcess, LedgerSpec};
 use support::postgres::PrivateCluster;
@@ -60,9 +60,9 @@ fn spawn_agent(
     ledger: &LedgerProcess,
     name: &str,
 ) -> (
-    std::sync::Arc<attestor::agent::metrics::AgentMetrics>,
-    attestor::agent::heartbeat::Stopper,
-    tokio::task::JoinHandle<Result<(), attestor::agent::heartbeat::HeartbeatError>>,
+    std::sync::Arc<attestor_agent::metrics::AgentMetrics>,
+    attestor_agent::heartbeat::Stopper,
+    tokio::task::JoinHandle<Result<(), attestor_agent::heartbeat::HeartbeatError>>,
 ) {
     let mut attestor = attestor::Attestor::new(attestor_config(fixture, ledger, name));
     let (metrics, stopper) = (attestor.metrics(), attestor.stopper());
@@ -331,7 +331,7 @@ async fn strangers_cannot_grow_the_log_and_every_writer_is_rate_limited() {
     };
     let before = db_size();
     let body: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
-    let sha256 = attestor::ledger::log::sequencer::submission_hash(&body);
+    let sha256 = attestor_ledger::log::sequencer::submission_hash(&body);
     // An agent never enrolled, of a configured tenant; a tenant nobody configured.
     for (name, refusal, allowed) in [
         ("tenantA.ghost", "unknown-agent", 10),

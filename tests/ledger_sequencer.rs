@@ -8,12 +8,12 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use attestor::ledger::log::checkpoint::{open_checkpoint, CheckpointSigner};
-use attestor::ledger::log::keys::KeyError;
-use attestor::ledger::log::merkle::{verify_consistency, verify_inclusion, LogError};
-use attestor::ledger::log::sequencer::{Receipt, Sequencer, SequencerError, Submission};
-use attestor::ledger::record::{LogRecord, RECORD_VERSION};
-use attestor::ledger::store::{LedgerStore, StoreError, Verdict};
+use attestor_verify::log::checkpoint::{open_checkpoint, CheckpointSigner};
+use attestor_verify::log::keys::KeyError;
+use attestor_verify::log::merkle::{verify_consistency, verify_inclusion, LogError};
+use attestor_ledger::log::sequencer::{Receipt, Sequencer, SequencerError, Submission};
+use attestor_verify::record::{LogRecord, RECORD_VERSION};
+use attestor_ledger::store::{LedgerStore, StoreError, Verdict};
 use support::stores::Backend;
 
 const ORIGIN: &str = "ledger.test/attestor";
@@ -176,13 +176,13 @@ fn truncation_and_rewrites_on_disk_are_detected(backend: &Backend) {
     let db = fresh();
     let forger = CheckpointSigner::generate(ORIGIN).unwrap();
     let forged = forger
-        .sign(&attestor::ledger::log::checkpoint::Checkpoint::new(
+        .sign(&attestor_verify::log::checkpoint::Checkpoint::new(
             ORIGIN, 9, [0; 32],
         ))
         .unwrap();
     db.try_open()
         .unwrap()
-        .put_checkpoint(&attestor::ledger::store::StoredCheckpoint {
+        .put_checkpoint(&attestor_ledger::store::StoredCheckpoint {
             size: 9,
             note: forged,
             created_at_ms: 0,
@@ -195,7 +195,7 @@ fn truncation_and_rewrites_on_disk_are_detected(backend: &Backend) {
 }
 
 fn concurrent_submissions_share_commits_and_each_gets_a_valid_receipt(db: &Backend) {
-    use attestor::ledger::log::batcher::{Batcher, DEFAULT_MAX_BATCH};
+    use attestor_ledger::log::batcher::{Batcher, DEFAULT_MAX_BATCH};
     let signer = CheckpointSigner::generate(ORIGIN).unwrap();
     let vkey = signer.verifier_key();
     let log = Arc::new(open(db, &signer).unwrap());
@@ -239,7 +239,7 @@ fn entries_appended_without_their_checkpoint_are_published_at_start(db: &Backend
     let store = db.open();
     let mut stray = store.entry(0).unwrap().unwrap().entry;
     stray.leaf = vec![7; 8];
-    stray.leaf_hash = attestor::ledger::log::merkle::leaf_hash(&stray.leaf);
+    stray.leaf_hash = attestor_verify::log::merkle::leaf_hash(&stray.leaf);
     store.append(&[stray]).unwrap();
     assert_eq!(store.latest_checkpoint().unwrap().unwrap().size, 1);
     drop(store);
@@ -250,7 +250,7 @@ fn entries_appended_without_their_checkpoint_are_published_at_start(db: &Backend
     let checkpoint = open_checkpoint(&latest.note, &signer.verifier_key()).unwrap();
     assert_eq!((checkpoint.size, log.size()), (2, 2));
     let proof = log.inclusion_proof(1, 2).unwrap();
-    let leaf = attestor::ledger::log::merkle::leaf_hash(&[7; 8]);
+    let leaf = attestor_verify::log::merkle::leaf_hash(&[7; 8]);
     verify_inclusion(&leaf, 1, 2, &proof, &checkpoint.root).unwrap();
 }
 
@@ -283,7 +283,7 @@ fn a_tile_rewritten_after_start_up_is_refused_never_proved(db: &Backend) {
         .unwrap();
     }
     // Entry 3's bytes and leaf hash rewritten consistently behind the running ledger.
-    let forged = attestor::ledger::log::merkle::leaf_hash(&[0]);
+    let forged = attestor_verify::log::merkle::leaf_hash(&[0]);
     db.tamper(
         &format!(
             "UPDATE entries SET leaf = x'00', leaf_hash = x'{}' WHERE idx = 3",

@@ -8,10 +8,10 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use attestor::agent::evidence_source::EvidenceSource;
-use attestor::bundle::Evidence;
-use attestor::config::{AgentConfig, EvidenceKind};
-use attestor::ledger::store::Verdict;
+use attestor_agent::evidence_source::EvidenceSource;
+use attestor_verify::bundle::Evidence;
+use attestor_agent::config::{AgentConfig, EvidenceKind};
+use attestor_ledger::store::Verdict;
 use attestor::{Attestor, AttestorConfig};
 use support::agent::AgentFixture;
 use support::ledger::{all_entries, LedgerProcess, LedgerSpec};
@@ -139,7 +139,7 @@ fn snp_guests_tpm_hosts_and_vtpm_guests_enrol_and_heartbeat_on_one_ledger() {
         let refused = client.submit(&other).await.unwrap();
         assert_eq!(refused.reason.as_deref(), Some("nonce"), "{refused:?}");
         // An offline nonce cannot be ordered without a TPM clock: refused.
-        let offline = [attestor::ledger::verify::OFFLINE_NONCE_PREFIX, b"x"].concat();
+        let offline = [attestor_ledger::submission::OFFLINE_NONCE_PREFIX, b"x"].concat();
         let bundle = source
             .attest(&kernel, &fixture.status(), &offline)
             .unwrap()

@@ -10,8 +10,8 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use attestor::ledger::store::postgres::PostgresStore;
-use attestor::ledger::store::{
+use attestor_ledger::store::postgres::PostgresStore;
+use attestor_ledger::store::{
     AcceptedState, AgentRecord, EntryQuery, LedgerStore, NewEntry, StoreError, StoredCheckpoint,
     Verdict,
 };

@@ -8,11 +8,11 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use attestor::ledger::config::LedgerConfig;
-use attestor::ledger::service::open_store;
-use attestor::ledger::store::postgres::{PostgresOptions, PostgresStore};
-use attestor::ledger::store::{LedgerStore, StoreError};
-use attestor::tls::{database_client_config, pki_init};
+use attestor_ledger::config::LedgerConfig;
+use attestor_ledger::service::open_store;
+use attestor_ledger::store::postgres::{PostgresOptions, PostgresStore};
+use attestor_ledger::store::{LedgerStore, StoreError};
+use attestor_net::tls::{database_client_config, pki_init};
 use support::postgres;
 
 fn options(ca: &Path, client: Option<(&Path, &Path)>) -> PostgresOptions {

@@ -4,14 +4,14 @@ mod support;
 
 use std::time::{Duration, SystemTime};
 
-use attestor::bundle::Bundle;
-use attestor::ledger::enroll::Enrollment;
-use attestor::ledger::store::embedded::EmbeddedStore;
-use attestor::ledger::store::AgentRecord;
-use attestor::ledger::verify::{
+use attestor_verify::bundle::Bundle;
+use attestor_ledger::enroll::Enrollment;
+use attestor_ledger::store::embedded::EmbeddedStore;
+use attestor_ledger::store::AgentRecord;
+use attestor_ledger::submission::{
     accepted_state, verify_submission, NonceBook, Refusal, TenantPolicy,
 };
-use attestor::tls::AgentIdentity;
+use attestor_net::tls::AgentIdentity;
 use support::agent::AgentFixture;
 
 fn agent() -> AgentIdentity {

@@ -92,7 +92,7 @@ fn every_simulated_submission_is_accepted_and_logged() {
     assert_eq!(entries.len() as u64, heartbeats);
     assert!(entries
         .iter()
-        .all(|e| e.verdict == attestor::ledger::store::Verdict::Accepted));
+        .all(|e| e.verdict == attestor_ledger::store::Verdict::Accepted));
     let agents: std::collections::BTreeSet<_> = entries.iter().map(|e| &e.agent_id).collect();
     assert_eq!(
         agents.len(),

@@ -12,8 +12,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use attestor::agent::client::LedgerClient;
-use attestor::ledger::store::Verdict;
+use attestor_agent::client::LedgerClient;
+use attestor_ledger::store::Verdict;
 use attestor::{Attestor, AttestorConfig};
 use support::agent::AgentFixture;
 use support::ledger::{attestor_config, enrol_tpm, LedgerProcess, LedgerSpec, OPS_TOKEN};
@@ -59,8 +59,8 @@ fn promtool(args: &[&str], stdin: &str) -> String {
 
 /// A heartbeat daemon in a thread of its own, stopped on drop.
 struct RunningAgent {
-    metrics: Arc<attestor::agent::metrics::AgentMetrics>,
-    stopper: attestor::agent::heartbeat::Stopper,
+    metrics: Arc<attestor_agent::metrics::AgentMetrics>,
+    stopper: attestor_agent::heartbeat::Stopper,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 

@@ -10,10 +10,10 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use attestor::agent::AgentError;
-use attestor::config::{check_pcr_choice, RESETTABLE_PCRS};
-use attestor::evidence::tpm::HashAlg;
-use attestor::verify::verify_bundle;
+use attestor_agent::attest::AgentError;
+use attestor_agent::config::{check_pcr_choice, RESETTABLE_PCRS};
+use attestor_verify::evidence::tpm::HashAlg;
+use attestor_verify::checks::verify_bundle;
 use support::agent::{tpm_ev, AgentFixture};
 
 fn tpm2(setup: &AgentFixture, tool: &str, args: &[&str]) -> Output {

@@ -6,12 +6,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use attestor::agent::evidence_source::EvidenceSource;
-use attestor::bundle::Evidence;
-use attestor::collect::{self, RuntimeStatus};
-use attestor::config::AgentConfig;
-use attestor::evidence::certchain::pem_to_der_all;
-use attestor::tls::{self, AgentIdentity};
+use attestor_agent::evidence_source::EvidenceSource;
+use attestor_verify::bundle::Evidence;
+use attestor_agent::collect::{self, RuntimeStatus};
+use attestor_agent::config::AgentConfig;
+use attestor_verify::evidence::certchain::pem_to_der_all;
+use attestor_net::tls::{self, AgentIdentity};
 use base64::Engine;
 use http_body_util::Full;
 use hyper::body::Bytes;

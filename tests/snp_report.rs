@@ -4,15 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use attestor::evidence::snp::certs::{
+use attestor_verify::evidence::snp::certs::{
     self, encode_cert_table, parse_cert_table, CertEntry, CertError, CertKind, Tcb,
 };
-use attestor::evidence::snp::chain::{verify_report_signature, verify_vcek, ChainError};
-use attestor::evidence::snp::report::{
+use attestor_verify::evidence::snp::chain::{verify_report_signature, verify_vcek, ChainError};
+use attestor_verify::evidence::snp::report::{
     decode_report_file, Report, ReportError, REPORT_LEN, SIGNED_LEN,
 };
-use attestor::evidence::snp::roots::{one_cert, Product, RootsOrigin, TrustRoots};
-use attestor::evidence::snp::sim::{
+use attestor_verify::evidence::snp::roots::{one_cert, Product, RootsOrigin, TrustRoots};
+use attestor_platform::snp::sim::{
     SimulatedChip, SimulatedLaunch, SimulatedProcessor, DEFAULT_POLICY,
 };
 
@@ -60,7 +60,7 @@ fn real_milan_report_parses_byte_exactly_and_verifies_under_amd_roots() {
 #[test]
 fn the_shared_amd_chain_is_the_crates_builtin_milan_chain() {
     let pem = std::fs::read_to_string(fixture("cert_chain_milan")).unwrap();
-    let ders = attestor::evidence::certchain::pem_to_der_all(&pem).unwrap();
+    let ders = attestor_verify::evidence::certchain::pem_to_der_all(&pem).unwrap();
     let roots = Product::Milan.amd_roots().unwrap();
     assert!(ders.contains(&roots.ark) && ders.contains(&roots.ask));
 }

@@ -4,18 +4,18 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use attestor::agent::evidence_source::EvidenceSource;
-use attestor::agent::snp::SnpAgent;
-use attestor::agent::AgentError;
-use attestor::bundle::{Bundle, Evidence, SnpEvidence};
-use attestor::collect::{self, PolicyKernelConfig, RuntimeStatus};
-use attestor::config::{AgentConfig, EvidenceKind};
-use attestor::dsse;
-use attestor::evidence::snp::roots::Product;
-use attestor::evidence::snp::sim::{SimulatedChip, SimulatedLaunch, SimulatedProcessor};
-use attestor::evidence::snp::SecureProcessor;
-use attestor::profiles::Profile;
-use attestor::verify::{verify_bundle, Check, Expectations, Platform};
+use attestor_agent::evidence_source::EvidenceSource;
+use attestor_agent::snp::SnpAgent;
+use attestor_agent::attest::AgentError;
+use attestor_verify::bundle::{Bundle, Evidence, SnpEvidence};
+use attestor_agent::collect::{self, PolicyKernelConfig, RuntimeStatus};
+use attestor_agent::config::{AgentConfig, EvidenceKind};
+use attestor_verify::dsse;
+use attestor_verify::evidence::snp::roots::Product;
+use attestor_platform::snp::sim::{SimulatedChip, SimulatedLaunch, SimulatedProcessor};
+use attestor_verify::evidence::snp::SecureProcessor;
+use attestor_verify::profiles::Profile;
+use attestor_verify::checks::{verify_bundle, Check, Expectations, Platform};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -562,7 +562,7 @@ fn a_cached_chain_still_refuses_other_signers_and_other_roots() {
 
 #[test]
 fn the_chain_cache_is_bounded_and_keeps_the_newest_chains() {
-    use attestor::evidence::snp::chain::ChainCache;
+    use attestor_verify::evidence::snp::chain::ChainCache;
     let now = std::time::SystemTime::now();
     let chips = [
         (sim_profile(), "examples/snp-sim"),

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use attestor::tls::{self, AgentIdentity, PkiPaths, TlsError};
+use attestor_net::tls::{self, AgentIdentity, PkiPaths, TlsError};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
     Ia5String, IsCa, KeyPair, KeyUsagePurpose, SanType, PKCS_ECDSA_P384_SHA384,

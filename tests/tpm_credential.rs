@@ -8,11 +8,11 @@ mod support;
 
 use std::process::Command;
 
-use attestor::evidence::tpm::credential::{
+use attestor_verify::evidence::tpm::credential::{
     self, challenge_for, make_credential, CredentialError, MadeCredential,
 };
-use attestor::evidence::tpm::device::{KeyBlob, Tpm, TpmError};
-use attestor::evidence::tpm::wire;
+use attestor_platform::tpm::{KeyBlob, Tpm, TpmError};
+use attestor_verify::evidence::tpm::wire;
 use support::Swtpm;
 
 fn open(sw: &Swtpm) -> Tpm {
@@ -86,7 +86,7 @@ fn ak_name_is_checked_on_the_verifier_side() {
     assert_eq!(&name[..2], &[0x00, 0x0c]);
     assert_eq!(
         name,
-        wire::object_name(&public, attestor::evidence::tpm::HashAlg::Sha384)
+        wire::object_name(&public, attestor_verify::evidence::tpm::HashAlg::Sha384)
     );
     let ek_public = tpm.ek_public().unwrap();
     assert!(matches!(

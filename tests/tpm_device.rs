@@ -7,9 +7,9 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use attestor::evidence::tpm::device::{KeyBlob, Tpm, TpmError};
-use attestor::evidence::tpm::wire::{self, Attest, Attested, EccScheme, PcrSelection};
-use attestor::evidence::tpm::HashAlg;
+use attestor_platform::tpm::{KeyBlob, Tpm, TpmError};
+use attestor_verify::evidence::tpm::wire::{self, Attest, Attested, EccScheme, PcrSelection};
+use attestor_verify::evidence::tpm::HashAlg;
 use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
 use support::Swtpm;
 

@@ -6,20 +6,20 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use attestor::evidence::certchain::{
+use attestor_verify::evidence::certchain::{
     pem_to_der_all, public_key_of, spki_of, verify_chain, CertChainError, ChainCache, EcCurve,
     PublicKey,
 };
-use attestor::evidence::tpm::policy::{
+use attestor_verify::evidence::tpm::policy::{
     policy_command_code, policy_or, policy_pcr, sealed_key_policy, zero_digest, TPM_CC_CERTIFY,
 };
-use attestor::evidence::tpm::wire::{
+use attestor_verify::evidence::tpm::wire::{
     object_name, parse_attest, parse_public, parse_signature, parse_tpm2_tools_pcr_file,
     quote_pcr_digest, strip_tpm2b, tpm2_tools_pcr_file, Attested, EccPublic, PcrSelection,
     TPM_ALG_ECDSA, TPM_ECC_NIST_P384, TPM_GENERATED_VALUE, TPM_ST_ATTEST_CERTIFY,
     TPM_ST_ATTEST_QUOTE,
 };
-use attestor::evidence::tpm::HashAlg;
+use attestor_verify::evidence::tpm::HashAlg;
 use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_ASN1, ECDSA_P384_SHA384_FIXED};
 
 fn fixtures() -> PathBuf {
@@ -429,7 +429,7 @@ fn parse_everything(input: &[u8]) {
     let _ = parse_public(input);
     let _ = strip_tpm2b(input);
     let _ = parse_tpm2_tools_pcr_file(input);
-    let _ = attestor::evidence::tpm::wire::parse_pcr_selection(input);
+    let _ = attestor_verify::evidence::tpm::wire::parse_pcr_selection(input);
     let _ = spki_of(input);
     let _ = public_key_of(input);
     let _ = verify_chain(input, &[input.to_vec()], &[input.to_vec()], fixture_now());

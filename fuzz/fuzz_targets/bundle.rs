@@ -9,9 +9,9 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use attestor::bundle::Bundle;
-use attestor::profiles::Profile;
-use attestor::verify::{verify_bundle, Expectations};
+use attestor_verify::bundle::Bundle;
+use attestor_verify::profiles::Profile;
+use attestor_verify::checks::{verify_bundle, Expectations};
 use libfuzzer_sys::fuzz_target;
 
 fn profile() -> &'static Profile {

@@ -2,8 +2,8 @@
 //! the canonical decoder in general.
 #![no_main]
 
-use attestor::cbor::{from_canonical_slice, from_slice, is_canonical, to_canonical_vec};
-use attestor::ledger::record::LogRecord;
+use attestor_verify::cbor::{from_canonical_slice, from_slice, is_canonical, to_canonical_vec};
+use attestor_verify::record::LogRecord;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use attestor::evidence::certchain::{self, pem_to_der_all};
+use attestor_verify::evidence::certchain::{self, pem_to_der_all};
 use libfuzzer_sys::fuzz_target;
 
 fn anchors() -> &'static (Vec<Vec<u8>>, Vec<Vec<u8>>) {

@@ -8,10 +8,10 @@
 
 use std::sync::OnceLock;
 
-use attestor::ledger::api::{ConsistencyResponse, EntryJson, LogKeysResponse, ReceiptJson};
-use attestor::ledger::audit;
-use attestor::ledger::log::checkpoint::{open_checkpoint, Checkpoint, NoteVerifier};
-use attestor::ledger::log::keys::{KeyHistory, KeyTransition};
+use attestor_verify::api::{ConsistencyResponse, EntryJson, LogKeysResponse, ReceiptJson};
+use attestor_verify::audit;
+use attestor_verify::log::checkpoint::{open_checkpoint, Checkpoint, NoteVerifier};
+use attestor_verify::log::keys::{KeyHistory, KeyTransition};
 use libfuzzer_sys::fuzz_target;
 
 const PINNED: &str = include_str!("../fixtures/checkpoint/pinned.vkey");

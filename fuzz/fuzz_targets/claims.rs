@@ -2,10 +2,10 @@
 //! the policy kernel's runtime status, and the measurement event log (replayed).
 #![no_main]
 
-use attestor::claims::Statement;
-use attestor::collect::RuntimeStatus;
-use attestor::evidence::tpm::eventlog::EventLog;
-use attestor::evidence::tpm::HashAlg;
+use attestor_verify::claims::Statement;
+use attestor_agent::collect::RuntimeStatus;
+use attestor_verify::evidence::tpm::eventlog::EventLog;
+use attestor_verify::evidence::tpm::HashAlg;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

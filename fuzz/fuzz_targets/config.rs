@@ -5,9 +5,9 @@
 
 use std::path::Path;
 
-use attestor::config::AgentConfig;
-use attestor::ledger::config::LedgerConfig;
-use attestor::profiles::Profile;
+use attestor_agent::config::AgentConfig;
+use attestor_ledger::config::LedgerConfig;
+use attestor_verify::profiles::Profile;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,7 @@
 //! DSSE envelope JSON (the bundle's `envelope`, and any envelope handed to `verify`).
 #![no_main]
 
-use attestor::dsse::{pae, EcdsaP384Signer, Envelope, VerifyingKey};
+use attestor_verify::dsse::{pae, EcdsaP384Signer, Envelope, VerifyingKey};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 

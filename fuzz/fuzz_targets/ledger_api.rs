@@ -8,17 +8,17 @@
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use attestor::evidence::certchain::pem_to_der_all;
-use attestor::ledger::api::{
+use attestor_verify::evidence::certchain::pem_to_der_all;
+use attestor_verify::api::{
     ConsistencyResponse, EnrollProof, EnrollRequest, EntriesResponse, EntryJson, ReceiptJson,
     SubmitResponse,
 };
-use attestor::ledger::audit;
-use attestor::ledger::enroll::Enrollment;
-use attestor::ledger::log::checkpoint::{open_checkpoint, open_note, Checkpoint, NoteVerifier};
-use attestor::ledger::log::merkle::{verify_consistency, verify_inclusion, Hash};
-use attestor::profiles::{Profile, TpmProfile};
-use attestor::tls::AgentIdentity;
+use attestor_verify::audit;
+use attestor_ledger::enroll::Enrollment;
+use attestor_verify::log::checkpoint::{open_checkpoint, open_note, Checkpoint, NoteVerifier};
+use attestor_verify::log::merkle::{verify_consistency, verify_inclusion, Hash};
+use attestor_verify::profiles::{Profile, TpmProfile};
+use attestor_net::tls::AgentIdentity;
 use libfuzzer_sys::fuzz_target;
 
 fn profile() -> &'static Profile {
@@ -29,7 +29,7 @@ fn profile() -> &'static Profile {
         max_age_seconds: 300,
         evidence: None,
         tpm: Some(TpmProfile {
-            pcr_bank: attestor::evidence::tpm::HashAlg::Sha384,
+            pcr_bank: attestor_verify::evidence::tpm::HashAlg::Sha384,
             measured_pcr: 13,
             firmware_pcrs: Default::default(),
             ek_trust_anchors: pem_to_der_all(include_str!("../fixtures/tpm/ca_root.pem"))

@@ -4,11 +4,11 @@
 //! as the verifier would, so mutations reach the `sev` crate's checks.
 #![no_main]
 
-use attestor::evidence::snp::certs::{
+use attestor_verify::evidence::snp::certs::{
     self, canonical_der, find, parse_cert_table, validity, vcek_facts, CertKind,
 };
-use attestor::evidence::snp::chain::verify_report_signature;
-use attestor::evidence::snp::report::{decode_report_file, Report};
+use attestor_verify::evidence::snp::chain::verify_report_signature;
+use attestor_verify::evidence::snp::report::{decode_report_file, Report};
 use libfuzzer_sys::fuzz_target;
 
 /// A report (1184 bytes) followed by a certificate table.

@@ -3,7 +3,7 @@
 //! tpm2-tools files. The first byte chooses the parser.
 #![no_main]
 
-use attestor::evidence::tpm::{credential, wire, HashAlg};
+use attestor_verify::evidence::tpm::{credential, wire, HashAlg};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

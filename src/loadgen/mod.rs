@@ -19,18 +19,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use attestor::agent::client::{ClientError, LedgerClient};
-use attestor::bundle::{
+use attestor_agent::client::{ClientError, LedgerClient};
+use attestor_verify::bundle::{
     Bundle, Evidence, SealedKeyEvidence, SignedAttest, TpmEvidence, BUNDLE_TYPE,
 };
-use attestor::claims::{Claims, EpsilonLimits, Statement, PAYLOAD_TYPE};
-use attestor::dsse::{self, Envelope};
-use attestor::evidence::tpm::eventlog::{EventLog, MeasurementEvent, EVENT_POLICY_KERNEL_CONFIG};
-use attestor::evidence::tpm::{wire, HashAlg};
-use attestor::evidence::tpm_commitment;
-use attestor::ledger::api::{EnrollProof, EnrollRequest};
-use attestor::ledger::store::Verdict;
-use attestor::tls::{self, AgentIdentity};
+use attestor_verify::claims::{Claims, EpsilonLimits, Statement, PAYLOAD_TYPE};
+use attestor_verify::dsse::{self, Envelope};
+use attestor_verify::evidence::tpm::eventlog::{EventLog, MeasurementEvent, EVENT_POLICY_KERNEL_CONFIG};
+use attestor_verify::evidence::tpm::{wire, HashAlg};
+use attestor_verify::evidence::tpm_commitment;
+use attestor_verify::api::{EnrollProof, EnrollRequest};
+use attestor_ledger::store::Verdict;
+use attestor_net::tls::{self, AgentIdentity};
 use clap::{Args, Subcommand};
 use thiserror::Error;
 
@@ -358,7 +358,7 @@ impl SimAgent {
                 ]
                 .into(),
                 data: hex::encode(&kch),
-                timestamp: attestor::agent::unix_now(),
+                timestamp: attestor_agent::attest::unix_now(),
             }],
         };
         let ek_certificates = vec![ek_ca.ek_certificate(agent_id, tpm.ek_point())?];
@@ -463,7 +463,7 @@ impl SimAgent {
 fn claims(host: &Host) -> Claims {
     Claims {
         attestation_id: uuid::Uuid::new_v4().to_string(),
-        timestamp: attestor::agent::unix_now(),
+        timestamp: attestor_agent::attest::unix_now(),
         policy_hash: host.policy_hash.clone(),
         zero_retention: true,
         epsilon_limits: EpsilonLimits {

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use attestor::evidence::certchain;
-use attestor::tls::AgentIdentity;
+use attestor_verify::evidence::certchain;
+use attestor_net::tls::AgentIdentity;
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType, DnValue,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, PublicKeyData, SanType,

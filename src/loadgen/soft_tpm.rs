@@ -14,11 +14,11 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use attestor::bundle::SignedAttest;
-use attestor::evidence::tpm::credential::{kdfa, kdfe};
-use attestor::evidence::tpm::policy;
-use attestor::evidence::tpm::wire::{self, PcrSelection};
-use attestor::evidence::tpm::HashAlg;
+use attestor_verify::bundle::SignedAttest;
+use attestor_verify::evidence::tpm::credential::{kdfa, kdfe};
+use attestor_verify::evidence::tpm::policy;
+use attestor_verify::evidence::tpm::wire::{self, PcrSelection};
+use attestor_verify::evidence::tpm::HashAlg;
 use aws_lc_rs::agreement::{self, PrivateKey};
 use aws_lc_rs::cipher::{DecryptingKey, DecryptionContext, UnboundCipherKey, AES_256};
 use aws_lc_rs::iv::FixedLength;
@@ -59,7 +59,7 @@ pub enum SoftTpmError {
     #[error("the sealed key's policy is not satisfied: the measured PCR changed")]
     PolicyRefused,
     #[error("KDF: {0}")]
-    Kdf(#[from] attestor::evidence::tpm::credential::CredentialError),
+    Kdf(#[from] attestor_verify::evidence::tpm::credential::CredentialError),
 }
 
 /// PCR values by index, ascending.

@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use attestor::agent::Agent;
-use attestor::bundle::{Bundle, Evidence, TpmEvidence};
-use attestor::collect::{self, PolicyKernelConfig, RuntimeStatus};
-use attestor::config::AgentConfig;
-use attestor::profiles::Profile;
-use attestor::verify::Expectations;
+use attestor_agent::attest::Agent;
+use attestor_verify::bundle::{Bundle, Evidence, TpmEvidence};
+use attestor_agent::collect::{self, PolicyKernelConfig, RuntimeStatus};
+use attestor_agent::config::AgentConfig;
+use attestor_verify::profiles::Profile;
+use attestor_verify::checks::Expectations;
 
 use super::Swtpm;
 

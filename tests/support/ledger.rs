@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use attestor::agent::client::{ClientError, LedgerClient};
-use attestor::agent::Agent;
-use attestor::ledger::api::EnrolledResponse;
-use attestor::tls::{self, AgentIdentity, TlsFiles};
+use attestor_agent::client::{ClientError, LedgerClient};
+use attestor_agent::attest::Agent;
+use attestor_verify::api::EnrolledResponse;
+use attestor_net::tls::{self, AgentIdentity, TlsFiles};
 
 /// How long a ledger may take to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -321,13 +321,13 @@ impl Drop for LedgerProcess {
 /// Records `agents` (id, tenant) as enrolled in the store the ledger config at `config`
 /// names, with a placeholder AK that no evidence matches.
 fn enrol_placeholders(config: &Path, agents: &[(&str, &str)]) {
-    let config = attestor::ledger::config::LedgerConfig::load(config).unwrap();
+    let config = attestor_ledger::config::LedgerConfig::load(config).unwrap();
     std::fs::create_dir_all(&config.state_dir).unwrap();
-    let store = attestor::ledger::service::open_store(&config).unwrap();
+    let store = attestor_ledger::service::open_store(&config).unwrap();
     for (id, tenant) in agents {
         let who = AgentIdentity::new(tenant, id).unwrap();
         let record =
-            attestor::ledger::store::AgentRecord::enrolled(&who, b"no EK".to_vec(), vec![0], 0);
+            attestor_ledger::store::AgentRecord::enrolled(&who, b"no EK".to_vec(), vec![0], 0);
         store.put_agent(&record).unwrap();
     }
 }
@@ -346,7 +346,7 @@ pub async fn enrol_tpm(
 }
 
 /// Every entry of the caller's tenant, paging with the cursor.
-pub async fn all_entries(client: &LedgerClient) -> Vec<attestor::ledger::api::EntryJson> {
+pub async fn all_entries(client: &LedgerClient) -> Vec<attestor_verify::api::EntryJson> {
     let mut all = Vec::new();
     let mut after = None;
     loop {
@@ -384,9 +384,9 @@ pub fn attestor_config(
 
 /// An agent daemon heartbeating in the background, as `attestor agent` runs it.
 pub struct Heartbeating {
-    pub metrics: std::sync::Arc<attestor::agent::metrics::AgentMetrics>,
-    stopper: attestor::agent::heartbeat::Stopper,
-    running: tokio::task::JoinHandle<Result<(), attestor::agent::heartbeat::HeartbeatError>>,
+    pub metrics: std::sync::Arc<attestor_agent::metrics::AgentMetrics>,
+    stopper: attestor_agent::heartbeat::Stopper,
+    running: tokio::task::JoinHandle<Result<(), attestor_agent::heartbeat::HeartbeatError>>,
 }
 
 impl Heartbeating {
@@ -399,7 +399,7 @@ impl Heartbeating {
         super::wait_until(
             Duration::from_secs(60),
             &format!("{accepted} accepted heartbeats"),
-            || watched.delivered_count(attestor::ledger::store::Verdict::Accepted) >= accepted,
+            || watched.delivered_count(attestor_ledger::store::Verdict::Accepted) >= accepted,
         )
         .await;
         Heartbeating {

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use attestor::ledger::store::embedded::EmbeddedStore;
-use attestor::ledger::store::postgres::{PostgresOptions, PostgresStore};
-use attestor::ledger::store::LedgerStore;
+use attestor_ledger::store::embedded::EmbeddedStore;
+use attestor_ledger::store::postgres::{PostgresOptions, PostgresStore};
+use attestor_ledger::store::LedgerStore;
 
 /// Generates `embedded::NAME` and `postgres::NAME` tests calling `NAME(&Backend)`.
 #[macro_export]
@@ -64,7 +64,7 @@ impl Backend {
     }
 
     /// Opens the store without claiming anything.
-    pub fn try_open(&self) -> Result<Arc<dyn LedgerStore>, attestor::ledger::store::StoreError> {
+    pub fn try_open(&self) -> Result<Arc<dyn LedgerStore>, attestor_ledger::store::StoreError> {
         Ok(match self {
             Backend::Embedded(dir) => Arc::new(EmbeddedStore::open(&dir.path().join("ledger.db"))?),
             Backend::Postgres { url, holder } => Arc::new(PostgresStore::open(

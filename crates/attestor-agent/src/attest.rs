@@ -1,0 +1,512 @@
+//! The agent's attestation flow on a TPM: measure the policy kernel configuration into
+//! the measured PCR, sign the claims with the PCR-sealed key, quote over the PCRs with
+//! qualifying data committing to the envelope, and pack the bundle.
+//!
+//! State (one directory per TPM, named after its EK, since key blobs only load in the TPM
+//! that made them): `ak.json` (AK blob), `sealed.json` (sealed key blob and its
+//! certification), `eventlog.json` (measurements since the TPM's last reset).
+
+pub mod client;
+pub mod evidence_source;
+pub mod heartbeat;
+pub mod metrics;
+pub mod snp;
+pub mod spool;
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use sha2::{Digest, Sha256, Sha384};
+use thiserror::Error;
+
+use attestor_verify::bundle::{
+    Bundle, Evidence, SealedKeyEvidence, SignedAttest, TpmEvidence, TpmSnpEvidence, BUNDLE_TYPE,
+};
+use attestor_verify::claims::{Claims, EpsilonLimits, Statement, PAYLOAD_TYPE};
+use crate::collect::{PolicyKernelConfig, RuntimeStatus};
+use crate::config::AgentConfig;
+use attestor_verify::dsse::{self, Envelope};
+use attestor_verify::evidence::certchain;
+use attestor_platform::tpm::{KeyBlob, Tpm, TpmError};
+use attestor_verify::evidence::tpm::eventlog::{EventLog, MeasurementEvent, EVENT_POLICY_KERNEL_CONFIG};
+use attestor_verify::evidence::tpm::{wire, HashAlg};
+use attestor_verify::evidence::tpm_commitment;
+use attestor_verify::api::{EnrollChallenge, EnrollProof, EnrollRequest};
+
+/// Qualifying data of the sealed key's certification: names its purpose.
+const CERTIFY_QUALIFYING_DATA: &[u8] = b"attestor/sealed-key-certification/v1";
+/// A quote races with other extends of its PCRs; retry this often before giving up.
+const QUOTE_ATTEMPTS: usize = 3;
+
+/// Why the agent could not attest.
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Tpm(#[from] TpmError),
+    #[error("cannot {action} {path}: {source}")]
+    State {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("agent state file {path} is corrupt: {message}")]
+    StateCorrupt { path: PathBuf, message: String },
+    #[error(
+        "policy kernel configuration drifted: PCR {pcr} now measures {measured}, but the \
+         signing key is sealed to {sealed_to}; the TPM refuses to sign. If the change is \
+         approved, run `attestor reseal`"
+    )]
+    Drift {
+        pcr: u8,
+        measured: String,
+        sealed_to: String,
+    },
+    #[error(
+        "PCR {pcr} holds {found} but the measurement log replays to {expected}: something \
+         other than attestor extended it, or the log was lost. Reboot (or restart the TPM) \
+         to start a clean measurement"
+    )]
+    EventLogMismatch {
+        pcr: u8,
+        expected: String,
+        found: String,
+    },
+    #[error("the quoted PCRs kept changing during {QUOTE_ATTEMPTS} quotes")]
+    QuoteRace,
+    #[error("EK intermediates {path}: {message}")]
+    EkIntermediates { path: PathBuf, message: String },
+    #[error("cannot encode the envelope signature: {0}")]
+    Signature(String),
+    #[error("cannot encode the claims: {0}")]
+    Claims(#[from] attestor_verify::claims::ClaimsError),
+    #[error("this operation needs a TPM, but the agent's evidence is SEV-SNP")]
+    NotTpm,
+    #[error("TPM output did not parse: {0}")]
+    TpmOutput(#[from] wire::WireError),
+    #[error(transparent)]
+    Snp(#[from] snp::SnpAgentError),
+}
+
+/// The sealed signing key as stored on disk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SealedKeyState {
+    blob: KeyBlob,
+    /// Marshalled TPMT_PUBLIC, as certified.
+    #[serde(with = "attestor_verify::encoding::b64")]
+    public: Vec<u8>,
+    certification: SignedAttest,
+    /// Measured PCR value the key's policy requires (hex).
+    sealed_pcr_value: String,
+    /// Configuration measured last when sealing (hex kernel_config_hash).
+    sealed_config_hash: String,
+}
+
+/// An agent bound to one TPM and its state directory.
+pub struct Agent {
+    config: AgentConfig,
+    tpm: Tpm,
+    state_dir: PathBuf,
+    ak: KeyBlob,
+    ak_public: Vec<u8>,
+    ek_certificates: Vec<Vec<u8>>,
+}
+
+impl Agent {
+    /// Opens the TPM and loads this TPM's keys, provisioning the AK on first use.
+    pub fn open(config: AgentConfig, tcti: &str) -> Result<Self, AgentError> {
+        let mut tpm = Tpm::open(tcti)?;
+        let ek_id = hex::encode(&Sha256::digest(tpm.ek_public()?)[..8]);
+        let state_dir = config.state_dir.join(format!("tpm-{ek_id}"));
+        std::fs::create_dir_all(&state_dir).map_err(|source| AgentError::State {
+            action: "create",
+            path: state_dir.clone(),
+            source,
+        })?;
+        let ak_path = state_dir.join("ak.json");
+        let ak = match read_state::<KeyBlob>(&ak_path)? {
+            Some(ak) => ak,
+            None => {
+                let ak = tpm.create_ak()?;
+                write_state(&ak_path, &ak)?;
+                ak
+            }
+        };
+        let ak_public = Tpm::public_of(&ak)?;
+        let mut ek_certificates = vec![tpm.ek_certificate()?];
+        if let Some(path) = &config.tpm.ek_intermediates {
+            let fail = |message: String| AgentError::EkIntermediates {
+                path: path.clone(),
+                message,
+            };
+            let pem = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+            ek_certificates
+                .extend(certchain::pem_to_der_all(&pem).map_err(|e| fail(e.to_string()))?);
+        }
+        Ok(Agent {
+            config,
+            tpm,
+            state_dir,
+            ak,
+            ak_public,
+            ek_certificates,
+        })
+    }
+
+    /// Directory holding this TPM's key blobs and measurement log.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    fn measured_pcr_value(&mut self) -> Result<Vec<u8>, AgentError> {
+        let (pcr, bank) = (self.config.tpm.measured_pcr, self.config.tpm.pcr_bank);
+        let values = self.tpm.read_pcrs(bank, &[pcr])?;
+        Ok(values
+            .into_iter()
+            .next()
+            .map(|(_, v)| v)
+            .unwrap_or_default())
+    }
+
+    /// Makes the measured PCR reflect `kernel`: extends it when the configuration differs
+    /// from the last measurement of this boot, logging every extend before making it.
+    pub fn measure(&mut self, kernel: &PolicyKernelConfig) -> Result<EventLog, AgentError> {
+        let (pcr, bank) = (self.config.tpm.measured_pcr, self.config.tpm.pcr_bank);
+        let log_path = self.state_dir.join("eventlog.json");
+        let mut log: EventLog = read_state(&log_path)?.unwrap_or_default();
+        let current = self.measured_pcr_value()?;
+        let replay = |log: &EventLog| {
+            log.replay(pcr, bank).map_err(|e| AgentError::StateCorrupt {
+                path: log_path.clone(),
+                message: e.to_string(),
+            })
+        };
+        if replay(&log)? != current {
+            let mut without_last = log.clone();
+            without_last.events.pop();
+            if current == vec![0; bank.digest_len()] {
+                // The TPM was reset since the log was written: a new boot, a new log.
+                log = EventLog::default();
+            } else if !log.events.is_empty() && replay(&without_last)? == current {
+                // A crash came between logging an extend and making it.
+                log = without_last;
+            } else {
+                return Err(AgentError::EventLogMismatch {
+                    pcr,
+                    expected: hex::encode(replay(&log)?),
+                    found: hex::encode(current),
+                });
+            }
+            write_state(&log_path, &log)?;
+        }
+        let measured = hex::encode(kernel.kernel_config_hash);
+        if log.last().map(|e| &e.data) != Some(&measured) {
+            let event = MeasurementEvent {
+                pcr,
+                event_type: EVENT_POLICY_KERNEL_CONFIG.into(),
+                digests: [
+                    (HashAlg::Sha384, measured.clone()),
+                    (
+                        HashAlg::Sha256,
+                        hex::encode(kernel.kernel_config_hash_sha256),
+                    ),
+                ]
+                .into(),
+                data: measured,
+                timestamp: unix_now(),
+            };
+            let digests = self.extend_digests(&event)?;
+            log.events.push(event);
+            write_state(&log_path, &log)?;
+            self.tpm.extend(pcr, &digests)?;
+        }
+        Ok(log)
+    }
+
+    /// The event's digests for every active bank attestor knows, so banks stay consistent.
+    fn extend_digests(
+        &mut self,
+        event: &MeasurementEvent,
+    ) -> Result<Vec<(HashAlg, Vec<u8>)>, AgentError> {
+        let active = self.tpm.active_banks()?;
+        Ok(event
+            .digests
+            .iter()
+            .filter(|(bank, _)| active.contains(bank))
+            .filter_map(|(bank, d)| Some((*bank, hex::decode(d).ok()?)))
+            .collect())
+    }
+
+    /// Creates a new sealed signing key bound to the measured PCR's current value and has
+    /// the AK certify it. Run after an approved configuration change.
+    pub fn reseal(&mut self, kernel: &PolicyKernelConfig) -> Result<(), AgentError> {
+        self.measure(kernel)?;
+        let (pcr, bank) = (self.config.tpm.measured_pcr, self.config.tpm.pcr_bank);
+        let blob = self.tpm.create_sealed_key(bank, &[pcr])?;
+        let public = Tpm::public_of(&blob)?;
+        let (attest, signature) =
+            self.tpm
+                .certify_sealed(&self.ak, &blob, CERTIFY_QUALIFYING_DATA)?;
+        let state = SealedKeyState {
+            blob,
+            public,
+            certification: SignedAttest { attest, signature },
+            sealed_pcr_value: hex::encode(self.measured_pcr_value()?),
+            sealed_config_hash: hex::encode(kernel.kernel_config_hash),
+        };
+        write_state(&self.state_dir.join("sealed.json"), &state)
+    }
+
+    /// Measures the configuration and seals a signing key if this TPM has none yet.
+    pub fn init(&mut self, kernel: &PolicyKernelConfig) -> Result<(), AgentError> {
+        self.measure(kernel)?;
+        self.sealed_key(kernel).map(|_| ())
+    }
+
+    fn sealed_key(&mut self, kernel: &PolicyKernelConfig) -> Result<SealedKeyState, AgentError> {
+        let path = self.state_dir.join("sealed.json");
+        if let Some(state) = read_state(&path)? {
+            return Ok(state);
+        }
+        self.reseal(kernel)?;
+        read_state(&path)?.ok_or_else(|| AgentError::StateCorrupt {
+            path,
+            message: "vanished right after sealing".into(),
+        })
+    }
+
+    /// What the ledger needs to enrol this agent: the EK (certificate chain and public
+    /// area) and the AK to pin.
+    pub fn enrollment_request(&mut self) -> Result<EnrollRequest, AgentError> {
+        Ok(EnrollRequest {
+            ek_certificates: self.ek_certificates.clone(),
+            ek_public: self.tpm.ek_public()?,
+            ak_public: self.ak_public.clone(),
+        })
+    }
+
+    /// Answers the ledger's credential challenge with the TPM (ActivateCredential).
+    pub fn activate(&mut self, challenge: &EnrollChallenge) -> Result<EnrollProof, AgentError> {
+        let secret = self.tpm.activate_credential(
+            &self.ak,
+            &challenge.credential_blob,
+            &challenge.encrypted_secret,
+        )?;
+        Ok(EnrollProof { secret })
+    }
+
+    /// Produces one attestation bundle. `nonce` is the verifier's (empty offline).
+    pub fn attest(
+        &mut self,
+        kernel: &PolicyKernelConfig,
+        status: &RuntimeStatus,
+        nonce: &[u8],
+    ) -> Result<Bundle, AgentError> {
+        let (envelope, evidence) = self.sign_and_quote(kernel, status, nonce)?;
+        Ok(Bundle {
+            bundle_type: BUNDLE_TYPE.into(),
+            envelope,
+            nonce: nonce.to_vec(),
+            evidence: Evidence::Tpm(evidence),
+        })
+    }
+
+    /// One bundle from a confidential VM's vTPM and its secure processor: the sealed key
+    /// signs, the quote commits to the envelope as in [`Agent::attest`], and the report
+    /// commits to the same envelope and to the sealed key.
+    pub fn attest_with_snp(
+        &mut self,
+        reporter: &mut snp::SnpReporter,
+        kernel: &PolicyKernelConfig,
+        status: &RuntimeStatus,
+        nonce: &[u8],
+    ) -> Result<Bundle, AgentError> {
+        let (envelope, tpm) = self.sign_and_quote(kernel, status, nonce)?;
+        let sealed_key = wire::parse_public(&tpm.sealed_key.public)?.sec1_uncompressed()?;
+        let snp = reporter.evidence(&envelope, nonce, sealed_key)?;
+        Ok(Bundle {
+            bundle_type: BUNDLE_TYPE.into(),
+            envelope,
+            nonce: nonce.to_vec(),
+            evidence: Evidence::TpmSnp(TpmSnpEvidence { tpm, snp }),
+        })
+    }
+
+    /// The envelope signed by the sealed key and the quote committing to it and `nonce`.
+    fn sign_and_quote(
+        &mut self,
+        kernel: &PolicyKernelConfig,
+        status: &RuntimeStatus,
+        nonce: &[u8],
+    ) -> Result<(Envelope, TpmEvidence), AgentError> {
+        let log = self.measure(kernel)?;
+        let sealed = self.sealed_key(kernel)?;
+        let (pcr, bank) = (self.config.tpm.measured_pcr, self.config.tpm.pcr_bank);
+
+        let statement = Statement::new(claims_for(kernel, status));
+        let payload = statement.to_json()?;
+        let pae = dsse::pae(PAYLOAD_TYPE, &payload);
+        let digest = Sha384::digest(&pae);
+        let (r, s) = match self.tpm.sign_sealed(&sealed.blob, bank, &[pcr], &digest) {
+            Err(TpmError::PolicyRefused { .. }) => {
+                return Err(AgentError::Drift {
+                    pcr,
+                    measured: hex::encode(kernel.kernel_config_hash),
+                    sealed_to: sealed.sealed_config_hash,
+                })
+            }
+            other => other?,
+        };
+        let sig =
+            dsse::p384_asn1_from_fixed(&r, &s).map_err(|e| AgentError::Signature(e.to_string()))?;
+        let envelope = Envelope {
+            payload_type: PAYLOAD_TYPE.into(),
+            payload,
+            signatures: vec![dsse::Signature {
+                keyid: hex::encode(wire::object_name(&sealed.public, HashAlg::Sha384)),
+                sig,
+            }],
+        };
+
+        let mut selection: Vec<u8> = self.config.tpm.firmware_pcrs.clone();
+        selection.push(pcr);
+        selection.sort_unstable();
+        let qualifying = tpm_commitment(nonce, &pae);
+        let (quote, pcrs) = self.quote_consistent(&qualifying, bank, &selection)?;
+
+        Ok((
+            envelope,
+            TpmEvidence {
+                quote,
+                pcr_bank: bank,
+                pcrs,
+                event_log: log,
+                ak_public: self.ak_public.clone(),
+                sealed_key: SealedKeyEvidence {
+                    public: sealed.public,
+                    certification: sealed.certification,
+                },
+                ek_certificates: self.ek_certificates.clone(),
+            },
+        ))
+    }
+
+    /// Quotes, then reads the PCR values; retries if an extend slipped in between.
+    fn quote_consistent(
+        &mut self,
+        qualifying: &[u8],
+        bank: HashAlg,
+        selection: &[u8],
+    ) -> Result<(SignedAttest, std::collections::BTreeMap<u8, String>), AgentError> {
+        for _ in 0..QUOTE_ATTEMPTS {
+            let (attest, signature) = self.tpm.quote(&self.ak, qualifying, bank, selection)?;
+            let values = self.tpm.read_pcrs(bank, selection)?;
+            let parsed = wire::parse_attest(&attest)?;
+            let value_refs: Vec<&[u8]> = values.iter().map(|(_, v)| v.as_slice()).collect();
+            let quoted = match parsed.attested {
+                wire::Attested::Quote { pcr_digest, .. } => pcr_digest,
+                _ => Vec::new(),
+            };
+            if quoted == wire::quote_pcr_digest(HashAlg::Sha384, &value_refs) {
+                let pcrs = values
+                    .into_iter()
+                    .map(|(i, v)| (i, hex::encode(v)))
+                    .collect();
+                return Ok((SignedAttest { attest, signature }, pcrs));
+            }
+        }
+        Err(AgentError::QuoteRace)
+    }
+}
+
+/// The spec's claims from the measured configuration and the runtime status, whatever
+/// the evidence source.
+pub(crate) fn claims_for(kernel: &PolicyKernelConfig, status: &RuntimeStatus) -> Claims {
+    Claims {
+        attestation_id: uuid::Uuid::new_v4().to_string(),
+        timestamp: unix_now(),
+        policy_hash: hex::encode(kernel.policy_hash),
+        zero_retention: kernel.zero_retention,
+        epsilon_limits: EpsilonLimits {
+            max_epsilon: kernel.privacy.max_epsilon,
+            max_delta: kernel.privacy.max_delta,
+            current_usage: status.epsilon_current_usage,
+            reset_interval: kernel.privacy.reset_interval_seconds,
+        },
+        version: env!("CARGO_PKG_VERSION").into(),
+        kernel_config_hash: hex::encode(kernel.kernel_config_hash),
+        capability_keys: status.capability_keys.clone(),
+        tenant_isolation: status.tenant_isolation,
+        egress_firewall_enabled: status.egress_firewall_enabled,
+        pii_detection_enabled: status.pii_detection_enabled,
+        total_requests: status.total_requests,
+        blocked_requests: status.blocked_requests,
+        capability_failures: status.capability_failures,
+        plan_validations: status.plan_validations,
+        uptime_seconds: status.uptime_seconds,
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before 1970).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub(crate) fn read_state<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, AgentError> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| AgentError::StateCorrupt {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(AgentError::State {
+            action: "read",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+pub(crate) fn write_state<T: Serialize>(path: &Path, value: &T) -> Result<(), AgentError> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| AgentError::StateCorrupt {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    write_atomically(path, &bytes).map_err(|(action, source)| AgentError::State {
+        action,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes via a synced temporary file and a rename, then syncs the directory, so a crash
+/// leaves the old or the new file, never a torn one, and a returned write is durable.
+/// On failure, says which step failed.
+pub(crate) fn write_atomically(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(), (&'static str, std::io::Error)> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp).map_err(|e| ("create", e))?;
+    file.write_all(bytes).map_err(|e| ("write", e))?;
+    file.sync_all().map_err(|e| ("sync", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| ("rename", e))?;
+    sync_dir(path)
+}
+
+/// fsyncs the directory holding `path`, making a rename or removal in it durable.
+pub(crate) fn sync_dir(path: &Path) -> Result<(), (&'static str, std::io::Error)> {
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| ("sync directory of", e)),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,288 @@
+//! The ledger's client: the ledger's API over [`HttpClient`] (HTTP/1.1, mutual TLS, one
+//! kept-alive connection, every answer bounded in size and time). Used by the agent,
+//! `attestor query` and the tests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use attestor_net::http::{HttpClient, HttpError};
+use hyper::body::Bytes;
+use hyper::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use thiserror::Error;
+
+use attestor_verify::api::{
+    AgentsResponse, AlertsResponse, ConsistencyResponse, EnrollChallenge, EnrollProof,
+    EnrollRequest, EnrolledResponse, EntriesResponse, EntryJson, ErrorBody, LogKeysResponse,
+    NonceResponse, SubmitResponse, TenantResponse,
+};
+
+/// Default bound on one request, connection included.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = attestor_net::http::DEFAULT_TIMEOUT;
+
+/// Why a request to the ledger did not succeed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("ledger endpoint {endpoint:?} is unusable: {reason}")]
+    Endpoint {
+        endpoint: String,
+        reason: &'static str,
+    },
+    #[error("the ledger did not answer: {0}")]
+    Transport(#[from] HttpError),
+    #[error("the ledger refused the request ({status}, {error}): {message}")]
+    Refused {
+        status: u16,
+        error: String,
+        message: String,
+        /// How long the ledger asked the caller to wait (`Retry-After`), if it did.
+        retry_after: Option<Duration>,
+    },
+    #[error("the ledger's answer is not understood: {0}")]
+    BadAnswer(#[from] serde_json::Error),
+    #[error("the ledger's answer is not text: {0}")]
+    NotText(#[from] std::string::FromUtf8Error),
+}
+
+impl ClientError {
+    /// Whether trying again later may succeed (the ledger was unreachable or failing),
+    /// as opposed to the ledger refusing this request for good. A refusal because of load
+    /// or configuration on the ledger's side (rate limit, an unconfigured tenant) is
+    /// transient too: the request itself was not judged.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Transport(_) => true,
+            ClientError::Refused { status, error, .. } => {
+                *status >= 500 || *status == 408 || *status == 429 || error == "unknown-tenant"
+            }
+            ClientError::Endpoint { .. }
+            | ClientError::BadAnswer(_)
+            | ClientError::NotText(_) => false,
+        }
+    }
+
+    /// The ledger's stable error code, for a refusal.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Refused { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// A connection to one ledger.
+pub struct LedgerClient {
+    http: HttpClient,
+}
+
+impl LedgerClient {
+    /// A client for `endpoint` (`https://HOST[:PORT]`), presenting the identity and
+    /// pinning the CA of `tls`.
+    pub fn new(endpoint: &str, tls: Arc<rustls::ClientConfig>) -> Result<Self, ClientError> {
+        let bad = |reason| ClientError::Endpoint {
+            endpoint: endpoint.chars().take(200).collect(),
+            reason,
+        };
+        let uri: hyper::Uri = endpoint.parse().map_err(|_| bad("not a URL"))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(bad("only https:// is supported"));
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(bad("must not have a path or query"));
+        }
+        let http = HttpClient::new(endpoint, Some(tls)).map_err(|e| match e {
+            HttpError::Url { reason, .. } => bad(reason),
+            other => ClientError::Transport(other),
+        })?;
+        Ok(LedgerClient { http })
+    }
+
+    /// Bounds every request (connection included) by `timeout`.
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        LedgerClient {
+            http: self.http.with_timeout(timeout),
+        }
+    }
+
+    /// Sends one request; answers with the status and body, whatever the status.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let answer = self.http.request(method, path, body).await?;
+        Ok((answer.status, answer.body))
+    }
+
+    /// Sends a request; a success's body, or the refusal of any other status.
+    async fn send_for_success(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Bytes, ClientError> {
+        let answer = self.http.request(method, path, body).await?;
+        if !answer.status.is_success() {
+            return Err(refusal(answer.status, &answer.body, answer.retry_after));
+        }
+        Ok(answer.body)
+    }
+
+    /// Sends a request and decodes a successful JSON answer; any other status is
+    /// [`ClientError::Refused`].
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
+        Ok(serde_json::from_slice(
+            &self.send_for_success(method, path, body).await?,
+        )?)
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.call(Method::POST, path, Some(serde_json::to_vec(body)?))
+            .await
+    }
+
+    /// A fresh single-use nonce.
+    pub async fn nonce(&self) -> Result<Vec<u8>, ClientError> {
+        let answer: NonceResponse = self.call(Method::POST, "/v1/nonce", None).await?;
+        Ok(answer.nonce)
+    }
+
+    /// First enrollment step.
+    pub async fn enroll_begin(
+        &self,
+        request: &EnrollRequest,
+    ) -> Result<EnrollChallenge, ClientError> {
+        self.post("/v1/enroll", request).await
+    }
+
+    /// Second enrollment step.
+    pub async fn enroll_finish(
+        &self,
+        proof: &EnrollProof,
+    ) -> Result<EnrolledResponse, ClientError> {
+        self.post("/v1/enroll/proof", proof).await
+    }
+
+    /// Enrols an SEV-SNP guest with a bundle made with a nonce of this ledger.
+    pub async fn enroll_snp(&self, bundle_json: &[u8]) -> Result<EnrolledResponse, ClientError> {
+        self.call(Method::POST, "/v1/enroll/snp", Some(bundle_json.to_vec()))
+            .await
+    }
+
+    /// Submits a bundle (its JSON bytes, sent as they are). A refused bundle is an answer,
+    /// not an error: it was logged and has a receipt too.
+    pub async fn submit(&self, bundle_json: &[u8]) -> Result<SubmitResponse, ClientError> {
+        let answer = self
+            .http
+            .request(Method::POST, "/v1/attestations", Some(bundle_json.to_vec()))
+            .await?;
+        let refused = || refusal(answer.status, &answer.body, answer.retry_after);
+        match answer.status {
+            StatusCode::OK | StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
+                serde_json::from_slice::<SubmitResponse>(&answer.body).map_err(|_| refused())
+            }
+            _ => Err(refused()),
+        }
+    }
+
+    /// Entries matching `query` (the query string of `GET /v1/attestations`).
+    pub async fn entries(&self, query: &str) -> Result<EntriesResponse, ClientError> {
+        self.call(Method::GET, &format!("/v1/attestations?{query}"), None)
+            .await
+    }
+
+    /// One entry with its inclusion proof.
+    pub async fn entry(&self, index: u64) -> Result<EntryJson, ClientError> {
+        self.call(Method::GET, &format!("/v1/entries/{index}"), None)
+            .await
+    }
+
+    /// The latest accepted entry of each agent of the caller's tenant.
+    pub async fn latest_healthy(&self) -> Result<EntriesResponse, ClientError> {
+        self.call(Method::GET, "/v1/attestations/latest-healthy", None)
+            .await
+    }
+
+    /// Agents of the caller's tenant.
+    pub async fn agents(&self) -> Result<AgentsResponse, ClientError> {
+        self.call(Method::GET, "/v1/agents", None).await
+    }
+
+    /// The caller's tenant and its expected policy hash.
+    pub async fn tenant(&self) -> Result<TenantResponse, ClientError> {
+        self.call(Method::GET, "/v1/tenant", None).await
+    }
+
+    /// Open alerts of the caller's tenant.
+    pub async fn alerts(&self) -> Result<AlertsResponse, ClientError> {
+        self.call(Method::GET, "/v1/alerts", None).await
+    }
+
+    /// The latest signed checkpoint (`size` = None) or the one of `size` entries.
+    pub async fn checkpoint(&self, size: Option<u64>) -> Result<String, ClientError> {
+        let path = match size {
+            Some(size) => format!("/v1/log/checkpoint?size={size}"),
+            None => "/v1/log/checkpoint".to_string(),
+        };
+        self.text(&path).await
+    }
+
+    /// The smallest signed checkpoint of at least `size` entries: what a log of `size`
+    /// entries seen earlier can be checked against.
+    pub async fn checkpoint_at_least(&self, size: u64) -> Result<String, ClientError> {
+        self.text(&format!("/v1/log/checkpoint?at_least={size}"))
+            .await
+    }
+
+    /// A consistency proof between two signed sizes.
+    pub async fn consistency(
+        &self,
+        old: u64,
+        new: u64,
+    ) -> Result<ConsistencyResponse, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/log/consistency?old={old}&new={new}"),
+            None,
+        )
+        .await
+    }
+
+    /// The log's checkpoint key history (current key and transitions).
+    pub async fn log_keys(&self) -> Result<LogKeysResponse, ClientError> {
+        self.call(Method::GET, "/v1/log/keys", None).await
+    }
+
+    async fn text(&self, path: &str) -> Result<String, ClientError> {
+        let body = self.send_for_success(Method::GET, path, None).await?;
+        Ok(String::from_utf8(body.to_vec())?)
+    }
+}
+
+fn refusal(status: StatusCode, answer: &[u8], retry_after: Option<Duration>) -> ClientError {
+    let (error, message) = match serde_json::from_slice::<ErrorBody>(answer) {
+        Ok(body) => (body.error, body.message),
+        Err(_) => (
+            "unknown".to_string(),
+            String::from_utf8_lossy(&answer[..answer.len().min(512)]).into_owned(),
+        ),
+    };
+    ClientError::Refused {
+        status: status.as_u16(),
+        error,
+        message,
+        retry_after,
+    }
+}

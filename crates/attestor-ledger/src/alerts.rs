@@ -1,0 +1,396 @@
+//! Alerts on the spec's failure modes: a missing heartbeat (gap), an invalid attestation,
+//! policy drift and a zero-retention change. An alert opens once per (tenant, agent,
+//! kind), is sent
+//! to the structured log and to an Alertmanager-compatible webhook (`POST
+//! /api/v2/alerts`), re-sent while open (Alertmanager expires alerts it stops hearing
+//! about), and resolved when the agent is healthy again (an accepted attestation). A
+//! firing alert also runs the actions configured for its kind (a command getting the alert
+//! as JSON on stdin, or a webhook), with a timeout and retries; each outcome is appended
+//! to `actions.jsonl` in the ledger's state directory.
+//!
+//! Open alerts live in memory: after a restart, gaps are found again from stored times,
+//! and the other kinds reopen at the agent's next refused submission.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use attestor_net::logging::{event, limited_event, Level};
+pub use attestor_verify::api::{Alert, AlertKind};
+
+/// The Alertmanager `alertname` of a kind.
+fn alertname(kind: AlertKind) -> &'static str {
+    match kind {
+        AlertKind::MissingHeartbeat => "AttestorMissingHeartbeat",
+        AlertKind::InvalidAttestation => "AttestorInvalidAttestation",
+        AlertKind::PolicyDrift => "AttestorPolicyDrift",
+        AlertKind::ZeroRetentionChange => "AttestorZeroRetentionChange",
+    }
+}
+
+fn severity(kind: AlertKind) -> &'static str {
+    match kind {
+        AlertKind::MissingHeartbeat => "warning",
+        AlertKind::InvalidAttestation
+        | AlertKind::PolicyDrift
+        | AlertKind::ZeroRetentionChange => "critical",
+    }
+}
+
+/// The alert a refused submission raises, by its refusal reason.
+pub fn kind_for_refusal(reason: &str) -> AlertKind {
+    match reason {
+        "policy-hash" => AlertKind::PolicyDrift,
+        "zero-retention-drift" => AlertKind::ZeroRetentionChange,
+        _ => AlertKind::InvalidAttestation,
+    }
+}
+
+/// An automated response to one kind of alert.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionConfig {
+    /// The alert kind that triggers it.
+    pub on: AlertKind,
+    /// A command (argv) run with the alert as JSON on stdin; exit 0 is success.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Or an `http://` URL the alert is POSTed to as JSON; 2xx is success.
+    pub webhook: Option<String>,
+    #[serde(default = "default_action_timeout")]
+    pub timeout_seconds: u64,
+    #[serde(default = "default_action_retries")]
+    pub retries: u32,
+}
+
+fn default_action_timeout() -> u64 {
+    10
+}
+fn default_action_retries() -> u32 {
+    2
+}
+
+/// Where alerts go.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertConfig {
+    /// Alertmanager base URL (`http://host:9093`); alerts go to `/api/v2/alerts`.
+    pub alertmanager: Option<String>,
+    /// Seconds between re-sends of open alerts (Alertmanager's resolve_timeout is 5 min).
+    #[serde(default = "default_resend")]
+    pub resend_seconds: u64,
+    #[serde(default)]
+    pub actions: Vec<ActionConfig>,
+}
+
+fn default_resend() -> u64 {
+    60
+}
+
+enum Notice {
+    Changed(Alert),
+    Resend(Vec<Alert>),
+}
+
+/// The ledger's alert book and its delivery queue.
+/// Open alerts by (tenant, agent id, kind): agent ids are unique only within a tenant.
+type AlertBook = BTreeMap<(String, String, AlertKind), Alert>;
+
+pub struct Alerter {
+    open: Mutex<AlertBook>,
+    notices: mpsc::UnboundedSender<Notice>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Alerter {
+    /// Starts delivery on the current tokio runtime; `state_dir` receives `actions.jsonl`.
+    pub fn start(config: AlertConfig, state_dir: PathBuf) -> Arc<Alerter> {
+        let (notices, queue) = mpsc::unbounded_channel();
+        let alerter = Arc::new(Alerter {
+            open: Mutex::default(),
+            notices,
+        });
+        tokio::spawn(deliver(config.clone(), state_dir, queue));
+        let weak = Arc::downgrade(&alerter);
+        let resend = Duration::from_secs(config.resend_seconds.max(1));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(resend).await;
+                let Some(alerter) = weak.upgrade() else {
+                    return;
+                };
+                let open = alerter.open_alerts(None);
+                if !open.is_empty() {
+                    let _ = alerter.notices.send(Notice::Resend(open));
+                }
+            }
+        });
+        alerter
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, AlertBook> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens an alert unless the same kind is already open for the agent.
+    pub fn fire(&self, kind: AlertKind, tenant: &str, agent_id: &str, summary: String) {
+        let mut book = self.book();
+        let key = (tenant.to_string(), agent_id.to_string(), kind);
+        if book.contains_key(&key) {
+            return;
+        }
+        let alert = Alert {
+            kind,
+            tenant: tenant.to_string(),
+            agent_id: agent_id.to_string(),
+            summary,
+            starts_at_ms: unix_ms(),
+            ends_at_ms: None,
+        };
+        book.insert(key, alert.clone());
+        let _ = self.notices.send(Notice::Changed(alert));
+    }
+
+    /// Resolves the agent's open alerts of `kinds`.
+    pub fn resolve(&self, tenant: &str, agent_id: &str, kinds: &[AlertKind]) {
+        let mut book = self.book();
+        for kind in kinds {
+            let key = (tenant.to_string(), agent_id.to_string(), *kind);
+            if let Some(mut alert) = book.remove(&key) {
+                alert.ends_at_ms = Some(unix_ms());
+                let _ = self.notices.send(Notice::Changed(alert));
+            }
+        }
+    }
+
+    /// Open alerts, of one tenant or all.
+    pub fn open_alerts(&self, tenant: Option<&str>) -> Vec<Alert> {
+        self.book()
+            .values()
+            .filter(|a| tenant.is_none_or(|t| a.tenant == t))
+            .cloned()
+            .collect()
+    }
+
+    /// Open alerts counted by kind name.
+    pub fn open_counts(&self) -> BTreeMap<&'static str, usize> {
+        let mut counts = BTreeMap::new();
+        for (_, _, kind) in self.book().keys() {
+            *counts.entry(kind.name()).or_default() += 1;
+        }
+        counts
+    }
+}
+
+fn rfc3339(ms: u64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// The Alertmanager v2 form of an alert. Open alerts carry an `endsAt` a few re-send
+/// periods ahead, so Alertmanager resolves them by itself if the ledger goes away.
+fn alertmanager_json(alert: &Alert, resend: Duration) -> serde_json::Value {
+    let resend_ms = u64::try_from(resend.as_millis()).unwrap_or(u64::MAX);
+    let ends_at = alert
+        .ends_at_ms
+        .unwrap_or_else(|| unix_ms().saturating_add(resend_ms.saturating_mul(4)));
+    json!({
+        "labels": {
+            "alertname": alertname(alert.kind),
+            "severity": severity(alert.kind),
+            "kind": alert.kind.name(),
+            "tenant": alert.tenant,
+            "agent": alert.agent_id,
+            "service": "attestor",
+        },
+        "annotations": { "summary": alert.summary },
+        "startsAt": rfc3339(alert.starts_at_ms),
+        "endsAt": rfc3339(ends_at),
+    })
+}
+
+async fn deliver(
+    config: AlertConfig,
+    state_dir: PathBuf,
+    mut queue: mpsc::UnboundedReceiver<Notice>,
+) {
+    let resend = Duration::from_secs(config.resend_seconds.max(1));
+    while let Some(notice) = queue.recv().await {
+        let alerts = match notice {
+            Notice::Changed(alert) => {
+                let firing = alert.ends_at_ms.is_none();
+                event(
+                    if firing { Level::Warn } else { Level::Info },
+                    if firing {
+                        "alert-firing"
+                    } else {
+                        "alert-resolved"
+                    },
+                    json!({"kind": alert.kind.name(), "tenant": alert.tenant,
+                           "agent": alert.agent_id, "summary": alert.summary}),
+                );
+                if firing {
+                    for action in config.actions.iter().filter(|a| a.on == alert.kind) {
+                        run_action(action, &alert, &state_dir).await;
+                    }
+                }
+                vec![alert]
+            }
+            Notice::Resend(alerts) => alerts,
+        };
+        if let Some(base) = &config.alertmanager {
+            let body: Vec<_> = alerts
+                .iter()
+                .map(|a| alertmanager_json(a, resend))
+                .collect();
+            let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
+            let body = serde_json::to_vec(&body).unwrap_or_default();
+            if let Err(e) = with_retries(2, Duration::from_secs(5), || post_json(&url, &body)).await
+            {
+                limited_event(
+                    Level::Error,
+                    "alertmanager-failed",
+                    json!({"url": url, "error": e}),
+                );
+            }
+        }
+    }
+}
+
+async fn with_retries<F, Fut>(retries: u32, timeout: Duration, mut attempt: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut last = String::new();
+    for n in 0..=retries {
+        if n > 0 {
+            tokio::time::sleep(Duration::from_secs(1 << (n - 1).min(5))).await;
+        }
+        match tokio::time::timeout(timeout, attempt()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => last = e,
+            Err(_) => last = format!("no answer within {timeout:?}"),
+        }
+    }
+    Err(last)
+}
+
+/// Runs one action for a firing alert and records its outcome.
+async fn run_action(action: &ActionConfig, alert: &Alert, state_dir: &std::path::Path) {
+    let payload = serde_json::to_vec(alert).unwrap_or_default();
+    let timeout = Duration::from_secs(action.timeout_seconds.max(1));
+    let outcome = with_retries(action.retries, timeout, || async {
+        if let Some(url) = &action.webhook {
+            return post_json(url, &payload).await;
+        }
+        let (program, args) = action
+            .command
+            .split_first()
+            .ok_or_else(|| "the action has neither command nor webhook".to_string())?;
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(&payload).await.map_err(|e| e.to_string())?;
+        }
+        let status = child.wait().await.map_err(|e| e.to_string())?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("{program} exited with {status}"))
+        }
+    })
+    .await;
+    let record = json!({
+        "at_ms": unix_ms(), "alert": alert, "on": action.on.name(),
+        "action": action.webhook.clone().unwrap_or_else(|| action.command.join(" ")),
+        "ok": outcome.is_ok(), "error": outcome.as_ref().err(),
+    });
+    event(
+        if outcome.is_ok() {
+            Level::Info
+        } else {
+            Level::Error
+        },
+        "action-run",
+        record.clone(),
+    );
+    let line = format!("{record}\n");
+    let path = state_dir.join("actions.jsonl");
+    let appended = async {
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .await?;
+        file.write_all(line.as_bytes()).await?;
+        file.sync_data().await
+    };
+    if let Err(e) = appended.await {
+        event(
+            Level::Error,
+            "action-record-failed",
+            json!({"error": e.to_string()}),
+        );
+    }
+}
+
+/// POSTs JSON to a plain `http://` URL; 2xx is success.
+async fn post_json(url: &str, body: &[u8]) -> Result<(), String> {
+    use http_body_util::{BodyExt, Full};
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("{url:?}: only http:// is supported"));
+    }
+    let authority = uri.authority().ok_or("no host")?.clone();
+    let stream =
+        tokio::net::TcpStream::connect((authority.host(), authority.port_u16().unwrap_or(80)))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let request = hyper::Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(hyper::header::HOST, authority.as_str())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(hyper::body::Bytes::copy_from_slice(body)))
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let _ = response.into_body().collect().await;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("answered {status}"))
+    }
+}

@@ -1,0 +1,327 @@
+//! The ledger's operations pages: `/metrics`, `/healthz`, and `/dashboard`, a
+//! server-rendered page of the fleet's security posture (refreshes itself every 10 s).
+//! Everything shown comes from the log; claims are read from accepted entries, whose
+//! evidence was verified on the way in. Every string from the log is HTML-escaped.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hyper::StatusCode;
+
+use attestor_verify::bundle::Bundle;
+use attestor_verify::claims::{Claims, Statement};
+use attestor_verify::record::LogRecord;
+use crate::service::{Ledger, ServiceError};
+use crate::store::{EntryQuery, StoredEntry, Verdict};
+use attestor_net::ops::{metrics_page, Asked, Page};
+
+/// Agents shown on the dashboard at most (the metrics cover all).
+const MAX_AGENTS_SHOWN: usize = 200;
+/// Points in each agent's request trend.
+const TREND_POINTS: usize = 30;
+
+/// Answers one request of the ledger's operations listener.
+pub async fn ops_page(ledger: Arc<Ledger>, token: Option<Arc<str>>, asked: Asked) -> Page {
+    match asked.path.as_str() {
+        "/healthz" => Page::ok("text/plain; charset=utf-8", "ok\n"),
+        "/metrics" => match ledger.metrics_text().await {
+            Ok(text) => metrics_page(&asked, text),
+            Err(e) => Page::error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        },
+        "/dashboard" => {
+            if let Some(expected) = &token {
+                if !token_matches(&asked, expected) {
+                    return Page::error(
+                        StatusCode::UNAUTHORIZED,
+                        "the dashboard needs its read-only token (Authorization: Bearer, or ?token=)",
+                    );
+                }
+            }
+            let rendering = tokio::task::spawn_blocking(move || render(&ledger)).await;
+            match rendering {
+                Ok(Ok(html)) => Page::ok("text/html; charset=utf-8", html),
+                Ok(Err(e)) => Page::error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+                Err(e) => Page::error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            }
+        }
+        _ => Page::error(
+            StatusCode::NOT_FOUND,
+            "not here: /metrics, /healthz, /dashboard",
+        ),
+    }
+}
+
+fn token_matches(asked: &Asked, expected: &str) -> bool {
+    let bearer = asked
+        .headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let query = asked
+        .query
+        .as_deref()
+        .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("token=")));
+    let given = bearer.or(query).unwrap_or_default();
+    // Constant time in the token's length: a timing probe learns nothing.
+    given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn age(now_ms: u64, then_ms: Option<u64>) -> String {
+    match then_ms {
+        None => "never".into(),
+        Some(t) => {
+            let s = now_ms.saturating_sub(t) / 1000;
+            match s {
+                0..=119 => format!("{s} s"),
+                120..=7199 => format!("{} min", s / 60),
+                _ => format!("{} h", s / 3600),
+            }
+        }
+    }
+}
+
+/// The verified claims an accepted entry carries.
+fn claims_of(entry: &StoredEntry) -> Option<Claims> {
+    let record = LogRecord::from_leaf(&entry.entry.leaf).ok()?;
+    let bundle = Bundle::from_json(&record.submission).ok()?;
+    Some(
+        Statement::from_json(&bundle.envelope.payload)
+            .ok()?
+            .predicate,
+    )
+}
+
+/// A bar of `used` against `limit`, red when over.
+fn bar(used: f64, limit: f64) -> String {
+    let share = if limit > 0.0 { used / limit } else { 1.0 };
+    let width = (share.clamp(0.0, 1.0) * 100.0).round();
+    let class = if share > 1.0 {
+        "over"
+    } else if share > 0.8 {
+        "near"
+    } else {
+        "ok"
+    };
+    format!(
+        "<div class=\"bar\" title=\"{used:.3} of {limit:.3}\"><span class=\"{class}\" \
+         style=\"width:{width}%\"></span></div><small>{used:.2} / {limit:.2}</small>"
+    )
+}
+
+/// An inline SVG line of blocked/total requests per attestation.
+fn trend(points: &[(u64, u64)]) -> String {
+    if points.len() < 2 {
+        return "<small>-</small>".into();
+    }
+    let ratios: Vec<f64> = points
+        .iter()
+        .map(|(blocked, total)| {
+            if *total == 0 {
+                0.0
+            } else {
+                *blocked as f64 / *total as f64
+            }
+        })
+        .collect();
+    let step = 120.0 / (ratios.len() - 1) as f64;
+    let line: Vec<String> = ratios
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!("{:.1},{:.1}", i as f64 * step, 28.0 - r * 26.0))
+        .collect();
+    let (blocked, total) = points.last().copied().unwrap_or_default();
+    format!(
+        "<svg class=\"trend\" width=\"120\" height=\"30\" role=\"img\" aria-label=\"blocked share\">\
+         <polyline points=\"{}\"/></svg><small>{blocked} of {total} blocked</small>",
+        line.join(" ")
+    )
+}
+
+fn render(ledger: &Ledger) -> Result<String, ServiceError> {
+    let store = ledger.store();
+    let now = unix_ms();
+    let mut html = String::new();
+    let w = &mut html;
+    let _ = write!(
+        w,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"10\"><title>attestor: security posture</title>\
+         <style>{STYLE}</style></head><body><h1>attestor: security posture</h1>"
+    );
+
+    // Log.
+    let size = store.len()?;
+    let checkpoint = store.latest_checkpoint()?;
+    let _ = write!(
+        w,
+        "<section id=\"log\"><h2>Log</h2><p><b id=\"log-size\">{size}</b> entries; latest \
+         checkpoint: size {} signed {} ago</p></section>",
+        checkpoint.as_ref().map_or(0, |c| c.size),
+        age(now, checkpoint.as_ref().map(|c| c.created_at_ms)),
+    );
+
+    // Alerts.
+    let alerts = ledger.alerter().open_alerts(None);
+    let _ = write!(
+        w,
+        "<section id=\"alerts\"><h2>Open alerts ({})</h2>",
+        alerts.len()
+    );
+    if alerts.is_empty() {
+        let _ = write!(w, "<p class=\"good\">none</p>");
+    } else {
+        let _ = write!(w, "<table><tr><th>kind</th><th>tenant</th><th>agent</th><th>since</th><th>summary</th></tr>");
+        for a in &alerts {
+            let _ = write!(
+                w,
+                "<tr class=\"bad\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                a.kind.name(),
+                escape(&a.tenant),
+                escape(&a.agent_id),
+                age(now, Some(a.starts_at_ms)),
+                escape(&a.summary)
+            );
+        }
+        let _ = write!(w, "</table>");
+    }
+    let _ = write!(w, "</section>");
+
+    // Agents by tenant.
+    let mut agents = store.agents(None)?;
+    agents.sort_by(|a, b| (&a.tenant, &a.agent_id).cmp(&(&b.tenant, &b.agent_id)));
+    let _ = write!(
+        w,
+        "<section id=\"agents\"><h2>Agents ({})</h2><table><tr><th>tenant</th><th>agent</th>\
+         <th>health</th><th>last attestation</th><th>policy hash</th><th>zero-retention</th>\
+         <th>privacy budget (&epsilon;)</th><th>blocked requests</th></tr>",
+        agents.len()
+    );
+    for agent in agents.iter().take(MAX_AGENTS_SHOWN) {
+        let health = agent.health(now, ledger.max_gap());
+        let recent = store.query(&EntryQuery {
+            tenant: Some(agent.tenant.clone()),
+            agent_id: Some(agent.agent_id.clone()),
+            verdict: Some(Verdict::Accepted),
+            from_ms: Some(now.saturating_sub(3_600_000)),
+            limit: crate::store::MAX_PAGE,
+            ..EntryQuery::default()
+        })?;
+        let recent_claims: Vec<Claims> = recent
+            .iter()
+            .skip(recent.len().saturating_sub(TREND_POINTS))
+            .filter_map(claims_of)
+            .collect();
+        let latest = match recent_claims.last() {
+            Some(c) => Some(c.clone()),
+            None => store
+                .latest_accepted(&agent.tenant, &agent.agent_id)?
+                .as_ref()
+                .and_then(claims_of),
+        };
+        let expected = ledger
+            .tenants()
+            .get(&agent.tenant)
+            .map(|t| t.policy_hash.as_str());
+        let (policy, budget, zero) = match &latest {
+            Some(c) => {
+                let matches = Some(c.policy_hash.as_str()) == expected;
+                (
+                    format!(
+                        "<code class=\"{}\" title=\"expected {}\">{}…</code> {}",
+                        if matches { "good" } else { "bad" },
+                        escape(expected.unwrap_or("(no tenant policy)")),
+                        escape(c.policy_hash.get(..12).unwrap_or_default()),
+                        if matches { "expected" } else { "MISMATCH" }
+                    ),
+                    bar(c.epsilon_limits.current_usage, c.epsilon_limits.max_epsilon),
+                    c.zero_retention.to_string(),
+                )
+            }
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        let points: Vec<(u64, u64)> = recent_claims
+            .iter()
+            .map(|c| (c.blocked_requests, c.total_requests))
+            .collect();
+        let _ = write!(
+            w,
+            "<tr class=\"{health}\" data-agent=\"{}\"><td>{}</td><td>{}</td><td class=\"health\">{health}</td>\
+             <td>{}</td><td>{policy}</td><td>{zero}</td><td>{budget}</td><td>{}</td></tr>",
+            escape(&agent.agent_id),
+            escape(&agent.tenant),
+            escape(&agent.agent_id),
+            age(now, agent.last_accepted_at_ms),
+            trend(&points),
+        );
+    }
+    let _ = write!(w, "</table></section>");
+
+    // Recent refusals.
+    let refused = store.query(&EntryQuery {
+        verdict: Some(Verdict::Refused),
+        from_ms: Some(now.saturating_sub(86_400_000)),
+        limit: crate::store::MAX_PAGE,
+        ..EntryQuery::default()
+    })?;
+    let _ = write!(
+        w,
+        "<section id=\"refusals\"><h2>Recent refusals (24 h: {})</h2><table><tr><th>index</th>\
+         <th>when</th><th>tenant</th><th>agent</th><th>reason</th><th>detail</th></tr>",
+        refused.len()
+    );
+    for entry in refused.iter().rev().take(20) {
+        let record = LogRecord::from_leaf(&entry.entry.leaf).ok();
+        let (reason, detail) = record
+            .map(|r| (r.reason.unwrap_or_default(), r.detail.unwrap_or_default()))
+            .unwrap_or_default();
+        let _ = write!(
+            w,
+            "<tr><td>{}</td><td>{} ago</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            entry.index,
+            age(now, Some(entry.entry.received_at_ms)),
+            escape(&entry.entry.tenant),
+            escape(&entry.entry.agent_id),
+            escape(&reason),
+            escape(detail.get(..200).unwrap_or(&detail)),
+        );
+    }
+    let _ = write!(w, "</table></section></body></html>");
+    Ok(html)
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}\
+table{border-collapse:collapse;width:100%;margin-bottom:1em}\
+th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;font-size:14px}\
+tr.stale td.health,tr.revoked td.health,.bad{color:#b00020;font-weight:600}\
+tr.healthy td.health,.good{color:#0a7d28}\
+.bar{display:inline-block;width:120px;height:10px;background:#eee;margin-right:6px}\
+.bar span{display:block;height:100%}.bar .ok{background:#0a7d28}.bar .near{background:#e0a800}\
+.bar .over{background:#b00020}svg.trend polyline{fill:none;stroke:#555;stroke-width:1.5}\
+small{color:#666}code{font-size:13px}";

@@ -1,0 +1,246 @@
+//! The ledger's Prometheus metrics (text exposition via `prometheus-client`).
+//!
+//! Label cardinality is bounded: `reason` takes one of the fixed refusal names, `state`
+//! and `kind` are small enums, and the per-agent age gauge has one series per enrolled
+//! agent (so it grows with the fleet, never with traffic); set `per_agent_metrics = false`
+//! in the ledger's `[ops]` section for fleets where that is too many.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::store::{LedgerStore, StoreError, Verdict};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SubmissionLabels {
+    verdict: &'static str,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AgentLabels {
+    tenant: String,
+    agent: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StrangerLabels {
+    reason: &'static str,
+    recorded: &'static str,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Every metric the ledger exports.
+pub struct LedgerMetrics {
+    registry: Registry,
+    submissions: Family<SubmissionLabels, Counter>,
+    verification: Histogram,
+    submit: Histogram,
+    log_size: Gauge,
+    checkpoint_age: FloatGauge,
+    agents: Family<StateLabels, Gauge>,
+    agent_age: Family<AgentLabels, FloatGauge>,
+    alerts_open: Family<KindLabels, Gauge>,
+    rate_limited: Family<EndpointLabels, Counter>,
+    strangers: Family<StrangerLabels, Counter>,
+    repeats: Counter,
+    per_agent: bool,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms to about 8 s.
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+impl LedgerMetrics {
+    /// Registers every metric; `per_agent` enables the per-agent age gauge.
+    pub fn new(per_agent: bool) -> Self {
+        let (submissions, verification, submit) =
+            (Family::default(), latency_histogram(), latency_histogram());
+        let (log_size, checkpoint_age) = (Gauge::default(), FloatGauge::default());
+        let (agents, agent_age, alerts_open) =
+            (Family::default(), Family::default(), Family::default());
+        let mut registry = Registry::with_prefix("attestor_ledger");
+        registry.register(
+            "submissions",
+            "Submissions logged, by verdict and refusal reason",
+            Family::clone(&submissions),
+        );
+        registry.register_with_unit(
+            "verification",
+            "Time to verify one submission",
+            Unit::Seconds,
+            verification.clone(),
+        );
+        registry.register_with_unit(
+            "submit",
+            "Time from a submission's arrival to its durable append",
+            Unit::Seconds,
+            submit.clone(),
+        );
+        registry.register("log_entries", "Entries in the Merkle log", log_size.clone());
+        registry.register_with_unit(
+            "checkpoint_age",
+            "Age of the latest signed checkpoint",
+            Unit::Seconds,
+            checkpoint_age.clone(),
+        );
+        registry.register(
+            "agents",
+            "Enrolled agents by state (healthy, stale, revoked)",
+            Family::clone(&agents),
+        );
+        if per_agent {
+            registry.register_with_unit(
+                "agent_last_attestation_age",
+                "Time since each agent's last accepted attestation (since enrollment if none)",
+                Unit::Seconds,
+                Family::clone(&agent_age),
+            );
+        }
+        registry.register(
+            "alerts_open",
+            "Open alerts by kind",
+            Family::clone(&alerts_open),
+        );
+        let (rate_limited, strangers, repeats) =
+            (Family::default(), Family::default(), Counter::default());
+        registry.register(
+            "rate_limited",
+            "Write requests refused with 429 by the caller's rate limit, by endpoint",
+            Family::clone(&rate_limited),
+        );
+        registry.register(
+            "unauthorised_submissions",
+            "Submissions of callers that are not enrolled agents of a configured tenant, \
+             refused before their body was kept; recorded=true when a summary was logged",
+            Family::clone(&strangers),
+        );
+        registry.register(
+            "repeated_submissions",
+            "Re-sent submissions answered with their original entry's receipt",
+            repeats.clone(),
+        );
+        LedgerMetrics {
+            registry,
+            submissions,
+            verification,
+            submit,
+            log_size,
+            checkpoint_age,
+            agents,
+            agent_age,
+            alerts_open,
+            rate_limited,
+            strangers,
+            repeats,
+            per_agent,
+        }
+    }
+
+    /// Counts a write refused by its caller's rate limit.
+    pub fn rate_limited(&self, endpoint: &'static str) {
+        self.rate_limited
+            .get_or_create(&EndpointLabels { endpoint })
+            .inc();
+    }
+
+    /// Counts a submission of a caller that is not an enrolled agent.
+    pub fn stranger_submission(&self, reason: &'static str, recorded: bool) {
+        let recorded = if recorded { "true" } else { "false" };
+        self.strangers
+            .get_or_create(&StrangerLabels { reason, recorded })
+            .inc();
+    }
+
+    /// Counts a re-sent submission answered from the log.
+    pub fn repeated_submission(&self) {
+        self.repeats.inc();
+    }
+
+    /// Counts one logged submission.
+    pub fn observe_submission(
+        &self,
+        verdict: Verdict,
+        reason: Option<&str>,
+        verification: Duration,
+        total: Duration,
+    ) {
+        self.submissions
+            .get_or_create(&SubmissionLabels {
+                verdict: verdict.as_str(),
+                reason: reason.unwrap_or("").to_string(),
+            })
+            .inc();
+        self.verification.observe(verification.as_secs_f64());
+        self.submit.observe(total.as_secs_f64());
+    }
+
+    /// Sets the gauges from the store and the open alerts, then encodes everything.
+    pub fn render(
+        &self,
+        store: &dyn LedgerStore,
+        max_gap: Duration,
+        now_ms: u64,
+        open_alerts: &BTreeMap<&'static str, usize>,
+    ) -> Result<String, StoreError> {
+        self.log_size
+            .set(i64::try_from(store.len()?).unwrap_or(i64::MAX));
+        if let Some(latest) = store.latest_checkpoint()? {
+            self.checkpoint_age
+                .set(now_ms.saturating_sub(latest.created_at_ms) as f64 / 1000.0);
+        }
+        let mut counts: BTreeMap<&'static str, i64> =
+            [("healthy", 0), ("stale", 0), ("revoked", 0)].into();
+        self.agent_age.clear();
+        for agent in store.agents(None)? {
+            let age_ms = agent.silent_for_ms(now_ms);
+            let state = agent.health(now_ms, max_gap);
+            *counts.entry(state).or_default() += 1;
+            if self.per_agent && !agent.revoked {
+                self.agent_age
+                    .get_or_create(&AgentLabels {
+                        tenant: agent.tenant,
+                        agent: agent.agent_id,
+                    })
+                    .set(age_ms as f64 / 1000.0);
+            }
+        }
+        for (state, count) in counts {
+            self.agents.get_or_create(&StateLabels { state }).set(count);
+        }
+        self.alerts_open.clear();
+        for (kind, count) in open_alerts {
+            self.alerts_open
+                .get_or_create(&KindLabels { kind })
+                .set(i64::try_from(*count).unwrap_or(i64::MAX));
+        }
+        let mut text = String::new();
+        encode(&mut text, &self.registry).map_err(|e| StoreError::Database(e.to_string()))?;
+        Ok(text)
+    }
+}

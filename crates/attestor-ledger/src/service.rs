@@ -1,0 +1,1087 @@
+//! The ledger as a service, independent of transport: enrollment, nonces, submissions
+//! (verify → append → receipt) and tenant-scoped audit queries. The caller's identity
+//! always comes from its client certificate ([`AgentIdentity`]), never from a request body.
+//!
+//! Submissions of one agent are serialised: its continuity checks (zero-retention, TPM
+//! clock) read the state its previous accepted entry left, so that entry must be durably
+//! appended before the next one is judged. Different agents proceed in parallel and share
+//! group commits.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+
+use attestor_verify::bundle::Bundle;
+use crate::alerts::{AlertKind, Alerter};
+use attestor_verify::api::{
+    AgentStatusJson, AgentsResponse, AlertsResponse, ConsistencyResponse, EnrollChallenge,
+    EnrollProof, EnrollRequest, EnrolledResponse, EntriesResponse, EntryJson, InclusionJson,
+    NonceResponse, ReceiptJson, SubmitResponse, TenantResponse,
+};
+use crate::config::{LedgerConfig, Storage};
+use crate::enroll::{EnrollError, Enrollment};
+use crate::keyfiles::{self, KeyFileError};
+use crate::limits::{RateLimiter, WriteLimit};
+use crate::log::batcher::{BatchError, Batcher, DEFAULT_MAX_BATCH};
+use attestor_verify::log::checkpoint::Checkpoint;
+use attestor_verify::log::checkpoint::CheckpointSigner;
+use attestor_verify::log::keys::KeyHistory;
+use attestor_verify::log::merkle::{empty_root, verify_consistency};
+use crate::log::sequencer::{
+    submission_hash, Receipt, Sequencer, SequencerError, Submission,
+};
+use crate::metrics::LedgerMetrics;
+use attestor_verify::record::{Discarded, LogRecord, RECORD_VERSION};
+use crate::store::embedded::EmbeddedStore;
+use crate::store::postgres::{PostgresOptions, PostgresStore};
+use crate::store::{EntryQuery, LedgerStore, StoreError, StoredEntry, Verdict, MAX_PAGE};
+use crate::submission::{
+    accepted_state, verify_submission, NonceBook, Refusal, TenantPolicy, VOUCH_WINDOW,
+};
+use attestor_verify::profiles::{Profile, ProfileError};
+use attestor_net::tls::AgentIdentity;
+
+/// Why a request was not served. Refused submissions are not errors: they are logged and
+/// answered with a [`SubmitResponse`].
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("tenant {0:?} is not configured on this ledger")]
+    UnknownTenant(String),
+    #[error("agent {agent_id:?} of tenant {tenant:?} is not enrolled: enrol first")]
+    UnknownAgent { tenant: String, agent_id: String },
+    #[error("too many requests from this identity: retry in {} s", retry_after.as_secs().max(1))]
+    RateLimited { retry_after: Duration },
+    #[error("the ledger cannot write to its storage now: retry in {} s", retry_after.as_secs().max(1))]
+    StorageUnavailable { retry_after: Duration },
+    #[error("enrollment refused: {0}")]
+    Enroll(#[from] EnrollError),
+    #[error("storage failure: {0}")]
+    Store(#[from] StoreError),
+    #[error("log failure: {0}")]
+    Log(#[from] SequencerError),
+    #[error("log failure: {0}")]
+    Append(#[from] BatchError),
+    #[error("internal failure: {0}")]
+    Internal(String),
+    #[error("this ledger replica is not the sequencer: it serves reads only; retry (another replica holds the lease)")]
+    NotSequencer,
+}
+
+/// Which signed checkpoint [`Ledger::checkpoint`] answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointAt {
+    Latest,
+    /// The one of exactly this size.
+    Size(u64),
+    /// The smallest of at least this size: what an auditor who saw a log of this size
+    /// (not necessarily a checkpoint's) can check the latest against.
+    AtLeast(u64),
+}
+
+impl ServiceError {
+    /// Stable kebab-case code for response bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ServiceError::BadRequest(_) => "bad-request",
+            ServiceError::NotFound(_) => "not-found",
+            ServiceError::UnknownTenant(_) => "unknown-tenant",
+            ServiceError::UnknownAgent { .. } => "unknown-agent",
+            ServiceError::RateLimited { .. } => "rate-limited",
+            ServiceError::StorageUnavailable { .. } => "unavailable",
+            ServiceError::Enroll(EnrollError::Store(_)) => "unavailable",
+            ServiceError::Enroll(_) => "enrollment-refused",
+            ServiceError::NotSequencer | ServiceError::Append(BatchError::NotSequencer) => {
+                "not-sequencer"
+            }
+            ServiceError::Store(_)
+            | ServiceError::Log(_)
+            | ServiceError::Append(_)
+            | ServiceError::Internal(_) => "unavailable",
+        }
+    }
+
+    /// How long the caller should wait before trying again (`Retry-After`), when the
+    /// refusal is about load or availability rather than the request.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ServiceError::RateLimited { retry_after }
+            | ServiceError::StorageUnavailable { retry_after } => {
+                Some((*retry_after).max(Duration::from_secs(1)))
+            }
+            ServiceError::Append(BatchError::Append(_) | BatchError::Unpublished(_))
+            | ServiceError::Store(_) => Some(STORAGE_PROBE_INTERVAL),
+            _ => None,
+        }
+    }
+}
+
+/// Why a ledger could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("cannot prepare {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Log(#[from] SequencerError),
+    #[error(transparent)]
+    Key(#[from] KeyFileError),
+    #[error(
+        "the log does not extend the checkpoint of size {seen} this replica saw before \
+         (the store now ends at a checkpoint of size {stored}): an older backup was restored \
+         or the log was rewritten; move {file} away only if that was intended"
+    )]
+    RolledBack {
+        seen: u64,
+        stored: u64,
+        file: std::path::PathBuf,
+    },
+    #[error("{file}: {reason}")]
+    SeenCheckpoint {
+        file: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("database TLS: {0}")]
+    DatabaseTls(#[from] attestor_net::tls::TlsError),
+}
+
+/// Filters of an entries query, as the caller gives them (the tenant is the caller's).
+#[derive(Debug, Clone, Default)]
+pub struct EntryFilter {
+    pub agent_id: Option<String>,
+    pub attestation_id: Option<String>,
+    pub verdict: Option<Verdict>,
+    pub from_ms: Option<u64>,
+    pub to_ms: Option<u64>,
+    pub after: Option<u64>,
+    pub limit: Option<u32>,
+    /// Attach an inclusion proof to each entry.
+    pub proofs: bool,
+}
+
+/// The latest checkpoint this state directory saw, checked at start-up.
+pub const SEEN_CHECKPOINT: &str = "checkpoint.seen";
+
+/// The embedded store's file in the ledger's state directory.
+pub const LEDGER_DB: &str = "ledger.db";
+
+const ALL_KINDS: [AlertKind; 4] = [
+    AlertKind::MissingHeartbeat,
+    AlertKind::InvalidAttestation,
+    AlertKind::PolicyDrift,
+    AlertKind::ZeroRetentionChange,
+];
+
+/// Page size when the caller names none.
+pub const DEFAULT_PAGE: u32 = 100;
+
+/// After an append failed, how long the ledger refuses to hand out nonces (agents attest
+/// with offline nonces meanwhile) before it lets one through again to find out whether
+/// the storage is back.
+pub const STORAGE_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Whether the latest append reached the storage, and when it last did not.
+#[derive(Default)]
+struct WriteHealth {
+    last_failure: Mutex<Option<Instant>>,
+}
+
+impl WriteHealth {
+    fn failed(&self) {
+        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    fn succeeded(&self) {
+        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// How long to keep refusing new work, if the latest append failed recently.
+    fn refusing_for(&self) -> Option<Duration> {
+        let last = *self.last_failure.lock().unwrap_or_else(|p| p.into_inner());
+        last.map(|at| at.elapsed())
+            .filter(|since| *since < STORAGE_PROBE_INTERVAL)
+            .map(|since| STORAGE_PROBE_INTERVAL - since)
+    }
+}
+
+/// What judging a submission found.
+enum Judged {
+    /// A caller that is not an enrolled agent of a configured tenant: only a summary of
+    /// what it sent may be recorded.
+    Stranger {
+        refusal: ServiceError,
+        summary: Submission,
+    },
+    /// The exact bytes of an entry this agent already has in the log: a re-send whose
+    /// answer was lost. It gets the original entry's receipt.
+    Repeat(StoredEntry),
+    /// A new entry, and the ledger nonce to spend once it is appended.
+    New {
+        submission: Submission,
+        spend_nonce: Option<Vec<u8>>,
+    },
+}
+
+/// One ledger: its log, its store and what it expects of each tenant.
+pub struct Ledger {
+    store: Arc<dyn LedgerStore>,
+    sequencer: Arc<Sequencer>,
+    batcher: Batcher,
+    nonces: NonceBook,
+    enrollment: Enrollment,
+    profile: Profile,
+    tenants: BTreeMap<String, TenantPolicy>,
+    max_gap: Duration,
+    agent_turns: Mutex<HashMap<AgentIdentity, Arc<tokio::sync::Mutex<()>>>>,
+    /// Agents whose latest append failed in a way that may have committed after all (a
+    /// lost answer): their next submission is looked up in the store before it is judged
+    /// new, so it is never accepted twice.
+    doubtful: Mutex<HashSet<AgentIdentity>>,
+    write_health: WriteHealth,
+    rate_limits: RateLimiter,
+    stranger_records: RateLimiter,
+    metrics: LedgerMetrics,
+    alerter: Arc<Alerter>,
+    /// Dropping it stops the lease keeper (stores with a sequencer lease only).
+    _lease_keeper: Option<mpsc::Sender<()>>,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Runs blocking work (verification, SQLite) off the async reactor.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, ServiceError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?
+}
+
+/// Opens the store a config names: SQLite in the state directory, or PostgreSQL.
+pub fn open_store(config: &LedgerConfig) -> Result<Arc<dyn LedgerStore>, StartError> {
+    Ok(match &config.storage {
+        Storage::Embedded => Arc::new(EmbeddedStore::open(&config.state_dir.join(LEDGER_DB))?),
+        Storage::Postgres { url, lease, tls } => {
+            let mut options = PostgresOptions::new(*lease);
+            if let Some(files) = tls {
+                let client = files.cert.as_deref().zip(files.key.as_deref());
+                options.tls = Some(attestor_net::tls::database_client_config(&files.ca, client)?);
+            }
+            Arc::new(PostgresStore::open(url, options)?)
+        }
+    })
+}
+
+/// Renews the sequencer lease (or keeps trying to take it) every `period` until `stop`
+/// is dropped, then gives it up.
+fn keep_lease(sequencer: Arc<Sequencer>, period: Duration, stop: mpsc::Receiver<()>) {
+    use attestor_net::logging::{event, limited_event, Level};
+    use serde_json::json;
+    let mut leading = sequencer.is_sequencer();
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(period) {
+        let now = match sequencer.claim() {
+            Ok(now) => now,
+            Err(e) => {
+                limited_event(
+                    Level::Error,
+                    "sequencer-lease-failed",
+                    json!({"error": e.to_string()}),
+                );
+                false
+            }
+        };
+        if now != leading {
+            let name = if now {
+                "sequencer-elected"
+            } else {
+                "sequencer-lost"
+            };
+            event(Level::Info, name, json!({"log_size": sequencer.size()}));
+            leading = now;
+        }
+    }
+    if let Err(e) = sequencer.resign() {
+        event(
+            Level::Warn,
+            "sequencer-release-failed",
+            json!({"error": e.to_string()}),
+        );
+    }
+}
+
+impl Ledger {
+    /// Opens the ledger a config describes: its state directory (created if needed), the
+    /// store (embedded, or PostgreSQL shared with other replicas) and the checkpoint key.
+    /// Returns the log writer's thread too; it ends once the ledger is dropped. Must run
+    /// inside a tokio runtime (alert delivery).
+    pub fn open(config: &LedgerConfig) -> Result<(Arc<Ledger>, JoinHandle<()>), StartError> {
+        let dir = &config.state_dir;
+        std::fs::create_dir_all(dir).map_err(|source| StartError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let store = open_store(config)?;
+        let signer = keyfiles::load_or_create(dir, &config.origin, store.as_ref())?;
+        let profile = Profile::load(&config.profile)?;
+        let (ledger, writer) = Self::new(store, signer, config, profile)?;
+        ledger.check_not_rolled_back(dir)?;
+        ledger.remember_checkpoint(dir)?;
+        Ok((ledger, writer))
+    }
+
+    /// Refuses a store whose log does not extend the latest checkpoint this state
+    /// directory remembers (`checkpoint.seen`): a database restored from an older backup
+    /// (or rewritten) under a surviving state directory. Auditors catch the same with the
+    /// checkpoints they keep; this catches it before serving.
+    fn check_not_rolled_back(&self, dir: &Path) -> Result<(), StartError> {
+        let file = dir.join(SEEN_CHECKPOINT);
+        let bad = |reason: String| StartError::SeenCheckpoint {
+            file: file.clone(),
+            reason,
+        };
+        let seen = match std::fs::read_to_string(&file) {
+            Ok(note) => note,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(bad(e.to_string())),
+        };
+        let keys = self.key_history();
+        let seen = keys
+            .open_checkpoint(&seen)
+            .map_err(|e| bad(e.to_string()))?;
+        let stored = match self.store.latest_checkpoint()? {
+            Some(latest) => keys
+                .open_checkpoint(&latest.note)
+                .map_err(SequencerError::from)?,
+            None => Checkpoint::new(seen.origin.clone(), 0, empty_root()),
+        };
+        let rolled_back = || StartError::RolledBack {
+            seen: seen.size,
+            stored: stored.size,
+            file: file.clone(),
+        };
+        if stored.size < seen.size {
+            return Err(rolled_back());
+        }
+        let proof = self.sequencer.consistency_proof(seen.size, stored.size)?;
+        verify_consistency(seen.size, stored.size, &seen.root, &stored.root, &proof)
+            .map_err(|_| rolled_back())
+    }
+
+    /// Records the latest checkpoint in the state directory, for the next start's
+    /// roll-back check. Called at start-up and shutdown, not per append (a crash loses
+    /// only what the check would have covered since the last start).
+    pub fn remember_checkpoint(&self, dir: &Path) -> Result<(), StartError> {
+        let Some(latest) = self.store.latest_checkpoint()? else {
+            return Ok(());
+        };
+        let file = dir.join(SEEN_CHECKPOINT);
+        let staged = dir.join(format!("{SEEN_CHECKPOINT}.tmp"));
+        std::fs::write(&staged, latest.note)
+            .and_then(|()| std::fs::rename(&staged, &file))
+            .map_err(|source| StartError::Io { path: file, source })
+    }
+
+    /// A ledger over any store. With a store that has a sequencer lease, a thread keeps
+    /// (or keeps trying to take) the lease; the returned thread ends once the writer and
+    /// that keeper have stopped, after the ledger is dropped, the lease given up. Must run inside a tokio runtime (alert delivery).
+    pub fn new(
+        store: Arc<dyn LedgerStore>,
+        signer: CheckpointSigner,
+        config: &LedgerConfig,
+        profile: Profile,
+    ) -> Result<(Arc<Ledger>, JoinHandle<()>), SequencerError> {
+        // Nonces carry a tag keyed from the checkpoint key, which every replica of the log
+        // and every restart of this one holds: they recognise each other's nonces.
+        let nonces = NonceBook::with_secret(&signer.to_pkcs8()?)
+            .with_lifetimes(config.nonce_ttl, VOUCH_WINDOW);
+        let sequencer = Arc::new(Sequencer::open(store.clone(), signer, &config.origin)?);
+        let (batcher, writer) = Batcher::start(sequencer.clone(), DEFAULT_MAX_BATCH);
+        let (lease_keeper, writer) = match store.lease_renewal() {
+            None => (None, writer),
+            Some(period) => {
+                let (stop, stopped) = mpsc::channel();
+                let keeper_sequencer = sequencer.clone();
+                let keeper =
+                    std::thread::spawn(move || keep_lease(keeper_sequencer, period, stopped));
+                let both = std::thread::spawn(move || {
+                    let _ = writer.join();
+                    let _ = keeper.join();
+                });
+                (Some(stop), both)
+            }
+        };
+        let ledger = Ledger {
+            store,
+            sequencer,
+            batcher,
+            nonces,
+            enrollment: Enrollment::default(),
+            profile,
+            tenants: config.tenants.clone(),
+            max_gap: config.max_gap,
+            agent_turns: Mutex::default(),
+            doubtful: Mutex::default(),
+            write_health: WriteHealth::default(),
+            rate_limits: RateLimiter::default(),
+            stranger_records: RateLimiter::default(),
+            metrics: LedgerMetrics::new(config.ops.per_agent_metrics),
+            alerter: Alerter::start(config.alerts.clone(), config.state_dir.clone()),
+            _lease_keeper: lease_keeper,
+        };
+        Ok((Arc::new(ledger), writer))
+    }
+
+    /// What each tenant expects.
+    pub fn tenants(&self) -> &BTreeMap<String, TenantPolicy> {
+        &self.tenants
+    }
+
+    /// The ledger's alerts.
+    pub fn alerter(&self) -> &Arc<Alerter> {
+        &self.alerter
+    }
+
+    /// The Prometheus exposition of the ledger's metrics, gauges refreshed now.
+    pub async fn metrics_text(self: &Arc<Self>) -> Result<String, ServiceError> {
+        let this = self.clone();
+        blocking(move || {
+            let counts = this.alerter.open_counts();
+            Ok(this.metrics.render(
+                this.store.as_ref(),
+                this.max_gap,
+                unix_ms(SystemTime::now()),
+                &counts,
+            )?)
+        })
+        .await
+    }
+
+    /// The checkpoint verifier key (C2SP vkey), for auditors.
+    pub fn verifier_key(&self) -> String {
+        self.sequencer.verifier_key()
+    }
+
+    /// Every checkpoint key of the log and the transitions between them.
+    pub fn key_history(&self) -> KeyHistory {
+        self.sequencer.key_history()
+    }
+
+    /// Takes the key `attestor ledger rotate-key` prepared in the state directory, if
+    /// any, without stopping: records the transition (or, on a follower, installs the
+    /// key the sequencer already introduced) and swaps the key files. Returns the new
+    /// verifier key.
+    pub fn rotate_checkpoint_key(
+        &self,
+        config: &LedgerConfig,
+    ) -> Result<Option<String>, KeyFileError> {
+        let dir = &config.state_dir;
+        let Some(next) = keyfiles::pending(dir, &config.origin)? else {
+            return Ok(None);
+        };
+        let vkey = next.verifier_key();
+        self.sequencer.rotate(next)?;
+        keyfiles::promote(dir, &config.origin, &vkey)?;
+        Ok(Some(vkey))
+    }
+
+    /// Whether this replica holds the sequencer lease (always, on the embedded store).
+    /// Followers serve reads only.
+    pub fn is_sequencer(&self) -> bool {
+        self.sequencer.is_sequencer()
+    }
+
+    fn require_sequencer(&self) -> Result<(), ServiceError> {
+        if self.is_sequencer() {
+            Ok(())
+        } else {
+            Err(ServiceError::NotSequencer)
+        }
+    }
+
+    /// The storage the ledger writes to.
+    pub fn store(&self) -> &Arc<dyn LedgerStore> {
+        &self.store
+    }
+
+    /// Silence after which an agent counts as stale.
+    pub fn max_gap(&self) -> Duration {
+        self.max_gap
+    }
+
+    fn tenant_policy(&self, tenant: &str) -> Result<&TenantPolicy, ServiceError> {
+        self.tenants
+            .get(tenant)
+            .ok_or_else(|| ServiceError::UnknownTenant(tenant.to_string()))
+    }
+
+    /// Takes one write from `who`'s allowance (its tenant's, or the small one of callers
+    /// of unknown tenants). The transport calls it before reading a write request's body.
+    pub fn admit_write(
+        &self,
+        who: &AgentIdentity,
+        endpoint: &'static str,
+    ) -> Result<(), ServiceError> {
+        let limit = self
+            .tenants
+            .get(&who.tenant)
+            .map_or(WriteLimit::UNKNOWN_TENANT, |t| t.write_limit);
+        self.rate_limits.admit(who, limit).map_err(|retry_after| {
+            self.metrics.rate_limited(endpoint);
+            ServiceError::RateLimited { retry_after }
+        })
+    }
+
+    /// A single-use nonce for the caller's next attestation. None while the latest append
+    /// failed: a nonce spent on a submission that cannot be logged helps nobody, and the
+    /// agent's offline nonce serves as well meanwhile.
+    pub fn issue_nonce(&self, who: &AgentIdentity) -> Result<NonceResponse, ServiceError> {
+        self.tenant_policy(&who.tenant)?;
+        // Nonces live in the sequencer's memory: only it can check them later.
+        self.require_sequencer()?;
+        if let Some(retry_after) = self.write_health.refusing_for() {
+            return Err(ServiceError::StorageUnavailable { retry_after });
+        }
+        let nonce = self
+            .nonces
+            .issue(who)
+            .map_err(|_| ServiceError::Internal("no randomness".into()))?;
+        Ok(NonceResponse {
+            nonce: nonce.to_vec(),
+        })
+    }
+
+    /// First enrollment step: checks the EK chain and returns a credential challenge.
+    pub async fn enroll_begin(
+        self: &Arc<Self>,
+        who: &AgentIdentity,
+        request: EnrollRequest,
+    ) -> Result<EnrollChallenge, ServiceError> {
+        self.tenant_policy(&who.tenant)?;
+        self.require_sequencer()?;
+        let (this, who) = (self.clone(), who.clone());
+        blocking(move || {
+            Ok(this
+                .enrollment
+                .begin(&who, request, &this.profile, SystemTime::now())?)
+        })
+        .await
+    }
+
+    /// Second enrollment step: checks the recovered secret and pins the agent's AK.
+    pub async fn enroll_finish(
+        self: &Arc<Self>,
+        who: &AgentIdentity,
+        proof: EnrollProof,
+    ) -> Result<EnrolledResponse, ServiceError> {
+        self.require_sequencer()?;
+        let (this, who) = (self.clone(), who.clone());
+        blocking(move || {
+            let record = this.enrollment.finish(
+                &who,
+                &proof,
+                this.store.as_ref(),
+                unix_ms(SystemTime::now()),
+            )?;
+            Ok(EnrolledResponse {
+                agent_id: record.agent_id,
+                tenant: record.tenant,
+                enrolled_at_ms: record.enrolled_at_ms,
+            })
+        })
+        .await
+    }
+
+    /// Enrols an SEV-SNP guest from a bundle made with a nonce of this ledger.
+    pub async fn enroll_snp(
+        self: &Arc<Self>,
+        who: &AgentIdentity,
+        bundle: Vec<u8>,
+    ) -> Result<EnrolledResponse, ServiceError> {
+        self.tenant_policy(&who.tenant)?;
+        let (this, who) = (self.clone(), who.clone());
+        blocking(move || {
+            let record = crate::enroll::enroll_snp(
+                &who,
+                &bundle,
+                &this.nonces,
+                &this.profile,
+                this.store.as_ref(),
+                SystemTime::now(),
+            )?;
+            Ok(EnrolledResponse {
+                agent_id: record.agent_id,
+                tenant: record.tenant,
+                enrolled_at_ms: record.enrolled_at_ms,
+            })
+        })
+        .await
+    }
+
+    fn agent_turn(&self, who: &AgentIdentity) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.agent_turns.lock().unwrap_or_else(|p| p.into_inner());
+        turns.entry(who.clone()).or_default().clone()
+    }
+
+    fn doubtful(&self) -> std::sync::MutexGuard<'_, HashSet<AgentIdentity>> {
+        self.doubtful.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Verifies a submission and appends it with its verdict; returns once it is durable.
+    /// A caller that is not an enrolled agent of a configured tenant is refused before
+    /// anything it sent is kept; a re-sent submission gets its original receipt.
+    pub async fn submit(
+        self: &Arc<Self>,
+        who: &AgentIdentity,
+        body: Vec<u8>,
+    ) -> Result<SubmitResponse, ServiceError> {
+        // Checked before judging, so a follower logs nothing.
+        self.require_sequencer()?;
+        let arrived = Instant::now();
+        let turn = self.agent_turn(who);
+        let _my_turn = turn.lock().await;
+        let (this, caller) = (self.clone(), who.clone());
+        let judged = blocking(move || this.judge(&caller, body)).await;
+        if let Err(ServiceError::Store(_)) = &judged {
+            // Judging reads the agent's state: a store that cannot be read cannot be
+            // written either.
+            self.write_health.failed();
+        }
+        let (submission, spend_nonce) = match judged? {
+            Judged::New {
+                submission,
+                spend_nonce,
+            } => (submission, spend_nonce),
+            Judged::Repeat(original) => return self.answer_repeat(original).await,
+            Judged::Stranger { refusal, summary } => {
+                return Err(self.refuse_stranger(who, refusal, summary).await)
+            }
+        };
+        let verified = arrived.elapsed();
+        // The verdict's fields only: the record itself (with the submitted bytes) moves
+        // into the log.
+        let r = &submission.record;
+        let (verdict, reason, detail, attestation_id) = (
+            r.verdict,
+            r.reason.clone(),
+            r.detail.clone(),
+            r.attestation_id.clone(),
+        );
+        let appended = self.batcher.submit(submission).await;
+        if let Err(e) = &appended {
+            if matches!(e, BatchError::Append(_) | BatchError::Unpublished(_)) {
+                self.write_health.failed();
+            }
+            // A failed append may still have committed (its answer was lost); a durable
+            // but unpublished one certainly did: either way the nonce may not be used
+            // again for another entry, and a re-send is looked up first.
+            if matches!(e, BatchError::Unpublished(_)) {
+                if let Some(nonce) = &spend_nonce {
+                    self.nonces.spend(who, nonce);
+                }
+            } else {
+                self.doubtful().insert(who.clone());
+            }
+        }
+        let receipt = appended?;
+        self.write_health.succeeded();
+        self.doubtful().remove(who);
+        if let Some(nonce) = &spend_nonce {
+            self.nonces.spend(who, nonce);
+        }
+        self.metrics
+            .observe_submission(verdict, reason.as_deref(), verified, arrived.elapsed());
+        match &reason {
+            None => self.alerter.resolve(&who.tenant, &who.agent_id, &ALL_KINDS),
+            Some(reason) => self.alerter.fire(
+                crate::alerts::kind_for_refusal(reason),
+                &who.tenant,
+                &who.agent_id,
+                detail.clone().unwrap_or_else(|| reason.clone()),
+            ),
+        }
+        Ok(SubmitResponse {
+            verdict,
+            reason,
+            detail,
+            attestation_id,
+            receipt: receipt_json(receipt),
+        })
+    }
+
+    /// The answer the original submission got (its verdict and receipt), for a re-send.
+    async fn answer_repeat(
+        self: &Arc<Self>,
+        original: StoredEntry,
+    ) -> Result<SubmitResponse, ServiceError> {
+        self.metrics.repeated_submission();
+        let this = self.clone();
+        blocking(move || {
+            let record = LogRecord::from_leaf(&original.entry.leaf)
+                .map_err(|e| ServiceError::Internal(format!("leaf {}: {e}", original.index)))?;
+            let receipt = this.sequencer.receipt_for(&original)?;
+            Ok(SubmitResponse {
+                verdict: record.verdict,
+                reason: record.reason,
+                detail: record.detail,
+                attestation_id: record.attestation_id,
+                receipt: receipt_json(receipt),
+            })
+        })
+        .await
+    }
+
+    /// Records (at most now and then per caller) that a stranger tried to submit, and
+    /// returns the refusal to answer with.
+    async fn refuse_stranger(
+        &self,
+        who: &AgentIdentity,
+        refusal: ServiceError,
+        summary: Submission,
+    ) -> ServiceError {
+        let recorded = self
+            .stranger_records
+            .admit(who, WriteLimit::STRANGER_RECORDS)
+            .is_ok();
+        self.metrics.stranger_submission(refusal.code(), recorded);
+        if recorded {
+            if let Err(e) = self.batcher.submit(summary).await {
+                return e.into();
+            }
+        }
+        refusal
+    }
+
+    /// Judges a submission: a stranger's, a repeat of a logged one, or a new entry with
+    /// its verdict (accepted, or refused with its reason).
+    fn judge(&self, who: &AgentIdentity, body: Vec<u8>) -> Result<Judged, ServiceError> {
+        let hash = submission_hash(&body);
+        let mut record = LogRecord {
+            version: RECORD_VERSION,
+            received_at_ms: 0,
+            tenant: who.tenant.clone(),
+            agent_id: who.agent_id.clone(),
+            verdict: Verdict::Refused,
+            reason: None,
+            detail: None,
+            attestation_id: None,
+            policy_hash: None,
+            submission: Vec::new(),
+            discarded: None,
+        };
+        let stranger = |refusal: ServiceError, mut record: LogRecord| {
+            record.reason = Some(refusal.code().to_string());
+            record.detail = Some(format!(
+                "{refusal}; the {}-byte submission (SHA-256 {}) was not kept",
+                body.len(),
+                hex::encode(hash)
+            ));
+            record.discarded = Some(Discarded {
+                sha256: hash.to_vec(),
+                size: body.len() as u64,
+            });
+            Ok(Judged::Stranger {
+                refusal,
+                summary: Submission {
+                    record,
+                    accepted_state: None,
+                },
+            })
+        };
+        let Some(tenant) = self.tenants.get(&who.tenant) else {
+            return stranger(ServiceError::UnknownTenant(who.tenant.clone()), record);
+        };
+        let Some(agent) = self.store.agent(&who.tenant, &who.agent_id)? else {
+            let refusal = ServiceError::UnknownAgent {
+                tenant: who.tenant.clone(),
+                agent_id: who.agent_id.clone(),
+            };
+            return stranger(refusal, record);
+        };
+        let now = SystemTime::now();
+        let mut presented = None;
+        let verdict = Bundle::from_json(&body)
+            .map_err(Refusal::from)
+            .and_then(|bundle| {
+                let nonce = self.nonces.presented(who, &bundle.nonce, now);
+                presented = Some((nonce, bundle.nonce.clone()));
+                verify_submission(&bundle, &agent, nonce, &self.profile, tenant, now)
+            });
+        // Exact bytes logged before cannot be accepted again (their nonce or TPM clock is
+        // used up), so only a refusal, or an agent whose last append may have committed
+        // unseen, needs the lookup.
+        if verdict.is_err() || self.doubtful().contains(who) {
+            if let Some(original) = self
+                .store
+                .find_submission(&who.tenant, &who.agent_id, &hash)?
+            {
+                return Ok(Judged::Repeat(original));
+            }
+        }
+        record.submission = body;
+        let accepted_state = match verdict {
+            Ok(verified) => {
+                record.verdict = Verdict::Accepted;
+                record.attestation_id = Some(verified.claims.attestation_id.clone());
+                record.policy_hash = Some(verified.claims.policy_hash.clone());
+                Some(accepted_state(&verified))
+            }
+            Err(refusal) => {
+                record.reason = Some(refusal.reason().to_string());
+                record.detail = Some(refusal.to_string());
+                None
+            }
+        };
+        let spend_nonce = presented
+            .filter(|(check, _)| check.to_spend())
+            .map(|(_, nonce)| nonce);
+        Ok(Judged::New {
+            submission: Submission {
+                record,
+                accepted_state,
+            },
+            spend_nonce,
+        })
+    }
+
+    /// Entries of the caller's tenant matching `filter`, ascending by index.
+    pub async fn entries(
+        self: &Arc<Self>,
+        who: &AgentIdentity,
+        filter: EntryFilter,
+    ) -> Result<EntriesResponse, ServiceError> {
+        let limit = filter.limit.unwrap_or(DEFAULT_PAGE);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(ServiceError::BadRequest(format!(
+                "limit must be 1..={MAX_PAGE}"
+            )));
+        }
+        let query = EntryQuery {
+            tenant: Some(who.tenant.clone()),
+            agent_id: filter.agent_id,
+            attestation_id: filter.attestation_id,
+            verdict: filter.verdict,
+            from_ms: filter.from_ms,
+            to_ms: filter.to_ms,
+            after_index: filter.after,
+            limit,
+        };
+        let this = self.clone();
+        blocking(move || {
+            let found = this.store.query(&query)?;
+            let next_after = (found.len() == limit as usize)
+                .then(|| found.last().map(|e| e.index))
+                .flatten();
+            let entries = this.with_proofs(found, filter.proofs)?;
+            Ok(EntriesResponse {
+                entries,
+                next_after,
+            })
+        })
+        .await
+    }
+
+    /// One entry of the caller's tenant, with its inclusion proof.
+    pub async fn entry(
+        self: &Arc<Self>,
+        who: &AgentIdentity,
+        index: u64,
+    ) -> Result<EntryJson, ServiceError> {
+        let (this, tenant) = (self.clone(), who.tenant.clone());
+        blocking(move || {
+            let entry = this
+                .sequencer
+                .entry(index)?
+                .filter(|e| e.entry.tenant == tenant)
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!("no entry {index} of this tenant"))
+                })?;
+            let mut entries = this.with_proofs(vec![entry], true)?;
+            entries
+                .pop()
+                .ok_or_else(|| ServiceError::Internal("entry vanished".into()))
+        })
+        .await
+    }
+
+    /// The latest accepted entry of each agent of the caller's tenant, with proofs.
+    pub async fn latest_healthy(
+        self: &Arc<Self>,
+        who: &AgentIdentity,
+    ) -> Result<EntriesResponse, ServiceError> {
+        let (this, tenant) = (self.clone(), who.tenant.clone());
+        blocking(move || {
+            let mut found = Vec::new();
+            for agent in this.store.agents(Some(&tenant))? {
+                if let Some(entry) = this.store.latest_accepted(&agent.tenant, &agent.agent_id)? {
+                    found.push(entry);
+                }
+            }
+            Ok(EntriesResponse {
+                entries: this.with_proofs(found, true)?,
+                next_after: None,
+            })
+        })
+        .await
+    }
+
+    /// Agents of the caller's tenant with their health.
+    pub async fn agents(
+        self: &Arc<Self>,
+        who: &AgentIdentity,
+    ) -> Result<AgentsResponse, ServiceError> {
+        let (this, tenant) = (self.clone(), who.tenant.clone());
+        blocking(move || {
+            let now_ms = unix_ms(SystemTime::now());
+            let agents = this
+                .store
+                .agents(Some(&tenant))?
+                .into_iter()
+                .map(|a| AgentStatusJson {
+                    stale: a.health(now_ms, this.max_gap) == "stale",
+                    zero_retention: a.last_accepted.as_ref().map(|s| s.zero_retention),
+                    agent_id: a.agent_id,
+                    tenant: a.tenant,
+                    enrolled_at_ms: a.enrolled_at_ms,
+                    revoked: a.revoked,
+                    last_seen_at_ms: a.last_seen_at_ms,
+                    last_accepted_at_ms: a.last_accepted_at_ms,
+                })
+                .collect();
+            Ok(AgentsResponse { agents })
+        })
+        .await
+    }
+
+    /// The caller's tenant and its expected policy hash.
+    pub fn tenant(&self, who: &AgentIdentity) -> Result<TenantResponse, ServiceError> {
+        Ok(TenantResponse {
+            tenant: who.tenant.clone(),
+            policy_hash: self.tenant_policy(&who.tenant)?.policy_hash.clone(),
+        })
+    }
+
+    /// Open alerts of the caller's tenant.
+    pub fn alerts(&self, who: &AgentIdentity) -> AlertsResponse {
+        AlertsResponse {
+            alerts: self.alerter.open_alerts(Some(&who.tenant)),
+        }
+    }
+
+    /// A signed checkpoint's note.
+    pub async fn checkpoint(self: &Arc<Self>, at: CheckpointAt) -> Result<String, ServiceError> {
+        let this = self.clone();
+        blocking(move || {
+            let found = match at {
+                CheckpointAt::Size(size) => this.store.checkpoint(size)?,
+                CheckpointAt::AtLeast(size) => this.store.checkpoint_at_least(size)?,
+                CheckpointAt::Latest => this.store.latest_checkpoint()?,
+            };
+            found
+                .map(|c| c.note)
+                .ok_or_else(|| ServiceError::NotFound("no such checkpoint".into()))
+        })
+        .await
+    }
+
+    /// A consistency proof between two signed tree sizes.
+    pub async fn consistency(
+        self: &Arc<Self>,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<ConsistencyResponse, ServiceError> {
+        let this = self.clone();
+        blocking(move || {
+            let signed = this.store.latest_checkpoint()?.map_or(0, |c| c.size);
+            if new_size > signed {
+                return Err(ServiceError::BadRequest(format!(
+                    "new size {new_size} is beyond the latest checkpoint ({signed})"
+                )));
+            }
+            let proof = this
+                .sequencer
+                .consistency_proof(old_size, new_size)
+                .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+            Ok(ConsistencyResponse {
+                old_size,
+                new_size,
+                proof: proof.iter().map(|h| h.to_vec()).collect(),
+            })
+        })
+        .await
+    }
+
+    /// Query results as JSON, each leaf checked against the tree and, if asked, proven
+    /// included in the latest signed checkpoint.
+    fn with_proofs(
+        &self,
+        entries: Vec<StoredEntry>,
+        proofs: bool,
+    ) -> Result<Vec<EntryJson>, ServiceError> {
+        let checkpoint = if proofs {
+            self.store.latest_checkpoint()?
+        } else {
+            None
+        };
+        entries
+            .into_iter()
+            .map(|stored| {
+                // A leaf rewritten on disk is an error, never an answer.
+                self.sequencer.check(&stored)?;
+                let record = LogRecord::from_leaf(&stored.entry.leaf)
+                    .map_err(|e| ServiceError::Internal(format!("leaf {}: {e}", stored.index)))?;
+                let proof = match &checkpoint {
+                    Some(c) if stored.index < c.size => Some(InclusionJson {
+                        hashes: self
+                            .sequencer
+                            .inclusion_proof(stored.index, c.size)?
+                            .iter()
+                            .map(|h| h.to_vec())
+                            .collect(),
+                        checkpoint: c.note.clone(),
+                    }),
+                    _ => None,
+                };
+                Ok(EntryJson {
+                    index: stored.index,
+                    received_at_ms: record.received_at_ms,
+                    tenant: record.tenant,
+                    agent_id: record.agent_id,
+                    verdict: record.verdict,
+                    reason: record.reason,
+                    detail: record.detail,
+                    attestation_id: record.attestation_id,
+                    policy_hash: record.policy_hash,
+                    leaf: stored.entry.leaf,
+                    proof,
+                })
+            })
+            .collect()
+    }
+}
+
+fn receipt_json(r: Receipt) -> ReceiptJson {
+    ReceiptJson {
+        index: r.index,
+        received_at_ms: r.received_at_ms,
+        leaf_hash: r.leaf_hash.to_vec(),
+        inclusion_proof: r.inclusion_proof.iter().map(|h| h.to_vec()).collect(),
+        checkpoint: r.checkpoint,
+    }
+}

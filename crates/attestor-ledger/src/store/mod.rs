@@ -1,0 +1,291 @@
+//! The ledger's storage interface: an append-only sequence of log entries with the
+//! indexes audit queries need, enrolled agents with their last-seen state, and signed
+//! checkpoints. `embedded` is the default (SQLite); `postgres` lets several ledger
+//! replicas share one PostgreSQL-compatible database.
+//!
+//! Contract every implementation keeps: `append` returns only once the batch is durable
+//! (fsynced), indexes are dense from 0 in append order, and an entry is never changed or
+//! removed. A store shared by several processes also arbitrates who appends: only the
+//! holder of its sequencer lease ([`LedgerStore::claim_sequencer`]), re-checked inside
+//! every append.
+
+pub mod embedded;
+pub mod postgres;
+pub mod postgres_tls;
+
+use std::time::Duration;
+
+pub use attestor_verify::api::Verdict;
+use thiserror::Error;
+
+use attestor_net::tls::AgentIdentity;
+
+/// Why the store could not serve a request.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// A number asked for (a filter, an index) beyond what SQL integers hold: the
+    /// caller's mistake, not the store's.
+    #[error("{0} is beyond the largest storable number ({max})", max = i64::MAX)]
+    OutOfRange(u64),
+    #[error("entries must be appended in time order: {received_at_ms} ms after {last_ms} ms")]
+    TimeOrder { received_at_ms: u64, last_ms: u64 },
+    #[error("unknown agent {agent_id:?} of tenant {tenant:?}")]
+    UnknownAgent { tenant: String, agent_id: String },
+    #[error("this replica does not hold the sequencer lease: it serves reads only")]
+    NotSequencer,
+    #[error("checkpoint key transition {0} is already recorded (another replica rotated)")]
+    KeyTransitionExists(u64),
+    #[error("store schema version {found} is not the supported {expected}")]
+    SchemaVersion {
+        found: String,
+        expected: &'static str,
+    },
+}
+
+/// Agent state that changes with each accepted attestation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedState {
+    pub zero_retention: bool,
+    /// TPM clock of the quote: (reset count, restart count, clock ms).
+    pub tpm_clock: Option<(u32, u32, u64)>,
+}
+
+/// An entry to append; the ledger has assigned its time and built its leaf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEntry {
+    /// Ledger time (Unix ms), non-decreasing in append order.
+    pub received_at_ms: u64,
+    pub tenant: String,
+    pub agent_id: String,
+    pub verdict: Verdict,
+    pub attestation_id: Option<String>,
+    /// The leaf bytes (canonical CBOR of the log record).
+    pub leaf: Vec<u8>,
+    /// RFC 9162 leaf hash of `leaf`.
+    pub leaf_hash: [u8; 32],
+    /// For an accepted entry of an enrolled agent: its new last-accepted state.
+    pub accepted_state: Option<AcceptedState>,
+    /// SHA-256 of the submitted bytes, for an entry that keeps them: a re-sent submission
+    /// is found by it and answered with its original receipt.
+    pub submission_hash: Option<[u8; 32]>,
+}
+
+/// An appended entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    pub index: u64,
+    pub entry: NewEntry,
+}
+
+/// Filters of an audit query; all present filters must hold. Results ascend by index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryQuery {
+    /// Mandatory scope for tenant users; `None` only for operators.
+    pub tenant: Option<String>,
+    pub agent_id: Option<String>,
+    pub attestation_id: Option<String>,
+    pub verdict: Option<Verdict>,
+    /// Inclusive lower bound on `received_at_ms`.
+    pub from_ms: Option<u64>,
+    /// Exclusive upper bound on `received_at_ms`.
+    pub to_ms: Option<u64>,
+    /// Pagination cursor: only entries with a larger index.
+    pub after_index: Option<u64>,
+    /// At most this many entries (capped by [`MAX_PAGE`]).
+    pub limit: u32,
+}
+
+/// Largest page a query returns.
+pub const MAX_PAGE: u32 = 1000;
+
+/// An enrolled agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRecord {
+    pub agent_id: String,
+    pub tenant: String,
+    /// The platform identity the enrollment checked: a TPM's DER EK certificate, or an
+    /// SEV-SNP guest's CHIP_ID.
+    pub ek_certificate: Vec<u8>,
+    /// The pinned key: a TPM's AK (TPMT_PUBLIC, after credential activation), or an
+    /// SEV-SNP guest's envelope signing key (SEC1, committed to by its report).
+    pub ak_public: Vec<u8>,
+    /// The SEV-SNP CHIP_ID pinned besides the AK for an agent enrolled with `tpm+snp`
+    /// evidence (a confidential VM with a vTPM): its every submission must carry a report
+    /// from this chip.
+    pub snp_chip_id: Option<Vec<u8>>,
+    pub enrolled_at_ms: u64,
+    pub revoked: bool,
+    /// Last entry of any verdict.
+    pub last_seen_at_ms: Option<u64>,
+    /// Last accepted entry, and the state it established.
+    pub last_accepted_at_ms: Option<u64>,
+    pub last_accepted: Option<AcceptedState>,
+}
+
+impl AgentRecord {
+    /// Milliseconds since the last accepted attestation (since enrollment if none).
+    pub fn silent_for_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.last_accepted_at_ms.unwrap_or(self.enrolled_at_ms))
+    }
+
+    /// `revoked`, `stale` (silent for longer than `max_gap`) or `healthy`.
+    pub fn health(&self, now_ms: u64, max_gap: std::time::Duration) -> &'static str {
+        let max_gap_ms = u64::try_from(max_gap.as_millis()).unwrap_or(u64::MAX);
+        match (self.revoked, self.silent_for_ms(now_ms) > max_gap_ms) {
+            (true, _) => "revoked",
+            (false, true) => "stale",
+            (false, false) => "healthy",
+        }
+    }
+
+    /// A newly enrolled agent with its platform identity and pinned key.
+    pub fn enrolled(
+        who: &AgentIdentity,
+        platform_identity: Vec<u8>,
+        pinned_key: Vec<u8>,
+        now_ms: u64,
+    ) -> AgentRecord {
+        AgentRecord {
+            agent_id: who.agent_id.clone(),
+            tenant: who.tenant.clone(),
+            ek_certificate: platform_identity,
+            ak_public: pinned_key,
+            snp_chip_id: None,
+            enrolled_at_ms: now_ms,
+            revoked: false,
+            last_seen_at_ms: None,
+            last_accepted_at_ms: None,
+            last_accepted: None,
+        }
+    }
+}
+
+/// A signed checkpoint as published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    /// The signed note text.
+    pub note: String,
+    pub created_at_ms: u64,
+}
+
+/// SQL engines store integers as i64; indexes and times beyond that are refused, not
+/// wrapped.
+fn to_sql(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::OutOfRange(v))
+}
+
+fn from_sql(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative value {v}")))
+}
+
+/// An entry row as both SQL backends read it: idx, received_at_ms, tenant, agent_id,
+/// verdict, attestation_id, leaf, leaf_hash.
+type EntryRow = (
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    Vec<u8>,
+    Vec<u8>,
+);
+
+/// Checks and converts a stored row; anything out of range is corruption, not a panic.
+fn stored_entry(row: EntryRow) -> Result<StoredEntry, StoreError> {
+    let (idx, at, tenant, agent_id, verdict, attestation_id, leaf, hash) = row;
+    Ok(StoredEntry {
+        index: from_sql(idx)?,
+        entry: NewEntry {
+            received_at_ms: from_sql(at)?,
+            tenant,
+            agent_id,
+            verdict: Verdict::parse(&verdict)
+                .ok_or_else(|| StoreError::Corrupt(format!("verdict {verdict:?}")))?,
+            attestation_id,
+            leaf,
+            leaf_hash: hash
+                .try_into()
+                .map_err(|_| StoreError::Corrupt(format!("leaf hash of entry {idx}")))?,
+            accepted_state: None,
+            submission_hash: None,
+        },
+    })
+}
+
+/// Storage for one ledger.
+pub trait LedgerStore: Send + Sync {
+    /// Appends a batch in one durable transaction; returns the first index.
+    fn append(&self, entries: &[NewEntry]) -> Result<u64, StoreError>;
+    /// Number of entries (the log size).
+    fn len(&self) -> Result<u64, StoreError>;
+    /// Whether the log is empty.
+    fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len()? == 0)
+    }
+    /// Time of the last entry, to keep ledger time monotonic across restarts.
+    fn last_received_at_ms(&self) -> Result<Option<u64>, StoreError>;
+    /// Leaf hashes of entries `[from, to)`, to rebuild the Merkle tree at start-up.
+    fn leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<[u8; 32]>, StoreError>;
+    /// One entry by index (none beyond the storable range).
+    fn entry(&self, index: u64) -> Result<Option<StoredEntry>, StoreError>;
+    /// Entries matching a query, ascending by index.
+    fn query(&self, query: &EntryQuery) -> Result<Vec<StoredEntry>, StoreError>;
+    /// The agent's most recent accepted entry.
+    fn latest_accepted(
+        &self,
+        tenant: &str,
+        agent_id: &str,
+    ) -> Result<Option<StoredEntry>, StoreError>;
+    /// The agent's entry that kept exactly the submitted bytes hashing to
+    /// `submission_hash`, if any.
+    fn find_submission(
+        &self,
+        tenant: &str,
+        agent_id: &str,
+        submission_hash: &[u8; 32],
+    ) -> Result<Option<StoredEntry>, StoreError>;
+    /// Records a signed checkpoint.
+    fn put_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError>;
+    /// The largest signed checkpoint.
+    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError>;
+    /// The checkpoint of exactly `size`, if one was signed.
+    fn checkpoint(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError>;
+    /// The smallest signed checkpoint of at least `size` entries.
+    fn checkpoint_at_least(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError>;
+    /// Records checkpoint key transition number `seq` (from 0); refused if one exists.
+    fn put_key_transition(&self, seq: u64, note: &str) -> Result<(), StoreError>;
+    /// Every checkpoint key transition, oldest first.
+    fn key_transitions(&self) -> Result<Vec<String>, StoreError>;
+    /// Enrols (or re-enrols) an agent. Agents are keyed by (tenant, agent id): the same
+    /// id in two tenants names two agents.
+    fn put_agent(&self, agent: &AgentRecord) -> Result<(), StoreError>;
+    /// One agent.
+    fn agent(&self, tenant: &str, agent_id: &str) -> Result<Option<AgentRecord>, StoreError>;
+    /// Agents, of one tenant or all.
+    fn agents(&self, tenant: Option<&str>) -> Result<Vec<AgentRecord>, StoreError>;
+    /// Revokes an agent: its submissions are refused from now on.
+    fn revoke_agent(&self, tenant: &str, agent_id: &str) -> Result<(), StoreError>;
+
+    /// Takes or renews this handle's sequencer lease. `Some(term)` while this handle may
+    /// append (the term changes whenever the lease changed hands, so a new term means
+    /// others may have appended meanwhile); `None` while another holds it. A store with a
+    /// single writer (the embedded one) has no lease and always answers `Some(0)`.
+    fn claim_sequencer(&self) -> Result<Option<u64>, StoreError> {
+        Ok(Some(0))
+    }
+    /// Gives the lease up (at shutdown) so another replica need not wait for it to expire.
+    fn release_sequencer(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// How often the lease must be renewed (and a follower retries to take it); `None`
+    /// for stores without a lease.
+    fn lease_renewal(&self) -> Option<Duration> {
+        None
+    }
+}

@@ -1,0 +1,64 @@
+//! The SEV-SNP guest's secure processor behind one trait, [`SecureProcessor`]: the real
+//! `/dev/sev-guest` device ([`device`]) and a software stand-in ([`sim`]: reports in the
+//! exact ABI layout, signed by a test VCEK chain). [`seal`] keeps the envelope signing key
+//! at rest under the processor's measurement-bound derived key.
+
+pub mod device;
+pub mod seal;
+pub mod sim;
+
+use attestor_verify::evidence::snp::certs::{CertEntry, CertError};
+use thiserror::Error;
+
+/// What a guest asks of its secure processor. The agent's code is the same above this
+/// trait for real hardware and the simulation.
+pub trait SecureProcessor {
+    /// An attestation report carrying `report_data`, at `vmpl`, with the certificate
+    /// table the host provides (possibly empty).
+    fn extended_report(
+        &mut self,
+        report_data: [u8; 64],
+        vmpl: u32,
+    ) -> Result<ExtendedReport, DeviceError>;
+
+    /// A 32-byte key derived from the chip's VCEK-rooted secret, the launch measurement and
+    /// the guest policy (MSG_KEY_REQ): the same for every launch of the same code under the
+    /// same policy on this chip, and different otherwise.
+    fn sealing_key(&mut self) -> Result<[u8; 32], DeviceError>;
+}
+
+/// A report and the certificates returned with it.
+#[derive(Debug, Clone)]
+pub struct ExtendedReport {
+    /// The raw attestation report.
+    pub report: Vec<u8>,
+    /// The host's certificate table (VCEK and chain), possibly empty.
+    pub certs: Vec<CertEntry>,
+}
+
+/// Why the secure processor (or its stand-in) did not answer.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum DeviceError {
+    #[error(
+        "{0} does not exist: this is not an SEV-SNP guest, or the sev-guest driver is not \
+         loaded (modprobe sev-guest)"
+    )]
+    NotSnpGuest(String),
+    #[error("no permission to open {0}: run as root or grant this user access to the device")]
+    Permission(String),
+    #[error("cannot open {path}: {source}")]
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the secure processor refused {request}: {detail}")]
+    Refused {
+        request: &'static str,
+        detail: String,
+    },
+    #[error("the host's certificate table is unusable: {0}")]
+    CertTable(#[from] CertError),
+    #[error("SNP simulation: {0}")]
+    Simulation(String),
+}

@@ -1,0 +1,1150 @@
+//! The TPM device layer: the only module that talks to tss-esapi.
+//!
+//! It offers a few intention-named, synchronous calls (extend, quote, sign with the sealed
+//! key, ...) and hides sessions, handles and templates. Every object or session it creates
+//! is flushed before the call returns, on success and on error alike, because a TPM without
+//! a resource manager (swtpm over TCP) has only three object and three session slots and
+//! keeps leaked ones until it is reset.
+//!
+//! Keys never persist in the TPM: a [`KeyBlob`] holds the TPM-encrypted private part and is
+//! loaded again under a parent that is re-created from a fixed template on every call (the
+//! P-384 endorsement key for the AK, an owner-hierarchy storage key for the sealed key).
+
+use std::collections::BTreeSet;
+use std::convert::TryFrom;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use tss_esapi::abstraction::{ak, ek, AsymmetricAlgorithmSelection};
+use tss_esapi::attributes::ObjectAttributesBuilder;
+use tss_esapi::constants::response_code::Tss2ResponseCode;
+use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
+use tss_esapi::constants::{CapabilityType, CommandCode, SessionType};
+use tss_esapi::handles::{
+    AuthHandle, KeyHandle, ObjectHandle, PcrHandle, SessionHandle, TpmHandle,
+};
+use tss_esapi::interface_types::algorithm::{
+    EccSchemeAlgorithm, HashingAlgorithm, PublicAlgorithm, SignatureSchemeAlgorithm,
+};
+use tss_esapi::interface_types::ecc::EccCurve;
+use tss_esapi::interface_types::resource_handles::Hierarchy;
+use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
+use tss_esapi::structures::{
+    CapabilityData, Data, Digest, DigestList, DigestValues, EccPoint, EccScheme, EncryptedSecret,
+    HashcheckTicket, IdObject, PcrSelectSize, PcrSelectionList, PcrSelectionListBuilder, PcrSlot,
+    Private, Public, PublicBuilder, PublicEccParametersBuilder, Signature, SignatureScheme,
+    SymmetricDefinition, SymmetricDefinitionObject,
+};
+use tss_esapi::traits::{Marshall, UnMarshall};
+use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
+use tss_esapi::{Context, TctiNameConf};
+
+use super::HashAlg;
+
+/// NV index of the ECC NIST P-384 EK certificate (TCG EK Credential Profile, low range).
+pub const EK_CERT_NV_INDEX_P384: u32 = 0x01c0_0016;
+
+/// PCRs a PC-Client TPM implements; higher indices are refused before reaching the TPM.
+pub const PCR_COUNT: u8 = 24;
+
+/// Largest qualifying data (TPM2B_DATA) every TPM accepts in a quote or certification.
+pub const MAX_QUALIFYING_DATA: usize = 64;
+
+/// Length of the digest `sign_sealed` signs: the sealed key signs ECDSA with SHA-384.
+pub const SEALED_DIGEST_LEN: usize = 48;
+
+/// Byte length of each ECDSA P-384 signature component (r and s).
+const P384_SCALAR_LEN: usize = 48;
+
+/// The TSS tags response codes with the layer that produced them in bits 16..24.
+const RC_LAYER_MASK: u32 = 0x00ff_0000;
+/// Layer of the transport (socket or device file), as opposed to the TPM itself (layer 0).
+const RC_LAYER_TCTI: u32 = 0x000a_0000;
+/// Format-one TPM response codes: strip parameter/handle/session number and the P bit.
+const RC_FMT1_MASK: u32 = 0x0000_00bf;
+const TPM_RC_VALUE: u32 = 0x084;
+const TPM_RC_POLICY_FAIL: u32 = 0x09d;
+/// Format-one bit P: the error is about a command parameter (not a handle or session).
+const RC_FMT1_PARAMETER: u32 = 0x040;
+
+/// EK authPolicy digests of the TCG EK Credential Profile (2.5, B.6), SHA-384 variants:
+/// PolicyA = PolicySecret(TPM_RH_ENDORSEMENT), PolicyC = PolicyAuthorizeNV(0x01C07F02), and
+/// the high-range templates' PolicyB = PolicyOR(PolicyA, PolicyC).
+const EK_POLICY_A_SHA384: [u8; 48] = [
+    0x8b, 0xbf, 0x22, 0x66, 0x53, 0x7c, 0x17, 0x1c, 0xb5, 0x6e, 0x40, 0x3c, 0x4d, 0xc1, 0xd4, 0xb6,
+    0x4f, 0x43, 0x26, 0x11, 0xdc, 0x38, 0x6e, 0x6f, 0x53, 0x20, 0x50, 0xc3, 0x27, 0x8c, 0x93, 0x0e,
+    0x14, 0x3e, 0x8b, 0xb1, 0x13, 0x38, 0x24, 0xcc, 0xb4, 0x31, 0x05, 0x38, 0x71, 0xc6, 0xdb, 0x53,
+];
+const EK_POLICY_C_SHA384: [u8; 48] = [
+    0xd6, 0x03, 0x2c, 0xe6, 0x1f, 0x2f, 0xb3, 0xc2, 0x40, 0xeb, 0x3c, 0xf6, 0xa3, 0x32, 0x37, 0xef,
+    0x2b, 0x6a, 0x16, 0xf4, 0x29, 0x3c, 0x22, 0xb4, 0x55, 0xe2, 0x61, 0xcf, 0xfd, 0x21, 0x7a, 0xd5,
+    0xb4, 0x94, 0x7c, 0x2d, 0x73, 0xe6, 0x30, 0x05, 0xee, 0xd2, 0xdc, 0x2b, 0x35, 0x93, 0xd1, 0x65,
+];
+const EK_POLICY_B_SHA384: [u8; 48] = [
+    0xb2, 0x6e, 0x7d, 0x28, 0xd1, 0x1a, 0x50, 0xbc, 0x53, 0xd8, 0x82, 0xbc, 0xf5, 0xfd, 0x3a, 0x1a,
+    0x07, 0x41, 0x48, 0xbb, 0x35, 0xd3, 0xb4, 0xe4, 0xcb, 0x1c, 0x0a, 0xd9, 0xbd, 0xe4, 0x19, 0xca,
+    0xcb, 0x47, 0xba, 0x09, 0x69, 0x96, 0x46, 0x15, 0x0f, 0x9f, 0xc0, 0x00, 0xf3, 0xf8, 0x0e, 0x12,
+];
+
+/// First handles of the transient-object and session ranges, for the stale-handle sweep.
+const TRANSIENT_FIRST: u32 = 0x8000_0000;
+const LOADED_SESSION_FIRST: u32 = 0x0200_0000;
+const SAVED_SESSION_FIRST: u32 = 0x0300_0000;
+/// GetCapability page size for the handle sweep; swtpm holds at most 3+3 anyway.
+const HANDLE_PAGE: u32 = 64;
+
+/// Everything that can go wrong between attestor and the TPM.
+#[derive(Debug, thiserror::Error)]
+pub enum TpmError {
+    /// The TCTI string could not be parsed.
+    #[error("invalid TCTI configuration {tcti:?}: {reason}")]
+    TctiConfig { tcti: String, reason: String },
+    /// The transport to the TPM failed (socket closed, device missing, ...).
+    #[error("cannot talk to the TPM during {op} (TCTI response code {rc:#x}): {message}")]
+    Tcti {
+        op: &'static str,
+        rc: u32,
+        message: String,
+    },
+    /// The sealed key's policy was not satisfied: the PCRs it is bound to changed since it
+    /// was created (configuration drift), or the PCR selection differs from the sealing one.
+    #[error("TPM refused the sealed key's policy during {op} (response code {rc:#x}): the PCRs no longer hold the values the key was sealed to")]
+    PolicyRefused { op: &'static str, rc: u32 },
+    /// The TPM (or the TSS stack below tss-esapi) answered a command with an error.
+    #[error("TPM command {op} failed with response code {rc:#x}: {message}")]
+    Command {
+        op: &'static str,
+        rc: u32,
+        message: String,
+    },
+    /// tss-esapi rejected an argument or a TPM answer before/after the command.
+    #[error("TPM library refused {op}: {message}")]
+    Library { op: &'static str, message: String },
+    /// The TPM has no P-384 EK certificate provisioned.
+    #[error("no EK certificate at NV index {nv_index:#010x}: provision one (swtpm_setup --create-ek-cert) or use a TPM with a manufacturer ECC P-384 EK certificate")]
+    EkCertificateMissing { nv_index: u32 },
+    /// A key blob does not decode, or lacks what the key needs (policy branches).
+    #[error("malformed key blob: {0}")]
+    MalformedKeyBlob(String),
+    /// A PCR index beyond what a PC-Client TPM implements.
+    #[error("PCR index {0} is out of range (0..{PCR_COUNT})")]
+    PcrOutOfRange(u8),
+    /// An operation over PCRs was given none.
+    #[error("no PCRs selected")]
+    EmptyPcrSelection,
+    /// A digest's length does not match its algorithm.
+    #[error("{alg:?} digest has {actual} bytes, expected {expected}")]
+    DigestLength {
+        alg: HashAlg,
+        expected: usize,
+        actual: usize,
+    },
+    /// Qualifying data longer than a TPM2B_DATA can carry.
+    #[error("qualifying data has {0} bytes, at most {MAX_QUALIFYING_DATA} fit")]
+    QualifyingDataTooLong(usize),
+    /// The TPM returned no value for a requested PCR: usually the bank is not active.
+    #[error("the TPM returned no value for PCR {pcr} of the {} bank (is the bank active?)", alg.name())]
+    PcrUnavailable { alg: HashAlg, pcr: u8 },
+    /// A credential blob or encrypted secret that cannot even be handed to the TPM.
+    #[error("malformed {what}: {reason}")]
+    MalformedCredential { what: &'static str, reason: String },
+    /// The TPM refused to activate the credential: it was made for another EK or another
+    /// AK Name, or was altered (usually TPM_RC_INTEGRITY).
+    #[error("TPM refused to activate the credential (response code {rc:#x}): it was not made for this TPM's EK and this AK, or was altered")]
+    CredentialRefused { rc: u32 },
+    /// The EK's authPolicy is none of the TCG EK profile policies this code satisfies.
+    #[error("the EK's authPolicy is not a TCG EK Credential Profile policy this code can satisfy")]
+    UnsupportedEkPolicy,
+    /// The TPM answered with something other than what the command promises.
+    #[error("unexpected TPM output from {op}: {what}")]
+    UnexpectedResponse {
+        op: &'static str,
+        what: &'static str,
+    },
+}
+
+/// A TPM-wrapped key that can be loaded again later, in another process or after a reset.
+///
+/// `public` is the marshalled TPMT_PUBLIC (no size prefix), exactly the bytes the key's Name
+/// is computed over. `private` is the body of the TPM2B_PRIVATE (no size prefix), encrypted
+/// by the parent and useless outside this TPM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyBlob {
+    /// Marshalled TPMT_PUBLIC.
+    #[serde(with = "attestor_verify::encoding::b64")]
+    pub public: Vec<u8>,
+    /// Body of the TPM2B_PRIVATE.
+    #[serde(with = "attestor_verify::encoding::b64")]
+    pub private: Vec<u8>,
+    /// PolicyOR branches of the sealed key, in order [PolicyPCR, PolicyCommandCode(Certify)];
+    /// empty for the AK.
+    #[serde(with = "attestor_verify::encoding::b64_list")]
+    pub policy_branches: Vec<Vec<u8>>,
+}
+
+/// One open connection to a TPM. Calls block; give it one owner (a dedicated thread).
+pub struct Tpm {
+    ctx: Context,
+}
+
+impl std::fmt::Debug for Tpm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tpm").finish_non_exhaustive()
+    }
+}
+
+impl Tpm {
+    /// Connects through a tss-esapi TCTI ("swtpm:host=127.0.0.1,port=P",
+    /// "device:/dev/tpmrm0") and flushes transient objects and sessions that killed
+    /// processes left behind. Without a resource manager that sweep also removes handles of
+    /// any other live user of the same TPM: one user per swtpm.
+    pub fn open(tcti: &str) -> Result<Tpm, TpmError> {
+        let conf = TctiNameConf::from_str(tcti).map_err(|e| TpmError::TctiConfig {
+            tcti: tcti.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let ctx = Context::new(conf).map_err(|e| classify("Esys_Initialize", e))?;
+        let mut tpm = Tpm { ctx };
+        tpm.flush_stale_handles()?;
+        Ok(tpm)
+    }
+
+    /// The PCR banks with PCRs assigned, restricted to the ones attestor supports.
+    pub fn active_banks(&mut self) -> Result<Vec<HashAlg>, TpmError> {
+        let (data, _more) = self
+            .ctx
+            .execute_without_session(|c| c.get_capability(CapabilityType::AssignedPcr, 0, 16))
+            .map_err(|e| classify("GetCapability(PCRS)", e))?;
+        let CapabilityData::AssignedPcr(list) = data else {
+            return Err(TpmError::UnexpectedResponse {
+                op: "GetCapability(PCRS)",
+                what: "capability data is not a PCR selection",
+            });
+        };
+        let mut banks: Vec<HashAlg> = list
+            .get_selections()
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| from_hashing(s.hashing_algorithm()))
+            .collect();
+        banks.sort();
+        banks.dedup();
+        Ok(banks)
+    }
+
+    /// Extends `pcr` once with one digest per bank (TPM2_PCR_Extend). A bank the TPM has not
+    /// activated accepts the extend silently: extend every bank of [`Tpm::active_banks`].
+    pub fn extend(&mut self, pcr: u8, digests: &[(HashAlg, Vec<u8>)]) -> Result<(), TpmError> {
+        check_pcr(pcr)?;
+        let mut values = DigestValues::new();
+        for (alg, digest) in digests {
+            check_digest(*alg, digest)?;
+            values.set(hashing(*alg), to_digest("PCR_Extend", digest)?);
+        }
+        let handle = PcrHandle::try_from(u32::from(pcr)).map_err(|e| classify("PCR_Extend", e))?;
+        self.ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.pcr_extend(handle, values)
+            })
+            .map_err(|e| classify("PCR_Extend", e))
+    }
+
+    /// Reads `pcrs` of `bank`, in ascending PCR order without duplicates. The TPM returns at
+    /// most 8 values per TPM2_PCR_Read, so this reads until every PCR has been answered.
+    pub fn read_pcrs(
+        &mut self,
+        bank: HashAlg,
+        pcrs: &[u8],
+    ) -> Result<Vec<(u8, Vec<u8>)>, TpmError> {
+        let wanted = pcr_set(pcrs)?;
+        let mut out: Vec<(u8, Vec<u8>)> = Vec::with_capacity(wanted.len());
+        let mut remaining = wanted.clone();
+        while let Some(&first) = remaining.iter().next() {
+            let request: Vec<u8> = remaining.iter().copied().collect();
+            let selection = selection(bank, &request)?;
+            let (_counter, returned, values) = self
+                .ctx
+                .execute_without_session(|c| c.pcr_read(selection))
+                .map_err(|e| classify("PCR_Read", e))?;
+            let mut read: Vec<u8> = Vec::new();
+            for sel in returned.get_selections() {
+                if from_hashing(sel.hashing_algorithm()) != Some(bank) {
+                    return Err(TpmError::UnexpectedResponse {
+                        op: "PCR_Read",
+                        what: "values for a bank that was not requested",
+                    });
+                }
+                read.extend(sel.selected().into_iter().map(slot_index));
+            }
+            read.sort_unstable();
+            let digests = values.value();
+            if read.is_empty() {
+                return Err(TpmError::PcrUnavailable {
+                    alg: bank,
+                    pcr: first,
+                });
+            }
+            if digests.len() != read.len() {
+                return Err(TpmError::UnexpectedResponse {
+                    op: "PCR_Read",
+                    what: "number of values differs from the returned selection",
+                });
+            }
+            for (pcr, digest) in read.into_iter().zip(digests) {
+                if !remaining.remove(&pcr) {
+                    return Err(TpmError::UnexpectedResponse {
+                        op: "PCR_Read",
+                        what: "a PCR that was not requested",
+                    });
+                }
+                if digest.value().len() != bank.digest_len() {
+                    return Err(TpmError::UnexpectedResponse {
+                        op: "PCR_Read",
+                        what: "a PCR value of the wrong length",
+                    });
+                }
+                out.push((pcr, digest.value().to_vec()));
+            }
+        }
+        out.sort_by_key(|(pcr, _)| *pcr);
+        Ok(out)
+    }
+
+    /// DER of the ECC P-384 EK certificate at NV index [`EK_CERT_NV_INDEX_P384`].
+    pub fn ek_certificate(&mut self) -> Result<Vec<u8>, TpmError> {
+        let (data, _more) = self
+            .ctx
+            .execute_without_session(|c| {
+                c.get_capability(CapabilityType::Handles, EK_CERT_NV_INDEX_P384, 1)
+            })
+            .map_err(|e| classify("GetCapability(HANDLES)", e))?;
+        let present = matches!(&data, CapabilityData::Handles(list)
+            if list.iter().any(|h| u32::from(*h) == EK_CERT_NV_INDEX_P384));
+        if !present {
+            return Err(TpmError::EkCertificateMissing {
+                nv_index: EK_CERT_NV_INDEX_P384,
+            });
+        }
+        ek::retrieve_ek_pubcert(&mut self.ctx, ek_alg())
+            .map_err(|e| classify("NV_Read(EK certificate)", e))
+    }
+
+    /// Marshalled TPMT_PUBLIC of the P-384 EK (default TCG template), e.g. for
+    /// MakeCredential by a verifier.
+    pub fn ek_public(&mut self) -> Result<Vec<u8>, TpmError> {
+        let ek = self.create_ek()?;
+        self.with_flushed(ek.into(), |t| {
+            let (public, _, _) = t
+                .ctx
+                .read_public(ek)
+                .map_err(|e| classify("ReadPublic(EK)", e))?;
+            marshall_public("ReadPublic(EK)", &public)
+        })
+    }
+
+    /// Creates an attestation key: restricted ECC P-384 signing key, ECDSA-SHA384, nameAlg
+    /// SHA-384, in the endorsement hierarchy under the P-384 EK.
+    pub fn create_ak(&mut self) -> Result<KeyBlob, TpmError> {
+        let ek = self.create_ek()?;
+        let created = self.with_flushed(ek.into(), |t| {
+            ak::create_ak_2(
+                &mut t.ctx,
+                ek,
+                HashingAlgorithm::Sha384,
+                AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP384),
+                SignatureSchemeAlgorithm::EcDsa,
+                None,
+                None,
+            )
+            .map_err(|e| classify("Create(AK)", e))
+        })?;
+        Ok(KeyBlob {
+            public: marshall_public("Create(AK)", &created.out_public)?,
+            private: created.out_private.value().to_vec(),
+            policy_branches: Vec::new(),
+        })
+    }
+
+    /// Creates the sealed signing key: non-restricted ECC P-384, ECDSA-SHA384, nameAlg
+    /// SHA-384, userWithAuth off, adminWithPolicy, noDA, fixedTPM, fixedParent, under the
+    /// storage key. Its authPolicy is PolicyOR(PolicyPCR(current values of `pcrs` in
+    /// `bank`), PolicyCommandCode(Certify)): it signs only while those PCRs keep their
+    /// present values, and the AK can certify it at any time.
+    pub fn create_sealed_key(&mut self, bank: HashAlg, pcrs: &[u8]) -> Result<KeyBlob, TpmError> {
+        let selection_list = selection(bank, &pcr_set(pcrs)?.into_iter().collect::<Vec<_>>())?;
+        // Trial sessions let the TPM compute the branches over its own current PCR values,
+        // so no read-then-seal race and no software policy code to keep in sync.
+        let pcr_branch = self.trial_digest("PolicyPCR(trial)", |c, s| {
+            c.policy_pcr(s, Digest::default(), selection_list)
+        })?;
+        let certify_branch = self.trial_digest("PolicyCommandCode(trial)", |c, s| {
+            c.policy_command_code(s, CommandCode::Certify)
+        })?;
+        let branches = vec![pcr_branch.value().to_vec(), certify_branch.value().to_vec()];
+        let or_list = digest_list("PolicyOR(trial)", &branches)?;
+        let auth_policy = self.trial_digest("PolicyOR(trial)", |c, s| c.policy_or(s, or_list))?;
+        let template =
+            sealed_key_template(auth_policy).map_err(|e| classify("Create(sealed key)", e))?;
+        let srk = self.create_srk()?;
+        let created = self.with_flushed(srk.into(), |t| {
+            t.ctx
+                .execute_with_session(Some(AuthSession::Password), |c| {
+                    c.create(srk, template, None, None, None, None)
+                })
+                .map_err(|e| classify("Create(sealed key)", e))
+        })?;
+        Ok(KeyBlob {
+            public: marshall_public("Create(sealed key)", &created.out_public)?,
+            private: created.out_private.value().to_vec(),
+            policy_branches: branches,
+        })
+    }
+
+    /// TPM2_Certify of the sealed key by the AK (through the key's Certify policy branch).
+    /// Returns (marshalled TPMS_ATTEST, marshalled TPMT_SIGNATURE).
+    pub fn certify_sealed(
+        &mut self,
+        ak: &KeyBlob,
+        sealed: &KeyBlob,
+        qualifying_data: &[u8],
+    ) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
+        let data = qualifying(qualifying_data)?;
+        let branches = sealed_branches(sealed)?;
+        self.with_ak(ak, |t, ak_handle| {
+            t.with_sealed(sealed, |t, key_handle| {
+                t.with_policy_session(|t, session| {
+                    t.ctx
+                        .policy_command_code(session, CommandCode::Certify)
+                        .map_err(|e| classify("PolicyCommandCode", e))?;
+                    t.ctx
+                        .policy_or(session, branches)
+                        .map_err(|e| policy_error("PolicyOR", e))?;
+                    let (attest, signature) = t
+                        .ctx
+                        .execute_with_sessions(
+                            (Some(session.into()), Some(AuthSession::Password), None),
+                            |c| {
+                                c.certify(key_handle.into(), ak_handle, data, SignatureScheme::Null)
+                            },
+                        )
+                        .map_err(|e| policy_error("Certify", e))?;
+                    marshall_attestation("Certify", &attest, &signature)
+                })
+            })
+        })
+    }
+
+    /// Signs a 48-byte SHA-384 digest with the sealed key through its PCR policy branch.
+    /// Returns the ECDSA (r, s), each big-endian and 48 bytes. When the PCRs drifted from
+    /// the sealed values this is [`TpmError::PolicyRefused`].
+    pub fn sign_sealed(
+        &mut self,
+        sealed: &KeyBlob,
+        bank: HashAlg,
+        pcrs: &[u8],
+        digest: &[u8],
+    ) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
+        if digest.len() != SEALED_DIGEST_LEN {
+            return Err(TpmError::DigestLength {
+                alg: HashAlg::Sha384,
+                expected: SEALED_DIGEST_LEN,
+                actual: digest.len(),
+            });
+        }
+        let selection_list = selection(bank, &pcr_set(pcrs)?.into_iter().collect::<Vec<_>>())?;
+        let branches = sealed_branches(sealed)?;
+        let digest = to_digest("Sign", digest)?;
+        let ticket = null_ticket()?;
+        let signature = self.with_sealed(sealed, |t, key_handle| {
+            t.with_policy_session(|t, session| {
+                t.ctx
+                    .policy_pcr(session, Digest::default(), selection_list)
+                    .map_err(|e| policy_error("PolicyPCR", e))?;
+                t.ctx
+                    .policy_or(session, branches)
+                    .map_err(|e| policy_error("PolicyOR", e))?;
+                t.ctx
+                    .execute_with_session(Some(session.into()), |c| {
+                        c.sign(key_handle, digest, SignatureScheme::Null, ticket)
+                    })
+                    .map_err(|e| policy_error("Sign", e))
+            })
+        })?;
+        match signature {
+            Signature::EcDsa(sig) => Ok((
+                left_pad("Sign", sig.signature_r().value())?,
+                left_pad("Sign", sig.signature_s().value())?,
+            )),
+            _ => Err(TpmError::UnexpectedResponse {
+                op: "Sign",
+                what: "signature is not ECDSA",
+            }),
+        }
+    }
+
+    /// TPM2_Quote of `pcrs` in `bank` by the AK. Returns (marshalled TPMS_ATTEST,
+    /// marshalled TPMT_SIGNATURE). A verifier must trust only the PCR selection inside the
+    /// attestation (an inactive bank yields an empty one).
+    pub fn quote(
+        &mut self,
+        ak: &KeyBlob,
+        qualifying_data: &[u8],
+        bank: HashAlg,
+        pcrs: &[u8],
+    ) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
+        let data = qualifying(qualifying_data)?;
+        let selection_list = selection(bank, &pcr_set(pcrs)?.into_iter().collect::<Vec<_>>())?;
+        self.with_ak(ak, |t, ak_handle| {
+            let (attest, signature) = t
+                .ctx
+                .execute_with_session(Some(AuthSession::Password), |c| {
+                    c.quote(ak_handle, data, SignatureScheme::Null, selection_list)
+                })
+                .map_err(|e| classify("Quote", e))?;
+            marshall_attestation("Quote", &attest, &signature)
+        })
+    }
+
+    /// TPM2_ActivateCredential: recovers the secret a verifier protected for this TPM's
+    /// P-384 EK and the AK's Name (`credential_blob` = TPM2B_ID_OBJECT contents,
+    /// `encrypted_secret` = TPM2B_ENCRYPTED_SECRET contents, both without size prefix).
+    /// The AK is authorized by password (admin role), the EK through its TCG policy.
+    /// A credential for another EK or AK, or an altered one, is
+    /// [`TpmError::CredentialRefused`] and yields nothing.
+    pub fn activate_credential(
+        &mut self,
+        ak: &KeyBlob,
+        credential_blob: &[u8],
+        encrypted_secret: &[u8],
+    ) -> Result<Vec<u8>, TpmError> {
+        let blob =
+            credential_part::<IdObject>("credential blob (TPM2B_ID_OBJECT)", credential_blob)?;
+        let secret = credential_part::<EncryptedSecret>(
+            "encrypted secret (TPM2B_ENCRYPTED_SECRET)",
+            encrypted_secret,
+        )?;
+        let public = parse_public(ak)?;
+        let private = parse_private(ak)?;
+        // Both keys stay loaded for the command: two of swtpm's three object slots.
+        let ek = self.create_ek()?;
+        self.with_flushed(ek.into(), |t| {
+            let ak_handle = ak::load_ak(&mut t.ctx, ek, None, private, public)
+                .map_err(|e| classify("Load(AK)", e))?;
+            t.with_flushed(ak_handle.into(), |t| {
+                let ek_policy = t.auth_policy_of("ReadPublic(EK)", ek)?;
+                t.with_policy_session(|t, session| {
+                    t.satisfy_ek_policy(session, &ek_policy)?;
+                    let credential = t
+                        .ctx
+                        .execute_with_sessions(
+                            (Some(AuthSession::Password), Some(session.into()), None),
+                            |c| c.activate_credential(ak_handle, ek, blob, secret),
+                        )
+                        .map_err(|e| credential_error("ActivateCredential", e))?;
+                    Ok(credential.value().to_vec())
+                })
+            })
+        })
+    }
+
+    /// Marshalled TPMT_PUBLIC (no size prefix) of a blob's key, in canonical form: what a
+    /// verifier parses and hashes into the key's Name.
+    pub fn public_of(blob: &KeyBlob) -> Result<Vec<u8>, TpmError> {
+        let public = parse_public(blob)?;
+        marshall_public("marshal public", &public)
+    }
+
+    // ---- plumbing -------------------------------------------------------------------
+
+    /// Runs `f`, then flushes `handle` whatever `f` returned; `f`'s error wins.
+    fn with_flushed<T>(
+        &mut self,
+        handle: ObjectHandle,
+        f: impl FnOnce(&mut Self) -> Result<T, TpmError>,
+    ) -> Result<T, TpmError> {
+        let out = f(self);
+        let flushed = self
+            .ctx
+            .flush_context(handle)
+            .map_err(|e| classify("FlushContext", e));
+        match (out, flushed) {
+            (Err(e), _) => Err(e),
+            (Ok(_), Err(e)) => Err(e),
+            (Ok(v), Ok(())) => Ok(v),
+        }
+    }
+
+    fn start_session(&mut self, kind: SessionType) -> Result<AuthSession, TpmError> {
+        self.ctx
+            .start_auth_session(
+                None,
+                None,
+                None,
+                kind,
+                SymmetricDefinition::Null,
+                HashingAlgorithm::Sha384,
+            )
+            .map_err(|e| classify("StartAuthSession", e))?
+            .ok_or(TpmError::UnexpectedResponse {
+                op: "StartAuthSession",
+                what: "no session handle",
+            })
+    }
+
+    /// A SHA-384 policy session (the sealed key's nameAlg), flushed afterwards.
+    fn with_policy_session<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self, PolicySession) -> Result<T, TpmError>,
+    ) -> Result<T, TpmError> {
+        let session = self.start_session(SessionType::Policy)?;
+        self.with_flushed(SessionHandle::from(session).into(), |t| {
+            let policy =
+                PolicySession::try_from(session).map_err(|e| classify("StartAuthSession", e))?;
+            f(t, policy)
+        })
+    }
+
+    /// Digest a trial policy session reaches after `f`.
+    fn trial_digest(
+        &mut self,
+        op: &'static str,
+        f: impl FnOnce(&mut Context, PolicySession) -> tss_esapi::Result<()>,
+    ) -> Result<Digest, TpmError> {
+        let session = self.start_session(SessionType::Trial)?;
+        self.with_flushed(SessionHandle::from(session).into(), |t| {
+            let policy = PolicySession::try_from(session).map_err(|e| classify(op, e))?;
+            f(&mut t.ctx, policy).map_err(|e| classify(op, e))?;
+            t.ctx
+                .policy_get_digest(policy)
+                .map_err(|e| classify("PolicyGetDigest", e))
+        })
+    }
+
+    fn auth_policy_of(&mut self, op: &'static str, key: KeyHandle) -> Result<Vec<u8>, TpmError> {
+        let (public, _, _) = self.ctx.read_public(key).map_err(|e| classify(op, e))?;
+        Ok(public.auth_policy().value().to_vec())
+    }
+
+    /// Brings a SHA-384 policy session to the EK's authPolicy: PolicySecret(endorsement),
+    /// plus PolicyOR(PolicyA, PolicyC) for the high-range templates (PolicyB). The
+    /// endorsement hierarchy's auth is assumed empty, as on swtpm and most platforms.
+    fn satisfy_ek_policy(
+        &mut self,
+        session: PolicySession,
+        ek_policy: &[u8],
+    ) -> Result<(), TpmError> {
+        let needs_or = if ek_policy == EK_POLICY_B_SHA384.as_slice() {
+            true
+        } else if ek_policy == EK_POLICY_A_SHA384.as_slice() {
+            false
+        } else {
+            return Err(TpmError::UnsupportedEkPolicy);
+        };
+        self.ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.policy_secret(
+                    session,
+                    AuthHandle::Endorsement,
+                    Default::default(),
+                    Default::default(),
+                    Default::default(),
+                    None,
+                )
+            })
+            .map_err(|e| classify("PolicySecret(endorsement)", e))?;
+        if needs_or {
+            let branches = digest_list(
+                "PolicyOR(EK)",
+                &[EK_POLICY_A_SHA384.to_vec(), EK_POLICY_C_SHA384.to_vec()],
+            )?;
+            self.ctx
+                .policy_or(session, branches)
+                .map_err(|e| classify("PolicyOR(EK)", e))?;
+        }
+        Ok(())
+    }
+
+    fn create_ek(&mut self) -> Result<KeyHandle, TpmError> {
+        ek::create_ek_object_2(&mut self.ctx, ek_alg(), None)
+            .map_err(|e| classify("CreatePrimary(EK)", e))
+    }
+
+    fn create_srk(&mut self) -> Result<KeyHandle, TpmError> {
+        let template = srk_template().map_err(|e| classify("CreatePrimary(SRK)", e))?;
+        self.ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.create_primary(Hierarchy::Owner, template, None, None, None, None)
+            })
+            .map(|r| r.key_handle)
+            .map_err(|e| classify("CreatePrimary(SRK)", e))
+    }
+
+    /// Loads the AK under a re-created EK, flushes the EK, runs `f`, flushes the AK.
+    fn with_ak<T>(
+        &mut self,
+        blob: &KeyBlob,
+        f: impl FnOnce(&mut Self, KeyHandle) -> Result<T, TpmError>,
+    ) -> Result<T, TpmError> {
+        let public = parse_public(blob)?;
+        let private = parse_private(blob)?;
+        let ek = self.create_ek()?;
+        let handle = self.with_flushed(ek.into(), |t| {
+            ak::load_ak(&mut t.ctx, ek, None, private, public).map_err(|e| classify("Load(AK)", e))
+        })?;
+        self.with_flushed(handle.into(), |t| f(t, handle))
+    }
+
+    /// Loads the sealed key under a re-created storage key, flushes that, runs `f`,
+    /// flushes the sealed key.
+    fn with_sealed<T>(
+        &mut self,
+        blob: &KeyBlob,
+        f: impl FnOnce(&mut Self, KeyHandle) -> Result<T, TpmError>,
+    ) -> Result<T, TpmError> {
+        let public = parse_public(blob)?;
+        let private = parse_private(blob)?;
+        let srk = self.create_srk()?;
+        let handle = self.with_flushed(srk.into(), |t| {
+            t.ctx
+                .execute_with_session(Some(AuthSession::Password), |c| {
+                    c.load(srk, private, public)
+                })
+                .map_err(|e| classify("Load(sealed key)", e))
+        })?;
+        self.with_flushed(handle.into(), |t| f(t, handle))
+    }
+
+    /// Flushes transient objects and sessions a killed process left in a TPM that has no
+    /// resource manager (under /dev/tpmrm0 the lists are empty).
+    fn flush_stale_handles(&mut self) -> Result<(), TpmError> {
+        let mut stale: BTreeSet<u32> = BTreeSet::new();
+        for first in [TRANSIENT_FIRST, LOADED_SESSION_FIRST, SAVED_SESSION_FIRST] {
+            let (data, _more) = self
+                .ctx
+                .execute_without_session(|c| {
+                    c.get_capability(CapabilityType::Handles, first, HANDLE_PAGE)
+                })
+                .map_err(|e| classify("GetCapability(HANDLES)", e))?;
+            if let CapabilityData::Handles(list) = data {
+                stale.extend(list.iter().map(|h| u32::from(*h)));
+            }
+        }
+        for raw in stale {
+            let handle = TpmHandle::try_from(raw).map_err(|e| classify("flush stale handle", e))?;
+            let object = self
+                .ctx
+                .execute_without_session(|c| c.tr_from_tpm_public(handle))
+                .map_err(|e| classify("TR_FromTPMPublic(stale handle)", e))?;
+            match self.ctx.flush_context(object) {
+                Ok(()) => {}
+                // tss-esapi files policy-session handles as "close, don't flush" and so
+                // reports a flush that the TPM performed as a bookkeeping error.
+                Err(tss_esapi::Error::WrapperError(
+                    tss_esapi::WrapperErrorKind::InvalidHandleState,
+                )) if matches!(handle, TpmHandle::PolicySession(_)) => {}
+                Err(e) => return Err(classify("FlushContext(stale handle)", e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---- free helpers ---------------------------------------------------------------------
+
+fn ek_alg() -> AsymmetricAlgorithmSelection {
+    AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP384)
+}
+
+fn hashing(alg: HashAlg) -> HashingAlgorithm {
+    match alg {
+        HashAlg::Sha256 => HashingAlgorithm::Sha256,
+        HashAlg::Sha384 => HashingAlgorithm::Sha384,
+    }
+}
+
+fn from_hashing(alg: HashingAlgorithm) -> Option<HashAlg> {
+    match alg {
+        HashingAlgorithm::Sha256 => Some(HashAlg::Sha256),
+        HashingAlgorithm::Sha384 => Some(HashAlg::Sha384),
+        _ => None,
+    }
+}
+
+fn check_pcr(pcr: u8) -> Result<(), TpmError> {
+    if pcr < PCR_COUNT {
+        Ok(())
+    } else {
+        Err(TpmError::PcrOutOfRange(pcr))
+    }
+}
+
+fn check_digest(alg: HashAlg, digest: &[u8]) -> Result<(), TpmError> {
+    if digest.len() == alg.digest_len() {
+        Ok(())
+    } else {
+        Err(TpmError::DigestLength {
+            alg,
+            expected: alg.digest_len(),
+            actual: digest.len(),
+        })
+    }
+}
+
+fn pcr_set(pcrs: &[u8]) -> Result<BTreeSet<u8>, TpmError> {
+    let set: BTreeSet<u8> = pcrs.iter().copied().collect();
+    if set.is_empty() {
+        return Err(TpmError::EmptyPcrSelection);
+    }
+    set.iter().try_for_each(|p| check_pcr(*p))?;
+    Ok(set)
+}
+
+fn slot_index(slot: PcrSlot) -> u8 {
+    // A PcrSlot is a single bit of a 32-bit mask, so its index is below 32.
+    u32::from(slot).trailing_zeros() as u8
+}
+
+fn selection(bank: HashAlg, pcrs: &[u8]) -> Result<PcrSelectionList, TpmError> {
+    let mut slots = Vec::with_capacity(pcrs.len());
+    for &pcr in pcrs {
+        check_pcr(pcr)?;
+        slots.push(PcrSlot::try_from(1u32 << pcr).map_err(|e| classify("PCR selection", e))?);
+    }
+    // Three octets (24 PCRs) explicitly: sizeofSelect is hashed into PolicyPCR digests,
+    // so a verifier recomputing the sealed key's policy must use the same value.
+    PcrSelectionListBuilder::new()
+        .with_size_of_select(PcrSelectSize::ThreeOctets)
+        .with_selection(hashing(bank), &slots)
+        .build()
+        .map_err(|e| classify("PCR selection", e))
+}
+
+fn to_digest(op: &'static str, bytes: &[u8]) -> Result<Digest, TpmError> {
+    Digest::try_from(bytes.to_vec()).map_err(|e| classify(op, e))
+}
+
+fn digest_list(op: &'static str, digests: &[Vec<u8>]) -> Result<DigestList, TpmError> {
+    let mut list = DigestList::new();
+    for d in digests {
+        list.add(to_digest(op, d)?).map_err(|e| classify(op, e))?;
+    }
+    Ok(list)
+}
+
+fn qualifying(data: &[u8]) -> Result<Data, TpmError> {
+    if data.len() > MAX_QUALIFYING_DATA {
+        return Err(TpmError::QualifyingDataTooLong(data.len()));
+    }
+    Data::try_from(data.to_vec()).map_err(|e| classify("qualifying data", e))
+}
+
+fn null_ticket() -> Result<HashcheckTicket, TpmError> {
+    // A null ticket: the digest was not computed by the TPM, which is fine for a
+    // non-restricted key.
+    HashcheckTicket::try_from(TPMT_TK_HASHCHECK {
+        tag: TPM2_ST_HASHCHECK,
+        hierarchy: TPM2_RH_NULL,
+        digest: Default::default(),
+    })
+    .map_err(|e| classify("Sign", e))
+}
+
+fn parse_public(blob: &KeyBlob) -> Result<Public, TpmError> {
+    let public = Public::unmarshall(&blob.public)
+        .map_err(|e| TpmError::MalformedKeyBlob(format!("public part: {e}")))?;
+    // Trailing bytes would make the blob's Name differ from the loaded key's.
+    let canonical = public
+        .marshall()
+        .map_err(|e| TpmError::MalformedKeyBlob(format!("public part: {e}")))?;
+    if canonical != blob.public {
+        return Err(TpmError::MalformedKeyBlob(
+            "public part has trailing or non-canonical bytes".into(),
+        ));
+    }
+    Ok(public)
+}
+
+fn parse_private(blob: &KeyBlob) -> Result<Private, TpmError> {
+    if blob.private.is_empty() {
+        return Err(TpmError::MalformedKeyBlob("private part is empty".into()));
+    }
+    Private::try_from(blob.private.clone())
+        .map_err(|e| TpmError::MalformedKeyBlob(format!("private part: {e}")))
+}
+
+fn sealed_branches(blob: &KeyBlob) -> Result<DigestList, TpmError> {
+    if blob.policy_branches.len() != 2
+        || blob
+            .policy_branches
+            .iter()
+            .any(|b| b.len() != HashAlg::Sha384.digest_len())
+    {
+        return Err(TpmError::MalformedKeyBlob(
+            "a sealed key needs exactly two 48-byte policy branches".into(),
+        ));
+    }
+    digest_list("PolicyOR", &blob.policy_branches)
+        .map_err(|e| TpmError::MalformedKeyBlob(format!("policy branches: {e}")))
+}
+
+fn marshall_public(op: &'static str, public: &Public) -> Result<Vec<u8>, TpmError> {
+    public.marshall().map_err(|e| classify(op, e))
+}
+
+fn marshall_attestation(
+    op: &'static str,
+    attest: &impl Marshall,
+    signature: &impl Marshall,
+) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
+    Ok((
+        attest.marshall().map_err(|e| classify(op, e))?,
+        signature.marshall().map_err(|e| classify(op, e))?,
+    ))
+}
+
+fn left_pad(op: &'static str, scalar: &[u8]) -> Result<Vec<u8>, TpmError> {
+    // The TPM may drop leading zero bytes; verifiers want fixed-width r || s.
+    let start = scalar.iter().take_while(|b| **b == 0).count();
+    let significant = scalar.get(start..).unwrap_or_default();
+    if significant.len() > P384_SCALAR_LEN {
+        return Err(TpmError::UnexpectedResponse {
+            op,
+            what: "ECDSA component longer than 48 bytes",
+        });
+    }
+    let mut out = vec![0u8; P384_SCALAR_LEN - significant.len()];
+    out.extend_from_slice(significant);
+    Ok(out)
+}
+
+fn sealed_key_template(auth_policy: Digest) -> tss_esapi::Result<Public> {
+    let attributes = ObjectAttributesBuilder::new()
+        .with_fixed_tpm(true)
+        .with_fixed_parent(true)
+        .with_sensitive_data_origin(true)
+        .with_user_with_auth(false)
+        .with_admin_with_policy(true)
+        .with_no_da(true)
+        .with_sign_encrypt(true)
+        .with_decrypt(false)
+        .with_restricted(false)
+        .build()?;
+    PublicBuilder::new()
+        .with_public_algorithm(PublicAlgorithm::Ecc)
+        .with_name_hashing_algorithm(HashingAlgorithm::Sha384)
+        .with_object_attributes(attributes)
+        .with_auth_policy(auth_policy)
+        .with_ecc_parameters(
+            PublicEccParametersBuilder::new_unrestricted_signing_key(
+                EccScheme::create(
+                    EccSchemeAlgorithm::EcDsa,
+                    Some(HashingAlgorithm::Sha384),
+                    None,
+                )?,
+                EccCurve::NistP384,
+            )
+            .build()?,
+        )
+        .with_ecc_unique_identifier(EccPoint::default())
+        .build()
+}
+
+/// Fixed storage-key template: the same template in the same hierarchy yields the same key
+/// after any reset, so it never needs persisting.
+fn srk_template() -> tss_esapi::Result<Public> {
+    let attributes = ObjectAttributesBuilder::new()
+        .with_fixed_tpm(true)
+        .with_fixed_parent(true)
+        .with_sensitive_data_origin(true)
+        .with_user_with_auth(true)
+        .with_no_da(true)
+        .with_restricted(true)
+        .with_decrypt(true)
+        .with_sign_encrypt(false)
+        .build()?;
+    PublicBuilder::new()
+        .with_public_algorithm(PublicAlgorithm::Ecc)
+        .with_name_hashing_algorithm(HashingAlgorithm::Sha384)
+        .with_object_attributes(attributes)
+        .with_ecc_parameters(
+            PublicEccParametersBuilder::new_restricted_decryption_key(
+                SymmetricDefinitionObject::AES_128_CFB,
+                EccCurve::NistP384,
+            )
+            .build()?,
+        )
+        .with_ecc_unique_identifier(EccPoint::default())
+        .build()
+}
+
+/// The raw TSS2_RC: tss-esapi 7.7 exposes it only through its Display impl
+/// ("Response code value: 0x...").
+fn raw_rc(code: Tss2ResponseCode) -> u32 {
+    let text = match code {
+        Tss2ResponseCode::Success => return 0,
+        Tss2ResponseCode::FormatZero(c) => c.to_string(),
+        Tss2ResponseCode::FormatOne(c) => c.to_string(),
+    };
+    text.rsplit("0x")
+        .next()
+        .and_then(|hex| u32::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0)
+}
+
+fn classify(op: &'static str, e: tss_esapi::Error) -> TpmError {
+    match e {
+        tss_esapi::Error::WrapperError(kind) => TpmError::Library {
+            op,
+            message: kind.to_string(),
+        },
+        tss_esapi::Error::Tss2Error(code) => {
+            let rc = raw_rc(code);
+            if rc & RC_LAYER_MASK == RC_LAYER_TCTI {
+                TpmError::Tcti {
+                    op,
+                    rc,
+                    message: code.to_string(),
+                }
+            } else {
+                TpmError::Command {
+                    op,
+                    rc,
+                    message: code.to_string(),
+                }
+            }
+        }
+    }
+}
+
+/// Like [`classify`], but a policy mismatch (PolicyOR finding no matching branch, or the
+/// TPM refusing the policy at use) becomes [`TpmError::PolicyRefused`].
+fn policy_error(op: &'static str, e: tss_esapi::Error) -> TpmError {
+    match classify(op, e) {
+        TpmError::Command { rc, .. } if is_policy_refusal(rc) => TpmError::PolicyRefused { op, rc },
+        other => other,
+    }
+}
+
+/// One ActivateCredential input as its tss-esapi buffer type; empty or oversized input is
+/// refused here rather than by the TPM.
+fn credential_part<T: TryFrom<Vec<u8>, Error = tss_esapi::Error>>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<T, TpmError> {
+    if bytes.is_empty() {
+        return Err(TpmError::MalformedCredential {
+            what,
+            reason: "empty".into(),
+        });
+    }
+    T::try_from(bytes.to_vec()).map_err(|e| TpmError::MalformedCredential {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+/// Like [`classify`], but a TPM error about a command parameter (the blob or the secret)
+/// becomes [`TpmError::CredentialRefused`]: the credential does not fit this EK and AK.
+fn credential_error(op: &'static str, e: tss_esapi::Error) -> TpmError {
+    match classify(op, e) {
+        TpmError::Command { rc, .. } if is_parameter_error(rc) => {
+            TpmError::CredentialRefused { rc }
+        }
+        other => other,
+    }
+}
+
+fn is_parameter_error(rc: u32) -> bool {
+    rc & RC_LAYER_MASK == 0 && rc & 0x80 != 0 && rc & RC_FMT1_PARAMETER != 0
+}
+
+fn is_policy_refusal(rc: u32) -> bool {
+    // Only TPM-layer format-one codes; other layers reuse the low bits.
+    rc & RC_LAYER_MASK == 0
+        && rc & 0x80 != 0
+        && matches!(rc & RC_FMT1_MASK, TPM_RC_VALUE | TPM_RC_POLICY_FAIL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tpm_can_move_to_a_dedicated_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Tpm>();
+    }
+
+    #[test]
+    fn policy_refusal_codes() {
+        // TPM_RC_VALUE on parameter 1 of PolicyOR, TPM_RC_POLICY_FAIL on session 1.
+        assert!(is_policy_refusal(0x1c4));
+        assert!(is_policy_refusal(0x99d));
+        assert!(!is_policy_refusal(0x902)); // object memory: a warning, not a policy miss
+        assert!(!is_policy_refusal(0x000a_0084)); // same low bits from another layer
+    }
+
+    #[test]
+    fn credential_refusals_are_parameter_errors() {
+        // TPM_RC_INTEGRITY on parameter 1 (the blob), TPM_RC_ECC_POINT on parameter 2.
+        assert!(is_parameter_error(0x1df));
+        assert!(is_parameter_error(0x2e7));
+        assert!(!is_parameter_error(0x99d)); // policy failure on session 1
+        assert!(!is_parameter_error(0x18b)); // TPM_RC_HANDLE on handle 1
+        assert!(!is_parameter_error(0x902)); // object memory warning
+        assert!(!is_parameter_error(0x000a_01df)); // same bits from another layer
+    }
+
+    #[test]
+    fn ek_policy_constants_are_the_profile_policies() {
+        // PolicySecret(TPM_RH_ENDORSEMENT) with an empty policyRef, then PolicyOR(A, C).
+        let zero = [0u8; 48];
+        let secret = HashAlg::Sha384.digest_parts(&[
+            &zero,
+            &0x151u32.to_be_bytes(),
+            &0x4000_000bu32.to_be_bytes(),
+        ]);
+        assert_eq!(HashAlg::Sha384.digest(&secret), EK_POLICY_A_SHA384);
+        let or = HashAlg::Sha384.digest_parts(&[
+            &zero,
+            &0x171u32.to_be_bytes(),
+            &EK_POLICY_A_SHA384,
+            &EK_POLICY_C_SHA384,
+        ]);
+        assert_eq!(or, EK_POLICY_B_SHA384);
+    }
+
+    #[test]
+    fn left_pad_fixes_width() {
+        assert_eq!(left_pad("t", &[1, 2]).unwrap().len(), 48);
+        assert_eq!(left_pad("t", &[0; 49]).unwrap(), vec![0; 48]);
+        assert!(left_pad("t", &[1; 49]).is_err());
+    }
+
+    #[test]
+    fn blob_with_garbage_is_malformed() {
+        let blob = KeyBlob {
+            public: vec![0xff; 7],
+            private: vec![1],
+            policy_branches: vec![],
+        };
+        assert!(matches!(
+            Tpm::public_of(&blob),
+            Err(TpmError::MalformedKeyBlob(_))
+        ));
+        assert!(matches!(
+            sealed_branches(&blob),
+            Err(TpmError::MalformedKeyBlob(_))
+        ));
+    }
+
+    #[test]
+    fn pcr_selection_is_checked() {
+        assert!(matches!(pcr_set(&[]), Err(TpmError::EmptyPcrSelection)));
+        assert!(matches!(pcr_set(&[24]), Err(TpmError::PcrOutOfRange(24))));
+        assert_eq!(
+            pcr_set(&[3, 1, 3]).unwrap().into_iter().collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+    }
+}

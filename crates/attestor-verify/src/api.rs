@@ -1,0 +1,278 @@
+//! Messages between agent and ledger (JSON over mTLS). The agent's identity (agent id,
+//! tenant) comes from its client certificate, never from a message.
+
+use serde::{Deserialize, Serialize};
+
+use crate::encoding::{b64, b64_list};
+
+/// First enrollment step: the agent shows its TPM's EK and its AK.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// EK certificate (DER) first, then intermediates.
+    #[serde(with = "b64_list")]
+    pub ek_certificates: Vec<Vec<u8>>,
+    /// EK public area (marshalled TPMT_PUBLIC): the key the credential is encrypted to.
+    #[serde(with = "b64")]
+    pub ek_public: Vec<u8>,
+    /// AK public area (marshalled TPMT_PUBLIC) to be pinned.
+    #[serde(with = "b64")]
+    pub ak_public: Vec<u8>,
+}
+
+/// The ledger's credential challenge: only the TPM holding both the EK and the AK can
+/// recover the secret (TPM2_ActivateCredential).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollChallenge {
+    /// TPM2B_ID_OBJECT contents.
+    #[serde(with = "b64")]
+    pub credential_blob: Vec<u8>,
+    /// TPM2B_ENCRYPTED_SECRET contents.
+    #[serde(with = "b64")]
+    pub encrypted_secret: Vec<u8>,
+}
+
+/// Second enrollment step: the secret the TPM recovered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollProof {
+    #[serde(with = "b64")]
+    pub secret: Vec<u8>,
+}
+
+/// A single-use nonce for the agent's next attestation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NonceResponse {
+    #[serde(with = "b64")]
+    pub nonce: Vec<u8>,
+}
+
+/// The agent the ledger enrolled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolledResponse {
+    pub agent_id: String,
+    pub tenant: String,
+    pub enrolled_at_ms: u64,
+}
+
+/// Proof that an entry is in the log: an inclusion proof up to a signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptJson {
+    pub index: u64,
+    pub received_at_ms: u64,
+    #[serde(with = "b64")]
+    pub leaf_hash: Vec<u8>,
+    /// Audit path in the tree of the checkpoint's size.
+    #[serde(with = "b64_list")]
+    pub inclusion_proof: Vec<Vec<u8>>,
+    /// C2SP tlog-checkpoint signed note.
+    pub checkpoint: String,
+}
+
+/// The ledger's answer to a submission. Refused submissions are logged too, so both
+/// verdicts carry a receipt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitResponse {
+    pub verdict: Verdict,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation_id: Option<String>,
+    pub receipt: ReceiptJson,
+}
+
+/// One log entry as returned by queries; `leaf` is the exact leaf (canonical CBOR of the
+/// [`crate::record::LogRecord`]), so the proof can be checked against it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryJson {
+    pub index: u64,
+    pub received_at_ms: u64,
+    pub tenant: String,
+    pub agent_id: String,
+    pub verdict: Verdict,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_hash: Option<String>,
+    #[serde(with = "b64")]
+    pub leaf: Vec<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<InclusionJson>,
+}
+
+/// An inclusion proof against a signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InclusionJson {
+    #[serde(with = "b64_list")]
+    pub hashes: Vec<Vec<u8>>,
+    /// Signed note of the tree the proof is for.
+    pub checkpoint: String,
+}
+
+/// A page of entries; pass `next_after` as `after` for the next page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntriesResponse {
+    pub entries: Vec<EntryJson>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<u64>,
+}
+
+/// An enrolled agent and its health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentStatusJson {
+    pub agent_id: String,
+    pub tenant: String,
+    pub enrolled_at_ms: u64,
+    pub revoked: bool,
+    pub last_seen_at_ms: Option<u64>,
+    pub last_accepted_at_ms: Option<u64>,
+    pub zero_retention: Option<bool>,
+    /// Silent for longer than the ledger's allowed gap.
+    pub stale: bool,
+}
+
+/// Agents of the caller's tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsResponse {
+    pub agents: Vec<AgentStatusJson>,
+}
+
+/// RFC 9162 consistency proof between two tree sizes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyResponse {
+    pub old_size: u64,
+    pub new_size: u64,
+    #[serde(with = "b64_list")]
+    pub proof: Vec<Vec<u8>>,
+}
+
+/// The log's checkpoint keys: the current verifier key and the transitions (signed
+/// notes, oldest first) leading to it from the first key, for auditors who pinned an
+/// older key (`GET /v1/log/keys`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogKeysResponse {
+    pub current: String,
+    pub transitions: Vec<String>,
+}
+
+/// Body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    /// Stable kebab-case code.
+    pub error: String,
+    pub message: String,
+}
+
+/// The caller's tenant and what it expects of its agents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantResponse {
+    pub tenant: String,
+    /// The policy hash (hex) every agent of the tenant must attest.
+    pub policy_hash: String,
+}
+
+/// Open alerts of the caller's tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsResponse {
+    pub alerts: Vec<Alert>,
+}
+
+/// Outcome of verifying a submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Every check held.
+    Accepted,
+    /// A check failed (the reason says which), or the submission was not a bundle.
+    Refused,
+}
+
+impl Verdict {
+    /// Stable name stored and shown in queries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Accepted => "accepted",
+            Verdict::Refused => "refused",
+        }
+    }
+
+    /// The verdict of a stable name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "accepted" => Some(Verdict::Accepted),
+            "refused" => Some(Verdict::Refused),
+            _ => None,
+        }
+    }
+}
+
+/// What went wrong with an agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlertKind {
+    /// No accepted attestation for longer than the allowed gap.
+    MissingHeartbeat,
+    /// A submission was refused.
+    InvalidAttestation,
+    /// A submission attested another policy than the tenant's.
+    PolicyDrift,
+    /// The zero-retention flag changed between attestations.
+    ZeroRetentionChange,
+}
+
+impl AlertKind {
+    /// Stable kebab-case name, used in labels and configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            AlertKind::MissingHeartbeat => "missing-heartbeat",
+            AlertKind::InvalidAttestation => "invalid-attestation",
+            AlertKind::PolicyDrift => "policy-drift",
+            AlertKind::ZeroRetentionChange => "zero-retention-change",
+        }
+    }
+}
+
+/// One alert, open or resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// What it is about.
+    pub kind: AlertKind,
+    /// The agent's tenant.
+    pub tenant: String,
+    /// The agent.
+    pub agent_id: String,
+    /// What happened, for people.
+    pub summary: String,
+    /// When it opened (Unix ms).
+    pub starts_at_ms: u64,
+    /// When it resolved (Unix ms), if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at_ms: Option<u64>,
+}
+
+/// Marks a nonce the agent made itself because the ledger was unreachable. Such a
+/// spooled attestation proves no freshness beyond its own timestamp: the ledger accepts it
+/// only within the freshness window and only if its TPM clock is past the agent's last
+/// accepted quote, which is what refuses its replay.
+pub const OFFLINE_NONCE_PREFIX: &[u8] = b"attestor-offline:";

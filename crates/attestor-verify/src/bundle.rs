@@ -1,0 +1,182 @@
+//! The attestation bundle: one JSON document holding the DSSE envelope and the hardware
+//! evidence bound to it (schema in the README). Parsing checks shape only; trust is
+//! decided by [`crate::checks`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::dsse::Envelope;
+use crate::encoding::{b64, b64_list, hex_bytes};
+use crate::evidence::tpm::eventlog::EventLog;
+use crate::evidence::tpm::HashAlg;
+
+/// `type` of a version-1 bundle.
+pub const BUNDLE_TYPE: &str = "https://attestor.dev/bundle/v1";
+/// Bundles larger than this are refused before parsing (a real one is about 8 KiB).
+pub const MAX_BUNDLE_BYTES: usize = 1024 * 1024;
+
+/// Why bytes are not a bundle.
+#[derive(Debug, Error)]
+pub enum BundleError {
+    #[error("bundle is {0} bytes, over the {MAX_BUNDLE_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("bundle is not valid JSON of the bundle schema: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("bundle type is {0:?}, expected {BUNDLE_TYPE:?}")]
+    WrongType(String),
+}
+
+/// An attestation and its evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bundle {
+    #[serde(rename = "type")]
+    pub bundle_type: String,
+    /// Standard DSSE envelope whose payload is an in-toto Statement.
+    pub envelope: Envelope,
+    /// Verifier nonce folded into the evidence commitment (hex; empty when made offline).
+    #[serde(default, with = "hex_bytes", skip_serializing_if = "Vec::is_empty")]
+    pub nonce: Vec<u8>,
+    pub evidence: Evidence,
+}
+
+/// Hardware evidence, by root of trust: `{"tpm": {...}}`, `{"snp": {...}}`, or for a
+/// confidential VM with a vTPM `{"tpm+snp": {"tpm": {...}, "snp": {...}}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Evidence {
+    Tpm(TpmEvidence),
+    Snp(SnpEvidence),
+    #[serde(rename = "tpm+snp")]
+    TpmSnp(TpmSnpEvidence),
+}
+
+impl Evidence {
+    /// Which roots of trust this evidence comes from.
+    pub fn kind(&self) -> EvidenceKind {
+        match self {
+            Evidence::Tpm(_) => EvidenceKind::Tpm,
+            Evidence::Snp(_) => EvidenceKind::Snp,
+            Evidence::TpmSnp(_) => EvidenceKind::TpmSnp,
+        }
+    }
+}
+
+/// Which root of trust evidence comes from: the agent config's and a profile's
+/// `evidence` key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvidenceKind {
+    /// A TPM 2.0: quotes over PCRs, PCR-sealed signing key.
+    #[default]
+    Tpm,
+    /// An AMD SEV-SNP guest: attestation reports, derived-key-sealed signing key.
+    Snp,
+    /// An SEV-SNP guest with a vTPM: both, bound to the same envelope, which the vTPM's
+    /// sealed key signs.
+    #[serde(rename = "tpm+snp")]
+    TpmSnp,
+}
+
+impl EvidenceKind {
+    /// The name used in configs, profiles and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            EvidenceKind::Tpm => "tpm",
+            EvidenceKind::Snp => "snp",
+            EvidenceKind::TpmSnp => "tpm+snp",
+        }
+    }
+}
+
+/// A vTPM's quote and an SEV-SNP report bound to the same envelope: the quote's
+/// qualifying data and the report's REPORT_DATA each commit to it (and the nonce) as they
+/// do alone; the report's `signing_key` is the vTPM's sealed key, which signs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmSnpEvidence {
+    pub tpm: TpmEvidence,
+    pub snp: SnpEvidence,
+}
+
+/// An AMD SEV-SNP attestation report whose REPORT_DATA commits to the envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnpEvidence {
+    /// The report exactly as the secure processor returned it (1184 bytes, base64).
+    #[serde(with = "b64")]
+    pub report: Vec<u8>,
+    /// VCEK certificate (DER, base64) from the host's certificate table or the agent's
+    /// cache; may be absent when the verifier has it cached.
+    #[serde(default, with = "b64", skip_serializing_if = "Vec::is_empty")]
+    pub vcek: Vec<u8>,
+    /// The envelope's signing key, SEC1 uncompressed P-384 (base64); REPORT_DATA commits
+    /// to it.
+    #[serde(with = "b64")]
+    pub signing_key: Vec<u8>,
+}
+
+/// A TPM2_Quote and everything needed to check it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmEvidence {
+    pub quote: SignedAttest,
+    /// Bank of the quoted PCR values.
+    pub pcr_bank: HashAlg,
+    /// Value of every quoted PCR (hex), keyed by index.
+    pub pcrs: BTreeMap<u8, String>,
+    /// Measurements of the measured PCR since TPM reset.
+    pub event_log: EventLog,
+    /// Attestation key: marshalled TPMT_PUBLIC (base64).
+    #[serde(with = "b64")]
+    pub ak_public: Vec<u8>,
+    pub sealed_key: SealedKeyEvidence,
+    /// EK certificate (DER, base64) first, then any intermediates.
+    #[serde(with = "b64_list")]
+    pub ek_certificates: Vec<Vec<u8>>,
+}
+
+/// A TPM-signed TPMS_ATTEST (quote or certify) in TPM wire format.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedAttest {
+    /// Marshalled TPMS_ATTEST (base64): the signed message.
+    #[serde(with = "b64")]
+    pub attest: Vec<u8>,
+    /// Marshalled TPMT_SIGNATURE (base64).
+    #[serde(with = "b64")]
+    pub signature: Vec<u8>,
+}
+
+/// The DSSE signing key and the AK's certification that it lives in the TPM under policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedKeyEvidence {
+    /// Marshalled TPMT_PUBLIC (base64).
+    #[serde(with = "b64")]
+    pub public: Vec<u8>,
+    /// TPM2_Certify of `public` by the AK.
+    pub certification: SignedAttest,
+}
+
+impl Bundle {
+    /// Parses a bundle, refusing oversized or mistyped input.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, BundleError> {
+        if bytes.len() > MAX_BUNDLE_BYTES {
+            return Err(BundleError::TooLarge(bytes.len()));
+        }
+        let bundle: Bundle = serde_json::from_slice(bytes)?;
+        if bundle.bundle_type != BUNDLE_TYPE {
+            return Err(BundleError::WrongType(bundle.bundle_type));
+        }
+        Ok(bundle)
+    }
+
+    /// Pretty JSON for files and the wire.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Only strings, numbers and maps with string-like keys: serialisation cannot fail.
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+}

@@ -1,0 +1,223 @@
+//! The CI/CD release gate: a deployment may proceed only if every named (or every enrolled)
+//! agent of the tenant has an accepted attestation within the allowed age, attesting the
+//! tenant's expected policy hash, and no open alert. Decided from the ledger's answers
+//! alone, so the gate holds no state.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::api::Alert;
+use crate::api::{AgentStatusJson, EntryJson, TenantResponse};
+
+/// What the ledger told the gate.
+pub struct Fleet<'a> {
+    pub tenant: &'a TenantResponse,
+    pub agents: &'a [AgentStatusJson],
+    /// The latest accepted entry of each agent.
+    pub latest_accepted: &'a [EntryJson],
+    pub open_alerts: &'a [Alert],
+}
+
+/// The gate's finding for one agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentFinding {
+    pub agent_id: String,
+    pub pass: bool,
+    /// Seconds since the latest accepted attestation.
+    pub age_seconds: Option<u64>,
+    pub policy_hash: Option<String>,
+    /// Why it fails; empty when it passes.
+    pub problems: Vec<String>,
+}
+
+/// Judges the fleet; `only` names the agents to check (all enrolled ones when empty).
+pub fn evaluate(
+    fleet: &Fleet<'_>,
+    only: &[String],
+    max_age: Duration,
+    now_ms: u64,
+) -> Vec<AgentFinding> {
+    let names: Vec<String> = if only.is_empty() {
+        fleet
+            .agents
+            .iter()
+            .filter(|a| !a.revoked)
+            .map(|a| a.agent_id.clone())
+            .collect()
+    } else {
+        only.to_vec()
+    };
+    let max_age_ms = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
+    names
+        .into_iter()
+        .map(|agent_id| {
+            let mut problems = Vec::new();
+            let status = fleet.agents.iter().find(|a| a.agent_id == agent_id);
+            match status {
+                None => problems.push("not enrolled".to_string()),
+                Some(a) if a.revoked => problems.push("revoked".to_string()),
+                Some(_) => {}
+            }
+            let latest = fleet
+                .latest_accepted
+                .iter()
+                .find(|e| e.agent_id == agent_id);
+            let age_ms = latest.map(|e| now_ms.saturating_sub(e.received_at_ms));
+            match age_ms {
+                None if status.is_some() => problems.push("no accepted attestation".to_string()),
+                Some(age) if age > max_age_ms => problems.push(format!(
+                    "latest accepted attestation is {} s old (max {} s)",
+                    age / 1000,
+                    max_age.as_secs()
+                )),
+                _ => {}
+            }
+            let policy_hash = latest.and_then(|e| e.policy_hash.clone());
+            if let Some(hash) = &policy_hash {
+                if *hash != fleet.tenant.policy_hash {
+                    problems.push(format!(
+                        "attests policy {hash}, expected {}",
+                        fleet.tenant.policy_hash
+                    ));
+                }
+            }
+            for alert in fleet.open_alerts.iter().filter(|a| a.agent_id == agent_id) {
+                problems.push(format!(
+                    "open alert {}: {}",
+                    alert.kind.name(),
+                    alert.summary
+                ));
+            }
+            AgentFinding {
+                pass: problems.is_empty(),
+                agent_id,
+                age_seconds: age_ms.map(|a| a / 1000),
+                policy_hash,
+                problems,
+            }
+        })
+        .collect()
+}
+
+/// Parses `90`, `90s`, `5m`, `2h` or `1d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 5m, 2h"))?;
+    let seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: unit must be s, m, h or d")),
+    };
+    n.checked_mul(seconds)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::AlertKind;
+    use crate::api::Verdict;
+
+    const GOOD: &str = "aa";
+
+    fn agent(id: &str, revoked: bool) -> AgentStatusJson {
+        AgentStatusJson {
+            agent_id: id.into(),
+            tenant: "t".into(),
+            enrolled_at_ms: 0,
+            revoked,
+            last_seen_at_ms: None,
+            last_accepted_at_ms: None,
+            zero_retention: Some(true),
+            stale: false,
+        }
+    }
+
+    fn accepted(id: &str, at_ms: u64, policy: &str) -> EntryJson {
+        EntryJson {
+            index: 0,
+            received_at_ms: at_ms,
+            tenant: "t".into(),
+            agent_id: id.into(),
+            verdict: Verdict::Accepted,
+            reason: None,
+            detail: None,
+            attestation_id: None,
+            policy_hash: Some(policy.into()),
+            leaf: Vec::new(),
+            proof: None,
+        }
+    }
+
+    #[test]
+    fn only_fresh_agents_with_the_expected_policy_and_no_alert_pass() {
+        let tenant = TenantResponse {
+            tenant: "t".into(),
+            policy_hash: GOOD.into(),
+        };
+        let agents = [
+            agent("fresh", false),
+            agent("stale", false),
+            agent("drifted", false),
+            agent("alerted", false),
+            agent("silent", false),
+            agent("gone", true),
+        ];
+        let latest = [
+            accepted("fresh", 290_000, GOOD),
+            accepted("stale", 1_000, GOOD),
+            accepted("drifted", 290_000, "bb"),
+            accepted("alerted", 290_000, GOOD),
+        ];
+        let alerts = [Alert {
+            kind: AlertKind::InvalidAttestation,
+            tenant: "t".into(),
+            agent_id: "alerted".into(),
+            summary: "forged".into(),
+            starts_at_ms: 0,
+            ends_at_ms: None,
+        }];
+        let fleet = Fleet {
+            tenant: &tenant,
+            agents: &agents,
+            latest_accepted: &latest,
+            open_alerts: &alerts,
+        };
+        let found = evaluate(&fleet, &[], Duration::from_secs(60), 300_000);
+        let passing: Vec<&str> = found
+            .iter()
+            .filter(|f| f.pass)
+            .map(|f| f.agent_id.as_str())
+            .collect();
+        assert_eq!(passing, ["fresh"]);
+        assert_eq!(found.len(), 5, "revoked agents are not part of the fleet");
+        let named = evaluate(
+            &fleet,
+            &["gone".into(), "nobody".into()],
+            Duration::from_secs(60),
+            300_000,
+        );
+        assert_eq!(named[0].problems[0], "revoked");
+        assert_eq!(named[1].problems, ["not enrolled"]);
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+}

@@ -1,0 +1,352 @@
+//! Firmware profiles: reference values for one platform (TOML, in `firmware-profiles/`).
+//!
+//! A profile has a `[tpm]` section, an `[snp]` section, or both. For a TPM it says which
+//! PCR bank is quoted, which PCR carries the policy kernel measurement, what each firmware
+//! PCR must hold and which CAs may issue EK certificates; for SEV-SNP, which roots are
+//! pinned, which launch measurements, guest policies, VMPLs and TCBs are acceptable. And
+//! how old an attestation may be. Relative paths resolve against the profile's directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::bundle::EvidenceKind;
+use crate::evidence::certchain;
+use crate::evidence::snp::certs::Tcb;
+use crate::evidence::snp::chain::ChainCache;
+use crate::evidence::snp::roots::{one_cert, Product, RootsOrigin, TrustRoots};
+use crate::evidence::tpm::HashAlg;
+
+/// The spec's freshness window.
+pub const DEFAULT_MAX_AGE_SECONDS: u64 = 300;
+
+/// Why a profile is unusable.
+#[derive(Debug, Error)]
+pub enum ProfileError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("profile {path} is invalid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileToml {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default = "default_max_age")]
+    max_age_seconds: u64,
+    evidence: Option<EvidenceKind>,
+    tpm: Option<TpmProfileToml>,
+    snp: Option<SnpProfileToml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnpProfileToml {
+    product: Product,
+    /// Test roots (PEM files) of the SNP simulation. Absent: AMD's roots for `product`.
+    simulation_roots: Option<SimulationRootsToml>,
+    allowed_measurements: Vec<String>,
+    #[serde(default)]
+    policy: GuestPolicyRules,
+    min_tcb: Tcb,
+    #[serde(default = "default_vmpls")]
+    allowed_vmpls: Vec<u32>,
+    #[serde(default = "default_min_report_version")]
+    min_report_version: u32,
+    vcek_cache: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SimulationRootsToml {
+    ark: PathBuf,
+    ask: PathBuf,
+}
+
+fn default_vmpls() -> Vec<u32> {
+    vec![0]
+}
+fn default_min_report_version() -> u32 {
+    2
+}
+
+/// Which guest policy bits a profile accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestPolicyRules {
+    /// A debuggable guest's memory is readable by the host: never in production.
+    #[serde(default)]
+    pub allow_debug: bool,
+    /// A migration agent may move the guest (and its secrets) elsewhere.
+    #[serde(default)]
+    pub allow_migration_agent: bool,
+    /// SMT shares cores with other tenants' threads (side channels).
+    #[serde(default = "yes")]
+    pub allow_smt: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for GuestPolicyRules {
+    fn default() -> Self {
+        GuestPolicyRules {
+            allow_debug: false,
+            allow_migration_agent: false,
+            allow_smt: true,
+        }
+    }
+}
+
+/// Reference values for SEV-SNP guests.
+#[derive(Debug, Clone)]
+pub struct SnpProfile {
+    pub product: Product,
+    /// The pinned ARK and ASK.
+    pub roots: TrustRoots,
+    /// Launch measurements of approved guest images (firmware, kernel, initrd, command line).
+    pub allowed_measurements: Vec<[u8; 48]>,
+    pub policy: GuestPolicyRules,
+    /// Every reported TCB component must be at least this.
+    pub min_tcb: Tcb,
+    pub allowed_vmpls: Vec<u32>,
+    pub min_report_version: u32,
+    /// Directory of cached VCEKs, for bundles that do not carry theirs.
+    pub vcek_cache: Option<PathBuf>,
+    /// Chains already verified under `roots`, shared by the clones of this profile.
+    pub chain_cache: Arc<ChainCache>,
+}
+
+fn default_max_age() -> u64 {
+    DEFAULT_MAX_AGE_SECONDS
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TpmProfileToml {
+    pcr_bank: HashAlg,
+    measured_pcr: u8,
+    firmware_pcrs: BTreeMap<String, String>,
+    ek_trust_anchors: Vec<PathBuf>,
+    #[serde(default)]
+    ek_intermediates: Vec<PathBuf>,
+}
+
+/// Reference values for a TPM platform.
+#[derive(Debug, Clone)]
+pub struct TpmProfile {
+    pub pcr_bank: HashAlg,
+    pub measured_pcr: u8,
+    /// Expected value of each quoted firmware PCR.
+    pub firmware_pcrs: BTreeMap<u8, Vec<u8>>,
+    /// DER certificates of the CAs trusted to issue EK certificates.
+    pub ek_trust_anchors: Vec<Vec<u8>>,
+    /// DER intermediates the verifier may use besides those in a bundle.
+    pub ek_intermediates: Vec<Vec<u8>>,
+    /// EK certificate paths already validated against this profile, shared by its clones.
+    pub ek_chains: std::sync::Arc<certchain::ChainCache>,
+}
+
+/// A loaded firmware profile.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: String,
+    pub description: String,
+    pub max_age_seconds: u64,
+    /// Evidence every bundle must carry (`"tpm+snp"`: a confidential VM's vTPM and its
+    /// report, both). Absent: whatever evidence the bundle carries, judged by the
+    /// sections it needs.
+    pub evidence: Option<EvidenceKind>,
+    pub tpm: Option<TpmProfile>,
+    pub snp: Option<SnpProfile>,
+}
+
+impl Profile {
+    /// Reads a profile and the certificates it names.
+    pub fn load(path: &Path) -> Result<Self, ProfileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses profile text as if it were read from `path`, then reads the certificates it
+    /// names (relative to `path`'s directory).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ProfileError> {
+        let read_err = |path: &Path, source| ProfileError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let invalid = |message: String| ProfileError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let raw: ProfileToml = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let load_certs = |paths: &[PathBuf]| -> Result<Vec<Vec<u8>>, ProfileError> {
+            let mut out = Vec::new();
+            for p in paths {
+                let p = base.join(p);
+                let pem = std::fs::read_to_string(&p).map_err(|e| read_err(&p, e))?;
+                let ders = certchain::pem_to_der_all(&pem)
+                    .map_err(|e| invalid(format!("{}: {e}", p.display())))?;
+                out.extend(ders);
+            }
+            Ok(out)
+        };
+        if raw.tpm.is_none() && raw.snp.is_none() {
+            return Err(invalid("profile needs a [tpm] or an [snp] section".into()));
+        }
+        let (needs_tpm, needs_snp) = match raw.evidence {
+            None => (false, false),
+            Some(EvidenceKind::Tpm) => (true, false),
+            Some(EvidenceKind::Snp) => (false, true),
+            Some(EvidenceKind::TpmSnp) => (true, true),
+        };
+        if (needs_tpm && raw.tpm.is_none()) || (needs_snp && raw.snp.is_none()) {
+            return Err(invalid(format!(
+                "evidence = {:?} needs the matching [tpm] and [snp] sections",
+                raw.evidence.map(EvidenceKind::name).unwrap_or_default()
+            )));
+        }
+        let tpm = match raw.tpm {
+            Some(tpm) => Some(load_tpm(tpm, &invalid, &load_certs)?),
+            None => None,
+        };
+        let snp = match raw.snp {
+            Some(snp) => Some(load_snp(snp, base, &invalid, &read_err)?),
+            None => None,
+        };
+        Ok(Profile {
+            name: raw.name,
+            description: raw.description,
+            max_age_seconds: raw.max_age_seconds,
+            evidence: raw.evidence,
+            tpm,
+            snp,
+        })
+    }
+}
+
+/// Reads the certificates of PEM files named in a profile.
+type CertLoader<'a> = &'a dyn Fn(&[PathBuf]) -> Result<Vec<Vec<u8>>, ProfileError>;
+
+fn load_tpm(
+    tpm: TpmProfileToml,
+    invalid: &dyn Fn(String) -> ProfileError,
+    load_certs: CertLoader,
+) -> Result<TpmProfile, ProfileError> {
+    let mut firmware_pcrs = BTreeMap::new();
+    for (index, value) in &tpm.firmware_pcrs {
+        let pcr: u8 = index
+            .parse()
+            .ok()
+            .filter(|p| *p <= 23)
+            .ok_or_else(|| invalid(format!("firmware PCR index {index:?} is not 0-23")))?;
+        let digest = hex::decode(value)
+            .ok()
+            .filter(|d| d.len() == tpm.pcr_bank.digest_len())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "firmware PCR {pcr} must be {} hex bytes",
+                    tpm.pcr_bank.digest_len()
+                ))
+            })?;
+        firmware_pcrs.insert(pcr, digest);
+    }
+    let firmware: Vec<u8> = firmware_pcrs.keys().copied().collect();
+    crate::evidence::tpm::check_pcr_choice(tpm.measured_pcr, &firmware).map_err(invalid)?;
+    let ek_trust_anchors = load_certs(&tpm.ek_trust_anchors)?;
+    if ek_trust_anchors.is_empty() {
+        return Err(invalid("tpm.ek_trust_anchors names no certificate".into()));
+    }
+    Ok(TpmProfile {
+        pcr_bank: tpm.pcr_bank,
+        measured_pcr: tpm.measured_pcr,
+        firmware_pcrs,
+        ek_trust_anchors,
+        ek_intermediates: load_certs(&tpm.ek_intermediates)?,
+        ek_chains: Default::default(),
+    })
+}
+
+fn load_snp(
+    snp: SnpProfileToml,
+    base: &Path,
+    invalid: &dyn Fn(String) -> ProfileError,
+    read_err: &dyn Fn(&Path, std::io::Error) -> ProfileError,
+) -> Result<SnpProfile, ProfileError> {
+    let roots = match &snp.simulation_roots {
+        None => snp
+            .product
+            .amd_roots()
+            .map_err(|e| invalid(format!("built-in AMD roots: {e}")))?,
+        Some(sim) => {
+            let read = |p: &Path| -> Result<Vec<u8>, ProfileError> {
+                let p = base.join(p);
+                let pem = std::fs::read(&p).map_err(|e| read_err(&p, e))?;
+                one_cert(&pem).map_err(|e| invalid(format!("{}: {e}", p.display())))
+            };
+            TrustRoots {
+                ark: read(&sim.ark)?,
+                ask: read(&sim.ask)?,
+                origin: RootsOrigin::Simulation(base.join(&sim.ark)),
+            }
+        }
+    };
+    let mut allowed_measurements = Vec::new();
+    for m in &snp.allowed_measurements {
+        let digest = hex::decode(m)
+            .ok()
+            .and_then(|d| <[u8; 48]>::try_from(d).ok())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "snp.allowed_measurements: {m:?} is not 48 bytes of hex"
+                ))
+            })?;
+        allowed_measurements.push(digest);
+    }
+    if allowed_measurements.is_empty() {
+        return Err(invalid("snp.allowed_measurements is empty".into()));
+    }
+    // Turin's TCB_VERSION adds the FMC SPL; older layouts have no such field.
+    match (snp.product, snp.min_tcb.fmc) {
+        (Product::Turin, None) => {
+            return Err(invalid(
+                "snp.min_tcb.fmc is required for Turin (its TCB has an FMC SPL)".into(),
+            ))
+        }
+        (Product::Milan | Product::Genoa, Some(_)) => {
+            return Err(invalid(format!(
+                "snp.min_tcb.fmc: {} TCBs have no FMC SPL",
+                snp.product.kds_name()
+            )))
+        }
+        _ => {}
+    }
+    if snp.allowed_vmpls.is_empty() || snp.allowed_vmpls.iter().any(|v| *v > 3) {
+        return Err(invalid("snp.allowed_vmpls must list VMPLs 0-3".into()));
+    }
+    Ok(SnpProfile {
+        product: snp.product,
+        roots,
+        allowed_measurements,
+        policy: snp.policy,
+        min_tcb: snp.min_tcb,
+        allowed_vmpls: snp.allowed_vmpls,
+        min_report_version: snp.min_report_version,
+        vcek_cache: snp.vcek_cache.map(|p| base.join(p)),
+        chain_cache: Arc::default(),
+    })
+}

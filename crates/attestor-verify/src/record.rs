@@ -1,0 +1,137 @@
+//! What one log leaf holds: the submission exactly as received and the ledger's verdict
+//! on it, as deterministic CBOR. Keeping the submitted bytes in the leaf means an
+//! inclusion proof covers the evidence itself, so an auditor can re-verify any entry.
+
+use serde::{Deserialize, Serialize};
+
+use crate::cbor::{self, CborError};
+use crate::api::Verdict;
+
+/// Record format version written today.
+pub const RECORD_VERSION: u8 = 1;
+
+/// One log entry's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogRecord {
+    pub version: u8,
+    /// Ledger time (Unix ms), non-decreasing in log order.
+    pub received_at_ms: u64,
+    /// From the client certificate, never from the submission.
+    pub tenant: String,
+    pub agent_id: String,
+    pub verdict: Verdict,
+    /// Refusal reason name (e.g. `quote-binding`); absent when accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Human-readable refusal detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// From the verified claims (absent when the submission never got that far).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_hash: Option<String>,
+    /// The submitted bytes, exactly as received; empty when they were not kept
+    /// ([`LogRecord::discarded`]).
+    #[serde(with = "serde_bytes_buf")]
+    pub submission: Vec<u8>,
+    /// For a caller that is not an enrolled agent of a configured tenant: what it sent,
+    /// summarised instead of kept, so strangers cannot grow the log with their bodies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discarded: Option<Discarded>,
+}
+
+/// A submission that was summarised instead of kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Discarded {
+    /// SHA-256 of the submitted bytes.
+    #[serde(with = "serde_bytes_buf")]
+    pub sha256: Vec<u8>,
+    /// Their length.
+    pub size: u64,
+}
+
+impl LogRecord {
+    /// The leaf bytes: deterministic CBOR, so equal records give equal leaves.
+    pub fn to_leaf(&self) -> Result<Vec<u8>, CborError> {
+        cbor::to_canonical_vec(self)
+    }
+
+    /// Parses a leaf, refusing any encoding but the canonical one.
+    pub fn from_leaf(leaf: &[u8]) -> Result<Self, CborError> {
+        cbor::from_canonical_slice(leaf)
+    }
+}
+
+// Bytes as a CBOR byte string, not an array of integers.
+mod serde_bytes_buf {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_bytes(Visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> LogRecord {
+        LogRecord {
+            version: RECORD_VERSION,
+            received_at_ms: 1_800_000_000_123,
+            tenant: "t".into(),
+            agent_id: "a".into(),
+            verdict: Verdict::Refused,
+            reason: Some("quote-binding".into()),
+            detail: Some("quote qualifying data does not commit to this envelope".into()),
+            attestation_id: None,
+            policy_hash: None,
+            submission: b"{\"type\":...}".to_vec(),
+            discarded: None,
+        }
+    }
+
+    #[test]
+    fn leaves_round_trip_and_are_canonical() {
+        let leaf = record().to_leaf().unwrap();
+        assert_eq!(LogRecord::from_leaf(&leaf).unwrap(), record());
+        assert!(cbor::is_canonical(&leaf));
+        // The submission is a byte string (major type 2), not an array of integers.
+        let value: ciborium::Value = cbor::from_slice(&leaf).unwrap();
+        let map = value.as_map().unwrap();
+        let submission = map
+            .iter()
+            .find(|(k, _)| k.as_text() == Some("submission"))
+            .unwrap();
+        assert!(submission.1.is_bytes());
+    }
+
+    #[test]
+    fn malformed_leaves_are_refused() {
+        let mut leaf = record().to_leaf().unwrap();
+        assert!(LogRecord::from_leaf(&leaf[..leaf.len() - 1]).is_err());
+        leaf.push(0);
+        assert!(LogRecord::from_leaf(&leaf).is_err());
+        assert!(LogRecord::from_leaf(b"\xa0").is_err());
+    }
+}

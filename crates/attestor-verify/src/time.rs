@@ -1,0 +1,38 @@
+//! Unix time as the log and the messages carry it: milliseconds (or seconds) since the
+//! epoch, saturating instead of panicking for clocks before 1970 or past `u64`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch at `time` (0 before it).
+pub fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Milliseconds since the Unix epoch now.
+pub fn now_ms() -> u64 {
+    unix_ms(SystemTime::now())
+}
+
+/// The time `ms` milliseconds after the Unix epoch.
+pub fn from_unix_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// A duration in whole milliseconds, saturating.
+pub fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip_and_saturate() {
+        assert_eq!(unix_ms(from_unix_ms(1_800_000_000_123)), 1_800_000_000_123);
+        assert_eq!(unix_ms(UNIX_EPOCH - Duration::from_secs(1)), 0);
+        assert_eq!(duration_ms(Duration::MAX), u64::MAX);
+        assert!(now_ms() > 1_700_000_000_000);
+    }
+}
