@@ -16,19 +16,21 @@
 //!
 //! Run: `cargo bench --bench append` (run as a test by `cargo test --all-targets`, it
 //! appends a few thousand entries to each store).
+// Shared helpers are `pub` for the bench, not for anyone outside this binary.
+#![allow(unreachable_pub)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use attestor_verify::log::checkpoint::CheckpointSigner;
 use attestor_ledger::log::sequencer::{Sequencer, Submission};
-use attestor_verify::record::{LogRecord, RECORD_VERSION};
 use attestor_ledger::store::embedded::EmbeddedStore;
 use attestor_ledger::store::postgres::{PostgresOptions, PostgresStore};
 use attestor_ledger::store::{AcceptedState, AgentRecord, LedgerStore, Verdict};
 use attestor_net::tls::AgentIdentity;
+use attestor_verify::log::checkpoint::CheckpointSigner;
+use attestor_verify::record::{LogRecord, RECORD_VERSION};
 
 const ORIGIN: &str = "bench.attestor/append";
 const BATCH: u64 = 64;

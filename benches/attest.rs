@@ -1,10 +1,12 @@
 //! One attestation against the raw TPM commands it needs, and offline verification against
 //! the bare signature checks it needs, each pair measured in the same run on a real swtpm.
 //! Prints the ratios at the end. Run: `cargo bench --bench attest`.
+// Shared helpers are `pub` for the bench, not for anyone outside this binary.
+#![allow(unreachable_pub)]
 
 #[path = "support/mod.rs"]
 mod bench_support;
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use bench_support::median_ns;
@@ -12,13 +14,13 @@ use bench_support::median_ns;
 use std::time::Duration;
 
 use attestor_agent::attest::Agent;
-use attestor_verify::bundle::{Bundle, Evidence};
 use attestor_agent::collect::RuntimeStatus;
 use attestor_agent::config::AgentConfig;
-use attestor_verify::dsse;
 use attestor_platform::tpm::Tpm;
-use attestor_verify::evidence::tpm::{wire, HashAlg};
+use attestor_verify::bundle::{Bundle, Evidence};
 use attestor_verify::checks::{verify_bundle, Expectations};
+use attestor_verify::dsse;
+use attestor_verify::evidence::tpm::{wire, HashAlg};
 use aws_lc_rs::signature::{ParsedPublicKey, UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
 use criterion::{black_box, Criterion};
 use sha2::{Digest, Sha384};

@@ -19,19 +19,21 @@
 //! submit R per second on a fixed schedule, to see latency below saturation.
 //!
 //! Run: `cargo bench --bench ingest [-- --agents N --rounds K --rate R]`.
+// Shared helpers are `pub` for the bench, not for anyone outside this binary.
+#![allow(unreachable_pub)]
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use attestor_ledger::store::Verdict;
+use attestor_ledger::submission::OFFLINE_NONCE_PREFIX;
 use attestor_verify::bundle::Bundle;
 use attestor_verify::dsse;
 use attestor_verify::evidence::certchain;
 use attestor_verify::evidence::tpm::wire;
-use attestor_ledger::store::Verdict;
-use attestor_ledger::submission::OFFLINE_NONCE_PREFIX;
 use aws_lc_rs::signature::{ParsedPublicKey, ECDSA_P384_SHA384_ASN1};
 use support::agent::AgentFixture;
 use support::ledger::{LedgerProcess, LedgerSpec};

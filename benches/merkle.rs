@@ -2,6 +2,8 @@
 //! and consistency proof generation, inclusion verification, each against one bare SHA-256
 //! of 65 bytes (the size of an interior node's preimage) measured in the same run. Prints
 //! the ratios at the end. Run: `cargo bench --bench merkle`.
+// Shared helpers are `pub` for the bench, not for anyone outside this binary.
+#![allow(unreachable_pub)]
 
 mod support;
 

@@ -10,14 +10,16 @@
 //!   TPM bundle) against one SHA-256 of the encoded leaf (which the ledger computes anyway).
 //!
 //! Run: `cargo bench --bench micro`.
+// Shared helpers are `pub` for the bench, not for anyone outside this binary.
+#![allow(unreachable_pub)]
 
 #[path = "support/mod.rs"]
 mod bench_support;
 
+use attestor_ledger::store::Verdict;
 use attestor_verify::claims::{Claims, EpsilonLimits, Statement, PAYLOAD_TYPE};
 use attestor_verify::dsse::{self, EcdsaP384Signer, Envelope, VerifyingKey};
 use attestor_verify::record::{LogRecord, RECORD_VERSION};
-use attestor_ledger::store::Verdict;
 use aws_lc_rs::digest::{digest, SHA256};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{

@@ -12,15 +12,17 @@
 //!
 //! Run: `cargo bench --bench query` (`ATTESTOR_BENCH_ENTRIES=N` for another size; run as a
 //! test by `cargo test --all-targets`, it fills 20,000).
+// Shared helpers are `pub` for the bench, not for anyone outside this binary.
+#![allow(unreachable_pub)]
 
 #[path = "support/mod.rs"]
 mod bench_support;
 
 use std::time::{Duration, Instant};
 
-use attestor_verify::log::merkle::leaf_hash;
 use attestor_ledger::store::embedded::EmbeddedStore;
 use attestor_ledger::store::{EntryQuery, LedgerStore, NewEntry, Verdict, MAX_PAGE};
+use attestor_verify::log::merkle::leaf_hash;
 use bench_support::median_ns;
 use criterion::{black_box, Criterion};
 

@@ -4,6 +4,8 @@
 //! (what the ledger pays per submission after a chip's first), the report signature alone,
 //! a whole simulated SNP bundle, and a bare P-384 verification by aws-lc as the
 //! reference. Run: `cargo bench --bench snp`.
+// Shared helpers are `pub` for the bench, not for anyone outside this binary.
+#![allow(unreachable_pub)]
 
 #[path = "support/mod.rs"]
 mod bench_support;
@@ -11,16 +13,16 @@ mod bench_support;
 use std::path::Path;
 use std::time::SystemTime;
 
-use attestor_agent::snp::SnpAgent;
 use attestor_agent::collect::{self, RuntimeStatus};
 use attestor_agent::config::AgentConfig;
+use attestor_agent::snp::SnpAgent;
+use attestor_platform::snp::sim::SimulatedProcessor;
+use attestor_verify::checks::{verify_bundle, verify_signed_report, Expectations};
 use attestor_verify::evidence::snp::certs::vcek_facts;
 use attestor_verify::evidence::snp::chain::{verify_report_signature, ChainCache};
 use attestor_verify::evidence::snp::report::{decode_report_file, Report, SIGNED_LEN};
 use attestor_verify::evidence::snp::roots::Product;
-use attestor_platform::snp::sim::SimulatedProcessor;
 use attestor_verify::profiles::Profile;
-use attestor_verify::checks::{verify_bundle, verify_signed_report, Expectations};
 use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
 use bench_support::median_ns;
 use criterion::{black_box, Criterion};

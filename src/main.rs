@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -12,17 +11,18 @@ mod output;
 mod loadgen;
 mod snp_cli;
 
-use attestor_agent::evidence_source::EvidenceSource;
-use attestor_verify::bundle::Bundle;
 use attestor_agent::collect::{self, PolicyKernelConfig};
 use attestor_agent::config::{AgentConfig, LedgerConnection, DEFAULT_TCTI};
+use attestor_agent::evidence_source::EvidenceSource;
+use attestor_agent::{Attestor, AttestorConfig};
 use attestor_ledger::config::LedgerConfig;
-use attestor_ledger::service::{open_store, Ledger};
-use attestor_ledger::{backup, dashboard, keyfiles, monitor, server};
-use attestor_verify::profiles::Profile;
+use attestor_ledger::service::open_store;
+use attestor_ledger::{backup, keyfiles};
+use attestor_net::logging;
 use attestor_net::tls::{self, AgentIdentity, TlsFiles};
-use attestor::{gate, logging};
-use attestor::{Attestor, AttestorConfig};
+use attestor_verify::bundle::Bundle;
+use attestor_verify::gate;
+use attestor_verify::profiles::Profile;
 
 mod query;
 use attestor_verify::checks::{self, Expectations};
@@ -335,7 +335,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 nonce: decode_hex("--nonce", &nonce)?,
                 ..Default::default()
             };
-            match verify::verify_bundle(&parsed, &profile, &expect) {
+            match checks::verify_bundle(&parsed, &profile, &expect) {
                 Ok(v) => {
                     outln!(
                         "OK: attestation {} of policy {} verified against profile {:?} ({})",
@@ -359,9 +359,13 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 AttestorConfig::from_agent_config(config, tcti).map_err(|e| e.to_string())?;
             let mut attestor = Attestor::new(config);
             let stopper = attestor.stopper();
-            multi_thread_runtime()?.block_on(async move {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+            runtime.block_on(async move {
                 tokio::spawn(async move {
-                    termination().await;
+                    attestor_net::shutdown::termination().await;
                     stopper.stop();
                 });
                 tokio::spawn(acknowledge_hangups());
@@ -375,7 +379,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
         } => {
             let config = config.ok_or("--config is required")?;
             let config = LedgerConfig::load(&config).map_err(|e| e.to_string())?;
-            run_ledger(&config)?;
+            attestor_ledger::daemon::run(&config).map_err(|e| e.to_string())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Ledger {
@@ -502,134 +506,6 @@ async fn acknowledge_hangups() {
 
 /// On SIGHUP: new TLS files (server certificate, trusted client CAs) for new connections,
 /// and the checkpoint key `rotate-key` prepared. A failure keeps what runs and is logged.
-async fn reload_on_hangup(
-    config: LedgerConfig,
-    ledger: Arc<Ledger>,
-    tls: tokio::sync::watch::Sender<Arc<rustls::ServerConfig>>,
-) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        return;
-    };
-    while hangups.recv().await.is_some() {
-        let tls_result = tls::server_config(&config.tls.ca, &config.tls.cert, &config.tls.key)
-            .map(|new| tls.send_replace(new));
-        let (ledger, config) = (ledger.clone(), config.clone());
-        let key_result = tokio::task::spawn_blocking(move || ledger.rotate_checkpoint_key(&config))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
-        let level = if tls_result.is_ok() && key_result.is_ok() {
-            logging::Level::Info
-        } else {
-            logging::Level::Error
-        };
-        logging::event(
-            level,
-            "ledger-reloaded",
-            serde_json::json!({
-                "tls": tls_result.map(|_| "reloaded".to_string()).unwrap_or_else(|e| e.to_string()),
-                "checkpoint_key": match key_result {
-                    Ok(Some(vkey)) => format!("rotated to {vkey}"),
-                    Ok(None) => "unchanged".to_string(),
-                    Err(e) => e,
-                },
-            }),
-        );
-    }
-}
-
-fn run_ledger(config: &LedgerConfig) -> Result<(), String> {
-    let tls = tls::server_config(&config.tls.ca, &config.tls.cert, &config.tls.key)
-        .map_err(|e| e.to_string())?;
-    let (tls_reload, tls) = tokio::sync::watch::channel(tls);
-    let token: Option<Arc<str>> = match &config.ops.dashboard_token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-                .trim()
-                .into(),
-        ),
-        None => None,
-    };
-    // Connections are descriptors; a refusal to raise the limit only leaves it as it was.
-    let open_files = server::raise_open_file_limit().ok().flatten();
-    let runtime = multi_thread_runtime()?;
-    let writer = runtime.block_on(async {
-        let (ledger, writer) = Ledger::open(config).map_err(|e| e.to_string())?;
-        // Auditors need this key to check checkpoints; keep a copy beside the state.
-        keyfiles::write_vkey(&config.state_dir, &ledger.verifier_key())
-            .map_err(|e| e.to_string())?;
-        let listener = bind(config.listen).await?;
-        if let Some(address) = config.ops.listen {
-            let ops = bind(address).await?;
-            let ledger = ledger.clone();
-            tokio::spawn(attestor_net::ops::serve(
-                ops,
-                move |asked| dashboard::ops_page(ledger.clone(), token.clone(), asked),
-                std::future::pending(),
-            ));
-        }
-        logging::event(
-            logging::Level::Info,
-            "ledger-started",
-            serde_json::json!({
-                "listen": config.listen.to_string(), "ops": config.ops.listen,
-                "log_size": ledger.store().len().ok(), "sequencer": ledger.is_sequencer(),
-                "verifier_key": ledger.verifier_key(), "open_files_limit": open_files,
-            }),
-        );
-        tokio::spawn(monitor::watch_gaps(Arc::downgrade(&ledger)));
-        tokio::spawn(reload_on_hangup(config.clone(), ledger.clone(), tls_reload));
-        server::serve(ledger.clone(), listener, tls, config.limits, termination())
-            .await
-            .map_err(|e| e.to_string())?;
-        ledger
-            .remember_checkpoint(&config.state_dir)
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>(writer)
-    })?;
-    // Dropping the runtime drops the tasks holding the ledger, so the writer drains and
-    // ends; every acknowledged batch is already durable.
-    drop(runtime);
-    let _ = writer.join();
-    logging::event(
-        logging::Level::Info,
-        "ledger-stopped",
-        serde_json::json!({}),
-    );
-    Ok(())
-}
-
-async fn bind(address: std::net::SocketAddr) -> Result<tokio::net::TcpListener, String> {
-    tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|e| format!("cannot listen on {address}: {e}"))
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn termination() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-fn multi_thread_runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))
-}
-
 fn tcti_of(args: &AgentArgs, config: &AgentConfig) -> String {
     args.tcti
         .clone()

@@ -22,7 +22,7 @@ static CLOSED: AtomicBool = AtomicBool::new(false);
 
 /// Writes to stdout; see the module's documentation. Use it through [`out!`] and
 /// [`outln!`].
-pub fn write_stdout(text: std::fmt::Arguments<'_>) -> Result<(), OutputError> {
+pub(crate) fn write_stdout(text: std::fmt::Arguments<'_>) -> Result<(), OutputError> {
     if CLOSED.load(Ordering::Relaxed) {
         return Ok(());
     }

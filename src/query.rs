@@ -11,11 +11,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use attestor_agent::client::{ClientError, LedgerClient};
 use attestor_agent::config::LedgerConnection;
-use attestor_verify::gate::{evaluate, Fleet};
+use attestor_net::tls;
 use attestor_verify::api::EntryJson;
 use attestor_verify::audit;
+use attestor_verify::gate::{evaluate, Fleet};
 use attestor_verify::log::keys::KeyHistory;
-use attestor_net::tls;
 
 use crate::{LedgerArgs, QueryCommand};
 
@@ -26,7 +26,7 @@ fn client_of(connection: &LedgerConnection) -> Result<LedgerClient, String> {
 }
 
 /// Runs the release gate; exit 0 pass, 1 fail.
-pub async fn gate(
+pub(crate) async fn gate(
     connection: &LedgerConnection,
     tenant: Option<String>,
     only: &[String],
@@ -95,7 +95,7 @@ pub async fn gate(
     })
 }
 
-pub async fn run(
+pub(crate) async fn run(
     connection: &LedgerConnection,
     what: QueryCommand,
     args: &LedgerArgs,

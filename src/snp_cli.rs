@@ -6,18 +6,18 @@ use std::time::SystemTime;
 
 use clap::Subcommand;
 
+use attestor_verify::checks::{
+    check_report_policy, verify_signed_report, Platform, SnpIdentity, TpmIdentity,
+};
 use attestor_verify::evidence::snp::certs::Tcb;
 use attestor_verify::evidence::snp::chain::ChainCache;
 use attestor_verify::evidence::snp::measure::{launch_measurement, LaunchImages};
 use attestor_verify::evidence::snp::report::{decode_report_file, Report};
 use attestor_verify::evidence::snp::roots::Product;
 use attestor_verify::profiles::Profile;
-use attestor_verify::checks::{
-    check_report_policy, verify_signed_report, Platform, SnpIdentity, TpmIdentity,
-};
 
 #[derive(Subcommand)]
-pub enum SnpCommand {
+pub(crate) enum SnpCommand {
     /// Verify a bare attestation report (raw or hex, as snpguest writes it): the chain
     /// ARK -> ASK -> VCEK, the signature, and with --profile the profile's checks. Prints
     /// the decoded fields; exits 1 naming the first failed check.
@@ -81,7 +81,7 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-pub fn run(command: SnpCommand) -> Result<ExitCode, String> {
+pub(crate) fn run(command: SnpCommand) -> Result<ExitCode, String> {
     match command {
         SnpCommand::VerifyReport {
             report,
@@ -193,7 +193,7 @@ fn print_fields(report: &Report) -> Result<(), crate::output::OutputError> {
 }
 
 /// One line about the platform behind a verified bundle.
-pub fn describe(platform: &Platform) -> String {
+pub(crate) fn describe(platform: &Platform) -> String {
     let tpm = |t: &TpmIdentity| {
         format!(
             "TPM reset {} restart {}",

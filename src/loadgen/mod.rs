@@ -14,23 +14,26 @@ mod pki;
 mod report;
 mod soft_tpm;
 
+use attestor_net::http::HttpError;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use attestor_agent::client::{ClientError, LedgerClient};
+use attestor_ledger::store::Verdict;
+use attestor_net::tls::{self, AgentIdentity};
+use attestor_verify::api::{EnrollProof, EnrollRequest};
 use attestor_verify::bundle::{
     Bundle, Evidence, SealedKeyEvidence, SignedAttest, TpmEvidence, BUNDLE_TYPE,
 };
 use attestor_verify::claims::{Claims, EpsilonLimits, Statement, PAYLOAD_TYPE};
 use attestor_verify::dsse::{self, Envelope};
-use attestor_verify::evidence::tpm::eventlog::{EventLog, MeasurementEvent, EVENT_POLICY_KERNEL_CONFIG};
+use attestor_verify::evidence::tpm::eventlog::{
+    EventLog, MeasurementEvent, EVENT_POLICY_KERNEL_CONFIG,
+};
 use attestor_verify::evidence::tpm::{wire, HashAlg};
 use attestor_verify::evidence::tpm_commitment;
-use attestor_verify::api::{EnrollProof, EnrollRequest};
-use attestor_ledger::store::Verdict;
-use attestor_net::tls::{self, AgentIdentity};
 use clap::{Args, Subcommand};
 use thiserror::Error;
 
@@ -68,7 +71,7 @@ fn parse_pace(text: &str) -> Result<f64, String> {
                   the ledger's `profile` at the loadgen profile (`attestor loadgen ek-ca DIR`) \
                   for a load test only, never in production."
 )]
-pub struct LoadgenArgs {
+pub(crate) struct LoadgenArgs {
     #[command(subcommand)]
     command: Option<LoadgenCommand>,
     /// Ledger endpoint, https://HOST:PORT.
@@ -130,13 +133,15 @@ enum LoadgenCommand {
 
 /// Why a load test could not run (errors of single submissions are counted, not raised).
 #[derive(Debug, Error)]
-pub enum LoadgenError {
+pub(crate) enum LoadgenError {
     #[error(transparent)]
     Pki(#[from] PkiError),
     #[error("simulated TPM: {0}")]
     SoftTpm(#[from] SoftTpmError),
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Identity(#[from] attestor_verify::identity::IdentityError),
     #[error("ledger: {0}")]
     Client(#[from] ClientError),
     #[error("{0}")]
@@ -153,7 +158,7 @@ pub enum LoadgenError {
 }
 
 /// Runs `attestor loadgen`.
-pub fn run(args: LoadgenArgs) -> Result<(), LoadgenError> {
+pub(crate) fn run(args: LoadgenArgs) -> Result<(), LoadgenError> {
     if let Some(LoadgenCommand::EkCa { dir }) = &args.command {
         let profile = pki::create_ek_ca(dir)?;
         outln!(
@@ -490,9 +495,9 @@ fn claims(host: &Host) -> Claims {
 fn error_kind(e: &ClientError) -> String {
     match e {
         ClientError::Refused { status, error, .. } => format!("http-{status}:{error}"),
-        ClientError::Unreachable(_) => "transport:unreachable".into(),
-        ClientError::Timeout(_) => "transport:timeout".into(),
-        ClientError::BadAnswer(_) => "bad-answer".into(),
-        ClientError::Endpoint { .. } => "endpoint".into(),
+        ClientError::Transport(HttpError::Timeout { .. }) => "transport:timeout".into(),
+        ClientError::Transport(_) => "transport:unreachable".into(),
+        ClientError::BadAnswer(_) | ClientError::NotText(_) => "bad-answer".into(),
+        _ => "endpoint".into(),
     }
 }

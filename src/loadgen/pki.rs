@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use attestor_verify::evidence::certchain;
 use attestor_net::tls::AgentIdentity;
+use attestor_verify::evidence::certchain;
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType, DnValue,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
@@ -20,13 +20,13 @@ use x509_cert::der::{Decode, Tag, Tagged};
 use super::soft_tpm;
 
 /// PCR the simulated agents measure the policy kernel configuration into.
-pub const MEASURED_PCR: u8 = 13;
+pub(super) const MEASURED_PCR: u8 = 13;
 /// Firmware PCRs the simulated TPMs hold and quote.
-pub const FIRMWARE_PCRS: [u8; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
+pub(super) const FIRMWARE_PCRS: [u8; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
 
 /// Why a certificate could not be loaded or issued.
 #[derive(Debug, Error)]
-pub enum PkiError {
+pub(crate) enum PkiError {
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -46,7 +46,7 @@ pub enum PkiError {
 }
 
 /// A CA that can issue certificates: its key and a certificate object with its subject.
-pub struct Issuer {
+pub(super) struct Issuer {
     cert_pem: String,
     cert: Certificate,
     key: KeyPair,
@@ -55,7 +55,7 @@ pub struct Issuer {
 impl Issuer {
     /// Loads a CA certificate and key (PEM). rcgen needs the issuer's subject name and key
     /// only, so the subject is copied from the certificate attribute by attribute.
-    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Issuer, PkiError> {
+    pub(super) fn load(cert_path: &Path, key_path: &Path) -> Result<Issuer, PkiError> {
         let read = |path: &Path| {
             std::fs::read_to_string(path).map_err(|source| PkiError::Read {
                 path: path.to_path_buf(),
@@ -117,13 +117,13 @@ impl Issuer {
         })
     }
 
-    pub fn cert_pem(&self) -> &str {
+    pub(super) fn cert_pem(&self) -> &str {
         &self.cert_pem
     }
 
     /// A TLS client certificate and key (PEM) for `identity`, as `attestor pki init`
     /// issues agents.
-    pub fn agent_certificate(
+    pub(super) fn agent_certificate(
         &self,
         identity: &AgentIdentity,
     ) -> Result<(String, String), PkiError> {
@@ -143,7 +143,7 @@ impl Issuer {
     }
 
     /// An EK certificate (DER) for the simulated TPM's EK point.
-    pub fn ek_certificate(&self, label: &str, ek_point: &[u8]) -> Result<Vec<u8>, PkiError> {
+    pub(super) fn ek_certificate(&self, label: &str, ek_point: &[u8]) -> Result<Vec<u8>, PkiError> {
         let mut params = CertificateParams::default();
         params.distinguished_name = common_name(&format!("loadgen simulated TPM EK {label}"));
         params.is_ca = IsCa::ExplicitNoCa;
@@ -174,7 +174,7 @@ fn common_name(cn: &str) -> DistinguishedName {
 }
 
 /// The digest "firmware" extends into each firmware PCR of every simulated TPM.
-pub fn firmware_digests() -> BTreeMap<u8, Vec<u8>> {
+pub(super) fn firmware_digests() -> BTreeMap<u8, Vec<u8>> {
     FIRMWARE_PCRS
         .iter()
         .map(|&pcr| {
@@ -187,7 +187,7 @@ pub fn firmware_digests() -> BTreeMap<u8, Vec<u8>> {
 /// Creates `dir/ek-ca.pem`, `dir/ek-ca.key` and `dir/loadgen-profile.toml` (a firmware
 /// profile trusting that CA and expecting the simulated firmware PCRs). Returns the
 /// profile's path.
-pub fn create_ek_ca(dir: &Path) -> Result<PathBuf, PkiError> {
+pub(super) fn create_ek_ca(dir: &Path) -> Result<PathBuf, PkiError> {
     let cert_path = dir.join("ek-ca.pem");
     let key_path = dir.join("ek-ca.key");
     let profile_path = dir.join("loadgen-profile.toml");

@@ -12,7 +12,7 @@ use super::{LoadgenArgs, Pace};
 const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(500);
 
 /// What one heartbeat came to.
-pub struct Outcome {
+pub(super) struct Outcome {
     /// `None`: accepted; else the error kind (refusal reason, HTTP status, transport).
     error: Option<String>,
     /// Submission round trip and the whole heartbeat from when it was due; absent when no
@@ -22,14 +22,18 @@ pub struct Outcome {
 
 impl Outcome {
     /// The ledger answered the submission (accepted when `refusal` is `None`).
-    pub fn answered(refusal: Option<String>, submit: Duration, heartbeat: Duration) -> Outcome {
+    pub(super) fn answered(
+        refusal: Option<String>,
+        submit: Duration,
+        heartbeat: Duration,
+    ) -> Outcome {
         Outcome {
             error: refusal,
             latency: Some((submit, heartbeat)),
         }
     }
 
-    pub fn failed(kind: String) -> Outcome {
+    pub(super) fn failed(kind: String) -> Outcome {
         Outcome {
             error: Some(kind),
             latency: None,
@@ -50,7 +54,7 @@ struct Tally {
 
 /// Collects outcomes from every agent task, and samples the ledger's memory meanwhile.
 #[derive(Clone)]
-pub struct Recorder {
+pub(super) struct Recorder {
     tally: Arc<Mutex<Tally>>,
     ledger: Option<(u32, Option<Duration>, Option<u64>)>,
     sampler: Arc<tokio::task::JoinHandle<()>>,
@@ -58,7 +62,7 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts counting (and, given the ledger's pid, sampling its CPU and memory).
-    pub fn start(ledger_pid: Option<u32>) -> Recorder {
+    pub(super) fn start(ledger_pid: Option<u32>) -> Recorder {
         let tally = Arc::new(Mutex::new(Tally::default()));
         let sampled = tally.clone();
         let sampler = tokio::spawn(async move {
@@ -78,7 +82,7 @@ impl Recorder {
         }
     }
 
-    pub fn record(&self, outcome: Outcome) {
+    pub(super) fn record(&self, outcome: Outcome) {
         let mut t = self.tally.lock().unwrap_or_else(|p| p.into_inner());
         t.heartbeats += 1;
         if let Some((submit, heartbeat)) = outcome.latency {
@@ -93,7 +97,7 @@ impl Recorder {
     }
 
     /// The report, once every agent has stopped.
-    pub fn finish(
+    pub(super) fn finish(
         self,
         args: &LoadgenArgs,
         pace: Pace,
@@ -151,7 +155,7 @@ impl Recorder {
 
 /// p50/p95/p99/max in milliseconds.
 #[derive(Debug, Serialize)]
-pub struct Percentiles {
+pub(super) struct Percentiles {
     p50: f64,
     p95: f64,
     p99: f64,
@@ -176,7 +180,7 @@ impl Percentiles {
 
 /// The ledger process's CPU time and memory over the run.
 #[derive(Debug, Serialize)]
-pub struct LedgerUsage {
+pub(super) struct LedgerUsage {
     pid: u32,
     cpu_seconds: Option<f64>,
     /// CPU time over wall time: 1.0 is one core busy.
@@ -189,7 +193,7 @@ pub struct LedgerUsage {
 
 /// The outcome of a load test.
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub(super) struct Report {
     simulated: &'static str,
     agents: usize,
     mode: &'static str,
@@ -218,11 +222,11 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn to_json(&self) -> String {
+    pub(super) fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
-    pub fn to_text(&self) -> String {
+    pub(super) fn to_text(&self) -> String {
         let mut out = format!(
             "attestor loadgen: {} agents, {}{}, {:.1} s (enrollment took {:.1} s)\n\
              only the TPM is simulated; the ledger ran its real verification pipeline\n",
@@ -280,7 +284,7 @@ impl Report {
 }
 
 /// User + system CPU time of a process, from /proc/PID/stat.
-pub fn cpu_time(pid: u32) -> Option<Duration> {
+pub(super) fn cpu_time(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
     let after = stat.get(stat.rfind(')')? + 2..)?;
@@ -292,7 +296,7 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
 }
 
 /// Resident memory of a process in KiB, from /proc/PID/status.
-pub fn rss_kib(pid: u32) -> Option<u64> {
+pub(super) fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()

@@ -49,7 +49,7 @@ const SIGN: u32 = 1 << 18;
 
 /// What the model refuses, as a TPM would with an error code.
 #[derive(Debug, Error)]
-pub enum SoftTpmError {
+pub(crate) enum SoftTpmError {
     #[error("cryptographic operation failed: {0}")]
     Crypto(&'static str),
     #[error("credential blob is malformed: {0}")]
@@ -63,10 +63,10 @@ pub enum SoftTpmError {
 }
 
 /// PCR values by index, ascending.
-pub type PcrValues = Vec<(u8, Vec<u8>)>;
+pub(super) type PcrValues = Vec<(u8, Vec<u8>)>;
 
 /// One simulated TPM: its keys, its SHA-384 PCR bank and its clock.
-pub struct SoftTpm {
+pub(super) struct SoftTpm {
     rng: SystemRandom,
     ek: PrivateKey,
     ek_point: Vec<u8>,
@@ -88,7 +88,7 @@ impl SoftTpm {
     /// A TPM just after boot: `firmware` digests extended into their PCRs (one each), the
     /// other PCRs of `quoted` all-zero, and a sealed key bound to `measured_pcr` holding
     /// the value the given measurements extend it to.
-    pub fn boot(
+    pub(super) fn boot(
         firmware: &BTreeMap<u8, Vec<u8>>,
         measured_pcr: u8,
         measurements: &[Vec<u8>],
@@ -171,24 +171,24 @@ impl SoftTpm {
     }
 
     /// The EK's SEC1 point, which its certificate certifies.
-    pub fn ek_point(&self) -> &[u8] {
+    pub(super) fn ek_point(&self) -> &[u8] {
         &self.ek_point
     }
 
-    pub fn ek_public(&self) -> &[u8] {
+    pub(super) fn ek_public(&self) -> &[u8] {
         &self.ek_public
     }
 
-    pub fn ak_public(&self) -> &[u8] {
+    pub(super) fn ak_public(&self) -> &[u8] {
         &self.ak_public
     }
 
-    pub fn sealed_public(&self) -> &[u8] {
+    pub(super) fn sealed_public(&self) -> &[u8] {
         &self.sealed_public
     }
 
     /// Current PCR values of the selected PCRs, ascending (all-zero if never extended).
-    pub fn read_pcrs(&self, selection: &[u8]) -> PcrValues {
+    pub(super) fn read_pcrs(&self, selection: &[u8]) -> PcrValues {
         selection
             .iter()
             .map(|&pcr| (pcr, self.pcrs.get(&pcr).cloned().unwrap_or_else(zero)))
@@ -197,7 +197,7 @@ impl SoftTpm {
 
     /// TPM2_ActivateCredential with the EK as the key that decrypts and the AK as the
     /// object the credential names (Part 1 §24.4–24.6).
-    pub fn activate_credential(
+    pub(super) fn activate_credential(
         &self,
         credential_blob: &[u8],
         encrypted_secret: &[u8],
@@ -263,7 +263,7 @@ impl SoftTpm {
     }
 
     /// TPM2_Certify of the sealed key by the AK.
-    pub fn certify_sealed_key(&mut self) -> Result<SignedAttest, SoftTpmError> {
+    pub(super) fn certify_sealed_key(&mut self) -> Result<SignedAttest, SoftTpmError> {
         let name = wire::object_name(&self.sealed_public, HASH);
         let mut attested = Vec::new();
         push_tpm2b(&mut attested, &name);
@@ -273,7 +273,7 @@ impl SoftTpm {
 
     /// TPM2_Quote of `selection` (SHA-384 bank) with `qualifying` as extraData; returns
     /// the signed quote and the values it covers.
-    pub fn quote(
+    pub(super) fn quote(
         &mut self,
         qualifying: &[u8],
         selection: &[u8],
@@ -292,7 +292,7 @@ impl SoftTpm {
     /// Signs `message` (SHA-384, as the agent's TPM2_Sign of its digest) with the sealed
     /// key, which the TPM allows only while the measured PCR holds the sealed value.
     /// Returns r || s.
-    pub fn sign_sealed(&self, message: &[u8]) -> Result<Vec<u8>, SoftTpmError> {
+    pub(super) fn sign_sealed(&self, message: &[u8]) -> Result<Vec<u8>, SoftTpmError> {
         if self.pcrs.get(&self.measured_pcr) != Some(&self.sealed_to) {
             return Err(SoftTpmError::PolicyRefused);
         }
@@ -411,12 +411,12 @@ fn zero() -> Vec<u8> {
 }
 
 /// TPM2_PCR_Extend: new = H(old || digest).
-pub fn extend(old: &[u8], digest: &[u8]) -> Vec<u8> {
+pub(super) fn extend(old: &[u8], digest: &[u8]) -> Vec<u8> {
     HASH.digest_parts(&[old, digest])
 }
 
 /// SHA-384 of `data`, as the agent measures.
-pub fn sha384(data: &[u8]) -> Vec<u8> {
+pub(super) fn sha384(data: &[u8]) -> Vec<u8> {
     digest::digest(&digest::SHA384, data).as_ref().to_vec()
 }
 

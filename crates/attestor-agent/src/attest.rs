@@ -6,33 +6,29 @@
 //! that made them): `ak.json` (AK blob), `sealed.json` (sealed key blob and its
 //! certification), `eventlog.json` (measurements since the TPM's last reset).
 
-pub mod client;
-pub mod evidence_source;
-pub mod heartbeat;
-pub mod metrics;
-pub mod snp;
-pub mod spool;
-
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use attestor_verify::fs::write_atomically;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::{Digest, Sha256, Sha384};
 use thiserror::Error;
 
+use crate::collect::{PolicyKernelConfig, RuntimeStatus};
+use crate::config::AgentConfig;
+use attestor_platform::tpm::{KeyBlob, Tpm, TpmError};
+use attestor_verify::api::{EnrollChallenge, EnrollProof, EnrollRequest};
 use attestor_verify::bundle::{
     Bundle, Evidence, SealedKeyEvidence, SignedAttest, TpmEvidence, TpmSnpEvidence, BUNDLE_TYPE,
 };
 use attestor_verify::claims::{Claims, EpsilonLimits, Statement, PAYLOAD_TYPE};
-use crate::collect::{PolicyKernelConfig, RuntimeStatus};
-use crate::config::AgentConfig;
 use attestor_verify::dsse::{self, Envelope};
 use attestor_verify::evidence::certchain;
-use attestor_platform::tpm::{KeyBlob, Tpm, TpmError};
-use attestor_verify::evidence::tpm::eventlog::{EventLog, MeasurementEvent, EVENT_POLICY_KERNEL_CONFIG};
+use attestor_verify::evidence::tpm::eventlog::{
+    EventLog, MeasurementEvent, EVENT_POLICY_KERNEL_CONFIG,
+};
 use attestor_verify::evidence::tpm::{wire, HashAlg};
 use attestor_verify::evidence::tpm_commitment;
-use attestor_verify::api::{EnrollChallenge, EnrollProof, EnrollRequest};
 
 /// Qualifying data of the sealed key's certification: names its purpose.
 const CERTIFY_QUALIFYING_DATA: &[u8] = b"attestor/sealed-key-certification/v1";
@@ -85,7 +81,9 @@ pub enum AgentError {
     #[error("TPM output did not parse: {0}")]
     TpmOutput(#[from] wire::WireError),
     #[error(transparent)]
-    Snp(#[from] snp::SnpAgentError),
+    Snp(#[from] crate::snp::SnpAgentError),
+    #[error(transparent)]
+    StateWrite(#[from] attestor_verify::fs::WriteError),
 }
 
 /// The sealed signing key as stored on disk.
@@ -316,7 +314,7 @@ impl Agent {
     /// commits to the same envelope and to the sealed key.
     pub fn attest_with_snp(
         &mut self,
-        reporter: &mut snp::SnpReporter,
+        reporter: &mut crate::snp::SnpReporter,
         kernel: &PolicyKernelConfig,
         status: &RuntimeStatus,
         nonce: &[u8],
@@ -478,35 +476,5 @@ pub(crate) fn write_state<T: Serialize>(path: &Path, value: &T) -> Result<(), Ag
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    write_atomically(path, &bytes).map_err(|(action, source)| AgentError::State {
-        action,
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// Writes via a synced temporary file and a rename, then syncs the directory, so a crash
-/// leaves the old or the new file, never a torn one, and a returned write is durable.
-/// On failure, says which step failed.
-pub(crate) fn write_atomically(
-    path: &Path,
-    bytes: &[u8],
-) -> Result<(), (&'static str, std::io::Error)> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(|e| ("create", e))?;
-    file.write_all(bytes).map_err(|e| ("write", e))?;
-    file.sync_all().map_err(|e| ("sync", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| ("rename", e))?;
-    sync_dir(path)
-}
-
-/// fsyncs the directory holding `path`, making a rename or removal in it durable.
-pub(crate) fn sync_dir(path: &Path) -> Result<(), (&'static str, std::io::Error)> {
-    match path.parent() {
-        Some(dir) => std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| ("sync directory of", e)),
-        None => Ok(()),
-    }
+    Ok(write_atomically(path, &bytes)?)
 }

@@ -57,9 +57,9 @@ impl ClientError {
             ClientError::Refused { status, error, .. } => {
                 *status >= 500 || *status == 408 || *status == 429 || error == "unknown-tenant"
             }
-            ClientError::Endpoint { .. }
-            | ClientError::BadAnswer(_)
-            | ClientError::NotText(_) => false,
+            ClientError::Endpoint { .. } | ClientError::BadAnswer(_) | ClientError::NotText(_) => {
+                false
+            }
         }
     }
 

@@ -12,6 +12,8 @@
 //!   file names being the base names (they must be unique). This digest is what the agent
 //!   extends into the measured PCR.
 
+use attestor_net::http::HttpClient;
+use hyper::Method;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -56,6 +58,11 @@ pub enum CollectError {
     },
     #[error("status endpoint {url} is not usable: {message}")]
     StatusEndpoint { url: String, message: String },
+    #[error("status endpoint {url}: {source}")]
+    StatusTransport {
+        url: String,
+        source: attestor_net::http::HttpError,
+    },
     #[error("cannot canonicalise the policy document: {0}")]
     Canonical(#[from] attestor_verify::cbor::CborError),
 }
@@ -98,14 +105,14 @@ struct Manifest<'a> {
 
 // Digests go into CBOR as byte strings, not arrays of integers.
 mod serde_bytes_vec {
-    pub fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_bytes(v)
     }
 }
 mod serde_bytes_map {
     use serde::ser::SerializeMap;
     use std::collections::BTreeMap;
-    pub fn serialize<S: serde::Serializer>(
+    pub(super) fn serialize<S: serde::Serializer>(
         v: &BTreeMap<String, Vec<u8>>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
@@ -284,7 +291,6 @@ impl StatusSource {
 
 /// GETs a loopback URL. Only loopback is allowed because the request is plaintext.
 async fn fetch_loopback(url: &str) -> Result<Vec<u8>, CollectError> {
-    use http_body_util::{BodyExt, Empty, Limited};
     let fail = |message: String| CollectError::StatusEndpoint {
         url: url.to_string(),
         message,
@@ -302,36 +308,24 @@ async fn fetch_loopback(url: &str) -> Result<Vec<u8>, CollectError> {
     if !loopback {
         return Err(fail(format!("host {host:?} is not loopback")));
     }
-    let port = uri.port_u16().unwrap_or(80);
-    let work = async {
-        let stream = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
-            .await
-            .map_err(|e| fail(format!("connect: {e}")))?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| fail(format!("HTTP handshake: {e}")))?;
-        tokio::spawn(conn);
-        let request = hyper::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
-            .header(hyper::header::HOST, host)
-            .body(Empty::<hyper::body::Bytes>::new())
-            .map_err(|e| fail(e.to_string()))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| fail(format!("request: {e}")))?;
-        if !response.status().is_success() {
-            return Err(fail(format!("answered {}", response.status())));
-        }
-        let body = Limited::new(response.into_body(), MAX_INPUT_BYTES)
-            .collect()
-            .await
-            .map_err(|e| fail(format!("body: {e}")))?;
-        Ok(body.to_bytes().to_vec())
-    };
-    tokio::time::timeout(STATUS_TIMEOUT, work)
+    let answer = HttpClient::new(url, None)
+        .map_err(|e| fail(e.to_string()))?
+        .with_timeout(STATUS_TIMEOUT)
+        .with_max_answer(MAX_INPUT_BYTES)
+        .request(
+            Method::GET,
+            uri.path_and_query().map_or("/", |p| p.as_str()),
+            None,
+        )
         .await
-        .map_err(|_| fail(format!("no answer within {STATUS_TIMEOUT:?}")))?
+        .map_err(|e| CollectError::StatusTransport {
+            url: url.to_string(),
+            source: e,
+        })?;
+    if !answer.status.is_success() {
+        return Err(fail(format!("answered {}", answer.status)));
+    }
+    Ok(answer.body.to_vec())
 }
 
 #[cfg(test)]
@@ -414,7 +408,7 @@ mod tests {
 
     #[test]
     fn status_must_be_complete_and_sane() {
-        let good = include_bytes!("../examples/status.json");
+        let good = include_bytes!("../../../examples/status.json");
         RuntimeStatus::from_json("example", good).unwrap();
         assert!(RuntimeStatus::from_json("x", b"{}").is_err());
         assert!(RuntimeStatus::from_json("x", b"\x00\xff").is_err());
@@ -443,7 +437,7 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let body = include_str!("../examples/status.json");
+        let body = include_str!("../../../examples/status.json");
         let server = tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
             let mut buf = [0u8; 1024];

@@ -7,10 +7,10 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::collect::StatusSource;
-use attestor_verify::evidence::snp::roots::Product;
-use attestor_platform::snp::sim::SimulationSettings;
-use attestor_verify::evidence::tpm::HashAlg;
 use attestor_net::tls::TlsFiles;
+use attestor_platform::snp::sim::SimulationSettings;
+use attestor_verify::evidence::snp::roots::Product;
+use attestor_verify::evidence::tpm::HashAlg;
 
 pub use attestor_verify::evidence::tpm::{check_pcr_choice, DEFAULT_MEASURED_PCR, RESETTABLE_PCRS};
 /// Default TCTI: the kernel's TPM resource manager.
@@ -316,8 +316,11 @@ mod tests {
 
     #[test]
     fn example_config_loads_with_paths_resolved() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/agent.toml");
-        let config = AgentConfig::load(&path).unwrap();
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/agent.toml"
+        ));
+        let config = AgentConfig::load(path).unwrap();
         assert_eq!(config.tpm.measured_pcr, 13);
         assert_eq!(config.tpm.pcr_bank, HashAlg::Sha384);
         assert!(config.policy_kernel.policy.exists());

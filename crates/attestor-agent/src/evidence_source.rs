@@ -5,10 +5,10 @@
 use std::path::Path;
 
 use super::snp::{SnpAgent, SnpReporter};
-use super::{Agent, AgentError};
-use attestor_verify::bundle::Bundle;
+use crate::attest::{Agent, AgentError};
 use crate::collect::{PolicyKernelConfig, RuntimeStatus};
 use crate::config::{AgentConfig, EvidenceKind};
+use attestor_verify::bundle::Bundle;
 
 /// A TPM agent, an SEV-SNP guest agent, or a confidential VM's vTPM agent that adds its
 /// secure processor's report.

@@ -21,15 +21,15 @@ use super::client::{ClientError, LedgerClient};
 use super::evidence_source::EvidenceSource;
 use super::metrics::AgentMetrics;
 use super::spool::{Spool, SpoolError};
-use super::{read_state, write_state, AgentError};
+use crate::attest::{read_state, write_state, AgentError};
 use crate::collect::{self, CollectError};
 use crate::config::{AgentConfig, EvidenceKind};
-use attestor_verify::api::SubmitResponse;
-use attestor_ledger::store::Verdict;
-use attestor_verify::api::OFFLINE_NONCE_PREFIX;
 use attestor_net::logging::{event, Level};
 use attestor_net::ops::{metrics_page, Page};
 use attestor_net::tls::{self, AgentIdentity, TlsError, TlsFiles};
+use attestor_verify::api::SubmitResponse;
+use attestor_verify::api::Verdict;
+use attestor_verify::api::OFFLINE_NONCE_PREFIX;
 
 /// The spec's default heartbeat interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
@@ -63,6 +63,10 @@ pub enum HeartbeatError {
     },
     #[error("configuration: {0}")]
     Config(String),
+    #[error("the heartbeat did not finish within {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Identity(#[from] attestor_verify::identity::IdentityError),
 }
 
 /// What the heartbeat needs: the spec's fields first, then where things are.
@@ -341,7 +345,7 @@ impl Attestor {
             };
             let outcome = match tokio::time::timeout(timeout, work).await {
                 Ok(outcome) => outcome,
-                Err(_) => Err(HeartbeatError::Ledger(ClientError::Timeout(timeout))),
+                Err(_) => Err(HeartbeatError::Timeout(timeout)),
             };
             running.record_spool_depth();
             match outcome {
@@ -404,7 +408,7 @@ fn own_identity(cert_pem: &Path) -> Result<AgentIdentity, HeartbeatError> {
         .ok_or_else(|| {
             HeartbeatError::Config(format!("{} holds no certificate", cert_pem.display()))
         })?;
-    Ok(tls::peer_identity(&der)?)
+    Ok(attestor_verify::identity::certificate_identity(&der)?)
 }
 
 fn offline_nonce() -> Vec<u8> {

@@ -10,19 +10,20 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use super::{claims_for, read_state, write_state, AgentError};
-use attestor_verify::bundle::{Bundle, Evidence, SnpEvidence, BUNDLE_TYPE};
-use attestor_verify::claims::{Statement, PAYLOAD_TYPE};
+use crate::attest::{claims_for, read_state, write_state, AgentError};
 use crate::collect::{PolicyKernelConfig, RuntimeStatus};
 use crate::config::{AgentConfig, SnpConfig};
-use attestor_verify::dsse::{self, EcdsaP384Signer, Envelope};
-use attestor_verify::evidence::snp::certs::{self, CertKind, Tcb};
+use crate::kds::{self, AMD_KDS_URL};
 use attestor_platform::snp::device::SevGuestDevice;
-use crate::kds::{self, vcek_url, VcekCache, AMD_KDS_URL};
-use attestor_verify::evidence::snp::report::Report;
 use attestor_platform::snp::seal::{self, SealError, SealedSigningKey};
 use attestor_platform::snp::sim::SimulatedProcessor;
-use attestor_verify::evidence::snp::{DeviceError, SecureProcessor};
+use attestor_platform::snp::{DeviceError, SecureProcessor};
+use attestor_verify::bundle::{Bundle, Evidence, SnpEvidence, BUNDLE_TYPE};
+use attestor_verify::claims::{Statement, PAYLOAD_TYPE};
+use attestor_verify::dsse::{self, EcdsaP384Signer, Envelope};
+use attestor_verify::evidence::snp::certs::{self, CertKind, Tcb};
+use attestor_verify::evidence::snp::report::Report;
+use attestor_verify::evidence::snp::vcek::{vcek_url, VcekCache};
 use attestor_verify::evidence::snp_commitment;
 
 /// Why an SNP agent could not attest.

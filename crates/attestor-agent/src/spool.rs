@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use super::{sync_dir, write_atomically};
+use attestor_verify::fs::{sync_dir, write_atomically, WriteError};
 
 /// Entries kept at most: at the 60 s default interval, about 70 days of outage.
 pub const DEFAULT_CAPACITY: usize = 100_000;
@@ -31,6 +31,8 @@ pub enum SpoolError {
         "spool {0} is full ({DEFAULT_CAPACITY} entries); the ledger has been unreachable too long"
     )]
     Full(PathBuf),
+    #[error(transparent)]
+    Write(#[from] WriteError),
     #[error("entry of {0} bytes exceeds the {MAX_ENTRY_BYTES}-byte limit")]
     TooLarge(usize),
     #[error("entry {0} is not the oldest in the spool")]
@@ -101,8 +103,7 @@ impl Spool {
             return Err(SpoolError::Full(self.dir.clone()));
         }
         let seq = self.entries.back().map_or(0, |last| last + 1);
-        write_atomically(&self.path_of(seq), bytes)
-            .map_err(|(action, source)| self.io(action, seq, source))?;
+        write_atomically(&self.path_of(seq), bytes)?;
         self.entries.push_back(seq);
         Ok(seq)
     }
@@ -123,7 +124,7 @@ impl Spool {
         }
         let path = self.path_of(seq);
         std::fs::remove_file(&path).map_err(|e| self.io("remove", seq, e))?;
-        sync_dir(&path).map_err(|(action, source)| self.io(action, seq, source))?;
+        sync_dir(&path)?;
         self.entries.pop_front();
         Ok(())
     }

@@ -16,11 +16,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
+use attestor_net::http::HttpClient;
 use attestor_net::logging::{event, limited_event, Level};
 pub use attestor_verify::api::{Alert, AlertKind};
 
@@ -37,9 +38,9 @@ fn alertname(kind: AlertKind) -> &'static str {
 fn severity(kind: AlertKind) -> &'static str {
     match kind {
         AlertKind::MissingHeartbeat => "warning",
-        AlertKind::InvalidAttestation
-        | AlertKind::PolicyDrift
-        | AlertKind::ZeroRetentionChange => "critical",
+        AlertKind::InvalidAttestation | AlertKind::PolicyDrift | AlertKind::ZeroRetentionChange => {
+            "critical"
+        }
     }
 }
 
@@ -360,37 +361,24 @@ async fn run_action(action: &ActionConfig, alert: &Alert, state_dir: &std::path:
 
 /// POSTs JSON to a plain `http://` URL; 2xx is success.
 async fn post_json(url: &str, body: &[u8]) -> Result<(), String> {
-    use http_body_util::{BodyExt, Full};
     let uri: hyper::Uri = url
         .parse()
         .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
     if uri.scheme_str() != Some("http") {
         return Err(format!("{url:?}: only http:// is supported"));
     }
-    let authority = uri.authority().ok_or("no host")?.clone();
-    let stream =
-        tokio::net::TcpStream::connect((authority.host(), authority.port_u16().unwrap_or(80)))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    let request = hyper::Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(hyper::header::HOST, authority.as_str())
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(hyper::body::Bytes::copy_from_slice(body)))
-        .map_err(|e| e.to_string())?;
-    let response = sender
-        .send_request(request)
+    let answer = HttpClient::new(url, None)
+        .map_err(|e| e.to_string())?
+        .request(
+            hyper::Method::POST,
+            uri.path_and_query().map_or("/", |p| p.as_str()),
+            Some(body.to_vec()),
+        )
         .await
         .map_err(|e| e.to_string())?;
-    let status = response.status();
-    let _ = response.into_body().collect().await;
-    if status.is_success() {
+    if answer.status.is_success() {
         Ok(())
     } else {
-        Err(format!("answered {status}"))
+        Err(format!("answered {}", answer.status))
     }
 }

@@ -19,11 +19,11 @@ use thiserror::Error;
 
 use crate::config::{LedgerConfig, Storage};
 use crate::keyfiles::{self, KEY_FILE, VKEY_FILE};
-use attestor_verify::log::keys::{KeyError, KeyHistory, KeyTransition};
-use attestor_verify::log::merkle::{leaf_hash, LogError, MerkleTree};
 use crate::service::LEDGER_DB;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::{LedgerStore, StoreError};
+use attestor_verify::log::keys::{KeyError, KeyHistory, KeyTransition};
+use attestor_verify::log::merkle::{leaf_hash, LogError, MerkleTree};
 
 /// Why a backup or restore failed.
 #[derive(Debug, Error)]

@@ -9,12 +9,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hyper::StatusCode;
 
-use attestor_verify::bundle::Bundle;
-use attestor_verify::claims::{Claims, Statement};
-use attestor_verify::record::LogRecord;
 use crate::service::{Ledger, ServiceError};
 use crate::store::{EntryQuery, StoredEntry, Verdict};
 use attestor_net::ops::{metrics_page, Asked, Page};
+use attestor_verify::bundle::Bundle;
+use attestor_verify::claims::{Claims, Statement};
+use attestor_verify::record::LogRecord;
 
 /// Agents shown on the dashboard at most (the metrics cover all).
 const MAX_AGENTS_SHOWN: usize = 200;

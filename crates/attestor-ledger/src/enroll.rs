@@ -10,16 +10,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use thiserror::Error;
 
+use crate::store::{AgentRecord, LedgerStore, StoreError};
+use crate::submission::{NonceBook, NonceCheck};
+use attestor_net::tls::AgentIdentity;
+use attestor_verify::api::{EnrollChallenge, EnrollProof, EnrollRequest};
 use attestor_verify::bundle::Bundle;
+use attestor_verify::checks::{
+    attestation_key_point, verify_bundle, Expectations, Platform, VerifyError,
+};
 use attestor_verify::evidence::certchain::{self, CertChainError, PublicKey};
 use attestor_verify::evidence::tpm::credential::{self, CredentialError};
 use attestor_verify::evidence::tpm::wire;
-use attestor_verify::api::{EnrollChallenge, EnrollProof, EnrollRequest};
-use crate::store::{AgentRecord, LedgerStore, StoreError};
-use crate::submission::{NonceBook, NonceCheck};
 use attestor_verify::profiles::Profile;
-use attestor_net::tls::AgentIdentity;
-use attestor_verify::checks::{attestation_key_point, verify_bundle, Expectations, Platform, VerifyError};
 
 /// How long an agent has to answer its credential challenge.
 pub const CHALLENGE_TTL: Duration = Duration::from_secs(60);

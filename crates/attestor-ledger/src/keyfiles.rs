@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use attestor_verify::log::checkpoint::{CheckpointError, CheckpointSigner};
-use attestor_verify::log::keys::{KeyError, KeyHistory};
 use crate::log::sequencer::SequencerError;
 use crate::store::{LedgerStore, StoreError};
+use attestor_verify::log::checkpoint::{CheckpointError, CheckpointSigner};
+use attestor_verify::log::keys::{KeyError, KeyHistory};
 
 /// The signing key.
 pub const KEY_FILE: &str = "checkpoint.key";

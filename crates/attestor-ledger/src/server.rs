@@ -37,12 +37,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use attestor_verify::bundle::MAX_BUNDLE_BYTES;
-use attestor_verify::api::{ErrorBody, LogKeysResponse};
 use crate::service::{CheckpointAt, EntryFilter, Ledger, ServiceError};
 use crate::store::{StoreError, Verdict};
 use attestor_net::logging::{event, limited_event, Level};
 use attestor_net::tls::{stream_identity, AgentIdentity};
+use attestor_verify::api::{ErrorBody, LogKeysResponse};
+use attestor_verify::bundle::MAX_BUNDLE_BYTES;
 
 /// Time a client has to complete the TLS handshake, unless configured otherwise.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -16,35 +16,33 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
-use attestor_verify::bundle::Bundle;
 use crate::alerts::{AlertKind, Alerter};
-use attestor_verify::api::{
-    AgentStatusJson, AgentsResponse, AlertsResponse, ConsistencyResponse, EnrollChallenge,
-    EnrollProof, EnrollRequest, EnrolledResponse, EntriesResponse, EntryJson, InclusionJson,
-    NonceResponse, ReceiptJson, SubmitResponse, TenantResponse,
-};
 use crate::config::{LedgerConfig, Storage};
 use crate::enroll::{EnrollError, Enrollment};
 use crate::keyfiles::{self, KeyFileError};
 use crate::limits::{RateLimiter, WriteLimit};
 use crate::log::batcher::{BatchError, Batcher, DEFAULT_MAX_BATCH};
-use attestor_verify::log::checkpoint::Checkpoint;
-use attestor_verify::log::checkpoint::CheckpointSigner;
-use attestor_verify::log::keys::KeyHistory;
-use attestor_verify::log::merkle::{empty_root, verify_consistency};
-use crate::log::sequencer::{
-    submission_hash, Receipt, Sequencer, SequencerError, Submission,
-};
+use crate::log::sequencer::{submission_hash, Receipt, Sequencer, SequencerError, Submission};
 use crate::metrics::LedgerMetrics;
-use attestor_verify::record::{Discarded, LogRecord, RECORD_VERSION};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::postgres::{PostgresOptions, PostgresStore};
 use crate::store::{EntryQuery, LedgerStore, StoreError, StoredEntry, Verdict, MAX_PAGE};
 use crate::submission::{
     accepted_state, verify_submission, NonceBook, Refusal, TenantPolicy, VOUCH_WINDOW,
 };
-use attestor_verify::profiles::{Profile, ProfileError};
 use attestor_net::tls::AgentIdentity;
+use attestor_verify::api::{
+    AgentStatusJson, AgentsResponse, AlertsResponse, ConsistencyResponse, EnrollChallenge,
+    EnrollProof, EnrollRequest, EnrolledResponse, EntriesResponse, EntryJson, InclusionJson,
+    NonceResponse, ReceiptJson, SubmitResponse, TenantResponse,
+};
+use attestor_verify::bundle::Bundle;
+use attestor_verify::log::checkpoint::Checkpoint;
+use attestor_verify::log::checkpoint::CheckpointSigner;
+use attestor_verify::log::keys::KeyHistory;
+use attestor_verify::log::merkle::{empty_root, verify_consistency};
+use attestor_verify::profiles::{Profile, ProfileError};
+use attestor_verify::record::{Discarded, LogRecord, RECORD_VERSION};
 
 /// Why a request was not served. Refused submissions are not errors: they are logged and
 /// answered with a [`SubmitResponse`].
@@ -282,7 +280,9 @@ pub fn open_store(config: &LedgerConfig) -> Result<Arc<dyn LedgerStore>, StartEr
             let mut options = PostgresOptions::new(*lease);
             if let Some(files) = tls {
                 let client = files.cert.as_deref().zip(files.key.as_deref());
-                options.tls = Some(attestor_net::tls::database_client_config(&files.ca, client)?);
+                options.tls = Some(attestor_net::tls::database_client_config(
+                    &files.ca, client,
+                )?);
             }
             Arc::new(PostgresStore::open(url, options)?)
         }

@@ -11,15 +11,15 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::{constant_time, hkdf, hmac};
 use thiserror::Error;
 
-use attestor_verify::bundle::EvidenceKind;
-use attestor_verify::bundle::{Bundle, BundleError};
 use crate::limits::WriteLimit;
 use crate::store::{AcceptedState, AgentRecord};
-use attestor_verify::profiles::Profile;
 use attestor_net::tls::AgentIdentity;
+use attestor_verify::bundle::EvidenceKind;
+use attestor_verify::bundle::{Bundle, BundleError};
 use attestor_verify::checks::{
     check_policy_hash, verify_bundle, Check, Expectations, Platform, Verified, VerifyError,
 };
+use attestor_verify::profiles::Profile;
 
 /// How long an issued nonce counts as this ledger's own, single-use nonce (the default
 /// of `nonce_ttl_seconds`).

@@ -173,12 +173,15 @@ impl HttpClient {
         path_and_query: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Answer, HttpError> {
-        tokio::time::timeout(self.timeout, self.request_unbounded(method, path_and_query, body))
-            .await
-            .map_err(|_| HttpError::Timeout {
-                target: self.target(),
-                timeout: self.timeout,
-            })?
+        tokio::time::timeout(
+            self.timeout,
+            self.request_unbounded(method, path_and_query, body),
+        )
+        .await
+        .map_err(|_| HttpError::Timeout {
+            target: self.target(),
+            timeout: self.timeout,
+        })?
     }
 
     async fn request_unbounded(

@@ -6,4 +6,5 @@
 pub mod http;
 pub mod logging;
 pub mod ops;
+pub mod shutdown;
 pub mod tls;

@@ -21,9 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use der::Decode;
-pub use attestor_verify::identity::{AgentIdentity, IDENTITY_URI_PREFIX};
 use attestor_verify::identity::{certificate_identity, truncate, IdentityError};
+pub use attestor_verify::identity::{AgentIdentity, IDENTITY_URI_PREFIX};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
     Ia5String, IsCa, KeyPair, KeyUsagePurpose, SanType, PKCS_ECDSA_P384_SHA384,

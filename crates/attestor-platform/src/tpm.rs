@@ -39,7 +39,7 @@ use tss_esapi::traits::{Marshall, UnMarshall};
 use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
 use tss_esapi::{Context, TctiNameConf};
 
-use super::HashAlg;
+use attestor_verify::evidence::tpm::HashAlg;
 
 /// NV index of the ECC NIST P-384 EK certificate (TCG EK Credential Profile, low range).
 pub const EK_CERT_NV_INDEX_P384: u32 = 0x01c0_0016;

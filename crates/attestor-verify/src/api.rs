@@ -37,6 +37,8 @@ pub struct EnrollChallenge {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollProof {
+    /// The secret TPM2_ActivateCredential recovered from the challenge; the ledger compares
+    /// it with its own in constant time.
     #[serde(with = "b64")]
     pub secret: Vec<u8>,
 }
@@ -45,6 +47,8 @@ pub struct EnrollProof {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NonceResponse {
+    /// Opaque bytes the next bundle's evidence must commit to; valid once, for a limited
+    /// time, and only for the agent it was issued to.
     #[serde(with = "b64")]
     pub nonce: Vec<u8>,
 }
@@ -53,8 +57,11 @@ pub struct NonceResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrolledResponse {
+    /// The agent's id, from its client certificate.
     pub agent_id: String,
+    /// The agent's tenant, from its client certificate.
     pub tenant: String,
+    /// When the ledger enrolled it (Unix ms).
     pub enrolled_at_ms: u64,
 }
 
@@ -62,8 +69,12 @@ pub struct EnrolledResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiptJson {
+    /// The entry's leaf index in the log (0-based).
     pub index: u64,
+    /// Ledger time the submission was logged at (Unix ms), as the leaf records it.
     pub received_at_ms: u64,
+    /// RFC 9162 leaf hash (SHA-256, 32 bytes) the proof starts from. The receipt does not
+    /// show what the leaf holds: fetch the entry to check that.
     #[serde(with = "b64")]
     pub leaf_hash: Vec<u8>,
     /// Audit path in the tree of the checkpoint's size.
@@ -78,36 +89,54 @@ pub struct ReceiptJson {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitResponse {
+    /// Whether every check held.
     pub verdict: Verdict,
+    /// Stable kebab-case refusal reason: the failed [`crate::checks::Check`]'s name or a
+    /// ledger reason such as `nonce`; absent when accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The refusal in words, for people; absent when accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// From the verified claims (absent when the submission never got that far).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attestation_id: Option<String>,
+    /// Where the submission, accepted or refused, is in the log.
     pub receipt: ReceiptJson,
 }
 
 /// One log entry as returned by queries; `leaf` is the exact leaf (canonical CBOR of the
-/// [`crate::record::LogRecord`]), so the proof can be checked against it.
+/// [`crate::record::LogRecord`]), so the proof can be checked against it. The other fields
+/// are unsigned copies of the leaf's; [`crate::audit::verify_entry`] checks they match.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EntryJson {
+    /// The entry's leaf index in the log (0-based).
     pub index: u64,
+    /// Ledger time it was logged at (Unix ms).
     pub received_at_ms: u64,
+    /// The submitter's tenant, from its client certificate.
     pub tenant: String,
+    /// The submitter's agent id, from its client certificate.
     pub agent_id: String,
+    /// The ledger's verdict.
     pub verdict: Verdict,
+    /// Stable kebab-case refusal reason (e.g. `quote-binding`); absent when accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The refusal in words, for people; absent when accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// From the verified claims (absent when the submission never got that far).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attestation_id: Option<String>,
+    /// The verified claims' `policy_hash` (lowercase hex), like `attestation_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_hash: Option<String>,
+    /// The leaf bytes: what the proof covers and what the fields above must agree with.
     #[serde(with = "b64")]
     pub leaf: Vec<u8>,
+    /// Inclusion proof, when the query asked for proofs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof: Option<InclusionJson>,
 }
@@ -116,6 +145,7 @@ pub struct EntryJson {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InclusionJson {
+    /// RFC 9162 audit path: SHA-256 node hashes (32 bytes each), from the leaf up.
     #[serde(with = "b64_list")]
     pub hashes: Vec<Vec<u8>>,
     /// Signed note of the tree the proof is for.
@@ -126,7 +156,10 @@ pub struct InclusionJson {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EntriesResponse {
+    /// Entries of the caller's tenant; a query returns them in log order.
     pub entries: Vec<EntryJson>,
+    /// Index of the page's last entry when the page is full (more may follow); absent on
+    /// the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_after: Option<u64>,
 }
@@ -135,12 +168,19 @@ pub struct EntriesResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentStatusJson {
+    /// The agent's id.
     pub agent_id: String,
+    /// The agent's tenant.
     pub tenant: String,
+    /// When it enrolled (Unix ms).
     pub enrolled_at_ms: u64,
+    /// Revoked: its submissions are refused (and still logged).
     pub revoked: bool,
+    /// When the ledger last logged a submission of it, accepted or refused (Unix ms).
     pub last_seen_at_ms: Option<u64>,
+    /// When its latest accepted attestation was logged (Unix ms).
     pub last_accepted_at_ms: Option<u64>,
+    /// The `zero_retention` claim of its latest accepted attestation.
     pub zero_retention: Option<bool>,
     /// Silent for longer than the ledger's allowed gap.
     pub stale: bool,
@@ -150,6 +190,7 @@ pub struct AgentStatusJson {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentsResponse {
+    /// Every agent enrolled in the tenant, revoked ones included.
     pub agents: Vec<AgentStatusJson>,
 }
 
@@ -157,8 +198,11 @@ pub struct AgentsResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsistencyResponse {
+    /// Size of the earlier tree.
     pub old_size: u64,
+    /// Size of the later tree, which must extend the earlier one.
     pub new_size: u64,
+    /// SHA-256 node hashes (32 bytes each), in RFC 9162 §2.1.4 order.
     #[serde(with = "b64_list")]
     pub proof: Vec<Vec<u8>>,
 }
@@ -169,7 +213,10 @@ pub struct ConsistencyResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogKeysResponse {
+    /// The verifier key signing checkpoints now (C2SP `<name>+<key ID>+<base64>`).
     pub current: String,
+    /// Key transition notes, oldest first, each signed by its old and its new key
+    /// ([`crate::log::keys::KeyHistory::follow`] checks them).
     pub transitions: Vec<String>,
 }
 
@@ -179,6 +226,7 @@ pub struct LogKeysResponse {
 pub struct ErrorBody {
     /// Stable kebab-case code.
     pub error: String,
+    /// What went wrong, for people; not stable.
     pub message: String,
 }
 
@@ -186,6 +234,7 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantResponse {
+    /// The caller's tenant, from its client certificate.
     pub tenant: String,
     /// The policy hash (hex) every agent of the tenant must attest.
     pub policy_hash: String,
@@ -195,6 +244,7 @@ pub struct TenantResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsResponse {
+    /// The alerts not yet resolved (no `ends_at_ms`).
     pub alerts: Vec<Alert>,
 }
 

@@ -12,23 +12,43 @@ use crate::record::LogRecord;
 
 /// Why an answer of the ledger does not hold up.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum AuditError {
+    /// The entry (by index) came without the inclusion proof that would show it is logged.
     #[error("entry {0} carries no inclusion proof")]
     NoProof(u64),
+    /// The checkpoint note, or the verifier key, does not check out (framing, signature,
+    /// body).
     #[error("checkpoint: {0}")]
     Checkpoint(#[from] CheckpointError),
+    /// The key history refuses the checkpoint (no key of it signed, or out of its period).
     #[error("checkpoint key: {0}")]
     Keys(KeyError),
+    /// The proof does not lead to the checkpoint's root: the answer is not the log's.
     #[error("proof: {0}")]
     Proof(#[from] LogError),
+    /// A leaf or proof hash is not 32 bytes (SHA-256).
     #[error("a proof hash is not 32 bytes")]
     HashLength,
+    /// The entry's (by index) leaf is not a canonical log record; why.
     #[error("entry {0}'s leaf does not decode: {1}")]
     Leaf(u64, String),
+    /// An unsigned field of the entry misstates its signed leaf.
     #[error("entry {index}'s {field} differs from its signed leaf")]
-    Mismatch { index: u64, field: &'static str },
+    Mismatch {
+        /// The entry's index.
+        index: u64,
+        /// The JSON field that differs.
+        field: &'static str,
+    },
+    /// The consistency proof is for other tree sizes than those of the two checkpoints.
     #[error("the consistency proof is for sizes {old} to {new}, not those of the checkpoints")]
-    ProofSizes { old: u64, new: u64 },
+    ProofSizes {
+        /// The old size the proof claims.
+        old: u64,
+        /// The new size the proof claims.
+        new: u64,
+    },
 }
 
 impl From<KeyError> for AuditError {

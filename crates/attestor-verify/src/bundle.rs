@@ -19,11 +19,15 @@ pub const MAX_BUNDLE_BYTES: usize = 1024 * 1024;
 
 /// Why bytes are not a bundle.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum BundleError {
+    /// The input (of this many bytes) is over [`MAX_BUNDLE_BYTES`]; it was not parsed.
     #[error("bundle is {0} bytes, over the {MAX_BUNDLE_BYTES}-byte limit")]
     TooLarge(usize),
+    /// Not JSON of the bundle schema (unknown fields are refused too).
     #[error("bundle is not valid JSON of the bundle schema: {0}")]
     Malformed(#[from] serde_json::Error),
+    /// The `type` found is not [`BUNDLE_TYPE`].
     #[error("bundle type is {0:?}, expected {BUNDLE_TYPE:?}")]
     WrongType(String),
 }
@@ -32,6 +36,7 @@ pub enum BundleError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Bundle {
+    /// JSON `type`: [`BUNDLE_TYPE`], the only one [`Bundle::from_json`] accepts.
     #[serde(rename = "type")]
     pub bundle_type: String,
     /// Standard DSSE envelope whose payload is an in-toto Statement.
@@ -39,6 +44,8 @@ pub struct Bundle {
     /// Verifier nonce folded into the evidence commitment (hex; empty when made offline).
     #[serde(default, with = "hex_bytes", skip_serializing_if = "Vec::is_empty")]
     pub nonce: Vec<u8>,
+    /// The hardware's commitment to the envelope and nonce; unchecked until
+    /// [`crate::checks::verify_bundle`].
     pub evidence: Evidence,
 }
 
@@ -47,8 +54,11 @@ pub struct Bundle {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Evidence {
+    /// A TPM 2.0 quote and the keys and certificates to check it.
     Tpm(TpmEvidence),
+    /// An SEV-SNP attestation report.
     Snp(SnpEvidence),
+    /// A confidential VM's vTPM quote and its SEV-SNP report, bound to the same envelope.
     #[serde(rename = "tpm+snp")]
     TpmSnp(TpmSnpEvidence),
 }
@@ -97,7 +107,9 @@ impl EvidenceKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TpmSnpEvidence {
+    /// The vTPM's evidence, as for a TPM alone.
     pub tpm: TpmEvidence,
+    /// The report; its `signing_key` must be the vTPM's sealed key.
     pub snp: SnpEvidence,
 }
 
@@ -122,6 +134,8 @@ pub struct SnpEvidence {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TpmEvidence {
+    /// TPM2_Quote by the AK over the PCRs; its qualifying data commits to the envelope
+    /// and the nonce ([`crate::evidence::tpm_commitment`]).
     pub quote: SignedAttest,
     /// Bank of the quoted PCR values.
     pub pcr_bank: HashAlg,
@@ -132,6 +146,7 @@ pub struct TpmEvidence {
     /// Attestation key: marshalled TPMT_PUBLIC (base64).
     #[serde(with = "b64")]
     pub ak_public: Vec<u8>,
+    /// The envelope's signing key, and the AK's certification that it lives in this TPM.
     pub sealed_key: SealedKeyEvidence,
     /// EK certificate (DER, base64) first, then any intermediates.
     #[serde(with = "b64_list")]

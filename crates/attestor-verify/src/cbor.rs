@@ -22,6 +22,7 @@ const CANONICAL_NAN_BITS: u64 = 0x7ff8_0000_0000_0000;
 
 /// Errors from deterministic CBOR encoding and decoding.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CborError {
     /// The value could not be turned into a CBOR data model value.
     #[error("cannot serialise value to CBOR: {0}")]

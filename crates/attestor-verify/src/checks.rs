@@ -29,31 +29,58 @@ use crate::profiles::{Profile, TpmProfile};
 pub enum Check {
     /// The bundle carries the evidence the profile (or the ledger's enrollment) requires.
     EvidenceKind,
+    /// The EK certificate chains to one of the profile's EK trust anchors, valid now.
     EkChain,
+    /// The AK is a TPM-resident, restricted, sign-only P-384 ECDSA/SHA-384 key.
     AttestationKey,
+    /// The AK certified (TPM2_Certify) the sealed key, which is fixedTPM, usable only
+    /// through its policy, and P-384 ECDSA/SHA-384.
     SealedKeyCertification,
+    /// The sealed key (for SEV-SNP alone: the key the report commits to) signed the
+    /// envelope.
     EnvelopeSignature,
+    /// The payload is an attestor in-toto statement of the expected payload type.
     Statement,
+    /// The quote is a TPM-generated TPM2_Quote signed by the AK.
     QuoteSignature,
+    /// The quote's qualifying data commits to this envelope and the expected nonce.
     QuoteBinding,
+    /// The bundle's PCR values are exactly the quoted ones, in the profile's bank.
     PcrDigest,
+    /// Every firmware PCR holds the profile's reference value.
     FirmwarePcrs,
+    /// The event log replays to the quoted value of the measured PCR.
     EventLogReplay,
+    /// The sealed key can sign only while the measured PCR holds the quoted value.
     SealedKeyPolicy,
+    /// The last measurement is the claimed `kernel_config_hash`.
     MeasurementMatchesClaims,
+    /// The SEV-SNP report parses: length, supported version, canonical bytes.
     SnpReport,
+    /// The report is laid out for the profile's processor generation.
     ReportProduct,
+    /// A VCEK is at hand and chains to the pinned ARK and ASK, all valid now.
     VcekChain,
+    /// The VCEK signed the report.
     ReportSignature,
+    /// The VCEK is the one of the report's chip at its reported TCB.
     VcekBinding,
+    /// The report version is at least the profile's minimum.
     ReportVersion,
+    /// The launch measurement is one the profile allows.
     LaunchMeasurement,
+    /// The guest policy allows nothing the profile forbids (debugging, a migration agent,
+    /// SMT).
     GuestPolicy,
+    /// The report was requested at a VMPL the profile allows.
     Vmpl,
+    /// Every reported TCB component is at least the profile's minimum.
     TcbMinimum,
     /// SEV-SNP runs `EnvelopeSignature` and `Statement` here, then this.
     ReportBinding,
+    /// The claims' timestamp is within the profile's `max_age_seconds` of now.
     Freshness,
+    /// The claims' `policy_hash` is the expected one.
     PolicyHash,
 }
 
@@ -101,7 +128,9 @@ impl std::fmt::Display for Check {
 #[derive(Debug, Error)]
 #[error("check {check} failed: {reason}")]
 pub struct VerifyError {
+    /// The first check that failed; later ones did not run.
     pub check: Check,
+    /// What was wrong, for people.
     pub reason: String,
 }
 
@@ -129,6 +158,7 @@ pub struct Expectations {
 /// A bundle that passed every check, with what later stages need.
 #[derive(Debug, Clone)]
 pub struct Verified {
+    /// The attested claims, from the payload the hardware-bound key signed.
     pub claims: Claims,
     /// The exact payload bytes the signature covers.
     pub payload: Vec<u8>,
@@ -139,7 +169,9 @@ pub struct Verified {
 /// The hardware identity behind a verified bundle.
 #[derive(Debug, Clone)]
 pub enum Platform {
+    /// A TPM: its AK and the quote's clock.
     Tpm(TpmIdentity),
+    /// An SEV-SNP guest: what its report establishes.
     Snp(SnpIdentity),
     /// A confidential VM's vTPM and its SEV-SNP report, bound to the same envelope.
     TpmSnp(TpmIdentity, SnpIdentity),
@@ -167,12 +199,18 @@ pub struct SnpIdentity {
     pub chip_id: Vec<u8>,
     /// The envelope's signing key (SEC1), committed to by REPORT_DATA.
     pub signing_key: Vec<u8>,
+    /// MEASUREMENT: the launch digest of the guest image, one the profile allows.
     pub measurement: [u8; 48],
+    /// HOST_DATA: what the host supplied at launch; unchecked, the host chooses it.
     pub host_data: [u8; 32],
     /// Per-launch identifier: changes on every guest launch.
     pub report_id: [u8; 32],
+    /// REPORTED_TCB: the TCB the VCEK is for, at least the profile's minimum.
     pub reported_tcb: crate::evidence::snp::certs::Tcb,
+    /// The VMPL the report was requested at (0 is the most privileged), one the profile
+    /// allows.
     pub vmpl: u32,
+    /// GUEST_SVN: the guest's security version number (from its ID block); unchecked.
     pub guest_svn: u32,
 }
 

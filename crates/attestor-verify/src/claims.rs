@@ -19,8 +19,11 @@ pub const MAX_STATEMENT_BYTES: usize = 256 * 1024;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EpsilonLimits {
+    /// The ε (privacy loss) the policy allows between resets.
     pub max_epsilon: f64,
+    /// The δ (failure probability) the policy allows between resets.
     pub max_delta: f64,
+    /// The ε spent since the last reset, as the runtime reports it.
     pub current_usage: f64,
     /// Seconds between budget resets.
     pub reset_interval: u64,
@@ -30,7 +33,9 @@ pub struct EpsilonLimits {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CapabilityKey {
+    /// The kernel's name for the key.
     pub key_id: String,
+    /// The key's signature algorithm, as the kernel names it.
     pub algorithm: String,
     /// Lowercase hex of the key's SubjectPublicKeyInfo SHA-256 (or the kernel's own fingerprint).
     pub fingerprint: String,
@@ -41,63 +46,97 @@ pub struct CapabilityKey {
 #[serde(deny_unknown_fields)]
 pub struct Claims {
     // Core fields
+    /// The agent's unique id for this attestation (a random UUID; the form is not checked).
     pub attestation_id: String,
     /// Unix seconds at generation.
     pub timestamp: u64,
     /// Lowercase hex SHA-256 of the canonical active policy document.
     pub policy_hash: String,
+    /// The policy's zero-retention declaration; a ledger refuses a change of it between
+    /// an agent's attestations.
     pub zero_retention: bool,
     // Privacy limits
+    /// The differential-privacy budget and its use.
     pub epsilon_limits: EpsilonLimits,
     // System configuration
+    /// Version of the agent that made the attestation.
     pub version: String,
     /// Lowercase hex SHA-384 of the canonical policy kernel configuration; the PCR measurement.
     pub kernel_config_hash: String,
+    /// The capability signing keys active now, as the runtime reports them.
     pub capability_keys: Vec<CapabilityKey>,
+    /// Whether the runtime reports tenants isolated from each other.
     pub tenant_isolation: bool,
+    /// Whether the runtime reports its egress firewall on.
     pub egress_firewall_enabled: bool,
+    /// Whether the runtime reports PII detection on.
     pub pii_detection_enabled: bool,
-    // Runtime metrics
+    // Runtime metrics: the runtime's own report, signed with the rest but not measured
+    /// Requests the runtime has handled.
     pub total_requests: u64,
+    /// Of those, the requests it blocked.
     pub blocked_requests: u64,
+    /// Capability verifications that failed.
     pub capability_failures: u64,
+    /// Plans the runtime validated.
     pub plan_validations: u64,
+    /// Seconds since the runtime started.
     pub uptime_seconds: u64,
 }
 
 /// An in-toto resource descriptor (only the fields attestor uses).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subject {
+    /// The resource's name; [`SUBJECT_NAME`] in an attestor statement.
     pub name: String,
+    /// Lowercase hex digests by algorithm name; an attestor statement has exactly
+    /// `sha256`, equal to `policy_hash`.
     pub digest: std::collections::BTreeMap<String, String>,
 }
 
 /// in-toto Statement v1 whose predicate is [`Claims`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Statement {
+    /// JSON `_type`: [`STATEMENT_TYPE`].
     #[serde(rename = "_type")]
     pub statement_type: String,
+    /// What the statement is about: the policy kernel at `policy_hash`.
     pub subject: Vec<Subject>,
+    /// JSON `predicateType`: [`PREDICATE_TYPE`].
     #[serde(rename = "predicateType")]
     pub predicate_type: String,
+    /// The claims.
     pub predicate: Claims,
 }
 
 /// Why a payload is not a valid attestor statement.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ClaimsError {
+    /// The payload (of this many bytes) is over [`MAX_STATEMENT_BYTES`]; it was not parsed.
     #[error("statement is {0} bytes, over the {MAX_STATEMENT_BYTES}-byte limit")]
     TooLarge(usize),
+    /// Not JSON of the statement schema (unknown or missing claims included), or, when
+    /// serialising, a number JSON cannot hold.
     #[error("statement is not valid JSON for an attestor statement: {0}")]
     Malformed(#[from] serde_json::Error),
+    /// The `_type` found is not [`STATEMENT_TYPE`].
     #[error("statement _type is {0:?}, expected {STATEMENT_TYPE:?}")]
     WrongStatementType(String),
+    /// The `predicateType` found is not [`PREDICATE_TYPE`].
     #[error("predicateType is {0:?}, expected {PREDICATE_TYPE:?}")]
     WrongPredicateType(String),
+    /// The subject is not the policy kernel at the claimed `policy_hash`.
     #[error("statement subject must be exactly one {SUBJECT_NAME:?} with a sha256 digest equal to policy_hash")]
     SubjectMismatch,
+    /// A hash claim is not lowercase hex of its digest's length.
     #[error("{field} is not lowercase hex of {bytes} bytes")]
-    BadDigest { field: &'static str, bytes: usize },
+    BadDigest {
+        /// The claim's name.
+        field: &'static str,
+        /// The digest length it must have, in bytes.
+        bytes: usize,
+    },
 }
 
 impl Statement {
@@ -161,7 +200,7 @@ fn check_hex(field: &'static str, value: &str, bytes: usize) -> Result<(), Claim
 pub(crate) mod tests {
     use super::*;
 
-    pub fn sample_claims() -> Claims {
+    pub(crate) fn sample_claims() -> Claims {
         Claims {
             attestation_id: "3f1c1f7e-0000-4000-8000-000000000001".into(),
             timestamp: 1_800_000_000,

@@ -37,6 +37,7 @@ const P384_SEC1_UNCOMPRESSED_LEN: usize = 1 + 2 * P384_SCALAR_LEN;
 
 /// Errors from building, parsing, signing or verifying DSSE envelopes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DsseError {
     /// The JSON input is over [`MAX_ENVELOPE_BYTES`].
     #[error("envelope is {len} bytes, over the {max}-byte limit")]

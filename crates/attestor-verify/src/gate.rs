@@ -12,20 +12,26 @@ use crate::api::{AgentStatusJson, EntryJson, TenantResponse};
 
 /// What the ledger told the gate.
 pub struct Fleet<'a> {
+    /// The tenant and the policy hash it expects.
     pub tenant: &'a TenantResponse,
+    /// The tenant's enrolled agents, revoked ones included.
     pub agents: &'a [AgentStatusJson],
     /// The latest accepted entry of each agent.
     pub latest_accepted: &'a [EntryJson],
+    /// The tenant's alerts not yet resolved.
     pub open_alerts: &'a [Alert],
 }
 
 /// The gate's finding for one agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AgentFinding {
+    /// The agent judged.
     pub agent_id: String,
+    /// Whether the agent lets the deployment proceed: `problems` is empty.
     pub pass: bool,
     /// Seconds since the latest accepted attestation.
     pub age_seconds: Option<u64>,
+    /// The policy hash (hex) its latest accepted attestation attests.
     pub policy_hash: Option<String>,
     /// Why it fails; empty when it passes.
     pub problems: Vec<String>,

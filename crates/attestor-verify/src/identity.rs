@@ -166,7 +166,8 @@ pub fn truncate(s: &str) -> String {
 /// has already verified against the CA. Exactly one URI SAN, of the identity form, is
 /// accepted; none, several, or a malformed one is an error.
 pub fn certificate_identity(end_entity_der: &[u8]) -> Result<AgentIdentity, IdentityError> {
-    let cert = x509_cert::Certificate::from_der(end_entity_der).map_err(IdentityError::Certificate)?;
+    let cert =
+        x509_cert::Certificate::from_der(end_entity_der).map_err(IdentityError::Certificate)?;
     let extensions = cert.tbs_certificate.extensions.unwrap_or_default();
     let mut sans = extensions
         .iter()
@@ -177,8 +178,8 @@ pub fn certificate_identity(end_entity_der: &[u8]) -> Result<AgentIdentity, Iden
         // RFC 5280 forbids repeated extensions; two SAN extensions could disagree.
         (Some(_), Some(_)) => return Err(IdentityError::DuplicateSanExtension),
     };
-    let san =
-        SubjectAltName::from_der(san_ext.extn_value.as_bytes()).map_err(IdentityError::Certificate)?;
+    let san = SubjectAltName::from_der(san_ext.extn_value.as_bytes())
+        .map_err(IdentityError::Certificate)?;
     let uris: Vec<&str> = san
         .0
         .iter()
@@ -193,4 +194,3 @@ pub fn certificate_identity(end_entity_der: &[u8]) -> Result<AgentIdentity, Iden
         more => Err(IdentityError::AmbiguousIdentity { count: more.len() }),
     }
 }
-

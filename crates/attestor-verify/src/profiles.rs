@@ -25,14 +25,24 @@ pub const DEFAULT_MAX_AGE_SECONDS: u64 = 300;
 
 /// Why a profile is unusable.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ProfileError {
+    /// The profile, or a file it names, cannot be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The profile's content is unusable.
     #[error("profile {path} is invalid: {message}")]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The profile.
+        path: PathBuf,
+        /// What is wrong, naming the key or file at fault.
+        message: String,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,15 +121,20 @@ impl Default for GuestPolicyRules {
 /// Reference values for SEV-SNP guests.
 #[derive(Debug, Clone)]
 pub struct SnpProfile {
+    /// The processor generation reports must come from: fixes the TCB layout and, unless
+    /// simulation roots are named, the AMD roots.
     pub product: Product,
     /// The pinned ARK and ASK.
     pub roots: TrustRoots,
     /// Launch measurements of approved guest images (firmware, kernel, initrd, command line).
     pub allowed_measurements: Vec<[u8; 48]>,
+    /// What the guest policy may allow (debugging, a migration agent, SMT).
     pub policy: GuestPolicyRules,
     /// Every reported TCB component must be at least this.
     pub min_tcb: Tcb,
+    /// VMPLs (0-3) a report may have been requested at.
     pub allowed_vmpls: Vec<u32>,
+    /// The lowest report version accepted.
     pub min_report_version: u32,
     /// Directory of cached VCEKs, for bundles that do not carry theirs.
     pub vcek_cache: Option<PathBuf>,
@@ -145,7 +160,10 @@ struct TpmProfileToml {
 /// Reference values for a TPM platform.
 #[derive(Debug, Clone)]
 pub struct TpmProfile {
+    /// The bank quotes must cover, and the bundle's PCR values are in.
     pub pcr_bank: HashAlg,
+    /// The PCR the policy kernel measurement is extended into: neither resettable nor a
+    /// firmware PCR.
     pub measured_pcr: u8,
     /// Expected value of each quoted firmware PCR.
     pub firmware_pcrs: BTreeMap<u8, Vec<u8>>,
@@ -160,14 +178,20 @@ pub struct TpmProfile {
 /// A loaded firmware profile.
 #[derive(Debug, Clone)]
 pub struct Profile {
+    /// The profile's name, for errors and output.
     pub name: String,
+    /// What the profile is for, for people (may be empty).
     pub description: String,
+    /// How far the claims' timestamp may be from now, in seconds (default
+    /// [`DEFAULT_MAX_AGE_SECONDS`]).
     pub max_age_seconds: u64,
     /// Evidence every bundle must carry (`"tpm+snp"`: a confidential VM's vTPM and its
     /// report, both). Absent: whatever evidence the bundle carries, judged by the
     /// sections it needs.
     pub evidence: Option<EvidenceKind>,
+    /// Reference values for TPM evidence, if the profile has a `[tpm]` section.
     pub tpm: Option<TpmProfile>,
+    /// Reference values for SEV-SNP evidence, if the profile has an `[snp]` section.
     pub snp: Option<SnpProfile>,
 }
 

@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::cbor::{self, CborError};
 use crate::api::Verdict;
+use crate::cbor::{self, CborError};
 
 /// Record format version written today.
 pub const RECORD_VERSION: u8 = 1;
@@ -14,12 +14,15 @@ pub const RECORD_VERSION: u8 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogRecord {
+    /// Record format version: [`RECORD_VERSION`].
     pub version: u8,
     /// Ledger time (Unix ms), non-decreasing in log order.
     pub received_at_ms: u64,
     /// From the client certificate, never from the submission.
     pub tenant: String,
+    /// From the client certificate, never from the submission.
     pub agent_id: String,
+    /// The ledger's verdict on the submission.
     pub verdict: Verdict,
     /// Refusal reason name (e.g. `quote-binding`); absent when accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -30,6 +33,7 @@ pub struct LogRecord {
     /// From the verified claims (absent when the submission never got that far).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attestation_id: Option<String>,
+    /// The verified claims' `policy_hash` (lowercase hex), like `attestation_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_hash: Option<String>,
     /// The submitted bytes, exactly as received; empty when they were not kept
@@ -69,11 +73,11 @@ impl LogRecord {
 mod serde_bytes_buf {
     use serde::{Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_bytes(v)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         struct Visitor;
         impl serde::de::Visitor<'_> for Visitor {
             type Value = Vec<u8>;

@@ -3,4 +3,3 @@
 
 pub mod batcher;
 pub mod sequencer;
-pub mod tiled;

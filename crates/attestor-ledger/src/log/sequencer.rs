@@ -22,15 +22,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
-use super::checkpoint::{Checkpoint, CheckpointError, CheckpointSigner};
-use super::keys::{KeyError, KeyHistory, KeyTransition};
-use super::merkle::{leaf_hash, Hash, LogError};
-use super::tiled::TiledTree;
-use attestor_verify::cbor::CborError;
-use attestor_verify::record::LogRecord;
 use crate::store::{
     AcceptedState, LedgerStore, NewEntry, StoreError, StoredCheckpoint, StoredEntry,
 };
+use attestor_verify::cbor::CborError;
+use attestor_verify::log::checkpoint::{Checkpoint, CheckpointError, CheckpointSigner};
+use attestor_verify::log::keys::{KeyError, KeyHistory, KeyTransition};
+use attestor_verify::log::merkle::{leaf_hash, Hash, LogError};
+use attestor_verify::log::tiled::TiledTree;
+use attestor_verify::record::LogRecord;
 
 /// Leaf hashes read per query while rebuilding the tree.
 const REBUILD_CHUNK: u64 = 65_536;

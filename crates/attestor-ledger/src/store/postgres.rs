@@ -71,22 +71,22 @@ const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "0001_initial",
-        sql: include_str!("../../../migrations/postgres/0001_initial.sql"),
+        sql: include_str!("../../migrations/postgres/0001_initial.sql"),
     },
     Migration {
         version: 2,
         name: "0002_snp_chip_id",
-        sql: include_str!("../../../migrations/postgres/0002_snp_chip_id.sql"),
+        sql: include_str!("../../migrations/postgres/0002_snp_chip_id.sql"),
     },
     Migration {
         version: 3,
         name: "0003_key_transitions",
-        sql: include_str!("../../../migrations/postgres/0003_key_transitions.sql"),
+        sql: include_str!("../../migrations/postgres/0003_key_transitions.sql"),
     },
     Migration {
         version: 4,
         name: "0004_tenant_scoped_agents",
-        sql: include_str!("../../../migrations/postgres/0004_tenant_scoped_agents.sql"),
+        sql: include_str!("../../migrations/postgres/0004_tenant_scoped_agents.sql"),
     },
 ];
 

@@ -4,8 +4,8 @@
 use sev::firmware::guest::{DerivedKey, Firmware, GuestFieldSelect};
 use sev::firmware::host::{CertTableEntry, CertType};
 
-use super::certs::{CertEntry, CertKind};
 use super::{DeviceError, ExtendedReport, SecureProcessor};
+use attestor_verify::evidence::snp::certs::{CertEntry, CertKind};
 
 /// Where the Linux sev-guest driver exposes the secure processor.
 pub const SEV_GUEST_DEVICE: &str = "/dev/sev-guest";

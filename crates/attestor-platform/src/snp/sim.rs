@@ -17,10 +17,12 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P384_SHA384_FIXED_SIGNING};
 use serde::Deserialize;
 
-use super::certs::{self, encode_cert_table, parse_cert_table, CertEntry, CertKind, VcekFacts};
-use super::report::{REPORT_LEN, SIGNED_LEN, SIG_ALGO_ECDSA_P384_SHA384};
-use super::roots::{one_cert, Product};
 use super::{DeviceError, ExtendedReport, SecureProcessor};
+use attestor_verify::evidence::snp::certs::{
+    self, encode_cert_table, parse_cert_table, CertEntry, CertKind, VcekFacts,
+};
+use attestor_verify::evidence::snp::report::{REPORT_LEN, SIGNED_LEN, SIG_ALGO_ECDSA_P384_SHA384};
+use attestor_verify::evidence::snp::roots::{one_cert, Product};
 
 /// Guest policy of a default simulated launch: ABI 0.0, SMT allowed, reserved bit 17 set,
 /// no debug, no migration agent.

@@ -12,9 +12,9 @@ use crate::bundle::{Bundle, SnpEvidence};
 use crate::dsse;
 use crate::evidence::snp::certs::{Tcb, VcekFacts};
 use crate::evidence::snp::chain::{verify_report_signature, ChainCache};
-use crate::evidence::snp::vcek::VcekCache;
 use crate::evidence::snp::report::Report;
 use crate::evidence::snp::roots::{Product, TrustRoots};
+use crate::evidence::snp::vcek::VcekCache;
 use crate::evidence::snp_commitment;
 use crate::profiles::SnpProfile;
 

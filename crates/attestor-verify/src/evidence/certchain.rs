@@ -51,56 +51,98 @@ const EXT_CRITICAL_OK: [ObjectIdentifier; 4] = [
 
 /// Why a certificate chain was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CertChainError {
     /// A certificate is not valid DER X.509.
     #[error("malformed certificate ({which}): {detail}")]
-    Malformed { which: String, detail: String },
+    Malformed {
+        /// Which input: its role (`leaf`, `intermediate #i`, `trust anchor #i`, or
+        /// `certificate` outside a path), with subject and serial once those decode.
+        which: String,
+        /// What does not decode.
+        detail: String,
+    },
     /// PEM text without certificates, or with a block that does not decode.
     #[error("bad PEM: {0}")]
     Pem(String),
     /// No issuer (by name and key identifier) leads to a configured trust anchor.
     #[error("no path from {cert} to a trust anchor: {detail}")]
-    NoPath { cert: String, detail: String },
+    NoPath {
+        /// The certificate no usable issuer was found for (role, subject, serial).
+        cert: String,
+        /// Why the search ended there.
+        detail: String,
+    },
     /// A signature did not verify under its issuer's key.
     #[error("signature on {cert} does not verify under the key of {issuer}")]
-    SignatureInvalid { cert: String, issuer: String },
+    SignatureInvalid {
+        /// The certificate whose signature fails (role, subject, serial).
+        cert: String,
+        /// The issuer whose key it was checked with (role, subject, serial).
+        issuer: String,
+    },
     /// `now` is after notAfter.
     #[error("{cert} expired: notAfter {not_after}, now {now}")]
     Expired {
+        /// The expired certificate (role, subject, serial).
         cert: String,
+        /// Its notAfter (RFC 3339, UTC).
         not_after: String,
+        /// The time it was checked at, in the same form.
         now: String,
     },
     /// `now` is before notBefore.
     #[error("{cert} is not yet valid: notBefore {not_before}, now {now}")]
     NotYetValid {
+        /// The certificate (role, subject, serial).
         cert: String,
+        /// Its notBefore (RFC 3339, UTC).
         not_before: String,
+        /// The time it was checked at, in the same form.
         now: String,
     },
     /// An issuing certificate may not issue certificates.
     #[error("{cert} is used as an issuer but {reason}")]
-    IssuerNotCa { cert: String, reason: String },
+    IssuerNotCa {
+        /// The issuing certificate (role, subject, serial).
+        cert: String,
+        /// What denies it (basicConstraints, keyUsage).
+        reason: String,
+    },
     /// An issuing certificate's pathLenConstraint is exceeded.
     #[error("{cert} allows {path_len} intermediates below it, the path has {below}")]
     PathLenExceeded {
+        /// The issuing certificate (role, subject, serial).
         cert: String,
+        /// Its pathLenConstraint.
         path_len: u8,
+        /// Intermediates below it on the path.
         below: usize,
     },
     /// A signature or key algorithm (or parameter set) that is not supported.
     #[error("unsupported algorithm {oid} in {cert}: {detail}")]
     UnsupportedAlgorithm {
+        /// The certificate using it (subject and serial, after its role in a path).
         cert: String,
+        /// The algorithm's or curve's OID, dotted.
         oid: String,
+        /// Where it was met, or which parameter is not supported.
         detail: String,
     },
     /// Certificate.signatureAlgorithm differs from TBSCertificate.signature.
     #[error("{cert}: outer and inner signature algorithms differ")]
-    SignatureAlgorithmMismatch { cert: String },
+    SignatureAlgorithmMismatch {
+        /// The certificate (role, subject, serial).
+        cert: String,
+    },
     /// A critical extension that this validator does not process.
     #[error("{cert} has an unhandled critical extension {oid}")]
-    UnhandledCriticalExtension { cert: String, oid: String },
+    UnhandledCriticalExtension {
+        /// The certificate (role, subject, serial).
+        cert: String,
+        /// The extension's OID, dotted.
+        oid: String,
+    },
 }
 
 /// A path that validated, leaf first and trust anchor last (DER of each certificate).
@@ -225,9 +267,17 @@ pub enum EcCurve {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublicKey {
     /// EC key: curve and SEC1 point (0x04 || x || y when uncompressed).
-    Ec { curve: EcCurve, sec1_point: Vec<u8> },
+    Ec {
+        /// The named curve of the key's parameters.
+        curve: EcCurve,
+        /// The point as the certificate carries it, unvalidated.
+        sec1_point: Vec<u8>,
+    },
     /// RSA key as a DER RSAPublicKey (PKCS#1), what aws-lc-rs RSA verification takes.
-    Rsa { rsa_public_key: Vec<u8> },
+    Rsa {
+        /// DER RSAPublicKey (modulus and exponent), unvalidated.
+        rsa_public_key: Vec<u8>,
+    },
 }
 
 /// The SubjectPublicKeyInfo DER of a certificate.

@@ -48,6 +48,7 @@ const SECP521R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.35")
 
 /// Errors from building, signing, parsing and verifying checkpoints and notes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CheckpointError {
     /// The note is larger than [`MAX_NOTE_BYTES`].
     #[error("note is {len} bytes, more than the {max} accepted")]

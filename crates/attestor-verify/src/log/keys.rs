@@ -29,28 +29,54 @@ pub const MAX_TRANSITIONS: usize = 16_384;
 
 /// Why a key history or a checkpoint checked against it does not hold up.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum KeyError {
+    /// A note, verifier key or checkpoint does not check out.
     #[error("checkpoint key: {0}")]
     Checkpoint(#[from] CheckpointError),
+    /// A transition note is not a v1 transition signed by both of its keys.
     #[error("key transition {index} is malformed: {reason}")]
-    Malformed { index: usize, reason: &'static str },
+    Malformed {
+        /// The transition's position in the history, oldest first (0-based).
+        index: usize,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A transition does not start from the key the previous one introduced: the chain
+    /// has a hole or a fork.
     #[error("key transition {index} does not start from the key the previous one introduced")]
-    Broken { index: usize },
+    Broken {
+        /// The transition's position in the history (0-based).
+        index: usize,
+    },
+    /// A transition's switch size is below the one before it.
     #[error("key transition {index} moves the switch size backwards")]
-    SizeOrder { index: usize },
+    SizeOrder {
+        /// The transition's position in the history (0-based).
+        index: usize,
+    },
+    /// More than [`MAX_TRANSITIONS`] transitions.
     #[error("more than {MAX_TRANSITIONS} key transitions")]
     TooMany,
+    /// The pinned verifier key is none of the history's keys.
     #[error("the trusted key {0} is not in the log's key history")]
     NotInHistory(String),
+    /// No key of the history signed the checkpoint.
     #[error("the checkpoint is signed by no key of the log's key history")]
     UnknownKey,
+    /// A key signed a checkpoint outside its period: a retired key vouching for the log's
+    /// future, or a new key for its past.
     #[error(
         "key {key_id:08x} signed a checkpoint of size {size}, outside its period {from}..={until}"
     )]
     OutOfPeriod {
+        /// The signer's note key ID.
         key_id: u32,
+        /// The checkpoint's tree size.
         size: u64,
+        /// The first tree size the key may sign.
         from: u64,
+        /// The last tree size the key may sign.
         until: u64,
     },
 }
@@ -58,10 +84,13 @@ pub enum KeyError {
 /// One verified transition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyTransition {
+    /// The log's origin, as its checkpoints carry it.
     pub origin: String,
     /// Tree size at the switch: the old key signs up to it, the new key from it.
     pub size: u64,
+    /// The retiring verifier key (C2SP `<name>+<key ID>+<base64>`).
     pub old_key: String,
+    /// The verifier key taking over, in the same form.
     pub new_key: String,
 }
 

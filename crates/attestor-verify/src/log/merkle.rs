@@ -19,6 +19,7 @@ pub type Hash = [u8; 32];
 
 /// Errors from building trees, producing proofs and verifying them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum LogError {
     /// A leaf index that is not inside the tree of the given size.
     #[error("leaf index {index} is not below tree size {size}")]

@@ -1,6 +1,8 @@
-//! The transparency log's formats: RFC 9162 Merkle tree hashing and proofs, signed
+//! The transparency log's formats: RFC 9162 Merkle tree hashing and proofs (a whole tree
+//! in memory, or 256-leaf tiles whose lower levels are read back on demand), signed
 //! checkpoints (C2SP tlog-checkpoint / signed-note), and the checkpoint key history.
 
 pub mod checkpoint;
 pub mod keys;
 pub mod merkle;
+pub mod tiled;

@@ -15,9 +15,13 @@ pub struct Tcb {
     /// The FMC (first mutable code) SPL: only Turin and later TCB_VERSIONs carry it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fmc: Option<u8>,
+    /// The PSP bootloader SPL.
     pub bootloader: u8,
+    /// The PSP OS (TEE) SPL.
     pub tee: u8,
+    /// The SNP firmware SPL.
     pub snp: u8,
+    /// The CPU microcode SPL.
     pub microcode: u8,
 }
 
@@ -65,30 +69,44 @@ impl std::fmt::Display for Tcb {
 
 /// Why a certificate or certificate table is unusable.
 #[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CertError {
+    /// Not a DER X.509 certificate; the parser's reason.
     #[error("certificate is not DER X.509: {0}")]
     Der(String),
+    /// The VCEK lacks a required AMD extension: its OID and name.
     #[error("VCEK lacks AMD extension {0} ({1})")]
     MissingExtension(&'static str, &'static str),
+    /// The value of the named AMD extension does not decode.
     #[error("VCEK extension {0} is malformed")]
     BadExtension(&'static str),
+    /// The VCEK's key is not an uncompressed P-384 point.
     #[error("VCEK key is not an uncompressed P-384 point")]
     NotP384,
+    /// The table (of this many bytes) ends before its all-zero closing entry.
     #[error("certificate table is {0} bytes, too short for its entries")]
     TableTruncated(usize),
+    /// An entry's data lies outside the table.
     #[error(
         "certificate table entry {index} points outside the table ({offset}+{length} > {size})"
     )]
     TableEntryOutOfBounds {
+        /// The entry's position in the table.
         index: usize,
+        /// Its data's offset from the table's start, in bytes.
         offset: u32,
+        /// Its data's length, in bytes.
         length: u32,
+        /// The table's size, in bytes.
         size: usize,
     },
+    /// More than [`MAX_TABLE_ENTRIES`] entries.
     #[error("certificate table has more than {MAX_TABLE_ENTRIES} entries")]
     TableTooLong,
+    /// The table (of this many bytes) is over [`MAX_TABLE_BYTES`]; it was not parsed.
     #[error("certificate table is {0} bytes, over the {MAX_TABLE_BYTES}-byte limit")]
     TableTooLarge(usize),
+    /// Two entries of this kind, which would make the table ambiguous.
     #[error("certificate table has two {0} entries")]
     TableDuplicate(CertKind),
 }
@@ -113,7 +131,9 @@ pub struct VcekFacts {
     pub product_name: Option<String>,
     /// The public key, SEC1 uncompressed (97 bytes).
     pub public_key_sec1: Vec<u8>,
+    /// Start of the certificate's validity.
     pub not_before: SystemTime,
+    /// End of the certificate's validity.
     pub not_after: SystemTime,
 }
 
@@ -194,11 +214,18 @@ pub fn unix_seconds(t: SystemTime) -> u64 {
 /// The kinds of entry a GHCB certificate table holds (GUIDs from the GHCB specification).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CertKind {
+    /// The AMD Root Key certificate.
     Ark,
+    /// The AMD SEV Signing Key certificate, issued by the ARK.
     Ask,
+    /// The Versioned Chip Endorsement Key certificate: this chip at one TCB.
     Vcek,
+    /// A Versioned Loaded Endorsement Key certificate (a cloud provider's key, used in
+    /// place of the VCEK).
     Vlek,
+    /// A certificate revocation list of AMD's chain.
     Crl,
+    /// An entry of another GUID (as the table stores it).
     Other([u8; 16]),
 }
 
@@ -274,7 +301,9 @@ impl CertKind {
 /// One certificate from the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertEntry {
+    /// What the entry holds, by its GUID.
     pub kind: CertKind,
+    /// The entry's bytes (DER for a certificate), unverified.
     pub data: Vec<u8>,
 }
 

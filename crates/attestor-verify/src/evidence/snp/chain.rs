@@ -17,24 +17,46 @@ use super::roots::TrustRoots;
 
 /// Why a chain or a report signature does not hold.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ChainError {
+    /// A certificate does not parse.
     #[error("{which} certificate does not parse: {reason}")]
-    Parse { which: &'static str, reason: String },
+    Parse {
+        /// `ARK`, `ASK` or `VCEK`.
+        which: &'static str,
+        /// The `sev` crate's reason.
+        reason: String,
+    },
+    /// The ARK → ASK → VCEK signatures do not verify under the pinned roots.
     #[error("signature chain ARK -> ASK -> VCEK does not verify under the {origin}: {reason}")]
-    Signatures { origin: String, reason: String },
+    Signatures {
+        /// Which roots were pinned (AMD's for a product, or simulation roots).
+        origin: String,
+        /// The `sev` crate's reason.
+        reason: String,
+    },
+    /// A certificate is expired or not yet valid.
     #[error(
         "{which} certificate is not valid now (valid {from} to {until}, now {now}, Unix seconds)"
     )]
     Expired {
+        /// `ARK`, `ASK` or `VCEK`.
         which: &'static str,
+        /// Its notBefore (Unix seconds).
         from: u64,
+        /// Its notAfter (Unix seconds).
         until: u64,
+        /// The time it was checked at (Unix seconds).
         now: u64,
     },
+    /// A certificate's content is unusable: the VCEK's AMD extensions or key, or a
+    /// validity that does not decode.
     #[error(transparent)]
     Vcek(#[from] CertError),
+    /// The report's `sig_algo` is not ECDSA P-384/SHA-384; the value found.
     #[error("report signature algorithm is {0}, only 1 (ECDSA P-384 SHA-384) is defined")]
     SignatureAlgorithm(u32),
+    /// The report's signature does not verify under the VCEK; the `sev` crate's reason.
     #[error("report signature does not verify under the VCEK: {0}")]
     ReportSignature(String),
 }

@@ -20,17 +20,25 @@ const COMPONENT_LEN: usize = 72;
 
 /// Why bytes are not an attestation report we accept to look at.
 #[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReportError {
+    /// The input is this many bytes, not [`REPORT_LEN`].
     #[error("report is {0} bytes; an SEV-SNP attestation report is {REPORT_LEN}")]
     Length(usize),
+    /// The report's version is not one of [`SUPPORTED_VERSIONS`].
     #[error("report version {0} is not supported (supported: 2, 3, 5)")]
     Version(u32),
+    /// The `sev` crate cannot decode or re-encode the fields; its reason.
     #[error("report fields do not parse: {0}")]
     Malformed(String),
+    /// The re-encoded fields differ from the input at this byte offset: the signature
+    /// check would not see what the input holds there.
     #[error("report is not canonical: byte {0:#x} differs from the re-encoded fields")]
     NonCanonical(usize),
+    /// r or s has non-zero bytes above the 48 a P-384 scalar uses.
     #[error("signature r or s has bytes above the 48 a P-384 scalar uses")]
     SignaturePadding,
+    /// A report file that is neither the raw bytes nor hex of them.
     #[error("report file is neither {REPORT_LEN} raw bytes nor hex of them")]
     Encoding,
 }

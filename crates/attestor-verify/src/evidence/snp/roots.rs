@@ -11,8 +11,11 @@ use crate::evidence::certchain;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Product {
+    /// EPYC 7003 series (Zen 3).
     Milan,
+    /// EPYC 9004 series (Zen 4).
     Genoa,
+    /// EPYC 9005 series (Zen 5); its TCB adds an FMC SPL.
     Turin,
 }
 
@@ -79,16 +82,22 @@ impl std::fmt::Display for RootsOrigin {
 /// The pinned ARK (trust anchor) and ASK (its intermediate), DER.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustRoots {
+    /// The AMD Root Key certificate (DER): the trust anchor.
     pub ark: Vec<u8>,
+    /// The AMD SEV Signing Key certificate (DER), which the ARK must have signed.
     pub ask: Vec<u8>,
+    /// Where both come from, for output and errors.
     pub origin: RootsOrigin,
 }
 
 /// Why roots cannot be loaded.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum RootsError {
+    /// The PEM is not UTF-8 or its blocks are not certificates; why.
     #[error("root certificate PEM: {0}")]
     Pem(String),
+    /// The PEM holds this many certificates, not exactly one.
     #[error("expected exactly one certificate, found {0}")]
     Count(usize),
 }

@@ -41,6 +41,7 @@ pub struct VcekCache {
 }
 
 impl VcekCache {
+    /// The cache in `dir`, which [`VcekCache::put`] creates when needed.
     pub fn new(dir: impl Into<PathBuf>) -> VcekCache {
         VcekCache { dir: dir.into() }
     }
@@ -87,6 +88,7 @@ impl VcekCache {
         write_atomically(&self.path(product, chip_id, tcb), der)
     }
 
+    /// The directory holding the cached files.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -57,6 +57,7 @@ pub const TPM2_TOOLS_CREDENTIAL_VERSION: u32 = 1;
 
 /// Why a credential could not be made (or a tpm2-tools credential file not read).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CredentialError {
     /// The EK's TPMT_PUBLIC does not decode (or is not ECC).
     #[error("EK public area: {0}")]
@@ -72,16 +73,33 @@ pub enum CredentialError {
     UnsupportedCurve(u16),
     /// The EK's symmetric definition is absent or not AES-128/256 in CFB mode.
     #[error("unsupported EK symmetric definition (alg {alg:#06x}, {key_bits} bits, mode {mode:#06x}); need AES-128/256-CFB")]
-    UnsupportedSymmetric { alg: u16, key_bits: u16, mode: u16 },
+    UnsupportedSymmetric {
+        /// The cipher's TPM_ALG_ID (TPM_ALG_NULL when absent).
+        alg: u16,
+        /// Its key size in bits.
+        key_bits: u16,
+        /// The mode's TPM_ALG_ID.
+        mode: u16,
+    },
     /// aws-lc-rs refused the EK's public key (point not on the curve, bad RSA modulus).
     #[error("EK public key rejected (ECC point not on its curve, or unusable RSA modulus)")]
     EkKeyRejected,
     /// The secret is empty or longer than the EK nameAlg digest (TPM_RC_SIZE on a TPM).
     #[error("credential secret has {len} bytes; it must have 1..={max}")]
-    SecretLength { len: usize, max: usize },
+    SecretLength {
+        /// The secret's length in bytes.
+        len: usize,
+        /// The EK nameAlg's digest length in bytes.
+        max: usize,
+    },
     /// The object Name is not nameAlg (u16) || digest of that algorithm's size.
     #[error("malformed object Name ({len} bytes): {reason}")]
-    MalformedName { len: usize, reason: &'static str },
+    MalformedName {
+        /// The Name's length in bytes.
+        len: usize,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The AK Name given does not match the AK public area.
     #[error("AK Name does not match the AK public area")]
     AkNameMismatch,

@@ -17,7 +17,10 @@ pub const MAX_EVENTS: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MeasurementEvent {
+    /// The PCR extended: the profile's measured PCR.
     pub pcr: u8,
+    /// What kind of measurement, e.g. [`EVENT_POLICY_KERNEL_CONFIG`]; not covered by the
+    /// TPM.
     pub event_type: String,
     /// Digest extended into each bank (lowercase hex).
     pub digests: BTreeMap<HashAlg, String>,
@@ -29,25 +32,44 @@ pub struct MeasurementEvent {
 
 /// Why an event log does not replay.
 #[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EventLogError {
+    /// The log has this many events, over [`MAX_EVENTS`].
     #[error("event log has {0} entries, over the limit of {MAX_EVENTS}")]
     TooLong(usize),
+    /// An event is for another PCR than the one replayed.
     #[error("event {index} is for PCR {found}, expected {expected}")]
     WrongPcr {
+        /// The event's position in the log (0-based).
         index: usize,
+        /// Its PCR.
         found: u8,
+        /// The PCR replayed.
         expected: u8,
     },
+    /// An event has no digest for the replayed bank.
     #[error("event {index} has no {bank} digest")]
-    MissingDigest { index: usize, bank: &'static str },
+    MissingDigest {
+        /// The event's position in the log (0-based).
+        index: usize,
+        /// The bank's name.
+        bank: &'static str,
+    },
+    /// An event's digest for the replayed bank is not hex of the bank's digest length.
     #[error("event {index} has a malformed {bank} digest")]
-    BadDigest { index: usize, bank: &'static str },
+    BadDigest {
+        /// The event's position in the log (0-based).
+        index: usize,
+        /// The bank's name.
+        bank: &'static str,
+    },
 }
 
 /// The ordered measurements of one PCR since the last TPM reset.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct EventLog {
+    /// The extends, oldest first; unverified until replayed against a quoted PCR.
     pub events: Vec<MeasurementEvent>,
 }
 

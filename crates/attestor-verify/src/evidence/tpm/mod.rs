@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HashAlg {
+    /// SHA-256 (TPM_ALG_SHA256).
     Sha256,
+    /// SHA-384 (TPM_ALG_SHA384).
     Sha384,
 }
 
@@ -25,6 +27,7 @@ impl HashAlg {
         }
     }
 
+    /// The algorithm a wire TPM_ALG_ID names; `None` for any other, SHA-1 included.
     pub fn from_tpm_alg_id(id: u16) -> Option<Self> {
         match id {
             0x000B => Some(HashAlg::Sha256),
@@ -33,6 +36,7 @@ impl HashAlg {
         }
     }
 
+    /// Digest size in bytes: 32 or 48.
     pub const fn digest_len(self) -> usize {
         match self {
             HashAlg::Sha256 => 32,
@@ -40,6 +44,7 @@ impl HashAlg {
         }
     }
 
+    /// The digest of `data`.
     pub fn digest(self, data: &[u8]) -> Vec<u8> {
         use sha2::Digest;
         match self {
@@ -64,6 +69,7 @@ impl HashAlg {
         }
     }
 
+    /// Lowercase name, as in profiles and bundles: `sha256`, `sha384`.
     pub fn name(self) -> &'static str {
         match self {
             HashAlg::Sha256 => "sha256",
@@ -94,4 +100,3 @@ pub fn check_pcr_choice(measured: u8, firmware: &[u8]) -> Result<(), String> {
     }
     Ok(())
 }
-

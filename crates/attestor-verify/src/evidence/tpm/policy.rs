@@ -23,6 +23,7 @@ const MAX_OR_BRANCHES: usize = 8;
 
 /// Why a policy digest could not be computed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PolicyError {
     /// PolicyOR takes between 2 and 8 branches (TPML_DIGEST in TPM2_PolicyOR).
     #[error("PolicyOR needs 2 to 8 branches, got {0}")]
@@ -30,9 +31,13 @@ pub enum PolicyError {
     /// A PolicyOR branch is not a digest of the policy's hash algorithm.
     #[error("PolicyOR branch {index} is {len} bytes, expected {expected} ({alg})")]
     BranchLength {
+        /// The branch's position (0-based).
         index: usize,
+        /// Its length in bytes.
         len: usize,
+        /// The policy hash's digest length in bytes.
         expected: usize,
+        /// The policy hash's name.
         alg: &'static str,
     },
 }

@@ -45,23 +45,37 @@ const PCR_SELECT_MIN: usize = 3;
 
 /// Why a TPM wire structure could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum WireError {
     /// The input ended inside a field.
     #[error("truncated {what}: need {need} bytes at offset {offset}, only {have} left")]
     Truncated {
+        /// The field being read (by its spec name where it has one, e.g.
+        /// `TPMS_ATTEST.extraData`).
         what: &'static str,
+        /// Its byte offset in the input.
         offset: usize,
+        /// Bytes it needs.
         need: usize,
+        /// Bytes left in the input.
         have: usize,
     },
     /// Bytes remained after a complete structure.
     #[error("{count} trailing bytes after {what}")]
-    TrailingBytes { what: &'static str, count: usize },
+    TrailingBytes {
+        /// The structure just read.
+        what: &'static str,
+        /// Bytes after it.
+        count: usize,
+    },
     /// A size or count field exceeds the maximum the spec allows.
     #[error("{what} is {size}, more than the maximum {max}")]
     TooLarge {
+        /// The size or count field.
         what: &'static str,
+        /// Its value.
         size: usize,
+        /// The largest value accepted.
         max: usize,
     },
     /// TPMS_ATTEST.type is neither a quote nor a certification.
@@ -69,7 +83,12 @@ pub enum WireError {
     UnsupportedAttestType(u16),
     /// A hash algorithm that attestor does not support (SHA-1 included, on purpose).
     #[error("unsupported hash algorithm {alg:#06x} in {what}")]
-    UnsupportedHashAlg { what: &'static str, alg: u16 },
+    UnsupportedHashAlg {
+        /// The field holding it.
+        what: &'static str,
+        /// Its TPM_ALG_ID.
+        alg: u16,
+    },
     /// A PCR selection names the same bank twice, which makes its digest ambiguous.
     #[error("PCR bank {0:?} selected more than once")]
     DuplicateBank(HashAlg),
@@ -84,13 +103,23 @@ pub enum WireError {
     UnsupportedCurve(u16),
     /// An ECC value longer than the field it belongs to.
     #[error("ECC value of {len} significant bytes does not fit a {field_len}-byte field")]
-    EccValueTooLong { len: usize, field_len: usize },
+    EccValueTooLong {
+        /// The value's significant (non-leading-zero) bytes.
+        len: usize,
+        /// The curve's field size in bytes.
+        field_len: usize,
+    },
     /// A PCR index that the requested encoding cannot represent.
     #[error("PCR index {0} cannot be encoded (at most {max})", max = MAX_PCR_SELECT * 8 - 1)]
     PcrIndexOutOfRange(u8),
     /// The number of PCR values does not match the PCRs selected.
     #[error("{values} PCR values for {selected} selected PCRs")]
-    PcrCountMismatch { selected: usize, values: usize },
+    PcrCountMismatch {
+        /// PCRs the selection names, over all banks.
+        selected: usize,
+        /// Values given.
+        values: usize,
+    },
     /// A structurally invalid tpm2-tools PCR file.
     #[error("tpm2-tools PCR file: {0}")]
     PcrFile(&'static str),

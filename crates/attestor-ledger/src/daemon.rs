@@ -1,0 +1,154 @@
+//! The ledger's process lifecycle, as the agent has `Attestor::start_heartbeat`: open the
+//! ledger, serve its API and operations listener, watch for gaps, reload on SIGHUP (TLS
+//! files, a prepared checkpoint key), and stop cleanly on SIGTERM or SIGINT, every
+//! acknowledged batch durable and the latest checkpoint remembered.
+
+use std::sync::Arc;
+
+use attestor_net::logging::{event, Level};
+use attestor_net::tls::{self, TlsError};
+use serde_json::json;
+use thiserror::Error;
+
+use crate::config::LedgerConfig;
+use crate::keyfiles::{self, KeyFileError};
+use crate::service::{Ledger, StartError};
+use crate::{dashboard, monitor, server};
+
+/// Why the ledger could not start or stopped with an error.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("cannot read the dashboard token {path}: {source}")]
+    DashboardToken {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    KeyFile(#[from] KeyFileError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("serving stopped: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Runs the ledger `config` describes until SIGTERM or SIGINT.
+pub fn run(config: &LedgerConfig) -> Result<(), DaemonError> {
+    let tls = tls::server_config(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+    let (tls_reload, tls) = tokio::sync::watch::channel(tls);
+    let token: Option<Arc<str>> = match &config.ops.dashboard_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|source| DaemonError::DashboardToken {
+                    path: path.clone(),
+                    source,
+                })?
+                .trim()
+                .into(),
+        ),
+        None => None,
+    };
+    // Connections are descriptors; a refusal to raise the limit only leaves it as it was.
+    let open_files = server::raise_open_file_limit().ok().flatten();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    let writer = runtime.block_on(async {
+        let (ledger, writer) = Ledger::open(config)?;
+        // Auditors need this key to check checkpoints; keep a copy beside the state.
+        keyfiles::write_vkey(&config.state_dir, &ledger.verifier_key())?;
+        let listener = bind(config.listen).await?;
+        if let Some(address) = config.ops.listen {
+            let ops = bind(address).await?;
+            let ledger = ledger.clone();
+            tokio::spawn(attestor_net::ops::serve(
+                ops,
+                move |asked| dashboard::ops_page(ledger.clone(), token.clone(), asked),
+                std::future::pending(),
+            ));
+        }
+        event(
+            Level::Info,
+            "ledger-started",
+            json!({
+                "listen": config.listen.to_string(), "ops": config.ops.listen,
+                "log_size": ledger.store().len().ok(), "sequencer": ledger.is_sequencer(),
+                "verifier_key": ledger.verifier_key(), "open_files_limit": open_files,
+            }),
+        );
+        tokio::spawn(monitor::watch_gaps(Arc::downgrade(&ledger)));
+        tokio::spawn(reload_on_hangup(config.clone(), ledger.clone(), tls_reload));
+        server::serve(
+            ledger.clone(),
+            listener,
+            tls,
+            config.limits,
+            attestor_net::shutdown::termination(),
+        )
+        .await
+        .map_err(DaemonError::Serve)?;
+        ledger.remember_checkpoint(&config.state_dir)?;
+        Ok::<_, DaemonError>(writer)
+    })?;
+    // Dropping the runtime drops the tasks holding the ledger, so the writer drains and
+    // ends; every acknowledged batch is already durable.
+    drop(runtime);
+    let _ = writer.join();
+    event(Level::Info, "ledger-stopped", json!({}));
+    Ok(())
+}
+
+async fn bind(address: std::net::SocketAddr) -> Result<tokio::net::TcpListener, DaemonError> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| DaemonError::Listen { address, source })
+}
+
+/// On SIGHUP: the TLS files are read again (new connections use them) and a checkpoint key
+/// `attestor ledger rotate-key` prepared is taken. A failed reload keeps what was loaded.
+async fn reload_on_hangup(
+    config: LedgerConfig,
+    ledger: Arc<Ledger>,
+    tls: tokio::sync::watch::Sender<Arc<rustls::ServerConfig>>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let tls_result = tls::server_config(&config.tls.ca, &config.tls.cert, &config.tls.key)
+            .map(|new| tls.send_replace(new));
+        let (ledger, config) = (ledger.clone(), config.clone());
+        let key_result = tokio::task::spawn_blocking(move || ledger.rotate_checkpoint_key(&config))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        let level = if tls_result.is_ok() && key_result.is_ok() {
+            Level::Info
+        } else {
+            Level::Error
+        };
+        event(
+            level,
+            "ledger-reloaded",
+            json!({
+                "tls": tls_result.map(|_| "reloaded".to_string()).unwrap_or_else(|e| e.to_string()),
+                "checkpoint_key": match key_result {
+                    Ok(Some(vkey)) => format!("rotated to {vkey}"),
+                    Ok(None) => "unchanged".to_string(),
+                    Err(e) => e,
+                },
+            }),
+        );
+    }
+}

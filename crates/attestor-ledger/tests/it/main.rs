@@ -1,0 +1,10 @@
+//! attestor-ledger's test binary: the stores (SQLite and PostgreSQL, TLS to the database)
+//! and the sequencer, on both backends.
+// Harness items are `pub` for the test modules, not for anyone outside this binary.
+#![allow(unreachable_pub)]
+
+mod support;
+
+mod ledger_sequencer;
+mod ledger_store;
+mod ledger_store_tls;

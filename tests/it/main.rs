@@ -1,0 +1,28 @@
+//! The one integration-test binary of the `attestor` package: everything that runs the
+//! `attestor` command or needs several crates at once (agents on swtpm against a real
+//! ledger process, the CLI, deployment files). One module per concern.
+// Harness items are `pub` for the test modules, not for anyone outside this binary.
+#![allow(unreachable_pub)]
+
+mod support;
+
+mod attest_verify;
+mod config_reference;
+mod fuzz_fixtures;
+mod ledger_api;
+mod ledger_backup;
+mod ledger_cvm;
+mod ledger_enroll;
+mod ledger_replicas;
+mod ledger_resources;
+mod ledger_rotation;
+mod ledger_security;
+mod ledger_snp;
+mod ledger_verify;
+mod loadgen;
+mod monitoring;
+mod pcr_reset_attack;
+mod snp_kds;
+mod snp_sim;
+mod systemd_units;
+mod tls;

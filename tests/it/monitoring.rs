@@ -1,0 +1,469 @@
+//! Monitoring against a real ledger process and agents on swtpm: metrics checked by
+//! promtool, the shipped alert rules tested by promtool, alerts at an Alertmanager-style
+//! webhook (a real HTTP listener) that fire and resolve, actions on drift, the release
+//! gate, and the dashboard rendered by headless Chromium.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::support::agent::AgentFixture;
+use crate::support::ledger::{attestor_config, enrol_tpm, LedgerProcess, LedgerSpec, OPS_TOKEN};
+use crate::support::require_tool;
+use crate::support::wait_for;
+use attestor_agent::client::LedgerClient;
+use attestor_agent::{Attestor, AttestorConfig};
+use attestor_ledger::store::Verdict;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where tests leave artifacts worth keeping (screenshots).
+fn test_output() -> PathBuf {
+    let dir = root().join("target/test-output");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `promtool ARGS` with `stdin`, failing the test with its output unless it succeeds.
+fn promtool(args: &[&str], stdin: &str) -> String {
+    let mut child = Command::new(require_tool("promtool"))
+        .args(args)
+        .current_dir(root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool {args:?} failed:\n{text}");
+    text
+}
+
+/// A heartbeat daemon in a thread of its own, stopped on drop.
+struct RunningAgent {
+    metrics: Arc<attestor_agent::metrics::AgentMetrics>,
+    stopper: attestor_agent::heartbeat::Stopper,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningAgent {
+    fn start(config: AttestorConfig) -> RunningAgent {
+        let mut attestor = Attestor::new(config);
+        let (metrics, stopper) = (attestor.metrics(), attestor.stopper());
+        let thread = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(attestor.start_heartbeat())
+                .unwrap();
+        });
+        RunningAgent {
+            metrics,
+            stopper,
+            thread: Some(thread),
+        }
+    }
+
+    fn accepted(&self) -> u64 {
+        self.metrics.delivered_count(Verdict::Accepted)
+    }
+}
+
+impl Drop for RunningAgent {
+    fn drop(&mut self) {
+        self.stopper.stop();
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+}
+
+fn agent_config(
+    fixture: &AgentFixture,
+    ledger: &LedgerProcess,
+    agent_id: &str,
+    metrics_port: Option<u16>,
+) -> AttestorConfig {
+    let mut config = attestor_config(fixture, ledger, agent_id);
+    config.agent.heartbeat.metrics_listen = metrics_port.map(|p| ([127, 0, 0, 1], p).into());
+    config
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).unwrap();
+    answer.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+/// An Alertmanager stand-in: records every alert POSTed to /api/v2/alerts.
+struct Webhook {
+    port: u16,
+    /// Each alert with when it arrived.
+    received: Arc<Mutex<Vec<(time::OffsetDateTime, serde_json::Value)>>>,
+}
+
+impl Webhook {
+    fn start() -> Webhook {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let sink = received.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let mut reader = BufReader::new(stream);
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).unwrap();
+                let mut length = 0;
+                loop {
+                    let mut header = String::new();
+                    reader.read_line(&mut header).unwrap();
+                    if header == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                assert!(
+                    request_line.starts_with("POST /api/v2/alerts "),
+                    "{request_line}"
+                );
+                let alerts: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+                let now = time::OffsetDateTime::now_utc();
+                sink.lock()
+                    .unwrap()
+                    .extend(alerts.into_iter().map(|a| (now, a)));
+                reader
+                    .into_inner()
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .unwrap();
+            }
+        });
+        Webhook { port, received }
+    }
+
+    /// Whether an alert named `name` for `agent` arrived, firing (`endsAt` ahead of its
+    /// arrival) or resolved (`endsAt` reached).
+    fn saw(&self, name: &str, agent: &str, firing: bool) -> bool {
+        self.received.lock().unwrap().iter().any(|(arrived, a)| {
+            let ends = time::OffsetDateTime::parse(
+                a["endsAt"].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap();
+            a["labels"]["alertname"] == name
+                && a["labels"]["agent"] == agent
+                && (ends > *arrived + time::Duration::seconds(1)) == firing
+        })
+    }
+}
+
+fn gate(ledger: &LedgerProcess, agent_id: &str, args: &[&str]) -> (bool, String) {
+    let files = ledger.tls_files(agent_id);
+    let out = Command::new(env!("CARGO_BIN_EXE_attestor"))
+        .arg("gate")
+        .args(["--ledger", &ledger.endpoint()])
+        .arg("--ca")
+        .arg(&files.ca)
+        .arg("--cert")
+        .arg(&files.cert)
+        .arg("--key")
+        .arg(&files.key)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "gate could not run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn metrics_pass_promtool_and_the_alert_rules_pass_their_tests() {
+    let fixture = AgentFixture::new();
+    let ledger = LedgerProcess::for_fixture(&fixture);
+    let port = free_port();
+    let agent = RunningAgent::start(agent_config(&fixture, &ledger, "a1", Some(port)));
+    wait_for(Duration::from_secs(60), "an accepted heartbeat", || {
+        agent.accepted() >= 1
+    });
+
+    let (status, ledger_metrics) = ledger.ops_get("/metrics");
+    assert_eq!(status, 200);
+    promtool(&["check", "metrics"], &ledger_metrics);
+    for series in [
+        "attestor_ledger_submissions_total{verdict=\"accepted\",reason=\"\"}",
+        "attestor_ledger_agents{state=\"healthy\"} 1",
+        "attestor_ledger_agent_last_attestation_age_seconds{tenant=\"acme\",agent=\"a1\"}",
+        "attestor_ledger_verification_seconds_bucket",
+        "attestor_ledger_log_entries",
+        "attestor_ledger_checkpoint_age_seconds",
+    ] {
+        assert!(
+            ledger_metrics.contains(series),
+            "no {series} in:\n{ledger_metrics}"
+        );
+    }
+    let agent_metrics = http_get(port, "/metrics");
+    promtool(&["check", "metrics"], &agent_metrics);
+    for series in [
+        "attestor_agent_heartbeats_total{outcome=\"ok\"}",
+        "attestor_agent_attestations_delivered_total{verdict=\"accepted\"}",
+        "attestor_agent_tpm_call_duration_seconds_bucket{le=",
+        "attestor_agent_spool_depth 0",
+    ] {
+        assert!(
+            agent_metrics.contains(series),
+            "no {series} in:\n{agent_metrics}"
+        );
+    }
+
+    // Every metric the shipped rules and Grafana dashboard use is one we export.
+    let exported = format!("{ledger_metrics}{agent_metrics}");
+    for file in [
+        "deploy/prometheus/alerts.yml",
+        "deploy/grafana/attestor.json",
+    ] {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        let used = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|t| t.starts_with("attestor_"));
+        for name in used {
+            assert!(
+                exported.contains(name),
+                "{file} uses {name}, which is not exported"
+            );
+        }
+    }
+    promtool(&["check", "rules", "deploy/prometheus/alerts.yml"], "");
+    promtool(&["test", "rules", "deploy/prometheus/alerts_test.yml"], "");
+}
+
+#[test]
+fn a_silent_agent_raises_a_gap_alert_that_resolves_and_the_gate_follows() {
+    let fixture = AgentFixture::new();
+    let policy_hash = hex::encode(fixture.kernel().policy_hash);
+    let webhook = Webhook::start();
+    let extra = format!(
+        "[alerts]\nalertmanager = \"http://127.0.0.1:{}\"\nresend_seconds = 1\n",
+        webhook.port
+    );
+    let ledger = LedgerProcess::start(&LedgerSpec {
+        agents: &[("a1", "acme")],
+        tenants: &[("acme", &policy_hash)],
+        profile: Some(&fixture.profile_path),
+        max_gap_seconds: Some(3),
+        extra: &extra,
+        ..LedgerSpec::default()
+    });
+    let agent = RunningAgent::start(agent_config(&fixture, &ledger, "a1", None));
+    wait_for(Duration::from_secs(60), "an accepted heartbeat", || {
+        agent.accepted() >= 1
+    });
+    let (pass, table) = gate(&ledger, "a1", &["--tenant", "acme", "--max-age", "1m"]);
+    assert!(pass, "{table}");
+
+    drop(agent);
+    wait_for(Duration::from_secs(60), "the gap alert", || {
+        webhook.saw("AttestorMissingHeartbeat", "a1", true)
+    });
+    let (pass, table) = gate(&ledger, "a1", &["--max-age", "1m"]);
+    assert!(!pass && table.contains("missing-heartbeat"), "{table}");
+    let (pass, json) = gate(&ledger, "a1", &["--max-age", "1s", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(!pass && report["pass"] == false, "{json}");
+    assert!(
+        report["agents"][0]["problems"].to_string().contains("old"),
+        "{json}"
+    );
+
+    let agent = RunningAgent::start(agent_config(&fixture, &ledger, "a1", None));
+    wait_for(Duration::from_secs(60), "the alert to resolve", || {
+        webhook.saw("AttestorMissingHeartbeat", "a1", false)
+    });
+    drop(agent);
+    let (pass, table) = gate(&ledger, "a1", &["--max-age", "1m"]);
+    assert!(pass, "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_or_drifted_attestations_fail_the_gate_and_drift_runs_the_action() {
+    let fixture = AgentFixture::new();
+    let policy_hash = hex::encode(fixture.kernel().policy_hash);
+    let out = tempfile::tempdir().unwrap();
+    let marker = out.path().join("rollback.json");
+    let extra = format!(
+        "[[alerts.actions]]\non = \"policy-drift\"\ncommand = [\"sh\", \"-c\", \"cat > {}\"]\n",
+        marker.display()
+    );
+    let ledger = LedgerProcess::start(&LedgerSpec {
+        agents: &[("a1", "acme")],
+        tenants: &[("acme", &policy_hash)],
+        profile: Some(&fixture.profile_path),
+        extra: &extra,
+        ..LedgerSpec::default()
+    });
+    let client: LedgerClient = ledger.client("a1");
+    enrol_tpm(&mut fixture.agent(), &client).await.unwrap();
+
+    // An invalid attestation (forged signature) fails the gate until a valid one follows.
+    let mut forged = fixture.attest_with_nonce(&client.nonce().await.unwrap());
+    let sig = &mut forged.envelope.signatures[0].sig;
+    let last = sig.len() - 1;
+    sig[last] ^= 1;
+    let refused = client.submit(&forged.to_json()).await.unwrap();
+    assert_eq!(refused.verdict, Verdict::Refused);
+    let (pass, table) = tokio::task::block_in_place(|| gate(&ledger, "a1", &[]));
+    assert!(!pass && table.contains("invalid-attestation"), "{table}");
+    let good = fixture.attest_with_nonce(&client.nonce().await.unwrap());
+    assert_eq!(
+        client.submit(&good.to_json()).await.unwrap().verdict,
+        Verdict::Accepted
+    );
+    let (pass, table) = tokio::task::block_in_place(|| gate(&ledger, "a1", &[]));
+    assert!(pass, "{table}");
+
+    let policy = std::fs::read_to_string(fixture.policy_file()).unwrap();
+    fixture.reseal_with_policy(&policy.replace("max_epsilon = 3.0", "max_epsilon = 30.0"));
+    let nonce = client.nonce().await.unwrap();
+    let response = client
+        .submit(&fixture.attest_with_nonce(&nonce).to_json())
+        .await
+        .unwrap();
+    assert_eq!(response.reason.as_deref(), Some("policy-hash"));
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !marker.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the action did not run:\n{}",
+            ledger.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let alert: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&marker).unwrap()).unwrap();
+    assert_eq!(alert["kind"], "policy-drift");
+    assert_eq!(alert["agent_id"], "a1");
+    let record = std::fs::read_to_string(ledger.state_dir().join("actions.jsonl")).unwrap();
+    assert!(record.contains("\"ok\":true"), "{record}");
+
+    let open = client.alerts().await.unwrap().alerts;
+    assert_eq!(open.len(), 1);
+    let (pass, table) = tokio::task::block_in_place(|| gate(&ledger, "a1", &[]));
+    assert!(!pass && table.contains("policy-drift"), "{table}");
+}
+
+#[test]
+fn the_dashboard_renders_in_headless_chromium() {
+    let chromium = require_tool("chromium");
+    let fixture = AgentFixture::new();
+    let policy_hash = hex::encode(fixture.kernel().policy_hash);
+    let ledger = LedgerProcess::start(&LedgerSpec {
+        agents: &[("web-1", "acme"), ("stranger", "acme")],
+        tenants: &[("acme", &policy_hash)],
+        profile: Some(&fixture.profile_path),
+        enrolled: true,
+        ..LedgerSpec::default()
+    });
+    let agent = RunningAgent::start(agent_config(&fixture, &ledger, "web-1", None));
+    wait_for(Duration::from_secs(60), "three accepted heartbeats", || {
+        agent.accepted() >= 3
+    });
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(ledger.client("stranger").submit(b"{\"not\": \"a bundle\"}"))
+        .unwrap();
+    drop(agent);
+
+    assert_eq!(ledger.ops_get("/dashboard").0, 401);
+    let url = format!(
+        "http://127.0.0.1:{}/dashboard?token={OPS_TOKEN}",
+        ledger.ops_port
+    );
+    let profile_dir = tempfile::tempdir().unwrap();
+    let headless = |extra: &[&str]| {
+        let out = Command::new(&chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+            ])
+            .arg(format!("--user-data-dir={}", profile_dir.path().display()))
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dom = headless(&["--dump-dom"]);
+    for expected in [
+        "attestor: security posture",
+        "data-agent=\"web-1\"",
+        "<td class=\"health\">healthy</td>",
+        "expected",
+        "Recent refusals",
+        "malformed",
+        "stranger",
+    ] {
+        assert!(
+            dom.contains(expected),
+            "no {expected:?} in the rendered page:\n{dom}"
+        );
+    }
+    assert!(!dom.contains("MISMATCH"), "{dom}");
+    let shot = test_output().join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    headless(&[
+        "--window-size=1280,800",
+        &format!("--screenshot={}", shot.display()),
+    ]);
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "no screenshot"
+    );
+}

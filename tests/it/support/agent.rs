@@ -1,0 +1,152 @@
+//! An agent on a private swtpm: a private copy of `examples/` (so a test may change the
+//! policy kernel's configuration), and the shipped swtpm profile pointed at that swtpm's CA.
+
+use std::path::{Path, PathBuf};
+
+use attestor_agent::attest::Agent;
+use attestor_agent::collect::{self, PolicyKernelConfig, RuntimeStatus};
+use attestor_agent::config::AgentConfig;
+use attestor_verify::bundle::{Bundle, Evidence, TpmEvidence};
+use attestor_verify::checks::Expectations;
+use attestor_verify::profiles::Profile;
+
+use super::Swtpm;
+
+/// One swtpm and an agent configured against it.
+pub struct AgentFixture {
+    pub tpm: Swtpm,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub profile_path: PathBuf,
+    pub profile: Profile,
+}
+
+impl AgentFixture {
+    /// A fixture on a fresh swtpm whose EK chains to the harness CA.
+    pub fn new() -> AgentFixture {
+        Self::with_tpm(Swtpm::start())
+    }
+
+    /// A fixture on the given swtpm.
+    pub fn with_tpm(tpm: Swtpm) -> AgentFixture {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        copy_dir(&root.join("examples"), &dir.path().join("agent"));
+        let config_path = dir.path().join("agent/agent.toml");
+        let text = std::fs::read_to_string(&config_path)
+            .unwrap()
+            .replace("../target/attestor-state", "../state");
+        std::fs::write(&config_path, text).unwrap();
+        let profile_path = dir.path().join("profile.toml");
+        write_swtpm_profile(&tpm, &profile_path);
+        let profile = Profile::load(&profile_path).unwrap();
+        AgentFixture {
+            tpm,
+            dir,
+            config_path,
+            profile_path,
+            profile,
+        }
+    }
+
+    pub fn config(&self) -> AgentConfig {
+        AgentConfig::load(&self.config_path).unwrap()
+    }
+
+    pub fn agent(&self) -> Agent {
+        Agent::open(self.config(), &self.tpm.tcti()).unwrap()
+    }
+
+    pub fn kernel(&self) -> PolicyKernelConfig {
+        let c = self.config();
+        collect::read_policy_kernel(&c.policy_kernel.policy, &c.policy_kernel.config_files).unwrap()
+    }
+
+    pub fn status(&self) -> RuntimeStatus {
+        let bytes = std::fs::read(self.dir.path().join("agent/status.json")).unwrap();
+        RuntimeStatus::from_json("status", &bytes).unwrap()
+    }
+
+    /// One bundle, committing to `nonce`.
+    pub fn attest_with_nonce(&self, nonce: &[u8]) -> Bundle {
+        self.agent()
+            .attest(&self.kernel(), &self.status(), nonce)
+            .unwrap()
+    }
+
+    /// One bundle made offline (no nonce).
+    pub fn attest(&self) -> Bundle {
+        self.attest_with_nonce(b"")
+    }
+
+    /// Expectations matching the example policy.
+    pub fn expect(&self) -> Expectations {
+        Expectations {
+            policy_hash: Some(hex::encode(self.kernel().policy_hash)),
+            ..Expectations::default()
+        }
+    }
+
+    /// The policy kernel's non-policy configuration file.
+    pub fn kernel_config_file(&self) -> PathBuf {
+        self.dir.path().join("agent/policy-kernel/kernel.toml")
+    }
+
+    /// Replaces the policy document and reseals to it, as an operator approving the
+    /// change would (or an attacker with root forcing it).
+    pub fn reseal_with_policy(&self, policy: &str) {
+        std::fs::write(self.policy_file(), policy).unwrap();
+        self.agent().reseal(&self.kernel()).unwrap();
+    }
+
+    /// The policy document.
+    pub fn policy_file(&self) -> PathBuf {
+        self.dir.path().join("agent/policy-kernel/policy.toml")
+    }
+}
+
+/// The TPM evidence of a bundle.
+pub fn tpm_ev(bundle: &Bundle) -> &TpmEvidence {
+    match &bundle.evidence {
+        Evidence::Tpm(ev) => ev,
+        other => panic!("not TPM evidence: {other:?}"),
+    }
+}
+
+/// The TPM evidence of a bundle, to tamper with.
+pub fn tpm_ev_mut(bundle: &mut Bundle) -> &mut TpmEvidence {
+    match &mut bundle.evidence {
+        Evidence::Tpm(ev) => ev,
+        other => panic!("not TPM evidence: {other:?}"),
+    }
+}
+
+/// Copies a directory tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The shipped swtpm profile, trusting `tpm`'s CA instead of the machine's local CA.
+pub fn write_swtpm_profile(tpm: &Swtpm, out: &Path) {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-profiles/swtpm.toml");
+    let text = std::fs::read_to_string(shipped)
+        .unwrap()
+        .replace(
+            "/var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem",
+            tpm.ca_root_pem().to_str().unwrap(),
+        )
+        .replace(
+            "/var/lib/swtpm-localca/issuercert.pem",
+            tpm.ca_intermediate_pem().to_str().unwrap(),
+        );
+    std::fs::write(out, text).unwrap();
+}
