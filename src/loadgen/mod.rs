@@ -363,7 +363,7 @@ impl SimAgent {
                 ]
                 .into(),
                 data: hex::encode(&kch),
-                timestamp: attestor_agent::attest::unix_now(),
+                timestamp: attestor_verify::time::now_secs(),
             }],
         };
         let ek_certificates = vec![ek_ca.ek_certificate(agent_id, tpm.ek_point())?];
@@ -468,7 +468,7 @@ impl SimAgent {
 fn claims(host: &Host) -> Claims {
     Claims {
         attestation_id: uuid::Uuid::new_v4().to_string(),
-        timestamp: attestor_agent::attest::unix_now(),
+        timestamp: attestor_verify::time::now_secs(),
         policy_hash: host.policy_hash.clone(),
         zero_retention: true,
         epsilon_limits: EpsilonLimits {

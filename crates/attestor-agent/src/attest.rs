@@ -7,10 +7,10 @@
 //! certification), `eventlog.json` (measurements since the TPM's last reset).
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use attestor_verify::fs::write_atomically;
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use crate::collect::claims_for;
+use crate::state::{create_state_dir, read_state, write_state, StateError};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256, Sha384};
 use thiserror::Error;
 
@@ -21,7 +21,7 @@ use attestor_verify::api::{EnrollChallenge, EnrollProof, EnrollRequest};
 use attestor_verify::bundle::{
     Bundle, Evidence, SealedKeyEvidence, SignedAttest, TpmEvidence, TpmSnpEvidence, BUNDLE_TYPE,
 };
-use attestor_verify::claims::{Claims, EpsilonLimits, Statement, PAYLOAD_TYPE};
+use attestor_verify::claims::{Statement, PAYLOAD_TYPE};
 use attestor_verify::dsse::{self, Envelope};
 use attestor_verify::evidence::certchain;
 use attestor_verify::evidence::tpm::eventlog::{
@@ -40,12 +40,8 @@ const QUOTE_ATTEMPTS: usize = 3;
 pub enum AgentError {
     #[error(transparent)]
     Tpm(#[from] TpmError),
-    #[error("cannot {action} {path}: {source}")]
-    State {
-        action: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    State(#[from] StateError),
     #[error("agent state file {path} is corrupt: {message}")]
     StateCorrupt { path: PathBuf, message: String },
     #[error(
@@ -82,8 +78,6 @@ pub enum AgentError {
     TpmOutput(#[from] wire::WireError),
     #[error(transparent)]
     Snp(#[from] crate::snp::SnpAgentError),
-    #[error(transparent)]
-    StateWrite(#[from] attestor_verify::fs::WriteError),
 }
 
 /// The sealed signing key as stored on disk.
@@ -116,11 +110,7 @@ impl Agent {
         let mut tpm = Tpm::open(tcti)?;
         let ek_id = hex::encode(&Sha256::digest(tpm.ek_public()?)[..8]);
         let state_dir = config.state_dir.join(format!("tpm-{ek_id}"));
-        std::fs::create_dir_all(&state_dir).map_err(|source| AgentError::State {
-            action: "create",
-            path: state_dir.clone(),
-            source,
-        })?;
+        create_state_dir(&state_dir)?;
         let ak_path = state_dir.join("ak.json");
         let ak = match read_state::<KeyBlob>(&ak_path)? {
             Some(ak) => ak,
@@ -211,7 +201,7 @@ impl Agent {
                 ]
                 .into(),
                 data: measured,
-                timestamp: unix_now(),
+                timestamp: attestor_verify::time::now_secs(),
             };
             let digests = self.extend_digests(&event)?;
             log.events.push(event);
@@ -252,7 +242,7 @@ impl Agent {
             sealed_pcr_value: hex::encode(self.measured_pcr_value()?),
             sealed_config_hash: hex::encode(kernel.kernel_config_hash),
         };
-        write_state(&self.state_dir.join("sealed.json"), &state)
+        Ok(write_state(&self.state_dir.join("sealed.json"), &state)?)
     }
 
     /// Measures the configuration and seals a signing key if this TPM has none yet.
@@ -415,66 +405,4 @@ impl Agent {
         }
         Err(AgentError::QuoteRace)
     }
-}
-
-/// The spec's claims from the measured configuration and the runtime status, whatever
-/// the evidence source.
-pub(crate) fn claims_for(kernel: &PolicyKernelConfig, status: &RuntimeStatus) -> Claims {
-    Claims {
-        attestation_id: uuid::Uuid::new_v4().to_string(),
-        timestamp: unix_now(),
-        policy_hash: hex::encode(kernel.policy_hash),
-        zero_retention: kernel.zero_retention,
-        epsilon_limits: EpsilonLimits {
-            max_epsilon: kernel.privacy.max_epsilon,
-            max_delta: kernel.privacy.max_delta,
-            current_usage: status.epsilon_current_usage,
-            reset_interval: kernel.privacy.reset_interval_seconds,
-        },
-        version: env!("CARGO_PKG_VERSION").into(),
-        kernel_config_hash: hex::encode(kernel.kernel_config_hash),
-        capability_keys: status.capability_keys.clone(),
-        tenant_isolation: status.tenant_isolation,
-        egress_firewall_enabled: status.egress_firewall_enabled,
-        pii_detection_enabled: status.pii_detection_enabled,
-        total_requests: status.total_requests,
-        blocked_requests: status.blocked_requests,
-        capability_failures: status.capability_failures,
-        plan_validations: status.plan_validations,
-        uptime_seconds: status.uptime_seconds,
-    }
-}
-
-/// Seconds since the Unix epoch (0 if the clock is before 1970).
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-pub(crate) fn read_state<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, AgentError> {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| AgentError::StateCorrupt {
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
-                })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(AgentError::State {
-            action: "read",
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
-}
-
-pub(crate) fn write_state<T: Serialize>(path: &Path, value: &T) -> Result<(), AgentError> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| AgentError::StateCorrupt {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    Ok(write_atomically(path, &bytes)?)
 }

@@ -328,6 +328,37 @@ async fn fetch_loopback(url: &str) -> Result<Vec<u8>, CollectError> {
     Ok(answer.body.to_vec())
 }
 
+/// The spec's claims from the measured configuration and the runtime status, whatever
+/// the evidence source.
+pub fn claims_for(
+    kernel: &PolicyKernelConfig,
+    status: &RuntimeStatus,
+) -> attestor_verify::claims::Claims {
+    attestor_verify::claims::Claims {
+        attestation_id: uuid::Uuid::new_v4().to_string(),
+        timestamp: attestor_verify::time::now_secs(),
+        policy_hash: hex::encode(kernel.policy_hash),
+        zero_retention: kernel.zero_retention,
+        epsilon_limits: attestor_verify::claims::EpsilonLimits {
+            max_epsilon: kernel.privacy.max_epsilon,
+            max_delta: kernel.privacy.max_delta,
+            current_usage: status.epsilon_current_usage,
+            reset_interval: kernel.privacy.reset_interval_seconds,
+        },
+        version: env!("CARGO_PKG_VERSION").into(),
+        kernel_config_hash: hex::encode(kernel.kernel_config_hash),
+        capability_keys: status.capability_keys.clone(),
+        tenant_isolation: status.tenant_isolation,
+        egress_firewall_enabled: status.egress_firewall_enabled,
+        pii_detection_enabled: status.pii_detection_enabled,
+        total_requests: status.total_requests,
+        blocked_requests: status.blocked_requests,
+        capability_failures: status.capability_failures,
+        plan_validations: status.plan_validations,
+        uptime_seconds: status.uptime_seconds,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

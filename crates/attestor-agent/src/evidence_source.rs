@@ -43,7 +43,7 @@ impl EvidenceSource {
     pub fn reseal(&mut self, kernel: &PolicyKernelConfig) -> Result<(), AgentError> {
         match self {
             EvidenceSource::Tpm(agent) | EvidenceSource::TpmSnp(agent, _) => agent.reseal(kernel),
-            EvidenceSource::Snp(agent) => agent.reseal(),
+            EvidenceSource::Snp(agent) => Ok(agent.reseal()?),
         }
     }
 
@@ -56,7 +56,7 @@ impl EvidenceSource {
     ) -> Result<Bundle, AgentError> {
         match self {
             EvidenceSource::Tpm(agent) => agent.attest(kernel, status, nonce),
-            EvidenceSource::Snp(agent) => agent.attest(kernel, status, nonce),
+            EvidenceSource::Snp(agent) => Ok(agent.attest(kernel, status, nonce)?),
             EvidenceSource::TpmSnp(agent, reporter) => {
                 agent.attest_with_snp(reporter, kernel, status, nonce)
             }

@@ -21,9 +21,10 @@ use super::client::{ClientError, LedgerClient};
 use super::evidence_source::EvidenceSource;
 use super::metrics::AgentMetrics;
 use super::spool::{Spool, SpoolError};
-use crate::attest::{read_state, write_state, AgentError};
+use crate::attest::AgentError;
 use crate::collect::{self, CollectError};
 use crate::config::{AgentConfig, EvidenceKind};
+use crate::state::{read_state, write_state, StateError};
 use attestor_net::logging::{event, Level};
 use attestor_net::ops::{metrics_page, Page};
 use attestor_net::tls::{self, AgentIdentity, TlsError, TlsFiles};
@@ -67,6 +68,8 @@ pub enum HeartbeatError {
     Timeout(Duration),
     #[error(transparent)]
     Identity(#[from] attestor_verify::identity::IdentityError),
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 /// What the heartbeat needs: the spec's fields first, then where things are.

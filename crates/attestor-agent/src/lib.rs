@@ -14,5 +14,6 @@ pub mod kds;
 pub mod metrics;
 pub mod snp;
 pub mod spool;
+pub mod state;
 
 pub use heartbeat::{Attestor, AttestorConfig};

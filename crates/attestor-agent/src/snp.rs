@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::attest::{claims_for, read_state, write_state, AgentError};
+use crate::collect::claims_for;
 use crate::collect::{PolicyKernelConfig, RuntimeStatus};
 use crate::config::{AgentConfig, SnpConfig};
 use crate::kds::{self, AMD_KDS_URL};
+use crate::state::{create_state_dir, read_state, write_state, StateError};
 use attestor_platform::snp::device::SevGuestDevice;
 use attestor_platform::snp::seal::{self, SealError, SealedSigningKey};
 use attestor_platform::snp::sim::SimulatedProcessor;
@@ -28,6 +29,7 @@ use attestor_verify::evidence::snp_commitment;
 
 /// Why an SNP agent could not attest.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum SnpAgentError {
     #[error(transparent)]
     Device(#[from] DeviceError),
@@ -46,6 +48,10 @@ pub enum SnpAgentError {
     Kds(#[from] crate::kds::KdsError),
     #[error("signing key: {0}")]
     Key(#[from] dsse::DsseError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cannot encode the claims: {0}")]
+    Claims(#[from] attestor_verify::claims::ClaimsError),
 }
 
 /// The secure processor and where VCEKs come from: what makes the SEV-SNP evidence for
@@ -61,13 +67,11 @@ pub struct SnpReporter {
 
 impl SnpReporter {
     /// Opens the device, or the simulation if the config names one.
-    pub fn open(config: &AgentConfig) -> Result<SnpReporter, AgentError> {
+    pub fn open(config: &AgentConfig) -> Result<SnpReporter, SnpAgentError> {
         let snp = config.snp.as_ref().ok_or(SnpAgentError::NotConfigured)?;
         let processor: Box<dyn SecureProcessor> = match &snp.simulation {
-            Some(sim) => {
-                Box::new(SimulatedProcessor::from_settings(sim).map_err(SnpAgentError::from)?)
-            }
-            None => Box::new(SevGuestDevice::open().map_err(SnpAgentError::from)?),
+            Some(sim) => Box::new(SimulatedProcessor::from_settings(sim)?),
+            None => Box::new(SevGuestDevice::open()?),
         };
         Ok(Self::with_processor(
             processor,
@@ -102,13 +106,10 @@ impl SnpReporter {
         envelope: &Envelope,
         nonce: &[u8],
         signing_key: Vec<u8>,
-    ) -> Result<SnpEvidence, AgentError> {
+    ) -> Result<SnpEvidence, SnpAgentError> {
         let pae = dsse::pae(&envelope.payload_type, &envelope.payload);
         let report_data = snp_commitment(nonce, &signing_key, &pae);
-        let ext = self
-            .processor
-            .extended_report(report_data, self.vmpl)
-            .map_err(SnpAgentError::from)?;
+        let ext = self.processor.extended_report(report_data, self.vmpl)?;
         let vcek = self.vcek(&ext.report, &ext.certs)?;
         Ok(SnpEvidence {
             report: ext.report,
@@ -129,7 +130,7 @@ pub struct SnpAgent {
 impl SnpAgent {
     /// Opens the device, or the simulation if the config names one, and unseals (or
     /// creates and seals) the signing key.
-    pub fn open(config: &AgentConfig) -> Result<SnpAgent, AgentError> {
+    pub fn open(config: &AgentConfig) -> Result<SnpAgent, SnpAgentError> {
         let reporter = SnpReporter::open(config)?;
         Self::with_reporter(reporter, &config.state_dir)
     }
@@ -139,27 +140,23 @@ impl SnpAgent {
         processor: Box<dyn SecureProcessor>,
         state_dir: &Path,
         snp: &SnpConfig,
-    ) -> Result<SnpAgent, AgentError> {
+    ) -> Result<SnpAgent, SnpAgentError> {
         let reporter = SnpReporter::with_processor(processor, &state_dir.join("snp"), snp);
         Self::with_reporter(reporter, state_dir)
     }
 
-    fn with_reporter(mut reporter: SnpReporter, state_dir: &Path) -> Result<SnpAgent, AgentError> {
+    fn with_reporter(
+        mut reporter: SnpReporter,
+        state_dir: &Path,
+    ) -> Result<SnpAgent, SnpAgentError> {
         let state_dir = state_dir.join("snp");
-        std::fs::create_dir_all(&state_dir).map_err(|source| AgentError::State {
-            action: "create",
-            path: state_dir.clone(),
-            source,
-        })?;
-        let sealing_key = reporter
-            .processor
-            .sealing_key()
-            .map_err(SnpAgentError::from)?;
+        create_state_dir(&state_dir)?;
+        let sealing_key = reporter.processor.sealing_key()?;
         let sealed_path = state_dir.join("sealed-key.json");
         let signer = match read_state::<SealedSigningKey>(&sealed_path)? {
             Some(sealed) => {
-                let pkcs8 = seal::unseal(&sealing_key, &sealed).map_err(SnpAgentError::from)?;
-                EcdsaP384Signer::from_pkcs8(&pkcs8).map_err(SnpAgentError::from)?
+                let pkcs8 = seal::unseal(&sealing_key, &sealed)?;
+                EcdsaP384Signer::from_pkcs8(&pkcs8)?
             }
             None => seal_new_key(&sealing_key, &sealed_path)?,
         };
@@ -173,12 +170,8 @@ impl SnpAgent {
 
     /// Replaces the signing key with a new one sealed to this launch (after an approved
     /// image change; the ledger must pin the new key).
-    pub fn reseal(&mut self) -> Result<(), AgentError> {
-        let sealing_key = self
-            .reporter
-            .processor
-            .sealing_key()
-            .map_err(SnpAgentError::from)?;
+    pub fn reseal(&mut self) -> Result<(), SnpAgentError> {
+        let sealing_key = self.reporter.processor.sealing_key()?;
         self.signer = seal_new_key(&sealing_key, &self.state_dir.join("sealed-key.json"))?;
         self.signing_key = self.signer.public_key_sec1();
         Ok(())
@@ -200,10 +193,9 @@ impl SnpAgent {
         kernel: &PolicyKernelConfig,
         status: &RuntimeStatus,
         nonce: &[u8],
-    ) -> Result<Bundle, AgentError> {
+    ) -> Result<Bundle, SnpAgentError> {
         let payload = Statement::new(claims_for(kernel, status)).to_json()?;
-        let envelope =
-            Envelope::sign(PAYLOAD_TYPE, payload, &self.signer).map_err(SnpAgentError::from)?;
+        let envelope = Envelope::sign(PAYLOAD_TYPE, payload, &self.signer)?;
         let evidence = self
             .reporter
             .evidence(&envelope, nonce, self.signing_key.clone())?;
@@ -248,11 +240,10 @@ impl SnpReporter {
     }
 }
 
-fn seal_new_key(sealing_key: &[u8; 32], path: &Path) -> Result<EcdsaP384Signer, AgentError> {
-    let signer = EcdsaP384Signer::generate().map_err(SnpAgentError::from)?;
-    let pkcs8 = signer.to_pkcs8().map_err(SnpAgentError::from)?;
-    let sealed =
-        seal::seal(sealing_key, &pkcs8, &signer.public_key_sec1()).map_err(SnpAgentError::from)?;
+fn seal_new_key(sealing_key: &[u8; 32], path: &Path) -> Result<EcdsaP384Signer, SnpAgentError> {
+    let signer = EcdsaP384Signer::generate()?;
+    let pkcs8 = signer.to_pkcs8()?;
+    let sealed = seal::seal(sealing_key, &pkcs8, &signer.public_key_sec1())?;
     write_state(path, &sealed)?;
     Ok(signer)
 }

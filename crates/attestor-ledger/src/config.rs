@@ -10,13 +10,52 @@ use thiserror::Error;
 
 use crate::alerts::AlertConfig;
 use crate::limits::WriteLimit;
-use crate::monitor::DEFAULT_MAX_GAP;
-use crate::server::{self, ConnectionLimits};
 use crate::submission::{TenantPolicy, NONCE_TTL, VOUCH_WINDOW};
 use attestor_net::tls::TlsFiles;
 
 /// Authenticated connections served at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// The spec's threshold: alert when an agent has been silent for more than 2 minutes.
+pub const DEFAULT_MAX_GAP: Duration = Duration::from_secs(120);
+
+/// Time a client has to complete the TLS handshake, unless configured otherwise.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bounds on connections. A connection is *pending* from accept until it holds a slot:
+/// during its TLS handshake (at most `handshake_timeout`) and the identity check, then
+/// waiting (at most [`crate::server::REQUEST_TIMEOUT`]) for one of the `max_connections` slots.
+/// Pending connections are counted per source and in total; beyond either cap a new
+/// connection is closed at once, so connections that never handshake cannot take the
+/// slots of authenticated agents nor stall the accept loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Authenticated connections served at once.
+    pub max_connections: usize,
+    /// Pending connections, all sources together.
+    pub max_handshakes: usize,
+    /// Pending connections from one source: an IPv4 address, or an IPv6 /64 (what one
+    /// host usually has to itself).
+    pub max_handshakes_per_address: usize,
+    pub handshake_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    /// Default bounds with `max_connections` slots.
+    pub fn new(max_connections: usize) -> Self {
+        ConnectionLimits {
+            max_connections,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            max_handshakes_per_address: DEFAULT_MAX_HANDSHAKES_PER_ADDRESS,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+/// Default cap on pending connections, all sources together.
+pub const DEFAULT_MAX_HANDSHAKES: usize = 4096;
+/// Default cap on pending connections from one source.
+pub const DEFAULT_MAX_HANDSHAKES_PER_ADDRESS: usize = 64;
 
 /// Why a ledger configuration is unusable.
 #[derive(Debug, Error)]
@@ -104,13 +143,13 @@ fn default_nonce_ttl_seconds() -> u64 {
     NONCE_TTL.as_secs()
 }
 fn default_max_handshakes() -> usize {
-    server::DEFAULT_MAX_HANDSHAKES
+    DEFAULT_MAX_HANDSHAKES
 }
 fn default_max_handshakes_per_address() -> usize {
-    server::DEFAULT_MAX_HANDSHAKES_PER_ADDRESS
+    DEFAULT_MAX_HANDSHAKES_PER_ADDRESS
 }
 fn default_handshake_timeout_seconds() -> u64 {
-    server::DEFAULT_HANDSHAKE_TIMEOUT.as_secs()
+    DEFAULT_HANDSHAKE_TIMEOUT.as_secs()
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,9 +6,6 @@ use std::time::Duration;
 
 use crate::store::{LedgerStore, StoreError};
 
-/// The spec's threshold: alert when an agent has been silent for more than 2 minutes.
-pub const DEFAULT_MAX_GAP: Duration = Duration::from_secs(120);
-
 /// An enrolled, unrevoked agent without a recent accepted attestation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gap {
@@ -101,6 +98,7 @@ pub async fn watch_gaps(ledger: std::sync::Weak<crate::service::Ledger>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DEFAULT_MAX_GAP;
     use crate::store::embedded::EmbeddedStore;
     use crate::store::{AcceptedState, AgentRecord, NewEntry, Verdict};
 

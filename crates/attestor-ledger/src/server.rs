@@ -37,6 +37,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use crate::config::ConnectionLimits;
 use crate::service::{CheckpointAt, EntryFilter, Ledger, ServiceError};
 use crate::store::{StoreError, Verdict};
 use attestor_net::logging::{event, limited_event, Level};
@@ -44,8 +45,6 @@ use attestor_net::tls::{stream_identity, AgentIdentity};
 use attestor_verify::api::{ErrorBody, LogKeysResponse};
 use attestor_verify::bundle::MAX_BUNDLE_BYTES;
 
-/// Time a client has to complete the TLS handshake, unless configured otherwise.
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a client has to send a request's headers, and then its body.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest body of any request but a submission.
@@ -62,41 +61,6 @@ const LINGER: Duration = Duration::from_secs(2);
 
 type Answer = Response<Full<Bytes>>;
 type ServerTls = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-
-/// Bounds on connections. A connection is *pending* from accept until it holds a slot:
-/// during its TLS handshake (at most `handshake_timeout`) and the identity check, then
-/// waiting (at most [`REQUEST_TIMEOUT`]) for one of the `max_connections` slots.
-/// Pending connections are counted per source and in total; beyond either cap a new
-/// connection is closed at once, so connections that never handshake cannot take the
-/// slots of authenticated agents nor stall the accept loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionLimits {
-    /// Authenticated connections served at once.
-    pub max_connections: usize,
-    /// Pending connections, all sources together.
-    pub max_handshakes: usize,
-    /// Pending connections from one source: an IPv4 address, or an IPv6 /64 (what one
-    /// host usually has to itself).
-    pub max_handshakes_per_address: usize,
-    pub handshake_timeout: Duration,
-}
-
-impl ConnectionLimits {
-    /// Default bounds with `max_connections` slots.
-    pub fn new(max_connections: usize) -> Self {
-        ConnectionLimits {
-            max_connections,
-            max_handshakes: DEFAULT_MAX_HANDSHAKES,
-            max_handshakes_per_address: DEFAULT_MAX_HANDSHAKES_PER_ADDRESS,
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-        }
-    }
-}
-
-/// Default cap on pending connections, all sources together.
-pub const DEFAULT_MAX_HANDSHAKES: usize = 4096;
-/// Default cap on pending connections from one source.
-pub const DEFAULT_MAX_HANDSHAKES_PER_ADDRESS: usize = 64;
 
 /// Pending connections by source. Entries are removed at zero, so the map holds at most
 /// `max_handshakes` sources.

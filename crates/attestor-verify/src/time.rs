@@ -14,6 +14,11 @@ pub fn now_ms() -> u64 {
     unix_ms(SystemTime::now())
 }
 
+/// Seconds since the Unix epoch now (what claims carry).
+pub fn now_secs() -> u64 {
+    now_ms() / 1000
+}
+
 /// The time `ms` milliseconds after the Unix epoch.
 pub fn from_unix_ms(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
