@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use attestor_agent::attest::AgentError;
 use attestor_agent::collect::{self, PolicyKernelConfig, RuntimeStatus};
 use attestor_agent::config::{AgentConfig, EvidenceKind};
 use attestor_agent::evidence_source::EvidenceSource;
 use attestor_agent::snp::SnpAgent;
+use attestor_agent::snp::SnpAgentError;
 use attestor_platform::snp::sim::{SimulatedChip, SimulatedLaunch, SimulatedProcessor};
 use attestor_platform::snp::SecureProcessor;
 use attestor_verify::bundle::{Bundle, Evidence, SnpEvidence};
@@ -70,7 +70,11 @@ impl Guest {
     }
 
     /// An agent on a simulated processor launched as `launch` on `chip_dir`'s chip.
-    fn agent_on(&self, chip_dir: &Path, launch: SimulatedLaunch) -> Result<SnpAgent, AgentError> {
+    fn agent_on(
+        &self,
+        chip_dir: &Path,
+        launch: SimulatedLaunch,
+    ) -> Result<SnpAgent, SnpAgentError> {
         let sp = SimulatedProcessor::new(SimulatedChip::load(chip_dir).unwrap(), launch).unwrap();
         SnpAgent::with_processor(
             Box::new(sp),

@@ -37,6 +37,7 @@ const QUOTE_ATTEMPTS: usize = 3;
 
 /// Why the agent could not attest.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum AgentError {
     #[error(transparent)]
     Tpm(#[from] TpmError),

@@ -31,6 +31,7 @@ pub const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why an input could not be read.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum CollectError {
     #[error("cannot read {path}: {source}")]
     Read {
@@ -488,6 +489,6 @@ mod tests {
         let closed = StatusSource::Url(format!("http://127.0.0.1:{port}/status"))
             .read()
             .await;
-        assert!(matches!(closed, Err(CollectError::StatusEndpoint { .. })));
+        assert!(matches!(closed, Err(CollectError::StatusTransport { .. })));
     }
 }

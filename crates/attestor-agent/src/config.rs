@@ -18,6 +18,7 @@ pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
 
 /// Why a configuration file is unusable.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
     Read {

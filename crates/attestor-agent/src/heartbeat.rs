@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
@@ -43,6 +43,7 @@ const RECEIPTS_ROTATE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Why the heartbeat cannot run (a failed single heartbeat is logged, not returned).
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum HeartbeatError {
     #[error(transparent)]
     Agent(#[from] AgentError),
@@ -422,12 +423,6 @@ fn offline_nonce() -> Vec<u8> {
     [OFFLINE_NONCE_PREFIX, &random].concat()
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Running {
     fn spool_len(&self) -> usize {
         self.spool.lock().map_or(0, |s| s.len())
@@ -630,7 +625,7 @@ impl Running {
         why: &ClientError,
     ) -> Result<(), HeartbeatError> {
         let dir = self.config.agent.state_dir.join("rejected");
-        let path = dir.join(format!("{}-{seq}.bundle", unix_ms()));
+        let path = dir.join(format!("{}-{seq}.bundle", attestor_verify::time::now_ms()));
         std::fs::create_dir_all(&dir)
             .and_then(|()| std::fs::write(&path, bundle))
             .map_err(|source| HeartbeatError::Io {

@@ -20,6 +20,7 @@ const SUFFIX: &str = "bundle";
 
 /// Why the spool cannot take or give an entry.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum SpoolError {
     #[error("cannot {action} {path}: {source}")]
     Io {

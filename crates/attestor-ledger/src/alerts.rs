@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::json;
@@ -108,12 +108,6 @@ pub struct Alerter {
     notices: mpsc::UnboundedSender<Notice>,
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Alerter {
     /// Starts delivery on the current tokio runtime; `state_dir` receives `actions.jsonl`.
     pub fn start(config: AlertConfig, state_dir: PathBuf) -> Arc<Alerter> {
@@ -156,7 +150,7 @@ impl Alerter {
             tenant: tenant.to_string(),
             agent_id: agent_id.to_string(),
             summary,
-            starts_at_ms: unix_ms(),
+            starts_at_ms: attestor_verify::time::now_ms(),
             ends_at_ms: None,
         };
         book.insert(key, alert.clone());
@@ -169,7 +163,7 @@ impl Alerter {
         for kind in kinds {
             let key = (tenant.to_string(), agent_id.to_string(), *kind);
             if let Some(mut alert) = book.remove(&key) {
-                alert.ends_at_ms = Some(unix_ms());
+                alert.ends_at_ms = Some(attestor_verify::time::now_ms());
                 let _ = self.notices.send(Notice::Changed(alert));
             }
         }
@@ -209,9 +203,9 @@ fn rfc3339(ms: u64) -> String {
 /// periods ahead, so Alertmanager resolves them by itself if the ledger goes away.
 fn alertmanager_json(alert: &Alert, resend: Duration) -> serde_json::Value {
     let resend_ms = u64::try_from(resend.as_millis()).unwrap_or(u64::MAX);
-    let ends_at = alert
-        .ends_at_ms
-        .unwrap_or_else(|| unix_ms().saturating_add(resend_ms.saturating_mul(4)));
+    let ends_at = alert.ends_at_ms.unwrap_or_else(|| {
+        attestor_verify::time::now_ms().saturating_add(resend_ms.saturating_mul(4))
+    });
     json!({
         "labels": {
             "alertname": alertname(alert.kind),
@@ -326,7 +320,7 @@ async fn run_action(action: &ActionConfig, alert: &Alert, state_dir: &std::path:
     })
     .await;
     let record = json!({
-        "at_ms": unix_ms(), "alert": alert, "on": action.on.name(),
+        "at_ms": attestor_verify::time::now_ms(), "alert": alert, "on": action.on.name(),
         "action": action.webhook.clone().unwrap_or_else(|| action.command.join(" ")),
         "ok": outcome.is_ok(), "error": outcome.as_ref().err(),
     });

@@ -27,6 +27,7 @@ use attestor_verify::log::merkle::{leaf_hash, LogError, MerkleTree};
 
 /// Why a backup or restore failed.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum BackupError {
     #[error("{path}: {source}")]
     Io {
@@ -153,8 +154,8 @@ pub fn restore(
     std::fs::rename(&staged, &db).map_err(io(&db))?;
     std::fs::File::open(&db)
         .and_then(|f| f.sync_all())
-        .and_then(|()| std::fs::File::open(dir)?.sync_all())
         .map_err(io(&db))?;
+    attestor_verify::fs::sync_dir(&db).map_err(|e| io(&db)(e.source))?;
     summary
 }
 

@@ -59,6 +59,7 @@ pub const DEFAULT_MAX_HANDSHAKES_PER_ADDRESS: usize = 64;
 
 /// Why a ledger configuration is unusable.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum LedgerConfigError {
     #[error("cannot read ledger config {path}: {source}")]
     Read {

@@ -5,7 +5,6 @@
 
 use std::fmt::Write;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use hyper::StatusCode;
 
@@ -87,12 +86,6 @@ fn escape(text: &str) -> String {
     out
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 fn age(now_ms: u64, then_ms: Option<u64>) -> String {
     match then_ms {
         None => "never".into(),
@@ -166,7 +159,7 @@ fn trend(points: &[(u64, u64)]) -> String {
 
 fn render(ledger: &Ledger) -> Result<String, ServiceError> {
     let store = ledger.store();
-    let now = unix_ms();
+    let now = attestor_verify::time::now_ms();
     let mut html = String::new();
     let w = &mut html;
     let _ = write!(
@@ -224,7 +217,7 @@ fn render(ledger: &Ledger) -> Result<String, ServiceError> {
         agents.len()
     );
     for agent in agents.iter().take(MAX_AGENTS_SHOWN) {
-        let health = agent.health(now, ledger.max_gap());
+        let health = agent.health(now, ledger.max_gap()).name();
         let recent = store.query(&EntryQuery {
             tenant: Some(agent.tenant.clone()),
             agent_id: Some(agent.agent_id.clone()),

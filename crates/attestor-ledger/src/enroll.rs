@@ -30,6 +30,7 @@ pub const MAX_PENDING: usize = 10_000;
 
 /// Why an enrollment is refused.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum EnrollError {
     #[error("no EK certificate in the request")]
     NoEkCertificate,
@@ -113,9 +114,7 @@ pub fn enroll_snp(
         }
         Platform::Tpm(_) => return Err(EnrollError::NotSnp("it carries TPM evidence".into())),
     };
-    let now_ms = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let now_ms = attestor_verify::time::unix_ms(now);
     let record = AgentRecord::enrolled(who, snp.chip_id, snp.signing_key, now_ms);
     pin(store, record)
 }

@@ -11,6 +11,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use attestor_verify::fs::{sync_dir, write_atomically, WriteError};
 use thiserror::Error;
 
 use crate::log::sequencer::SequencerError;
@@ -27,6 +28,7 @@ pub const VKEY_FILE: &str = "checkpoint.vkey";
 
 /// Why a key file cannot be read, written or rotated.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum KeyFileError {
     #[error("{path}: {source}")]
     Io {
@@ -43,6 +45,8 @@ pub enum KeyFileError {
     Rotate(#[from] SequencerError),
     #[error("{0} exists: a rotation is pending; reload the ledger (SIGHUP) to complete it")]
     Pending(PathBuf),
+    #[error(transparent)]
+    Write(#[from] WriteError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
@@ -130,14 +134,14 @@ pub fn promote(dir: &Path, origin: &str, next_vkey: &str) -> Result<(), KeyFileE
         std::fs::rename(&key, &retired).map_err(io(&retired))?;
     }
     std::fs::rename(&next_path, &key).map_err(io(&key))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))?;
+    sync_dir(&key)?;
     write_vkey(dir, next_vkey)
 }
 
 /// Publishes the verifier key beside the state for auditors.
 pub fn write_vkey(dir: &Path, vkey: &str) -> Result<(), KeyFileError> {
-    let path = dir.join(VKEY_FILE);
-    std::fs::write(&path, format!("{vkey}\n")).map_err(io(&path))
+    Ok(write_atomically(
+        &dir.join(VKEY_FILE),
+        format!("{vkey}\n").as_bytes(),
+    )?)
 }

@@ -17,7 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::store::{LedgerStore, StoreError, Verdict};
+use crate::store::{Health, LedgerStore, StoreError, Verdict};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SubmissionLabels {
@@ -214,13 +214,11 @@ impl LedgerMetrics {
             self.checkpoint_age
                 .set(now_ms.saturating_sub(latest.created_at_ms) as f64 / 1000.0);
         }
-        let mut counts: BTreeMap<&'static str, i64> =
-            [("healthy", 0), ("stale", 0), ("revoked", 0)].into();
+        let mut counts: BTreeMap<Health, i64> = Health::ALL.map(|h| (h, 0)).into();
         self.agent_age.clear();
         for agent in store.agents(None)? {
             let age_ms = agent.silent_for_ms(now_ms);
-            let state = agent.health(now_ms, max_gap);
-            *counts.entry(state).or_default() += 1;
+            *counts.entry(agent.health(now_ms, max_gap)).or_default() += 1;
             if self.per_agent && !agent.revoked {
                 self.agent_age
                     .get_or_create(&AgentLabels {
@@ -231,7 +229,11 @@ impl LedgerMetrics {
             }
         }
         for (state, count) in counts {
-            self.agents.get_or_create(&StateLabels { state }).set(count);
+            self.agents
+                .get_or_create(&StateLabels {
+                    state: state.name(),
+                })
+                .set(count);
         }
         self.alerts_open.clear();
         for (kind, count) in open_alerts {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::store::{LedgerStore, StoreError};
+use crate::store::{Health, LedgerStore, StoreError};
 
 /// An enrolled, unrevoked agent without a recent accepted attestation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub fn gaps(
     Ok(store
         .agents(tenant)?
         .into_iter()
-        .filter(|a| a.health(now_ms, max_gap) == "stale")
+        .filter(|a| a.health(now_ms, max_gap) == Health::Stale)
         .map(|a| Gap {
             silent_for_ms: a.silent_for_ms(now_ms),
             agent_id: a.agent_id,
@@ -59,9 +59,7 @@ pub async fn watch_gaps(ledger: std::sync::Weak<crate::service::Ledger>) {
             return;
         };
         let (store, max_gap) = (ledger.store().clone(), ledger.max_gap());
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let now_ms = attestor_verify::time::unix_ms(std::time::SystemTime::now());
         let found =
             tokio::task::spawn_blocking(move || gaps(store.as_ref(), None, now_ms, max_gap)).await;
         let found = match found {

@@ -12,8 +12,9 @@ use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
+use attestor_verify::fs::{write_atomically, WriteError};
 use thiserror::Error;
 
 use crate::alerts::{AlertKind, Alerter};
@@ -26,7 +27,7 @@ use crate::log::sequencer::{submission_hash, Receipt, Sequencer, SequencerError,
 use crate::metrics::LedgerMetrics;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::postgres::{PostgresOptions, PostgresStore};
-use crate::store::{EntryQuery, LedgerStore, StoreError, StoredEntry, Verdict, MAX_PAGE};
+use crate::store::{EntryQuery, Health, LedgerStore, StoreError, StoredEntry, Verdict, MAX_PAGE};
 use crate::submission::{
     accepted_state, verify_submission, NonceBook, Refusal, TenantPolicy, VOUCH_WINDOW,
 };
@@ -47,6 +48,7 @@ use attestor_verify::record::{Discarded, LogRecord, RECORD_VERSION};
 /// Why a request was not served. Refused submissions are not errors: they are logged and
 /// answered with a [`SubmitResponse`].
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ServiceError {
     #[error("{0}")]
     BadRequest(String),
@@ -124,6 +126,7 @@ impl ServiceError {
 
 /// Why a ledger could not start.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum StartError {
     #[error("cannot prepare {path}: {source}")]
     Io {
@@ -155,6 +158,8 @@ pub enum StartError {
     },
     #[error("database TLS: {0}")]
     DatabaseTls(#[from] attestor_net::tls::TlsError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
 }
 
 /// Filters of an entries query, as the caller gives them (the tenant is the caller's).
@@ -256,11 +261,6 @@ pub struct Ledger {
     alerter: Arc<Alerter>,
     /// Dropping it stops the lease keeper (stores with a sequencer lease only).
     _lease_keeper: Option<mpsc::Sender<()>>,
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Runs blocking work (verification, SQLite) off the async reactor.
@@ -391,11 +391,11 @@ impl Ledger {
         let Some(latest) = self.store.latest_checkpoint()? else {
             return Ok(());
         };
-        let file = dir.join(SEEN_CHECKPOINT);
-        let staged = dir.join(format!("{SEEN_CHECKPOINT}.tmp"));
-        std::fs::write(&staged, latest.note)
-            .and_then(|()| std::fs::rename(&staged, &file))
-            .map_err(|source| StartError::Io { path: file, source })
+        // It guards against a roll-back, so it must survive a crash too: written durably.
+        Ok(write_atomically(
+            &dir.join(SEEN_CHECKPOINT),
+            latest.note.as_bytes(),
+        )?)
     }
 
     /// A ledger over any store. With a store that has a sequencer lease, a thread keeps
@@ -466,7 +466,7 @@ impl Ledger {
             Ok(this.metrics.render(
                 this.store.as_ref(),
                 this.max_gap,
-                unix_ms(SystemTime::now()),
+                attestor_verify::time::unix_ms(SystemTime::now()),
                 &counts,
             )?)
         })
@@ -597,7 +597,7 @@ impl Ledger {
                 &who,
                 &proof,
                 this.store.as_ref(),
-                unix_ms(SystemTime::now()),
+                attestor_verify::time::unix_ms(SystemTime::now()),
             )?;
             Ok(EnrolledResponse {
                 agent_id: record.agent_id,
@@ -948,13 +948,13 @@ impl Ledger {
     ) -> Result<AgentsResponse, ServiceError> {
         let (this, tenant) = (self.clone(), who.tenant.clone());
         blocking(move || {
-            let now_ms = unix_ms(SystemTime::now());
+            let now_ms = attestor_verify::time::unix_ms(SystemTime::now());
             let agents = this
                 .store
                 .agents(Some(&tenant))?
                 .into_iter()
                 .map(|a| AgentStatusJson {
-                    stale: a.health(now_ms, this.max_gap) == "stale",
+                    stale: a.health(now_ms, this.max_gap) == Health::Stale,
                     zero_retention: a.last_accepted.as_ref().map(|s| s.zero_retention),
                     agent_id: a.agent_id,
                     tenant: a.tenant,

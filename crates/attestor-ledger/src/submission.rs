@@ -39,6 +39,7 @@ pub use attestor_verify::api::OFFLINE_NONCE_PREFIX;
 /// Why the ledger refuses a submission of an enrolled agent. Every refusal is itself
 /// logged.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum Refusal {
     #[error(transparent)]
     Malformed(#[from] BundleError),
@@ -219,7 +220,7 @@ impl NonceBook {
         who: &AgentIdentity,
     ) -> Result<[u8; NONCE_LEN], aws_lc_rs::error::Unspecified> {
         let mut nonce = [0u8; NONCE_LEN];
-        let issued_ms = unix_ms(SystemTime::now());
+        let issued_ms = attestor_verify::time::unix_ms(SystemTime::now());
         nonce[..NONCE_TIME].copy_from_slice(&issued_ms.to_be_bytes());
         SystemRandom::new().fill(&mut nonce[NONCE_TIME..NONCE_TIME + NONCE_RANDOM])?;
         let tag = self.tag(who, &nonce[..NONCE_TIME + NONCE_RANDOM]);
@@ -276,7 +277,7 @@ impl NonceBook {
         let mut time = [0u8; NONCE_TIME];
         time.copy_from_slice(&signed[..NONCE_TIME]);
         let issued_ms = u64::from_be_bytes(time);
-        let now_ms = unix_ms(now);
+        let now_ms = attestor_verify::time::unix_ms(now);
         let window_ms = u64::try_from(self.vouch_window.as_millis()).unwrap_or(u64::MAX);
         let skew_ms = u64::try_from(NONCE_CLOCK_SKEW.as_millis()).unwrap_or(u64::MAX);
         let fresh = issued_ms <= now_ms.saturating_add(skew_ms)
@@ -319,11 +320,6 @@ impl NonceBook {
         }
         check
     }
-}
-
-fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// What a tenant expects of its agents, and what they may send.

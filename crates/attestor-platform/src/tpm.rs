@@ -95,6 +95,7 @@ const HANDLE_PAGE: u32 = 64;
 
 /// Everything that can go wrong between attestor and the TPM.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TpmError {
     /// The TCTI string could not be parsed.
     #[error("invalid TCTI configuration {tcti:?}: {reason}")]

@@ -18,6 +18,7 @@ pub const DEFAULT_MAX_BATCH: usize = 512;
 
 /// Why a submission was not appended. Nothing was acknowledged for it.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum BatchError {
     #[error("the log writer has stopped")]
     Stopped,

@@ -18,7 +18,6 @@
 //! continues the log where the previous sequencer stopped.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
@@ -37,6 +36,7 @@ const REBUILD_CHUNK: u64 = 65_536;
 
 /// Why the log cannot serve.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum SequencerError {
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -123,12 +123,6 @@ pub struct Sequencer {
     store: Arc<dyn LedgerStore>,
     origin: String,
     state: Mutex<State>,
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Sequencer {
@@ -318,7 +312,7 @@ impl Sequencer {
             return Err(StoreError::NotSequencer.into());
         }
         // Ledger time never runs backwards in log order, even if the clock does.
-        let now = unix_ms().max(state.last_ms);
+        let now = attestor_verify::time::now_ms().max(state.last_ms);
         let mut entries = Vec::with_capacity(batch.len());
         for mut s in batch {
             s.record.received_at_ms = now;

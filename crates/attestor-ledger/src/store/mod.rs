@@ -22,6 +22,7 @@ use attestor_net::tls::AgentIdentity;
 
 /// Why the store could not serve a request.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(String),
@@ -102,6 +103,31 @@ pub struct EntryQuery {
 /// Largest page a query returns.
 pub const MAX_PAGE: u32 = 1000;
 
+/// An enrolled agent's state, as the gap monitor, the metrics and the dashboard see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Health {
+    /// An accepted attestation within the allowed gap.
+    Healthy,
+    /// Silent for longer than the allowed gap.
+    Stale,
+    /// Revoked by an operator.
+    Revoked,
+}
+
+impl Health {
+    /// Every state, for gauges that show zeros too.
+    pub const ALL: [Health; 3] = [Health::Healthy, Health::Stale, Health::Revoked];
+
+    /// Stable name in metrics labels and pages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::Stale => "stale",
+            Health::Revoked => "revoked",
+        }
+    }
+}
+
 /// An enrolled agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentRecord {
@@ -132,13 +158,13 @@ impl AgentRecord {
         now_ms.saturating_sub(self.last_accepted_at_ms.unwrap_or(self.enrolled_at_ms))
     }
 
-    /// `revoked`, `stale` (silent for longer than `max_gap`) or `healthy`.
-    pub fn health(&self, now_ms: u64, max_gap: std::time::Duration) -> &'static str {
-        let max_gap_ms = u64::try_from(max_gap.as_millis()).unwrap_or(u64::MAX);
+    /// Revoked, stale (silent for longer than `max_gap`) or healthy, at `now_ms`.
+    pub fn health(&self, now_ms: u64, max_gap: std::time::Duration) -> Health {
+        let max_gap_ms = attestor_verify::time::duration_ms(max_gap);
         match (self.revoked, self.silent_for_ms(now_ms) > max_gap_ms) {
-            (true, _) => "revoked",
-            (false, true) => "stale",
-            (false, false) => "healthy",
+            (true, _) => Health::Revoked,
+            (false, true) => Health::Stale,
+            (false, false) => Health::Healthy,
         }
     }
 

@@ -12,6 +12,7 @@ const AAD_DOMAIN: &[u8] = b"attestor/snp-sealed-signing-key/v1\0";
 
 /// Why a key could not be sealed or unsealed.
 #[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SealError {
     #[error(
         "the signing key was sealed in a guest launched with another measurement or policy \
