@@ -23,9 +23,9 @@ step() {
     "$@"
     echo "   ($name: $((SECONDS - started)) s)"
 }
-step "cargo fmt --check" cargo fmt --check
-step "cargo clippy --all-targets -- -D warnings" cargo clippy --all-targets --quiet -- -D warnings
-step "cargo test" cargo test --all-targets
+step "cargo fmt --all --check" cargo fmt --all --check
+step "cargo clippy --workspace --all-targets -- -D warnings" cargo clippy --workspace --all-targets --quiet -- -D warnings
+step "cargo test" cargo test --workspace --all-targets
 step "cargo deny check" bash scripts/deny.sh
 # Short fuzz runs (README "Fuzzing"); the instrumented build lives outside the clone so
 # later runs reuse its dependencies.

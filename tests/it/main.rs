@@ -6,6 +6,7 @@
 
 mod support;
 
+mod architecture;
 mod attest_verify;
 mod config_reference;
 mod fuzz_fixtures;
