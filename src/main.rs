@@ -1,4 +1,5 @@
 //! `attestor` command line: one binary, one subcommand per job.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -25,7 +25,7 @@ use attestor_verify::claims::{Statement, PAYLOAD_TYPE};
 use attestor_verify::dsse::{self, Envelope};
 use attestor_verify::evidence::certchain;
 use attestor_verify::evidence::tpm::eventlog::{
-    EventLog, MeasurementEvent, EVENT_POLICY_KERNEL_CONFIG,
+    EventLog, EventLogError, MeasurementEvent, EVENT_POLICY_KERNEL_CONFIG,
 };
 use attestor_verify::evidence::tpm::{wire, HashAlg};
 use attestor_verify::evidence::tpm_commitment;
@@ -43,8 +43,13 @@ pub enum AgentError {
     Tpm(#[from] TpmError),
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("agent state file {path} is corrupt: {message}")]
-    StateCorrupt { path: PathBuf, message: String },
+    #[error("agent state file {path} is corrupt: {source}")]
+    StateCorrupt {
+        path: PathBuf,
+        source: EventLogError,
+    },
+    #[error("agent state file {path} vanished right after sealing")]
+    StateVanished { path: PathBuf },
     #[error(
         "policy kernel configuration drifted: PCR {pcr} now measures {measured}, but the \
          signing key is sealed to {sealed_to}; the TPM refuses to sign. If the change is \
@@ -67,10 +72,18 @@ pub enum AgentError {
     },
     #[error("the quoted PCRs kept changing during {QUOTE_ATTEMPTS} quotes")]
     QuoteRace,
-    #[error("EK intermediates {path}: {message}")]
-    EkIntermediates { path: PathBuf, message: String },
+    #[error("cannot read EK intermediates {path}: {source}")]
+    EkIntermediatesRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("EK intermediates {path}: {source}")]
+    EkIntermediates {
+        path: PathBuf,
+        source: certchain::CertChainError,
+    },
     #[error("cannot encode the envelope signature: {0}")]
-    Signature(String),
+    Signature(#[source] dsse::DsseError),
     #[error("cannot encode the claims: {0}")]
     Claims(#[from] attestor_verify::claims::ClaimsError),
     #[error("this operation needs a TPM, but the agent's evidence is SEV-SNP")]
@@ -124,13 +137,18 @@ impl Agent {
         let ak_public = Tpm::public_of(&ak)?;
         let mut ek_certificates = vec![tpm.ek_certificate()?];
         if let Some(path) = &config.tpm.ek_intermediates {
-            let fail = |message: String| AgentError::EkIntermediates {
-                path: path.clone(),
-                message,
-            };
-            let pem = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-            ek_certificates
-                .extend(certchain::pem_to_der_all(&pem).map_err(|e| fail(e.to_string()))?);
+            let pem = std::fs::read_to_string(path).map_err(|source| {
+                AgentError::EkIntermediatesRead {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            ek_certificates.extend(certchain::pem_to_der_all(&pem).map_err(|source| {
+                AgentError::EkIntermediates {
+                    path: path.clone(),
+                    source,
+                }
+            })?);
         }
         Ok(Agent {
             config,
@@ -165,10 +183,11 @@ impl Agent {
         let mut log: EventLog = read_state(&log_path)?.unwrap_or_default();
         let current = self.measured_pcr_value()?;
         let replay = |log: &EventLog| {
-            log.replay(pcr, bank).map_err(|e| AgentError::StateCorrupt {
-                path: log_path.clone(),
-                message: e.to_string(),
-            })
+            log.replay(pcr, bank)
+                .map_err(|source| AgentError::StateCorrupt {
+                    path: log_path.clone(),
+                    source,
+                })
         };
         if replay(&log)? != current {
             let mut without_last = log.clone();
@@ -258,10 +277,7 @@ impl Agent {
             return Ok(state);
         }
         self.reseal(kernel)?;
-        read_state(&path)?.ok_or_else(|| AgentError::StateCorrupt {
-            path,
-            message: "vanished right after sealing".into(),
-        })
+        read_state(&path)?.ok_or(AgentError::StateVanished { path })
     }
 
     /// What the ledger needs to enrol this agent: the EK (certificate chain and public
@@ -346,8 +362,7 @@ impl Agent {
             }
             other => other?,
         };
-        let sig =
-            dsse::p384_asn1_from_fixed(&r, &s).map_err(|e| AgentError::Signature(e.to_string()))?;
+        let sig = dsse::p384_asn1_from_fixed(&r, &s).map_err(AgentError::Signature)?;
         let envelope = Envelope {
             payload_type: PAYLOAD_TYPE.into(),
             payload,

@@ -65,6 +65,13 @@ pub enum HeartbeatError {
     },
     #[error("configuration: {0}")]
     Config(String),
+    #[error("the {task} task failed: {source}")]
+    Task {
+        task: &'static str,
+        source: tokio::task::JoinError,
+    },
+    #[error("cannot encode the receipt: {0}")]
+    EncodeReceipt(#[source] serde_json::Error),
     #[error("the heartbeat did not finish within {0:?}")]
     Timeout(Duration),
     #[error(transparent)]
@@ -442,7 +449,10 @@ impl Running {
             work(&mut spool)
         })
         .await
-        .map_err(|e| HeartbeatError::Config(format!("spool task failed: {e}")))?;
+        .map_err(|source| HeartbeatError::Task {
+            task: "spool",
+            source,
+        })?;
         Ok(done?)
     }
 
@@ -653,7 +663,7 @@ impl Running {
             spool_seq: seq,
             response,
         })
-        .map_err(|e| HeartbeatError::Config(e.to_string()))?;
+        .map_err(HeartbeatError::EncodeReceipt)?;
         line.push(b'\n');
         let path = self.tpm_state.join("receipts.jsonl");
         tokio::task::spawn_blocking(move || {
@@ -675,6 +685,9 @@ impl Running {
             file.sync_data().map_err(|e| io("sync", e))
         })
         .await
-        .map_err(|e| HeartbeatError::Config(format!("receipt task failed: {e}")))?
+        .map_err(|source| HeartbeatError::Task {
+            task: "receipt",
+            source,
+        })?
     }
 }

@@ -42,10 +42,23 @@ pub enum BackupError {
     StateNotEmpty(PathBuf, String),
     #[error("{path} is not a usable ledger backup: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    #[error("{path} is not a usable ledger backup: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("{path} is not a usable ledger backup: {source}")]
+    Store { path: PathBuf, source: StoreError },
+    #[error("{path} is not a usable ledger backup: {source}")]
+    KeyTransition { path: PathBuf, source: KeyError },
     #[error("no key to verify the backup's checkpoints: put the ledger's checkpoint.key in the state directory or give --log-key")]
     NoKey,
     #[error("the backup's log does not verify: {0}")]
     Log(String),
+    #[error("the backup's log does not verify: {0}")]
+    LogKeys(#[source] KeyError),
+    #[error("the backup's log does not verify: {0}")]
+    LogTree(#[source] LogError),
     #[error(transparent)]
     KeyFile(#[from] keyfiles::KeyFileError),
 }
@@ -61,6 +74,20 @@ fn corrupt(path: &Path, reason: impl ToString) -> BackupError {
     BackupError::Corrupt {
         path: path.to_path_buf(),
         reason: reason.to_string(),
+    }
+}
+
+fn sqlite_error(path: &Path) -> impl Fn(rusqlite::Error) -> BackupError + '_ {
+    move |source| BackupError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn store_error(path: &Path) -> impl Fn(StoreError) -> BackupError + '_ {
+    move |source| BackupError::Store {
+        path: path.to_path_buf(),
+        source,
     }
 }
 
@@ -89,25 +116,28 @@ pub fn backup(config: &LedgerConfig, out: &Path) -> Result<LogSummary, BackupErr
     if out.exists() {
         return Err(BackupError::OutputExists(out.to_path_buf()));
     }
-    let sqlite = |e: rusqlite::Error| corrupt(&db, e);
-    let conn = Connection::open(&db).map_err(sqlite)?;
+    let conn = Connection::open(&db).map_err(sqlite_error(&db))?;
     conn.busy_timeout(std::time::Duration::from_secs(30))
-        .map_err(sqlite)?;
+        .map_err(sqlite_error(&db))?;
     let target = out
         .to_str()
         .ok_or_else(|| corrupt(out, "the path is not UTF-8"))?;
-    conn.execute("VACUUM INTO ?1", [target]).map_err(sqlite)?;
+    conn.execute("VACUUM INTO ?1", [target])
+        .map_err(sqlite_error(&db))?;
     drop(conn);
     std::fs::File::open(out)
         .and_then(|f| f.sync_all())
         .map_err(io(out))?;
-    let store = EmbeddedStore::open(out).map_err(|e| corrupt(out, e))?;
+    let store = EmbeddedStore::open(out).map_err(store_error(out))?;
     // What the snapshot holds, checked against the keys it names itself.
-    let transitions = store.key_transitions().map_err(|e| corrupt(out, e))?;
+    let transitions = store.key_transitions().map_err(store_error(out))?;
     let pinned = match transitions.first() {
         Some(first) => {
             KeyTransition::open(first, 0)
-                .map_err(|e| corrupt(out, e))?
+                .map_err(|source| BackupError::KeyTransition {
+                    path: out.to_path_buf(),
+                    source,
+                })?
                 .old_key
         }
         None => {
@@ -143,7 +173,7 @@ pub fn restore(
     let staged = dir.join(format!("{LEDGER_DB}.restoring"));
     std::fs::copy(from, &staged).map_err(io(&staged))?;
     let summary = EmbeddedStore::open(&staged)
-        .map_err(|e| corrupt(from, e))
+        .map_err(store_error(from))
         .and_then(|store| verify_log(&store, &pinned, from));
     if let Err(e) = summary {
         for suffix in ["", "-wal", "-shm"] {
@@ -162,10 +192,10 @@ pub fn restore(
 /// SQLite's own check of the file, before the store opens (and writes to) a copy.
 fn check_sqlite(path: &Path) -> Result<(), BackupError> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| corrupt(path, e))?;
+        .map_err(sqlite_error(path))?;
     let verdict: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .map_err(|e| corrupt(path, e))?;
+        .map_err(sqlite_error(path))?;
     if verdict != "ok" {
         return Err(corrupt(path, format!("SQLite integrity check: {verdict}")));
     }
@@ -179,16 +209,15 @@ fn verify_log(
     pinned: &str,
     path: &Path,
 ) -> Result<LogSummary, BackupError> {
-    let log = |e: &dyn std::fmt::Display| BackupError::Log(e.to_string());
-    let store_err = |e: StoreError| corrupt(path, e);
-    let keys = KeyHistory::follow(pinned, &store.key_transitions().map_err(store_err)?)
-        .map_err(|e: KeyError| log(&e))?;
-    let entries = store.len().map_err(store_err)?;
+    let store_err = store_error(path);
+    let keys = KeyHistory::follow(pinned, &store.key_transitions().map_err(&store_err)?)
+        .map_err(BackupError::LogKeys)?;
+    let entries = store.len().map_err(&store_err)?;
     let mut tree = MerkleTree::new();
     for index in 0..entries {
         let stored = store
             .entry(index)
-            .map_err(store_err)?
+            .map_err(&store_err)?
             .ok_or_else(|| BackupError::Log(format!("entry {index} is missing")))?;
         let hash = leaf_hash(&stored.entry.leaf);
         if hash != stored.entry.leaf_hash {
@@ -198,12 +227,14 @@ fn verify_log(
         }
         tree.push_leaf_hash(hash);
     }
-    let checkpoint_size = match store.latest_checkpoint().map_err(store_err)? {
+    let checkpoint_size = match store.latest_checkpoint().map_err(&store_err)? {
         Some(latest) => {
-            let checkpoint = keys.open_checkpoint(&latest.note).map_err(|e| log(&e))?;
+            let checkpoint = keys
+                .open_checkpoint(&latest.note)
+                .map_err(BackupError::LogKeys)?;
             let root = tree
                 .root_at(checkpoint.size)
-                .map_err(|e: LogError| log(&e))?;
+                .map_err(BackupError::LogTree)?;
             if root != checkpoint.root {
                 return Err(BackupError::Log(format!(
                     "the entries do not hash to the root signed at size {}",

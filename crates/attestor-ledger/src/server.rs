@@ -313,7 +313,10 @@ impl From<ServiceError> for Failure {
             | ServiceError::Store(_)
             | ServiceError::Log(_)
             | ServiceError::Append(_)
-            | ServiceError::Internal(_)
+            | ServiceError::Task(_)
+            | ServiceError::NoRandomness(_)
+            | ServiceError::BadLeaf { .. }
+            | ServiceError::EntryVanished { .. }
             | ServiceError::NotSequencer => StatusCode::SERVICE_UNAVAILABLE,
         };
         let status = match &e {

@@ -70,8 +70,17 @@ pub enum ServiceError {
     Log(#[from] SequencerError),
     #[error("log failure: {0}")]
     Append(#[from] BatchError),
-    #[error("internal failure: {0}")]
-    Internal(String),
+    #[error("internal failure: a worker task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
+    #[error("internal failure: no randomness for a nonce")]
+    NoRandomness(#[source] aws_lc_rs::error::Unspecified),
+    #[error("internal failure: leaf {index}: {source}")]
+    BadLeaf {
+        index: u64,
+        source: attestor_verify::cbor::CborError,
+    },
+    #[error("internal failure: entry {index} vanished")]
+    EntryVanished { index: u64 },
     #[error("this ledger replica is not the sequencer: it serves reads only; retry (another replica holds the lease)")]
     NotSequencer,
 }
@@ -105,7 +114,10 @@ impl ServiceError {
             ServiceError::Store(_)
             | ServiceError::Log(_)
             | ServiceError::Append(_)
-            | ServiceError::Internal(_) => "unavailable",
+            | ServiceError::Task(_)
+            | ServiceError::NoRandomness(_)
+            | ServiceError::BadLeaf { .. }
+            | ServiceError::EntryVanished { .. } => "unavailable",
         }
     }
 
@@ -269,7 +281,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, ServiceError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))?
+        .map_err(ServiceError::Task)?
 }
 
 /// Opens the store a config names: SQLite in the state directory, or PostgreSQL.
@@ -558,10 +570,7 @@ impl Ledger {
         if let Some(retry_after) = self.write_health.refusing_for() {
             return Err(ServiceError::StorageUnavailable { retry_after });
         }
-        let nonce = self
-            .nonces
-            .issue(who)
-            .map_err(|_| ServiceError::Internal("no randomness".into()))?;
+        let nonce = self.nonces.issue(who).map_err(ServiceError::NoRandomness)?;
         Ok(NonceResponse {
             nonce: nonce.to_vec(),
         })
@@ -733,8 +742,12 @@ impl Ledger {
         self.metrics.repeated_submission();
         let this = self.clone();
         blocking(move || {
-            let record = LogRecord::from_leaf(&original.entry.leaf)
-                .map_err(|e| ServiceError::Internal(format!("leaf {}: {e}", original.index)))?;
+            let record = LogRecord::from_leaf(&original.entry.leaf).map_err(|source| {
+                ServiceError::BadLeaf {
+                    index: original.index,
+                    source,
+                }
+            })?;
             let receipt = this.sequencer.receipt_for(&original)?;
             Ok(SubmitResponse {
                 verdict: record.verdict,
@@ -913,9 +926,7 @@ impl Ledger {
                     ServiceError::NotFound(format!("no entry {index} of this tenant"))
                 })?;
             let mut entries = this.with_proofs(vec![entry], true)?;
-            entries
-                .pop()
-                .ok_or_else(|| ServiceError::Internal("entry vanished".into()))
+            entries.pop().ok_or(ServiceError::EntryVanished { index })
         })
         .await
     }
@@ -1044,8 +1055,12 @@ impl Ledger {
             .map(|stored| {
                 // A leaf rewritten on disk is an error, never an answer.
                 self.sequencer.check(&stored)?;
-                let record = LogRecord::from_leaf(&stored.entry.leaf)
-                    .map_err(|e| ServiceError::Internal(format!("leaf {}: {e}", stored.index)))?;
+                let record = LogRecord::from_leaf(&stored.entry.leaf).map_err(|source| {
+                    ServiceError::BadLeaf {
+                        index: stored.index,
+                        source,
+                    }
+                })?;
                 let proof = match &checkpoint {
                     Some(c) if stored.index < c.size => Some(InclusionJson {
                         hashes: self

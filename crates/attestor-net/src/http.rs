@@ -34,13 +34,48 @@ pub enum HttpError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// Connecting, the TLS handshake, sending or reading failed.
-    #[error("cannot reach {target}: {message}")]
-    Unreachable {
+    /// The TCP connection could not be made.
+    #[error("cannot reach {target}: connect: {source}")]
+    Connect {
         /// `host:port`.
         target: String,
-        /// What failed.
-        message: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS handshake failed (an untrusted or refused certificate, a reset, ...).
+    #[error("cannot reach {target}: TLS handshake: {source}")]
+    TlsHandshake {
+        /// `host:port`.
+        target: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The HTTP exchange failed at `step`: the handshake, or sending the request and
+    /// receiving the answer's head.
+    #[error("cannot reach {target}: {step}: {source}")]
+    Http {
+        /// `host:port`.
+        target: String,
+        /// `"HTTP handshake"` or `"request"`.
+        step: &'static str,
+        /// Why.
+        source: hyper::Error,
+    },
+    /// The path and query do not make a request.
+    #[error("cannot build a request to {target}: {source}")]
+    Request {
+        /// `host:port`.
+        target: String,
+        /// Why.
+        source: hyper::http::Error,
+    },
+    /// The answer's body could not be read, or exceeded the client's bound.
+    #[error("cannot reach {target}: read the answer: {source}")]
+    Body {
+        /// `host:port`.
+        target: String,
+        /// Why ([`http_body_util::LengthLimitError`] past the bound).
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// No answer within the client's timeout.
     #[error("no answer from {target} within {timeout:?}")]
@@ -129,17 +164,21 @@ impl HttpClient {
         format!("{}:{}", self.host, self.port)
     }
 
-    fn unreachable(&self, what: &str, e: impl std::fmt::Display) -> HttpError {
-        HttpError::Unreachable {
+    fn http_error(&self, step: &'static str) -> impl FnOnce(hyper::Error) -> HttpError + '_ {
+        move |source| HttpError::Http {
             target: self.target(),
-            message: format!("{what}: {e}"),
+            step,
+            source,
         }
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, HttpError> {
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
-            .map_err(|e| self.unreachable("connect", e))?;
+            .map_err(|source| HttpError::Connect {
+                target: self.target(),
+                source,
+            })?;
         let _ = tcp.set_nodelay(true);
         // The connection task ends when the sender is dropped or the server closes.
         let sender = match &self.tls {
@@ -147,17 +186,20 @@ impl HttpClient {
                 let tls = connector
                     .connect(name.clone(), tcp)
                     .await
-                    .map_err(|e| self.unreachable("TLS handshake", e))?;
+                    .map_err(|source| HttpError::TlsHandshake {
+                        target: self.target(),
+                        source,
+                    })?;
                 let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
                     .await
-                    .map_err(|e| self.unreachable("HTTP handshake", e))?;
+                    .map_err(self.http_error("HTTP handshake"))?;
                 tokio::spawn(connection);
                 sender
             }
             None => {
                 let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
                     .await
-                    .map_err(|e| self.unreachable("HTTP handshake", e))?;
+                    .map_err(self.http_error("HTTP handshake"))?;
                 tokio::spawn(connection);
                 sender
             }
@@ -193,15 +235,13 @@ impl HttpClient {
         let mut connection = self.connection.lock().await;
         // A kept-alive connection the server closed is replaced before anything is sent,
         // so no request is ever sent twice.
-        let reusable = match connection.as_mut() {
-            Some(sender) => sender.ready().await.is_ok(),
-            None => false,
+        let kept = match connection.take() {
+            Some(mut sender) => sender.ready().await.is_ok().then_some(sender),
+            None => None,
         };
-        if !reusable {
-            *connection = Some(self.connect().await?);
-        }
-        let Some(sender) = connection.as_mut() else {
-            return Err(self.unreachable("send", "no connection"));
+        let sender = match kept {
+            Some(sender) => connection.insert(sender),
+            None => connection.insert(self.connect().await?),
         };
         let mut request = Request::builder()
             .method(method)
@@ -212,12 +252,15 @@ impl HttpClient {
         }
         let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| self.unreachable("build the request", e))?;
+            .map_err(|source| HttpError::Request {
+                target: self.target(),
+                source,
+            })?;
         let response = match sender.send_request(request).await {
             Ok(response) => response,
             Err(e) => {
                 *connection = None;
-                return Err(self.unreachable("request", e));
+                return Err(self.http_error("request")(e));
             }
         };
         let status = response.status();
@@ -230,7 +273,10 @@ impl HttpClient {
         let body = Limited::new(response.into_body(), self.max_answer)
             .collect()
             .await
-            .map_err(|e| self.unreachable("read the answer", e))?
+            .map_err(|source| HttpError::Body {
+                target: self.target(),
+                source,
+            })?
             .to_bytes();
         Ok(Answer {
             status,
@@ -301,10 +347,12 @@ mod tests {
         assert_eq!(answer.retry_after, Some(Duration::from_secs(7)));
         assert_eq!(&answer.body[..], b"0123456789");
         let small = HttpClient::new(&url, None).unwrap().with_max_answer(4);
-        assert!(matches!(
-            small.request(Method::GET, "/", None).await,
-            Err(HttpError::Unreachable { .. })
-        ));
+        match small.request(Method::GET, "/", None).await {
+            Err(HttpError::Body { source, .. }) => {
+                assert!(source.is::<http_body_util::LengthLimitError>(), "{source}")
+            }
+            other => panic!("an answer past the bound was taken: {other:?}"),
+        }
         // A server that accepts and never answers.
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let silent_url = format!("http://{}", silent.local_addr().unwrap());

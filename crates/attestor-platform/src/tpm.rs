@@ -101,26 +101,29 @@ pub enum TpmError {
     #[error("invalid TCTI configuration {tcti:?}: {reason}")]
     TctiConfig { tcti: String, reason: String },
     /// The transport to the TPM failed (socket closed, device missing, ...).
-    #[error("cannot talk to the TPM during {op} (TCTI response code {rc:#x}): {message}")]
+    #[error("cannot talk to the TPM during {op} (TCTI response code {rc:#x}): {source}")]
     Tcti {
         op: &'static str,
         rc: u32,
-        message: String,
+        source: tss_esapi::Error,
     },
     /// The sealed key's policy was not satisfied: the PCRs it is bound to changed since it
     /// was created (configuration drift), or the PCR selection differs from the sealing one.
     #[error("TPM refused the sealed key's policy during {op} (response code {rc:#x}): the PCRs no longer hold the values the key was sealed to")]
     PolicyRefused { op: &'static str, rc: u32 },
     /// The TPM (or the TSS stack below tss-esapi) answered a command with an error.
-    #[error("TPM command {op} failed with response code {rc:#x}: {message}")]
+    #[error("TPM command {op} failed with response code {rc:#x}: {source}")]
     Command {
         op: &'static str,
         rc: u32,
-        message: String,
+        source: tss_esapi::Error,
     },
     /// tss-esapi rejected an argument or a TPM answer before/after the command.
-    #[error("TPM library refused {op}: {message}")]
-    Library { op: &'static str, message: String },
+    #[error("TPM library refused {op}: {source}")]
+    Library {
+        op: &'static str,
+        source: tss_esapi::Error,
+    },
     /// The TPM has no P-384 EK certificate provisioned.
     #[error("no EK certificate at NV index {nv_index:#010x}: provision one (swtpm_setup --create-ek-cert) or use a TPM with a manufacturer ECC P-384 EK certificate")]
     EkCertificateMissing { nv_index: u32 },
@@ -994,24 +997,13 @@ fn raw_rc(code: Tss2ResponseCode) -> u32 {
 
 fn classify(op: &'static str, e: tss_esapi::Error) -> TpmError {
     match e {
-        tss_esapi::Error::WrapperError(kind) => TpmError::Library {
-            op,
-            message: kind.to_string(),
-        },
+        tss_esapi::Error::WrapperError(_) => TpmError::Library { op, source: e },
         tss_esapi::Error::Tss2Error(code) => {
             let rc = raw_rc(code);
             if rc & RC_LAYER_MASK == RC_LAYER_TCTI {
-                TpmError::Tcti {
-                    op,
-                    rc,
-                    message: code.to_string(),
-                }
+                TpmError::Tcti { op, rc, source: e }
             } else {
-                TpmError::Command {
-                    op,
-                    rc,
-                    message: code.to_string(),
-                }
+                TpmError::Command { op, rc, source: e }
             }
         }
     }

@@ -14,6 +14,7 @@
 //!   machine-wide `/var/lib/swtpm-localca`. [`Swtpm::start_with_own_ca`] uses a second,
 //!   unrelated CA, for "EK certificate from an untrusted CA" tests.
 //! * Missing tools make the test panic (fail), naming the tool and `scripts/test.sh`.
+#![forbid(unsafe_code)]
 
 pub mod pki;
 pub mod postgres;

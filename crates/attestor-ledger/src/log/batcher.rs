@@ -24,12 +24,13 @@ pub enum BatchError {
     Stopped,
     #[error("this replica is not the sequencer: submit to the one holding the lease")]
     NotSequencer,
+    /// Shared because one failed append answers every submitter of its batch.
     #[error("the batch could not be appended: {0}")]
-    Append(String),
+    Append(#[source] Arc<SequencerError>),
     /// The entry is durably in the log, but the checkpoint covering it could not be
     /// published; its receipt comes with the next checkpoint.
     #[error("appended, but not yet covered by a signed checkpoint: {0}")]
-    Unpublished(String),
+    Unpublished(#[source] Arc<SequencerError>),
 }
 
 type Job = (Submission, oneshot::Sender<Result<Receipt, BatchError>>);
@@ -67,15 +68,15 @@ impl Batcher {
                         }
                     }
                     Err(e @ SequencerError::Unpublished { .. }) => {
-                        let message = e.to_string();
+                        let cause = Arc::new(e);
                         for reply in replies {
-                            let _ = reply.send(Err(BatchError::Unpublished(message.clone())));
+                            let _ = reply.send(Err(BatchError::Unpublished(cause.clone())));
                         }
                     }
                     Err(e) => {
-                        let message = e.to_string();
+                        let cause = Arc::new(e);
                         for reply in replies {
-                            let _ = reply.send(Err(BatchError::Append(message.clone())));
+                            let _ = reply.send(Err(BatchError::Append(cause.clone())));
                         }
                     }
                 }

@@ -131,7 +131,7 @@ CREATE TABLE agents (
 ";
 
 fn db(e: rusqlite::Error) -> StoreError {
-    StoreError::Database(e.to_string())
+    StoreError::Sqlite(e)
 }
 
 /// The default ledger store: one SQLite database file.

@@ -24,8 +24,13 @@ use attestor_net::tls::AgentIdentity;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// PostgreSQL failures (and the store's own explanations). A message rather than the
+    /// `tokio_postgres::Error`: the driver's Display omits the server's message and the
+    /// transport cause chain, so `store::postgres::pg` spells them out here.
     #[error("database error: {0}")]
     Database(String),
+    #[error("database error: {0}")]
+    Sqlite(#[source] rusqlite::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     /// A number asked for (a filter, an index) beyond what SQL integers hold: the

@@ -7,7 +7,10 @@ pub mod device;
 pub mod seal;
 pub mod sim;
 
+use std::path::PathBuf;
+
 use attestor_verify::evidence::snp::certs::{CertEntry, CertError};
+use attestor_verify::evidence::snp::roots::RootsError;
 use thiserror::Error;
 
 /// What a guest asks of its secure processor. The agent's code is the same above this
@@ -61,4 +64,24 @@ pub enum DeviceError {
     CertTable(#[from] CertError),
     #[error("SNP simulation: {0}")]
     Simulation(String),
+    #[error("SNP simulation: cannot read {path}: {source}")]
+    SimulationRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("SNP simulation: {file} is not PEM: {source}")]
+    SimulationPem {
+        file: &'static str,
+        source: der::Error,
+    },
+    #[error("SNP simulation: {file} is not a usable P-384 key: {source}")]
+    SimulationKey {
+        file: &'static str,
+        source: aws_lc_rs::error::KeyRejected,
+    },
+    #[error("SNP simulation: {file}: {source}")]
+    SimulationCert {
+        file: &'static str,
+        source: RootsError,
+    },
 }

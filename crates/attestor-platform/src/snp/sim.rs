@@ -85,20 +85,28 @@ impl SimulatedChip {
     pub fn load(pki_dir: &Path) -> Result<SimulatedChip, DeviceError> {
         let read = |name: &str| {
             let path = pki_dir.join(name);
-            std::fs::read(&path).map_err(|e| {
-                DeviceError::Simulation(format!("cannot read {}: {e}", path.display()))
-            })
+            std::fs::read(&path).map_err(|source| DeviceError::SimulationRead { path, source })
         };
-        let sim = |e: &dyn std::fmt::Display| DeviceError::Simulation(e.to_string());
+        let cert = |file: &'static str| {
+            one_cert(&read(file)?).map_err(|source| DeviceError::SimulationCert { file, source })
+        };
         let key_pem = read("vcek.key")?;
-        let (label, pkcs8) = x509_cert::der::pem::decode_vec(&key_pem).map_err(|e| sim(&e))?;
+        let (label, pkcs8) =
+            der::pem::decode_vec(&key_pem).map_err(|e| DeviceError::SimulationPem {
+                file: "vcek.key",
+                source: e.into(),
+            })?;
         if label != "PRIVATE KEY" {
             return Err(DeviceError::Simulation(format!(
                 "vcek.key holds {label:?}, expected a PKCS#8 PRIVATE KEY"
             )));
         }
-        let vcek_key = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &pkcs8)
-            .map_err(|e| sim(&e))?;
+        let vcek_key = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &pkcs8).map_err(
+            |source| DeviceError::SimulationKey {
+                file: "vcek.key",
+                source,
+            },
+        )?;
         let vcek = read("vcek.der")?;
         let facts = certs::vcek_facts(&vcek)?;
         if facts.public_key_sec1 != vcek_key.public_key().as_ref() {
@@ -109,8 +117,8 @@ impl SimulatedChip {
         Ok(SimulatedChip {
             derivation_root: hmac::Key::new(hmac::HMAC_SHA384, &pkcs8),
             vcek_key,
-            ask: one_cert(&read("ask.pem")?).map_err(|e| sim(&e))?,
-            ark: one_cert(&read("ark.pem")?).map_err(|e| sim(&e))?,
+            ask: cert("ask.pem")?,
+            ark: cert("ark.pem")?,
             vcek,
             facts,
         })
