@@ -419,7 +419,18 @@ impl Inner {
                 )
                 .await
             {
-                Err(e) if code_in(&e, &[SqlState::UNIQUE_VIOLATION, SqlState::DUPLICATE_TABLE]) => {
+                // The loser of the race meets the winner's table, or the row type
+                // PostgreSQL creates with it (42710), or the catalog's unique index.
+                Err(e)
+                    if code_in(
+                        &e,
+                        &[
+                            SqlState::UNIQUE_VIOLATION,
+                            SqlState::DUPLICATE_TABLE,
+                            SqlState::DUPLICATE_OBJECT,
+                        ],
+                    ) =>
+                {
                     tokio::time::sleep(backoff(3)).await;
                     c.batch_execute("SELECT 1 FROM schema_migrations LIMIT 1")
                         .await?;
