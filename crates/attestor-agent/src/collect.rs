@@ -231,6 +231,8 @@ pub fn policy_hash_of(policy: &Path) -> Result<[u8; 32], CollectError> {
 /// What the running policy kernel reports about itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RuntimeStatus {
+    /// The policy kernel's own version: the attested software's.
+    pub version: String,
     /// Differential-privacy budget consumed in the current interval.
     pub epsilon_current_usage: f64,
     pub capability_keys: Vec<CapabilityKey>,
@@ -260,6 +262,12 @@ impl RuntimeStatus {
         }
         if status.blocked_requests > status.total_requests {
             return Err(malformed("blocked_requests exceeds total_requests".into()));
+        }
+        let printable = |c: char| c.is_ascii_graphic();
+        if status.version.is_empty() || status.version.len() > 64 || !status.version.chars().all(printable) {
+            return Err(malformed(
+                "version must be 1 to 64 printable ASCII characters without spaces".into(),
+            ));
         }
         Ok(status)
     }
@@ -346,7 +354,8 @@ pub fn claims_for(
             current_usage: status.epsilon_current_usage,
             reset_interval: kernel.privacy.reset_interval_seconds,
         },
-        version: env!("CARGO_PKG_VERSION").into(),
+        version: status.version.clone(),
+        attestor_version: env!("CARGO_PKG_VERSION").into(),
         kernel_config_hash: hex::encode(kernel.kernel_config_hash),
         capability_keys: status.capability_keys.clone(),
         tenant_isolation: status.tenant_isolation,

@@ -16,6 +16,7 @@ use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::signature::{ParsedPublicKey, ECDSA_P384_SHA384_FIXED};
 use thiserror::Error;
 
+use crate::appraisal::{policy_hash_approval, ApprovedPolicyHash, HashApproval};
 use crate::bundle::{Bundle, Evidence, EvidenceKind, SignedAttest, TpmEvidence};
 use crate::claims::{Claims, Statement, PAYLOAD_TYPE};
 use crate::dsse::{self, VerifyingKey};
@@ -80,8 +81,10 @@ pub enum Check {
     ReportBinding,
     /// The claims' timestamp is within the profile's `max_age_seconds` of now.
     Freshness,
-    /// The claims' `policy_hash` is the expected one.
+    /// The claims' `policy_hash` is the expected one, or one the appraisal policy approves.
     PolicyHash,
+    /// The claims' `policy_hash` was approved, but its approval has expired.
+    PolicyHashExpired,
 }
 
 impl Check {
@@ -114,6 +117,7 @@ impl Check {
             Check::TcbMinimum => "tcb-minimum",
             Check::Freshness => "freshness",
             Check::PolicyHash => "policy-hash",
+            Check::PolicyHashExpired => "policy-hash-expired",
         }
     }
 }
@@ -606,6 +610,35 @@ pub fn check_policy_hash(claims: &Claims, expected: &str) -> Result<(), VerifyEr
             Check::PolicyHash,
             format!("policy_hash is {}, expected {expected}", claims.policy_hash),
         ))
+    }
+}
+
+/// The policy consistency check against a set of approved hashes, each perhaps with an
+/// expiry (a canary rollout keeps the previous policy approved until a deadline).
+pub fn check_policy_hashes(
+    claims: &Claims,
+    approved: &[ApprovedPolicyHash],
+    now: SystemTime,
+) -> Result<(), VerifyError> {
+    let now_secs = crate::time::unix_ms(now) / 1000;
+    match policy_hash_approval(approved, &claims.policy_hash, now_secs) {
+        HashApproval::Approved => Ok(()),
+        HashApproval::Expired { at } => Err(fail(
+            Check::PolicyHashExpired,
+            format!(
+                "policy_hash {} was approved until {}",
+                claims.policy_hash,
+                crate::time::rfc3339(at)
+            ),
+        )),
+        HashApproval::Unknown => Err(fail(
+            Check::PolicyHash,
+            format!(
+                "policy_hash {} is not an approved policy ({} approved)",
+                claims.policy_hash,
+                approved.len()
+            ),
+        )),
     }
 }
 

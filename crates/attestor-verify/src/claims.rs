@@ -8,8 +8,9 @@ use thiserror::Error;
 pub const PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 /// in-toto Statement v1 `_type`.
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
-/// predicateType naming attestor's runtime claims (version 1).
-pub const PREDICATE_TYPE: &str = "https://attestor.dev/runtime-attestation/v1";
+/// predicateType naming attestor's runtime claims (version 2: `version` is the attested
+/// policy kernel's, `attestor_version` the agent's).
+pub const PREDICATE_TYPE: &str = "https://attestor.dev/runtime-attestation/v2";
 /// in-toto subject name of the attested policy kernel.
 pub const SUBJECT_NAME: &str = "policy-kernel";
 /// Upper bound on a statement's size: a real one is about 2 KiB.
@@ -59,8 +60,10 @@ pub struct Claims {
     /// The differential-privacy budget and its use.
     pub epsilon_limits: EpsilonLimits,
     // System configuration
-    /// Version of the agent that made the attestation.
+    /// Version of the attested software, the policy kernel, as its status reports it.
     pub version: String,
+    /// Version of the attestor agent that made the attestation.
+    pub attestor_version: String,
     /// Lowercase hex SHA-384 of the canonical policy kernel configuration; the PCR measurement.
     pub kernel_config_hash: String,
     /// The capability signing keys active now, as the runtime reports them.
@@ -212,7 +215,8 @@ pub(crate) mod tests {
                 current_usage: 1.25,
                 reset_interval: 86_400,
             },
-            version: "0.1.0".into(),
+            version: "1.4.2".into(),
+            attestor_version: "0.1.0".into(),
             kernel_config_hash: "cd".repeat(48),
             capability_keys: vec![],
             tenant_isolation: true,

@@ -4,6 +4,8 @@
 //! - The attestation: the spec's [`claims`], deterministic [`cbor`], the [`dsse`] envelope,
 //!   the [`bundle`] carrying it with its hardware [`evidence`] (TPM and SEV-SNP parsers,
 //!   EK/VCEK chains), firmware [`profiles`], and the ordered [`checks`] that decide trust.
+//! - The judgement: posture [`appraisal`] against a policy, and its standard signed form,
+//!   the EAR ([`ear`]).
 //! - The log: RFC 9162 trees and proofs, C2SP checkpoints and the key history ([`log`]),
 //!   the leaf format ([`record`]), and client-side [`audit`] of what a ledger answers.
 //! - Between agent and ledger: the messages ([`api`]), an agent's [`identity`], and the
@@ -14,12 +16,14 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod appraisal;
 pub mod audit;
 pub mod bundle;
 pub mod cbor;
 pub mod checks;
 pub mod claims;
 pub mod dsse;
+pub mod ear;
 pub mod encoding;
 pub mod evidence;
 pub mod fs;

@@ -29,6 +29,18 @@ pub fn duration_ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// `secs` after the Unix epoch as an RFC 3339 UTC time (the number itself if out of range).
+pub fn rfc3339(secs: u64) -> String {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| secs.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +51,6 @@ mod tests {
         assert_eq!(unix_ms(UNIX_EPOCH - Duration::from_secs(1)), 0);
         assert_eq!(duration_ms(Duration::MAX), u64::MAX);
         assert!(now_ms() > 1_700_000_000_000);
+        assert_eq!(rfc3339(1_801_353_600), "2027-01-31T00:00:00Z");
     }
 }
