@@ -81,6 +81,8 @@ fn batch(first: u64, rng: &mut u64) -> Vec<Submission> {
                     policy_hash: Some("ab".repeat(32)),
                     submission,
                     discarded: None,
+                    ear: None,
+                    appraisal_policy: None,
                 },
                 accepted_state: (!refused).then_some(AcceptedState {
                     zero_retention: true,

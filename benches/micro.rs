@@ -115,6 +115,8 @@ fn bench_cbor(c: &mut Criterion) {
             .map(|i| b"{\"base64\": ABCDEFGH}"[i % 20])
             .collect(),
         discarded: None,
+        ear: None,
+        appraisal_policy: None,
     };
     let leaf = record.to_leaf().unwrap();
     let mut group = c.benchmark_group("cbor");

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 #[macro_use]
 mod output;
 
+mod appraise_cli;
 mod firmware_log_cli;
 mod loadgen;
 mod snp_cli;
@@ -83,6 +84,16 @@ enum Command {
         /// Nonce (hex) the evidence must commit to.
         #[arg(long, default_value = "")]
         nonce: String,
+        /// Appraisal policy (TOML, as a ledger tenant's `appraisal`): judge the posture
+        /// too; exits 1 when it is contraindicated.
+        #[arg(long)]
+        appraisal: Option<PathBuf>,
+        /// Write the judgement as an EAR (JWT) here (needs --appraisal).
+        #[arg(long, requires = "appraisal")]
+        ear_out: Option<PathBuf>,
+        /// Sign the EAR with this P-384 key (PKCS#8 PEM); unsigned without it.
+        #[arg(long, requires = "ear_out")]
+        ear_key: Option<PathBuf>,
     },
     /// Print a known-good machine's firmware event log as a profile's [tpm.measured_boot]
     /// reference values (Secure Boot, PK/KEK/db, boot applications), to review.
@@ -339,14 +350,38 @@ fn run(command: Command) -> Result<ExitCode, String> {
             profile,
             policy_hash,
             nonce,
+            appraisal,
+            ear_out,
+            ear_key,
         } => {
             let bytes = std::fs::read(&bundle)
                 .map_err(|e| format!("cannot read {}: {e}", bundle.display()))?;
             let parsed = Bundle::from_json(&bytes).map_err(|e| e.to_string())?;
             let profile = Profile::load(&profile).map_err(|e| e.to_string())?;
+            let nonce = decode_hex("--nonce", &nonce)?;
+            if let Some(policy) = appraisal {
+                // The policy hash is judged with the policy's approved hashes.
+                let expect = Expectations {
+                    nonce: nonce.clone(),
+                    ..Default::default()
+                };
+                let evidence = checks::verify_bundle(&parsed, &profile, &expect);
+                let output = appraise_cli::EarOutput {
+                    out: ear_out,
+                    key: ear_key,
+                };
+                return appraise_cli::judge(
+                    evidence,
+                    &policy,
+                    policy_hash.as_deref(),
+                    &profile,
+                    &nonce,
+                    &output,
+                );
+            }
             let expect = Expectations {
                 policy_hash,
-                nonce: decode_hex("--nonce", &nonce)?,
+                nonce,
                 ..Default::default()
             };
             match checks::verify_bundle(&parsed, &profile, &expect) {

@@ -13,6 +13,7 @@ use attestor_ledger::enroll::{enroll_snp, EnrollError, Enrollment};
 use attestor_ledger::store::embedded::EmbeddedStore;
 use attestor_ledger::store::{AgentRecord, LedgerStore};
 use attestor_ledger::submission::{verify_submission, NonceBook, Refusal, TenantPolicy};
+use attestor_verify::appraisal::ApprovedPolicyHash;
 use attestor_verify::bundle::{Bundle, Evidence, EvidenceKind, TpmSnpEvidence};
 use attestor_verify::checks::{verify_bundle, Check, Expectations};
 use attestor_verify::profiles::Profile;
@@ -135,7 +136,8 @@ impl Cvm {
         let tenant = TenantPolicy::new(hex::encode(self.fixture.kernel().policy_hash));
         let now = SystemTime::now();
         let nonce = self.nonces.presented(&who(), &bundle.nonce, now);
-        let verdict = verify_submission(bundle, &record, nonce, &self.profile, &tenant, now);
+        let approved = [ApprovedPolicyHash::always(&tenant.policy_hash)];
+        let verdict = verify_submission(bundle, &record, nonce, &self.profile, &approved, now);
         // Spent once appended, whatever the verdict, as the ledger does.
         if nonce.to_spend() {
             self.nonces.spend(&who(), &bundle.nonce);

@@ -10,6 +10,7 @@ use attestor_ledger::submission::{
     accepted_state, verify_submission, NonceBook, Refusal, TenantPolicy,
 };
 use attestor_net::tls::AgentIdentity;
+use attestor_verify::appraisal::ApprovedPolicyHash;
 use attestor_verify::bundle::Bundle;
 
 fn agent() -> AgentIdentity {
@@ -66,7 +67,7 @@ impl Ledger {
             &self.record,
             nonce,
             &self.fixture.profile,
-            &self.tenant,
+            &[ApprovedPolicyHash::always(&self.tenant.policy_hash)],
             now,
         );
         if nonce.to_spend() {

@@ -264,7 +264,10 @@ impl RuntimeStatus {
             return Err(malformed("blocked_requests exceeds total_requests".into()));
         }
         let printable = |c: char| c.is_ascii_graphic();
-        if status.version.is_empty() || status.version.len() > 64 || !status.version.chars().all(printable) {
+        if status.version.is_empty()
+            || status.version.len() > 64
+            || !status.version.chars().all(printable)
+        {
             return Err(malformed(
                 "version must be 1 to 64 printable ASCII characters without spaces".into(),
             ));

@@ -1,5 +1,6 @@
 //! Alerts on the spec's failure modes: a missing heartbeat (gap), an invalid attestation,
-//! policy drift and a zero-retention change. An alert opens once per (tenant, agent,
+//! policy drift, a zero-retention change, and a posture the appraisal policy contraindicates
+//! or warns about. An alert opens once per (tenant, agent,
 //! kind), is sent
 //! to the structured log and to an Alertmanager-compatible webhook (`POST
 //! /api/v2/alerts`), re-sent while open (Alertmanager expires alerts it stops hearing
@@ -32,22 +33,25 @@ fn alertname(kind: AlertKind) -> &'static str {
         AlertKind::InvalidAttestation => "AttestorInvalidAttestation",
         AlertKind::PolicyDrift => "AttestorPolicyDrift",
         AlertKind::ZeroRetentionChange => "AttestorZeroRetentionChange",
+        AlertKind::PostureContraindicated => "AttestorPostureContraindicated",
+        AlertKind::PostureWarning => "AttestorPostureWarning",
     }
 }
 
 fn severity(kind: AlertKind) -> &'static str {
     match kind {
-        AlertKind::MissingHeartbeat => "warning",
-        AlertKind::InvalidAttestation | AlertKind::PolicyDrift | AlertKind::ZeroRetentionChange => {
-            "critical"
-        }
+        AlertKind::MissingHeartbeat | AlertKind::PostureWarning => "warning",
+        AlertKind::InvalidAttestation
+        | AlertKind::PolicyDrift
+        | AlertKind::ZeroRetentionChange
+        | AlertKind::PostureContraindicated => "critical",
     }
 }
 
 /// The alert a refused submission raises, by its refusal reason.
 pub fn kind_for_refusal(reason: &str) -> AlertKind {
     match reason {
-        "policy-hash" => AlertKind::PolicyDrift,
+        "policy-hash" | "policy-hash-expired" => AlertKind::PolicyDrift,
         "zero-retention-drift" => AlertKind::ZeroRetentionChange,
         _ => AlertKind::InvalidAttestation,
     }

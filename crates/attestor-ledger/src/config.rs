@@ -161,6 +161,7 @@ struct TenantToml {
     writes_per_second: f64,
     #[serde(default = "default_write_burst")]
     write_burst: u32,
+    appraisal: Option<PathBuf>,
 }
 
 fn default_writes_per_second() -> f64 {
@@ -276,6 +277,7 @@ impl LedgerConfig {
                 TenantPolicy {
                     policy_hash: hash,
                     write_limit,
+                    appraisal: tenant.appraisal.map(|p| base.join(p)),
                 },
             );
         }

@@ -114,8 +114,9 @@ async fn bind(address: std::net::SocketAddr) -> Result<tokio::net::TcpListener, 
         .map_err(|source| DaemonError::Listen { address, source })
 }
 
-/// On SIGHUP: the TLS files are read again (new connections use them) and a checkpoint key
-/// `attestor ledger rotate-key` prepared is taken. A failed reload keeps what was loaded.
+/// On SIGHUP: the TLS files and the tenants' appraisal policies are read again (new
+/// connections and submissions use them) and a checkpoint key `attestor ledger rotate-key`
+/// prepared is taken. A failed reload keeps what was loaded.
 async fn reload_on_hangup(
     config: LedgerConfig,
     ledger: Arc<Ledger>,
@@ -128,12 +129,13 @@ async fn reload_on_hangup(
     while hangups.recv().await.is_some() {
         let tls_result = tls::server_config(&config.tls.ca, &config.tls.cert, &config.tls.key)
             .map(|new| tls.send_replace(new));
+        let appraisal_result = ledger.reload_appraisals().await;
         let (ledger, config) = (ledger.clone(), config.clone());
         let key_result = tokio::task::spawn_blocking(move || ledger.rotate_checkpoint_key(&config))
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| e.to_string()));
-        let level = if tls_result.is_ok() && key_result.is_ok() {
+        let level = if tls_result.is_ok() && key_result.is_ok() && appraisal_result.is_ok() {
             Level::Info
         } else {
             Level::Error
@@ -143,6 +145,11 @@ async fn reload_on_hangup(
             "ledger-reloaded",
             json!({
                 "tls": tls_result.map(|_| "reloaded".to_string()).unwrap_or_else(|e| e.to_string()),
+                "appraisal_policies": match appraisal_result {
+                    Ok(changed) if changed.is_empty() => "unchanged".to_string(),
+                    Ok(changed) => format!("changed for {}", changed.join(", ")),
+                    Err(e) => format!("kept the loaded policies: {e}"),
+                },
                 "checkpoint_key": match key_result {
                     Ok(Some(vkey)) => format!("rotated to {vkey}"),
                     Ok(None) => "unchanged".to_string(),

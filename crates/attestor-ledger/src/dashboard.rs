@@ -24,6 +24,11 @@ const TREND_POINTS: usize = 30;
 pub async fn ops_page(ledger: Arc<Ledger>, token: Option<Arc<str>>, asked: Asked) -> Page {
     match asked.path.as_str() {
         "/healthz" => Page::ok("text/plain; charset=utf-8", "ok\n"),
+        // Public keys: relying parties that get EARs passed on verify them with it.
+        "/v1/ear/jwks" => match serde_json::to_string(&ledger.ear_jwks()) {
+            Ok(json) => Page::ok("application/json", json),
+            Err(e) => Page::error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        },
         "/metrics" => match ledger.metrics_text().await {
             Ok(text) => metrics_page(&asked, text),
             Err(e) => Page::error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
@@ -46,7 +51,7 @@ pub async fn ops_page(ledger: Arc<Ledger>, token: Option<Arc<str>>, asked: Asked
         }
         _ => Page::error(
             StatusCode::NOT_FOUND,
-            "not here: /metrics, /healthz, /dashboard",
+            "not here: /metrics, /healthz, /dashboard, /v1/ear/jwks",
         ),
     }
 }

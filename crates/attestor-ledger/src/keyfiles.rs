@@ -16,6 +16,7 @@ use thiserror::Error;
 
 use crate::log::sequencer::SequencerError;
 use crate::store::{LedgerStore, StoreError};
+use attestor_verify::ear::{EarError, EarSigner};
 use attestor_verify::log::checkpoint::{CheckpointError, CheckpointSigner};
 use attestor_verify::log::keys::{KeyError, KeyHistory};
 
@@ -25,6 +26,8 @@ pub const KEY_FILE: &str = "checkpoint.key";
 pub const NEXT_KEY_FILE: &str = "checkpoint.key.next";
 /// The current verifier key, published for auditors.
 pub const VKEY_FILE: &str = "checkpoint.vkey";
+/// The key EARs are signed with (PKCS#8, ES384); its public half is served as a JWKS.
+pub const EAR_KEY_FILE: &str = "ear.key";
 
 /// Why a key file cannot be read, written or rotated.
 #[derive(Debug, Error)]
@@ -47,6 +50,8 @@ pub enum KeyFileError {
     Pending(PathBuf),
     #[error(transparent)]
     Write(#[from] WriteError),
+    #[error("EAR key: {0}")]
+    Ear(#[from] EarError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
@@ -58,14 +63,34 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
 
 /// Writes a new key file (mode 0600, fsynced); refuses to replace one.
 fn write_new_key(path: &Path, signer: &CheckpointSigner) -> Result<(), KeyFileError> {
+    write_new_secret(path, &signer.to_pkcs8()?)
+}
+
+fn write_new_secret(path: &Path, pkcs8: &[u8]) -> Result<(), KeyFileError> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
         .map_err(io(path))?;
-    file.write_all(&signer.to_pkcs8()?).map_err(io(path))?;
+    file.write_all(pkcs8).map_err(io(path))?;
     file.sync_all().map_err(io(path))
+}
+
+/// Loads the EAR signing key, creating it on first start. Replicas of one log share it
+/// (copy it with `checkpoint.key`), so an EAR verifies whichever replica judged.
+pub fn load_or_create_ear_key(dir: &Path) -> Result<EarSigner, KeyFileError> {
+    let path = dir.join(EAR_KEY_FILE);
+    match std::fs::read(&path) {
+        Ok(pkcs8) => Ok(EarSigner::from_pkcs8(&pkcs8)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let signer = EarSigner::generate()?;
+            write_new_secret(&path, &signer.to_pkcs8()?)?;
+            sync_dir(&path)?;
+            Ok(signer)
+        }
+        Err(e) => Err(io(&path)(e)),
+    }
 }
 
 fn read_key(path: &Path, origin: &str) -> Result<Option<CheckpointSigner>, KeyFileError> {

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alerts;
+pub mod appraise;
 pub mod backup;
 pub mod config;
 pub mod daemon;

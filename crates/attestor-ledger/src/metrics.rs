@@ -18,6 +18,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::store::{Health, LedgerStore, StoreError, Verdict};
+use attestor_verify::ear::{Reason, Tier};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SubmissionLabels {
@@ -47,6 +48,35 @@ struct EndpointLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppraisalLabels {
+    tenant: String,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PostureLabels {
+    tenant: String,
+    check: String,
+    tier: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabels {
+    tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    tenant: String,
+    policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StrangerLabels {
     reason: &'static str,
     recorded: &'static str,
@@ -68,6 +98,11 @@ pub struct LedgerMetrics {
     rate_limited: Family<EndpointLabels, Counter>,
     strangers: Family<StrangerLabels, Counter>,
     repeats: Counter,
+    appraisals: Family<AppraisalLabels, Counter>,
+    posture_reasons: Family<PostureLabels, Counter>,
+    runtime_restarts: Family<TenantLabels, Counter>,
+    appraisal_policy: Family<PolicyLabels, Gauge>,
+    appraisal_reloads: Family<ResultLabels, Counter>,
     per_agent: bool,
 }
 
@@ -145,8 +180,45 @@ impl LedgerMetrics {
             "Re-sent submissions answered with their original entry's receipt",
             repeats.clone(),
         );
+        let (appraisals, posture_reasons, runtime_restarts, appraisal_policy, appraisal_reloads) = (
+            Family::default(),
+            Family::default(),
+            Family::default(),
+            Family::default(),
+            Family::default(),
+        );
+        registry.register(
+            "appraisals",
+            "EARs issued, by tenant and status (a refused submission's is contraindicated)",
+            Family::clone(&appraisals),
+        );
+        registry.register(
+            "posture_reasons",
+            "Appraisal policy rules broken by accepted attestations, by tenant, check and tier",
+            Family::clone(&posture_reasons),
+        );
+        registry.register(
+            "runtime_restarts",
+            "Policy kernel restarts seen (uptime went back), by tenant",
+            Family::clone(&runtime_restarts),
+        );
+        registry.register(
+            "appraisal_policy",
+            "The appraisal policy judging each tenant (value 1)",
+            Family::clone(&appraisal_policy),
+        );
+        registry.register(
+            "appraisal_reloads",
+            "Appraisal policy reloads (SIGHUP), by result",
+            Family::clone(&appraisal_reloads),
+        );
         LedgerMetrics {
             registry,
+            appraisals,
+            posture_reasons,
+            runtime_restarts,
+            appraisal_policy,
+            appraisal_reloads,
             submissions,
             verification,
             submit,
@@ -174,6 +246,42 @@ impl LedgerMetrics {
         let recorded = if recorded { "true" } else { "false" };
         self.strangers
             .get_or_create(&StrangerLabels { reason, recorded })
+            .inc();
+    }
+
+    /// Counts one EAR and, for an accepted attestation, the rules its posture broke.
+    pub fn observe_appraisal(&self, tenant: &str, status: Tier, reasons: &[Reason]) {
+        self.appraisals
+            .get_or_create(&AppraisalLabels {
+                tenant: tenant.to_string(),
+                status: status.name(),
+            })
+            .inc();
+        for reason in reasons {
+            self.posture_reasons
+                .get_or_create(&PostureLabels {
+                    tenant: tenant.to_string(),
+                    check: reason.check.clone(),
+                    tier: reason.tier.name(),
+                })
+                .inc();
+        }
+    }
+
+    /// Counts a policy kernel restart.
+    pub fn runtime_restarted(&self, tenant: &str) {
+        self.runtime_restarts
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts an appraisal policy reload.
+    pub fn appraisal_reload(&self, ok: bool) {
+        let result = if ok { "reloaded" } else { "failed" };
+        self.appraisal_reloads
+            .get_or_create(&ResultLabels { result })
             .inc();
     }
 
@@ -207,7 +315,17 @@ impl LedgerMetrics {
         max_gap: Duration,
         now_ms: u64,
         open_alerts: &BTreeMap<&'static str, usize>,
+        appraisal_policies: &BTreeMap<String, String>,
     ) -> Result<String, StoreError> {
+        self.appraisal_policy.clear();
+        for (tenant, policy) in appraisal_policies {
+            self.appraisal_policy
+                .get_or_create(&PolicyLabels {
+                    tenant: tenant.clone(),
+                    policy: policy.clone(),
+                })
+                .set(1);
+        }
         self.log_size
             .set(i64::try_from(store.len()?).unwrap_or(i64::MAX));
         if let Some(latest) = store.latest_checkpoint()? {

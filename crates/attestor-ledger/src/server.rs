@@ -317,6 +317,7 @@ impl From<ServiceError> for Failure {
             | ServiceError::NoRandomness(_)
             | ServiceError::BadLeaf { .. }
             | ServiceError::EntryVanished { .. }
+            | ServiceError::Ear(_)
             | ServiceError::NotSequencer => StatusCode::SERVICE_UNAVAILABLE,
         };
         let status = match &e {
@@ -490,6 +491,7 @@ async fn dispatch(
             "text/plain; charset=utf-8",
             ledger.verifier_key().into_bytes(),
         )),
+        (&Method::GET, "/v1/ear/jwks") => Ok(ok(&ledger.ear_jwks())),
         (&Method::GET, "/v1/log/keys") => {
             let history = ledger.key_history();
             Ok(ok(&LogKeysResponse {

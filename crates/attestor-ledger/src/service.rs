@@ -18,6 +18,7 @@ use attestor_verify::fs::{write_atomically, WriteError};
 use thiserror::Error;
 
 use crate::alerts::{AlertKind, Alerter};
+use crate::appraise::{AppraiseError, Appraiser};
 use crate::config::{LedgerConfig, Storage};
 use crate::enroll::{EnrollError, Enrollment};
 use crate::keyfiles::{self, KeyFileError};
@@ -31,19 +32,26 @@ use crate::store::{EntryQuery, Health, LedgerStore, StoreError, StoredEntry, Ver
 use crate::submission::{
     accepted_state, verify_submission, NonceBook, Refusal, TenantPolicy, VOUCH_WINDOW,
 };
+use attestor_net::logging::{event, Level};
 use attestor_net::tls::AgentIdentity;
 use attestor_verify::api::{
     AgentStatusJson, AgentsResponse, AlertsResponse, ConsistencyResponse, EnrollChallenge,
     EnrollProof, EnrollRequest, EnrolledResponse, EntriesResponse, EntryJson, InclusionJson,
     NonceResponse, ReceiptJson, SubmitResponse, TenantResponse,
 };
+use attestor_verify::appraisal::{
+    accepted_appraisal, appraise, refused_appraisal, Counters, Posture, Sample,
+};
 use attestor_verify::bundle::Bundle;
+use attestor_verify::claims::Claims;
+use attestor_verify::ear::{Ear, EarError, Jwks, Subject, Tier, VerifierId};
 use attestor_verify::log::checkpoint::Checkpoint;
 use attestor_verify::log::checkpoint::CheckpointSigner;
 use attestor_verify::log::keys::KeyHistory;
 use attestor_verify::log::merkle::{empty_root, verify_consistency};
 use attestor_verify::profiles::{Profile, ProfileError};
-use attestor_verify::record::{Discarded, LogRecord, RECORD_VERSION};
+use attestor_verify::record::{Discarded, LogRecord, POLICY_RECORDER, RECORD_VERSION};
+use serde_json::json;
 
 /// Why a request was not served. Refused submissions are not errors: they are logged and
 /// answered with a [`SubmitResponse`].
@@ -81,6 +89,8 @@ pub enum ServiceError {
     },
     #[error("internal failure: entry {index} vanished")]
     EntryVanished { index: u64 },
+    #[error("internal failure: cannot sign the EAR: {0}")]
+    Ear(#[source] EarError),
     #[error("this ledger replica is not the sequencer: it serves reads only; retry (another replica holds the lease)")]
     NotSequencer,
 }
@@ -117,7 +127,8 @@ impl ServiceError {
             | ServiceError::Task(_)
             | ServiceError::NoRandomness(_)
             | ServiceError::BadLeaf { .. }
-            | ServiceError::EntryVanished { .. } => "unavailable",
+            | ServiceError::EntryVanished { .. }
+            | ServiceError::Ear(_) => "unavailable",
         }
     }
 
@@ -172,6 +183,8 @@ pub enum StartError {
     DatabaseTls(#[from] attestor_net::tls::TlsError),
     #[error(transparent)]
     Write(#[from] WriteError),
+    #[error(transparent)]
+    Appraisal(#[from] AppraiseError),
 }
 
 /// Filters of an entries query, as the caller gives them (the tenant is the caller's).
@@ -194,11 +207,13 @@ pub const SEEN_CHECKPOINT: &str = "checkpoint.seen";
 /// The embedded store's file in the ledger's state directory.
 pub const LEDGER_DB: &str = "ledger.db";
 
-const ALL_KINDS: [AlertKind; 4] = [
+const ALL_KINDS: [AlertKind; 6] = [
     AlertKind::MissingHeartbeat,
     AlertKind::InvalidAttestation,
     AlertKind::PolicyDrift,
     AlertKind::ZeroRetentionChange,
+    AlertKind::PostureContraindicated,
+    AlertKind::PostureWarning,
 ];
 
 /// Page size when the caller names none.
@@ -244,11 +259,40 @@ enum Judged {
     /// The exact bytes of an entry this agent already has in the log: a re-send whose
     /// answer was lost. It gets the original entry's receipt.
     Repeat(StoredEntry),
-    /// A new entry, and the ledger nonce to spend once it is appended.
+    /// A new entry, the ledger nonce to spend once it is appended, and for an accepted
+    /// one what its appraisal found.
     New {
         submission: Submission,
         spend_nonce: Option<Vec<u8>>,
+        posture: Option<Appraised>,
     },
+}
+
+/// What an accepted attestation's appraisal found.
+struct Appraised {
+    status: Tier,
+    posture: Posture,
+    /// Its counters, for the agent's next appraisals once it is durable.
+    sample: Sample,
+    window_seconds: u64,
+}
+
+fn ear_verifier() -> VerifierId {
+    VerifierId::attestor("ledger")
+}
+
+/// Who was appraised and, once its signature held, what it claimed.
+fn subject_of(who: &AgentIdentity, claims: Option<&Claims>) -> Subject {
+    Subject {
+        tenant: Some(who.tenant.clone()),
+        agent_id: Some(who.agent_id.clone()),
+        submission: "bundle".into(),
+        evidence: None,
+        attestation_id: claims.map(|c| c.attestation_id.clone()),
+        policy_hash: claims.map(|c| c.policy_hash.clone()),
+        kernel_config_hash: claims.map(|c| c.kernel_config_hash.clone()),
+        version: claims.map(|c| c.version.clone()),
+    }
 }
 
 /// One ledger: its log, its store and what it expects of each tenant.
@@ -271,6 +315,9 @@ pub struct Ledger {
     stranger_records: RateLimiter,
     metrics: LedgerMetrics,
     alerter: Arc<Alerter>,
+    appraiser: Appraiser,
+    /// Serialises recording appraisal policies in the log.
+    policy_recording: tokio::sync::Mutex<()>,
     /// Dropping it stops the lease keeper (stores with a sequencer lease only).
     _lease_keeper: Option<mpsc::Sender<()>>,
 }
@@ -352,7 +399,8 @@ impl Ledger {
         let store = open_store(config)?;
         let signer = keyfiles::load_or_create(dir, &config.origin, store.as_ref())?;
         let profile = Profile::load(&config.profile)?;
-        let (ledger, writer) = Self::new(store, signer, config, profile)?;
+        let appraiser = Appraiser::load(&config.tenants, keyfiles::load_or_create_ear_key(dir)?)?;
+        let (ledger, writer) = Self::new(store, signer, config, profile, appraiser)?;
         ledger.check_not_rolled_back(dir)?;
         ledger.remember_checkpoint(dir)?;
         Ok((ledger, writer))
@@ -418,6 +466,7 @@ impl Ledger {
         signer: CheckpointSigner,
         config: &LedgerConfig,
         profile: Profile,
+        appraiser: Appraiser,
     ) -> Result<(Arc<Ledger>, JoinHandle<()>), SequencerError> {
         // Nonces carry a tag keyed from the checkpoint key, which every replica of the log
         // and every restart of this one holds: they recognise each other's nonces.
@@ -455,6 +504,8 @@ impl Ledger {
             stranger_records: RateLimiter::default(),
             metrics: LedgerMetrics::new(config.ops.per_agent_metrics),
             alerter: Alerter::start(config.alerts.clone(), config.state_dir.clone()),
+            appraiser,
+            policy_recording: tokio::sync::Mutex::default(),
             _lease_keeper: lease_keeper,
         };
         Ok((Arc::new(ledger), writer))
@@ -470,16 +521,106 @@ impl Ledger {
         &self.alerter
     }
 
+    /// The key set that verifies this ledger's EARs.
+    pub fn ear_jwks(&self) -> Jwks {
+        self.appraiser.jwks()
+    }
+
+    /// Reads every tenant's appraisal policy again and swaps them in together, or keeps
+    /// the loaded ones when one fails; open alerts stay. A changed policy is recorded in
+    /// the log before it judges anything. Returns the tenants whose policy changed.
+    pub async fn reload_appraisals(self: &Arc<Self>) -> Result<Vec<String>, AppraiseError> {
+        let reloaded = self.appraiser.reload(&self.tenants);
+        self.metrics.appraisal_reload(reloaded.is_ok());
+        let changed = reloaded?;
+        if self.is_sequencer() {
+            for tenant in &changed {
+                // A failure here is retried before the tenant's next submission.
+                let _ = self.record_policy(tenant).await;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Appends the tenant's appraisal policy to the log unless the log's latest record
+    /// of it is the same policy: an auditor then finds, before any EAR naming a policy
+    /// id, the entry holding that policy's document.
+    async fn record_policy(self: &Arc<Self>, tenant: &str) -> Result<(), ServiceError> {
+        let Some(appraisal) = self.appraiser.tenant(tenant) else {
+            return Ok(());
+        };
+        if appraisal.is_recorded() {
+            return Ok(());
+        }
+        let _one_at_a_time = self.policy_recording.lock().await;
+        if appraisal.is_recorded() {
+            return Ok(());
+        }
+        let id = appraisal.policy.id();
+        let (this, name) = (self.clone(), tenant.to_string());
+        let latest = blocking(move || {
+            let Some(entry) = this.store.latest_accepted(&name, POLICY_RECORDER)? else {
+                return Ok(None);
+            };
+            let record = LogRecord::from_leaf(&entry.entry.leaf).map_err(|source| {
+                ServiceError::BadLeaf {
+                    index: entry.index,
+                    source,
+                }
+            })?;
+            Ok(record.appraisal_policy)
+        })
+        .await?;
+        if latest.as_deref() != Some(id.as_str()) {
+            let record = LogRecord {
+                version: RECORD_VERSION,
+                received_at_ms: 0,
+                tenant: tenant.to_string(),
+                agent_id: POLICY_RECORDER.to_string(),
+                verdict: Verdict::Accepted,
+                reason: None,
+                detail: Some(format!(
+                    "appraisal policy {id} judges tenant {tenant} from here on"
+                )),
+                attestation_id: None,
+                policy_hash: None,
+                submission: appraisal.policy.document.clone().into_bytes(),
+                discarded: None,
+                ear: None,
+                appraisal_policy: Some(id.clone()),
+            };
+            let submission = Submission {
+                record,
+                accepted_state: None,
+            };
+            self.batcher.submit(submission).await?;
+            event(
+                Level::Info,
+                "appraisal-policy-recorded",
+                json!({ "tenant": tenant, "policy": id }),
+            );
+        }
+        appraisal.mark_recorded();
+        Ok(())
+    }
+
     /// The Prometheus exposition of the ledger's metrics, gauges refreshed now.
     pub async fn metrics_text(self: &Arc<Self>) -> Result<String, ServiceError> {
         let this = self.clone();
         blocking(move || {
             let counts = this.alerter.open_counts();
+            let policies = this
+                .appraiser
+                .tenants()
+                .into_iter()
+                .map(|(tenant, a)| (tenant, a.policy.id()))
+                .collect();
             Ok(this.metrics.render(
                 this.store.as_ref(),
                 this.max_gap,
                 attestor_verify::time::unix_ms(SystemTime::now()),
                 &counts,
+                &policies,
             )?)
         })
         .await
@@ -663,6 +804,9 @@ impl Ledger {
         // Checked before judging, so a follower logs nothing.
         self.require_sequencer()?;
         let arrived = Instant::now();
+        if self.tenants.contains_key(&who.tenant) {
+            self.record_policy(&who.tenant).await?;
+        }
         let turn = self.agent_turn(who);
         let _my_turn = turn.lock().await;
         let (this, caller) = (self.clone(), who.clone());
@@ -672,11 +816,12 @@ impl Ledger {
             // written either.
             self.write_health.failed();
         }
-        let (submission, spend_nonce) = match judged? {
+        let (submission, spend_nonce, posture) = match judged? {
             Judged::New {
                 submission,
                 spend_nonce,
-            } => (submission, spend_nonce),
+                posture,
+            } => (submission, spend_nonce, posture),
             Judged::Repeat(original) => return self.answer_repeat(original).await,
             Judged::Stranger { refusal, summary } => {
                 return Err(self.refuse_stranger(who, refusal, summary).await)
@@ -686,11 +831,12 @@ impl Ledger {
         // The verdict's fields only: the record itself (with the submitted bytes) moves
         // into the log.
         let r = &submission.record;
-        let (verdict, reason, detail, attestation_id) = (
+        let (verdict, reason, detail, attestation_id, ear) = (
             r.verdict,
             r.reason.clone(),
             r.detail.clone(),
             r.attestation_id.clone(),
+            r.ear.clone(),
         );
         let appended = self.batcher.submit(submission).await;
         if let Err(e) = &appended {
@@ -716,22 +862,69 @@ impl Ledger {
         }
         self.metrics
             .observe_submission(verdict, reason.as_deref(), verified, arrived.elapsed());
-        match &reason {
-            None => self.alerter.resolve(&who.tenant, &who.agent_id, &ALL_KINDS),
-            Some(reason) => self.alerter.fire(
-                crate::alerts::kind_for_refusal(reason),
-                &who.tenant,
-                &who.agent_id,
-                detail.clone().unwrap_or_else(|| reason.clone()),
-            ),
+        match (&reason, posture) {
+            (Some(reason), _) => {
+                self.metrics
+                    .observe_appraisal(&who.tenant, Tier::Contraindicated, &[]);
+                self.alerter.fire(
+                    crate::alerts::kind_for_refusal(reason),
+                    &who.tenant,
+                    &who.agent_id,
+                    detail.clone().unwrap_or_else(|| reason.clone()),
+                )
+            }
+            (None, Some(appraised)) => self.after_appraisal(who, appraised),
+            (None, None) => self.alerter.resolve(&who.tenant, &who.agent_id, &ALL_KINDS),
         }
         Ok(SubmitResponse {
             verdict,
             reason,
             detail,
             attestation_id,
+            ear,
             receipt: receipt_json(receipt),
         })
+    }
+
+    /// Once an accepted attestation is durable: its counters join the agent's history,
+    /// and its posture opens, keeps or resolves the posture alerts.
+    fn after_appraisal(&self, who: &AgentIdentity, appraised: Appraised) {
+        let Appraised {
+            status,
+            posture,
+            sample,
+            window_seconds,
+        } = appraised;
+        self.appraiser.remember(who, sample, window_seconds);
+        self.metrics
+            .observe_appraisal(&who.tenant, status, &posture.reasons);
+        if posture.runtime_restarted {
+            self.metrics.runtime_restarted(&who.tenant);
+        }
+        let summary = || {
+            posture
+                .reasons
+                .iter()
+                .filter(|r| r.tier == status)
+                .map(|r| format!("{}: {}", r.check, r.detail))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let kind = match status {
+            Tier::Contraindicated => Some(AlertKind::PostureContraindicated),
+            Tier::Warning => Some(AlertKind::PostureWarning),
+            Tier::Affirming | Tier::None => None,
+        };
+        let healthy: Vec<AlertKind> = ALL_KINDS
+            .iter()
+            .copied()
+            .filter(|k| Some(*k) != kind)
+            .collect();
+        self.alerter.resolve(&who.tenant, &who.agent_id, &healthy);
+        if let Some(kind) = kind {
+            self.alerter
+                .fire(kind, &who.tenant, &who.agent_id, summary());
+        }
     }
 
     /// The answer the original submission got (its verdict and receipt), for a re-send.
@@ -754,6 +947,7 @@ impl Ledger {
                 reason: record.reason,
                 detail: record.detail,
                 attestation_id: record.attestation_id,
+                ear: record.ear,
                 receipt: receipt_json(receipt),
             })
         })
@@ -797,6 +991,8 @@ impl Ledger {
             policy_hash: None,
             submission: Vec::new(),
             discarded: None,
+            ear: None,
+            appraisal_policy: None,
         };
         let stranger = |refusal: ServiceError, mut record: LogRecord| {
             record.reason = Some(refusal.code().to_string());
@@ -817,7 +1013,7 @@ impl Ledger {
                 },
             })
         };
-        let Some(tenant) = self.tenants.get(&who.tenant) else {
+        let Some(appraisal) = self.appraiser.tenant(&who.tenant) else {
             return stranger(ServiceError::UnknownTenant(who.tenant.clone()), record);
         };
         let Some(agent) = self.store.agent(&who.tenant, &who.agent_id)? else {
@@ -834,7 +1030,14 @@ impl Ledger {
             .and_then(|bundle| {
                 let nonce = self.nonces.presented(who, &bundle.nonce, now);
                 presented = Some((nonce, bundle.nonce.clone()));
-                verify_submission(&bundle, &agent, nonce, &self.profile, tenant, now)
+                verify_submission(
+                    &bundle,
+                    &agent,
+                    nonce,
+                    &self.profile,
+                    &appraisal.approved,
+                    now,
+                )
             });
         // Exact bytes logged before cannot be accepted again (their nonce or TPM clock is
         // used up), so only a refusal, or an agent whose last append may have committed
@@ -848,19 +1051,44 @@ impl Ledger {
             }
         }
         record.submission = body;
-        let accepted_state = match verdict {
+        let now_ms = attestor_verify::time::unix_ms(now);
+        let nonce = presented.as_ref().map(|(_, n)| n.as_slice()).unwrap_or(&[]);
+        let (accepted_state, ear, posture) = match verdict {
             Ok(verified) => {
                 record.verdict = Verdict::Accepted;
                 record.attestation_id = Some(verified.claims.attestation_id.clone());
                 record.policy_hash = Some(verified.claims.policy_hash.clone());
-                Some(accepted_state(&verified))
+                let history = self.appraiser.history(who);
+                let posture = appraise(&verified.claims, &appraisal.policy, &history, now_ms);
+                // The AK was pinned after credential activation proved it lives in the
+                // EK's TPM.
+                let basis = verified.appraisal_basis(&self.profile, true);
+                let mut subject = subject_of(who, Some(&verified.claims));
+                subject.evidence = Some(basis.evidence.name().to_string());
+                let judged = accepted_appraisal(&basis, &posture, appraisal.policy.id());
+                let ear = Ear::new(ear_verifier(), now_ms / 1000, nonce, judged, subject);
+                let appraised = Appraised {
+                    status: ear.status(),
+                    sample: Sample {
+                        at_ms: now_ms,
+                        counters: Counters::from(&verified.claims),
+                    },
+                    posture,
+                    window_seconds: appraisal.policy.counters.window_seconds,
+                };
+                (Some(accepted_state(&verified)), ear, Some(appraised))
             }
             Err(refusal) => {
-                record.reason = Some(refusal.reason().to_string());
-                record.detail = Some(refusal.to_string());
-                None
+                let (reason, detail) = (refusal.reason(), refusal.to_string());
+                let judged = refused_appraisal(reason, &detail, Some(appraisal.policy.id()));
+                let subject = subject_of(who, None);
+                let ear = Ear::new(ear_verifier(), now_ms / 1000, nonce, judged, subject);
+                record.reason = Some(reason.to_string());
+                record.detail = Some(detail);
+                (None, ear, None)
             }
         };
+        record.ear = Some(self.appraiser.sign(&ear).map_err(ServiceError::Ear)?);
         let spend_nonce = presented
             .filter(|(check, _)| check.to_spend())
             .map(|(_, nonce)| nonce);
@@ -870,6 +1098,7 @@ impl Ledger {
                 accepted_state,
             },
             spend_nonce,
+            posture,
         })
     }
 
@@ -980,11 +1209,20 @@ impl Ledger {
         .await
     }
 
-    /// The caller's tenant and its expected policy hash.
+    /// The caller's tenant, its expected policy hash, those approved beside it now, and
+    /// the appraisal policy judging it.
     pub fn tenant(&self, who: &AgentIdentity) -> Result<TenantResponse, ServiceError> {
+        let policy_hash = self.tenant_policy(&who.tenant)?.policy_hash.clone();
+        let appraisal = self.appraiser.tenant(&who.tenant);
+        let now_secs = attestor_verify::time::unix_ms(SystemTime::now()) / 1000;
         Ok(TenantResponse {
             tenant: who.tenant.clone(),
-            policy_hash: self.tenant_policy(&who.tenant)?.policy_hash.clone(),
+            approved_policy_hashes: appraisal
+                .as_ref()
+                .map(|a| a.approved_now(now_secs))
+                .unwrap_or_else(|| vec![policy_hash.clone()]),
+            appraisal_policy: appraisal.map(|a| a.policy.id()),
+            policy_hash,
         })
     }
 
@@ -1083,6 +1321,8 @@ impl Ledger {
                     detail: record.detail,
                     attestation_id: record.attestation_id,
                     policy_hash: record.policy_hash,
+                    ear: record.ear,
+                    appraisal_policy: record.appraisal_policy,
                     leaf: stored.entry.leaf,
                     proof,
                 })

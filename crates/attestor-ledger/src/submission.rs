@@ -14,10 +14,11 @@ use thiserror::Error;
 use crate::limits::WriteLimit;
 use crate::store::{AcceptedState, AgentRecord};
 use attestor_net::tls::AgentIdentity;
+use attestor_verify::appraisal::ApprovedPolicyHash;
 use attestor_verify::bundle::EvidenceKind;
 use attestor_verify::bundle::{Bundle, BundleError};
 use attestor_verify::checks::{
-    check_policy_hash, verify_bundle, Check, Expectations, Platform, Verified, VerifyError,
+    check_policy_hashes, verify_bundle, Check, Expectations, Platform, Verified, VerifyError,
 };
 use attestor_verify::profiles::Profile;
 
@@ -329,6 +330,8 @@ pub struct TenantPolicy {
     pub policy_hash: String,
     /// Each agent's allowance of write requests (nonces, enrollment, submissions).
     pub write_limit: WriteLimit,
+    /// The appraisal policy file; the built-in policy when absent.
+    pub appraisal: Option<std::path::PathBuf>,
 }
 
 impl TenantPolicy {
@@ -337,6 +340,7 @@ impl TenantPolicy {
         TenantPolicy {
             policy_hash: policy_hash.into(),
             write_limit: WriteLimit::DEFAULT,
+            appraisal: None,
         }
     }
 }
@@ -350,7 +354,7 @@ pub fn verify_submission(
     agent: &AgentRecord,
     nonce: PresentedNonce,
     profile: &Profile,
-    tenant: &TenantPolicy,
+    approved_policies: &[ApprovedPolicyHash],
     now: SystemTime,
 ) -> Result<Verified, Refusal> {
     if agent.revoked {
@@ -384,7 +388,7 @@ pub fn verify_submission(
     if let Some(previous) = &agent.last_accepted {
         check_continuity(previous, &verified)?;
     }
-    check_policy_hash(&verified.claims, &tenant.policy_hash)?;
+    check_policy_hashes(&verified.claims, approved_policies, now)?;
     Ok(verified)
 }
 

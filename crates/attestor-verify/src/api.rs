@@ -101,6 +101,10 @@ pub struct SubmitResponse {
     /// From the verified claims (absent when the submission never got that far).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attestation_id: Option<String>,
+    /// The ledger's judgement as a signed EAR (the one the log entry keeps); its key is
+    /// at `/v1/ear/jwks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ear: Option<String>,
     /// Where the submission, accepted or refused, is in the log.
     pub receipt: ReceiptJson,
 }
@@ -133,6 +137,12 @@ pub struct EntryJson {
     /// The verified claims' `policy_hash` (lowercase hex), like `attestation_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_hash: Option<String>,
+    /// The ledger's judgement as a signed EAR (compact JWS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ear: Option<String>,
+    /// For an entry recording an appraisal policy: its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appraisal_policy: Option<String>,
     /// The leaf bytes: what the proof covers and what the fields above must agree with.
     #[serde(with = "b64")]
     pub leaf: Vec<u8>,
@@ -238,6 +248,13 @@ pub struct TenantResponse {
     pub tenant: String,
     /// The policy hash (hex) every agent of the tenant must attest.
     pub policy_hash: String,
+    /// Every policy hash approved now: `policy_hash` and those the tenant's appraisal
+    /// policy approves until a deadline (a canary rollout).
+    #[serde(default)]
+    pub approved_policy_hashes: Vec<String>,
+    /// The id of the appraisal policy that judges the tenant's attestations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appraisal_policy: Option<String>,
 }
 
 /// Open alerts of the caller's tenant.
@@ -289,6 +306,10 @@ pub enum AlertKind {
     PolicyDrift,
     /// The zero-retention flag changed between attestations.
     ZeroRetentionChange,
+    /// An accepted attestation's posture broke a rule whose tier is contraindicated.
+    PostureContraindicated,
+    /// An accepted attestation's posture broke a rule whose tier is warning.
+    PostureWarning,
 }
 
 impl AlertKind {
@@ -299,6 +320,8 @@ impl AlertKind {
             AlertKind::InvalidAttestation => "invalid-attestation",
             AlertKind::PolicyDrift => "policy-drift",
             AlertKind::ZeroRetentionChange => "zero-retention-change",
+            AlertKind::PostureContraindicated => "posture-contraindicated",
+            AlertKind::PostureWarning => "posture-warning",
         }
     }
 }

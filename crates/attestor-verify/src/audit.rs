@@ -106,6 +106,11 @@ pub fn verify_entry(
             "attestation_id",
         ),
         (record.policy_hash == entry.policy_hash, "policy_hash"),
+        (record.ear == entry.ear, "ear"),
+        (
+            record.appraisal_policy == entry.appraisal_policy,
+            "appraisal_policy",
+        ),
     ];
     if let Some((_, field)) = checks.iter().find(|(same, _)| !same) {
         return Err(mismatch(field));

@@ -18,7 +18,7 @@ use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::signature::{ParsedPublicKey, ECDSA_P384_SHA384_FIXED};
 use thiserror::Error;
 
-use crate::appraisal::{policy_hash_approval, ApprovedPolicyHash, HashApproval};
+use crate::appraisal::{policy_hash_approval, ApprovedPolicyHash, Basis, HashApproval};
 use crate::bundle::{Bundle, Evidence, EvidenceKind, SignedAttest, TpmEvidence};
 use crate::claims::{Claims, Statement, PAYLOAD_TYPE};
 use crate::dsse::{self, VerifyingKey};
@@ -261,6 +261,26 @@ impl Verified {
     /// The quote's clock of a bundle with TPM evidence (`None` for SEV-SNP alone).
     pub fn tpm_clock(&self) -> Option<&wire::ClockInfo> {
         self.tpm().map(|t| &t.clock)
+    }
+
+    /// What the checks established under `profile`, for the trust vector. An AK is bound
+    /// to its TPM only where the caller proved it (`ak_bound`: a ledger's credential
+    /// activation); an SEV-SNP report's key is the chip's by its VCEK chain.
+    pub fn appraisal_basis(&self, profile: &Profile, ak_bound: bool) -> Basis {
+        let (evidence, instance_bound) = match &self.platform {
+            Platform::Tpm(_) => (EvidenceKind::Tpm, ak_bound),
+            Platform::Snp(_) => (EvidenceKind::Snp, true),
+            Platform::TpmSnp(..) => (EvidenceKind::TpmSnp, ak_bound),
+        };
+        let firmware_pcrs_compared = profile
+            .tpm
+            .as_ref()
+            .is_some_and(|tpm| !tpm.firmware_pcrs.is_empty());
+        Basis {
+            evidence,
+            instance_bound,
+            firmware_appraised: self.snp().is_some() || firmware_pcrs_compared,
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::api::Alert;
 use crate::api::{AgentStatusJson, EntryJson, TenantResponse};
+use crate::ear::Tier;
 
 /// What the ledger told the gate.
 pub struct Fleet<'a> {
@@ -81,12 +82,17 @@ pub fn evaluate(
             }
             let policy_hash = latest.and_then(|e| e.policy_hash.clone());
             if let Some(hash) = &policy_hash {
-                if *hash != fleet.tenant.policy_hash {
+                let approved = *hash == fleet.tenant.policy_hash
+                    || fleet.tenant.approved_policy_hashes.contains(hash);
+                if !approved {
                     problems.push(format!(
                         "attests policy {hash}, expected {}",
                         fleet.tenant.policy_hash
                     ));
                 }
+            }
+            if let Some(problem) = latest.and_then(|e| ear_problem(e.ear.as_deref())) {
+                problems.push(problem);
             }
             for alert in fleet.open_alerts.iter().filter(|a| a.agent_id == agent_id) {
                 problems.push(format!(
@@ -104,6 +110,25 @@ pub fn evaluate(
             }
         })
         .collect()
+}
+
+/// Why the ledger's EAR of an accepted attestation stops a release: its posture is
+/// contraindicated (the token came from the ledger over mTLS, so its claims are read as
+/// the ledger's answer). An entry from before EARs has none, and nothing to add.
+fn ear_problem(token: Option<&str>) -> Option<String> {
+    let ear = match crate::ear::claims_unverified(token?) {
+        Ok(ear) => ear,
+        Err(e) => return Some(format!("unreadable EAR: {e}")),
+    };
+    if ear.status() != Tier::Contraindicated {
+        return None;
+    }
+    let first = ear
+        .appraisal()
+        .and_then(|a| a.attestor.reasons.first())
+        .map(|r| format!(": {} ({})", r.check, r.detail))
+        .unwrap_or_default();
+    Some(format!("EAR status contraindicated{first}"))
 }
 
 /// Parses `90`, `90s`, `5m`, `2h` or `1d`.
@@ -160,19 +185,54 @@ mod tests {
             detail: None,
             attestation_id: None,
             policy_hash: Some(policy.into()),
+            ear: None,
+            appraisal_policy: None,
             leaf: Vec::new(),
             proof: None,
         }
     }
 
+    fn judged(id: &str, status: Tier) -> EntryJson {
+        use crate::ear::{unsigned, Appraisal, Details, Ear, Reason, Subject, VerifierId};
+        let appraisal = Appraisal {
+            ear_status: status,
+            ear_trustworthiness_vector: Default::default(),
+            ear_appraisal_policy_ids: vec!["p@1".into()],
+            attestor: Details {
+                reasons: vec![Reason {
+                    check: "egress-firewall".into(),
+                    tier: status,
+                    detail: "egress_firewall_enabled is false".into(),
+                }],
+                runtime_restarted: false,
+            },
+        };
+        let ear = Ear::new(
+            VerifierId::attestor("ledger"),
+            1,
+            &[],
+            appraisal,
+            Subject::default(),
+        );
+        EntryJson {
+            ear: Some(unsigned(&ear).unwrap()),
+            ..accepted(id, 290_000, GOOD)
+        }
+    }
+
     #[test]
-    fn only_fresh_agents_with_the_expected_policy_and_no_alert_pass() {
+    fn only_fresh_agents_with_an_approved_policy_a_fit_posture_and_no_alert_pass() {
         let tenant = TenantResponse {
             tenant: "t".into(),
             policy_hash: GOOD.into(),
+            approved_policy_hashes: vec![GOOD.into(), "cc".into()],
+            appraisal_policy: None,
         };
         let agents = [
             agent("fresh", false),
+            agent("canary", false),
+            agent("warned", false),
+            agent("unfit", false),
             agent("stale", false),
             agent("drifted", false),
             agent("alerted", false),
@@ -184,6 +244,9 @@ mod tests {
             accepted("stale", 1_000, GOOD),
             accepted("drifted", 290_000, "bb"),
             accepted("alerted", 290_000, GOOD),
+            accepted("canary", 290_000, "cc"),
+            judged("warned", Tier::Warning),
+            judged("unfit", Tier::Contraindicated),
         ];
         let alerts = [Alert {
             kind: AlertKind::InvalidAttestation,
@@ -205,8 +268,13 @@ mod tests {
             .filter(|f| f.pass)
             .map(|f| f.agent_id.as_str())
             .collect();
-        assert_eq!(passing, ["fresh"]);
-        assert_eq!(found.len(), 5, "revoked agents are not part of the fleet");
+        assert_eq!(passing, ["fresh", "canary", "warned"]);
+        assert_eq!(found.len(), 8, "revoked agents are not part of the fleet");
+        let unfit = found.iter().find(|f| f.agent_id == "unfit").unwrap();
+        assert_eq!(
+            unfit.problems,
+            ["EAR status contraindicated: egress-firewall (egress_firewall_enabled is false)"]
+        );
         let named = evaluate(
             &fleet,
             &["gone".into(), "nobody".into()],

@@ -8,7 +8,7 @@ use crate::api::Verdict;
 use crate::cbor::{self, CborError};
 
 /// Record format version written today.
-pub const RECORD_VERSION: u8 = 1;
+pub const RECORD_VERSION: u8 = 2;
 
 /// One log entry's content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,7 +44,20 @@ pub struct LogRecord {
     /// summarised instead of kept, so strangers cannot grow the log with their bodies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discarded: Option<Discarded>,
+    /// The ledger's judgement as a signed EAR (draft-ietf-rats-ear, compact JWS), for a
+    /// submission of an enrolled agent (version 2 on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ear: Option<String>,
+    /// For an entry recording the tenant's appraisal policy (agent id
+    /// [`POLICY_RECORDER`]): its id, `name@revision#sha256:...`; the submission holds the
+    /// policy document. Every later EAR of the tenant names the policy that judged it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appraisal_policy: Option<String>,
 }
+
+/// The agent id of entries the ledger itself writes (appraisal policy changes): not a
+/// valid agent id, so no agent can have it.
+pub const POLICY_RECORDER: &str = "@ledger";
 
 /// A submission that was summarised instead of kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +125,8 @@ mod tests {
             policy_hash: None,
             submission: b"{\"type\":...}".to_vec(),
             discarded: None,
+            ear: Some("eyJhbGciOiJFUzM4NCJ9.e30.c2ln".into()),
+            appraisal_policy: None,
         }
     }
 

@@ -30,6 +30,8 @@ fn submission(agent: &str, n: u8) -> Submission {
             policy_hash: None,
             submission: vec![n; 64],
             discarded: None,
+            ear: None,
+            appraisal_policy: None,
         },
         accepted_state: None,
     }

@@ -545,6 +545,32 @@ expires = 2027-01-31T00:00:00Z
     }
 
     #[test]
+    fn the_example_policy_affirms_the_example_status() {
+        let example = include_str!("../../../../examples/appraisal.toml");
+        let policy = AppraisalPolicy::parse(example).unwrap();
+        let status: serde_json::Value =
+            serde_json::from_str(include_str!("../../../../examples/status.json")).unwrap();
+        let mut claims = sample_claims();
+        claims.version = status["version"].as_str().unwrap().into();
+        claims.capability_keys = serde_json::from_value(status["capability_keys"].clone()).unwrap();
+        for (field, counter) in [
+            ("total_requests", &mut claims.total_requests),
+            ("blocked_requests", &mut claims.blocked_requests),
+            ("capability_failures", &mut claims.capability_failures),
+        ] {
+            *counter = status[field].as_u64().unwrap();
+        }
+        let posture = appraise(&claims, &policy, &[], 0);
+        assert_eq!(checks(&posture), []);
+        claims.capability_keys[0].fingerprint = "00".repeat(32);
+        let posture = appraise(&claims, &policy, &[], 0);
+        assert_eq!(
+            checks(&posture),
+            [("capability-key", Tier::Contraindicated)]
+        );
+    }
+
+    #[test]
     fn each_posture_break_is_named() {
         let policy = strict();
         type Break = fn(&mut Claims);

@@ -235,6 +235,16 @@ pub struct ApprovedPolicyHash {
     pub expires_at: Option<u64>,
 }
 
+impl ApprovedPolicyHash {
+    /// `sha256` (hex, any case), approved without a deadline.
+    pub fn always(sha256: &str) -> Self {
+        ApprovedPolicyHash {
+            sha256: sha256.to_ascii_lowercase(),
+            expires_at: None,
+        }
+    }
+}
+
 /// A loaded appraisal policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppraisalPolicy {
