@@ -6,6 +6,7 @@
 
 mod support;
 
+mod appraisal;
 mod architecture;
 mod attest_verify;
 mod config_reference;

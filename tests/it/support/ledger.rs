@@ -29,6 +29,8 @@ pub struct LedgerSpec<'a> {
     pub max_gap_seconds: Option<u64>,
     /// TOML appended to the config (tables such as `[alerts]`).
     pub extra: &'a str,
+    /// Keys added to every tenant's table (e.g. `appraisal = "..."`).
+    pub tenant_extra: &'a str,
     /// Top-level keys of the config (before its first table).
     pub top_level: &'a str,
     /// A PKI made elsewhere ([`super::pki::create`]) instead of the quick-start one;
@@ -87,11 +89,13 @@ impl LedgerProcess {
         super::agent::copy_dir(&self.dir.path().join("pki"), &dir.path().join("pki"));
         std::fs::write(dir.path().join("ops.token"), OPS_TOKEN).unwrap();
         std::fs::create_dir_all(dir.path().join("state")).unwrap();
-        std::fs::copy(
-            self.state_dir().join("checkpoint.key"),
-            dir.path().join("state/checkpoint.key"),
-        )
-        .unwrap();
+        for shared in ["checkpoint.key", "ear.key"] {
+            std::fs::copy(
+                self.state_dir().join(shared),
+                dir.path().join("state").join(shared),
+            )
+            .unwrap();
+        }
         let config = std::fs::read_to_string(self.dir.path().join("ledger.toml"))
             .unwrap()
             .replace(
@@ -155,7 +159,8 @@ impl LedgerProcess {
         for (tenant, hash) in spec.tenants {
             config.push_str(&format!(
                 "[tenants.{tenant}]\npolicy_hash = \"{hash}\"\nwrites_per_second = 100000.0\n\
-                 write_burst = 100000\n"
+                 write_burst = 100000\n{}",
+                spec.tenant_extra
             ));
         }
         config.push_str(spec.extra);
