@@ -9,6 +9,10 @@
 //! * CBOR encode and decode of a log record carrying a 10 KiB submission (the size of a
 //!   TPM bundle) against one SHA-256 of the encoded leaf (which the ledger computes anyway).
 //!
+//! * The ledger's posture appraisal of one accepted attestation (the example policy, a
+//!   full counter history) with its EAR built, and the EAR's ES384 signature, against one
+//!   bare P-384 verify and sign.
+//!
 //! Run: `cargo bench --bench micro`.
 // Shared helpers are `pub` for the bench, not for anyone outside this binary.
 #![allow(unreachable_pub)]
@@ -17,8 +21,13 @@
 mod bench_support;
 
 use attestor_ledger::store::Verdict;
-use attestor_verify::claims::{Claims, EpsilonLimits, Statement, PAYLOAD_TYPE};
+use attestor_verify::appraisal::{
+    accepted_appraisal, appraise, AppraisalPolicy, Basis, Counters, Sample,
+};
+use attestor_verify::bundle::EvidenceKind;
+use attestor_verify::claims::{CapabilityKey, Claims, EpsilonLimits, Statement, PAYLOAD_TYPE};
 use attestor_verify::dsse::{self, EcdsaP384Signer, Envelope, VerifyingKey};
+use attestor_verify::ear::{Ear, EarSigner, Subject, VerifierId};
 use attestor_verify::record::{LogRecord, RECORD_VERSION};
 use aws_lc_rs::digest::{digest, SHA256};
 use aws_lc_rs::rand::SystemRandom;
@@ -29,8 +38,8 @@ use aws_lc_rs::signature::{
 use bench_support::median_ns;
 use criterion::{black_box, Criterion};
 
-fn statement() -> Vec<u8> {
-    Statement::new(Claims {
+fn claims() -> Claims {
+    Claims {
         attestation_id: "0b7d5c1e-4c1f-4d39-9a57-0f6d1b8f7e21".into(),
         timestamp: 1_790_000_000,
         policy_hash: "ab".repeat(32),
@@ -53,9 +62,11 @@ fn statement() -> Vec<u8> {
         capability_failures: 0,
         plan_validations: 1000,
         uptime_seconds: 3600,
-    })
-    .to_json()
-    .unwrap()
+    }
+}
+
+fn statement() -> Vec<u8> {
+    Statement::new(claims()).to_json().unwrap()
 }
 
 fn bench_dsse(c: &mut Criterion) {
@@ -172,9 +183,77 @@ fn p384_wall_and_cpu() {
     }
 }
 
+fn bench_appraisal(c: &mut Criterion) {
+    let policy = AppraisalPolicy::parse(include_str!("../examples/appraisal.toml")).unwrap();
+    let mut claims = claims();
+    claims.capability_keys = vec![CapabilityKey {
+        key_id: "cap-2026-11".into(),
+        algorithm: "ecdsa-p384".into(),
+        fingerprint: "5d41402abc4b2a76b9719d911017c592a3b0e1d7c5e9a3f1b2c4d6e8f0a1b2c3".into(),
+    }];
+    // As many earlier samples as the ledger keeps per agent, a minute apart.
+    let history: Vec<Sample> = (0..18u64)
+        .map(|i| Sample {
+            at_ms: i * 60_000,
+            counters: Counters {
+                total_requests: i * 50,
+                blocked_requests: 0,
+                capability_failures: 0,
+                plan_validations: i * 50,
+                uptime_seconds: 2500 + i * 60,
+            },
+        })
+        .collect();
+    let now_ms = 18 * 60_000;
+    let basis = Basis {
+        evidence: EvidenceKind::Tpm,
+        instance_bound: true,
+        firmware_appraised: true,
+    };
+    let judge = || {
+        let posture = appraise(black_box(&claims), &policy, &history, now_ms);
+        assert!(posture.reasons.is_empty(), "{posture:?}");
+        let subject = Subject {
+            attestation_id: Some(claims.attestation_id.clone()),
+            policy_hash: Some(claims.policy_hash.clone()),
+            ..Subject::default()
+        };
+        let judged = accepted_appraisal(&basis, &posture, policy.id());
+        Ear::new(
+            VerifierId::attestor("ledger"),
+            1_790_000_000,
+            &[7; 32],
+            judged,
+            subject,
+        )
+    };
+    let ear = judge();
+    let signer = EarSigner::generate().unwrap();
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, &rng).unwrap();
+    let bare = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, pkcs8.as_ref()).unwrap();
+    let message = statement();
+    let bare_sig = bare.sign(&rng, &message).unwrap().as_ref().to_vec();
+    let parsed = ParsedPublicKey::new(&ECDSA_P384_SHA384_ASN1, bare.public_key().as_ref()).unwrap();
+
+    let mut group = c.benchmark_group("appraisal");
+    group.bench_function("appraise_and_build_ear", |b| b.iter(judge));
+    group.bench_function("sign_ear", |b| {
+        b.iter(|| signer.sign(black_box(&ear)).unwrap())
+    });
+    group.bench_function("ref_p384_verify_aws_lc_parsed", |b| {
+        b.iter(|| parsed.verify_sig(black_box(&message), &bare_sig).unwrap())
+    });
+    group.bench_function("ref_p384_sign_aws_lc", |b| {
+        b.iter(|| bare.sign(&rng, black_box(&message)).unwrap())
+    });
+    group.finish();
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench_dsse(&mut c);
+    bench_appraisal(&mut c);
     bench_cbor(&mut c);
     c.final_summary();
 

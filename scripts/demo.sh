@@ -2,7 +2,8 @@
 # End to end on one machine: a software TPM (swtpm, with a CA of its own), a ledger and
 # an agent on loopback, talking mutual TLS. The agent enrols and sends a few heartbeats;
 # then the policy is changed and force-resealed (as an attacker with root could) and the
-# ledger refuses it; the ledger goes down while the agent keeps attesting into its spool,
+# ledger refuses it; the runtime reports its egress firewall off, and the ledger's signed
+# judgement (an EAR) says contraindicated; the ledger goes down while the agent keeps attesting into its spool,
 # and everything arrives in order once it is back. Ends with the audit trail, every
 # inclusion proof and checkpoint signature verified, and a consistency proof.
 set -euo pipefail
@@ -51,6 +52,7 @@ cert = "pki/ledger.pem"
 key = "pki/ledger.key"
 [tenants.demo]
 policy_hash = "$policy_hash"
+appraisal = "agent/appraisal.toml"
 [ops]
 listen = "127.0.0.1:$ops_port"
 EOF
@@ -112,6 +114,15 @@ step "the change is reverted and resealed: accepted again"
 sed -i 's/^max_epsilon = .*/max_epsilon = 3.0/' "$policy"
 $attestor reseal --config "$config" --tcti "$SWTPM_TCTI"
 run_agent 1.5
+
+step "posture: the runtime reports its egress firewall off (genuine evidence, judged by examples/appraisal.toml)"
+status="$work/agent/status.json"
+sed -i 's/"egress_firewall_enabled": true/"egress_firewall_enabled": false/' "$status"
+run_agent 1.5
+curl -s "http://127.0.0.1:$ops_port/metrics" | grep -E '^attestor_ledger_(appraisals_total|posture_reasons_total)'
+sed -i 's/"egress_firewall_enabled": false/"egress_firewall_enabled": true/' "$status"
+run_agent 1.5
+echo "EAR verification key set: http://127.0.0.1:$ops_port/v1/ear/jwks"
 
 step "the ledger goes down; the agent keeps attesting into its durable spool"
 kill -TERM "$ledger_pid"

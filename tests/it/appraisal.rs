@@ -71,7 +71,10 @@ fn first_check(ear: &Ear) -> Option<String> {
 fn pyjwt_status(token: &str, keys: &Jwks) -> String {
     // Debian's interpreter, which python3-jwt (scripts/deps.sh) installs PyJWT for.
     let python = Path::new("/usr/bin/python3");
-    assert!(python.exists(), "/usr/bin/python3 is missing: run scripts/deps.sh");
+    assert!(
+        python.exists(),
+        "/usr/bin/python3 is missing: run scripts/deps.sh"
+    );
     let script = r#"
 import json, sys, jwt
 token, jwks = sys.argv[1], json.loads(sys.argv[2])
@@ -153,56 +156,104 @@ async fn each_posture_break_is_named_in_the_ear_the_metrics_and_an_alert() {
     assert!(policy_id.starts_with("demo@1#sha256:"), "{policy_id}");
 
     type Break = fn(&mut serde_json::Value);
-    let breaks: [(Break, &str); 5] = [
-        (|s| s["tenant_isolation"] = false.into(), "tenant-isolation"),
+    let breaks: [(Break, &str, Tier); 8] = [
+        (
+            |s| s["tenant_isolation"] = false.into(),
+            "tenant-isolation",
+            Tier::Contraindicated,
+        ),
         (
             |s| s["egress_firewall_enabled"] = false.into(),
             "egress-firewall",
+            Tier::Contraindicated,
         ),
         (
             |s| s["pii_detection_enabled"] = false.into(),
             "pii-detection",
+            Tier::Contraindicated,
         ),
         (
             |s| s["epsilon_current_usage"] = 3.5.into(),
             "epsilon-over-budget",
+            Tier::Contraindicated,
         ),
         (
             |s| s["capability_keys"][0]["key_id"] = "cap-unknown".into(),
             "capability-key",
+            Tier::Contraindicated,
+        ),
+        // The example policy makes an old version a warning.
+        (|s| s["version"] = "1.3.9".into(), "version", Tier::Warning),
+        // Fewer requests than before in the same uptime.
+        (
+            |s| {
+                s["total_requests"] = 1000.into();
+                s["blocked_requests"] = 0.into();
+            },
+            "counter-regression",
+            Tier::Contraindicated,
+        ),
+        // 59,000 of the 129,394 requests since the previous attestation blocked.
+        (
+            |s| {
+                s["total_requests"] = 130_394.into();
+                s["blocked_requests"] = 60_000.into();
+            },
+            "blocked-rate",
+            Tier::Contraindicated,
         ),
     ];
-    for (change, check) in breaks {
+    for (change, check, tier) in breaks {
         set_status(&fixture, change);
         let response = submit(&fixture, &client).await;
-        // Genuine evidence of an unfit posture: logged as accepted, judged contraindicated.
+        // Genuine evidence of an unfit posture: logged as accepted, judged by the policy.
         assert_eq!(response.verdict, Verdict::Accepted, "{check}");
         let ear = verified_ear(&response, &keys);
-        assert_eq!(ear.status(), Tier::Contraindicated, "{check}");
+        assert_eq!(ear.status(), tier, "{check}: {ear:?}");
         assert_eq!(first_check(&ear).as_deref(), Some(check));
         assert_eq!(
             pyjwt_status(response.ear.as_deref().unwrap(), &keys),
-            "contraindicated"
+            tier.name()
         );
         let series = format!(
-            "attestor_ledger_posture_reasons_total{{tenant=\"acme\",check=\"{check}\",tier=\"contraindicated\"}}"
+            "attestor_ledger_posture_reasons_total{{tenant=\"acme\",check=\"{check}\",tier=\"{}\"}}",
+            tier.name()
         );
         assert_eq!(metric(&ledger, &series), 1.0, "{series}");
-        assert!(open_alerts(&client)
-            .await
-            .contains(&AlertKind::PostureContraindicated));
+        let alert = match tier {
+            Tier::Warning => AlertKind::PostureWarning,
+            _ => AlertKind::PostureContraindicated,
+        };
+        assert_eq!(open_alerts(&client).await, [alert], "{check}");
         reset_status(&fixture);
     }
+    // The runtime restarted: its counters start again, which is no regression.
+    set_status(&fixture, |s| s["uptime_seconds"] = 10.into());
     let healthy = submit(&fixture, &client).await;
-    assert_eq!(verified_ear(&healthy, &keys).status(), Tier::Affirming);
+    let ear = verified_ear(&healthy, &keys);
+    assert_eq!(ear.status(), Tier::Affirming, "{ear:?}");
+    assert!(ear.appraisal().unwrap().attestor.runtime_restarted);
     assert_eq!(open_alerts(&client).await, []);
-    assert_eq!(
-        metric(
-            &ledger,
-            "attestor_ledger_appraisals_total{tenant=\"acme\",status=\"contraindicated\"}"
+    for (series, count) in [
+        (
+            "attestor_ledger_appraisals_total{tenant=\"acme\",status=\"contraindicated\"}",
+            7.0,
         ),
-        5.0
-    );
+        (
+            "attestor_ledger_appraisals_total{tenant=\"acme\",status=\"warning\"}",
+            1.0,
+        ),
+        (
+            "attestor_ledger_appraisals_total{tenant=\"acme\",status=\"affirming\"}",
+            2.0,
+        ),
+        (
+            "attestor_ledger_runtime_restarts_total{tenant=\"acme\"}",
+            1.0,
+        ),
+    ] {
+        assert_eq!(metric(&ledger, series), count, "{series}");
+    }
 
     // The log keeps each EAR with its entry, and the policy that judged them before them.
     let entries = all_entries(&client).await;
@@ -215,7 +266,7 @@ async fn each_posture_break_is_named_in_the_ear_the_metrics_and_an_alert() {
         Some(&*policy_id)
     );
     let judged: Vec<_> = entries.iter().filter(|e| e.ear.is_some()).collect();
-    assert_eq!(judged.len(), 7);
+    assert_eq!(judged.len(), 10);
     assert!(judged.iter().all(|e| e.index > entries[recorded].index));
     assert_eq!(judged[0].ear, clean.ear);
 }

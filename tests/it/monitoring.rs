@@ -449,6 +449,13 @@ fn the_dashboard_renders_in_headless_chromium() {
         "Recent refusals",
         "malformed",
         "stranger",
+        // Posture flags, the EAR of the built-in policy, and the 24 h timeline.
+        "isolation on",
+        "PII detection on",
+        "<span class=\"ear affirming\">affirming</span>",
+        "<svg class=\"timeline\"",
+        "<rect class=\"accepted\"",
+        "<rect class=\"refused\"",
     ] {
         assert!(
             dom.contains(expected),

@@ -64,10 +64,13 @@ impl TenantAppraisal {
                 .filter(|h| h.sha256 != tenant.policy_hash)
                 .cloned(),
         );
+        // The built-in policy is a documented constant that every EAR names by its digest:
+        // only an operator's policy file needs its document in the log.
+        let builtin = tenant.appraisal.is_none();
         Ok(TenantAppraisal {
             policy,
             approved,
-            recorded: AtomicBool::new(false),
+            recorded: AtomicBool::new(builtin),
         })
     }
 

@@ -13,6 +13,7 @@ use crate::store::{EntryQuery, StoredEntry, Verdict};
 use attestor_net::ops::{metrics_page, Asked, Page};
 use attestor_verify::bundle::Bundle;
 use attestor_verify::claims::{Claims, Statement};
+use attestor_verify::ear::{self, Ear};
 use attestor_verify::record::LogRecord;
 
 /// Agents shown on the dashboard at most (the metrics cover all).
@@ -114,6 +115,102 @@ fn claims_of(entry: &StoredEntry) -> Option<Claims> {
             .ok()?
             .predicate,
     )
+}
+
+/// The EAR the ledger logged with an entry (its own token, so read without the key).
+fn ear_of(entry: &StoredEntry) -> Option<Ear> {
+    let record = LogRecord::from_leaf(&entry.entry.leaf).ok()?;
+    ear::claims_unverified(record.ear.as_deref()?).ok()
+}
+
+/// The EAR status and its trust vector.
+fn ear_cell(ear: Option<&Ear>) -> String {
+    let Some(appraisal) = ear.and_then(Ear::appraisal) else {
+        return "<small>-</small>".into();
+    };
+    let status = appraisal.ear_status.name();
+    let vector: Vec<String> = appraisal
+        .ear_trustworthiness_vector
+        .entries()
+        .iter()
+        .map(|(facet, value)| format!("{facet} {value}"))
+        .collect();
+    let reasons: Vec<String> = appraisal
+        .attestor
+        .reasons
+        .iter()
+        .map(|r| escape(&r.check))
+        .collect();
+    format!(
+        "<span class=\"ear {status}\">{status}</span> <small>{}</small><br><small>{}</small>",
+        reasons.join(", "),
+        escape(&vector.join(", "))
+    )
+}
+
+/// The three posture flags.
+fn posture_cell(claims: &Claims) -> String {
+    [
+        ("isolation", claims.tenant_isolation),
+        ("egress firewall", claims.egress_firewall_enabled),
+        ("PII detection", claims.pii_detection_enabled),
+    ]
+    .iter()
+    .map(|(name, on)| {
+        let (class, mark) = if *on { ("good", "on") } else { ("bad", "OFF") };
+        format!("<span class=\"{class}\">{name} {mark}</span>")
+    })
+    .collect::<Vec<_>>()
+    .join("<br>")
+}
+
+/// Slots of the heartbeat timeline: 24 h in quarter hours.
+const TIMELINE_SLOTS: u64 = 96;
+const TIMELINE_SLOT_MS: u64 = 900_000;
+
+/// The agent's last 24 h as an SVG strip: per quarter hour, refused (a refusal
+/// logged), accepted, missing (enrolled, nothing logged) or before enrollment.
+fn timeline(now_ms: u64, enrolled_at_ms: u64, times: &[(u64, Verdict)]) -> String {
+    let start = now_ms.saturating_sub(TIMELINE_SLOTS * TIMELINE_SLOT_MS);
+    let mut slots = vec![(0u32, 0u32); TIMELINE_SLOTS as usize];
+    for (at, verdict) in times {
+        let Some(slot) = at
+            .checked_sub(start)
+            .map(|d| (d / TIMELINE_SLOT_MS).min(TIMELINE_SLOTS - 1) as usize)
+        else {
+            continue;
+        };
+        match verdict {
+            Verdict::Accepted => slots[slot].0 += 1,
+            Verdict::Refused => slots[slot].1 += 1,
+        }
+    }
+    let mut svg = format!(
+        "<svg class=\"timeline\" width=\"{}\" height=\"14\" role=\"img\" \
+         aria-label=\"heartbeats, last 24 h\">",
+        TIMELINE_SLOTS * 3
+    );
+    for (i, (accepted, refused)) in slots.iter().enumerate() {
+        let slot_start = start + i as u64 * TIMELINE_SLOT_MS;
+        let class = if *refused > 0 {
+            "refused"
+        } else if *accepted > 0 {
+            "accepted"
+        } else if slot_start + TIMELINE_SLOT_MS <= enrolled_at_ms {
+            continue;
+        } else {
+            "missing"
+        };
+        let _ = write!(
+            svg,
+            "<rect class=\"{class}\" x=\"{}\" y=\"0\" width=\"3\" height=\"14\">\
+             <title>{} min ago: {accepted} accepted, {refused} refused</title></rect>",
+            i * 3,
+            now_ms.saturating_sub(slot_start) / 60_000,
+        );
+    }
+    svg.push_str("</svg>");
+    svg
 }
 
 /// A bar of `used` against `limit`, red when over.
@@ -218,7 +315,8 @@ fn render(ledger: &Ledger) -> Result<String, ServiceError> {
         w,
         "<section id=\"agents\"><h2>Agents ({})</h2><table><tr><th>tenant</th><th>agent</th>\
          <th>health</th><th>last attestation</th><th>policy hash</th><th>zero-retention</th>\
-         <th>privacy budget (&epsilon;)</th><th>blocked requests</th></tr>",
+         <th>posture</th><th>privacy budget (&epsilon;)</th><th>blocked requests</th>\
+         <th>EAR</th><th>heartbeats, 24 h</th></tr>",
         agents.len()
     );
     for agent in agents.iter().take(MAX_AGENTS_SHOWN) {
@@ -236,18 +334,22 @@ fn render(ledger: &Ledger) -> Result<String, ServiceError> {
             .skip(recent.len().saturating_sub(TREND_POINTS))
             .filter_map(claims_of)
             .collect();
-        let latest = match recent_claims.last() {
-            Some(c) => Some(c.clone()),
-            None => store
-                .latest_accepted(&agent.tenant, &agent.agent_id)?
-                .as_ref()
-                .and_then(claims_of),
+        let latest_entry = match recent.last() {
+            Some(entry) => Some(entry.clone()),
+            None => store.latest_accepted(&agent.tenant, &agent.agent_id)?,
         };
+        let latest = latest_entry.as_ref().and_then(claims_of);
+        let ear = latest_entry.as_ref().and_then(ear_of);
+        let times = store.verdict_times(
+            &agent.tenant,
+            &agent.agent_id,
+            now.saturating_sub(TIMELINE_SLOTS * TIMELINE_SLOT_MS),
+        )?;
         let expected = ledger
             .tenants()
             .get(&agent.tenant)
             .map(|t| t.policy_hash.as_str());
-        let (policy, budget, zero) = match &latest {
+        let (policy, budget, zero, posture) = match &latest {
             Some(c) => {
                 let matches = Some(c.policy_hash.as_str()) == expected;
                 (
@@ -260,9 +362,10 @@ fn render(ledger: &Ledger) -> Result<String, ServiceError> {
                     ),
                     bar(c.epsilon_limits.current_usage, c.epsilon_limits.max_epsilon),
                     c.zero_retention.to_string(),
+                    posture_cell(c),
                 )
             }
-            None => ("-".into(), "-".into(), "-".into()),
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
         };
         let points: Vec<(u64, u64)> = recent_claims
             .iter()
@@ -271,12 +374,15 @@ fn render(ledger: &Ledger) -> Result<String, ServiceError> {
         let _ = write!(
             w,
             "<tr class=\"{health}\" data-agent=\"{}\"><td>{}</td><td>{}</td><td class=\"health\">{health}</td>\
-             <td>{}</td><td>{policy}</td><td>{zero}</td><td>{budget}</td><td>{}</td></tr>",
+             <td>{}</td><td>{policy}</td><td>{zero}</td><td>{posture}</td><td>{budget}</td>\
+             <td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&agent.agent_id),
             escape(&agent.tenant),
             escape(&agent.agent_id),
             age(now, agent.last_accepted_at_ms),
             trend(&points),
+            ear_cell(ear.as_ref()),
+            timeline(now, agent.enrolled_at_ms, &times),
         );
     }
     let _ = write!(w, "</table></section>");
@@ -322,4 +428,33 @@ tr.healthy td.health,.good{color:#0a7d28}\
 .bar{display:inline-block;width:120px;height:10px;background:#eee;margin-right:6px}\
 .bar span{display:block;height:100%}.bar .ok{background:#0a7d28}.bar .near{background:#e0a800}\
 .bar .over{background:#b00020}svg.trend polyline{fill:none;stroke:#555;stroke-width:1.5}\
-small{color:#666}code{font-size:13px}";
+small{color:#666}code{font-size:13px}\
+.ear{font-weight:600}.ear.affirming{color:#0a7d28}.ear.warning{color:#e0a800}\
+.ear.contraindicated,.ear.none{color:#b00020}\
+svg.timeline rect.accepted{fill:#0a7d28}svg.timeline rect.refused{fill:#b00020}\
+svg.timeline rect.missing{fill:#ccc}";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timeline_shows_accepted_refused_and_missing_apart() {
+        let now = 200 * TIMELINE_SLOT_MS;
+        let start = now - TIMELINE_SLOTS * TIMELINE_SLOT_MS;
+        let slot = |i: u64| start + i * TIMELINE_SLOT_MS + 1;
+        // Enrolled at slot 90; accepted in 90 and 91, a refusal in 93, silence after.
+        let times = [
+            (slot(90), Verdict::Accepted),
+            (slot(91), Verdict::Accepted),
+            (slot(93), Verdict::Accepted),
+            (slot(93), Verdict::Refused),
+        ];
+        let svg = timeline(now, slot(90), &times);
+        assert_eq!(svg.matches("class=\"accepted\"").count(), 2, "{svg}");
+        assert_eq!(svg.matches("class=\"refused\"").count(), 1, "{svg}");
+        // 92, 94 and 95 are missing; the slots before enrollment are not drawn.
+        assert_eq!(svg.matches("class=\"missing\"").count(), 3, "{svg}");
+        assert!(svg.contains("1 accepted, 1 refused"));
+    }
+}

@@ -493,6 +493,31 @@ impl LedgerStore for EmbeddedStore {
         rows.map(|r| stored_entry(r.map_err(db)?)).collect()
     }
 
+    fn verdict_times(
+        &self,
+        tenant: &str,
+        agent_id: &str,
+        from_ms: u64,
+    ) -> Result<Vec<(u64, Verdict)>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT received_at_ms, verdict FROM entries WHERE tenant = ?1 AND agent_id = ?2 \
+                 AND received_at_ms >= ?3 ORDER BY idx",
+            )
+            .map_err(db)?;
+        let rows = statement
+            .query_map(params![tenant, agent_id, to_sql(from_ms)?], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(db)?;
+        rows.map(|row| {
+            let (at, verdict) = row.map_err(db)?;
+            super::verdict_time(at, &verdict)
+        })
+        .collect()
+    }
+
     fn latest_accepted(
         &self,
         tenant: &str,

@@ -228,6 +228,13 @@ type EntryRow = (
 );
 
 /// Checks and converts a stored row; anything out of range is corruption, not a panic.
+/// A (received_at_ms, verdict) row of [`LedgerStore::verdict_times`].
+fn verdict_time(at: i64, verdict: &str) -> Result<(u64, Verdict), StoreError> {
+    let verdict = Verdict::parse(verdict)
+        .ok_or_else(|| StoreError::Corrupt(format!("verdict {verdict:?}")))?;
+    Ok((from_sql(at)?, verdict))
+}
+
 fn stored_entry(row: EntryRow) -> Result<StoredEntry, StoreError> {
     let (idx, at, tenant, agent_id, verdict, attestation_id, leaf, hash) = row;
     Ok(StoredEntry {
@@ -267,6 +274,14 @@ pub trait LedgerStore: Send + Sync {
     fn entry(&self, index: u64) -> Result<Option<StoredEntry>, StoreError>;
     /// Entries matching a query, ascending by index.
     fn query(&self, query: &EntryQuery) -> Result<Vec<StoredEntry>, StoreError>;
+    /// When each of the agent's entries since `from_ms` was logged, and its verdict,
+    /// oldest first: what a heartbeat timeline needs, without the leaves.
+    fn verdict_times(
+        &self,
+        tenant: &str,
+        agent_id: &str,
+        from_ms: u64,
+    ) -> Result<Vec<(u64, Verdict)>, StoreError>;
     /// The agent's most recent accepted entry.
     fn latest_accepted(
         &self,

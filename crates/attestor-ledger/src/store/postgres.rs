@@ -42,7 +42,7 @@ use super::postgres_tls::PostgresTls;
 
 use super::{
     from_sql, stored_entry, to_sql, AcceptedState, AgentRecord, EntryQuery, EntryRow, LedgerStore,
-    NewEntry, StoreError, StoredCheckpoint, StoredEntry, MAX_PAGE,
+    NewEntry, StoreError, StoredCheckpoint, StoredEntry, Verdict, MAX_PAGE,
 };
 
 /// Lease length when the configuration names none: a dead sequencer is replaced after
@@ -899,6 +899,27 @@ impl LedgerStore for PostgresStore {
     fn query(&self, query: &EntryQuery) -> Result<Vec<StoredEntry>, StoreError> {
         let query = query.clone();
         self.run(async move |db: Rc<Inner>| db.query(&query).await)
+    }
+
+    fn verdict_times(
+        &self,
+        tenant: &str,
+        agent_id: &str,
+        from_ms: u64,
+    ) -> Result<Vec<(u64, Verdict)>, StoreError> {
+        let (tenant, agent_id, from) = (tenant.to_string(), agent_id.to_string(), to_sql(from_ms)?);
+        self.run(async move |db: Rc<Inner>| {
+            let rows = db
+                .rows(
+                    "SELECT received_at_ms, verdict FROM entries WHERE tenant = $1 \
+                     AND agent_id = $2 AND received_at_ms >= $3 ORDER BY idx",
+                    &[&tenant, &agent_id, &from],
+                )
+                .await?;
+            rows.iter()
+                .map(|row| Ok(super::verdict_time(col(row, 0)?, col::<&str>(row, 1)?)?))
+                .collect()
+        })
     }
 
     fn latest_accepted(
