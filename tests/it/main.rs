@@ -6,6 +6,7 @@
 
 mod support;
 
+mod agent_persistent_keys;
 mod architecture;
 mod attest_verify;
 mod config_reference;
@@ -23,6 +24,7 @@ mod ledger_verify;
 mod loadgen;
 mod monitoring;
 mod pcr_reset_attack;
+mod snp_configfs;
 mod snp_kds;
 mod snp_sim;
 mod systemd_units;
