@@ -151,19 +151,21 @@ impl ConfigfsTsm {
     }
 
     /// One request: Ok(None) when another writer changed the entry meanwhile.
-    fn request(
-        &self,
-        report_data: &[u8; 64],
-        vmpl: u32,
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, DeviceError> {
+    fn request(&self, report_data: &[u8; 64], vmpl: u32) -> Result<Option<Blobs>, DeviceError> {
         let before = self.read_number("generation")?;
         self.write("privlevel", format!("{vmpl}\n").as_bytes())?;
         self.write("inblob", report_data)?;
         let report = self.read_blob("outblob")?;
         let table = self.read_blob("auxblob")?;
         let after = self.read_number("generation")?;
-        Ok((after == before.wrapping_add(2)).then_some((report, table)))
+        Ok((after == before.wrapping_add(2)).then_some(Blobs { report, table }))
     }
+}
+
+/// What one request read: `outblob` and `auxblob`.
+struct Blobs {
+    report: Vec<u8>,
+    table: Vec<u8>,
 }
 
 impl SecureProcessor for ConfigfsTsm {
@@ -179,7 +181,7 @@ impl SecureProcessor for ConfigfsTsm {
             });
         }
         for _ in 0..ATTEMPTS {
-            let Some((report, table)) = self.request(&report_data, vmpl)? else {
+            let Some(Blobs { report, table }) = self.request(&report_data, vmpl)? else {
                 continue;
             };
             // The generation says no one else wrote; a report for other input would mean
