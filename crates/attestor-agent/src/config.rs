@@ -74,6 +74,10 @@ pub struct TpmConfig {
     /// Persistent handle of the AK.
     #[serde(default = "default_ak_handle")]
     pub ak_handle: u32,
+    /// The firmware's UEFI event log to ship in bundles, usually
+    /// `/sys/kernel/security/tpm0/binary_bios_measurements` (or a copy readable by the
+    /// agent). Absent: no log (swtpm runs no firmware).
+    pub firmware_event_log: Option<PathBuf>,
 }
 
 impl TpmConfig {
@@ -121,6 +125,7 @@ impl Default for TpmConfig {
             persistent_keys: None,
             srk_handle: default_srk_handle(),
             ak_handle: default_ak_handle(),
+            firmware_event_log: None,
         }
     }
 }
@@ -314,6 +319,7 @@ impl AgentConfig {
         tpm.persistent_handles()
             .check()
             .map_err(|e| invalid(format!("[tpm] {e}")))?;
+        tpm.firmware_event_log = tpm.firmware_event_log.as_deref().map(resolve);
         let heartbeat = raw.heartbeat;
         if heartbeat.interval_seconds == 0
             || heartbeat.timeout_seconds == 0

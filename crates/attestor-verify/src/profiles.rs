@@ -2,7 +2,9 @@
 //!
 //! A profile has a `[tpm]` section, an `[snp]` section, or both. For a TPM it says which
 //! PCR bank is quoted, which PCR carries the policy kernel measurement, what each firmware
-//! PCR must hold and which CAs may issue EK certificates; for SEV-SNP, which roots are
+//! PCR must hold, which CAs may issue EK certificates and, in `[tpm.measured_boot]`, what
+//! the firmware event log must show (Secure Boot, keys, dbx, boot applications); for
+//! SEV-SNP, which roots are
 //! pinned, which launch measurements, guest policies, VMPLs and TCBs are acceptable. And
 //! how old an attestation may be. Relative paths resolve against the profile's directory.
 
@@ -19,6 +21,9 @@ use crate::evidence::snp::certs::Tcb;
 use crate::evidence::snp::chain::ChainCache;
 use crate::evidence::snp::roots::{one_cert, Product, RootsOrigin, TrustRoots};
 use crate::evidence::tpm::HashAlg;
+
+mod measured_boot;
+pub use measured_boot::{KeyAllowList, MeasuredBootProfile};
 
 /// The spec's freshness window.
 pub const DEFAULT_MAX_AGE_SECONDS: u64 = 300;
@@ -155,6 +160,7 @@ struct TpmProfileToml {
     ek_trust_anchors: Vec<PathBuf>,
     #[serde(default)]
     ek_intermediates: Vec<PathBuf>,
+    measured_boot: Option<measured_boot::MeasuredBootToml>,
 }
 
 /// Reference values for a TPM platform.
@@ -173,6 +179,9 @@ pub struct TpmProfile {
     pub ek_intermediates: Vec<Vec<u8>>,
     /// EK certificate paths already validated against this profile, shared by its clones.
     pub ek_chains: std::sync::Arc<certchain::ChainCache>,
+    /// Reference values for the firmware event log; when present, bundles must carry the
+    /// log.
+    pub measured_boot: Option<MeasuredBootProfile>,
 }
 
 /// A loaded firmware profile.
@@ -245,7 +254,7 @@ impl Profile {
             )));
         }
         let tpm = match raw.tpm {
-            Some(tpm) => Some(load_tpm(tpm, &invalid, &load_certs)?),
+            Some(tpm) => Some(load_tpm(tpm, base, &invalid, &load_certs)?),
             None => None,
         };
         let snp = match raw.snp {
@@ -268,6 +277,7 @@ type CertLoader<'a> = &'a dyn Fn(&[PathBuf]) -> Result<Vec<Vec<u8>>, ProfileErro
 
 fn load_tpm(
     tpm: TpmProfileToml,
+    base: &Path,
     invalid: &dyn Fn(String) -> ProfileError,
     load_certs: CertLoader,
 ) -> Result<TpmProfile, ProfileError> {
@@ -302,6 +312,10 @@ fn load_tpm(
         ek_trust_anchors,
         ek_intermediates: load_certs(&tpm.ek_intermediates)?,
         ek_chains: Default::default(),
+        measured_boot: match tpm.measured_boot {
+            Some(m) => Some(m.load(base, invalid, load_certs)?),
+            None => None,
+        },
     })
 }
 
