@@ -112,6 +112,7 @@ appraisal_ref=$(median appraisal ref_p384_verify_aws_lc_parsed)
 row "posture appraisal + EAR built (example policy, full history)" "$appraisal" "bare P-384 verify" "$appraisal_ref" "< 5 %" "$(awk -v a="$appraisal" -v r="$appraisal_ref" 'BEGIN { if (a == "" || r == "") print "n/a"; else print (a < 0.05 * r ? "yes" : "no") }')"
 row "EAR signature (ES384 JWT)" "$(median appraisal sign_ear)" "bare P-384 sign" "$(median appraisal ref_p384_sign_aws_lc)" "—" "—"
 row "bare P-384 verify, key parsed per call" "$(median dsse ref_p384_verify_aws_lc_unparsed)" "key parsed once" "$p384_verify" "—" "—"
+row "agent attest, storage key and AK resident (swtpm)" "$(median attest agent_attest_resident_keys)" "attest re-creating primaries" "$(median attest agent_attest)" "—" "—"
 row "TPM quote verification (decode + signature)" "$(median verify verify_quote)" "bare P-384 verify" "$(median verify one_p384_verify_aws_lc)" "—" "—"
 row "TPM bundle, every check (EK path cached)" "$(median verify verify_bundle)" "bare P-384 verify" "$(median verify one_p384_verify_aws_lc)" "—" "—"
 row "SNP report + VCEK chain (Milan)" "$(median snp milan_chain_and_report)" "bare P-384 verify" "$(median snp one_p384_verify_aws_lc)" "—" "—"

@@ -7,6 +7,7 @@
 mod support;
 
 mod appraisal;
+mod agent_persistent_keys;
 mod architecture;
 mod attest_verify;
 mod config_reference;
@@ -25,6 +26,7 @@ mod loadgen;
 mod measured_boot;
 mod monitoring;
 mod pcr_reset_attack;
+mod snp_configfs;
 mod snp_kds;
 mod snp_sim;
 mod systemd_units;

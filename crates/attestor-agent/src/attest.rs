@@ -4,7 +4,8 @@
 //!
 //! State (one directory per TPM, named after its EK, since key blobs only load in the TPM
 //! that made them): `ak.json` (AK blob), `sealed.json` (sealed key blob and its
-//! certification), `eventlog.json` (measurements since the TPM's last reset).
+//! certification), `eventlog.json` (measurements since the TPM's last reset). With
+//! `[tpm] persistent_keys` the storage key and this AK are also kept resident in the TPM.
 
 use std::path::{Path, PathBuf};
 
@@ -151,6 +152,9 @@ impl Agent {
                 ak
             }
         };
+        if config.tpm.persistent_keys_for(tcti) {
+            tpm.use_persistent_keys(config.tpm.persistent_handles(), &ak)?;
+        }
         let ak_public = Tpm::public_of(&ak)?;
         let mut ek_certificates = vec![tpm.ek_certificate()?];
         if let Some(path) = &config.tpm.ek_intermediates {

@@ -6,9 +6,11 @@
 //! a resource manager (swtpm over TCP) has only three object and three session slots and
 //! keeps leaked ones until it is reset.
 //!
-//! Keys never persist in the TPM: a [`KeyBlob`] holds the TPM-encrypted private part and is
-//! loaded again under a parent that is re-created from a fixed template on every call (the
-//! P-384 endorsement key for the AK, an owner-hierarchy storage key for the sealed key).
+//! By default keys do not persist in the TPM: a [`KeyBlob`] holds the TPM-encrypted private
+//! part and is loaded again under a parent that is re-created from a fixed template on every
+//! call (the P-384 endorsement key for the AK, an owner-hierarchy storage key for the sealed
+//! key). [`Tpm::use_persistent_keys`] instead keeps the storage key and the AK resident under
+//! persistent handles ([`persistent`]), for TPMs behind a resource manager.
 
 use std::collections::BTreeSet;
 use std::convert::TryFrom;
@@ -40,6 +42,9 @@ use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
 use tss_esapi::{Context, TctiNameConf};
 
 use attestor_verify::evidence::tpm::HashAlg;
+
+pub mod persistent;
+pub use persistent::PersistentHandles;
 
 /// NV index of the ECC NIST P-384 EK certificate (TCG EK Credential Profile, low range).
 pub const EK_CERT_NV_INDEX_P384: u32 = 0x01c0_0016;
@@ -159,6 +164,23 @@ pub enum TpmError {
     /// The EK's authPolicy is none of the TCG EK profile policies this code satisfies.
     #[error("the EK's authPolicy is not a TCG EK Credential Profile policy this code can satisfy")]
     UnsupportedEkPolicy,
+    /// A persistent handle attestor would use holds an object that is not its key.
+    #[error("persistent handle {handle:#010x} holds an object (Name {found}) that is not this agent's {what}; it is left alone. If it is a stale attestor key, evict it (tpm2_evictcontrol -C o -c {handle:#010x}); otherwise choose another handle ([tpm] srk_handle / ak_handle) or set [tpm] persistent_keys = false")]
+    PersistentHandleTaken {
+        handle: u32,
+        what: &'static str,
+        found: String,
+    },
+    /// A resident key was replaced or evicted after the agent adopted it.
+    #[error("the {what} at persistent handle {handle:#010x} changed since the agent adopted it (now Name {found:?}); refusing to use it. Restart the agent to adopt or persist its key again")]
+    PersistentKeyChanged {
+        handle: u32,
+        what: &'static str,
+        found: String,
+    },
+    /// Persistent handles outside the owner's range, or one handle for both keys.
+    #[error("unusable persistent handles: {0}")]
+    PersistentHandleRange(String),
     /// The TPM answered with something other than what the command promises.
     #[error("unexpected TPM output from {op}: {what}")]
     UnexpectedResponse {
@@ -189,6 +211,7 @@ pub struct KeyBlob {
 /// One open connection to a TPM. Calls block; give it one owner (a dedicated thread).
 pub struct Tpm {
     ctx: Context,
+    resident: Option<persistent::Resident>,
 }
 
 impl std::fmt::Debug for Tpm {
@@ -208,7 +231,10 @@ impl Tpm {
             reason: e.to_string(),
         })?;
         let ctx = Context::new(conf).map_err(|e| classify("Esys_Initialize", e))?;
-        let mut tpm = Tpm { ctx };
+        let mut tpm = Tpm {
+            ctx,
+            resident: None,
+        };
         tpm.flush_stale_handles()?;
         Ok(tpm)
     }
@@ -389,8 +415,7 @@ impl Tpm {
         let auth_policy = self.trial_digest("PolicyOR(trial)", |c, s| c.policy_or(s, or_list))?;
         let template =
             sealed_key_template(auth_policy).map_err(|e| classify("Create(sealed key)", e))?;
-        let srk = self.create_srk()?;
-        let created = self.with_flushed(srk.into(), |t| {
+        let created = self.with_srk(|t, srk| {
             t.ctx
                 .execute_with_session(Some(AuthSession::Password), |c| {
                     c.create(srk, template, None, None, None, None)
@@ -683,12 +708,16 @@ impl Tpm {
             .map_err(|e| classify("CreatePrimary(SRK)", e))
     }
 
-    /// Loads the AK under a re-created EK, flushes the EK, runs `f`, flushes the AK.
+    /// Runs `f` with the resident AK; otherwise loads the AK under a re-created EK, flushes
+    /// the EK, runs `f`, flushes the AK.
     fn with_ak<T>(
         &mut self,
         blob: &KeyBlob,
         f: impl FnOnce(&mut Self, KeyHandle) -> Result<T, TpmError>,
     ) -> Result<T, TpmError> {
+        if self.is_resident_ak(blob) {
+            return self.with_resident_ak(f);
+        }
         let public = parse_public(blob)?;
         let private = parse_private(blob)?;
         let ek = self.create_ek()?;
@@ -698,8 +727,8 @@ impl Tpm {
         self.with_flushed(handle.into(), |t| f(t, handle))
     }
 
-    /// Loads the sealed key under a re-created storage key, flushes that, runs `f`,
-    /// flushes the sealed key.
+    /// Loads the sealed key under the storage key (resident, or re-created and flushed),
+    /// runs `f`, flushes the sealed key.
     fn with_sealed<T>(
         &mut self,
         blob: &KeyBlob,
@@ -707,8 +736,7 @@ impl Tpm {
     ) -> Result<T, TpmError> {
         let public = parse_public(blob)?;
         let private = parse_private(blob)?;
-        let srk = self.create_srk()?;
-        let handle = self.with_flushed(srk.into(), |t| {
+        let handle = self.with_srk(|t, srk| {
             t.ctx
                 .execute_with_session(Some(AuthSession::Password), |c| {
                     c.load(srk, private, public)
