@@ -6,6 +6,7 @@
 
 mod support;
 
+mod ak_binding;
 mod architecture;
 mod attest_verify;
 mod config_reference;

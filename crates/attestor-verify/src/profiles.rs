@@ -2,9 +2,10 @@
 //!
 //! A profile has a `[tpm]` section, an `[snp]` section, or both. For a TPM it says which
 //! PCR bank is quoted, which PCR carries the policy kernel measurement, what each firmware
-//! PCR must hold and which CAs may issue EK certificates; for SEV-SNP, which roots are
-//! pinned, which launch measurements, guest policies, VMPLs and TCBs are acceptable. And
-//! how old an attestation may be. Relative paths resolve against the profile's directory.
+//! PCR must hold, which CAs may issue EK certificates and which may certify AKs; for
+//! SEV-SNP, which roots are pinned, which launch measurements, guest policies, VMPLs and
+//! TCBs are acceptable. And how old an attestation may be. Relative paths resolve against
+//! the profile's directory.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -155,6 +156,10 @@ struct TpmProfileToml {
     ek_trust_anchors: Vec<PathBuf>,
     #[serde(default)]
     ek_intermediates: Vec<PathBuf>,
+    #[serde(default)]
+    ak_trust_anchors: Vec<PathBuf>,
+    #[serde(default)]
+    iak_trust_anchors: Vec<PathBuf>,
 }
 
 /// Reference values for a TPM platform.
@@ -173,6 +178,11 @@ pub struct TpmProfile {
     pub ek_intermediates: Vec<Vec<u8>>,
     /// EK certificate paths already validated against this profile, shared by its clones.
     pub ek_chains: std::sync::Arc<certchain::ChainCache>,
+    /// DER certificates of the enrollment CAs trusted to certify AKs after credential
+    /// activation (a ledger's `enrollment-ca.pem`, or a local one).
+    pub ak_trust_anchors: Vec<Vec<u8>>,
+    /// DER certificates of the platform makers' CAs trusted to issue IAK certificates.
+    pub iak_trust_anchors: Vec<Vec<u8>>,
 }
 
 /// A loaded firmware profile.
@@ -302,6 +312,8 @@ fn load_tpm(
         ek_trust_anchors,
         ek_intermediates: load_certs(&tpm.ek_intermediates)?,
         ek_chains: Default::default(),
+        ak_trust_anchors: load_certs(&tpm.ak_trust_anchors)?,
+        iak_trust_anchors: load_certs(&tpm.iak_trust_anchors)?,
     })
 }
 

@@ -1,6 +1,7 @@
 //! TPM 2.0 evidence: the device layer (tss-esapi), the wire formats a verifier parses
 //! without the TPM library, policy digests, and the measurement event log.
 
+pub mod akcert;
 pub mod credential;
 pub mod eventlog;
 pub mod policy;
