@@ -92,8 +92,13 @@ pub enum AgentError {
          enrollment, or `attestor enroll --local`)"
     )]
     AkCertificate { path: PathBuf, source: AkCertError },
-    #[error("AK certificate {path} certifies another key than this TPM's AK")]
+    #[error(
+        "AK certificate {path} certifies another key than this TPM's AK; remove the file and \
+         enrol again"
+    )]
     AkCertificateMismatch { path: PathBuf },
+    #[error("the enrollment CA issued an AK certificate for another key than this TPM's AK")]
+    AkCertificateForAnotherKey,
     #[error("cannot remove {path}: {source}")]
     RemoveAkCertificate {
         path: PathBuf,
@@ -148,6 +153,8 @@ impl Agent {
         let ak = match read_state::<KeyBlob>(&ak_path)? {
             Some(ak) => ak,
             None => {
+                // A certificate left from an earlier AK would name a key that is gone.
+                remove_ak_certificate(&state_dir.join(AK_CERTIFICATE_FILE))?;
                 let ak = tpm.create_ak()?;
                 write_state(&ak_path, &ak)?;
                 ak
@@ -208,7 +215,7 @@ impl Agent {
                     }
                 })?;
                 if !certifies {
-                    return Err(AgentError::AkCertificateMismatch { path });
+                    return Err(AgentError::AkCertificateForAnotherKey);
                 }
                 attestor_verify::fs::write_atomically(
                     &path,
@@ -218,11 +225,7 @@ impl Agent {
                 self.ak_certificates = vec![der.to_vec()];
             }
             None => {
-                match std::fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(source) => return Err(AgentError::RemoveAkCertificate { path, source }),
-                }
+                remove_ak_certificate(&path)?;
                 self.ak_certificates.clear();
             }
         }
@@ -490,6 +493,17 @@ impl Agent {
             }
         }
         Err(AgentError::QuoteRace)
+    }
+}
+
+fn remove_ak_certificate(path: &Path) -> Result<(), AgentError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(AgentError::RemoveAkCertificate {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
