@@ -385,6 +385,14 @@ async fn the_ledger_certifies_the_ak_it_enrolled_and_bundles_carry_it() {
     assert!(!cert.is_ca);
 
     let ca_pem = ledger.state_dir().join("enrollment-ca.pem");
+    // The ledger publishes the same CA certificate.
+    let (status, served) = ledger
+        .client("a1")
+        .send(hyper::Method::GET, "/v1/enrollment-ca", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(served, std::fs::read(&ca_pem).unwrap());
     let profile = profile_trusting(&fixture, &[&ca_pem], &[]);
     let verified = verify_bundle(&bundle, &profile, &certified(&fixture)).unwrap();
     match &verified.tpm().unwrap().ak_binding {
