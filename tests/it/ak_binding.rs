@@ -14,6 +14,7 @@ use x509_cert::der::Encode;
 
 use crate::support::agent::{tpm_ev, tpm_ev_mut, AgentFixture};
 use crate::support::ledger::{attestor_config, Heartbeating, LedgerProcess};
+use attestor_agent::attest::{Agent, AgentError};
 use attestor_ledger::enrollment_ca::EnrollmentCa;
 use attestor_net::tls::AgentIdentity;
 use attestor_verify::bundle::{Bundle, SignedAttest};
@@ -572,4 +573,57 @@ fn an_oem_iak_certificate_binds_the_ak_it_certifies() {
     let mut no_tpm = bundle.clone();
     tpm_ev_mut(&mut no_tpm).ak_certificates = vec![oem.issue("no-tpm", &ak_public, false)];
     expect_refused(&no_tpm, &profile, "names no TPM 2.0");
+}
+
+#[test]
+fn the_agent_carries_only_a_certificate_of_its_own_ak() {
+    let fixture = AgentFixture::new();
+    enroll_local(&fixture, &fixture.dir.path().join("local-ca"));
+    let agent = fixture.agent();
+    assert!(agent.ak_certificate().is_some());
+    let state = agent.state_dir().to_path_buf();
+    drop(agent);
+    let kept = state.join(attestor_agent::attest::AK_CERTIFICATE_FILE);
+
+    // A kept file that is no certificate, or a certificate of another key, is an error
+    // naming the file, not something to ship.
+    std::fs::write(
+        &kept,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let Err(err) = Agent::open(fixture.config(), &fixture.tpm.tcti()) else {
+        panic!("the agent opened with a bad AK certificate")
+    };
+    assert!(matches!(err, AgentError::AkCertificate { .. }), "{err}");
+    assert!(err.to_string().contains("ak-certificate.pem"), "{err}");
+    std::fs::remove_file(&kept).unwrap();
+    let (forged, _) = forge(&fixture.attest());
+    let other = IakCa::new(fixture.dir.path().join("oem"));
+    let foreign = other.issue("foreign", &tpm_ev(&forged).ak_public, true);
+    std::fs::write(&kept, akcert::certificate_pem(&foreign)).unwrap();
+    let Err(err) = Agent::open(fixture.config(), &fixture.tpm.tcti()) else {
+        panic!("the agent opened with a bad AK certificate")
+    };
+    assert!(
+        matches!(err, AgentError::AkCertificateMismatch { .. }),
+        "{err}"
+    );
+    // ... and the agent refuses to keep one for another key.
+    std::fs::remove_file(&kept).unwrap();
+    let mut agent = fixture.agent();
+    assert!(matches!(
+        agent.keep_ak_certificate(Some(&foreign)),
+        Err(AgentError::AkCertificateForAnotherKey)
+    ));
+    assert!(!kept.exists());
+
+    // A new AK (its blob gone) drops the old AK's certificate.
+    enroll_local(&fixture, &fixture.dir.path().join("local-ca"));
+    assert!(kept.exists());
+    std::fs::remove_file(state.join("ak.json")).unwrap();
+    let agent = fixture.agent();
+    assert!(agent.ak_certificate().is_none());
+    assert!(!kept.exists());
+    assert!(tpm_ev(&fixture.attest()).ak_certificates.is_empty());
 }
