@@ -30,7 +30,8 @@ use attestor_verify::evidence::tpm::akcert::{self, AkCertError};
 use attestor_verify::evidence::tpm::eventlog::{
     EventLog, EventLogError, MeasurementEvent, EVENT_POLICY_KERNEL_CONFIG,
 };
-use attestor_verify::evidence::tpm::{wire, HashAlg};
+use attestor_verify::evidence::tpm::uefi_log::{self, UefiLogError};
+use attestor_verify::evidence::tpm::{policy, wire, HashAlg};
 use attestor_verify::evidence::tpm_commitment;
 
 /// Qualifying data of the sealed key's certification: names its purpose.
@@ -75,8 +76,24 @@ pub enum AgentError {
         expected: String,
         found: String,
     },
+    #[error(
+        "the signing key is sealed to PCR {pcr} of the {sealed} bank, but the agent now \
+         quotes the {configured} bank; run `attestor reseal` to seal a key to it"
+    )]
+    BankMismatch {
+        pcr: u8,
+        sealed: &'static str,
+        configured: &'static str,
+    },
     #[error("the quoted PCRs kept changing during {QUOTE_ATTEMPTS} quotes")]
     QuoteRace,
+    #[error("cannot read the firmware event log {path}: {source}")]
+    FirmwareEventLogRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("firmware event log {path}: {source}")]
+    FirmwareEventLog { path: PathBuf, source: UefiLogError },
     #[error("cannot read EK intermediates {path}: {source}")]
     EkIntermediatesRead {
         path: PathBuf,
@@ -255,7 +272,8 @@ impl Agent {
         let mut log: EventLog = read_state(&log_path)?.unwrap_or_default();
         let current = self.measured_pcr_value()?;
         let replay = |log: &EventLog| {
-            log.replay(pcr, bank)
+            log.for_bank(bank)
+                .replay(pcr, bank)
                 .map_err(|source| AgentError::StateCorrupt {
                     path: log_path.clone(),
                     source,
@@ -426,11 +444,18 @@ impl Agent {
         let digest = Sha384::digest(&pae);
         let (r, s) = match self.tpm.sign_sealed(&sealed.blob, bank, &[pcr], &digest) {
             Err(TpmError::PolicyRefused { .. }) => {
+                if let Some(sealed_bank) = self.sealed_bank(&sealed.public)? {
+                    return Err(AgentError::BankMismatch {
+                        pcr,
+                        sealed: sealed_bank.name(),
+                        configured: bank.name(),
+                    });
+                }
                 return Err(AgentError::Drift {
                     pcr,
                     measured: hex::encode(kernel.kernel_config_hash),
                     sealed_to: sealed.sealed_config_hash,
-                })
+                });
             }
             other => other?,
         };
@@ -456,7 +481,8 @@ impl Agent {
                 quote,
                 pcr_bank: bank,
                 pcrs,
-                event_log: log,
+                event_log: log.for_bank(bank),
+                firmware_event_log: self.firmware_event_log(bank)?,
                 ak_public: self.ak_public.clone(),
                 sealed_key: SealedKeyEvidence {
                     public: sealed.public,
@@ -466,6 +492,59 @@ impl Agent {
                 ak_certificates: self.ak_certificates.clone(),
             },
         ))
+    }
+
+    /// Another active bank whose current measured-PCR value the sealed key's policy
+    /// requires: the key was sealed while the agent quoted that bank, so the refusal is a
+    /// bank change, not a drift.
+    fn sealed_bank(&mut self, sealed_public: &[u8]) -> Result<Option<HashAlg>, AgentError> {
+        let (pcr, bank) = (self.config.tpm.measured_pcr, self.config.tpm.pcr_bank);
+        let key = wire::parse_public(sealed_public)?;
+        for other in self.tpm.active_banks()? {
+            if other == bank {
+                continue;
+            }
+            let value = self.tpm.read_pcrs(other, &[pcr])?;
+            let values: Vec<&[u8]> = value.iter().map(|(_, v)| v.as_slice()).collect();
+            let selection = [wire::PcrSelection {
+                bank: other,
+                pcrs: vec![pcr],
+            }];
+            let policy = policy::sealed_key_policy(key.name_alg, &selection, &values);
+            if key.auth_policy == policy {
+                return Ok(Some(other));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The configured firmware event log, checked to parse and to carry the quoted bank,
+    /// so a log the verifier cannot replay is reported here rather than as a refusal.
+    fn firmware_event_log(&self, bank: HashAlg) -> Result<Vec<u8>, AgentError> {
+        use std::io::Read;
+        let Some(path) = &self.config.tpm.firmware_event_log else {
+            return Ok(Vec::new());
+        };
+        let read_err = |source| AgentError::FirmwareEventLogRead {
+            path: path.clone(),
+            source,
+        };
+        // securityfs reports a size of 0: read to the end, one byte past the limit.
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| {
+                f.take(uefi_log::MAX_LOG_BYTES as u64 + 1)
+                    .read_to_end(&mut bytes)
+            })
+            .map_err(read_err)?;
+        let log_err = |source| AgentError::FirmwareEventLog {
+            path: path.clone(),
+            source,
+        };
+        uefi_log::parse(&bytes)
+            .and_then(|log| log.replay(bank.into()))
+            .map_err(log_err)?;
+        Ok(bytes)
     }
 
     /// Quotes, then reads the PCR values; retries if an extend slipped in between.

@@ -63,6 +63,10 @@ pub struct TpmConfig {
     pub firmware_pcrs: Vec<u8>,
     /// PEM file of EK certificate intermediates to ship in bundles (the TPM holds only the leaf).
     pub ek_intermediates: Option<PathBuf>,
+    /// The firmware's UEFI event log to ship in bundles, usually
+    /// `/sys/kernel/security/tpm0/binary_bios_measurements` (or a copy readable by the
+    /// agent). Absent: no log (swtpm runs no firmware).
+    pub firmware_event_log: Option<PathBuf>,
 }
 
 fn default_measured_pcr() -> u8 {
@@ -83,6 +87,7 @@ impl Default for TpmConfig {
             pcr_bank: default_bank(),
             firmware_pcrs: default_firmware_pcrs(),
             ek_intermediates: None,
+            firmware_event_log: None,
         }
     }
 }
@@ -250,6 +255,7 @@ impl AgentConfig {
         let mut tpm = raw.tpm;
         check_pcr_choice(tpm.measured_pcr, &tpm.firmware_pcrs).map_err(invalid)?;
         tpm.ek_intermediates = tpm.ek_intermediates.as_deref().map(resolve);
+        tpm.firmware_event_log = tpm.firmware_event_log.as_deref().map(resolve);
         let heartbeat = raw.heartbeat;
         if heartbeat.interval_seconds == 0
             || heartbeat.timeout_seconds == 0

@@ -9,9 +9,11 @@
 //! ([`snp`]) and then the same content checks.
 
 mod ak_binding;
+mod measured_boot;
 mod snp;
 
 pub use ak_binding::{AkBinding, AkTrust};
+pub use measured_boot::verify_firmware_log;
 pub use snp::{check_report_policy, verify_signed_report};
 
 use std::time::SystemTime;
@@ -56,6 +58,17 @@ pub enum Check {
     PcrDigest,
     /// Every firmware PCR holds the profile's reference value.
     FirmwarePcrs,
+    /// The firmware (UEFI) event log, when carried or required, parses and replays to
+    /// every quoted PCR but the measured one.
+    FirmwareEventLog,
+    /// PCR 7 measures Secure Boot on (when the profile requires it).
+    SecureBoot,
+    /// PK, KEK and db hold only entries the profile allows.
+    SecureBootKeys,
+    /// dbx holds every revocation the profile requires.
+    SecureBootDbx,
+    /// Every EV_EFI_BOOT_SERVICES_APPLICATION is one the profile allows.
+    BootApplications,
     /// The event log replays to the quoted value of the measured PCR.
     EventLogReplay,
     /// The sealed key can sign only while the measured PCR holds the quoted value.
@@ -106,6 +119,11 @@ impl Check {
             Check::QuoteBinding => "quote-binding",
             Check::PcrDigest => "pcr-digest",
             Check::FirmwarePcrs => "firmware-pcrs",
+            Check::FirmwareEventLog => "firmware-event-log",
+            Check::SecureBoot => "secure-boot",
+            Check::SecureBootKeys => "secure-boot-keys",
+            Check::SecureBootDbx => "secure-boot-dbx",
+            Check::BootApplications => "boot-applications",
             Check::EventLogReplay => "event-log-replay",
             Check::SealedKeyPolicy => "sealed-key-policy",
             Check::MeasurementMatchesClaims => "measurement-matches-claims",
@@ -479,6 +497,10 @@ fn verify_tpm(
         }
     }
 
+    // Does the firmware event log explain the other PCRs, and pass the profile?
+    let quoted_values = quoted.iter().copied().zip(values.iter().map(Vec::as_slice));
+    measured_boot::check_firmware_log(ev, profile, &quoted_values.collect())?;
+
     // Does the measurement log explain the measured PCR?
     let measured = pcr_value(profile.measured_pcr).ok_or_else(|| {
         fail(
@@ -523,6 +545,18 @@ fn verify_tpm(
         )
     })?;
     let claims = statement.predicate;
+    // Only the quoted bank's digest was replayed. The claim is a SHA-384, which only the
+    // sha384 bank's digest is; the sha256 bank holds a SHA-256 the claims do not carry.
+    if profile.pcr_bank != HashAlg::Sha384 {
+        return Err(fail(
+            Check::MeasurementMatchesClaims,
+            format!(
+                "the quoted {} bank's measurement cannot be compared with the claimed \
+                 kernel_config_hash (SHA-384); quote the sha384 bank",
+                profile.pcr_bank.name()
+            ),
+        ));
+    }
     if last.data != claims.kernel_config_hash
         || last.digests.get(&HashAlg::Sha384) != Some(&claims.kernel_config_hash)
     {

@@ -2,10 +2,11 @@
 //!
 //! A profile has a `[tpm]` section, an `[snp]` section, or both. For a TPM it says which
 //! PCR bank is quoted, which PCR carries the policy kernel measurement, what each firmware
-//! PCR must hold, which CAs may issue EK certificates and which may certify AKs; for
-//! SEV-SNP, which roots are pinned, which launch measurements, guest policies, VMPLs and
-//! TCBs are acceptable. And how old an attestation may be. Relative paths resolve against
-//! the profile's directory.
+//! PCR must hold, which CAs may issue EK certificates and which may certify AKs, and, in
+//! `[tpm.measured_boot]`, what the firmware event log must show (Secure Boot, keys, dbx,
+//! boot applications); for SEV-SNP, which roots are pinned, which launch measurements,
+//! guest policies, VMPLs and TCBs are acceptable. And how old an attestation may be.
+//! Relative paths resolve against the profile's directory.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,9 @@ use crate::evidence::snp::certs::Tcb;
 use crate::evidence::snp::chain::ChainCache;
 use crate::evidence::snp::roots::{one_cert, Product, RootsOrigin, TrustRoots};
 use crate::evidence::tpm::HashAlg;
+
+mod measured_boot;
+pub use measured_boot::{KeyAllowList, MeasuredBootProfile};
 
 /// The spec's freshness window.
 pub const DEFAULT_MAX_AGE_SECONDS: u64 = 300;
@@ -160,6 +164,7 @@ struct TpmProfileToml {
     ak_trust_anchors: Vec<PathBuf>,
     #[serde(default)]
     iak_trust_anchors: Vec<PathBuf>,
+    measured_boot: Option<measured_boot::MeasuredBootToml>,
 }
 
 /// Reference values for a TPM platform.
@@ -183,6 +188,9 @@ pub struct TpmProfile {
     pub ak_trust_anchors: Vec<Vec<u8>>,
     /// DER certificates of the platform makers' CAs trusted to issue IAK certificates.
     pub iak_trust_anchors: Vec<Vec<u8>>,
+    /// Reference values for the firmware event log; when present, bundles must carry the
+    /// log.
+    pub measured_boot: Option<MeasuredBootProfile>,
 }
 
 /// A loaded firmware profile.
@@ -255,7 +263,7 @@ impl Profile {
             )));
         }
         let tpm = match raw.tpm {
-            Some(tpm) => Some(load_tpm(tpm, &invalid, &load_certs)?),
+            Some(tpm) => Some(load_tpm(tpm, base, &invalid, &load_certs)?),
             None => None,
         };
         let snp = match raw.snp {
@@ -278,6 +286,7 @@ type CertLoader<'a> = &'a dyn Fn(&[PathBuf]) -> Result<Vec<Vec<u8>>, ProfileErro
 
 fn load_tpm(
     tpm: TpmProfileToml,
+    base: &Path,
     invalid: &dyn Fn(String) -> ProfileError,
     load_certs: CertLoader,
 ) -> Result<TpmProfile, ProfileError> {
@@ -314,6 +323,10 @@ fn load_tpm(
         ek_chains: Default::default(),
         ak_trust_anchors: load_certs(&tpm.ak_trust_anchors)?,
         iak_trust_anchors: load_certs(&tpm.iak_trust_anchors)?,
+        measured_boot: match tpm.measured_boot {
+            Some(m) => Some(m.load(base, invalid, load_certs)?),
+            None => None,
+        },
     })
 }
 
