@@ -60,17 +60,20 @@ fn profile_trusting(fixture: &AgentFixture, enrollment: &[&Path], iak: &[&Path])
         let quoted: Vec<String> = paths.iter().map(|p| format!("{:?}", path(p))).collect();
         format!("[{}]", quoted.join(", "))
     };
-    let text = std::fs::read_to_string(&fixture.profile_path)
-        .unwrap()
-        .replacen(
-            "[tpm]\n",
-            &format!(
-                "[tpm]\nak_trust_anchors = {}\niak_trust_anchors = {}\n",
-                list(enrollment),
-                list(iak)
-            ),
-            1,
+    let shipped = std::fs::read_to_string(&fixture.profile_path).unwrap();
+    let text = shipped
+        .replace(
+            "\nak_trust_anchors = []\n",
+            &format!("\nak_trust_anchors = {}\n", list(enrollment)),
+        )
+        .replace(
+            "\niak_trust_anchors = []\n",
+            &format!("\niak_trust_anchors = {}\n", list(iak)),
         );
+    assert_ne!(
+        text, shipped,
+        "the shipped profile lists the AK trust anchors"
+    );
     let out = fixture.dir.path().join("profile-ak.toml");
     std::fs::write(&out, text).unwrap();
     Profile::load(&out).unwrap()
