@@ -7,6 +7,7 @@
 mod support;
 
 mod agent_persistent_keys;
+mod ak_binding;
 mod architecture;
 mod attest_verify;
 mod config_reference;
