@@ -20,7 +20,7 @@ use attestor_agent::collect::RuntimeStatus;
 use attestor_agent::config::AgentConfig;
 use attestor_platform::tpm::Tpm;
 use attestor_verify::bundle::{Bundle, Evidence};
-use attestor_verify::checks::{verify_bundle, Expectations};
+use attestor_verify::checks::{verify_bundle, AkTrust, Expectations};
 use attestor_verify::dsse;
 use attestor_verify::evidence::tpm::{wire, HashAlg};
 use aws_lc_rs::signature::{ParsedPublicKey, UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
@@ -108,7 +108,11 @@ fn bench_verify(c: &mut Criterion, f: &Fixture) {
         .unwrap()
         .to_fixed(48)
         .unwrap();
-    let expect = Expectations::default();
+    // The AK pinned by its Name (`--ak-name`): no AK certificate chain to check.
+    let expect = Expectations {
+        ak: AkTrust::Name(f.agent.ak_name().unwrap()),
+        ..Expectations::default()
+    };
     let mut group = c.benchmark_group("verify");
     group.bench_function("verify_bundle", |b| {
         b.iter(|| verify_bundle(black_box(&f.bundle), &f.agent_fixture.profile, &expect).unwrap())

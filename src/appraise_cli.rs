@@ -54,9 +54,7 @@ pub(crate) fn judge(
                 verified.claims.policy_hash,
                 profile.name,
             )?;
-            // Offline, nothing proved the AK lives in the EK's TPM (a ledger's credential
-            // activation does): the trust vector claims no instance identity for it.
-            let basis = verified.appraisal_basis(profile, false);
+            let basis = verified.appraisal_basis(profile);
             let posture = appraise(&verified.claims, &policy, &[], now_ms);
             let mut subject = subject_of(Some(verified));
             subject.evidence = Some(basis.evidence.name().to_string());

@@ -388,6 +388,7 @@ fn verify_offline_gives_the_ledgers_judgement() {
     let dir = tempfile::tempdir().unwrap();
     let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/appraisal.toml");
     let policy_hash = hex::encode(fixture.kernel().policy_hash);
+    let ak_name = hex::encode(fixture.ak_name());
     let verify = |name: &str| {
         let bundle = dir.path().join(format!("{name}.json"));
         std::fs::write(&bundle, fixture.attest().to_json()).unwrap();
@@ -397,7 +398,13 @@ fn verify_offline_gives_the_ledgers_judgement() {
             .arg(&bundle)
             .arg("--profile")
             .arg(&fixture.profile_path)
-            .args(["--policy-hash", &policy_hash, "--appraisal"])
+            .args([
+                "--policy-hash",
+                &policy_hash,
+                "--ak-name",
+                &ak_name,
+                "--appraisal",
+            ])
             .arg(&policy)
             .arg("--ear-out")
             .arg(&ear_out)

@@ -6,8 +6,9 @@
 
 mod support;
 
-mod appraisal;
 mod agent_persistent_keys;
+mod ak_binding;
+mod appraisal;
 mod architecture;
 mod attest_verify;
 mod config_reference;

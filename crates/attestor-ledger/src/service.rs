@@ -21,6 +21,7 @@ use crate::alerts::{AlertKind, Alerter};
 use crate::appraise::{AppraiseError, Appraiser};
 use crate::config::{LedgerConfig, Storage};
 use crate::enroll::{EnrollError, Enrollment};
+use crate::enrollment_ca::{EnrollmentCa, EnrollmentCaError};
 use crate::keyfiles::{self, KeyFileError};
 use crate::limits::{RateLimiter, WriteLimit};
 use crate::log::batcher::{BatchError, Batcher, DEFAULT_MAX_BATCH};
@@ -72,6 +73,8 @@ pub enum ServiceError {
     StorageUnavailable { retry_after: Duration },
     #[error("enrollment refused: {0}")]
     Enroll(#[from] EnrollError),
+    #[error("the AK was enrolled, but its certificate could not be issued: {0}")]
+    AkCertificate(#[from] EnrollmentCaError),
     #[error("storage failure: {0}")]
     Store(#[from] StoreError),
     #[error("log failure: {0}")]
@@ -125,6 +128,7 @@ impl ServiceError {
             | ServiceError::Log(_)
             | ServiceError::Append(_)
             | ServiceError::Task(_)
+            | ServiceError::AkCertificate(_)
             | ServiceError::NoRandomness(_)
             | ServiceError::BadLeaf { .. }
             | ServiceError::EntryVanished { .. }
@@ -164,6 +168,8 @@ pub enum StartError {
     Log(#[from] SequencerError),
     #[error(transparent)]
     Key(#[from] KeyFileError),
+    #[error("enrollment CA: {0}")]
+    EnrollmentCa(#[from] EnrollmentCaError),
     #[error(
         "the log does not extend the checkpoint of size {seen} this replica saw before \
          (the store now ends at a checkpoint of size {stored}): an older backup was restored \
@@ -302,6 +308,8 @@ pub struct Ledger {
     batcher: Batcher,
     nonces: NonceBook,
     enrollment: Enrollment,
+    /// Certifies the AKs credential activation enrolled, for offline verifiers.
+    enrollment_ca: EnrollmentCa,
     profile: Profile,
     tenants: BTreeMap<String, TenantPolicy>,
     max_gap: Duration,
@@ -398,9 +406,11 @@ impl Ledger {
         })?;
         let store = open_store(config)?;
         let signer = keyfiles::load_or_create(dir, &config.origin, store.as_ref())?;
+        let enrollment_ca = EnrollmentCa::load_or_create(dir, &config.origin)?
+            .with_validity(config.ak_certificate_validity);
         let profile = Profile::load(&config.profile)?;
         let appraiser = Appraiser::load(&config.tenants, keyfiles::load_or_create_ear_key(dir)?)?;
-        let (ledger, writer) = Self::new(store, signer, config, profile, appraiser)?;
+        let (ledger, writer) = Self::new(store, signer, enrollment_ca, config, profile, appraiser)?;
         ledger.check_not_rolled_back(dir)?;
         ledger.remember_checkpoint(dir)?;
         Ok((ledger, writer))
@@ -464,6 +474,7 @@ impl Ledger {
     pub fn new(
         store: Arc<dyn LedgerStore>,
         signer: CheckpointSigner,
+        enrollment_ca: EnrollmentCa,
         config: &LedgerConfig,
         profile: Profile,
         appraiser: Appraiser,
@@ -494,6 +505,7 @@ impl Ledger {
             batcher,
             nonces,
             enrollment: Enrollment::default(),
+            enrollment_ca,
             profile,
             tenants: config.tenants.clone(),
             max_gap: config.max_gap,
@@ -631,6 +643,12 @@ impl Ledger {
         self.sequencer.verifier_key()
     }
 
+    /// The enrollment CA's certificate (PEM): what relying parties trust to verify the AK
+    /// certificates this ledger issues.
+    pub fn enrollment_ca_pem(&self) -> &str {
+        self.enrollment_ca.certificate_pem()
+    }
+
     /// Every checkpoint key of the log and the transitions between them.
     pub fn key_history(&self) -> KeyHistory {
         self.sequencer.key_history()
@@ -734,7 +752,8 @@ impl Ledger {
         .await
     }
 
-    /// Second enrollment step: checks the recovered secret and pins the agent's AK.
+    /// Second enrollment step: checks the recovered secret, pins the agent's AK and
+    /// certifies it (the AK certificate the agent then carries in its bundles).
     pub async fn enroll_finish(
         self: &Arc<Self>,
         who: &AgentIdentity,
@@ -743,16 +762,24 @@ impl Ledger {
         self.require_sequencer()?;
         let (this, who) = (self.clone(), who.clone());
         blocking(move || {
+            let now = SystemTime::now();
             let record = this.enrollment.finish(
                 &who,
                 &proof,
                 this.store.as_ref(),
-                attestor_verify::time::unix_ms(SystemTime::now()),
+                attestor_verify::time::unix_ms(now),
+            )?;
+            let ak_certificate = this.enrollment_ca.issue(
+                &record.ak_public,
+                &record.ek_certificate,
+                Some(&who),
+                now,
             )?;
             Ok(EnrolledResponse {
                 agent_id: record.agent_id,
                 tenant: record.tenant,
                 enrolled_at_ms: record.enrolled_at_ms,
+                ak_certificate,
             })
         })
         .await
@@ -775,10 +802,13 @@ impl Ledger {
                 this.store.as_ref(),
                 SystemTime::now(),
             )?;
+            // An SEV-SNP guest has no AK to certify (a vTPM's got its certificate when
+            // it enrolled).
             Ok(EnrolledResponse {
                 agent_id: record.agent_id,
                 tenant: record.tenant,
                 enrolled_at_ms: record.enrolled_at_ms,
+                ak_certificate: Vec::new(),
             })
         })
         .await
@@ -1060,9 +1090,7 @@ impl Ledger {
                 record.policy_hash = Some(verified.claims.policy_hash.clone());
                 let history = self.appraiser.history(who);
                 let posture = appraise(&verified.claims, &appraisal.policy, &history, now_ms);
-                // The AK was pinned after credential activation proved it lives in the
-                // EK's TPM.
-                let basis = verified.appraisal_basis(&self.profile, true);
+                let basis = verified.appraisal_basis(&self.profile);
                 let mut subject = subject_of(who, Some(&verified.claims));
                 subject.evidence = Some(basis.evidence.name().to_string());
                 let judged = accepted_appraisal(&basis, &posture, appraisal.policy.id());

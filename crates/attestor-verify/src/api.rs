@@ -63,6 +63,11 @@ pub struct EnrolledResponse {
     pub tenant: String,
     /// When the ledger enrolled it (Unix ms).
     pub enrolled_at_ms: u64,
+    /// A TPM's AK certificate (DER) from the ledger's enrollment CA
+    /// ([`crate::evidence::tpm::akcert`]), for the agent to carry in its bundles; absent
+    /// for an SEV-SNP guest.
+    #[serde(default, with = "b64", skip_serializing_if = "Vec::is_empty")]
+    pub ak_certificate: Vec<u8>,
 }
 
 /// Proof that an entry is in the log: an inclusion proof up to a signed checkpoint.

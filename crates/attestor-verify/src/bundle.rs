@@ -155,6 +155,11 @@ pub struct TpmEvidence {
     /// EK certificate (DER, base64) first, then any intermediates.
     #[serde(with = "b64_list")]
     pub ek_certificates: Vec<Vec<u8>>,
+    /// AK certificate (DER, base64) first, then any intermediates: an enrollment CA's
+    /// after credential activation, or the platform maker's IAK certificate
+    /// ([`crate::evidence::tpm::akcert`]). Absent when the AK is certified by no one.
+    #[serde(default, with = "b64_list", skip_serializing_if = "Vec::is_empty")]
+    pub ak_certificates: Vec<Vec<u8>>,
 }
 
 /// A TPM-signed TPMS_ATTEST (quote or certify) in TPM wire format.

@@ -2,13 +2,17 @@
 //!
 //! Checks run in a fixed order and the first failure is reported with the [`Check`] it
 //! belongs to. The order is chosen so each broken binding is reported as itself: the
-//! envelope signature is checked before the quote's binding to the envelope, the PCR
-//! digest before the event-log replay, and content checks (freshness, policy) last.
-//! SEV-SNP bundles take their own checks ([`snp`]) and then the same content checks.
+//! genuine TPM (EK chain), then the AK in it (its attributes, then its binding to that
+//! TPM), then what the AK vouches for; the envelope signature is checked before the
+//! quote's binding to the envelope, the PCR digest before the event-log replay, and
+//! content checks (freshness, policy) last. SEV-SNP bundles take their own checks
+//! ([`snp`]) and then the same content checks.
 
+mod ak_binding;
 mod measured_boot;
 mod snp;
 
+pub use ak_binding::{AkBinding, AkTrust};
 pub use measured_boot::verify_firmware_log;
 pub use snp::{check_report_policy, verify_signed_report};
 
@@ -36,6 +40,9 @@ pub enum Check {
     EkChain,
     /// The AK is a TPM-resident, restricted, sign-only P-384 ECDSA/SHA-384 key.
     AttestationKey,
+    /// The AK is in the EK's TPM: certified by an enrollment CA or as the IAK by a CA the
+    /// profile trusts, or pinned by its TPM Name ([`AkTrust`]).
+    AkBinding,
     /// The AK certified (TPM2_Certify) the sealed key, which is fixedTPM, usable only
     /// through its policy, and P-384 ECDSA/SHA-384.
     SealedKeyCertification,
@@ -107,6 +114,7 @@ impl Check {
             Check::EvidenceKind => "evidence-kind",
             Check::EkChain => "ek-chain",
             Check::AttestationKey => "attestation-key",
+            Check::AkBinding => "ak-binding",
             Check::SealedKeyCertification => "sealed-key-certification",
             Check::EnvelopeSignature => "envelope-signature",
             Check::Statement => "statement",
@@ -175,6 +183,8 @@ pub struct Expectations {
     /// Evidence the bundle must carry, over the profile's `evidence` (a ledger requires
     /// what the agent enrolled with).
     pub evidence: Option<EvidenceKind>,
+    /// What shows the AK is in the EK's TPM (default: a certificate the profile trusts).
+    pub ak: AkTrust,
 }
 
 /// A bundle that passed every check, with what later stages need.
@@ -204,6 +214,8 @@ pub enum Platform {
 pub struct TpmIdentity {
     /// AK public area (TPMT_PUBLIC) the quote is signed with.
     pub ak_public: Vec<u8>,
+    /// What showed the AK is in the EK's TPM.
+    pub ak_binding: AkBinding,
     /// TPM clock of the quote, for reboot and replay detection. `safe == 0` (after an
     /// unorderly TPM shutdown, until the TPM next saves its clock) is accepted: the clock
     /// then must not be trusted for ordering, which is the ledger's concern, not a reason to
@@ -263,14 +275,14 @@ impl Verified {
         self.tpm().map(|t| &t.clock)
     }
 
-    /// What the checks established under `profile`, for the trust vector. An AK is bound
-    /// to its TPM only where the caller proved it (`ak_bound`: a ledger's credential
-    /// activation); an SEV-SNP report's key is the chip's by its VCEK chain.
-    pub fn appraisal_basis(&self, profile: &Profile, ak_bound: bool) -> Basis {
-        let (evidence, instance_bound) = match &self.platform {
-            Platform::Tpm(_) => (EvidenceKind::Tpm, ak_bound),
-            Platform::Snp(_) => (EvidenceKind::Snp, true),
-            Platform::TpmSnp(..) => (EvidenceKind::TpmSnp, ak_bound),
+    /// What the checks established under `profile`, for the trust vector. The instance
+    /// is bound: an AK passed `ak-binding` (certified after credential activation, an
+    /// IAK, or pinned), and an SEV-SNP report's key is the chip's by its VCEK chain.
+    pub fn appraisal_basis(&self, profile: &Profile) -> Basis {
+        let evidence = match &self.platform {
+            Platform::Tpm(_) => EvidenceKind::Tpm,
+            Platform::Snp(_) => EvidenceKind::Snp,
+            Platform::TpmSnp(..) => EvidenceKind::TpmSnp,
         };
         let firmware_pcrs_compared = profile
             .tpm
@@ -278,7 +290,7 @@ impl Verified {
             .is_some_and(|tpm| !tpm.firmware_pcrs.is_empty());
         Basis {
             evidence,
-            instance_bound,
+            instance_bound: true,
             firmware_appraised: self.snp().is_some() || firmware_pcrs_compared,
         }
     }
@@ -379,6 +391,9 @@ fn verify_tpm(
         attestation_key_point(&ev.ak_public)?,
     )
     .map_err(|e| fail(Check::AttestationKey, e))?;
+
+    // Is the AK in that TPM?
+    let ak_binding = ak_binding::check(ev, profile, &expect.ak, now)?;
 
     // Does the AK vouch that the sealed key lives in this TPM?
     let sealed = &ev.sealed_key;
@@ -583,6 +598,7 @@ fn verify_tpm(
         payload,
         platform: Platform::Tpm(TpmIdentity {
             ak_public: ev.ak_public.clone(),
+            ak_binding,
             clock: quote.clock_info,
         }),
     })

@@ -2,11 +2,11 @@
 //!
 //! A profile has a `[tpm]` section, an `[snp]` section, or both. For a TPM it says which
 //! PCR bank is quoted, which PCR carries the policy kernel measurement, what each firmware
-//! PCR must hold, which CAs may issue EK certificates and, in `[tpm.measured_boot]`, what
-//! the firmware event log must show (Secure Boot, keys, dbx, boot applications); for
-//! SEV-SNP, which roots are
-//! pinned, which launch measurements, guest policies, VMPLs and TCBs are acceptable. And
-//! how old an attestation may be. Relative paths resolve against the profile's directory.
+//! PCR must hold, which CAs may issue EK certificates and which may certify AKs, and, in
+//! `[tpm.measured_boot]`, what the firmware event log must show (Secure Boot, keys, dbx,
+//! boot applications); for SEV-SNP, which roots are pinned, which launch measurements,
+//! guest policies, VMPLs and TCBs are acceptable. And how old an attestation may be.
+//! Relative paths resolve against the profile's directory.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -160,6 +160,10 @@ struct TpmProfileToml {
     ek_trust_anchors: Vec<PathBuf>,
     #[serde(default)]
     ek_intermediates: Vec<PathBuf>,
+    #[serde(default)]
+    ak_trust_anchors: Vec<PathBuf>,
+    #[serde(default)]
+    iak_trust_anchors: Vec<PathBuf>,
     measured_boot: Option<measured_boot::MeasuredBootToml>,
 }
 
@@ -179,6 +183,11 @@ pub struct TpmProfile {
     pub ek_intermediates: Vec<Vec<u8>>,
     /// EK certificate paths already validated against this profile, shared by its clones.
     pub ek_chains: std::sync::Arc<certchain::ChainCache>,
+    /// DER certificates of the enrollment CAs trusted to certify AKs after credential
+    /// activation (a ledger's `enrollment-ca.pem`, or a local one).
+    pub ak_trust_anchors: Vec<Vec<u8>>,
+    /// DER certificates of the platform makers' CAs trusted to issue IAK certificates.
+    pub iak_trust_anchors: Vec<Vec<u8>>,
     /// Reference values for the firmware event log; when present, bundles must carry the
     /// log.
     pub measured_boot: Option<MeasuredBootProfile>,
@@ -312,6 +321,8 @@ fn load_tpm(
         ek_trust_anchors,
         ek_intermediates: load_certs(&tpm.ek_intermediates)?,
         ek_chains: Default::default(),
+        ak_trust_anchors: load_certs(&tpm.ak_trust_anchors)?,
+        iak_trust_anchors: load_certs(&tpm.iak_trust_anchors)?,
         measured_boot: match tpm.measured_boot {
             Some(m) => Some(m.load(base, invalid, load_certs)?),
             None => None,

@@ -89,7 +89,12 @@ impl LedgerProcess {
         super::agent::copy_dir(&self.dir.path().join("pki"), &dir.path().join("pki"));
         std::fs::write(dir.path().join("ops.token"), OPS_TOKEN).unwrap();
         std::fs::create_dir_all(dir.path().join("state")).unwrap();
-        for shared in ["checkpoint.key", "ear.key"] {
+        for shared in [
+            "checkpoint.key",
+            "ear.key",
+            "enrollment-ca.key",
+            "enrollment-ca.pem",
+        ] {
             std::fs::copy(
                 self.state_dir().join(shared),
                 dir.path().join("state").join(shared),
