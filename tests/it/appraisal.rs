@@ -3,15 +3,18 @@
 //! EARs verify with the ledger's JWKS in PyJWT as well as here; the appraisal policy
 //! changes on SIGHUP (all or nothing, recorded in the log, alerts kept), and a canary's
 //! old policy hash is refused once its approval expires. `attestor verify --appraisal`
-//! gives the same judgement offline.
+//! gives the same judgement offline. A drift on a TPM host is reported at the next
+//! heartbeat (a quote proving the new measurement) and raises `policy-drift`.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use crate::support::agent::AgentFixture;
-use crate::support::ledger::{all_entries, enrol_tpm, LedgerProcess, LedgerSpec};
-use crate::support::wait_for;
+use crate::support::ledger::{
+    all_entries, attestor_config, enrol_tpm, Heartbeating, LedgerProcess, LedgerSpec,
+};
+use crate::support::{wait_for, wait_until};
 use attestor_agent::client::LedgerClient;
 use attestor_verify::api::{AlertKind, SubmitResponse, Verdict};
 use attestor_verify::ear::{self, Ear, Jwks, Tier};
@@ -432,4 +435,69 @@ fn verify_offline_gives_the_ledgers_judgement() {
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("FAILED egress-firewall"), "{text}");
     assert_eq!(ear.status(), Tier::Contraindicated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drift_is_reported_at_the_next_heartbeat_and_raises_policy_drift() {
+    let fixture = AgentFixture::new();
+    let ledger = LedgerProcess::for_fixture(&fixture);
+    let agent = Heartbeating::start(attestor_config(&fixture, &ledger, "a1"), 2).await;
+    let client = ledger.client("a1");
+    let approved = fixture.kernel().kernel_config_hash;
+
+    // An unapproved change: the TPM refuses to sign, and the agent reports what it measures.
+    std::fs::write(fixture.kernel_config_file(), "workers = 64\n").unwrap();
+    let drifted = hex::encode(fixture.kernel().kernel_config_hash);
+    wait_until(Duration::from_secs(60), "a policy-drift alert", || {
+        ledger.log().contains("\"kind\":\"policy-drift\"")
+    })
+    .await;
+    let alerts = client.alerts().await.unwrap().alerts;
+    let drift = alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::PolicyDrift)
+        .expect("policy-drift is open");
+    assert!(drift.summary.contains(&drifted), "{}", drift.summary);
+    assert!(
+        drift.summary.contains(&hex::encode(approved)),
+        "{}",
+        drift.summary
+    );
+    assert!(
+        alerts.iter().all(|a| a.kind != AlertKind::MissingHeartbeat),
+        "the agent did not fall silent: {alerts:?}"
+    );
+    agent.stop().await;
+
+    // No heartbeat went missing: the entry after the last accepted one is the report.
+    let entries: Vec<_> = all_entries(&client)
+        .await
+        .into_iter()
+        .filter(|e| e.agent_id == "a1")
+        .collect();
+    let last_accepted = entries
+        .iter()
+        .rposition(|e| e.verdict == Verdict::Accepted)
+        .unwrap();
+    let report = &entries[last_accepted + 1];
+    assert_eq!(
+        report.reason.as_deref(),
+        Some("kernel-config-drift"),
+        "{report:?}"
+    );
+    assert!(entries[last_accepted + 1..]
+        .iter()
+        .all(|e| e.reason.as_deref() == Some("kernel-config-drift")));
+    let keys = jwks(&ledger);
+    let ear = ear::verify(report.ear.as_deref().unwrap(), &keys).unwrap();
+    assert_eq!(ear.status(), Tier::Contraindicated);
+    assert_eq!(ear.attestor.submission, "drift-report");
+    assert_eq!(ear.attestor.kernel_config_hash.as_deref(), Some(&*drifted));
+    assert_eq!(
+        ear.appraisal()
+            .unwrap()
+            .ear_trustworthiness_vector
+            .executables,
+        Some(ear::value::CONTRAINDICATED_RUNTIME)
+    );
 }

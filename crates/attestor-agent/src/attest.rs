@@ -25,6 +25,7 @@ use attestor_verify::bundle::{
     Bundle, Evidence, SealedKeyEvidence, SignedAttest, TpmEvidence, TpmSnpEvidence, BUNDLE_TYPE,
 };
 use attestor_verify::claims::{Statement, PAYLOAD_TYPE};
+use attestor_verify::drift::{DriftClaims, DriftReport, DRIFT_PAYLOAD_TYPE, DRIFT_REPORT_TYPE};
 use attestor_verify::dsse::{self, Envelope};
 use attestor_verify::evidence::certchain;
 use attestor_verify::evidence::tpm::akcert::{self, AkCertError};
@@ -66,6 +67,8 @@ pub enum AgentError {
         pcr: u8,
         measured: String,
         sealed_to: String,
+        /// What the TPM still proves: a quote of the new measurement, for the ledger.
+        report: Box<DriftReport>,
     },
     #[error(
         "PCR {pcr} holds {found} but the measurement log replays to {expected}: something \
@@ -124,6 +127,8 @@ pub enum AgentError {
     },
     #[error("cannot encode the envelope signature: {0}")]
     Signature(#[source] dsse::DsseError),
+    #[error("cannot encode the drift report's claims: {0}")]
+    DriftClaims(#[source] serde_json::Error),
     #[error("cannot encode the claims: {0}")]
     Claims(#[from] attestor_verify::claims::ClaimsError),
     #[error("this operation needs a TPM, but the agent's evidence is SEV-SNP")]
@@ -455,11 +460,7 @@ impl Agent {
                         configured: bank.name(),
                     });
                 }
-                return Err(AgentError::Drift {
-                    pcr,
-                    measured: hex::encode(kernel.kernel_config_hash),
-                    sealed_to: sealed.sealed_config_hash,
-                });
+                return Err(self.drift_report(kernel, sealed, log, nonce));
             }
             other => other?,
         };
@@ -473,29 +474,76 @@ impl Agent {
             }],
         };
 
+        let evidence = self.quoted_evidence(&tpm_commitment(nonce, &pae), &log, sealed)?;
+        Ok((envelope, evidence))
+    }
+
+    /// The TPM evidence around a quote of the firmware and measured PCRs whose qualifying
+    /// data is `commitment`.
+    fn quoted_evidence(
+        &mut self,
+        commitment: &[u8],
+        log: &EventLog,
+        sealed: SealedKeyState,
+    ) -> Result<TpmEvidence, AgentError> {
+        let (pcr, bank) = (self.config.tpm.measured_pcr, self.config.tpm.pcr_bank);
         let mut selection: Vec<u8> = self.config.tpm.firmware_pcrs.clone();
         selection.push(pcr);
         selection.sort_unstable();
-        let qualifying = tpm_commitment(nonce, &pae);
-        let (quote, pcrs) = self.quote_consistent(&qualifying, bank, &selection)?;
-
-        Ok((
-            envelope,
-            TpmEvidence {
-                quote,
-                pcr_bank: bank,
-                pcrs,
-                event_log: log.for_bank(bank),
-                firmware_event_log: self.firmware_event_log(bank)?,
-                ak_public: self.ak_public.clone(),
-                sealed_key: SealedKeyEvidence {
-                    public: sealed.public,
-                    certification: sealed.certification,
-                },
-                ek_certificates: self.ek_certificates.clone(),
-                ak_certificates: self.ak_certificates.clone(),
+        let (quote, pcrs) = self.quote_consistent(commitment, bank, &selection)?;
+        Ok(TpmEvidence {
+            quote,
+            pcr_bank: bank,
+            pcrs,
+            event_log: log.for_bank(bank),
+            firmware_event_log: self.firmware_event_log(bank)?,
+            ak_public: self.ak_public.clone(),
+            sealed_key: SealedKeyEvidence {
+                public: sealed.public,
+                certification: sealed.certification,
             },
-        ))
+            ek_certificates: self.ek_certificates.clone(),
+            ak_certificates: self.ak_certificates.clone(),
+        })
+    }
+
+    /// The sealed key refused to sign `kernel`'s measurement: the drift, with a report of
+    /// what the TPM still proves (a quote of the new measurement, committed to the
+    /// report's claims and `nonce`). Failing to quote is the error instead.
+    fn drift_report(
+        &mut self,
+        kernel: &PolicyKernelConfig,
+        sealed: SealedKeyState,
+        log: EventLog,
+        nonce: &[u8],
+    ) -> AgentError {
+        let measured = hex::encode(kernel.kernel_config_hash);
+        let sealed_to = sealed.sealed_config_hash.clone();
+        let claims = DriftClaims {
+            kernel_config_hash: measured.clone(),
+            sealed_config_hash: sealed_to.clone(),
+            detected_at: attestor_verify::time::unix_ms(std::time::SystemTime::now()) / 1000,
+            attestor_version: env!("CARGO_PKG_VERSION").into(),
+        };
+        let payload = match serde_json::to_vec(&claims) {
+            Ok(payload) => payload,
+            Err(e) => return AgentError::DriftClaims(e),
+        };
+        let commitment = tpm_commitment(nonce, &dsse::pae(DRIFT_PAYLOAD_TYPE, &payload));
+        match self.quoted_evidence(&commitment, &log, sealed) {
+            Ok(evidence) => AgentError::Drift {
+                pcr: self.config.tpm.measured_pcr,
+                measured,
+                sealed_to,
+                report: Box::new(DriftReport {
+                    report_type: DRIFT_REPORT_TYPE.into(),
+                    payload,
+                    nonce: nonce.to_vec(),
+                    evidence,
+                }),
+            },
+            Err(e) => e,
+        }
     }
 
     /// Another active bank whose current measured-PCR value the sealed key's policy

@@ -587,18 +587,42 @@ impl Running {
             .worker
             .run(move |agent| -> Result<_, HeartbeatError> {
                 let kernel = read_kernel(&agent_config)?;
-                let bundle = agent.attest(&kernel, &status, &nonce)?;
+                let (document, produced) = match agent.attest(&kernel, &status, &nonce) {
+                    Ok(bundle) => (
+                        bundle.to_json(),
+                        Ok((hex::encode(kernel.policy_hash), kernel.zero_retention)),
+                    ),
+                    // The TPM refuses to sign a drifted configuration; what it still
+                    // quotes goes to the ledger instead, so the agent never falls silent.
+                    Err(AgentError::Drift {
+                        pcr,
+                        measured,
+                        sealed_to,
+                        report,
+                    }) => (report.to_json(), Err((pcr, measured, sealed_to))),
+                    Err(e) => return Err(e.into()),
+                };
                 let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
-                spool.push(&bundle.to_json())?;
-                Ok((hex::encode(kernel.policy_hash), kernel.zero_retention))
+                spool.push(&document)?;
+                Ok(produced)
             })
             .await?;
         self.metrics.tpm_call("attest", tpm_started.elapsed());
         let (policy_hash, zero_retention) = match attested {
-            Ok(measured) => measured,
+            Ok(Ok(measured)) => measured,
+            Ok(Err((pcr, measured, sealed_to))) => {
+                event(
+                    Level::Error,
+                    "kernel-config-drift",
+                    json!({
+                        "pcr": pcr, "measured": measured, "sealed_to": sealed_to,
+                        "action": "the TPM refuses to sign: a drift report goes to the ledger; \
+                                   if the change is approved, run `attestor reseal`",
+                    }),
+                );
+                return self.deliver().await;
+            }
             Err(e) => {
-                // The TPM refuses to sign a drifted configuration: nothing to ship, and
-                // the ledger will see the silence.
                 event(
                     Level::Error,
                     "attestation-failed",

@@ -51,7 +51,7 @@ fn severity(kind: AlertKind) -> &'static str {
 /// The alert a refused submission raises, by its refusal reason.
 pub fn kind_for_refusal(reason: &str) -> AlertKind {
     match reason {
-        "policy-hash" | "policy-hash-expired" => AlertKind::PolicyDrift,
+        "policy-hash" | "policy-hash-expired" | "kernel-config-drift" => AlertKind::PolicyDrift,
         "zero-retention-drift" => AlertKind::ZeroRetentionChange,
         _ => AlertKind::InvalidAttestation,
     }

@@ -11,8 +11,7 @@ use hyper::StatusCode;
 use crate::service::{Ledger, ServiceError};
 use crate::store::{EntryQuery, StoredEntry, Verdict};
 use attestor_net::ops::{metrics_page, Asked, Page};
-use attestor_verify::bundle::Bundle;
-use attestor_verify::claims::{Claims, Statement};
+use attestor_verify::claims::Claims;
 use attestor_verify::ear::{self, Ear};
 use attestor_verify::record::LogRecord;
 
@@ -108,13 +107,9 @@ fn age(now_ms: u64, then_ms: Option<u64>) -> String {
 
 /// The verified claims an accepted entry carries.
 fn claims_of(entry: &StoredEntry) -> Option<Claims> {
-    let record = LogRecord::from_leaf(&entry.entry.leaf).ok()?;
-    let bundle = Bundle::from_json(&record.submission).ok()?;
-    Some(
-        Statement::from_json(&bundle.envelope.payload)
-            .ok()?
-            .predicate,
-    )
+    LogRecord::from_leaf(&entry.entry.leaf)
+        .ok()?
+        .accepted_claims()
 }
 
 /// The EAR the ledger logged with an entry (its own token, so read without the key).

@@ -29,9 +29,12 @@ use crate::log::sequencer::{submission_hash, Receipt, Sequencer, SequencerError,
 use crate::metrics::LedgerMetrics;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::postgres::{PostgresOptions, PostgresStore};
-use crate::store::{EntryQuery, Health, LedgerStore, StoreError, StoredEntry, Verdict, MAX_PAGE};
+use crate::store::{
+    AgentRecord, EntryQuery, Health, LedgerStore, StoreError, StoredEntry, Verdict, MAX_PAGE,
+};
 use crate::submission::{
-    accepted_state, verify_submission, NonceBook, Refusal, TenantPolicy, VOUCH_WINDOW,
+    accepted_state, verify_drift_submission, verify_submission, NonceBook, PresentedNonce, Refusal,
+    TenantPolicy, VOUCH_WINDOW,
 };
 use attestor_net::logging::{event, Level};
 use attestor_net::tls::AgentIdentity;
@@ -43,8 +46,9 @@ use attestor_verify::api::{
 use attestor_verify::appraisal::{
     accepted_appraisal, appraise, refused_appraisal, Counters, Posture, Sample,
 };
-use attestor_verify::bundle::Bundle;
+use attestor_verify::bundle::{Bundle, EvidenceKind};
 use attestor_verify::claims::Claims;
+use attestor_verify::drift::{is_drift_report, DriftReport};
 use attestor_verify::ear::{Ear, EarError, Jwks, Subject, Tier, VerifierId};
 use attestor_verify::log::checkpoint::Checkpoint;
 use attestor_verify::log::checkpoint::CheckpointSigner;
@@ -1055,20 +1059,24 @@ impl Ledger {
         };
         let now = SystemTime::now();
         let mut presented = None;
-        let verdict = Bundle::from_json(&body)
-            .map_err(Refusal::from)
-            .and_then(|bundle| {
-                let nonce = self.nonces.presented(who, &bundle.nonce, now);
-                presented = Some((nonce, bundle.nonce.clone()));
-                verify_submission(
-                    &bundle,
-                    &agent,
-                    nonce,
-                    &self.profile,
-                    &appraisal.approved,
-                    now,
-                )
-            });
+        let verdict = if is_drift_report(&body) {
+            Err(self.judge_drift(who, &agent, &body, now, &mut presented)?)
+        } else {
+            Bundle::from_json(&body)
+                .map_err(Refusal::from)
+                .and_then(|bundle| {
+                    let nonce = self.nonces.presented(who, &bundle.nonce, now);
+                    presented = Some((nonce, bundle.nonce.clone()));
+                    verify_submission(
+                        &bundle,
+                        &agent,
+                        nonce,
+                        &self.profile,
+                        &appraisal.approved,
+                        now,
+                    )
+                })
+        };
         // Exact bytes logged before cannot be accepted again (their nonce or TPM clock is
         // used up), so only a refusal, or an agent whose last append may have committed
         // unseen, needs the lookup.
@@ -1109,7 +1117,12 @@ impl Ledger {
             Err(refusal) => {
                 let (reason, detail) = (refusal.reason(), refusal.to_string());
                 let judged = refused_appraisal(reason, &detail, Some(appraisal.policy.id()));
-                let subject = subject_of(who, None);
+                let mut subject = subject_of(who, None);
+                if let Refusal::KernelConfigDrift { measured, .. } = &refusal {
+                    subject.submission = "drift-report".into();
+                    subject.evidence = Some(EvidenceKind::Tpm.name().into());
+                    subject.kernel_config_hash = Some(measured.clone());
+                }
                 let ear = Ear::new(ear_verifier(), now_ms / 1000, nonce, judged, subject);
                 record.reason = Some(reason.to_string());
                 record.detail = Some(detail);
@@ -1127,6 +1140,38 @@ impl Ledger {
             },
             spend_nonce,
             posture,
+        })
+    }
+
+    /// What a drift report proves, as the refusal it is: the verified drift (naming the
+    /// approved and the new measurement), or why the report itself is refused.
+    fn judge_drift(
+        &self,
+        who: &AgentIdentity,
+        agent: &AgentRecord,
+        body: &[u8],
+        now: SystemTime,
+        presented: &mut Option<(PresentedNonce, Vec<u8>)>,
+    ) -> Result<Refusal, ServiceError> {
+        let report = match DriftReport::from_json(body) {
+            Ok(report) => report,
+            Err(e) => return Ok(e.into()),
+        };
+        let nonce = self.nonces.presented(who, &report.nonce, now);
+        *presented = Some((nonce, report.nonce.clone()));
+        let verified = match verify_drift_submission(&report, agent, nonce, &self.profile, now) {
+            Ok(verified) => verified,
+            Err(refusal) => return Ok(refusal),
+        };
+        let approved = self
+            .store
+            .latest_accepted(&who.tenant, &who.agent_id)?
+            .and_then(|entry| LogRecord::from_leaf(&entry.entry.leaf).ok())
+            .and_then(|record| record.accepted_claims())
+            .map(|claims| claims.kernel_config_hash);
+        Ok(Refusal::KernelConfigDrift {
+            measured: verified.claims.kernel_config_hash,
+            approved,
         })
     }
 

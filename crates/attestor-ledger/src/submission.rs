@@ -18,9 +18,11 @@ use attestor_verify::appraisal::ApprovedPolicyHash;
 use attestor_verify::bundle::EvidenceKind;
 use attestor_verify::bundle::{Bundle, BundleError};
 use attestor_verify::checks::{
-    check_policy_hashes, verify_bundle, AkTrust, Check, Expectations, Platform, Verified,
-    VerifyError,
+    check_policy_hashes, verify_bundle, verify_drift_report, AkTrust, Check, Expectations,
+    Platform, Verified, VerifiedDrift, VerifyError,
 };
+use attestor_verify::drift::{DriftError, DriftReport};
+use attestor_verify::evidence::tpm::wire::ClockInfo;
 use attestor_verify::profiles::Profile;
 
 /// How long an issued nonce counts as this ledger's own, single-use nonce (the default
@@ -45,6 +47,8 @@ pub use attestor_verify::api::OFFLINE_NONCE_PREFIX;
 pub enum Refusal {
     #[error(transparent)]
     Malformed(#[from] BundleError),
+    #[error(transparent)]
+    MalformedDrift(#[from] DriftError),
     #[error("agent {0:?} is revoked")]
     Revoked(String),
     #[error("nonce was not issued to this agent, was already used, or expired")]
@@ -64,13 +68,24 @@ pub enum Refusal {
     ZeroRetentionDrift { previous: bool, now: bool },
     #[error("TPM clock went backwards within one boot (replayed or reordered quote)")]
     ClockRegression,
+    #[error(
+        "the policy kernel configuration drifted: the TPM now measures {measured}, the last \
+         accepted attestation measured {}; the sealed key refuses to sign",
+        approved.as_deref().unwrap_or("nothing (no accepted attestation yet)")
+    )]
+    KernelConfigDrift {
+        /// The measurement the quote proves.
+        measured: String,
+        /// The agent's last accepted `kernel_config_hash`.
+        approved: Option<String>,
+    },
 }
 
 impl Refusal {
     /// Stable kebab-case reason for logs, metrics and queries.
     pub fn reason(&self) -> &'static str {
         match self {
-            Refusal::Malformed(_) => "malformed",
+            Refusal::Malformed(_) | Refusal::MalformedDrift(_) => "malformed",
             Refusal::Revoked(_) => "revoked",
             Refusal::Nonce => "nonce",
             Refusal::Evidence(e) => e.check.name(),
@@ -79,6 +94,7 @@ impl Refusal {
             Refusal::OfflineWithoutClock => "nonce",
             Refusal::ZeroRetentionDrift { .. } => "zero-retention-drift",
             Refusal::ClockRegression => "clock-regression",
+            Refusal::KernelConfigDrift { .. } => "kernel-config-drift",
         }
     }
 }
@@ -395,6 +411,40 @@ pub fn verify_submission(
     Ok(verified)
 }
 
+/// Verifies a drift report of an enrolled agent as [`verify_submission`] does a bundle:
+/// the quote must be the pinned AK's, fresh (the ledger's nonce, or else a TPM clock past
+/// the last accepted quote) and in order. What it proves is the drift, for which the caller
+/// refuses the agent.
+pub fn verify_drift_submission(
+    report: &DriftReport,
+    agent: &AgentRecord,
+    nonce: PresentedNonce,
+    profile: &Profile,
+    now: SystemTime,
+) -> Result<VerifiedDrift, Refusal> {
+    if agent.revoked {
+        return Err(Refusal::Revoked(agent.agent_id.clone()));
+    }
+    if nonce == PresentedNonce::Ledger(NonceCheck::Unknown) {
+        return Err(Refusal::Nonce);
+    }
+    let expect = Expectations {
+        policy_hash: None,
+        nonce: report.nonce.clone(),
+        now: Some(now),
+        evidence: None,
+        ak: AkTrust::PinnedByCaller,
+    };
+    let verified = verify_drift_report(report, profile, &expect)?;
+    if verified.ak_public != agent.ak_public {
+        return Err(Refusal::AkMismatch);
+    }
+    if let Some(previous) = &agent.last_accepted {
+        check_clock(previous, &verified.clock)?;
+    }
+    Ok(verified)
+}
+
 /// The key pinned at enrollment signed this evidence: a TPM's AK, or an SEV-SNP guest's
 /// signing key on the same chip; with both, the AK and the pinned chip (see
 /// [`AgentRecord`]).
@@ -436,9 +486,18 @@ fn check_continuity(previous: &AcceptedState, now: &Verified) -> Result<(), Refu
             now: now.claims.zero_retention,
         });
     }
-    if let (Some((reset, restart, clock)), Some(c)) = (previous.tpm_clock, now.tpm_clock()) {
-        let boot_now = (c.reset_count, c.restart_count);
-        if boot_now < (reset, restart) || (boot_now == (reset, restart) && c.clock <= clock) {
+    match now.tpm_clock() {
+        Some(clock) => check_clock(previous, clock),
+        None => Ok(()),
+    }
+}
+
+/// Within one TPM boot (same reset and restart counts) the clock must advance past the
+/// previous accepted quote's: an older quote presented later is a replay.
+fn check_clock(previous: &AcceptedState, now: &ClockInfo) -> Result<(), Refusal> {
+    if let Some((reset, restart, clock)) = previous.tpm_clock {
+        let boot_now = (now.reset_count, now.restart_count);
+        if boot_now < (reset, restart) || (boot_now == (reset, restart) && now.clock <= clock) {
             return Err(Refusal::ClockRegression);
         }
     }

@@ -9,10 +9,12 @@
 //! ([`snp`]) and then the same content checks.
 
 mod ak_binding;
+mod drift;
 mod measured_boot;
 mod snp;
 
 pub use ak_binding::{AkBinding, AkTrust};
+pub use drift::{verify_drift_report, VerifiedDrift};
 pub use measured_boot::verify_firmware_log;
 pub use snp::{check_report_policy, verify_signed_report};
 
@@ -369,28 +371,7 @@ fn verify_tpm(
     expect: &Expectations,
     now: SystemTime,
 ) -> Result<Verified, VerifyError> {
-    // Is the TPM genuine?
-    let (ek_leaf, bundle_intermediates) = ev
-        .ek_certificates
-        .split_first()
-        .ok_or_else(|| fail(Check::EkChain, "bundle carries no EK certificate"))?;
-    // Paths this profile validated before are not checked again (see ChainCache).
-    profile
-        .ek_chains
-        .verify(
-            ek_leaf,
-            &[bundle_intermediates, &profile.ek_intermediates],
-            &profile.ek_trust_anchors,
-            now,
-        )
-        .map_err(|e| fail(Check::EkChain, e))?;
-
-    // Parsed once for both signatures it made (certification and quote).
-    let ak_key = ParsedPublicKey::new(
-        &ECDSA_P384_SHA384_FIXED,
-        attestation_key_point(&ev.ak_public)?,
-    )
-    .map_err(|e| fail(Check::AttestationKey, e))?;
+    let ak_key = genuine_ak(ev, profile, now)?;
 
     // Is the AK in that TPM?
     let ak_binding = ak_binding::check(ev, profile, &expect.ak, now)?;
@@ -441,112 +422,13 @@ fn verify_tpm(
         .map_err(|e| fail(Check::SealedKeyCertification, e))?;
     let (payload, statement) = signed_statement(bundle, &sealed_point)?;
 
-    // Is the quote genuine, and bound to this envelope and nonce?
-    let quote = verified_attest(&ev.quote, &ak_key).map_err(|e| fail(Check::QuoteSignature, e))?;
-    let (selection, pcr_digest) = match &quote.attested {
-        Attested::Quote {
-            pcr_select,
-            pcr_digest,
-        } if quote.attest_type == wire::TPM_ST_ATTEST_QUOTE => (pcr_select, pcr_digest),
-        _ => return Err(fail(Check::QuoteSignature, "not a TPM2_Quote attestation")),
-    };
-    if expect.nonce != bundle.nonce {
-        return Err(fail(
-            Check::QuoteBinding,
-            "bundle nonce is not the expected nonce",
-        ));
-    }
+    // Is the quote genuine, and bound to this envelope and nonce? Are the PCRs the
+    // quoted ones, and do the firmware PCRs and firmware log pass the profile?
     let pae = dsse::pae(&bundle.envelope.payload_type, &bundle.envelope.payload);
-    let commitment = tpm_commitment(&expect.nonce, &pae);
-    verify_slices_are_equal(&quote.extra_data, &commitment).map_err(|_| {
-        fail(
-            Check::QuoteBinding,
-            "quote qualifying data does not commit to this envelope",
-        )
-    })?;
-
-    // Are the supplied PCR values exactly the quoted ones?
-    let quoted = quoted_pcrs(selection, profile.pcr_bank).map_err(|e| fail(Check::PcrDigest, e))?;
-    let supplied: Vec<u8> = ev.pcrs.keys().copied().collect();
-    if ev.pcr_bank != profile.pcr_bank || supplied != quoted {
-        return Err(fail(
-            Check::PcrDigest,
-            format!(
-                "quote covers {} PCRs {quoted:?}, bundle supplies {} PCRs {supplied:?}",
-                profile.pcr_bank.name(),
-                ev.pcr_bank.name()
-            ),
-        ));
-    }
-    let mut values = Vec::with_capacity(quoted.len());
-    for (pcr, value) in &ev.pcrs {
-        let bytes = hex::decode(value)
-            .ok()
-            .filter(|v| v.len() == profile.pcr_bank.digest_len())
-            .ok_or_else(|| fail(Check::PcrDigest, format!("PCR {pcr} value is malformed")))?;
-        values.push(bytes);
-    }
-    let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
-    if wire::quote_pcr_digest(HashAlg::Sha384, &refs) != *pcr_digest {
-        return Err(fail(
-            Check::PcrDigest,
-            "PCR values do not hash to the quoted PCR digest",
-        ));
-    }
-    let pcr_value = |pcr: u8| -> Option<&[u8]> {
-        let i = quoted.iter().position(|p| *p == pcr)?;
-        values.get(i).map(Vec::as_slice)
-    };
-
-    // Do the firmware PCRs hold the reference values?
-    for (pcr, expected) in &profile.firmware_pcrs {
-        match pcr_value(*pcr) {
-            Some(v) if v == expected.as_slice() => {}
-            Some(v) => {
-                return Err(fail(
-                    Check::FirmwarePcrs,
-                    format!(
-                        "PCR {pcr} is {}, profile expects {}",
-                        hex::encode(v),
-                        hex::encode(expected)
-                    ),
-                ))
-            }
-            None => {
-                return Err(fail(
-                    Check::FirmwarePcrs,
-                    format!("PCR {pcr} is not quoted"),
-                ))
-            }
-        }
-    }
-
-    // Does the firmware event log explain the other PCRs, and pass the profile?
-    let quoted_values = quoted.iter().copied().zip(values.iter().map(Vec::as_slice));
-    measured_boot::check_firmware_log(ev, profile, &quoted_values.collect())?;
+    let quoted = quoted_state(ev, profile, &ak_key, (&expect.nonce, &bundle.nonce), &pae)?;
 
     // Does the measurement log explain the measured PCR?
-    let measured = pcr_value(profile.measured_pcr).ok_or_else(|| {
-        fail(
-            Check::EventLogReplay,
-            format!("measured PCR {} is not quoted", profile.measured_pcr),
-        )
-    })?;
-    let replayed = ev
-        .event_log
-        .replay(profile.measured_pcr, profile.pcr_bank)
-        .map_err(|e| fail(Check::EventLogReplay, e))?;
-    if replayed != measured {
-        return Err(fail(
-            Check::EventLogReplay,
-            format!(
-                "event log replays to {}, quoted PCR {} is {}",
-                hex::encode(&replayed),
-                profile.measured_pcr,
-                hex::encode(measured)
-            ),
-        ));
-    }
+    let measured = quoted.measured_value(ev, profile)?;
 
     // Can the sealed key sign only while the measured PCR holds this value?
     let measured_selection = [PcrSelection {
@@ -599,9 +481,175 @@ fn verify_tpm(
         platform: Platform::Tpm(TpmIdentity {
             ak_public: ev.ak_public.clone(),
             ak_binding,
-            clock: quote.clock_info,
+            clock: quoted.clock,
         }),
     })
+}
+
+/// The EK chains to a CA the profile trusts, and the AK is a restricted signing key fit
+/// to quote; parsed once for every signature it made.
+fn genuine_ak(
+    ev: &TpmEvidence,
+    profile: &TpmProfile,
+    now: SystemTime,
+) -> Result<ParsedPublicKey, VerifyError> {
+    let (ek_leaf, bundle_intermediates) = ev
+        .ek_certificates
+        .split_first()
+        .ok_or_else(|| fail(Check::EkChain, "bundle carries no EK certificate"))?;
+    // Paths this profile validated before are not checked again (see ChainCache).
+    profile
+        .ek_chains
+        .verify(
+            ek_leaf,
+            &[bundle_intermediates, &profile.ek_intermediates],
+            &profile.ek_trust_anchors,
+            now,
+        )
+        .map_err(|e| fail(Check::EkChain, e))?;
+    ParsedPublicKey::new(
+        &ECDSA_P384_SHA384_FIXED,
+        attestation_key_point(&ev.ak_public)?,
+    )
+    .map_err(|e| fail(Check::AttestationKey, e))
+}
+
+/// The PCR values a genuine quote vouches for.
+struct QuotedState {
+    bank: HashAlg,
+    /// Quoted PCRs, ascending, and their values.
+    pcrs: Vec<(u8, Vec<u8>)>,
+    clock: wire::ClockInfo,
+}
+
+impl QuotedState {
+    fn value(&self, pcr: u8) -> Option<&[u8]> {
+        self.pcrs
+            .iter()
+            .find(|(p, _)| *p == pcr)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The measured PCR's value, once the measurement log replays to it.
+    fn measured_value(&self, ev: &TpmEvidence, profile: &TpmProfile) -> Result<&[u8], VerifyError> {
+        let measured = self.value(profile.measured_pcr).ok_or_else(|| {
+            fail(
+                Check::EventLogReplay,
+                format!("measured PCR {} is not quoted", profile.measured_pcr),
+            )
+        })?;
+        let replayed = ev
+            .event_log
+            .replay(profile.measured_pcr, self.bank)
+            .map_err(|e| fail(Check::EventLogReplay, e))?;
+        if replayed != measured {
+            return Err(fail(
+                Check::EventLogReplay,
+                format!(
+                    "event log replays to {}, quoted PCR {} is {}",
+                    hex::encode(&replayed),
+                    profile.measured_pcr,
+                    hex::encode(measured)
+                ),
+            ));
+        }
+        Ok(measured)
+    }
+}
+
+/// The quote is the AK's, committed to `pae` and the expected nonce (`nonces`: expected,
+/// carried); the supplied PCR values are exactly the quoted ones; the firmware PCRs hold
+/// reference values and the firmware event log explains the others.
+fn quoted_state(
+    ev: &TpmEvidence,
+    profile: &TpmProfile,
+    ak_key: &ParsedPublicKey,
+    (expected_nonce, carried_nonce): (&[u8], &[u8]),
+    pae: &[u8],
+) -> Result<QuotedState, VerifyError> {
+    let quote = verified_attest(&ev.quote, ak_key).map_err(|e| fail(Check::QuoteSignature, e))?;
+    let (selection, pcr_digest) = match &quote.attested {
+        Attested::Quote {
+            pcr_select,
+            pcr_digest,
+        } if quote.attest_type == wire::TPM_ST_ATTEST_QUOTE => (pcr_select, pcr_digest),
+        _ => return Err(fail(Check::QuoteSignature, "not a TPM2_Quote attestation")),
+    };
+    if expected_nonce != carried_nonce {
+        return Err(fail(
+            Check::QuoteBinding,
+            "the submission's nonce is not the expected nonce",
+        ));
+    }
+    let commitment = tpm_commitment(expected_nonce, pae);
+    verify_slices_are_equal(&quote.extra_data, &commitment).map_err(|_| {
+        fail(
+            Check::QuoteBinding,
+            "quote qualifying data does not commit to this envelope",
+        )
+    })?;
+
+    // Are the supplied PCR values exactly the quoted ones?
+    let quoted = quoted_pcrs(selection, profile.pcr_bank).map_err(|e| fail(Check::PcrDigest, e))?;
+    let supplied: Vec<u8> = ev.pcrs.keys().copied().collect();
+    if ev.pcr_bank != profile.pcr_bank || supplied != quoted {
+        return Err(fail(
+            Check::PcrDigest,
+            format!(
+                "quote covers {} PCRs {quoted:?}, bundle supplies {} PCRs {supplied:?}",
+                profile.pcr_bank.name(),
+                ev.pcr_bank.name()
+            ),
+        ));
+    }
+    let mut pcrs = Vec::with_capacity(quoted.len());
+    for (pcr, value) in &ev.pcrs {
+        let bytes = hex::decode(value)
+            .ok()
+            .filter(|v| v.len() == profile.pcr_bank.digest_len())
+            .ok_or_else(|| fail(Check::PcrDigest, format!("PCR {pcr} value is malformed")))?;
+        pcrs.push((*pcr, bytes));
+    }
+    let refs: Vec<&[u8]> = pcrs.iter().map(|(_, v)| v.as_slice()).collect();
+    if wire::quote_pcr_digest(HashAlg::Sha384, &refs) != *pcr_digest {
+        return Err(fail(
+            Check::PcrDigest,
+            "PCR values do not hash to the quoted PCR digest",
+        ));
+    }
+    let state = QuotedState {
+        bank: profile.pcr_bank,
+        pcrs,
+        clock: quote.clock_info,
+    };
+
+    // Do the firmware PCRs hold the reference values?
+    for (pcr, expected) in &profile.firmware_pcrs {
+        match state.value(*pcr) {
+            Some(v) if v == expected.as_slice() => {}
+            Some(v) => {
+                return Err(fail(
+                    Check::FirmwarePcrs,
+                    format!(
+                        "PCR {pcr} is {}, profile expects {}",
+                        hex::encode(v),
+                        hex::encode(expected)
+                    ),
+                ))
+            }
+            None => {
+                return Err(fail(
+                    Check::FirmwarePcrs,
+                    format!("PCR {pcr} is not quoted"),
+                ))
+            }
+        }
+    }
+
+    // Does the firmware event log explain the other PCRs, and pass the profile?
+    let quoted_values = state.pcrs.iter().map(|(p, v)| (*p, v.as_slice()));
+    measured_boot::check_firmware_log(ev, profile, &quoted_values.collect())?;
+    Ok(state)
 }
 
 /// The envelope's payload, if `key` (SEC1) signed it, and the statement it holds.

@@ -22,6 +22,7 @@ pub mod bundle;
 pub mod cbor;
 pub mod checks;
 pub mod claims;
+pub mod drift;
 pub mod dsse;
 pub mod ear;
 pub mod encoding;

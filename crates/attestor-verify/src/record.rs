@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::api::Verdict;
+use crate::bundle::Bundle;
 use crate::cbor::{self, CborError};
+use crate::claims::{Claims, Statement};
 
 /// Record format version written today.
 pub const RECORD_VERSION: u8 = 2;
@@ -79,6 +81,20 @@ impl LogRecord {
     /// Parses a leaf, refusing any encoding but the canonical one.
     pub fn from_leaf(leaf: &[u8]) -> Result<Self, CborError> {
         cbor::from_canonical_slice(leaf)
+    }
+
+    /// The claims of an accepted attestation, read back from the kept bundle (the
+    /// ledger verified them before accepting); `None` for any other entry.
+    pub fn accepted_claims(&self) -> Option<Claims> {
+        if self.verdict != Verdict::Accepted {
+            return None;
+        }
+        let bundle = Bundle::from_json(&self.submission).ok()?;
+        Some(
+            Statement::from_json(&bundle.envelope.payload)
+                .ok()?
+                .predicate,
+        )
     }
 }
 
