@@ -501,3 +501,59 @@ async fn a_drift_is_reported_at_the_next_heartbeat_and_raises_policy_drift() {
         Some(ear::value::CONTRAINDICATED_RUNTIME)
     );
 }
+
+#[test]
+fn a_drift_report_proves_only_what_the_tpm_quoted() {
+    use attestor_agent::attest::AgentError;
+    use attestor_verify::checks::{verify_drift_report, AkTrust, Check, Expectations};
+    let fixture = AgentFixture::new();
+    fixture.attest();
+    std::fs::write(fixture.kernel_config_file(), "workers = 64\n").unwrap();
+    let nonce = b"drift-nonce-0123".to_vec();
+    let report = match fixture
+        .agent()
+        .attest(&fixture.kernel(), &fixture.status(), &nonce)
+    {
+        Err(AgentError::Drift { report, .. }) => *report,
+        other => panic!("expected a drift, got {other:?}"),
+    };
+    let expect = Expectations {
+        nonce: nonce.clone(),
+        ak: AkTrust::Name(fixture.ak_name()),
+        ..Expectations::default()
+    };
+    let verified = verify_drift_report(&report, &fixture.profile, &expect).unwrap();
+    assert_eq!(
+        verified.claims.kernel_config_hash,
+        hex::encode(fixture.kernel().kernel_config_hash)
+    );
+
+    let refused = |report: &attestor_verify::drift::DriftReport, expect: &Expectations| {
+        verify_drift_report(report, &fixture.profile, expect)
+            .unwrap_err()
+            .check
+    };
+    // Claims the quote did not commit to, another nonce, another AK pinned.
+    let mut claims = report.claims().unwrap();
+    claims.kernel_config_hash = "ab".repeat(48);
+    let mut lying = report.clone();
+    lying.payload = serde_json::to_vec(&claims).unwrap();
+    assert_eq!(refused(&lying, &expect), Check::QuoteBinding);
+    let other_nonce = Expectations {
+        nonce: b"another-nonce-00".to_vec(),
+        ..expect.clone()
+    };
+    assert_eq!(refused(&report, &other_nonce), Check::QuoteBinding);
+    let other_ak = Expectations {
+        ak: AkTrust::Name(vec![0; 50]),
+        ..expect.clone()
+    };
+    assert_eq!(refused(&report, &other_ak), Check::AkBinding);
+
+    // Once the change is approved (resealed), that key signs: nothing drifted.
+    fixture.agent().reseal(&fixture.kernel()).unwrap();
+    let bundle = fixture.attest();
+    let mut approved = report.clone();
+    approved.evidence.sealed_key = crate::support::agent::tpm_ev(&bundle).sealed_key.clone();
+    assert_eq!(refused(&approved, &expect), Check::SealedKeyPolicy);
+}
