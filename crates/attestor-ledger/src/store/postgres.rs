@@ -917,7 +917,7 @@ impl LedgerStore for PostgresStore {
                 )
                 .await?;
             rows.iter()
-                .map(|row| Ok(super::verdict_time(col(row, 0)?, col::<&str>(row, 1)?)?))
+                .map(|row| super::verdict_time(col(row, 0)?, col::<&str>(row, 1)?))
                 .collect()
         })
     }

@@ -167,6 +167,15 @@ fn appends_are_dense_durable_and_queryable(backend: &Backend) {
     let latest = store.latest_accepted("t1", "a1").unwrap().unwrap();
     assert_eq!(latest.index, 0);
     assert!(store.latest_accepted("t2", "b1").unwrap().is_none());
+    assert_eq!(
+        store.verdict_times("t1", "a1", 0).unwrap(),
+        [(10, Verdict::Accepted), (12, Verdict::Refused)]
+    );
+    assert_eq!(
+        store.verdict_times("t1", "a1", 11).unwrap(),
+        [(12, Verdict::Refused)]
+    );
+    assert_eq!(store.verdict_times("t1", "b1", 0).unwrap(), []);
 
     let a1 = store.agent("t1", "a1").unwrap().unwrap();
     assert_eq!(a1.last_seen_at_ms, Some(12));
