@@ -33,6 +33,12 @@ sed -e 's|/var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem|root.pem|' \
 date +%s >"$fix/now"
 "$bin" verify "$work/online.json" --profile "$fix/profile.toml" \
     --nonce 00112233445566778899aabbccddeeff --ak-name "$(cat "$fix/ak-name")"
+# A drift report: the configuration changes, the sealed key refuses, attest writes the
+# report and exits 1.
+echo "workers = 64" >"$work/examples/policy-kernel/kernel.toml"
+"$bin" attest --config "$work/examples/agent.toml" --tcti "$tcti" \
+    --nonce 00112233445566778899aabbccddeeff --out "$work/drift.json" || true
+grep -q drift-report "$work/drift.json"
 
 # --- seeds per target (checkpoint: from a real ledger that rotates its key, at the end)
 find fuzz/seeds -mindepth 1 -maxdepth 1 ! -name checkpoint -exec rm -rf {} +
@@ -51,6 +57,7 @@ offline = (work / "offline.json").read_bytes()
 bundle = json.loads(online)
 put("bundle", "online.json", online)
 put("bundle", "offline.json", offline)
+put("bundle", "drift.json", (work / "drift.json").read_bytes())
 
 # dsse: the real envelope, the DSSE spec's example, the protocol vectors
 env = bundle["envelope"]

@@ -15,6 +15,7 @@ mod loadgen;
 mod local_enroll;
 mod snp_cli;
 
+use attestor_agent::attest::AgentError;
 use attestor_agent::collect::{self, PolicyKernelConfig};
 use attestor_agent::config::{AgentConfig, LedgerConnection, DEFAULT_TCTI};
 use attestor_agent::evidence_source::EvidenceSource;
@@ -25,6 +26,7 @@ use attestor_ledger::{backup, keyfiles};
 use attestor_net::logging;
 use attestor_net::tls::{self, AgentIdentity, TlsFiles};
 use attestor_verify::bundle::Bundle;
+use attestor_verify::drift::{is_drift_report, DriftReport};
 use attestor_verify::gate;
 use attestor_verify::profiles::Profile;
 
@@ -394,13 +396,21 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 .block_on(config.status.read())
                 .map_err(|e| e.to_string())?;
             let (mut agent, kernel) = open_agent_with(&agent, config)?;
-            let bundle = agent
-                .attest(&kernel, &status, &nonce)
-                .map_err(|e| e.to_string())?;
-            std::fs::write(&out, bundle.to_json())
+            let (document, exit) = match agent.attest(&kernel, &status, &nonce) {
+                Ok(bundle) => (bundle.to_json(), ExitCode::SUCCESS),
+                Err(drift @ AgentError::Drift { .. }) => {
+                    outln!("{drift}")?;
+                    let AgentError::Drift { report, .. } = drift else {
+                        unreachable!("matched above")
+                    };
+                    (report.to_json(), ExitCode::from(1))
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            std::fs::write(&out, document)
                 .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
             outln!("wrote {}", out.display())?;
-            Ok(ExitCode::SUCCESS)
+            Ok(exit)
         }
         Command::Verify {
             bundle,
@@ -415,7 +425,6 @@ fn run(command: Command) -> Result<ExitCode, String> {
         } => {
             let bytes = std::fs::read(&bundle)
                 .map_err(|e| format!("cannot read {}: {e}", bundle.display()))?;
-            let parsed = Bundle::from_json(&bytes).map_err(|e| e.to_string())?;
             let mut profile = Profile::load(&profile).map_err(|e| e.to_string())?;
             if let Some(tpm) = profile.tpm.as_mut() {
                 for path in &enrollment_ca {
@@ -431,6 +440,32 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 Some(name) => AkTrust::Name(decode_hex("--ak-name", &name)?),
                 None => AkTrust::Certificate,
             };
+            if is_drift_report(&bytes) {
+                let report = DriftReport::from_json(&bytes).map_err(|e| e.to_string())?;
+                let expect = Expectations {
+                    nonce,
+                    ak,
+                    ..Default::default()
+                };
+                return match checks::verify_drift_report(&report, &profile, &expect) {
+                    Ok(drift) => {
+                        outln!(
+                            "DRIFT: the TPM measures kernel configuration {}, which the \
+                             AK-certified sealed key is not bound to (the agent says it is \
+                             sealed to {}); the report verified against profile {:?}",
+                            drift.claims.kernel_config_hash,
+                            drift.claims.sealed_config_hash,
+                            profile.name
+                        )?;
+                        Ok(ExitCode::from(1))
+                    }
+                    Err(e) => {
+                        outln!("FAILED {}: {}", e.check, e.reason)?;
+                        Ok(ExitCode::from(1))
+                    }
+                };
+            }
+            let parsed = Bundle::from_json(&bytes).map_err(|e| e.to_string())?;
             if let Some(policy) = appraisal {
                 // The policy hash is judged with the policy's approved hashes.
                 let expect = Expectations {

@@ -1,4 +1,4 @@
-//! The bundle document and the whole offline verifier on it: every parser a submission
+//! The bundle document (and the drift report) and the whole offline verifier on it: every parser a submission
 //! reaches (envelope, statement, TPMS_ATTEST, TPMT_SIGNATURE, TPMT_PUBLIC, PCR values,
 //! event log, EK certificates) in the order `verify` runs them. The profile trusts the CA
 //! of the real bundle in the seed corpus (fuzz/fixtures/bundle), so mutations of it get
@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use attestor_verify::bundle::Bundle;
 use attestor_verify::profiles::Profile;
-use attestor_verify::checks::{verify_bundle, AkTrust, Expectations};
+use attestor_verify::checks::{verify_bundle, verify_drift_report, AkTrust, Expectations};
+use attestor_verify::drift::DriftReport;
 use libfuzzer_sys::fuzz_target;
 
 fn profile() -> &'static Profile {
@@ -41,6 +42,17 @@ fn seed_ak_name() -> &'static [u8] {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // A drift report carries the same TPM evidence and takes the same checks.
+    if let Ok(report) = DriftReport::from_json(data) {
+        let expect = Expectations {
+            nonce: report.nonce.clone(),
+            now: Some(now()),
+            ak: AkTrust::Name(seed_ak_name().to_vec()),
+            ..Expectations::default()
+        };
+        let _ = verify_drift_report(&report, profile(), &expect);
+        return;
+    }
     let Ok(bundle) = Bundle::from_json(data) else {
         return;
     };

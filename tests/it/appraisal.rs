@@ -435,6 +435,38 @@ fn verify_offline_gives_the_ledgers_judgement() {
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("FAILED egress-firewall"), "{text}");
     assert_eq!(ear.status(), Tier::Contraindicated);
+
+    // After an unapproved change `attest` writes the drift report, which verifies as one.
+    std::fs::write(fixture.kernel_config_file(), "workers = 64\n").unwrap();
+    let drifted = hex::encode(fixture.kernel().kernel_config_hash);
+    let report = dir.path().join("drift.json");
+    let attest = Command::new(env!("CARGO_BIN_EXE_attestor"))
+        .args(["attest", "--config"])
+        .arg(&fixture.config_path)
+        .args(["--tcti", &fixture.tpm.tcti(), "--out"])
+        .arg(&report)
+        .env("TSS2_LOG", "all+none")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&attest.stdout);
+    assert_eq!(attest.status.code(), Some(1), "{text}");
+    assert!(text.contains("drifted"), "{text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_attestor"))
+        .arg("verify")
+        .arg(&report)
+        .arg("--profile")
+        .arg(&fixture.profile_path)
+        .args(["--ak-name", &ak_name])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "DRIFT: the TPM measures kernel configuration {drifted}"
+        )),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use attestor_verify::bundle::Bundle;
-use attestor_verify::checks::{verify_bundle, AkTrust, Expectations};
+use attestor_verify::checks::{verify_bundle, verify_drift_report, AkTrust, Expectations};
+use attestor_verify::drift::DriftReport;
 use attestor_verify::profiles::Profile;
 
 fn fuzz_dir() -> PathBuf {
@@ -41,6 +42,16 @@ fn the_bundle_seeds_verify_against_the_fuzz_profile() {
         verify_bundle(&bundle, &profile, &expect)
             .unwrap_or_else(|e| panic!("fuzz seed {seed} no longer verifies: {e}"));
     }
+    let bytes = std::fs::read(fuzz_dir().join("seeds/bundle/drift.json")).unwrap();
+    let report = DriftReport::from_json(&bytes).unwrap();
+    let expect = Expectations {
+        nonce: report.nonce.clone(),
+        now: Some(fixture_now()),
+        ak: AkTrust::Name(seed_ak_name()),
+        ..Expectations::default()
+    };
+    verify_drift_report(&report, &profile, &expect)
+        .unwrap_or_else(|e| panic!("fuzz seed drift.json no longer verifies: {e}"));
 }
 
 #[test]
