@@ -20,6 +20,7 @@ use attestor_platform::tpm::Tpm;
 use attestor_verify::bundle::{Bundle, Evidence};
 use attestor_verify::checks::{verify_bundle, Expectations};
 use attestor_verify::dsse;
+use attestor_verify::evidence::tpm::keys::SigningAlgorithm;
 use attestor_verify::evidence::tpm::{wire, HashAlg};
 use aws_lc_rs::signature::{ParsedPublicKey, UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
 use criterion::{black_box, Criterion};
@@ -56,8 +57,11 @@ fn bench_attest(c: &mut Criterion, f: &mut Fixture) {
     let mut selection = f.config.tpm.firmware_pcrs.clone();
     selection.push(pcr);
     // The raw path's own keys: the same kinds the agent uses, sealed to the same PCR state.
-    let ak = f.raw.create_ak().unwrap();
-    let sealed = f.raw.create_sealed_key(HashAlg::Sha384, &[pcr]).unwrap();
+    let ak = f.raw.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
+    let sealed = f
+        .raw
+        .create_sealed_key(SigningAlgorithm::EcdsaP384, HashAlg::Sha384, &[pcr])
+        .unwrap();
     let digest = Sha384::digest(b"pae");
 
     let mut group = c.benchmark_group("attest");

@@ -30,7 +30,7 @@ use attestor_verify::bundle::{
 use attestor_verify::claims::{Claims, EpsilonLimits, Statement, PAYLOAD_TYPE};
 use attestor_verify::dsse::{self, Envelope};
 use attestor_verify::evidence::tpm::eventlog::{
-    EventLog, MeasurementEvent, EVENT_POLICY_KERNEL_CONFIG,
+    measurement_digest, EventLog, MeasurementEvent, EVENT_POLICY_KERNEL_CONFIG,
 };
 use attestor_verify::evidence::tpm::{wire, HashAlg};
 use attestor_verify::evidence::tpm_commitment;
@@ -354,14 +354,10 @@ impl SimAgent {
             events: vec![MeasurementEvent {
                 pcr: MEASURED_PCR,
                 event_type: EVENT_POLICY_KERNEL_CONFIG.into(),
-                digests: [
-                    (HashAlg::Sha384, hex::encode(&kch)),
-                    (
-                        HashAlg::Sha256,
-                        hex::encode(HashAlg::Sha256.digest(&host.kernel_config)),
-                    ),
-                ]
-                .into(),
+                digests: [HashAlg::Sha384, HashAlg::Sha256]
+                    .into_iter()
+                    .map(|b| (b, hex::encode(measurement_digest(b, &kch))))
+                    .collect(),
                 data: hex::encode(&kch),
                 timestamp: attestor_verify::time::now_secs(),
             }],
@@ -458,6 +454,7 @@ impl SimAgent {
                     certification: self.certification.clone(),
                 },
                 ek_certificates: self.ek_certificates.clone(),
+                ek_public: self.tpm.ek_public().to_vec(),
             }),
         })
     }

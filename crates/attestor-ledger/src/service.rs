@@ -609,6 +609,7 @@ impl Ledger {
                 attestor_verify::time::unix_ms(SystemTime::now()),
             )?;
             Ok(EnrolledResponse {
+                tpm: crate::enroll::enrolled_tpm(&record),
                 agent_id: record.agent_id,
                 tenant: record.tenant,
                 enrolled_at_ms: record.enrolled_at_ms,
@@ -635,6 +636,7 @@ impl Ledger {
                 SystemTime::now(),
             )?;
             Ok(EnrolledResponse {
+                tpm: crate::enroll::enrolled_tpm(&record),
                 agent_id: record.agent_id,
                 tenant: record.tenant,
                 enrolled_at_ms: record.enrolled_at_ms,

@@ -37,6 +37,7 @@ fn agent(id: &str, tenant: &str) -> AgentRecord {
         ek_certificate: vec![1],
         ak_public: vec![2],
         snp_chip_id: Some(vec![9; 64]),
+        ek_public: Some(vec![3; 8]),
         enrolled_at_ms: 5,
         revoked: false,
         last_seen_at_ms: None,
@@ -306,6 +307,8 @@ fn a_newer_schema_is_refused(backend: &Backend) {
 fn a_version_1_database_gains_the_pinned_snp_chip_and_keeps_its_agents(backend: &Backend) {
     let mut tpm_only = agent("a1", "t1");
     tpm_only.snp_chip_id = None;
+    // Version 1 had neither column; the upgrade leaves the new one empty.
+    tpm_only.ek_public = None;
     backend.open().put_agent(&tpm_only).unwrap();
     backend.tamper(
         &format!(

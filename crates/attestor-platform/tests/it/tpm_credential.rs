@@ -11,6 +11,7 @@ use attestor_platform::tpm::{KeyBlob, Tpm, TpmError};
 use attestor_verify::evidence::tpm::credential::{
     self, challenge_for, make_credential, CredentialError, MadeCredential,
 };
+use attestor_verify::evidence::tpm::keys::SigningAlgorithm;
 use attestor_verify::evidence::tpm::wire;
 
 fn open(sw: &Swtpm) -> Tpm {
@@ -43,7 +44,7 @@ fn software_credential_activates_to_exactly_the_secret() {
     let sym = ek.symmetric.unwrap();
     assert_eq!((sym.alg, sym.key_bits, sym.mode), (0x0006, 256, 0x0043));
 
-    let ak = tpm.create_ak().unwrap();
+    let ak = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
     let ak_public = Tpm::public_of(&ak).unwrap();
     let (secret, made) = challenge_for(&ek_public, &ak_public).unwrap();
     assert_eq!(secret.len(), 48);
@@ -71,8 +72,8 @@ fn software_credential_activates_to_exactly_the_secret() {
 fn ak_name_is_checked_on_the_verifier_side() {
     let sw = Swtpm::start();
     let mut tpm = open(&sw);
-    let ak = tpm.create_ak().unwrap();
-    let other = tpm.create_ak().unwrap();
+    let ak = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
+    let other = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
     let public = Tpm::public_of(&ak).unwrap();
     assert!(credential::check_ak_name(&public, &ak_name(&ak)).is_ok());
     assert_eq!(
@@ -111,8 +112,8 @@ fn credential_for_another_ak_does_not_activate() {
     let sw = Swtpm::start();
     let mut tpm = open(&sw);
     let ek_public = tpm.ek_public().unwrap();
-    let ak = tpm.create_ak().unwrap();
-    let other = tpm.create_ak().unwrap();
+    let ak = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
+    let other = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
     let secret = b"for the other AK only".to_vec();
     let made = make_credential(&ek_public, &ak_name(&other), &secret).unwrap();
     assert_refused(
@@ -138,7 +139,7 @@ fn credential_for_another_tpms_ek_does_not_activate() {
         tpm.ek_public().unwrap(),
         "the two TPMs share an EK"
     );
-    let ak = tpm.create_ak().unwrap();
+    let ak = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
     let secret = [0x5a; 48];
     let made = make_credential(&foreign_ek, &ak_name(&ak), &secret).unwrap();
     assert_refused(
@@ -153,7 +154,7 @@ fn tampered_credentials_do_not_activate_and_leak_nothing() {
     let sw = Swtpm::start();
     let mut tpm = open(&sw);
     let ek_public = tpm.ek_public().unwrap();
-    let ak = tpm.create_ak().unwrap();
+    let ak = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
     let ak_public = Tpm::public_of(&ak).unwrap();
     let (secret, made) = challenge_for(&ek_public, &ak_public).unwrap();
 
@@ -230,7 +231,7 @@ fn tpm2_tools_makecredential_interoperates() {
     let sw = Swtpm::start();
     let mut tpm = open(&sw);
     let ek_public = tpm.ek_public().unwrap();
-    let ak = tpm.create_ak().unwrap();
+    let ak = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
     let name = ak_name(&ak);
     let dir = tempfile::tempdir().unwrap();
     let ek_file = dir.path().join("ek.pub");
@@ -296,7 +297,7 @@ fn tpm2_activatecredential_accepts_our_credential() {
     let (ak, made, secret) = {
         let mut tpm = open(&sw);
         let ek_public = tpm.ek_public().unwrap();
-        let ak = tpm.create_ak().unwrap();
+        let ak = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
         let secret = b"activated by tpm2-tools, not us".to_vec();
         let made = make_credential(&ek_public, &ak_name(&ak), &secret).unwrap();
         (ak, made, secret)

@@ -3,6 +3,7 @@
 
 pub mod credential;
 pub mod eventlog;
+pub mod keys;
 pub mod policy;
 pub mod wire;
 
