@@ -101,6 +101,10 @@ put("certchain", "other-ca-ek", chain([(fx / "tpm/other_ek_p384.der").read_bytes
 put("certchain", "bundle-chain", chain([b64(c) for c in tpm["ek_certificates"]]))
 put("certchain", "pem", (fx / "tpm/ca_root.pem").read_bytes())
 
+# uefi_log: the real firmware event logs (tests/fixtures/eventlogs/README.md)
+for p in sorted((fx / "eventlogs").glob("*_eventlog")):
+    put("uefi_log", p.name, p.read_bytes())
+
 # config: selector byte + the shipped TOML files
 put("config", "agent.toml", b"\x00" + pathlib.Path("examples/agent.toml").read_bytes())
 put("config", "ledger.toml", b"\x01" + pathlib.Path("examples/ledger.toml").read_bytes())

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 #[macro_use]
 mod output;
 
+mod firmware_log_cli;
 mod loadgen;
 mod snp_cli;
 
@@ -82,6 +83,18 @@ enum Command {
         /// Nonce (hex) the evidence must commit to.
         #[arg(long, default_value = "")]
         nonce: String,
+    },
+    /// Print a known-good machine's firmware event log as a profile's [tpm.measured_boot]
+    /// reference values (Secure Boot, PK/KEK/db, boot applications), to review.
+    FirmwareLog {
+        /// The log: a copy of /sys/kernel/security/tpm0/binary_bios_measurements.
+        log: PathBuf,
+        /// Bank of the boot application digests (the profile's pcr_bank).
+        #[arg(long, default_value = "sha384", value_parser = parse_bank)]
+        bank: attestor_verify::evidence::tpm::HashAlg,
+        /// Write the log's dbx fingerprints here, for dbx_required.
+        #[arg(long)]
+        dbx_out: Option<PathBuf>,
     },
     /// Print the policy_hash of a policy document (to set as the expected value).
     PolicyHash {
@@ -417,6 +430,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
         Command::Loadgen(args) => loadgen::run(args)
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| e.to_string()),
+        Command::FirmwareLog { log, bank, dbx_out } => firmware_log_cli::run(&log, bank, dbx_out),
         Command::PolicyHash { policy } => {
             let hash = collect::policy_hash_of(&policy).map_err(|e| e.to_string())?;
             outln!("{}", hex::encode(hash))?;
@@ -571,4 +585,13 @@ fn parse_agent(text: &str) -> Result<AgentIdentity, String> {
 
 fn decode_hex(flag: &str, text: &str) -> Result<Vec<u8>, String> {
     hex::decode(text).map_err(|e| format!("{flag} is not hex: {e}"))
+}
+
+fn parse_bank(text: &str) -> Result<attestor_verify::evidence::tpm::HashAlg, String> {
+    use attestor_verify::evidence::tpm::HashAlg;
+    match text {
+        "sha256" => Ok(HashAlg::Sha256),
+        "sha384" => Ok(HashAlg::Sha384),
+        other => Err(format!("{other:?} is not a bank: sha256 or sha384")),
+    }
 }

@@ -37,6 +37,7 @@ fn profile() -> &'static Profile {
             ek_intermediates: pem_to_der_all(include_str!("../fixtures/tpm/ca_intermediate.pem"))
                 .expect("fixture intermediate"),
             ek_chains: Default::default(),
+            measured_boot: None,
         }),
         snp: None,
     })

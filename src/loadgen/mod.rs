@@ -354,10 +354,12 @@ impl SimAgent {
             events: vec![MeasurementEvent {
                 pcr: MEASURED_PCR,
                 event_type: EVENT_POLICY_KERNEL_CONFIG.into(),
-                digests: [HashAlg::Sha384, HashAlg::Sha256]
-                    .into_iter()
-                    .map(|b| (b, hex::encode(measurement_digest(b, &kch))))
-                    .collect(),
+                // Only the quoted bank: a verifier refuses digests it cannot replay.
+                digests: [(
+                    HashAlg::Sha384,
+                    hex::encode(measurement_digest(HashAlg::Sha384, &kch)),
+                )]
+                .into(),
                 data: hex::encode(&kch),
                 timestamp: attestor_verify::time::now_secs(),
             }],
@@ -448,6 +450,7 @@ impl SimAgent {
                     .map(|(pcr, v)| (pcr, hex::encode(v)))
                     .collect::<BTreeMap<_, _>>(),
                 event_log: self.event_log.clone(),
+                firmware_event_log: Vec::new(),
                 ak_public: self.tpm.ak_public().to_vec(),
                 sealed_key: SealedKeyEvidence {
                     public: self.tpm.sealed_public().to_vec(),

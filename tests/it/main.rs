@@ -21,6 +21,7 @@ mod ledger_security;
 mod ledger_snp;
 mod ledger_verify;
 mod loadgen;
+mod measured_boot;
 mod monitoring;
 mod pcr_reset_attack;
 mod snp_kds;

@@ -28,8 +28,11 @@ use attestor_verify::evidence::certchain;
 use attestor_verify::evidence::tpm::eventlog::{
     measurement_digest, EventLog, EventLogError, MeasurementEvent, EVENT_POLICY_KERNEL_CONFIG,
 };
-use attestor_verify::evidence::tpm::keys::{parse_tpm_signature, SigningAlgorithm};
-use attestor_verify::evidence::tpm::{wire, HashAlg};
+use attestor_verify::evidence::tpm::keys::{
+    parse_tpm_public, parse_tpm_signature, SigningAlgorithm,
+};
+use attestor_verify::evidence::tpm::uefi_log::{self, UefiLogError};
+use attestor_verify::evidence::tpm::{policy, wire, HashAlg};
 use attestor_verify::evidence::tpm_commitment;
 
 /// Qualifying data of the sealed key's certification: names its purpose.
@@ -72,6 +75,15 @@ pub enum AgentError {
         expected: String,
         found: String,
     },
+    #[error(
+        "the signing key is sealed to PCR {pcr} of the {sealed} bank, but the agent now \
+         quotes the {configured} bank; run `attestor reseal` to seal a key to it"
+    )]
+    BankMismatch {
+        pcr: u8,
+        sealed: &'static str,
+        configured: &'static str,
+    },
     #[error("the quoted PCRs kept changing during {QUOTE_ATTEMPTS} quotes")]
     QuoteRace,
     #[error("cannot read the EK certificate file {path}: {source}")]
@@ -94,6 +106,13 @@ pub enum AgentError {
          set tpm.pcr_banks to one of those"
     )]
     NoPcrBank { wanted: String, active: String },
+    #[error("cannot read the firmware event log {path}: {source}")]
+    FirmwareEventLogRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("firmware event log {path}: {source}")]
+    FirmwareEventLog { path: PathBuf, source: UefiLogError },
     #[error("cannot read EK intermediates {path}: {source}")]
     EkIntermediatesRead {
         path: PathBuf,
@@ -263,7 +282,8 @@ impl Agent {
         let mut log: EventLog = read_state(&log_path)?.unwrap_or_default();
         let current = self.measured_pcr_value()?;
         let replay = |log: &EventLog| {
-            log.replay(pcr, bank)
+            log.for_bank(bank)
+                .replay(pcr, bank)
                 .map_err(|source| AgentError::StateCorrupt {
                     path: log_path.clone(),
                     source,
@@ -431,6 +451,14 @@ impl Agent {
         let log = self.measure(kernel)?;
         let sealed = self.sealed_key(kernel)?;
         let (pcr, bank) = (self.config.tpm.measured_pcr, sealed.bank);
+        // A key sealed to a bank the configuration no longer allows waits for a reseal.
+        if !self.config.tpm.pcr_banks.contains(&bank) {
+            return Err(AgentError::BankMismatch {
+                pcr,
+                sealed: bank.name(),
+                configured: preferred_bank(&self.config, &self.capabilities)?.name(),
+            });
+        }
 
         let statement = Statement::new(claims_for(kernel, status));
         let payload = statement.to_json()?;
@@ -439,11 +467,18 @@ impl Agent {
         let digest = hash.digest(&pae);
         let signature = match self.tpm.sign_sealed(&sealed.blob, bank, &[pcr], &digest) {
             Err(TpmError::PolicyRefused { .. }) => {
+                if let Some(sealed_bank) = self.sealed_bank(&sealed.public, bank)? {
+                    return Err(AgentError::BankMismatch {
+                        pcr,
+                        sealed: sealed_bank.name(),
+                        configured: bank.name(),
+                    });
+                }
                 return Err(AgentError::Drift {
                     pcr,
                     measured: hex::encode(kernel.kernel_config_hash),
                     sealed_to: sealed.sealed_config_hash,
-                })
+                });
             }
             other => other?,
         };
@@ -469,7 +504,8 @@ impl Agent {
                 quote,
                 pcr_bank: bank,
                 pcrs,
-                event_log: log,
+                event_log: log.for_bank(bank),
+                firmware_event_log: self.firmware_event_log(bank)?,
                 ak_public: self.ak_public.clone(),
                 sealed_key: SealedKeyEvidence {
                     public: sealed.public,
@@ -479,6 +515,63 @@ impl Agent {
                 ek_public: self.ek_public.clone(),
             },
         ))
+    }
+
+    /// Another active bank whose current measured-PCR value the sealed key's policy
+    /// requires: the key was sealed while the agent quoted that bank, so the refusal is a
+    /// bank change, not a drift.
+    fn sealed_bank(
+        &mut self,
+        sealed_public: &[u8],
+        bank: HashAlg,
+    ) -> Result<Option<HashAlg>, AgentError> {
+        let pcr = self.config.tpm.measured_pcr;
+        let key = parse_tpm_public(sealed_public)?;
+        for other in self.capabilities.banks.clone() {
+            if other == bank {
+                continue;
+            }
+            let value = self.tpm.read_pcrs(other, &[pcr])?;
+            let values: Vec<&[u8]> = value.iter().map(|(_, v)| v.as_slice()).collect();
+            let selection = [wire::PcrSelection {
+                bank: other,
+                pcrs: vec![pcr],
+            }];
+            let policy = policy::sealed_key_policy(key.name_alg(), &selection, &values);
+            if key.auth_policy() == policy {
+                return Ok(Some(other));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The configured firmware event log, checked to parse and to carry the quoted bank,
+    /// so a log the verifier cannot replay is reported here rather than as a refusal.
+    fn firmware_event_log(&self, bank: HashAlg) -> Result<Vec<u8>, AgentError> {
+        use std::io::Read;
+        let Some(path) = &self.config.tpm.firmware_event_log else {
+            return Ok(Vec::new());
+        };
+        let read_err = |source| AgentError::FirmwareEventLogRead {
+            path: path.clone(),
+            source,
+        };
+        // securityfs reports a size of 0: read to the end, one byte past the limit.
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| {
+                f.take(uefi_log::MAX_LOG_BYTES as u64 + 1)
+                    .read_to_end(&mut bytes)
+            })
+            .map_err(read_err)?;
+        let log_err = |source| AgentError::FirmwareEventLog {
+            path: path.clone(),
+            source,
+        };
+        uefi_log::parse(&bytes)
+            .and_then(|log| log.replay(bank.into()))
+            .map_err(log_err)?;
+        Ok(bytes)
     }
 
     /// Quotes, then reads the PCR values; retries if an extend slipped in between.

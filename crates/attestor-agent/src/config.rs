@@ -75,6 +75,10 @@ pub struct TpmConfig {
     pub key_algorithms: Vec<SigningAlgorithm>,
     /// PEM file of EK certificate intermediates to ship in bundles (the TPM holds only the leaf).
     pub ek_intermediates: Option<PathBuf>,
+    /// The firmware's UEFI event log to ship in bundles, usually
+    /// `/sys/kernel/security/tpm0/binary_bios_measurements` (or a copy readable by the
+    /// agent). Absent: no log (swtpm runs no firmware).
+    pub firmware_event_log: Option<PathBuf>,
     /// The EK certificate as a file (PEM, the EK certificate first and any intermediates
     /// after it, or DER), for a TPM without one in NV; the agent uses the EK it certifies.
     pub ek_certificate_file: Option<PathBuf>,
@@ -143,6 +147,7 @@ impl Default for TpmConfig {
             ek_intermediates: None,
             ek_certificate_file: None,
             ek_without_certificate: None,
+            firmware_event_log: None,
         }
     }
 }
@@ -310,6 +315,7 @@ impl AgentConfig {
         let mut tpm = raw.tpm;
         check_pcr_choice(tpm.measured_pcr, &tpm.firmware_pcrs).map_err(invalid)?;
         tpm.ek_intermediates = tpm.ek_intermediates.as_deref().map(resolve);
+        tpm.firmware_event_log = tpm.firmware_event_log.as_deref().map(resolve);
         tpm.ek_certificate_file = tpm.ek_certificate_file.as_deref().map(resolve);
         if tpm.ek_certificate_file.is_some() && tpm.ek_without_certificate.is_some() {
             return Err(invalid(

@@ -143,6 +143,10 @@ pub struct TpmEvidence {
     pub pcrs: BTreeMap<u8, String>,
     /// Measurements of the measured PCR since TPM reset.
     pub event_log: EventLog,
+    /// The firmware's UEFI event log (base64 of `binary_bios_measurements`), replayed
+    /// against the other quoted PCRs; empty when the platform has none (swtpm).
+    #[serde(default, with = "b64", skip_serializing_if = "Vec::is_empty")]
+    pub firmware_event_log: Vec<u8>,
     /// Attestation key: marshalled TPMT_PUBLIC (base64).
     #[serde(with = "b64")]
     pub ak_public: Vec<u8>,

@@ -6,8 +6,10 @@
 //! digest before the event-log replay, and content checks (freshness, policy) last.
 //! SEV-SNP bundles take their own checks ([`snp`]) and then the same content checks.
 
+mod measured_boot;
 mod snp;
 
+pub use measured_boot::verify_firmware_log;
 pub use snp::{check_report_policy, verify_signed_report};
 
 use std::time::SystemTime;
@@ -54,6 +56,17 @@ pub enum Check {
     PcrDigest,
     /// Every firmware PCR holds one of the profile's reference values for that bank.
     FirmwarePcrs,
+    /// The firmware (UEFI) event log, when carried or required, parses and replays to
+    /// every quoted PCR but the measured one.
+    FirmwareEventLog,
+    /// PCR 7 measures Secure Boot on (when the profile requires it).
+    SecureBoot,
+    /// PK, KEK and db hold only entries the profile allows.
+    SecureBootKeys,
+    /// dbx holds every revocation the profile requires.
+    SecureBootDbx,
+    /// Every EV_EFI_BOOT_SERVICES_APPLICATION is one the profile allows.
+    BootApplications,
     /// The event log replays to the quoted value of the measured PCR.
     EventLogReplay,
     /// The sealed key can sign only while the measured PCR holds the quoted value.
@@ -104,6 +117,11 @@ impl Check {
             Check::QuoteBinding => "quote-binding",
             Check::PcrDigest => "pcr-digest",
             Check::FirmwarePcrs => "firmware-pcrs",
+            Check::FirmwareEventLog => "firmware-event-log",
+            Check::SecureBoot => "secure-boot",
+            Check::SecureBootKeys => "secure-boot-keys",
+            Check::SecureBootDbx => "secure-boot-dbx",
+            Check::BootApplications => "boot-applications",
             Check::EventLogReplay => "event-log-replay",
             Check::SealedKeyPolicy => "sealed-key-policy",
             Check::MeasurementMatchesClaims => "measurement-matches-claims",
@@ -488,6 +506,10 @@ fn verify_tpm(
         }
     }
 
+    // Does the firmware event log explain the other PCRs, and pass the profile?
+    let quoted_values = quoted.iter().copied().zip(values.iter().map(Vec::as_slice));
+    measured_boot::check_firmware_log(ev, profile, &quoted_values.collect())?;
+
     // Does the measurement log explain the measured PCR?
     let measured = pcr_value(profile.measured_pcr).ok_or_else(|| {
         fail(
@@ -533,6 +555,8 @@ fn verify_tpm(
         )
     })?;
     let claims = statement.predicate;
+    // Only the quoted bank's digest was replayed; it must be the one derived from the
+    // claimed (SHA-384) hash, so the claim is tied to the quoted PCR in either bank.
     let claimed = hex::decode(&claims.kernel_config_hash).unwrap_or_default();
     let extended = hex::encode(measurement_digest(bank, &claimed));
     if last.data != claims.kernel_config_hash || last.digests.get(&bank) != Some(&extended) {

@@ -3,7 +3,9 @@
 //! A profile has a `[tpm]` section, an `[snp]` section, or both. For a TPM it says which
 //! PCR banks may be quoted, which PCR carries the policy kernel measurement, which values
 //! each firmware PCR may hold (per bank), which CAs may issue EK certificates (or which
-//! EK public-key hashes are trusted without one) and how strong keys must be; for SEV-SNP, which roots are
+//! EK public-key hashes are trusted without one), how strong keys must be and, in
+//! `[tpm.measured_boot]`, what the firmware event log must show (Secure Boot, keys, dbx,
+//! boot applications); for SEV-SNP, which roots are
 //! pinned, which launch measurements, guest policies, VMPLs and TCBs are acceptable. And
 //! how old an attestation may be. Relative paths resolve against the profile's directory.
 
@@ -20,6 +22,9 @@ use crate::evidence::snp::certs::Tcb;
 use crate::evidence::snp::chain::ChainCache;
 use crate::evidence::snp::roots::{one_cert, Product, RootsOrigin, TrustRoots};
 use crate::evidence::tpm::HashAlg;
+
+mod measured_boot;
+pub use measured_boot::{KeyAllowList, MeasuredBootProfile};
 
 /// The spec's freshness window.
 pub const DEFAULT_MAX_AGE_SECONDS: u64 = 300;
@@ -160,6 +165,7 @@ struct TpmProfileToml {
     ek_trust_anchors: Vec<PathBuf>,
     #[serde(default)]
     ek_intermediates: Vec<PathBuf>,
+    measured_boot: Option<measured_boot::MeasuredBootToml>,
     ek_allowlist: Option<PathBuf>,
     #[serde(default = "default_min_key_strength")]
     min_key_strength: u16,
@@ -215,6 +221,9 @@ pub struct TpmProfile {
     pub min_key_strength: u16,
     /// EK certificate paths already validated against this profile, shared by its clones.
     pub ek_chains: std::sync::Arc<certchain::ChainCache>,
+    /// Reference values for the firmware event log; when present, bundles must carry the
+    /// log.
+    pub measured_boot: Option<MeasuredBootProfile>,
 }
 
 impl TpmProfile {
@@ -372,6 +381,10 @@ fn load_tpm(
         ek_allowlist,
         min_key_strength: tpm.min_key_strength,
         ek_chains: Default::default(),
+        measured_boot: match tpm.measured_boot {
+            Some(m) => Some(m.load(base, invalid, load_certs)?),
+            None => None,
+        },
     })
 }
 

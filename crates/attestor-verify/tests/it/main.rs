@@ -11,3 +11,4 @@ mod cbor_vectors;
 mod dsse_vectors;
 mod ledger_log;
 mod tpm_wire;
+mod uefi_eventlog;

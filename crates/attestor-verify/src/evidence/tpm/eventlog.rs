@@ -58,13 +58,34 @@ pub enum EventLogError {
         /// The PCR replayed.
         expected: u8,
     },
-    /// An event has no digest for the replayed bank.
-    #[error("event {index} has no {bank} digest")]
+    /// An event has no digest for the replayed bank: the log was written for another bank.
+    #[error("event {index} has no digest for the quoted {bank} bank")]
     MissingDigest {
         /// The event's position in the log (0-based).
         index: usize,
         /// The bank's name.
         bank: &'static str,
+    },
+    /// An event carries a digest for a bank that is not replayed: nothing would check it.
+    #[error(
+        "event {index} carries a {bank} digest, but only the quoted {quoted} bank can be \
+         checked"
+    )]
+    UnquotedBank {
+        /// The event's position in the log (0-based).
+        index: usize,
+        /// The bank of the unchecked digest.
+        bank: &'static str,
+        /// The bank replayed.
+        quoted: &'static str,
+    },
+    /// An event is of a type attestor does not write into the measured PCR.
+    #[error("event {index} has unknown type {event_type:?} (only {EVENT_POLICY_KERNEL_CONFIG:?})")]
+    UnknownEventType {
+        /// The event's position in the log (0-based).
+        index: usize,
+        /// Its type.
+        event_type: String,
     },
     /// An event's digest for the replayed bank is not hex of the bank's digest length.
     #[error("event {index} has a malformed {bank} digest")]
@@ -86,7 +107,9 @@ pub struct EventLog {
 
 impl EventLog {
     /// The PCR value these events produce from the all-zero reset value:
-    /// `pcr = H(pcr || digest)` per event (TPM2_PCR_Extend).
+    /// `pcr = H(pcr || digest)` per event (TPM2_PCR_Extend). Every event must be a policy
+    /// kernel measurement of `pcr` carrying a digest for `bank` and for no other bank, so
+    /// nothing in the log escapes the replay.
     pub fn replay(&self, pcr: u8, bank: HashAlg) -> Result<Vec<u8>, EventLogError> {
         if self.events.len() > MAX_EVENTS {
             return Err(EventLogError::TooLong(self.events.len()));
@@ -100,10 +123,42 @@ impl EventLog {
                     expected: pcr,
                 });
             }
+            if event.event_type != EVENT_POLICY_KERNEL_CONFIG {
+                return Err(EventLogError::UnknownEventType {
+                    index,
+                    event_type: event.event_type.clone(),
+                });
+            }
             let digest = event_digest(event, index, bank)?;
+            if let Some(other) = event.digests.keys().find(|b| **b != bank) {
+                return Err(EventLogError::UnquotedBank {
+                    index,
+                    bank: other.name(),
+                    quoted: bank.name(),
+                });
+            }
             value = bank.digest_parts(&[&value, &digest]);
         }
         Ok(value)
+    }
+
+    /// The log with each event's digest for `bank` only: what a bundle quoting `bank`
+    /// carries (the agent extends every active bank and keeps all digests for itself).
+    pub fn for_bank(&self, bank: HashAlg) -> EventLog {
+        let events = self
+            .events
+            .iter()
+            .map(|e| MeasurementEvent {
+                digests: e
+                    .digests
+                    .iter()
+                    .filter(|(b, _)| **b == bank)
+                    .map(|(b, d)| (*b, d.clone()))
+                    .collect(),
+                ..e.clone()
+            })
+            .collect();
+        EventLog { events }
     }
 
     /// The most recent measurement, i.e. what the PCR currently attests.
@@ -156,7 +211,8 @@ mod tests {
         use sha2::{Digest, Sha384};
         let log = EventLog {
             events: vec![event(1), event(2)],
-        };
+        }
+        .for_bank(HashAlg::Sha384);
         let mut expect = [0u8; 48].to_vec();
         for b in [1u8, 2] {
             let mut h = Sha384::new();
@@ -172,10 +228,55 @@ mod tests {
     }
 
     #[test]
+    fn every_digest_is_replayed_or_refused() {
+        let both = EventLog {
+            events: vec![event(1), event(2)],
+        };
+        // The sha256 digests of a sha384 replay would go unchecked: refused, by bank.
+        assert_eq!(
+            both.replay(13, HashAlg::Sha384),
+            Err(EventLogError::UnquotedBank {
+                index: 0,
+                bank: "sha256",
+                quoted: "sha384"
+            })
+        );
+        let sha256 = both.for_bank(HashAlg::Sha256);
+        assert!(sha256.replay(13, HashAlg::Sha256).is_ok());
+        // A log written for the other bank names the bank it lacks.
+        let err = sha256.replay(13, HashAlg::Sha384).unwrap_err();
+        assert_eq!(
+            err,
+            EventLogError::MissingDigest {
+                index: 0,
+                bank: "sha384"
+            }
+        );
+        assert!(err.to_string().contains("sha384"));
+    }
+
+    #[test]
+    fn unknown_event_types_are_refused() {
+        let mut log = EventLog {
+            events: vec![event(1), event(2)],
+        }
+        .for_bank(HashAlg::Sha384);
+        log.events[1].event_type = "attestor/something-else/v1".into();
+        assert_eq!(
+            log.replay(13, HashAlg::Sha384),
+            Err(EventLogError::UnknownEventType {
+                index: 1,
+                event_type: "attestor/something-else/v1".into()
+            })
+        );
+    }
+
+    #[test]
     fn broken_entries_are_named() {
         let mut log = EventLog {
             events: vec![event(1), event(2)],
-        };
+        }
+        .for_bank(HashAlg::Sha384);
         assert_eq!(
             log.replay(14, HashAlg::Sha384),
             Err(EventLogError::WrongPcr {

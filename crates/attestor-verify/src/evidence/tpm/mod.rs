@@ -1,10 +1,12 @@
 //! TPM 2.0 evidence: the device layer (tss-esapi), the wire formats a verifier parses
-//! without the TPM library, policy digests, and the measurement event log.
+//! without the TPM library, policy digests, the measurement event log and the firmware
+//! (UEFI) event log.
 
 pub mod credential;
 pub mod eventlog;
 pub mod keys;
 pub mod policy;
+pub mod uefi_log;
 pub mod wire;
 
 use serde::{Deserialize, Serialize};
