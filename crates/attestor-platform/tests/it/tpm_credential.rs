@@ -7,11 +7,11 @@
 use std::process::Command;
 
 use crate::support::Swtpm;
-use attestor_platform::tpm::{KeyBlob, Tpm, TpmError};
+use attestor_platform::tpm::{EkSource, KeyBlob, Tpm, TpmError};
 use attestor_verify::evidence::tpm::credential::{
     self, challenge_for, make_credential, CredentialError, MadeCredential,
 };
-use attestor_verify::evidence::tpm::keys::SigningAlgorithm;
+use attestor_verify::evidence::tpm::keys::{parse_tpm_public, SigningAlgorithm};
 use attestor_verify::evidence::tpm::wire;
 
 fn open(sw: &Swtpm) -> Tpm {
@@ -524,4 +524,81 @@ fn rsa_ek_credential_activates_with_tpm2_tools() {
         "a credential for another AK activated"
     );
     assert_ne!(std::fs::read(path("wrong-secret.out")).ok(), Some(secret));
+}
+
+/// The agent's side for the EKs real TPMs have: the RSA-2048 EK (OAEP, label "IDENTITY")
+/// of a TPM with only its certificate, and a P-256 EK (ECDH, KDFe) with only its
+/// certificate at 0x01c0000a. Credentials made by tpm2_makecredential and by our verifier
+/// activate through `Tpm::activate_credential` to exactly the secret, and a credential for
+/// another AK does not.
+#[test]
+fn rsa_and_p256_eks_activate_credentials_from_tpm2_tools_and_from_us() {
+    crate::support::require_tool("tpm2_makecredential");
+    for (ek_kind, ak_alg) in [
+        ("rsa", SigningAlgorithm::Rsassa2048),
+        ("p256", SigningAlgorithm::EcdsaP256),
+    ] {
+        let mut sw = Swtpm::start();
+        let certificate = match ek_kind {
+            "rsa" => {
+                sw.provision_like_discrete_tpm();
+                sw.nv_read(attestor_testkit::provision::RSA_EK_CERT)
+            }
+            _ => sw.provision_p256_ek_only(),
+        };
+        let mut tpm = open(&sw);
+        let ek = tpm.select_ek(&EkSource::Nv).unwrap();
+        assert_eq!(ek.certificate.as_deref(), Some(certificate.as_slice()));
+        let parsed = parse_tpm_public(&ek.public).unwrap();
+        assert!(
+            parsed.matches_certificate(&certificate).unwrap(),
+            "{ek_kind}"
+        );
+        assert_eq!(
+            parsed.key_name(),
+            if ek_kind == "rsa" {
+                "rsa-2048"
+            } else {
+                "ecc-p256"
+            }
+        );
+        let ak = tpm.create_ak(ak_alg).unwrap();
+        assert_eq!(ak.algorithm().unwrap(), ak_alg);
+        let name = ak_name(&ak);
+
+        // tpm2-tools' independent MakeCredential.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ek.pub"), tpm2b(&ek.public)).unwrap();
+        let secret = format!("a credential for the {ek_kind} EK").into_bytes();
+        std::fs::write(dir.path().join("secret.bin"), &secret).unwrap();
+        run(Command::new("tpm2_makecredential")
+            .current_dir(dir.path())
+            .args(["-T", "none", "-u", "ek.pub", "-s", "secret.bin", "-n"])
+            .arg(hex::encode(&name))
+            .args(["-o", "cred.out"]));
+        let theirs = MadeCredential::from_tpm2_tools_file(
+            &std::fs::read(dir.path().join("cred.out")).unwrap(),
+        )
+        .unwrap();
+        let out = tpm
+            .activate_credential(&ak, &theirs.credential_blob, &theirs.encrypted_secret)
+            .unwrap();
+        assert_eq!(out, secret, "{ek_kind}");
+
+        // Our verifier's challenge, as the ledger makes it.
+        let (secret, made) = challenge_for(&ek.public, &Tpm::public_of(&ak).unwrap()).unwrap();
+        let out = tpm
+            .activate_credential(&ak, &made.credential_blob, &made.encrypted_secret)
+            .unwrap();
+        assert!(credential::secret_matches(&secret, &out), "{ek_kind}");
+
+        // Made for another AK of the same TPM: refused.
+        let other = tpm.create_ak(ak_alg).unwrap();
+        let made = make_credential(&ek.public, &ak_name(&other), &secret).unwrap();
+        assert_refused(
+            tpm.activate_credential(&ak, &made.credential_blob, &made.encrypted_secret),
+            &secret,
+            ek_kind,
+        );
+    }
 }

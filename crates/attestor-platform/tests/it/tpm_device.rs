@@ -807,3 +807,82 @@ fn malformed_blobs_are_typed_errors() {
         "{err:?}"
     );
 }
+
+/// Every algorithm the agent may choose makes an AK and a sealed key the verifier accepts:
+/// the sealed key's signature, its certification by the AK and a quote all verify, and
+/// openssl agrees with the sealed key's signature (RSASSA-PSS included, whose salt length
+/// the TPM picks).
+#[test]
+fn every_signing_algorithm_signs_certifies_and_quotes() {
+    use attestor_verify::evidence::tpm::keys::{
+        parse_tpm_public, parse_tpm_signature, TpmSigningKey,
+    };
+    let sw = Swtpm::start();
+    let mut tpm = open(&sw);
+    let caps = tpm.capabilities().unwrap();
+    assert_eq!(caps.banks, [HashAlg::Sha256, HashAlg::Sha384]);
+    let dir = tempfile::tempdir().unwrap();
+    for alg in SigningAlgorithm::ALL {
+        assert!(caps.supports(alg), "{alg}");
+        let ak = tpm.create_ak(alg).unwrap();
+        let sealed = tpm.create_sealed_key(alg, HashAlg::Sha256, &[13]).unwrap();
+        assert_eq!(
+            (ak.algorithm().unwrap(), sealed.algorithm().unwrap()),
+            (alg, alg)
+        );
+        let ak_key = TpmSigningKey::from_public(&Tpm::public_of(&ak).unwrap()).unwrap();
+        let sealed_public = Tpm::public_of(&sealed).unwrap();
+        let sealed_key = TpmSigningKey::from_public(&sealed_public).unwrap();
+
+        let message = format!("envelope signed with {alg}");
+        let digest = alg.hash().digest(message.as_bytes());
+        let signature = tpm
+            .sign_sealed(&sealed, HashAlg::Sha256, &[13], &digest)
+            .unwrap();
+        sealed_key
+            .verify_tpm_signature(message.as_bytes(), &signature)
+            .unwrap();
+        let (attest, certification) = tpm.certify_sealed(&ak, &sealed, b"q").unwrap();
+        ak_key
+            .verify_tpm_signature(&attest, &certification)
+            .unwrap();
+        let (quote, quote_sig) = tpm.quote(&ak, NONCE, HashAlg::Sha256, &[0, 13]).unwrap();
+        ak_key.verify_tpm_signature(&quote, &quote_sig).unwrap();
+        assert!(ak_key.verify_tpm_signature(&attest, &quote_sig).is_err());
+
+        // openssl, from the key's SubjectPublicKeyInfo and the raw signature.
+        let spki = parse_tpm_public(&sealed_public)
+            .unwrap()
+            .spki_der()
+            .unwrap();
+        let raw = parse_tpm_signature(&signature).unwrap().to_dsse().unwrap();
+        std::fs::write(dir.path().join("key.der"), spki).unwrap();
+        std::fs::write(dir.path().join("sig.bin"), raw).unwrap();
+        std::fs::write(dir.path().join("msg.bin"), &message).unwrap();
+        let mut cmd = Command::new("openssl");
+        cmd.current_dir(dir.path())
+            .args(["dgst", &format!("-{}", alg.hash().name())])
+            .args([
+                "-keyform",
+                "DER",
+                "-verify",
+                "key.der",
+                "-signature",
+                "sig.bin",
+            ]);
+        if alg == SigningAlgorithm::Rsapss2048 {
+            cmd.args([
+                "-sigopt",
+                "rsa_padding_mode:pss",
+                "-sigopt",
+                "rsa_pss_saltlen:-2",
+            ]);
+        }
+        let out = cmd.arg("msg.bin").output().unwrap();
+        assert!(
+            out.status.success(),
+            "openssl refused the {alg} signature: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
