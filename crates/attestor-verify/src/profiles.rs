@@ -162,6 +162,9 @@ struct TpmProfileToml {
     measured_pcr: u8,
     firmware_pcrs: BTreeMap<String, FirmwareEntry>,
     #[serde(default)]
+    ek_trust: EkTrust,
+    ek_vendor_store: Option<PathBuf>,
+    #[serde(default)]
     ek_trust_anchors: Vec<PathBuf>,
     #[serde(default)]
     ek_intermediates: Vec<PathBuf>,
@@ -169,6 +172,55 @@ struct TpmProfileToml {
     ek_allowlist: Option<PathBuf>,
     #[serde(default = "default_min_key_strength")]
     min_key_strength: u16,
+}
+
+/// Which EK CAs a profile trusts besides its `ek_trust_anchors`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum EkTrust {
+    /// Only the certificates `ek_trust_anchors` names.
+    #[default]
+    Anchors,
+    /// Also every certificate in the vendor trust store (`ek_vendor_store`, by default
+    /// [`VENDOR_STORE`] next to the profile): the TPM manufacturers' EK CAs.
+    Vendors,
+}
+
+/// The vendor trust store's directory, relative to the profile's: every `*.pem` in it holds
+/// EK CA certificates, each a trust anchor (as Keylime's `tpm_cert_store` is used).
+pub const VENDOR_STORE: &str = "tpm-ek-roots";
+
+/// Every certificate of the `*.pem` files in `dir`, in file-name order, each checked to
+/// decode as path validation decodes it.
+fn load_vendor_store(
+    dir: &Path,
+    invalid: &dyn Fn(String) -> ProfileError,
+    load_certs: CertLoader,
+) -> Result<Vec<Vec<u8>>, ProfileError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| ProfileError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pem"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        for der in load_certs(std::slice::from_ref(&file))? {
+            certchain::check_certificate(&der)
+                .map_err(|e| invalid(format!("{}: {e}", file.display())))?;
+            out.push(der);
+        }
+    }
+    if out.is_empty() {
+        return Err(invalid(format!(
+            "the EK vendor trust store {} holds no certificate",
+            dir.display()
+        )));
+    }
+    Ok(out)
 }
 
 /// One allowed digest or a set of them.
@@ -354,7 +406,19 @@ fn load_tpm(
         .map(|p| p.keys().copied().collect())
         .unwrap_or_default();
     crate::evidence::tpm::check_pcr_choice(tpm.measured_pcr, &firmware).map_err(invalid)?;
-    let ek_trust_anchors = load_certs(&tpm.ek_trust_anchors)?;
+    let mut ek_trust_anchors = load_certs(&tpm.ek_trust_anchors)?;
+    match (tpm.ek_trust, &tpm.ek_vendor_store) {
+        (EkTrust::Vendors, store) => {
+            let dir = base.join(store.as_deref().unwrap_or(Path::new(VENDOR_STORE)));
+            ek_trust_anchors.extend(load_vendor_store(&dir, invalid, load_certs)?);
+        }
+        (EkTrust::Anchors, Some(_)) => {
+            return Err(invalid(
+                "tpm.ek_vendor_store is used only with ek_trust = \"vendors\"".into(),
+            ))
+        }
+        (EkTrust::Anchors, None) => {}
+    }
     let ek_allowlist = match &tpm.ek_allowlist {
         Some(path) => load_ek_allowlist(&base.join(path), invalid)?,
         None => Default::default(),
