@@ -8,13 +8,13 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::support::agent::{tpm_ev, AgentFixture};
-use crate::support::ledger::{attestor_config, Heartbeating, LedgerProcess, LedgerSpec};
+use crate::support::ledger::{attestor_config, enrol_tpm, Heartbeating, LedgerProcess, LedgerSpec};
 use crate::support::Swtpm;
 use attestor_ledger::store::Verdict;
 use attestor_verify::bundle::Bundle;
 use attestor_verify::checks::{verify_bundle, Check, Platform, TpmIdentity};
 use attestor_verify::dsse;
-use attestor_verify::evidence::tpm::keys::SigningAlgorithm;
+use attestor_verify::evidence::tpm::keys::{parse_tpm_public, SigningAlgorithm};
 use attestor_verify::evidence::tpm::{wire, HashAlg};
 use attestor_verify::profiles::Profile;
 
@@ -143,7 +143,12 @@ fn tpm2_checkquote_accepts(bundle: &Bundle, ak_hash: HashAlg) {
 
 /// The agent enrols with a ledger process trusting `profile` and gets heartbeats accepted,
 /// none refused.
-async fn enrols_and_is_accepted(fixture: &AgentFixture, profile: &Path) {
+async fn enrols_and_is_accepted(
+    fixture: &AgentFixture,
+    profile: &Path,
+    ak: SigningAlgorithm,
+    trusted_by: &str,
+) {
     let policy_hash = hex::encode(fixture.kernel().policy_hash);
     let ledger = LedgerProcess::start(&LedgerSpec {
         agents: &[("a1", "acme")],
@@ -151,6 +156,15 @@ async fn enrols_and_is_accepted(fixture: &AgentFixture, profile: &Path) {
         profile: Some(profile),
         ..LedgerSpec::default()
     });
+    // The ledger records what the agent's TPM uses.
+    let enrolled = enrol_tpm(&mut fixture.agent(), &ledger.client("a1"))
+        .await
+        .unwrap();
+    let tpm = enrolled.tpm.expect("a TPM agent's keys are recorded");
+    let ek = parse_tpm_public(&fixture.agent().enrollment_request().unwrap().ek_public).unwrap();
+    assert_eq!(tpm.ek_key, ek.key_name());
+    assert_eq!(tpm.ak_algorithm, ak);
+    assert_eq!(tpm.ek_trusted_by, trusted_by);
     let agent = Heartbeating::start(attestor_config(fixture, &ledger, "a1"), 2).await;
     let refused = agent.metrics.delivered_count(Verdict::Refused);
     agent.stop().await;
@@ -177,7 +191,12 @@ async fn end_to_end(
         (bank, ak, ak)
     );
     tpm2_checkquote_accepts(&bundle, ak.hash());
-    enrols_and_is_accepted(fixture, profile_path).await;
+    let trusted_by = if tpm_ev(&bundle).ek_certificates.is_empty() {
+        "allowlist"
+    } else {
+        "certificate"
+    };
+    enrols_and_is_accepted(fixture, profile_path, ak, trusted_by).await;
     bundle
 }
 
