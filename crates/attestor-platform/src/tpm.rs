@@ -455,7 +455,15 @@ impl Tpm {
                     });
                 };
                 let certificate = self.nv_read(template.certificate_index())?;
-                self.prepare_ek(template, &present, Some(certificate))?
+                let selected = self.prepare_ek(template, &present, Some(certificate.clone()))?;
+                // The vendor's nonce or template (if any) made this EK: it must be the key
+                // the certificate names, or verifiers would refuse every bundle.
+                if !certifies(&selected.ek.public, &certificate) {
+                    return Err(TpmError::EkCertificateMismatch {
+                        tried: template.name().into(),
+                    });
+                }
+                selected
             }
             EkSource::Certificate(der) => self.ek_for_certificate(der, &present)?,
             EkSource::Uncertified(template) => self.prepare_ek(*template, &present, None)?,
@@ -814,11 +822,7 @@ impl Tpm {
         };
         for template in &candidates {
             let selected = self.prepare_ek(*template, present, Some(certificate.to_vec()))?;
-            let matches = parse_tpm_public(&selected.ek.public)
-                .map_err(attestor_verify::evidence::tpm::keys::KeyError::from)
-                .and_then(|ek| ek.matches_certificate(certificate))
-                .unwrap_or(false);
-            if matches {
+            if certifies(&selected.ek.public, certificate) {
                 return Ok(selected);
             }
         }
@@ -1173,6 +1177,14 @@ fn sealed_branches(blob: &KeyBlob, hash: HashAlg) -> Result<DigestList, TpmError
     }
     digest_list("PolicyOR", &blob.policy_branches)
         .map_err(|e| TpmError::MalformedKeyBlob(format!("policy branches: {e}")))
+}
+
+/// Whether `certificate` (DER) certifies the key of the EK public area `ek_public`.
+fn certifies(ek_public: &[u8], certificate: &[u8]) -> bool {
+    parse_tpm_public(ek_public)
+        .map_err(attestor_verify::evidence::tpm::keys::KeyError::from)
+        .and_then(|ek| ek.matches_certificate(certificate))
+        .unwrap_or(false)
 }
 
 /// A template marshalled by [`templates`] or [`ek`] as tss-esapi's `Public`.

@@ -122,6 +122,17 @@ impl Swtpm {
             dir.path(),
         );
         self.tpm2("tpm2_flushcontext", &["-t"], dir.path());
+        let pem = std::fs::read(dir.path().join("ek.pem")).unwrap();
+        let certificate = self.issue_ek_certificate(&pem);
+        self.nv_write_platform(P256_EK_CERT, &certificate);
+        certificate
+    }
+
+    /// An EK certificate (DER) for `public_key_pem` (a PEM SubjectPublicKeyInfo), issued
+    /// by this TPM's CA ([`Swtpm::ca_intermediate_pem`]) the way vendors issue them.
+    pub fn issue_ek_certificate(&self, public_key_pem: &[u8]) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ek.pem"), public_key_pem).unwrap();
         // "m." keeps openssl from reading the OID's leading "2." as a multi-value prefix.
         std::fs::write(
             dir.path().join("ek.cnf"),
@@ -144,11 +155,9 @@ impl Swtpm {
             .unwrap();
         assert!(
             out.status.success(),
-            "openssl could not issue the P-256 EK certificate: {}",
+            "openssl could not issue the EK certificate: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let certificate = std::fs::read(dir.path().join("ek.der")).unwrap();
-        self.nv_write_platform(P256_EK_CERT, &certificate);
-        certificate
+        std::fs::read(dir.path().join("ek.der")).unwrap()
     }
 }

@@ -602,3 +602,50 @@ fn rsa_and_p256_eks_activate_credentials_from_tpm2_tools_and_from_us() {
         );
     }
 }
+
+/// A vendor that stores an EK nonce in NV (0x01c0000b for the P-256 EK, TCG EK Credential
+/// Profile 2.2.1.5) certifies the EK made from the template with that nonce: the agent
+/// makes that EK, not the default one, and finds its certificate; the certificate of the
+/// default EK no longer matches and is refused by name.
+#[test]
+fn an_ek_nonce_in_nv_makes_the_ek_the_vendor_certified() {
+    use attestor_platform::tpm::EkTemplate;
+    use attestor_testkit::provision::P256_EK_CERT;
+    let mut sw = Swtpm::start();
+    let default_certificate = sw.provision_p256_ek_only();
+    let default_ek = open(&sw).select_ek(&EkSource::Nv).unwrap().public;
+    sw.nv_write_platform(0x01c0_000b, b"vendor EK nonce!");
+    // The certificate of the default EK does not certify the EK the nonce makes.
+    assert!(matches!(
+        open(&sw).select_ek(&EkSource::Nv),
+        Err(TpmError::EkCertificateMismatch { .. })
+    ));
+    let nonce_ek = open(&sw)
+        .select_ek(&EkSource::Uncertified(EkTemplate::EccP256))
+        .unwrap()
+        .public;
+    assert_ne!(nonce_ek, default_ek);
+    // The vendor's certificate for the nonce EK.
+    let spki = parse_tpm_public(&nonce_ek).unwrap().spki_der().unwrap();
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &spki)
+    );
+    let certificate = sw.issue_ek_certificate(pem.as_bytes());
+    sw.nv_undefine(P256_EK_CERT);
+    sw.nv_write_platform(P256_EK_CERT, &certificate);
+    let mut tpm = open(&sw);
+    let ek = tpm.select_ek(&EkSource::Nv).unwrap();
+    assert_eq!(
+        (ek.public.as_slice(), ek.certificate.as_deref()),
+        (nonce_ek.as_slice(), Some(certificate.as_slice()))
+    );
+    assert_ne!(certificate, default_certificate);
+    // And it is a working EK: a credential for it activates.
+    let ak = tpm.create_ak(SigningAlgorithm::EcdsaP256).unwrap();
+    let (secret, made) = challenge_for(&ek.public, &Tpm::public_of(&ak).unwrap()).unwrap();
+    let out = tpm
+        .activate_credential(&ak, &made.credential_blob, &made.encrypted_secret)
+        .unwrap();
+    assert!(credential::secret_matches(&secret, &out));
+}
