@@ -43,8 +43,14 @@ fn cli(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// `attestor init`, `attest` and `verify` against `profile`; returns the bundle.
-fn cli_init_attest_verify(fixture: &AgentFixture, profile: &Path) -> Bundle {
+/// `attestor init` (which names the algorithms it chose), `attest` and `verify` against
+/// `profile`; returns the bundle.
+fn cli_init_attest_verify(
+    fixture: &AgentFixture,
+    profile: &Path,
+    bank: HashAlg,
+    ak: SigningAlgorithm,
+) -> Bundle {
     let config = fixture.config_path.to_str().unwrap();
     let tcti = fixture.tpm.tcti();
     let out = fixture.dir.path().join("cli-bundle.json");
@@ -66,6 +72,11 @@ fn cli_init_attest_verify(fixture: &AgentFixture, profile: &Path) -> Bundle {
             "{args:?}: {}",
             String::from_utf8_lossy(&o.stderr)
         );
+        if args[0] == "init" {
+            let stdout = String::from_utf8_lossy(&o.stdout);
+            let chosen = format!("AK {ak}, sealed key {ak}, PCR bank {}", bank.name());
+            assert!(stdout.contains(&chosen), "{stdout}");
+        }
     }
     let policy_hash = hex::encode(fixture.kernel().policy_hash);
     let o = cli(&[
@@ -180,7 +191,7 @@ async fn end_to_end(
     ak: SigningAlgorithm,
 ) -> Bundle {
     let profile = Profile::load(profile_path).unwrap();
-    let bundle = cli_init_attest_verify(fixture, profile_path);
+    let bundle = cli_init_attest_verify(fixture, profile_path, bank, ak);
     let identity = verified_tpm(&bundle, &profile, fixture);
     assert_eq!(
         (
