@@ -606,9 +606,10 @@ fn rsa_and_p256_eks_activate_credentials_from_tpm2_tools_and_from_us() {
 /// A vendor that stores an EK nonce in NV (0x01c0000b for the P-256 EK, TCG EK Credential
 /// Profile 2.2.1.5) certifies the EK made from the template with that nonce: the agent
 /// makes that EK, not the default one, and finds its certificate; the certificate of the
-/// default EK no longer matches and is refused by name.
+/// default EK no longer matches and is refused by name. A whole vendor template in NV
+/// (0x01c0000c) is used the same way.
 #[test]
-fn an_ek_nonce_in_nv_makes_the_ek_the_vendor_certified() {
+fn an_ek_nonce_or_template_in_nv_makes_the_ek_the_vendor_certified() {
     use attestor_platform::tpm::EkTemplate;
     use attestor_testkit::provision::P256_EK_CERT;
     let mut sw = Swtpm::start();
@@ -648,4 +649,27 @@ fn an_ek_nonce_in_nv_makes_the_ek_the_vendor_certified() {
         .activate_credential(&ak, &made.credential_blob, &made.encrypted_secret)
         .unwrap();
     assert!(credential::secret_matches(&secret, &out));
+    drop(tpm);
+
+    // A vendor template in NV (0x01c0000c) replaces the default template and the nonce:
+    // the same template stored whole makes the same certified EK.
+    sw.nv_undefine(0x01c0_000b);
+    assert!(matches!(
+        open(&sw).select_ek(&EkSource::Nv),
+        Err(TpmError::EkCertificateMismatch { .. })
+    ));
+    let template = EkTemplate::EccP256.default_public(Some(b"vendor EK nonce!"));
+    sw.nv_write_platform(0x01c0_000c, &template);
+    let ek = open(&sw).select_ek(&EkSource::Nv).unwrap();
+    assert_eq!(ek.public, nonce_ek);
+    // One that does not decode is named.
+    sw.nv_undefine(0x01c0_000c);
+    sw.nv_write_platform(0x01c0_000c, b"not a TPMT_PUBLIC");
+    assert!(matches!(
+        open(&sw).select_ek(&EkSource::Nv),
+        Err(TpmError::MalformedEkTemplate {
+            nv_index: 0x01c0_000c,
+            ..
+        })
+    ));
 }
