@@ -19,6 +19,9 @@ bin="$root/target/debug/attestor"
 tcti="$SWTPM_TCTI"
 fix=fuzz/fixtures/bundle
 mkdir -p "$fix"
+# The bundle target pins this AK by its TPM Name (what `attestor init` prints).
+"$bin" init --config "$work/examples/agent.toml" --tcti "$tcti" |
+    sed -n 's/^AK name \([0-9a-f]*\).*/\1/p' >"$fix/ak-name"
 "$bin" attest --config "$work/examples/agent.toml" --tcti "$tcti" \
     --nonce 00112233445566778899aabbccddeeff --out "$work/online.json"
 "$bin" attest --config "$work/examples/agent.toml" --tcti "$tcti" --out "$work/offline.json"
@@ -29,7 +32,7 @@ sed -e 's|/var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem|root.pem|' \
     firmware-profiles/swtpm.toml >"$fix/profile.toml"
 date +%s >"$fix/now"
 "$bin" verify "$work/online.json" --profile "$fix/profile.toml" \
-    --nonce 00112233445566778899aabbccddeeff
+    --nonce 00112233445566778899aabbccddeeff --ak-name "$(cat "$fix/ak-name")"
 
 # --- seeds per target (checkpoint: from a real ledger that rotates its key, at the end)
 find fuzz/seeds -mindepth 1 -maxdepth 1 ! -name checkpoint -exec rm -rf {} +

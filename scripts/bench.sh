@@ -108,6 +108,7 @@ p384_verify=$(median dsse ref_p384_verify_aws_lc_parsed)
 row "DSSE sign (statement, 1 KiB)" "$(median dsse sign)" "bare P-384 sign, aws-lc-rs" "$p384_sign" "—" "—"
 row "DSSE verify" "$(median dsse verify)" "bare P-384 verify, aws-lc-rs" "$p384_verify" "—" "—"
 row "bare P-384 verify, key parsed per call" "$(median dsse ref_p384_verify_aws_lc_unparsed)" "key parsed once" "$p384_verify" "—" "—"
+row "agent attest, storage key and AK resident (swtpm)" "$(median attest agent_attest_resident_keys)" "attest re-creating primaries" "$(median attest agent_attest)" "—" "—"
 row "TPM quote verification (decode + signature)" "$(median verify verify_quote)" "bare P-384 verify" "$(median verify one_p384_verify_aws_lc)" "—" "—"
 row "TPM bundle, every check (EK path cached)" "$(median verify verify_bundle)" "bare P-384 verify" "$(median verify one_p384_verify_aws_lc)" "—" "—"
 for alg in rsa2048:RSA-2048 p256:P-256 p384:P-384; do

@@ -11,6 +11,7 @@ mod output;
 
 mod firmware_log_cli;
 mod loadgen;
+mod local_enroll;
 mod snp_cli;
 
 use attestor_agent::collect::{self, PolicyKernelConfig};
@@ -27,7 +28,8 @@ use attestor_verify::gate;
 use attestor_verify::profiles::Profile;
 
 mod query;
-use attestor_verify::checks::{self, Expectations};
+use attestor_verify::checks::{self, AkTrust, Expectations};
+use attestor_verify::evidence::certchain;
 
 #[derive(Parser)]
 #[command(
@@ -70,6 +72,24 @@ enum Command {
     /// Seal a new signing key to the current measurement (TPM) or launch (SNP), after an
     /// approved change.
     Reseal(AgentArgs),
+    /// Enrol this TPM's AK with a local enrollment CA, for `verify` without a ledger:
+    /// credential activation as a ledger makes it, then an AK certificate that every
+    /// `attest` carries. (`attestor agent` enrols with its ledger by itself.)
+    Enroll {
+        #[command(flatten)]
+        agent: AgentArgs,
+        /// Certify with the local enrollment CA in DIR (enrollment-ca.key,
+        /// enrollment-ca.pem), created on first use; trust DIR/enrollment-ca.pem when
+        /// verifying [default DIR: the config's state_dir/enrollment-ca]
+        #[arg(long, value_name = "DIR", num_args = 0..=1, required = true)]
+        local: Option<Option<PathBuf>>,
+        /// Firmware profile the EK certificate must chain to.
+        #[arg(long)]
+        profile: PathBuf,
+        /// Agent identity to name in the certificate, as ID:TENANT [default: none].
+        #[arg(long = "agent", value_name = "ID:TENANT", value_parser = parse_agent)]
+        identity: Option<AgentIdentity>,
+    },
     /// Verify a bundle offline; exits 0 only if every check holds.
     Verify {
         /// Bundle file (JSON).
@@ -83,6 +103,14 @@ enum Command {
         /// Nonce (hex) the evidence must commit to.
         #[arg(long, default_value = "")]
         nonce: String,
+        /// Accept only the AK with this TPM Name (hex, as `attestor init` prints it),
+        /// certified or not.
+        #[arg(long, conflicts_with = "enrollment_ca")]
+        ak_name: Option<String>,
+        /// Also trust this enrollment CA (PEM) to certify AKs, besides the profile's
+        /// `tpm.ak_trust_anchors` (repeatable).
+        #[arg(long, value_name = "PEM")]
+        enrollment_ca: Vec<PathBuf>,
     },
     /// Print a known-good machine's firmware event log as a profile's [tpm.measured_boot]
     /// reference values (Secure Boot, PK/KEK/db, boot applications), to review.
@@ -311,6 +339,35 @@ fn run(command: Command) -> Result<ExitCode, String> {
             if let Some((ak, sealed, bank)) = agent.tpm_algorithms().map_err(|e| e.to_string())? {
                 outln!("AK {ak}, sealed key {sealed}, PCR bank {}", bank.name())?;
             }
+            if let Ok(tpm) = agent.tpm() {
+                let name = tpm.ak_name().map_err(|e| e.to_string())?;
+                outln!("AK name {} (attestor verify --ak-name)", hex::encode(name))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Enroll {
+            agent,
+            local,
+            profile,
+            identity,
+        } => {
+            let profile = Profile::load(&profile).map_err(|e| e.to_string())?;
+            let config = load_config(&agent.config)?;
+            let ca_dir = local
+                .flatten()
+                .unwrap_or_else(|| config.state_dir.join("enrollment-ca"));
+            let (mut source, _) = open_agent_with(&agent, config)?;
+            let tpm = source.tpm().map_err(|e| e.to_string())?;
+            let made = local_enroll::enroll(tpm, &ca_dir, &profile, identity.as_ref())?;
+            outln!(
+                "AK {} certified; certificate kept in {}",
+                hex::encode(tpm.ak_name().map_err(|e| e.to_string())?),
+                made.ak_certificate.display()
+            )?;
+            outln!(
+                "verify with --enrollment-ca {} (or list it in the profile's tpm.ak_trust_anchors)",
+                made.ca_certificate.display()
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Reseal(args) => {
@@ -342,14 +399,29 @@ fn run(command: Command) -> Result<ExitCode, String> {
             profile,
             policy_hash,
             nonce,
+            ak_name,
+            enrollment_ca,
         } => {
             let bytes = std::fs::read(&bundle)
                 .map_err(|e| format!("cannot read {}: {e}", bundle.display()))?;
             let parsed = Bundle::from_json(&bytes).map_err(|e| e.to_string())?;
-            let profile = Profile::load(&profile).map_err(|e| e.to_string())?;
+            let mut profile = Profile::load(&profile).map_err(|e| e.to_string())?;
+            if let Some(tpm) = profile.tpm.as_mut() {
+                for path in &enrollment_ca {
+                    let pem = std::fs::read_to_string(path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                    let certificates = certchain::pem_to_der_all(&pem)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    tpm.ak_trust_anchors.extend(certificates);
+                }
+            }
             let expect = Expectations {
                 policy_hash,
                 nonce: decode_hex("--nonce", &nonce)?,
+                ak: match ak_name {
+                    Some(name) => AkTrust::Name(decode_hex("--ak-name", &name)?),
+                    None => AkTrust::Certificate,
+                },
                 ..Default::default()
             };
             match checks::verify_bundle(&parsed, &profile, &expect) {

@@ -196,8 +196,8 @@ fn print_fields(report: &Report) -> Result<(), crate::output::OutputError> {
 pub(crate) fn describe(platform: &Platform) -> String {
     let tpm = |t: &TpmIdentity| {
         format!(
-            "TPM reset {} restart {}",
-            t.clock.reset_count, t.clock.restart_count
+            "TPM reset {} restart {}, {}",
+            t.clock.reset_count, t.clock.restart_count, t.ak_binding
         )
     };
     let snp = |s: &SnpIdentity| {

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use attestor_verify::bundle::Bundle;
 use attestor_verify::profiles::Profile;
-use attestor_verify::checks::{verify_bundle, Expectations};
+use attestor_verify::checks::{verify_bundle, AkTrust, Expectations};
 use libfuzzer_sys::fuzz_target;
 
 fn profile() -> &'static Profile {
@@ -27,6 +27,19 @@ fn now() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(text.trim().parse().expect("unix seconds"))
 }
 
+/// The seeds' AK, pinned by its TPM Name as `attestor verify --ak-name` does, so that
+/// mutations of everything else get past `ak-binding`.
+fn seed_ak_name() -> &'static [u8] {
+    static NAME: OnceLock<Vec<u8>> = OnceLock::new();
+    NAME.get_or_init(|| {
+        let text = include_str!("../fixtures/bundle/ak-name").trim();
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex AK name"))
+            .collect()
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(bundle) = Bundle::from_json(data) else {
         return;
@@ -38,6 +51,7 @@ fuzz_target!(|data: &[u8]| {
         nonce: bundle.nonce.clone(),
         now: Some(now()),
         evidence: None,
+        ak: AkTrust::Name(seed_ak_name().to_vec()),
     };
     let _ = verify_bundle(&bundle, profile(), &expect);
 });

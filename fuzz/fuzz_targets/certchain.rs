@@ -1,12 +1,14 @@
 //! X.509 EK certificate chains as a bundle or an enrollment request carries them: the
 //! input is split into DER certificates (2-byte big-endian length prefixes), the first is
-//! the leaf, the rest are intermediates; the anchors are the test fixtures' swtpm CA.
+//! the leaf, the rest are intermediates; the anchors are the test fixtures' swtpm CA. The
+//! leaf is also read as an AK certificate.
 #![no_main]
 
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use attestor_verify::evidence::certchain::{self, pem_to_der_all};
+use attestor_verify::evidence::tpm::akcert;
 use libfuzzer_sys::fuzz_target;
 
 fn anchors() -> &'static (Vec<Vec<u8>>, Vec<Vec<u8>>) {
@@ -48,6 +50,13 @@ fuzz_target!(|data: &[u8]| {
         let _ = certchain::spki_of(leaf);
         // The leaf may also be its own anchor (profiles may trust any certificate).
         let _ = certchain::verify_chain(leaf, rest, &certs, now);
+        // As an AK certificate: its profile's fields, and whether it certifies an AK
+        // (the second piece, as a TPMT_PUBLIC).
+        let _ = akcert::AkCertificate::parse(leaf);
+        if let Some(ak_public) = rest.first() {
+            let _ = akcert::certifies_ak(leaf, ak_public);
+            let _ = akcert::ak_spki(ak_public);
+        }
     }
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = pem_to_der_all(text);

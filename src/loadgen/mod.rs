@@ -223,6 +223,8 @@ struct SimAgent {
     tpm: SoftTpm,
     event_log: EventLog,
     ek_certificates: Vec<Vec<u8>>,
+    /// The AK certificate the ledger issued at enrollment, carried as an agent does.
+    ak_certificates: Vec<Vec<u8>>,
     certification: SignedAttest,
     host: Arc<Host>,
 }
@@ -371,6 +373,7 @@ impl SimAgent {
             tpm,
             event_log,
             ek_certificates,
+            ak_certificates: Vec::new(),
             certification,
             host,
         })
@@ -378,7 +381,7 @@ impl SimAgent {
 
     /// The two enrollment steps, as the agent makes them (this also opens the connection
     /// the agent then keeps).
-    async fn enrol(self) -> Result<SimAgent, LoadgenError> {
+    async fn enrol(mut self) -> Result<SimAgent, LoadgenError> {
         let request = EnrollRequest {
             ek_certificates: self.ek_certificates.clone(),
             ek_public: self.tpm.ek_public().to_vec(),
@@ -388,7 +391,11 @@ impl SimAgent {
         let secret = self
             .tpm
             .activate_credential(&challenge.credential_blob, &challenge.encrypted_secret)?;
-        self.client.enroll_finish(&EnrollProof { secret }).await?;
+        let enrolled = self.client.enroll_finish(&EnrollProof { secret }).await?;
+        self.ak_certificates = [enrolled.ak_certificate]
+            .into_iter()
+            .filter(|c| !c.is_empty())
+            .collect();
         Ok(self)
     }
 
@@ -458,6 +465,7 @@ impl SimAgent {
                 },
                 ek_certificates: self.ek_certificates.clone(),
                 ek_public: self.tpm.ek_public().to_vec(),
+                ak_certificates: self.ak_certificates.clone(),
             }),
         })
     }

@@ -260,6 +260,23 @@ fn cli_attest_and_verify_exit_codes() {
     let profile = setup.dir.path().join("profile.toml");
     let config = setup.config_path.to_str().unwrap();
     let tcti = setup.tpm.tcti();
+    // The README's first example: a local enrollment CA certifies the AK, so that the
+    // verifier knows it is in this TPM.
+    let o = attestor_cli(&[
+        "enroll",
+        "--local",
+        "--config",
+        config,
+        "--tcti",
+        &tcti,
+        "--profile",
+        profile.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let enrollment_ca = setup
+        .dir
+        .path()
+        .join("state/enrollment-ca/enrollment-ca.pem");
     let o = attestor_cli(&[
         "attest",
         "--config",
@@ -279,6 +296,8 @@ fn cli_attest_and_verify_exit_codes() {
             profile.to_str().unwrap(),
             "--policy-hash",
             policy_hash,
+            "--enrollment-ca",
+            enrollment_ca.to_str().unwrap(),
         ])
     };
     let o = verify(&out, &policy_hash);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use attestor_verify::bundle::Bundle;
-use attestor_verify::checks::{verify_bundle, Expectations};
+use attestor_verify::checks::{verify_bundle, AkTrust, Expectations};
 use attestor_verify::profiles::Profile;
 
 fn fuzz_dir() -> PathBuf {
@@ -17,6 +17,12 @@ fn fuzz_dir() -> PathBuf {
 fn fixture_now() -> SystemTime {
     let text = std::fs::read_to_string(fuzz_dir().join("fixtures/bundle/now")).unwrap();
     SystemTime::UNIX_EPOCH + Duration::from_secs(text.trim().parse().unwrap())
+}
+
+/// The seeds' AK as the fuzz target pins it.
+fn seed_ak_name() -> Vec<u8> {
+    let text = std::fs::read_to_string(fuzz_dir().join("fixtures/bundle/ak-name")).unwrap();
+    hex::decode(text.trim()).unwrap()
 }
 
 #[test]
@@ -30,6 +36,7 @@ fn the_bundle_seeds_verify_against_the_fuzz_profile() {
             nonce: bundle.nonce.clone(),
             now: Some(fixture_now()),
             evidence: None,
+            ak: AkTrust::Name(seed_ak_name()),
         };
         verify_bundle(&bundle, &profile, &expect)
             .unwrap_or_else(|e| panic!("fuzz seed {seed} no longer verifies: {e}"));

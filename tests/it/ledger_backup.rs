@@ -143,15 +143,33 @@ async fn an_online_backup_restores_into_a_verified_log_that_serves_and_appends()
     std::fs::write(&newer, client.checkpoint(None).await.unwrap()).unwrap();
     ledger.stop();
 
-    // Disaster: the state directory is lost; the key was kept apart.
-    let key = dir.join("kept-checkpoint.key");
-    std::fs::copy(ledger.state_dir().join("checkpoint.key"), &key).unwrap();
+    // Disaster: the state directory is lost; the keys (checkpoint, enrollment CA) were
+    // kept apart and are put back before the restore.
+    let kept = ["checkpoint.key", "enrollment-ca.key", "enrollment-ca.pem"];
+    for name in kept {
+        std::fs::copy(
+            ledger.state_dir().join(name),
+            dir.join(format!("kept-{name}")),
+        )
+        .unwrap();
+    }
     std::fs::rename(ledger.state_dir(), dir.join("state.lost")).unwrap();
     std::fs::create_dir_all(ledger.state_dir()).unwrap();
-    std::fs::copy(&key, ledger.state_dir().join("checkpoint.key")).unwrap();
+    for name in kept {
+        std::fs::copy(
+            dir.join(format!("kept-{name}")),
+            ledger.state_dir().join(name),
+        )
+        .unwrap();
+    }
     let restored = restore(&config, &backup);
     assert!(restored.status.success(), "{}", text(&restored));
     ledger.restart();
+    // The same enrollment CA, so the AK certificates it issued still verify.
+    assert_eq!(
+        std::fs::read(ledger.state_dir().join("enrollment-ca.pem")).unwrap(),
+        std::fs::read(dir.join("state.lost/enrollment-ca.pem")).unwrap()
+    );
 
     let client = ledger.client("w0");
     let latest_note = client.checkpoint(None).await.unwrap();
@@ -235,7 +253,7 @@ async fn an_online_backup_restores_into_a_verified_log_that_serves_and_appends()
     .enumerate()
     {
         let state = format!("state-bad-{n}");
-        let config = config_with_state(&ledger, &key, &state);
+        let config = config_with_state(&ledger, &dir.join("kept-checkpoint.key"), &state);
         let out = restore(&config, file);
         assert!(!out.status.success(), "{}: {}", file.display(), text(&out));
         assert!(text(&out).contains(expected), "{}", text(&out));

@@ -14,7 +14,7 @@ use attestor_ledger::store::embedded::EmbeddedStore;
 use attestor_ledger::store::{AgentRecord, LedgerStore};
 use attestor_ledger::submission::{verify_submission, NonceBook, Refusal, TenantPolicy};
 use attestor_verify::bundle::{Bundle, Evidence, EvidenceKind, TpmSnpEvidence};
-use attestor_verify::checks::{verify_bundle, Check, Expectations};
+use attestor_verify::checks::{verify_bundle, AkTrust, Check, Expectations};
 use attestor_verify::profiles::Profile;
 
 const AGENT: &str = "cvm-1";
@@ -70,6 +70,16 @@ impl Cvm {
         let config = AgentConfig::parse(&text, &path).unwrap();
         assert_eq!(config.evidence, EvidenceKind::TpmSnp);
         config
+    }
+
+    /// What an offline verifier expects of a bundle committing to `nonce`: the vTPM's AK
+    /// pinned by its Name (no enrollment CA certified it here).
+    fn offline(&self, nonce: &[u8]) -> Expectations {
+        Expectations {
+            nonce: nonce.to_vec(),
+            ak: AkTrust::Name(self.agent().ak_name().unwrap()),
+            ..Default::default()
+        }
     }
 
     fn agent(&self) -> Agent {
@@ -164,7 +174,7 @@ fn a_cvm_enrols_its_vtpm_then_pins_its_chip_and_each_broken_binding_is_refused()
 
     // The offline verifier accepts both pieces of evidence under the tpm+snp profile.
     let offline = cvm.bundle_with_nonce(None, b"");
-    let verified = verify_bundle(&offline, &cvm.profile, &Expectations::default()).unwrap();
+    let verified = verify_bundle(&offline, &cvm.profile, &cvm.offline(b"")).unwrap();
     assert!(verified.tpm().is_some());
     assert_eq!(verified.snp().unwrap().reported_tcb.fmc, Some(2));
 
@@ -206,28 +216,13 @@ fn a_cvm_enrols_its_vtpm_then_pins_its_chip_and_each_broken_binding_is_refused()
     bundle.evidence = Evidence::Tpm(both(&mut bundle).tpm.clone());
     assert_eq!(reason(cvm.submit(&bundle)), "evidence-kind");
     // ... and the offline verifier, under a profile requiring both, says the same.
-    let e = verify_bundle(
-        &bundle,
-        &cvm.profile,
-        &Expectations {
-            nonce: bundle.nonce.clone(),
-            ..Default::default()
-        },
-    )
-    .unwrap_err();
+    let e = verify_bundle(&bundle, &cvm.profile, &cvm.offline(&bundle.nonce)).unwrap_err();
     assert_eq!(e.check, Check::EvidenceKind, "{e}");
 
     // A genuine report from another chip under the same roots than the pinned one.
     let other_chip = cvm.bundle_from(Some("second-chip"));
-    verify_bundle(
-        &other_chip,
-        &cvm.profile,
-        &Expectations {
-            nonce: other_chip.nonce.clone(),
-            ..Default::default()
-        },
-    )
-    .expect("the other chip's evidence is itself valid");
+    verify_bundle(&other_chip, &cvm.profile, &cvm.offline(&other_chip.nonce))
+        .expect("the other chip's evidence is itself valid");
     let other_chip = cvm.bundle_from(Some("second-chip"));
     assert_eq!(reason(cvm.submit(&other_chip)), "chip-mismatch");
     // Nor can it be pinned over the first chip without re-enrolling the vTPM.

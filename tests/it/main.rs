@@ -6,6 +6,8 @@
 
 mod support;
 
+mod agent_persistent_keys;
+mod ak_binding;
 mod architecture;
 mod attest_verify;
 mod config_reference;
@@ -25,6 +27,7 @@ mod measured_boot;
 mod monitoring;
 mod pcr_reset_attack;
 mod real_hardware;
+mod snp_configfs;
 mod snp_kds;
 mod snp_sim;
 mod systemd_units;

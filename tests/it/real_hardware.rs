@@ -79,6 +79,8 @@ fn cli_init_attest_verify(
         }
     }
     let policy_hash = hex::encode(fixture.kernel().policy_hash);
+    // Offline, the AK is pinned by its Name (ak-binding); the ledger enrols it below.
+    let ak_name = hex::encode(fixture.ak_name());
     let o = cli(&[
         "verify",
         out.to_str().unwrap(),
@@ -86,6 +88,8 @@ fn cli_init_attest_verify(
         profile.to_str().unwrap(),
         "--policy-hash",
         &policy_hash,
+        "--ak-name",
+        &ak_name,
     ]);
     assert_eq!(
         o.status.code(),

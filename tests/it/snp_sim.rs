@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use attestor_agent::collect::{self, PolicyKernelConfig, RuntimeStatus};
-use attestor_agent::config::{AgentConfig, EvidenceKind};
+use attestor_agent::config::{AgentConfig, EvidenceKind, SnpInterface};
 use attestor_agent::evidence_source::EvidenceSource;
 use attestor_agent::snp::SnpAgent;
 use attestor_agent::snp::SnpAgentError;
@@ -364,7 +364,9 @@ fn missing_device_is_a_clear_error() {
         panic!("this test expects a machine that is not an SEV-SNP guest");
     }
     let mut guest = Guest::new();
-    guest.config.snp.as_mut().unwrap().simulation = None;
+    let snp = guest.config.snp.as_mut().unwrap();
+    snp.simulation = None;
+    snp.interface = SnpInterface::SevGuest;
     let err = SnpAgent::open(&guest.config).err().unwrap().to_string();
     assert!(
         err.contains("/dev/sev-guest does not exist: this is not an SEV-SNP guest"),

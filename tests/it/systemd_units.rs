@@ -1,10 +1,15 @@
 //! The shipped systemd units (deploy/systemd) are valid for systemd and keep their
-//! sandbox: `systemd-analyze verify` must accept them without a single warning.
+//! sandbox: `systemd-analyze verify` must accept them, the agent with its SEV-SNP drop-in,
+//! without a single warning, and the drop-in adds only what the secure processor needs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const UNITS: [&str; 2] = ["attestor-agent.service", "attestor-ledger.service"];
+/// The agent's drop-in for SEV-SNP guests, relative to deploy/systemd.
+const SNP_DROP_IN: &str = "attestor-agent.service.d/snp.conf";
+/// configfs-tsm's report entry the agent may write (and nothing else under /sys).
+const TSM_ENTRY: &str = "/sys/kernel/config/tsm/report/attestor";
 
 fn systemd_analyze() -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -21,9 +26,10 @@ fn unit_text(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-#[test]
-fn systemd_analyze_verify_accepts_the_units_without_warnings() {
-    let tool = systemd_analyze();
+/// `systemd-analyze verify` of the units laid out in a fresh directory, the agent's SNP
+/// drop-in (`drop_in` as its text) beside it, where verify loads drop-ins from: (success,
+/// stderr).
+fn verify(drop_in: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let mut paths = Vec::new();
     for name in UNITS {
@@ -34,19 +40,33 @@ fn systemd_analyze_verify_accepts_the_units_without_warnings() {
         std::fs::write(&path, text).unwrap();
         paths.push(path);
     }
-    let out = Command::new(tool)
+    let drop_in_path = dir.path().join(SNP_DROP_IN);
+    std::fs::create_dir_all(drop_in_path.parent().unwrap()).unwrap();
+    std::fs::write(&drop_in_path, drop_in).unwrap();
+    let out = Command::new(systemd_analyze())
         .arg("verify")
         .args(&paths)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
+    (
         out.status.success(),
-        "systemd-analyze verify failed: {stderr}"
-    );
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn systemd_analyze_verify_accepts_the_units_and_the_snp_drop_in_without_warnings() {
+    let (ok, stderr) = verify(&unit_text(SNP_DROP_IN));
+    assert!(ok, "systemd-analyze verify failed: {stderr}");
     assert!(
         stderr.trim().is_empty(),
         "systemd-analyze verify warned: {stderr}"
+    );
+    // The run above read the drop-in: a bad line in it is reported.
+    let (_, stderr) = verify(&format!("{}\nNoSuchKey=1\n", unit_text(SNP_DROP_IN)));
+    assert!(
+        stderr.contains("snp.conf") && stderr.contains("NoSuchKey"),
+        "verify did not load the drop-in: {stderr}"
     );
 }
 
@@ -98,5 +118,42 @@ fn both_units_keep_their_sandbox() {
     assert!(
         !ledger.iter().any(|(k, _)| k == "DeviceAllow"),
         "the ledger needs no device"
+    );
+}
+
+#[test]
+fn the_snp_drop_in_adds_the_secure_processor_and_nothing_else() {
+    let d = directives(&unit_text(SNP_DROP_IN));
+    for (key, value) in &d {
+        match key.as_str() {
+            "After" => assert_eq!(value, "sys-kernel-config.mount"),
+            "DeviceAllow" => assert_eq!(value, "/dev/sev-guest rw"),
+            "ReadWritePaths" => assert_eq!(value, &format!("-{TSM_ENTRY}")),
+            "ExecStartPre" => {
+                // Root only to create the entry and give it to the agent's user.
+                assert!(
+                    value == &format!("-+/usr/bin/mkdir {TSM_ENTRY}")
+                        || value
+                            == &format!(
+                                "-+/usr/bin/chown -R attestor-agent:attestor-agent {TSM_ENTRY}"
+                            ),
+                    "unexpected ExecStartPre={value}"
+                )
+            }
+            other => panic!("the SNP drop-in may not set {other}={value}"),
+        }
+    }
+    for key in ["DeviceAllow", "ReadWritePaths", "ExecStartPre"] {
+        assert!(d.iter().any(|(k, _)| k == key), "the drop-in lacks {key}");
+    }
+    // The drop-in hands the entry to the agent's own user, and udev the device to its group.
+    let agent = directives(&unit_text(UNITS[0]));
+    let user = &agent.iter().find(|(k, _)| k == "User").unwrap().1;
+    assert!(unit_text(SNP_DROP_IN).contains(&format!("{user}:{user}")));
+    let rule = unit_text("60-attestor-sev-guest.rules");
+    let rule = rule.lines().find(|l| !l.starts_with('#')).unwrap();
+    assert_eq!(
+        rule,
+        format!(r#"KERNEL=="sev-guest", SUBSYSTEM=="misc", GROUP="{user}", MODE="0660""#)
     );
 }

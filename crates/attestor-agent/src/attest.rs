@@ -3,8 +3,11 @@
 //! qualifying data committing to the envelope, and pack the bundle.
 //!
 //! State (one directory per TPM, named after its EK, since key blobs only load in the TPM
-//! that made them): `ak.json` (AK blob), `sealed.json` (sealed key blob and its
-//! certification), `eventlog.json` (measurements since the TPM's last reset).
+//! that made them): `ak.json` (AK blob), `ak-certificate.pem` (the AK's certificate from
+//! the enrollment CA that last enrolled it, carried in every bundle), `sealed.json` (sealed
+//! key blob and its certification), `eventlog.json` (measurements since the TPM's last
+//! reset). With `[tpm] persistent_keys` the storage key and this AK are also kept resident
+//! in the TPM.
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +28,7 @@ use attestor_verify::bundle::{
 use attestor_verify::claims::{Statement, PAYLOAD_TYPE};
 use attestor_verify::dsse::{self, Envelope};
 use attestor_verify::evidence::certchain;
+use attestor_verify::evidence::tpm::akcert::{self, AkCertError};
 use attestor_verify::evidence::tpm::eventlog::{
     measurement_digest, EventLog, EventLogError, MeasurementEvent, EVENT_POLICY_KERNEL_CONFIG,
 };
@@ -39,6 +43,8 @@ use attestor_verify::evidence::tpm_commitment;
 const CERTIFY_QUALIFYING_DATA: &[u8] = b"attestor/sealed-key-certification/v1";
 /// A quote races with other extends of its PCRs; retry this often before giving up.
 const QUOTE_ATTEMPTS: usize = 3;
+/// The AK's certificate in the per-TPM state directory (PEM, the certificate first).
+pub const AK_CERTIFICATE_FILE: &str = "ak-certificate.pem";
 
 /// Why the agent could not attest.
 #[derive(Debug, Error)]
@@ -123,6 +129,23 @@ pub enum AgentError {
         path: PathBuf,
         source: certchain::CertChainError,
     },
+    #[error(
+        "AK certificate {path}: {source}; remove the file and enrol again (a ledger \
+         enrollment, or `attestor enroll --local`)"
+    )]
+    AkCertificate { path: PathBuf, source: AkCertError },
+    #[error(
+        "AK certificate {path} certifies another key than this TPM's AK; remove the file and \
+         enrol again"
+    )]
+    AkCertificateMismatch { path: PathBuf },
+    #[error("the enrollment CA issued an AK certificate for another key than this TPM's AK")]
+    AkCertificateForAnotherKey,
+    #[error("cannot remove {path}: {source}")]
+    RemoveAkCertificate {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot encode the envelope signature: {0}")]
     Signature(#[source] dsse::DsseError),
     #[error("cannot encode the claims: {0}")]
@@ -164,6 +187,8 @@ pub struct Agent {
     ak: KeyBlob,
     ak_public: Vec<u8>,
     ek_public: Vec<u8>,
+    /// The AK's certificate (then any intermediates), empty until an enrollment gave one.
+    ak_certificates: Vec<Vec<u8>>,
     ek_certificates: Vec<Vec<u8>>,
     capabilities: Capabilities,
     /// The bank the current sealed key covers, or for a new one the preferred active bank.
@@ -225,17 +250,24 @@ impl Agent {
         let ak = match read_state::<KeyBlob>(&ak_path)? {
             Some(ak) => ak,
             None => {
+                // A certificate left from an earlier AK would name a key that is gone.
+                remove_ak_certificate(&state_dir.join(AK_CERTIFICATE_FILE))?;
                 let ak = tpm.create_ak(key_algorithm)?;
                 write_state(&ak_path, &ak)?;
                 ak
             }
         };
+        if config.tpm.persistent_keys_for(tcti) {
+            tpm.use_persistent_keys(config.tpm.persistent_handles(), &ak)?;
+        }
         let ak_public = Tpm::public_of(&ak)?;
         let sealed: Option<SealedKeyState> = read_state(&state_dir.join("sealed.json"))?;
         let bank = match sealed {
             Some(sealed) => sealed.bank,
             None => preferred_bank(&config, &capabilities)?,
         };
+        let ak_certificates =
+            load_ak_certificates(&state_dir.join(AK_CERTIFICATE_FILE), &ak_public)?;
         Ok(Agent {
             config,
             tpm,
@@ -243,6 +275,7 @@ impl Agent {
             ak,
             ak_public,
             ek_public: ek.public,
+            ak_certificates,
             ek_certificates,
             capabilities,
             bank,
@@ -257,6 +290,49 @@ impl Agent {
             .transpose()?
             .unwrap_or(self.key_algorithm);
         Ok((self.ak.algorithm()?, sealed, self.bank))
+    }
+
+    /// The AK's TPM Name (nameAlg || digest of its TPMT_PUBLIC): what
+    /// `attestor verify --ak-name` pins.
+    pub fn ak_name(&self) -> Result<Vec<u8>, AgentError> {
+        let ak = parse_tpm_public(&self.ak_public)?;
+        Ok(wire::object_name(&self.ak_public, ak.name_alg()))
+    }
+
+    /// The AK's certificate (DER), if an enrollment gave one.
+    pub fn ak_certificate(&self) -> Option<&[u8]> {
+        self.ak_certificates.first().map(Vec::as_slice)
+    }
+
+    /// Keeps the AK certificate an enrollment gave (`None`: the enrollment gave none, so
+    /// an older one, naming an earlier enrollment, is dropped), durably, for every bundle
+    /// from now on. A certificate of another key is refused.
+    pub fn keep_ak_certificate(&mut self, certificate: Option<&[u8]>) -> Result<(), AgentError> {
+        let path = self.state_dir.join(AK_CERTIFICATE_FILE);
+        match certificate {
+            Some(der) => {
+                let certifies = akcert::certifies_ak(der, &self.ak_public).map_err(|source| {
+                    AgentError::AkCertificate {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                if !certifies {
+                    return Err(AgentError::AkCertificateForAnotherKey);
+                }
+                attestor_verify::fs::write_atomically(
+                    &path,
+                    akcert::certificate_pem(der).as_bytes(),
+                )
+                .map_err(StateError::from)?;
+                self.ak_certificates = vec![der.to_vec()];
+            }
+            None => {
+                remove_ak_certificate(&path)?;
+                self.ak_certificates.clear();
+            }
+        }
+        Ok(())
     }
 
     /// Directory holding this TPM's key blobs and measurement log.
@@ -513,6 +589,7 @@ impl Agent {
                 },
                 ek_certificates: self.ek_certificates.clone(),
                 ek_public: self.ek_public.clone(),
+                ak_certificates: self.ak_certificates.clone(),
             },
         ))
     }
@@ -635,4 +712,43 @@ fn read_certificates(
         Ok(text) if text.contains("-----BEGIN") => certchain::pem_to_der_all(text),
         _ => certchain::spki_of(&bytes).map(|_| vec![bytes]),
     })
+}
+
+fn remove_ak_certificate(path: &Path) -> Result<(), AgentError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(AgentError::RemoveAkCertificate {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// The AK certificate chain kept in `path`, if any; one that does not certify `ak_public`
+/// is an error, not something to ship.
+fn load_ak_certificates(path: &Path, ak_public: &[u8]) -> Result<Vec<Vec<u8>>, AgentError> {
+    let pem = match std::fs::read_to_string(path) {
+        Ok(pem) => pem,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(AgentError::State(StateError::Io {
+                action: "read",
+                path: path.to_path_buf(),
+                source,
+            }))
+        }
+    };
+    let bad = |source| AgentError::AkCertificate {
+        path: path.to_path_buf(),
+        source,
+    };
+    let chain = certchain::pem_to_der_all(&pem).map_err(|e| bad(AkCertError::from(e)))?;
+    let leaf = chain.first().map(Vec::as_slice).unwrap_or_default();
+    if !akcert::certifies_ak(leaf, ak_public).map_err(bad)? {
+        return Err(AgentError::AkCertificateMismatch {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(chain)
 }

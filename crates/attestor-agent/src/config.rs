@@ -9,6 +9,7 @@ use thiserror::Error;
 use crate::collect::StatusSource;
 use attestor_net::tls::TlsFiles;
 use attestor_platform::snp::sim::SimulationSettings;
+use attestor_platform::tpm::persistent::{self, PersistentHandles};
 use attestor_platform::tpm::EkTemplate;
 use attestor_verify::evidence::snp::roots::Product;
 use attestor_verify::evidence::tpm::keys::SigningAlgorithm;
@@ -75,6 +76,16 @@ pub struct TpmConfig {
     pub key_algorithms: Vec<SigningAlgorithm>,
     /// PEM file of EK certificate intermediates to ship in bundles (the TPM holds only the leaf).
     pub ek_intermediates: Option<PathBuf>,
+    /// Keep the storage key and the AK resident under persistent handles instead of
+    /// re-creating a primary key for every signature and quote. Unset: on behind a resource
+    /// manager (see [`TpmConfig::persistent_keys_for`]), off otherwise.
+    pub persistent_keys: Option<bool>,
+    /// Persistent handle of the storage key.
+    #[serde(default = "default_srk_handle")]
+    pub srk_handle: u32,
+    /// Persistent handle of the AK.
+    #[serde(default = "default_ak_handle")]
+    pub ak_handle: u32,
     /// The firmware's UEFI event log to ship in bundles, usually
     /// `/sys/kernel/security/tpm0/binary_bios_measurements` (or a copy readable by the
     /// agent). Absent: no log (swtpm runs no firmware).
@@ -123,6 +134,24 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<HashAlg>, D
     })
 }
 
+impl TpmConfig {
+    /// Whether keys are kept resident on the TPM behind `tcti`: as configured, else on for
+    /// the kernel's resource manager (`device:/dev/tpmrm*`) and tpm2-abrmd, where other
+    /// users' objects cannot collide with ours, and off for a raw device or a simulator.
+    pub fn persistent_keys_for(&self, tcti: &str) -> bool {
+        self.persistent_keys
+            .unwrap_or_else(|| tcti.starts_with("device:/dev/tpmrm") || tcti.starts_with("tabrmd"))
+    }
+
+    /// The persistent handles the keys use when resident.
+    pub fn persistent_handles(&self) -> PersistentHandles {
+        PersistentHandles {
+            srk: self.srk_handle,
+            ak: self.ak_handle,
+        }
+    }
+}
+
 fn default_measured_pcr() -> u8 {
     DEFAULT_MEASURED_PCR
 }
@@ -134,6 +163,12 @@ fn default_key_algorithms() -> Vec<SigningAlgorithm> {
 }
 fn default_firmware_pcrs() -> Vec<u8> {
     (0..8).collect()
+}
+fn default_srk_handle() -> u32 {
+    persistent::DEFAULT_SRK_HANDLE
+}
+fn default_ak_handle() -> u32 {
+    persistent::DEFAULT_AK_HANDLE
 }
 
 impl Default for TpmConfig {
@@ -147,6 +182,9 @@ impl Default for TpmConfig {
             ek_intermediates: None,
             ek_certificate_file: None,
             ek_without_certificate: None,
+            persistent_keys: None,
+            srk_handle: default_srk_handle(),
+            ak_handle: default_ak_handle(),
             firmware_event_log: None,
         }
     }
@@ -240,6 +278,19 @@ struct AgentToml {
 
 pub use attestor_verify::bundle::EvidenceKind;
 
+/// How the agent reaches the secure processor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SnpInterface {
+    /// configfs-tsm when its report directory exists (Linux 6.7+), else `/dev/sev-guest`.
+    #[default]
+    Auto,
+    /// Reports through configfs-tsm; derived keys still through `/dev/sev-guest`.
+    ConfigfsTsm,
+    /// Everything through `/dev/sev-guest`.
+    SevGuest,
+}
+
 /// SEV-SNP settings of the agent: the real device, or (only when named) the simulation.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -247,6 +298,12 @@ pub struct SnpConfig {
     /// The guest device; only the Linux driver's `/dev/sev-guest` is supported.
     #[serde(default = "default_snp_device")]
     pub device: String,
+    /// configfs-tsm or the device (ignored by the simulation).
+    #[serde(default)]
+    pub interface: SnpInterface,
+    /// configfs-tsm's report directory.
+    #[serde(default = "default_tsm_report_dir")]
+    pub tsm_report_dir: PathBuf,
     /// Use the software simulation instead of the device (tests and demos only).
     pub simulation: Option<SimulationSettings>,
     /// VMPL to request reports at.
@@ -263,6 +320,10 @@ pub struct SnpConfig {
     pub kds_url: Option<String>,
     /// CA (PEM) of a private KDS mirror; AMD's KDS is checked against the Mozilla roots.
     pub kds_ca: Option<PathBuf>,
+}
+
+fn default_tsm_report_dir() -> PathBuf {
+    PathBuf::from(attestor_platform::snp::configfs::TSM_REPORT_DIR)
 }
 
 fn default_snp_device() -> String {
@@ -315,6 +376,9 @@ impl AgentConfig {
         let mut tpm = raw.tpm;
         check_pcr_choice(tpm.measured_pcr, &tpm.firmware_pcrs).map_err(invalid)?;
         tpm.ek_intermediates = tpm.ek_intermediates.as_deref().map(resolve);
+        tpm.persistent_handles()
+            .check()
+            .map_err(|e| invalid(format!("[tpm] {e}")))?;
         tpm.firmware_event_log = tpm.firmware_event_log.as_deref().map(resolve);
         tpm.ek_certificate_file = tpm.ek_certificate_file.as_deref().map(resolve);
         if tpm.ek_certificate_file.is_some() && tpm.ek_without_certificate.is_some() {
@@ -353,6 +417,7 @@ impl AgentConfig {
             }
             snp.vcek_cache = snp.vcek_cache.as_deref().map(resolve);
             snp.kds_ca = snp.kds_ca.as_deref().map(resolve);
+            snp.tsm_report_dir = resolve(&snp.tsm_report_dir);
             if snp.device != default_snp_device() {
                 return Err(invalid(format!(
                     "snp.device {:?}: only {} is supported",
@@ -441,6 +506,19 @@ mod tests {
     }
 
     #[test]
+    fn keys_are_resident_by_default_only_behind_a_resource_manager() {
+        let mut tpm = TpmConfig::default();
+        assert!(tpm.persistent_keys_for("device:/dev/tpmrm0"));
+        assert!(tpm.persistent_keys_for("tabrmd:bus_type=system"));
+        assert!(!tpm.persistent_keys_for("device:/dev/tpm0"));
+        assert!(!tpm.persistent_keys_for("swtpm:host=127.0.0.1,port=2321"));
+        tpm.persistent_keys = Some(true);
+        assert!(tpm.persistent_keys_for("swtpm:port=2321"));
+        tpm.persistent_keys = Some(false);
+        assert!(!tpm.persistent_keys_for("device:/dev/tpmrm0"));
+    }
+
+    #[test]
     fn bad_configs_are_refused_with_a_reason() {
         let p = Path::new("/x/agent.toml");
         let base = "state_dir = \"s\"\n[policy_kernel]\npolicy = \"p.toml\"\n";
@@ -501,6 +579,18 @@ mod tests {
                     "{base}[status]\nfile = \"a\"\n[tpm]\npcr_bank = \"sha256\"\n\
                      pcr_banks = [\"sha256\"]\n"
                 ),
+                "invalid",
+            ),
+            (
+                &format!("{base}[status]\nfile = \"a\"\n[tpm]\nak_handle = 0x81800000\n"),
+                "outside the owner's persistent range",
+            ),
+            (
+                &format!("{base}[status]\nfile = \"a\"\n[tpm]\nsrk_handle = 0x81000005\nak_handle = 0x81000005\n"),
+                "both",
+            ),
+            (
+                &format!("{base}[status]\nfile = \"a\"\n[snp]\ninterface = \"ioctl\"\n"),
                 "invalid",
             ),
         ] {

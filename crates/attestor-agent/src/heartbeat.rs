@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
@@ -31,6 +31,7 @@ use attestor_net::tls::{self, AgentIdentity, TlsError, TlsFiles};
 use attestor_verify::api::SubmitResponse;
 use attestor_verify::api::Verdict;
 use attestor_verify::api::OFFLINE_NONCE_PREFIX;
+use attestor_verify::evidence::tpm::akcert::AkCertificate;
 
 /// The spec's default heartbeat interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
@@ -243,6 +244,8 @@ struct Running {
     /// This TPM's state directory (receipts and the enrollment marker live there).
     tpm_state: PathBuf,
     enrolled: bool,
+    /// When the kept AK certificate is to be renewed by enrolling again.
+    renew_at: Option<SystemTime>,
 }
 
 impl Attestor {
@@ -285,7 +288,15 @@ impl Attestor {
         let spool_dir = self.config.agent.state_dir.join("spool");
         let spool = Spool::open(&spool_dir, self.config.agent.heartbeat.spool_capacity)?;
         let worker = TpmWorker::start(self.config.agent.clone(), self.config.tcti.clone()).await?;
-        let tpm_state = worker.run(|agent| agent.state_dir().to_path_buf()).await?;
+        let (tpm_state, ak_certificate) = worker
+            .run(|agent| {
+                let certificate = agent
+                    .tpm()
+                    .ok()
+                    .and_then(|a| a.ak_certificate().map(<[u8]>::to_vec));
+                (agent.state_dir().to_path_buf(), certificate)
+            })
+            .await?;
         let mut running = Running {
             config: self.config.clone(),
             metrics: self.metrics.clone(),
@@ -295,6 +306,7 @@ impl Attestor {
             spool: Arc::new(Mutex::new(spool)),
             tpm_state,
             enrolled: false,
+            renew_at: renewal_time(ak_certificate.as_deref()),
         };
         running.enrolled = running.enrollment_matches()?;
         let (stop_ops, ops_stopped) = oneshot::channel::<()>();
@@ -422,6 +434,16 @@ fn own_identity(cert_pem: &Path) -> Result<AgentIdentity, HeartbeatError> {
     Ok(attestor_verify::identity::certificate_identity(&der)?)
 }
 
+/// When a kept AK certificate is due for renewal: once two thirds of its validity passed.
+fn renewal_time(certificate: Option<&[u8]>) -> Option<SystemTime> {
+    let certificate = AkCertificate::parse(certificate?).ok()?;
+    let life = certificate
+        .not_after
+        .duration_since(certificate.not_before)
+        .ok()?;
+    certificate.not_after.checked_sub(life / 3)
+}
+
 fn offline_nonce() -> Vec<u8> {
     let mut random = [0u8; 16];
     // Without randomness the nonce is still unique enough to bind the quote; freshness
@@ -492,6 +514,16 @@ impl Running {
             tpm_time += started.elapsed();
             self.metrics.tpm_call("enroll", tpm_time);
             let enrolled = self.client.enroll_finish(&proof).await?;
+            // This enrollment's certificate replaces any earlier one (which may name
+            // another ledger or identity); none from the ledger means none is carried.
+            let certificate = enrolled.ak_certificate.clone();
+            self.worker
+                .run(move |source| {
+                    let kept = (!certificate.is_empty()).then_some(certificate.as_slice());
+                    source.tpm()?.keep_ak_certificate(kept)
+                })
+                .await??;
+            self.renew_at = renewal_time(Some(&enrolled.ak_certificate));
             if evidence == EvidenceKind::TpmSnp {
                 self.enroll_with_bundle(std::time::Instant::now()).await?
             } else {
@@ -509,7 +541,9 @@ impl Running {
         event(
             Level::Info,
             "enrolled",
-            json!({"at_ms": marker.enrolled_at_ms}),
+            json!({"at_ms": marker.enrolled_at_ms, "ak_certificate_renewal": self.renew_at
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs())}),
         );
         Ok(())
     }
@@ -592,6 +626,16 @@ impl Running {
     async fn deliver(&mut self) -> Result<(), HeartbeatError> {
         if !self.enrolled {
             self.enroll().await?;
+        } else if self.renew_at.is_some_and(|at| SystemTime::now() >= at) {
+            // The certificate still has a third of its life: a failed renewal must not
+            // hold up delivery, and is tried again at the next heartbeat.
+            if let Err(e) = self.enroll().await {
+                event(
+                    Level::Warn,
+                    "ak-certificate-renewal-failed",
+                    json!({"error": e.to_string()}),
+                );
+            }
         }
         while let Some((seq, bundle)) = self.with_spool(|s| s.oldest()).await? {
             match self.client.submit(&bundle).await {

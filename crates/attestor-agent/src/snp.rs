@@ -1,7 +1,8 @@
 //! The agent in an SEV-SNP guest: the envelope is signed with a software key kept sealed
 //! under the secure processor's derived key (bound to the launch measurement and policy),
 //! and bound to an attestation report whose REPORT_DATA commits to the envelope, the key
-//! and the verifier's nonce. The same code runs on `/dev/sev-guest` and on the simulation.
+//! and the verifier's nonce. The same code runs on configfs-tsm, `/dev/sev-guest` and the
+//! simulation.
 //!
 //! State: `state_dir/snp/sealed-key.json` (the sealed signing key) and
 //! `state_dir/snp/vcek/` (VCEK cache, for hosts that return no certificate table).
@@ -12,9 +13,10 @@ use thiserror::Error;
 
 use crate::collect::claims_for;
 use crate::collect::{PolicyKernelConfig, RuntimeStatus};
-use crate::config::{AgentConfig, SnpConfig};
+use crate::config::{AgentConfig, SnpConfig, SnpInterface};
 use crate::kds::{self, AMD_KDS_URL};
 use crate::state::{create_state_dir, read_state, write_state, StateError};
+use attestor_platform::snp::configfs::{ConfigfsTsm, KeySource};
 use attestor_platform::snp::device::SevGuestDevice;
 use attestor_platform::snp::seal::{self, SealError, SealedSigningKey};
 use attestor_platform::snp::sim::SimulatedProcessor;
@@ -71,7 +73,7 @@ impl SnpReporter {
         let snp = config.snp.as_ref().ok_or(SnpAgentError::NotConfigured)?;
         let processor: Box<dyn SecureProcessor> = match &snp.simulation {
             Some(sim) => Box::new(SimulatedProcessor::from_settings(sim)?),
-            None => Box::new(SevGuestDevice::open()?),
+            None => open_processor(snp)?,
         };
         Ok(Self::with_processor(
             processor,
@@ -238,6 +240,20 @@ impl SnpReporter {
         let _ = self.vcek_cache.put(product, &fields.chip_id, &tcb, &vcek);
         Ok(vcek)
     }
+}
+
+/// configfs-tsm when configured, or (`auto`) when the kernel has it; else the device.
+fn open_processor(snp: &SnpConfig) -> Result<Box<dyn SecureProcessor>, DeviceError> {
+    let configfs = match snp.interface {
+        SnpInterface::ConfigfsTsm => true,
+        SnpInterface::SevGuest => false,
+        SnpInterface::Auto => snp.tsm_report_dir.is_dir(),
+    };
+    Ok(if configfs {
+        Box::new(ConfigfsTsm::open(&snp.tsm_report_dir, KeySource::SevGuest)?)
+    } else {
+        Box::new(SevGuestDevice::open()?)
+    })
 }
 
 fn seal_new_key(sealing_key: &[u8; 32], path: &Path) -> Result<EcdsaP384Signer, SnpAgentError> {

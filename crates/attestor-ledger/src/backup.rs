@@ -18,6 +18,7 @@ use rusqlite::{Connection, OpenFlags};
 use thiserror::Error;
 
 use crate::config::{LedgerConfig, Storage};
+use crate::enrollment_ca;
 use crate::keyfiles::{self, KEY_FILE, VKEY_FILE};
 use crate::service::LEDGER_DB;
 use crate::store::embedded::EmbeddedStore;
@@ -161,7 +162,12 @@ pub fn restore(
         .map_err(io(dir))?
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .find(|name| !name.starts_with(KEY_FILE) && name != VKEY_FILE);
+        .find(|name| {
+            !name.starts_with(KEY_FILE)
+                && name != VKEY_FILE
+                && name != enrollment_ca::KEY_FILE
+                && name != enrollment_ca::CERT_FILE
+        });
     if let Some(name) = foreign {
         return Err(BackupError::StateNotEmpty(dir.clone(), name));
     }

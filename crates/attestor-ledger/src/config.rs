@@ -89,6 +89,8 @@ struct LedgerToml {
     max_handshakes_per_address: usize,
     #[serde(default = "default_handshake_timeout_seconds")]
     handshake_timeout_seconds: u64,
+    #[serde(default = "default_ak_certificate_days")]
+    ak_certificate_days: u64,
     tls: TlsFiles,
     tenants: BTreeMap<String, TenantToml>,
     /// `postgres://...`: a database shared by replicas; absent: SQLite in `state_dir`.
@@ -152,6 +154,11 @@ fn default_max_handshakes_per_address() -> usize {
 fn default_handshake_timeout_seconds() -> u64 {
     DEFAULT_HANDSHAKE_TIMEOUT.as_secs()
 }
+fn default_ak_certificate_days() -> u64 {
+    crate::enrollment_ca::DEFAULT_AK_CERTIFICATE_VALIDITY.as_secs() / DAY.as_secs()
+}
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -227,6 +234,8 @@ pub struct LedgerConfig {
     pub limits: ConnectionLimits,
     /// How long a nonce the ledger issued counts as its own single-use nonce.
     pub nonce_ttl: Duration,
+    /// How long the AK certificates the enrollment CA issues are valid.
+    pub ak_certificate_validity: Duration,
     pub tls: TlsFiles,
     /// What each tenant expects; agents of other tenants are refused.
     pub tenants: BTreeMap<String, TenantPolicy>,
@@ -298,6 +307,10 @@ impl LedgerConfig {
                     .into(),
             ));
         }
+        // Past a century a certificate's end no longer means anything to anyone.
+        if !(1..=36_500).contains(&raw.ak_certificate_days) {
+            return Err(invalid("ak_certificate_days must be 1..=36500".into()));
+        }
         if let Some(address) = raw.ops.listen {
             if !address.ip().is_loopback() && raw.ops.dashboard_token_file.is_none() {
                 return Err(invalid(format!(
@@ -358,6 +371,7 @@ impl LedgerConfig {
                 handshake_timeout: Duration::from_secs(raw.handshake_timeout_seconds),
             },
             nonce_ttl,
+            ak_certificate_validity: DAY * u32::try_from(raw.ak_certificate_days).unwrap_or(1),
             tls: raw.tls.resolve(base),
             tenants,
             alerts: raw.alerts,

@@ -16,7 +16,7 @@ use attestor_net::tls::AgentIdentity;
 use attestor_verify::api::{EnrollChallenge, EnrollProof, EnrollRequest, EnrolledTpm};
 use attestor_verify::bundle::Bundle;
 use attestor_verify::checks::{
-    attestation_key, check_ek_allowed, check_strength, verify_bundle, Check, Expectations,
+    attestation_key, check_ek_allowed, check_strength, verify_bundle, AkTrust, Check, Expectations,
     Platform, VerifyError,
 };
 use attestor_verify::evidence::certchain::{self, CertChainError};
@@ -101,6 +101,8 @@ pub fn enroll_snp(
         nonce: bundle.nonce.clone(),
         now: Some(now),
         evidence: None,
+        // A vTPM's AK must be the one credential activation pinned (compared below).
+        ak: AkTrust::PinnedByCaller,
     };
     let verified = verify_bundle(&bundle, profile, &expect)?;
     let snp = match verified.platform {
@@ -220,6 +222,25 @@ impl Enrollment {
         store: &dyn LedgerStore,
         now_ms: u64,
     ) -> Result<AgentRecord, EnrollError> {
+        let request = self.prove(who, proof)?;
+        let ek_certificate = request
+            .ek_certificates
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        let mut record = AgentRecord::enrolled(who, ek_certificate, request.ak_public, now_ms);
+        record.ek_public = Some(request.ek_public);
+        pin(store, record)
+    }
+
+    /// Checks the proof against `who`'s pending challenge (consuming it either way) and
+    /// returns the request it answers: its AK is then proven to be in the TPM of its
+    /// certified EK. [`Enrollment::finish`] pins it; a local enrollment only certifies it.
+    pub fn prove(
+        &self,
+        who: &AgentIdentity,
+        proof: &EnrollProof,
+    ) -> Result<EnrollRequest, EnrollError> {
         let pending = self
             .pending
             .lock()
@@ -230,16 +251,7 @@ impl Enrollment {
         if !credential::secret_matches(&pending.secret, &proof.secret) {
             return Err(EnrollError::SecretMismatch);
         }
-        let ek_certificate = pending
-            .request
-            .ek_certificates
-            .into_iter()
-            .next()
-            .unwrap_or_default();
-        let mut record =
-            AgentRecord::enrolled(who, ek_certificate, pending.request.ak_public, now_ms);
-        record.ek_public = Some(pending.request.ek_public);
-        pin(store, record)
+        Ok(pending.request)
     }
 }
 

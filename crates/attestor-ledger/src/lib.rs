@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod dashboard;
 pub mod enroll;
+pub mod enrollment_ca;
 pub mod failpoint;
 pub mod keyfiles;
 pub mod limits;

@@ -18,6 +18,7 @@
 //! | `GET /v1/log/consistency`          | `old new`                             | `ConsistencyResponse` |
 //! | `GET /v1/log/key`                  |                                       | current checkpoint verifier key (text) |
 //! | `GET /v1/log/keys`                 |                                       | `LogKeysResponse`: key history with transitions |
+//! | `GET /v1/enrollment-ca`            |                                       | the enrollment CA's certificate (PEM), which issues AK certificates |
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -314,6 +315,7 @@ impl From<ServiceError> for Failure {
             | ServiceError::Log(_)
             | ServiceError::Append(_)
             | ServiceError::Task(_)
+            | ServiceError::AkCertificate(_)
             | ServiceError::NoRandomness(_)
             | ServiceError::BadLeaf { .. }
             | ServiceError::EntryVanished { .. }
@@ -489,6 +491,11 @@ async fn dispatch(
             StatusCode::OK,
             "text/plain; charset=utf-8",
             ledger.verifier_key().into_bytes(),
+        )),
+        (&Method::GET, "/v1/enrollment-ca") => Ok(answer(
+            StatusCode::OK,
+            "application/x-pem-file",
+            ledger.enrollment_ca_pem().as_bytes().to_vec(),
         )),
         (&Method::GET, "/v1/log/keys") => {
             let history = ledger.key_history();

@@ -20,6 +20,7 @@ use thiserror::Error;
 use crate::alerts::{AlertKind, Alerter};
 use crate::config::{LedgerConfig, Storage};
 use crate::enroll::{EnrollError, Enrollment};
+use crate::enrollment_ca::{EnrollmentCa, EnrollmentCaError};
 use crate::keyfiles::{self, KeyFileError};
 use crate::limits::{RateLimiter, WriteLimit};
 use crate::log::batcher::{BatchError, Batcher, DEFAULT_MAX_BATCH};
@@ -64,6 +65,8 @@ pub enum ServiceError {
     StorageUnavailable { retry_after: Duration },
     #[error("enrollment refused: {0}")]
     Enroll(#[from] EnrollError),
+    #[error("the AK was enrolled, but its certificate could not be issued: {0}")]
+    AkCertificate(#[from] EnrollmentCaError),
     #[error("storage failure: {0}")]
     Store(#[from] StoreError),
     #[error("log failure: {0}")]
@@ -115,6 +118,7 @@ impl ServiceError {
             | ServiceError::Log(_)
             | ServiceError::Append(_)
             | ServiceError::Task(_)
+            | ServiceError::AkCertificate(_)
             | ServiceError::NoRandomness(_)
             | ServiceError::BadLeaf { .. }
             | ServiceError::EntryVanished { .. } => "unavailable",
@@ -153,6 +157,8 @@ pub enum StartError {
     Log(#[from] SequencerError),
     #[error(transparent)]
     Key(#[from] KeyFileError),
+    #[error("enrollment CA: {0}")]
+    EnrollmentCa(#[from] EnrollmentCaError),
     #[error(
         "the log does not extend the checkpoint of size {seen} this replica saw before \
          (the store now ends at a checkpoint of size {stored}): an older backup was restored \
@@ -258,6 +264,8 @@ pub struct Ledger {
     batcher: Batcher,
     nonces: NonceBook,
     enrollment: Enrollment,
+    /// Certifies the AKs credential activation enrolled, for offline verifiers.
+    enrollment_ca: EnrollmentCa,
     profile: Profile,
     tenants: BTreeMap<String, TenantPolicy>,
     max_gap: Duration,
@@ -351,8 +359,10 @@ impl Ledger {
         })?;
         let store = open_store(config)?;
         let signer = keyfiles::load_or_create(dir, &config.origin, store.as_ref())?;
+        let enrollment_ca = EnrollmentCa::load_or_create(dir, &config.origin)?
+            .with_validity(config.ak_certificate_validity);
         let profile = Profile::load(&config.profile)?;
-        let (ledger, writer) = Self::new(store, signer, config, profile)?;
+        let (ledger, writer) = Self::new(store, signer, enrollment_ca, config, profile)?;
         ledger.check_not_rolled_back(dir)?;
         ledger.remember_checkpoint(dir)?;
         Ok((ledger, writer))
@@ -416,6 +426,7 @@ impl Ledger {
     pub fn new(
         store: Arc<dyn LedgerStore>,
         signer: CheckpointSigner,
+        enrollment_ca: EnrollmentCa,
         config: &LedgerConfig,
         profile: Profile,
     ) -> Result<(Arc<Ledger>, JoinHandle<()>), SequencerError> {
@@ -445,6 +456,7 @@ impl Ledger {
             batcher,
             nonces,
             enrollment: Enrollment::default(),
+            enrollment_ca,
             profile,
             tenants: config.tenants.clone(),
             max_gap: config.max_gap,
@@ -488,6 +500,12 @@ impl Ledger {
     /// The checkpoint verifier key (C2SP vkey), for auditors.
     pub fn verifier_key(&self) -> String {
         self.sequencer.verifier_key()
+    }
+
+    /// The enrollment CA's certificate (PEM): what relying parties trust to verify the AK
+    /// certificates this ledger issues.
+    pub fn enrollment_ca_pem(&self) -> &str {
+        self.enrollment_ca.certificate_pem()
     }
 
     /// Every checkpoint key of the log and the transitions between them.
@@ -593,7 +611,8 @@ impl Ledger {
         .await
     }
 
-    /// Second enrollment step: checks the recovered secret and pins the agent's AK.
+    /// Second enrollment step: checks the recovered secret, pins the agent's AK and
+    /// certifies it (the AK certificate the agent then carries in its bundles).
     pub async fn enroll_finish(
         self: &Arc<Self>,
         who: &AgentIdentity,
@@ -602,17 +621,31 @@ impl Ledger {
         self.require_sequencer()?;
         let (this, who) = (self.clone(), who.clone());
         blocking(move || {
+            let now = SystemTime::now();
             let record = this.enrollment.finish(
                 &who,
                 &proof,
                 this.store.as_ref(),
-                attestor_verify::time::unix_ms(SystemTime::now()),
+                attestor_verify::time::unix_ms(now),
             )?;
+            // An EK the profile trusts by its hash has no certificate for an AK certificate
+            // to name; such an agent is verified offline by its AK's Name.
+            let ak_certificate = if record.ek_certificate.is_empty() {
+                Vec::new()
+            } else {
+                this.enrollment_ca.issue(
+                    &record.ak_public,
+                    &record.ek_certificate,
+                    Some(&who),
+                    now,
+                )?
+            };
             Ok(EnrolledResponse {
                 tpm: crate::enroll::enrolled_tpm(&record),
                 agent_id: record.agent_id,
                 tenant: record.tenant,
                 enrolled_at_ms: record.enrolled_at_ms,
+                ak_certificate,
             })
         })
         .await
@@ -635,11 +668,14 @@ impl Ledger {
                 this.store.as_ref(),
                 SystemTime::now(),
             )?;
+            // An SEV-SNP guest has no AK to certify (a vTPM's got its certificate when
+            // it enrolled).
             Ok(EnrolledResponse {
                 tpm: crate::enroll::enrolled_tpm(&record),
                 agent_id: record.agent_id,
                 tenant: record.tenant,
                 enrolled_at_ms: record.enrolled_at_ms,
+                ak_certificate: Vec::new(),
             })
         })
         .await

@@ -17,7 +17,7 @@ use attestor_net::tls::AgentIdentity;
 use attestor_verify::bundle::EvidenceKind;
 use attestor_verify::bundle::{Bundle, BundleError};
 use attestor_verify::checks::{
-    check_policy_hash, verify_bundle, Check, Expectations, Platform, Verified, VerifyError,
+    check_policy_hash, verify_bundle, AkTrust, Check, Expectations, Platform, Verified, VerifyError,
 };
 use attestor_verify::profiles::Profile;
 
@@ -370,6 +370,8 @@ pub fn verify_submission(
         nonce: bundle.nonce.clone(),
         now: Some(now),
         evidence: agent.snp_chip_id.as_ref().map(|_| EvidenceKind::TpmSnp),
+        // The AK must be the one credential activation pinned: `check_pinned`.
+        ak: AkTrust::PinnedByCaller,
     };
     let verified = verify_bundle(bundle, profile, &expect)?;
     check_pinned(&verified, agent)?;

@@ -6,19 +6,23 @@
 //! a resource manager (swtpm over TCP) has only three object and three session slots and
 //! keeps leaked ones until it is reset.
 //!
-//! Keys never persist in the TPM: a [`KeyBlob`] holds the TPM-encrypted private part and is
-//! loaded again under a parent that is re-created from a fixed template on every call (the
-//! endorsement key for the AK, an owner-hierarchy storage key of the sealed key's type for
-//! the sealed key).
+//! By default keys do not persist in the TPM: a [`KeyBlob`] holds the TPM-encrypted private
+//! part and is loaded again under a parent that is re-created from a fixed template on every
+//! call (the endorsement key for the AK, an owner-hierarchy storage key of the sealed key's
+//! type for the sealed key). [`Tpm::use_persistent_keys`] instead keeps the storage key and
+//! the AK resident under persistent handles ([`persistent`]), for TPMs behind a resource
+//! manager.
 //!
 //! Which EK ([`Tpm::select_ek`]: the first with a certificate in NV, the one a supplied
 //! certificate certifies, or a named template without certificate) and which algorithms
 //! ([`Tpm::capabilities`]) are the caller's choice; the keys carry their algorithm.
 
 mod ek;
+pub mod persistent;
 mod templates;
 
 pub use ek::EkTemplate;
+pub use persistent::PersistentHandles;
 
 use std::collections::BTreeSet;
 use std::convert::TryFrom;
@@ -162,6 +166,23 @@ pub enum TpmError {
     /// The EK is uncertified (`EkSource::Uncertified`): there is no certificate to give.
     #[error("this EK has no certificate (it is used without one)")]
     EkUncertified,
+    /// A persistent handle attestor would use holds an object that is not its key.
+    #[error("persistent handle {handle:#010x} holds an object (Name {found}) that is not this agent's {what}; it is left alone. If it is a stale attestor key, evict it (tpm2_evictcontrol -C o -c {handle:#010x}); otherwise choose another handle ([tpm] srk_handle / ak_handle) or set [tpm] persistent_keys = false")]
+    PersistentHandleTaken {
+        handle: u32,
+        what: &'static str,
+        found: String,
+    },
+    /// A resident key was replaced or evicted after the agent adopted it.
+    #[error("the {what} at persistent handle {handle:#010x} changed since the agent adopted it (now Name {found:?}); refusing to use it. Restart the agent to adopt or persist its key again")]
+    PersistentKeyChanged {
+        handle: u32,
+        what: &'static str,
+        found: String,
+    },
+    /// Persistent handles outside the owner's range, or one handle for both keys.
+    #[error("unusable persistent handles: {0}")]
+    PersistentHandleRange(String),
     /// The TPM answered with something other than what the command promises.
     #[error("unexpected TPM output from {op}: {what}")]
     UnexpectedResponse {
@@ -270,6 +291,7 @@ struct SelectedEk {
 pub struct Tpm {
     ctx: Context,
     ek: Option<SelectedEk>,
+    resident: Option<persistent::Resident>,
 }
 
 impl std::fmt::Debug for Tpm {
@@ -289,7 +311,11 @@ impl Tpm {
             reason: e.to_string(),
         })?;
         let ctx = Context::new(conf).map_err(|e| classify("Esys_Initialize", e))?;
-        let mut tpm = Tpm { ctx, ek: None };
+        let mut tpm = Tpm {
+            ctx,
+            ek: None,
+            resident: None,
+        };
         tpm.flush_stale_handles()?;
         Ok(tpm)
     }
@@ -538,8 +564,7 @@ impl Tpm {
             "Create(sealed key)",
             &templates::sealed_key(alg, auth_policy.value()),
         )?;
-        let srk = self.create_srk(alg)?;
-        let created = self.with_flushed(srk.into(), |t| {
+        let created = self.with_srk(alg, |t, srk| {
             t.ctx
                 .execute_with_session(Some(AuthSession::Password), |c| {
                     c.create(srk, template, None, None, None, None)
@@ -975,12 +1000,16 @@ impl Tpm {
             .map_err(|e| classify("CreatePrimary(SRK)", e))
     }
 
-    /// Loads the AK under a re-created EK, flushes the EK, runs `f`, flushes the AK.
+    /// Runs `f` with the resident AK; otherwise loads the AK under a re-created EK, flushes
+    /// the EK, runs `f`, flushes the AK.
     fn with_ak<T>(
         &mut self,
         blob: &KeyBlob,
         f: impl FnOnce(&mut Self, KeyHandle) -> Result<T, TpmError>,
     ) -> Result<T, TpmError> {
+        if self.is_resident_ak(blob) {
+            return self.with_resident_ak(f);
+        }
         let public = parse_public(blob)?;
         let private = parse_private(blob)?;
         let ek = self.create_ek()?;
@@ -988,8 +1017,8 @@ impl Tpm {
         self.with_flushed(handle.into(), |t| f(t, handle))
     }
 
-    /// Loads the sealed key under a re-created storage key of its type, flushes that, runs
-    /// `f`, flushes the sealed key.
+    /// Loads the sealed key under the storage key (resident, or re-created and flushed),
+    /// runs `f`, flushes the sealed key.
     fn with_sealed<T>(
         &mut self,
         blob: &KeyBlob,
@@ -998,8 +1027,7 @@ impl Tpm {
         let alg = blob.algorithm()?;
         let public = parse_public(blob)?;
         let private = parse_private(blob)?;
-        let srk = self.create_srk(alg)?;
-        let handle = self.with_flushed(srk.into(), |t| {
+        let handle = self.with_srk(alg, |t, srk| {
             t.ctx
                 .execute_with_session(Some(AuthSession::Password), |c| {
                     c.load(srk, private, public)

@@ -64,6 +64,11 @@ pub struct EnrolledResponse {
     pub tenant: String,
     /// When the ledger enrolled it (Unix ms).
     pub enrolled_at_ms: u64,
+    /// A TPM's AK certificate (DER) from the ledger's enrollment CA
+    /// ([`crate::evidence::tpm::akcert`]), for the agent to carry in its bundles; absent
+    /// for an SEV-SNP guest.
+    #[serde(default, with = "b64", skip_serializing_if = "Vec::is_empty")]
+    pub ak_certificate: Vec<u8>,
     /// For a TPM agent: what the ledger recorded of its keys (absent for SEV-SNP alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<EnrolledTpm>,

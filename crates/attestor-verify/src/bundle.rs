@@ -160,6 +160,11 @@ pub struct TpmEvidence {
     /// check it against the certificate or, without one, against an EK hash allow-list.
     #[serde(default, with = "b64", skip_serializing_if = "Vec::is_empty")]
     pub ek_public: Vec<u8>,
+    /// AK certificate (DER, base64) first, then any intermediates: an enrollment CA's
+    /// after credential activation, or the platform maker's IAK certificate
+    /// ([`crate::evidence::tpm::akcert`]). Absent when the AK is certified by no one.
+    #[serde(default, with = "b64_list", skip_serializing_if = "Vec::is_empty")]
+    pub ak_certificates: Vec<Vec<u8>>,
 }
 
 /// A TPM-signed TPMS_ATTEST (quote or certify) in TPM wire format.

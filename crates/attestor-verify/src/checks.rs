@@ -2,13 +2,17 @@
 //!
 //! Checks run in a fixed order and the first failure is reported with the [`Check`] it
 //! belongs to. The order is chosen so each broken binding is reported as itself: the
-//! envelope signature is checked before the quote's binding to the envelope, the PCR
-//! digest before the event-log replay, and content checks (freshness, policy) last.
-//! SEV-SNP bundles take their own checks ([`snp`]) and then the same content checks.
+//! genuine TPM (EK chain), then the AK in it (its attributes, then its binding to that
+//! TPM), then what the AK vouches for; the envelope signature is checked before the
+//! quote's binding to the envelope, the PCR digest before the event-log replay, and
+//! content checks (freshness, policy) last. SEV-SNP bundles take their own checks
+//! ([`snp`]) and then the same content checks.
 
+mod ak_binding;
 mod measured_boot;
 mod snp;
 
+pub use ak_binding::{AkBinding, AkTrust};
 pub use measured_boot::verify_firmware_log;
 pub use snp::{check_report_policy, verify_signed_report};
 
@@ -40,6 +44,9 @@ pub enum Check {
     /// The AK is a TPM-resident, restricted, sign-only key of a supported algorithm (ECDSA
     /// P-384 or P-256, RSA-2048 RSASSA or RSAPSS) as strong as the profile requires.
     AttestationKey,
+    /// The AK is in the EK's TPM: certified by an enrollment CA or as the IAK by a CA the
+    /// profile trusts, or pinned by its TPM Name ([`AkTrust`]).
+    AkBinding,
     /// The AK certified (TPM2_Certify) the sealed key, which is fixedTPM, usable only
     /// through its policy, and of a supported algorithm as strong as the profile requires.
     SealedKeyCertification,
@@ -110,6 +117,7 @@ impl Check {
             Check::EvidenceKind => "evidence-kind",
             Check::EkChain => "ek-chain",
             Check::AttestationKey => "attestation-key",
+            Check::AkBinding => "ak-binding",
             Check::SealedKeyCertification => "sealed-key-certification",
             Check::EnvelopeSignature => "envelope-signature",
             Check::Statement => "statement",
@@ -177,6 +185,8 @@ pub struct Expectations {
     /// Evidence the bundle must carry, over the profile's `evidence` (a ledger requires
     /// what the agent enrolled with).
     pub evidence: Option<EvidenceKind>,
+    /// What shows the AK is in the EK's TPM (default: a certificate the profile trusts).
+    pub ak: AkTrust,
 }
 
 /// A bundle that passed every check, with what later stages need.
@@ -206,6 +216,8 @@ pub enum Platform {
 pub struct TpmIdentity {
     /// AK public area (TPMT_PUBLIC) the quote is signed with.
     pub ak_public: Vec<u8>,
+    /// What showed the AK is in the EK's TPM.
+    pub ak_binding: AkBinding,
     /// TPM clock of the quote, for reboot and replay detection. `safe == 0` (after an
     /// unorderly TPM shutdown, until the TPM next saves its clock) is accepted: the clock
     /// then must not be trusted for ordering, which is the ledger's concern, not a reason to
@@ -351,6 +363,9 @@ fn verify_tpm(
     // Parsed once for both signatures it made (certification and quote).
     let ak = attestation_key(&ev.ak_public)?;
     check_strength(ak.algorithm(), profile, Check::AttestationKey, "AK")?;
+
+    // Is the AK in that TPM?
+    let ak_binding = ak_binding::check(ev, profile, &expect.ak, now)?;
 
     // Does the AK vouch that the sealed key lives in this TPM?
     let sealed = &ev.sealed_key;
@@ -577,6 +592,7 @@ fn verify_tpm(
         payload,
         platform: Platform::Tpm(TpmIdentity {
             ak_public: ev.ak_public.clone(),
+            ak_binding,
             clock: quote.clock_info,
             ak_algorithm: ak.algorithm(),
             sealed_key_algorithm: sealed_key.algorithm(),

@@ -3,11 +3,11 @@
 //! A profile has a `[tpm]` section, an `[snp]` section, or both. For a TPM it says which
 //! PCR banks may be quoted, which PCR carries the policy kernel measurement, which values
 //! each firmware PCR may hold (per bank), which CAs may issue EK certificates (or which
-//! EK public-key hashes are trusted without one), how strong keys must be and, in
-//! `[tpm.measured_boot]`, what the firmware event log must show (Secure Boot, keys, dbx,
-//! boot applications); for SEV-SNP, which roots are
-//! pinned, which launch measurements, guest policies, VMPLs and TCBs are acceptable. And
-//! how old an attestation may be. Relative paths resolve against the profile's directory.
+//! EK public-key hashes are trusted without one) and which may certify AKs, how strong
+//! keys must be and, in `[tpm.measured_boot]`, what the firmware event log must show
+//! (Secure Boot, keys, dbx, boot applications); for SEV-SNP, which roots are pinned, which
+//! launch measurements, guest policies, VMPLs and TCBs are acceptable. And how old an
+//! attestation may be. Relative paths resolve against the profile's directory.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -168,6 +168,10 @@ struct TpmProfileToml {
     ek_trust_anchors: Vec<PathBuf>,
     #[serde(default)]
     ek_intermediates: Vec<PathBuf>,
+    #[serde(default)]
+    ak_trust_anchors: Vec<PathBuf>,
+    #[serde(default)]
+    iak_trust_anchors: Vec<PathBuf>,
     measured_boot: Option<measured_boot::MeasuredBootToml>,
     ek_allowlist: Option<PathBuf>,
     #[serde(default = "default_min_key_strength")]
@@ -273,6 +277,11 @@ pub struct TpmProfile {
     pub min_key_strength: u16,
     /// EK certificate paths already validated against this profile, shared by its clones.
     pub ek_chains: std::sync::Arc<certchain::ChainCache>,
+    /// DER certificates of the enrollment CAs trusted to certify AKs after credential
+    /// activation (a ledger's `enrollment-ca.pem`, or a local one).
+    pub ak_trust_anchors: Vec<Vec<u8>>,
+    /// DER certificates of the platform makers' CAs trusted to issue IAK certificates.
+    pub iak_trust_anchors: Vec<Vec<u8>>,
     /// Reference values for the firmware event log; when present, bundles must carry the
     /// log.
     pub measured_boot: Option<MeasuredBootProfile>,
@@ -445,6 +454,8 @@ fn load_tpm(
         ek_allowlist,
         min_key_strength: tpm.min_key_strength,
         ek_chains: Default::default(),
+        ak_trust_anchors: load_certs(&tpm.ak_trust_anchors)?,
+        iak_trust_anchors: load_certs(&tpm.iak_trust_anchors)?,
         measured_boot: match tpm.measured_boot {
             Some(m) => Some(m.load(base, invalid, load_certs)?),
             None => None,

@@ -7,7 +7,7 @@ use attestor_agent::attest::Agent;
 use attestor_agent::collect::{self, PolicyKernelConfig, RuntimeStatus};
 use attestor_agent::config::AgentConfig;
 use attestor_verify::bundle::{Bundle, Evidence, TpmEvidence};
-use attestor_verify::checks::Expectations;
+use attestor_verify::checks::{AkTrust, Expectations};
 use attestor_verify::profiles::Profile;
 
 use super::Swtpm;
@@ -79,12 +79,19 @@ impl AgentFixture {
         self.attest_with_nonce(b"")
     }
 
-    /// Expectations matching the example policy.
+    /// Expectations matching the example policy, with this TPM's AK pinned by its Name
+    /// (as `attestor verify --ak-name` pins it).
     pub fn expect(&self) -> Expectations {
         Expectations {
             policy_hash: Some(hex::encode(self.kernel().policy_hash)),
+            ak: AkTrust::Name(self.ak_name()),
             ..Expectations::default()
         }
+    }
+
+    /// The TPM Name of this TPM's AK.
+    pub fn ak_name(&self) -> Vec<u8> {
+        self.agent().ak_name().unwrap()
     }
 
     /// The policy kernel's non-policy configuration file.

@@ -87,11 +87,13 @@ impl LedgerProcess {
         super::agent::copy_dir(&self.dir.path().join("pki"), &dir.path().join("pki"));
         std::fs::write(dir.path().join("ops.token"), OPS_TOKEN).unwrap();
         std::fs::create_dir_all(dir.path().join("state")).unwrap();
-        std::fs::copy(
-            self.state_dir().join("checkpoint.key"),
-            dir.path().join("state/checkpoint.key"),
-        )
-        .unwrap();
+        for shared in ["checkpoint.key", "enrollment-ca.key", "enrollment-ca.pem"] {
+            std::fs::copy(
+                self.state_dir().join(shared),
+                dir.path().join("state").join(shared),
+            )
+            .unwrap();
+        }
         let config = std::fs::read_to_string(self.dir.path().join("ledger.toml"))
             .unwrap()
             .replace(

@@ -1,8 +1,10 @@
-//! The SEV-SNP guest's secure processor behind one trait, [`SecureProcessor`]: the real
-//! `/dev/sev-guest` device ([`device`]) and a software stand-in ([`sim`]: reports in the
-//! exact ABI layout, signed by a test VCEK chain). [`seal`] keeps the envelope signing key
+//! The SEV-SNP guest's secure processor behind one trait, [`SecureProcessor`]: the
+//! kernel's configfs-tsm report interface ([`configfs`]), the `/dev/sev-guest` device
+//! ([`device`]), and a software stand-in ([`sim`]: reports in the exact ABI layout, signed
+//! by a test VCEK chain, also served as a configfs-tsm tree). [`seal`] keeps the envelope signing key
 //! at rest under the processor's measurement-bound derived key.
 
+pub mod configfs;
 pub mod device;
 pub mod seal;
 pub mod sim;
@@ -60,6 +62,39 @@ pub enum DeviceError {
         request: &'static str,
         detail: String,
     },
+    #[error(
+        "{0} does not exist: this kernel has no configfs-tsm (Linux 6.7+, configfs mounted \
+         at /sys/kernel/config); use /dev/sev-guest (snp.interface = \"sev-guest\")"
+    )]
+    NoTsm(PathBuf),
+    #[error(
+        "configfs-tsm at {0} has no report provider: this is not an SEV-SNP guest, or the \
+         sev-guest driver is not loaded (modprobe sev-guest)"
+    )]
+    NoTsmProvider(PathBuf),
+    #[error("configfs-tsm entry {path} serves {found:?} reports, not SEV-SNP's \"sev_guest\"")]
+    TsmProvider { path: PathBuf, found: String },
+    #[error("configfs-tsm: cannot {action} {path}: {source}")]
+    Tsm {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configfs-tsm: {path} holds more than {limit} bytes")]
+    TsmOversized { path: PathBuf, limit: usize },
+    #[error("configfs-tsm: {path} holds {found:?}, not a number")]
+    TsmNotANumber { path: PathBuf, found: String },
+    #[error("VMPL {vmpl} is below this guest's configfs-tsm privlevel_floor {floor}")]
+    TsmPrivlevel { vmpl: u32, floor: u32 },
+    #[error("configfs-tsm entry {path} kept changing under another writer ({attempts} attempts)")]
+    TsmContended { path: PathBuf, attempts: usize },
+    #[error("configfs-tsm returned a report ({0}) for other REPORT_DATA or VMPL than written")]
+    TsmReportMismatch(PathBuf),
+    #[error(
+        "configfs-tsm cannot derive keys (it has no MSG_KEY_REQ); the sealed signing key \
+         needs /dev/sev-guest as well: {source}"
+    )]
+    NoDerivedKeys { source: Box<DeviceError> },
     #[error("the host's certificate table is unusable: {0}")]
     CertTable(#[from] CertError),
     #[error("SNP simulation: {0}")]

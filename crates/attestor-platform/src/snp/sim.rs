@@ -9,6 +9,10 @@
 //! What it does not prove: that a real processor would launch this guest, that the
 //! measurement matches any image, or anything about confidentiality. Its roots are trusted
 //! only by profiles that name them.
+//!
+//! [`configfs`] serves the same simulation as a configfs-tsm report entry.
+
+pub mod configfs;
 
 use std::path::{Path, PathBuf};
 

@@ -2,6 +2,7 @@
 //! without the TPM library, policy digests, the measurement event log and the firmware
 //! (UEFI) event log.
 
+pub mod akcert;
 pub mod credential;
 pub mod eventlog;
 pub mod keys;
