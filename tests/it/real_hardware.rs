@@ -101,6 +101,65 @@ fn cli_init_attest_verify(
     Bundle::from_json(&std::fs::read(&out).unwrap()).unwrap()
 }
 
+/// The README's first example on this TPM: `attestor enroll --local` (credential
+/// activation against the EK certificate, then an AK certificate from a local enrollment
+/// CA), `attest`, and `verify --enrollment-ca` without pinning the AK's Name.
+fn cli_enroll_local_attest_verify(fixture: &AgentFixture, profile: &Path) {
+    let config = fixture.config_path.to_str().unwrap();
+    let tcti = fixture.tpm.tcti();
+    let ca = fixture.dir.path().join("local-enrollment-ca");
+    let out = fixture.dir.path().join("enrolled-bundle.json");
+    let ca_dir = ca.to_str().unwrap();
+    for args in [
+        vec![
+            "enroll",
+            "--local",
+            ca_dir,
+            "--config",
+            config,
+            "--tcti",
+            &tcti,
+            "--profile",
+            profile.to_str().unwrap(),
+        ],
+        vec![
+            "attest",
+            "--config",
+            config,
+            "--tcti",
+            &tcti,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    ] {
+        let o = cli(&args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let bundle = Bundle::from_json(&std::fs::read(&out).unwrap()).unwrap();
+    assert!(!tpm_ev(&bundle).ak_certificates.is_empty());
+    let o = cli(&[
+        "verify",
+        out.to_str().unwrap(),
+        "--profile",
+        profile.to_str().unwrap(),
+        "--enrollment-ca",
+        ca.join("enrollment-ca.pem").to_str().unwrap(),
+        "--policy-hash",
+        &hex::encode(fixture.kernel().policy_hash),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// The TPM identity a verified bundle establishes.
 fn verified_tpm(bundle: &Bundle, profile: &Profile, fixture: &AgentFixture) -> TpmIdentity {
     match verify_bundle(bundle, profile, &fixture.expect())
@@ -229,6 +288,7 @@ async fn sha256_bank_and_only_the_rsa_ek_certificate() {
         SigningAlgorithm::Rsassa2048,
     )
     .await;
+    cli_enroll_local_attest_verify(&fixture, &fixture.profile_path);
     let ev = tpm_ev(&bundle);
     assert_eq!(
         ev.ek_certificates[0],
@@ -261,6 +321,7 @@ async fn a_p256_ek_certificate_alone() {
     )
     .await;
     assert_eq!(tpm_ev(&bundle).ek_certificates[0], certificate);
+    cli_enroll_local_attest_verify(&fixture, &fixture.profile_path);
 }
 
 /// SHA-256 of the DER SubjectPublicKeyInfo of a certificate's key, as openssl computes it.
@@ -375,4 +436,5 @@ async fn the_example_config_and_shipped_profile_work_on_a_typical_tpm() {
         SigningAlgorithm::EcdsaP384,
     )
     .await;
+    cli_enroll_local_attest_verify(&fixture, &fixture.profile_path);
 }
