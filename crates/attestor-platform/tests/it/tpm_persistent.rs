@@ -291,3 +291,46 @@ fn handles_outside_the_owners_range_are_refused() {
     }
     assert!(!persistent_handles(&sw).contains(&hex_handle(DEFAULT_SRK_HANDLE)));
 }
+
+/// On a TPM with only the RSA EK certificate and the sha256 bank, an RSA AK becomes
+/// resident (loaded under the RSA EK through its policy) with a storage key of its type;
+/// a sealed key of another type still works, under a storage key re-created for it.
+#[test]
+fn resident_keys_follow_the_ak_algorithm_on_an_rsa_ek() {
+    use attestor_verify::evidence::tpm::keys::TpmSigningKey;
+    let mut sw = Swtpm::start();
+    sw.provision_like_discrete_tpm();
+    let mut tpm = Tpm::open(&sw.tcti()).unwrap();
+    let rsa = SigningAlgorithm::Rsassa2048;
+    let ak = tpm.create_ak(rsa).unwrap();
+    tpm.use_persistent_keys(handles(), &ak).unwrap();
+    assert_eq!(
+        name_at(&sw, DEFAULT_AK_HANDLE),
+        hex::encode(wire::object_name(&ak.public, HashAlg::Sha256))
+    );
+    let ak_key = TpmSigningKey::from_public(&Tpm::public_of(&ak).unwrap()).unwrap();
+    for alg in [rsa, SigningAlgorithm::EcdsaP256] {
+        let sealed = tpm.create_sealed_key(alg, HashAlg::Sha256, &[PCR]).unwrap();
+        let message = b"payload";
+        let signature = tpm
+            .sign_sealed(
+                &sealed,
+                HashAlg::Sha256,
+                &[PCR],
+                &alg.hash().digest(message),
+            )
+            .unwrap();
+        TpmSigningKey::from_public(&Tpm::public_of(&sealed).unwrap())
+            .unwrap()
+            .verify_tpm_signature(message, &signature)
+            .unwrap();
+        let (attest, certification) = tpm.certify_sealed(&ak, &sealed, b"certify").unwrap();
+        ak_key
+            .verify_tpm_signature(&attest, &certification)
+            .unwrap();
+    }
+    let (quote, signature) = tpm
+        .quote(&ak, &[7; 32], HashAlg::Sha256, &[0, PCR])
+        .unwrap();
+    ak_key.verify_tpm_signature(&quote, &signature).unwrap();
+}
