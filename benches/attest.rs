@@ -227,9 +227,13 @@ fn bench_verify_by_algorithm(c: &mut Criterion) {
         .iter()
         .map(|(label, alg)| (*label, algorithm_fixture(label, *alg)))
         .collect();
-    let expect = Expectations::default();
     let mut group = c.benchmark_group("verify_algorithms");
     for (label, (fixture, bundle)) in &fixtures {
+        // The AK pinned by its Name, as in `verify`'s group.
+        let expect = Expectations {
+            ak: AkTrust::Name(fixture.ak_name()),
+            ..Expectations::default()
+        };
         group.bench_function(format!("verify_bundle_{label}"), |b| {
             b.iter(|| verify_bundle(black_box(bundle), &fixture.profile, &expect).unwrap())
         });
