@@ -22,6 +22,7 @@ use attestor_platform::tpm::Tpm;
 use attestor_verify::bundle::{Bundle, Evidence};
 use attestor_verify::checks::{verify_bundle, AkTrust, Expectations};
 use attestor_verify::dsse;
+use attestor_verify::evidence::tpm::keys::SigningAlgorithm;
 use attestor_verify::evidence::tpm::{wire, HashAlg};
 use aws_lc_rs::signature::{ParsedPublicKey, UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
 use criterion::{black_box, Criterion};
@@ -64,8 +65,11 @@ fn bench_attest(c: &mut Criterion, f: &mut Fixture) {
     let mut selection = f.config.tpm.firmware_pcrs.clone();
     selection.push(pcr);
     // The raw path's own keys: the same kinds the agent uses, sealed to the same PCR state.
-    let ak = f.raw.create_ak().unwrap();
-    let sealed = f.raw.create_sealed_key(HashAlg::Sha384, &[pcr]).unwrap();
+    let ak = f.raw.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
+    let sealed = f
+        .raw
+        .create_sealed_key(SigningAlgorithm::EcdsaP384, HashAlg::Sha384, &[pcr])
+        .unwrap();
     let digest = Sha384::digest(b"pae");
 
     let mut group = c.benchmark_group("attest");
@@ -148,11 +152,103 @@ fn bench_verify(c: &mut Criterion, f: &Fixture) {
     group.finish();
 }
 
+/// The TPM configurations real hosts have, by AK and EK algorithm: (label, EK provisioning,
+/// AK algorithm). P-384 is the default fixture's (P-384 EK and AK, sha384 bank).
+const ALGORITHMS: [(&str, SigningAlgorithm); 3] = [
+    ("rsa2048", SigningAlgorithm::Rsassa2048),
+    ("p256", SigningAlgorithm::EcdsaP256),
+    ("p384", SigningAlgorithm::EcdsaP384),
+];
+
+/// A fixture on a swtpm provisioned for `label`: the RSA-2048 EK and the sha256 bank only,
+/// a P-256 EK alone, or swtpm_setup's P-384 EK; the agent's keys of `alg`.
+fn algorithm_fixture(label: &str, alg: SigningAlgorithm) -> (support::agent::AgentFixture, Bundle) {
+    let mut tpm = support::Swtpm::start();
+    match label {
+        "rsa2048" => tpm.provision_like_discrete_tpm(),
+        "p256" => {
+            tpm.provision_p256_ek_only();
+        }
+        _ => {}
+    }
+    let fixture = support::agent::AgentFixture::with_tpm(tpm);
+    let text = std::fs::read_to_string(&fixture.config_path).unwrap();
+    let text: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("key_algorithms = "))
+        .collect();
+    let text =
+        text.join("\n")
+            .replacen("[tpm]", &format!("[tpm]\nkey_algorithms = [\"{alg}\"]"), 1);
+    std::fs::write(&fixture.config_path, text).unwrap();
+    let bundle = fixture.attest();
+    (fixture, bundle)
+}
+
+/// One bare check of the quote's signature with the AK's algorithm (aws-lc-rs, key parsed
+/// once): the floor a verifier of that algorithm cannot go below.
+fn bare_quote_check(bundle: &Bundle) -> impl Fn() + '_ {
+    use attestor_verify::evidence::tpm::keys::{
+        parse_tpm_public, parse_tpm_signature, TpmPublic, TpmSignature,
+    };
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, RSA_PKCS1_2048_8192_SHA256};
+    let Evidence::Tpm(ev) = &bundle.evidence else {
+        panic!("a TPM bundle")
+    };
+    let (key, sig) = match (
+        parse_tpm_public(&ev.ak_public).unwrap(),
+        parse_tpm_signature(&ev.quote.signature).unwrap(),
+    ) {
+        (TpmPublic::Ecc(k), TpmSignature::Ecdsa(s)) => {
+            let (alg, len) = if k.curve == wire::TPM_ECC_NIST_P256 {
+                (&ECDSA_P256_SHA256_FIXED, 32)
+            } else {
+                (&ECDSA_P384_SHA384_FIXED, 48)
+            };
+            let key = ParsedPublicKey::new(alg, k.sec1_uncompressed().unwrap()).unwrap();
+            (key, s.to_fixed(len).unwrap())
+        }
+        (TpmPublic::Rsa(k), TpmSignature::Rsa { sig, .. }) => {
+            let der = k.rsa_public_key_der().unwrap();
+            (
+                ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, der).unwrap(),
+                sig,
+            )
+        }
+        _ => panic!("AK and signature disagree"),
+    };
+    move || key.verify_sig(black_box(&ev.quote.attest), &sig).unwrap()
+}
+
+/// verify_bundle per AK/EK algorithm, each next to one bare signature check of that
+/// algorithm in the same run.
+fn bench_verify_by_algorithm(c: &mut Criterion) {
+    let fixtures: Vec<_> = ALGORITHMS
+        .iter()
+        .map(|(label, alg)| (*label, algorithm_fixture(label, *alg)))
+        .collect();
+    let mut group = c.benchmark_group("verify_algorithms");
+    for (label, (fixture, bundle)) in &fixtures {
+        // The AK pinned by its Name, as in `verify`'s group.
+        let expect = Expectations {
+            ak: AkTrust::Name(fixture.ak_name()),
+            ..Expectations::default()
+        };
+        group.bench_function(format!("verify_bundle_{label}"), |b| {
+            b.iter(|| verify_bundle(black_box(bundle), &fixture.profile, &expect).unwrap())
+        });
+        let check = bare_quote_check(bundle);
+        group.bench_function(format!("one_{label}_verify"), |b| b.iter(&check));
+    }
+    group.finish();
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let mut f = fixture();
     bench_attest(&mut c, &mut f);
     bench_verify(&mut c, &f);
+    bench_verify_by_algorithm(&mut c);
     c.final_summary();
     let show = |label: &str, (g, a): (&str, &str), (h, b): (&str, &str)| {
         if let (Some(x), Some(y)) = (median_ns(g, a), median_ns(h, b)) {
@@ -185,4 +281,11 @@ fn main() {
         ("verify", "verify_bundle"),
         ("verify", "one_p384_verify_aws_lc"),
     );
+    for (label, _) in ALGORITHMS {
+        show(
+            &format!("verify_bundle ({label} AK and EK) vs one {label} verify"),
+            ("verify_algorithms", &format!("verify_bundle_{label}")),
+            ("verify_algorithms", &format!("one_{label}_verify")),
+        );
+    }
 }

@@ -115,6 +115,9 @@ row "bare P-384 verify, key parsed per call" "$(median dsse ref_p384_verify_aws_
 row "agent attest, storage key and AK resident (swtpm)" "$(median attest agent_attest_resident_keys)" "attest re-creating primaries" "$(median attest agent_attest)" "—" "—"
 row "TPM quote verification (decode + signature)" "$(median verify verify_quote)" "bare P-384 verify" "$(median verify one_p384_verify_aws_lc)" "—" "—"
 row "TPM bundle, every check (EK path cached)" "$(median verify verify_bundle)" "bare P-384 verify" "$(median verify one_p384_verify_aws_lc)" "—" "—"
+for alg in rsa2048:RSA-2048 p256:P-256 p384:P-384; do
+    row "TPM bundle, ${alg#*:} AK and EK (EK path cached)" "$(median verify_algorithms "verify_bundle_${alg%%:*}")" "bare ${alg#*:} verify" "$(median verify_algorithms "one_${alg%%:*}_verify")" "—" "—"
+done
 row "SNP report + VCEK chain (Milan)" "$(median snp milan_chain_and_report)" "bare P-384 verify" "$(median snp one_p384_verify_aws_lc)" "—" "—"
 row "SNP report signature alone" "$(median snp milan_report_signature)" "bare P-384 verify" "$(median snp one_p384_verify_aws_lc)" "—" "—"
 sha=$(median merkle_reference sha256_65_bytes_aws_lc)

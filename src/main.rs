@@ -349,6 +349,9 @@ fn run(command: Command) -> Result<ExitCode, String> {
             let (mut agent, kernel) = open_agent(&args)?;
             agent.init(&kernel).map_err(|e| e.to_string())?;
             outln!("agent state ready in {}", agent.state_dir().display())?;
+            if let Some((ak, sealed, bank)) = agent.tpm_algorithms().map_err(|e| e.to_string())? {
+                outln!("AK {ak}, sealed key {sealed}, PCR bank {}", bank.name())?;
+            }
             if let Ok(tpm) = agent.tpm() {
                 let name = tpm.ak_name().map_err(|e| e.to_string())?;
                 outln!("AK name {} (attestor verify --ak-name)", hex::encode(name))?;

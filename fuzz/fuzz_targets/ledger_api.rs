@@ -29,13 +29,16 @@ fn profile() -> &'static Profile {
         max_age_seconds: 300,
         evidence: None,
         tpm: Some(TpmProfile {
-            pcr_bank: attestor_verify::evidence::tpm::HashAlg::Sha384,
+            pcr_banks: vec![attestor_verify::evidence::tpm::HashAlg::Sha384],
             measured_pcr: 13,
-            firmware_pcrs: Default::default(),
+            firmware_pcrs: [(attestor_verify::evidence::tpm::HashAlg::Sha384, Default::default())]
+                .into(),
             ek_trust_anchors: pem_to_der_all(include_str!("../fixtures/tpm/ca_root.pem"))
                 .expect("fixture root"),
             ek_intermediates: pem_to_der_all(include_str!("../fixtures/tpm/ca_intermediate.pem"))
                 .expect("fixture intermediate"),
+            ek_allowlist: Default::default(),
+            min_key_strength: attestor_verify::profiles::DEFAULT_MIN_KEY_STRENGTH,
             ek_chains: Default::default(),
             ak_trust_anchors: Vec::new(),
             iak_trust_anchors: Vec::new(),

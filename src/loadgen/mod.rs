@@ -30,7 +30,7 @@ use attestor_verify::bundle::{
 use attestor_verify::claims::{Claims, EpsilonLimits, Statement, PAYLOAD_TYPE};
 use attestor_verify::dsse::{self, Envelope};
 use attestor_verify::evidence::tpm::eventlog::{
-    EventLog, MeasurementEvent, EVENT_POLICY_KERNEL_CONFIG,
+    measurement_digest, EventLog, MeasurementEvent, EVENT_POLICY_KERNEL_CONFIG,
 };
 use attestor_verify::evidence::tpm::{wire, HashAlg};
 use attestor_verify::evidence::tpm_commitment;
@@ -357,7 +357,11 @@ impl SimAgent {
                 pcr: MEASURED_PCR,
                 event_type: EVENT_POLICY_KERNEL_CONFIG.into(),
                 // Only the quoted bank: a verifier refuses digests it cannot replay.
-                digests: [(HashAlg::Sha384, hex::encode(&kch))].into(),
+                digests: [(
+                    HashAlg::Sha384,
+                    hex::encode(measurement_digest(HashAlg::Sha384, &kch)),
+                )]
+                .into(),
                 data: hex::encode(&kch),
                 timestamp: attestor_verify::time::now_secs(),
             }],
@@ -460,6 +464,7 @@ impl SimAgent {
                     certification: self.certification.clone(),
                 },
                 ek_certificates: self.ek_certificates.clone(),
+                ek_public: self.tpm.ek_public().to_vec(),
                 ak_certificates: self.ak_certificates.clone(),
             }),
         })

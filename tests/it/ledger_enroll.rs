@@ -131,10 +131,10 @@ fn untrusted_or_mismatched_eks_and_unsuitable_aks_are_refused() {
     request.ek_public = foreign_request.ek_public.clone();
     assert!(matches!(begin(request), Err(EnrollError::EkMismatch)));
 
-    // No EK certificate at all.
+    // No EK certificate at all, and a profile without an EK allow-list.
     let mut request = ours.agent().enrollment_request().unwrap();
     request.ek_certificates.clear();
-    assert!(matches!(begin(request), Err(EnrollError::NoEkCertificate)));
+    assert!(matches!(begin(request), Err(EnrollError::EkNotAllowed(_))));
 
     // An "AK" that is not a restricted signing key: the sealed key.
     let mut request = ours.agent().enrollment_request().unwrap();

@@ -27,6 +27,7 @@ mod loadgen;
 mod measured_boot;
 mod monitoring;
 mod pcr_reset_attack;
+mod real_hardware;
 mod snp_configfs;
 mod snp_kds;
 mod snp_sim;

@@ -17,7 +17,8 @@ use attestor_platform::snp::sim::configfs::SimulatedTsm;
 use attestor_platform::snp::sim::SimulatedProcessor;
 use attestor_platform::snp::DeviceError;
 use attestor_verify::bundle::{Bundle, Evidence, EvidenceKind};
-use attestor_verify::checks::{verify_bundle, Expectations, Platform};
+use attestor_verify::checks::{verify_bundle, AkTrust, Expectations, Platform};
+use attestor_verify::evidence::tpm::credential::ak_name;
 use attestor_verify::profiles::Profile;
 
 fn root() -> &'static Path {
@@ -147,7 +148,10 @@ fn a_confidential_vm_picks_configfs_tsm_by_itself_and_verifies_end_to_end() {
     let bundle: Bundle = source
         .attest(&kernel(&config), &status(), b"cvm-nonce")
         .unwrap();
-    assert!(matches!(bundle.evidence, Evidence::TpmSnp(_)));
+    let Evidence::TpmSnp(cvm) = &bundle.evidence else {
+        panic!("not tpm+snp evidence: {:?}", bundle.evidence)
+    };
+    let cvm_tpm = cvm.tpm.clone();
     assert_eq!(sim.reports_made(), 1);
 
     // A profile of this swtpm's [tpm] and the simulated Turin chip's [snp].
@@ -161,6 +165,8 @@ fn a_confidential_vm_picks_configfs_tsm_by_itself_and_verifies_end_to_end() {
     let profile = Profile::load(&path).unwrap();
     let expect = Expectations {
         nonce: b"cvm-nonce".to_vec(),
+        // This agent's own AK (its state is not the fixture's), pinned as the ledger would.
+        ak: AkTrust::Name(ak_name(&cvm_tpm.ak_public).unwrap()),
         ..Default::default()
     };
     verify_bundle(&bundle, &profile, &expect).unwrap();

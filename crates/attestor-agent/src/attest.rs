@@ -14,12 +14,13 @@ use std::path::{Path, PathBuf};
 use crate::collect::claims_for;
 use crate::state::{create_state_dir, read_state, write_state, StateError};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256, Sha384};
+use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::collect::{PolicyKernelConfig, RuntimeStatus};
 use crate::config::AgentConfig;
-use attestor_platform::tpm::{KeyBlob, Tpm, TpmError};
+use crate::config::EkSourceKind;
+use attestor_platform::tpm::{Capabilities, EkSource, KeyBlob, Tpm, TpmError};
 use attestor_verify::api::{EnrollChallenge, EnrollProof, EnrollRequest};
 use attestor_verify::bundle::{
     Bundle, Evidence, SealedKeyEvidence, SignedAttest, TpmEvidence, TpmSnpEvidence, BUNDLE_TYPE,
@@ -30,7 +31,10 @@ use attestor_verify::dsse::{self, Envelope};
 use attestor_verify::evidence::certchain;
 use attestor_verify::evidence::tpm::akcert::{self, AkCertError};
 use attestor_verify::evidence::tpm::eventlog::{
-    EventLog, EventLogError, MeasurementEvent, EVENT_POLICY_KERNEL_CONFIG,
+    measurement_digest, EventLog, EventLogError, MeasurementEvent, EVENT_POLICY_KERNEL_CONFIG,
+};
+use attestor_verify::evidence::tpm::keys::{
+    parse_tpm_public, parse_tpm_signature, SigningAlgorithm,
 };
 use attestor_verify::evidence::tpm::uefi_log::{self, UefiLogError};
 use attestor_verify::evidence::tpm::{policy, wire, HashAlg};
@@ -91,6 +95,26 @@ pub enum AgentError {
     },
     #[error("the quoted PCRs kept changing during {QUOTE_ATTEMPTS} quotes")]
     QuoteRace,
+    #[error("cannot read the EK certificate file {path}: {source}")]
+    EkCertificateRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("EK certificate file {path}: {source}")]
+    EkCertificateFile {
+        path: PathBuf,
+        source: certchain::CertChainError,
+    },
+    #[error(
+        "the TPM supports none of the configured key algorithms ({wanted}); tpm.key_algorithms \
+         may name ecdsa-p384, ecdsa-p256, rsapss-2048, rsassa-2048"
+    )]
+    NoKeyAlgorithm { wanted: String },
+    #[error(
+        "the TPM has PCRs allocated in none of the configured banks ({wanted}; it has {active}); \
+         set tpm.pcr_banks to one of those"
+    )]
+    NoPcrBank { wanted: String, active: String },
     #[error("cannot read the firmware event log {path}: {source}")]
     FirmwareEventLogRead {
         path: PathBuf,
@@ -143,6 +167,9 @@ pub enum AgentError {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SealedKeyState {
     blob: KeyBlob,
+    /// The bank the key's policy covers (keys sealed before banks were chosen: sha384).
+    #[serde(default = "sha384")]
+    bank: HashAlg,
     /// Marshalled TPMT_PUBLIC, as certified.
     #[serde(with = "attestor_verify::encoding::b64")]
     public: Vec<u8>,
@@ -153,6 +180,10 @@ struct SealedKeyState {
     sealed_config_hash: String,
 }
 
+fn sha384() -> HashAlg {
+    HashAlg::Sha384
+}
+
 /// An agent bound to one TPM and its state directory.
 pub struct Agent {
     config: AgentConfig,
@@ -160,25 +191,73 @@ pub struct Agent {
     state_dir: PathBuf,
     ak: KeyBlob,
     ak_public: Vec<u8>,
+    ek_public: Vec<u8>,
     /// The AK's certificate (then any intermediates), empty until an enrollment gave one.
     ak_certificates: Vec<Vec<u8>>,
     ek_certificates: Vec<Vec<u8>>,
+    capabilities: Capabilities,
+    /// The bank the current sealed key covers, or for a new one the preferred active bank.
+    bank: HashAlg,
+    /// What a new sealed key (and a new AK) is made with.
+    key_algorithm: SigningAlgorithm,
 }
 
 impl Agent {
-    /// Opens the TPM and loads this TPM's keys, provisioning the AK on first use.
+    /// Opens the TPM, selects its EK as configured, chooses the key algorithm and PCR bank
+    /// from what the TPM implements, and loads this TPM's keys, provisioning the AK on
+    /// first use.
     pub fn open(config: AgentConfig, tcti: &str) -> Result<Self, AgentError> {
         let mut tpm = Tpm::open(tcti)?;
-        let ek_id = hex::encode(&Sha256::digest(tpm.ek_public()?)[..8]);
+        let mut ek_certificates = Vec::new();
+        let source = match config.tpm.ek_source_kind() {
+            EkSourceKind::Nv => EkSource::Nv,
+            EkSourceKind::Uncertified(template) => EkSource::Uncertified(template),
+            EkSourceKind::File(path) => {
+                let mut chain = read_certificates(path, |source| AgentError::EkCertificateRead {
+                    path: path.to_path_buf(),
+                    source,
+                })
+                .and_then(|r| {
+                    r.map_err(|source| AgentError::EkCertificateFile {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+                })?;
+                let leaf = chain.remove(0);
+                ek_certificates.extend(chain);
+                EkSource::Certificate(leaf)
+            }
+        };
+        let ek = tpm.select_ek(&source)?;
+        if let Some(certificate) = &ek.certificate {
+            ek_certificates.insert(0, certificate.clone());
+            if let Some(path) = &config.tpm.ek_intermediates {
+                let read = read_certificates(path, |source| AgentError::EkIntermediatesRead {
+                    path: path.clone(),
+                    source,
+                })?;
+                ek_certificates.extend(read.map_err(|source| AgentError::EkIntermediates {
+                    path: path.clone(),
+                    source,
+                })?);
+            }
+        }
+        let ek_id = hex::encode(&Sha256::digest(&ek.public)[..8]);
         let state_dir = config.state_dir.join(format!("tpm-{ek_id}"));
         create_state_dir(&state_dir)?;
+        let capabilities = tpm.capabilities()?;
+        let key_algorithm = capabilities
+            .first_supported(&config.tpm.key_algorithms)
+            .ok_or_else(|| AgentError::NoKeyAlgorithm {
+                wanted: names(config.tpm.key_algorithms.iter().map(|a| a.name())),
+            })?;
         let ak_path = state_dir.join("ak.json");
         let ak = match read_state::<KeyBlob>(&ak_path)? {
             Some(ak) => ak,
             None => {
                 // A certificate left from an earlier AK would name a key that is gone.
                 remove_ak_certificate(&state_dir.join(AK_CERTIFICATE_FILE))?;
-                let ak = tpm.create_ak()?;
+                let ak = tpm.create_ak(key_algorithm)?;
                 write_state(&ak_path, &ak)?;
                 ak
             }
@@ -187,21 +266,11 @@ impl Agent {
             tpm.use_persistent_keys(config.tpm.persistent_handles(), &ak)?;
         }
         let ak_public = Tpm::public_of(&ak)?;
-        let mut ek_certificates = vec![tpm.ek_certificate()?];
-        if let Some(path) = &config.tpm.ek_intermediates {
-            let pem = std::fs::read_to_string(path).map_err(|source| {
-                AgentError::EkIntermediatesRead {
-                    path: path.clone(),
-                    source,
-                }
-            })?;
-            ek_certificates.extend(certchain::pem_to_der_all(&pem).map_err(|source| {
-                AgentError::EkIntermediates {
-                    path: path.clone(),
-                    source,
-                }
-            })?);
-        }
+        let sealed: Option<SealedKeyState> = read_state(&state_dir.join("sealed.json"))?;
+        let bank = match sealed {
+            Some(sealed) => sealed.bank,
+            None => preferred_bank(&config, &capabilities)?,
+        };
         let ak_certificates =
             load_ak_certificates(&state_dir.join(AK_CERTIFICATE_FILE), &ak_public)?;
         Ok(Agent {
@@ -210,16 +279,29 @@ impl Agent {
             state_dir,
             ak,
             ak_public,
+            ek_public: ek.public,
             ak_certificates,
             ek_certificates,
+            capabilities,
+            bank,
+            key_algorithm,
         })
+    }
+
+    /// The AK's and the sealed key's algorithms and the bank in use, for people.
+    pub fn algorithms(&self) -> Result<(SigningAlgorithm, SigningAlgorithm, HashAlg), AgentError> {
+        let sealed = read_state::<SealedKeyState>(&self.state_dir.join("sealed.json"))?
+            .map(|s| s.blob.algorithm())
+            .transpose()?
+            .unwrap_or(self.key_algorithm);
+        Ok((self.ak.algorithm()?, sealed, self.bank))
     }
 
     /// The AK's TPM Name (nameAlg || digest of its TPMT_PUBLIC): what
     /// `attestor verify --ak-name` pins.
     pub fn ak_name(&self) -> Result<Vec<u8>, AgentError> {
-        let ak = wire::parse_public(&self.ak_public)?;
-        Ok(wire::object_name(&self.ak_public, ak.name_alg))
+        let ak = parse_tpm_public(&self.ak_public)?;
+        Ok(wire::object_name(&self.ak_public, ak.name_alg()))
     }
 
     /// The AK's certificate (DER), if an enrollment gave one.
@@ -264,7 +346,7 @@ impl Agent {
     }
 
     fn measured_pcr_value(&mut self) -> Result<Vec<u8>, AgentError> {
-        let (pcr, bank) = (self.config.tpm.measured_pcr, self.config.tpm.pcr_bank);
+        let (pcr, bank) = (self.config.tpm.measured_pcr, self.bank);
         let values = self.tpm.read_pcrs(bank, &[pcr])?;
         Ok(values
             .into_iter()
@@ -276,7 +358,7 @@ impl Agent {
     /// Makes the measured PCR reflect `kernel`: extends it when the configuration differs
     /// from the last measurement of this boot, logging every extend before making it.
     pub fn measure(&mut self, kernel: &PolicyKernelConfig) -> Result<EventLog, AgentError> {
-        let (pcr, bank) = (self.config.tpm.measured_pcr, self.config.tpm.pcr_bank);
+        let (pcr, bank) = (self.config.tpm.measured_pcr, self.bank);
         let log_path = self.state_dir.join("eventlog.json");
         let mut log: EventLog = read_state(&log_path)?.unwrap_or_default();
         let current = self.measured_pcr_value()?;
@@ -311,14 +393,13 @@ impl Agent {
             let event = MeasurementEvent {
                 pcr,
                 event_type: EVENT_POLICY_KERNEL_CONFIG.into(),
-                digests: [
-                    (HashAlg::Sha384, measured.clone()),
-                    (
-                        HashAlg::Sha256,
-                        hex::encode(kernel.kernel_config_hash_sha256),
-                    ),
-                ]
-                .into(),
+                digests: [HashAlg::Sha384, HashAlg::Sha256]
+                    .into_iter()
+                    .map(|b| {
+                        let digest = measurement_digest(b, &kernel.kernel_config_hash);
+                        (b, hex::encode(digest))
+                    })
+                    .collect(),
                 data: measured,
                 timestamp: attestor_verify::time::now_secs(),
             };
@@ -335,7 +416,7 @@ impl Agent {
         &mut self,
         event: &MeasurementEvent,
     ) -> Result<Vec<(HashAlg, Vec<u8>)>, AgentError> {
-        let active = self.tpm.active_banks()?;
+        let active = &self.capabilities.banks;
         Ok(event
             .digests
             .iter()
@@ -347,15 +428,20 @@ impl Agent {
     /// Creates a new sealed signing key bound to the measured PCR's current value and has
     /// the AK certify it. Run after an approved configuration change.
     pub fn reseal(&mut self, kernel: &PolicyKernelConfig) -> Result<(), AgentError> {
+        // A new key takes the bank the configuration prefers now.
+        self.bank = preferred_bank(&self.config, &self.capabilities)?;
         self.measure(kernel)?;
-        let (pcr, bank) = (self.config.tpm.measured_pcr, self.config.tpm.pcr_bank);
-        let blob = self.tpm.create_sealed_key(bank, &[pcr])?;
+        let (pcr, bank) = (self.config.tpm.measured_pcr, self.bank);
+        let blob = self
+            .tpm
+            .create_sealed_key(self.key_algorithm, bank, &[pcr])?;
         let public = Tpm::public_of(&blob)?;
         let (attest, signature) =
             self.tpm
                 .certify_sealed(&self.ak, &blob, CERTIFY_QUALIFYING_DATA)?;
         let state = SealedKeyState {
             blob,
+            bank,
             public,
             certification: SignedAttest { attest, signature },
             sealed_pcr_value: hex::encode(self.measured_pcr_value()?),
@@ -384,7 +470,7 @@ impl Agent {
     pub fn enrollment_request(&mut self) -> Result<EnrollRequest, AgentError> {
         Ok(EnrollRequest {
             ek_certificates: self.ek_certificates.clone(),
-            ek_public: self.tpm.ek_public()?,
+            ek_public: self.ek_public.clone(),
             ak_public: self.ak_public.clone(),
         })
     }
@@ -445,15 +531,24 @@ impl Agent {
     ) -> Result<(Envelope, TpmEvidence), AgentError> {
         let log = self.measure(kernel)?;
         let sealed = self.sealed_key(kernel)?;
-        let (pcr, bank) = (self.config.tpm.measured_pcr, self.config.tpm.pcr_bank);
+        let (pcr, bank) = (self.config.tpm.measured_pcr, sealed.bank);
+        // A key sealed to a bank the configuration no longer allows waits for a reseal.
+        if !self.config.tpm.pcr_banks.contains(&bank) {
+            return Err(AgentError::BankMismatch {
+                pcr,
+                sealed: bank.name(),
+                configured: preferred_bank(&self.config, &self.capabilities)?.name(),
+            });
+        }
 
         let statement = Statement::new(claims_for(kernel, status));
         let payload = statement.to_json()?;
         let pae = dsse::pae(PAYLOAD_TYPE, &payload);
-        let digest = Sha384::digest(&pae);
-        let (r, s) = match self.tpm.sign_sealed(&sealed.blob, bank, &[pcr], &digest) {
+        let hash = sealed.blob.algorithm()?.hash();
+        let digest = hash.digest(&pae);
+        let signature = match self.tpm.sign_sealed(&sealed.blob, bank, &[pcr], &digest) {
             Err(TpmError::PolicyRefused { .. }) => {
-                if let Some(sealed_bank) = self.sealed_bank(&sealed.public)? {
+                if let Some(sealed_bank) = self.sealed_bank(&sealed.public, bank)? {
                     return Err(AgentError::BankMismatch {
                         pcr,
                         sealed: sealed_bank.name(),
@@ -464,12 +559,12 @@ impl Agent {
             }
             other => other?,
         };
-        let sig = dsse::p384_asn1_from_fixed(&r, &s).map_err(AgentError::Signature)?;
+        let sig = parse_tpm_signature(&signature)?.to_dsse()?;
         let envelope = Envelope {
             payload_type: PAYLOAD_TYPE.into(),
             payload,
             signatures: vec![dsse::Signature {
-                keyid: hex::encode(wire::object_name(&sealed.public, HashAlg::Sha384)),
+                keyid: hex::encode(wire::object_name(&sealed.public, hash)),
                 sig,
             }],
         };
@@ -486,7 +581,7 @@ impl Agent {
         log: &EventLog,
         sealed: SealedKeyState,
     ) -> Result<TpmEvidence, AgentError> {
-        let (pcr, bank) = (self.config.tpm.measured_pcr, self.config.tpm.pcr_bank);
+        let (pcr, bank) = (self.config.tpm.measured_pcr, sealed.bank);
         let mut selection: Vec<u8> = self.config.tpm.firmware_pcrs.clone();
         selection.push(pcr);
         selection.sort_unstable();
@@ -503,6 +598,7 @@ impl Agent {
                 certification: sealed.certification,
             },
             ek_certificates: self.ek_certificates.clone(),
+            ek_public: self.ek_public.clone(),
             ak_certificates: self.ak_certificates.clone(),
         })
     }
@@ -549,10 +645,14 @@ impl Agent {
     /// Another active bank whose current measured-PCR value the sealed key's policy
     /// requires: the key was sealed while the agent quoted that bank, so the refusal is a
     /// bank change, not a drift.
-    fn sealed_bank(&mut self, sealed_public: &[u8]) -> Result<Option<HashAlg>, AgentError> {
-        let (pcr, bank) = (self.config.tpm.measured_pcr, self.config.tpm.pcr_bank);
-        let key = wire::parse_public(sealed_public)?;
-        for other in self.tpm.active_banks()? {
+    fn sealed_bank(
+        &mut self,
+        sealed_public: &[u8],
+        bank: HashAlg,
+    ) -> Result<Option<HashAlg>, AgentError> {
+        let pcr = self.config.tpm.measured_pcr;
+        let key = parse_tpm_public(sealed_public)?;
+        for other in self.capabilities.banks.clone() {
             if other == bank {
                 continue;
             }
@@ -562,8 +662,8 @@ impl Agent {
                 bank: other,
                 pcrs: vec![pcr],
             }];
-            let policy = policy::sealed_key_policy(key.name_alg, &selection, &values);
-            if key.auth_policy == policy {
+            let policy = policy::sealed_key_policy(key.name_alg(), &selection, &values);
+            if key.auth_policy() == policy {
                 return Ok(Some(other));
             }
         }
@@ -606,6 +706,8 @@ impl Agent {
         bank: HashAlg,
         selection: &[u8],
     ) -> Result<(SignedAttest, std::collections::BTreeMap<u8, String>), AgentError> {
+        // The TPM digests the quoted values with the AK's signing hash.
+        let hash = self.ak.algorithm()?.hash();
         for _ in 0..QUOTE_ATTEMPTS {
             let (attest, signature) = self.tpm.quote(&self.ak, qualifying, bank, selection)?;
             let values = self.tpm.read_pcrs(bank, selection)?;
@@ -615,7 +717,7 @@ impl Agent {
                 wire::Attested::Quote { pcr_digest, .. } => pcr_digest,
                 _ => Vec::new(),
             };
-            if quoted == wire::quote_pcr_digest(HashAlg::Sha384, &value_refs) {
+            if quoted == wire::quote_pcr_digest(hash, &value_refs) {
                 let pcrs = values
                     .into_iter()
                     .map(|(i, v)| (i, hex::encode(v)))
@@ -625,6 +727,39 @@ impl Agent {
         }
         Err(AgentError::QuoteRace)
     }
+}
+
+/// The first configured bank the TPM has PCRs allocated in.
+fn preferred_bank(
+    config: &AgentConfig,
+    capabilities: &Capabilities,
+) -> Result<HashAlg, AgentError> {
+    config
+        .tpm
+        .pcr_banks
+        .iter()
+        .copied()
+        .find(|b| capabilities.banks.contains(b))
+        .ok_or_else(|| AgentError::NoPcrBank {
+            wanted: names(config.tpm.pcr_banks.iter().map(|b| b.name())),
+            active: names(capabilities.banks.iter().map(|b| b.name())),
+        })
+}
+
+fn names<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names.collect::<Vec<_>>().join(", ")
+}
+
+/// The certificates (DER) of a PEM file, or of a DER file holding one certificate.
+fn read_certificates(
+    path: &Path,
+    read_error: impl FnOnce(std::io::Error) -> AgentError,
+) -> Result<Result<Vec<Vec<u8>>, certchain::CertChainError>, AgentError> {
+    let bytes = std::fs::read(path).map_err(read_error)?;
+    Ok(match std::str::from_utf8(&bytes) {
+        Ok(text) if text.contains("-----BEGIN") => certchain::pem_to_der_all(text),
+        _ => certchain::spki_of(&bytes).map(|_| vec![bytes]),
+    })
 }
 
 fn remove_ak_certificate(path: &Path) -> Result<(), AgentError> {

@@ -90,8 +90,6 @@ pub struct PolicyKernelConfig {
     pub policy_hash: [u8; 32],
     /// SHA-384 over the configuration manifest: the PCR measurement.
     pub kernel_config_hash: [u8; 48],
-    /// SHA-256 of the same manifest bytes, for a SHA-256 PCR bank.
-    pub kernel_config_hash_sha256: [u8; 32],
     pub zero_retention: bool,
     pub privacy: PrivacyLimits,
 }
@@ -215,7 +213,6 @@ pub fn read_policy_kernel(
     Ok(PolicyKernelConfig {
         policy_hash: Sha256::digest(&canonical_policy).into(),
         kernel_config_hash: Sha384::digest(&manifest).into(),
-        kernel_config_hash_sha256: Sha256::digest(&manifest).into(),
         zero_retention: declarations.zero_retention,
         privacy: declarations.privacy,
     })

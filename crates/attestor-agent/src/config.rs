@@ -10,7 +10,9 @@ use crate::collect::StatusSource;
 use attestor_net::tls::TlsFiles;
 use attestor_platform::snp::sim::SimulationSettings;
 use attestor_platform::tpm::persistent::{self, PersistentHandles};
+use attestor_platform::tpm::EkTemplate;
 use attestor_verify::evidence::snp::roots::Product;
+use attestor_verify::evidence::tpm::keys::SigningAlgorithm;
 use attestor_verify::evidence::tpm::HashAlg;
 
 pub use attestor_verify::evidence::tpm::{check_pcr_choice, DEFAULT_MEASURED_PCR, RESETTABLE_PCRS};
@@ -56,12 +58,22 @@ pub struct TpmConfig {
     /// PCR if your boot chain uses 13 (systemd-stub measures system extensions there).
     #[serde(default = "default_measured_pcr")]
     pub measured_pcr: u8,
-    /// Bank that is quoted and that the sealed key's policy covers.
-    #[serde(default = "default_bank")]
-    pub pcr_bank: HashAlg,
+    /// Banks to quote (and seal the signing key to), most preferred first: the agent uses
+    /// the first one the TPM has PCRs allocated in. `pcr_bank = "sha384"` (one bank) is
+    /// accepted too.
+    #[serde(
+        default = "default_banks",
+        alias = "pcr_bank",
+        deserialize_with = "one_or_many"
+    )]
+    pub pcr_banks: Vec<HashAlg>,
     /// Firmware/boot PCRs quoted alongside the measured one, for the profile to check.
     #[serde(default = "default_firmware_pcrs")]
     pub firmware_pcrs: Vec<u8>,
+    /// Algorithms for the AK and the sealed key, most preferred first: the agent uses the
+    /// first the TPM implements (curve, scheme and hash).
+    #[serde(default = "default_key_algorithms")]
+    pub key_algorithms: Vec<SigningAlgorithm>,
     /// PEM file of EK certificate intermediates to ship in bundles (the TPM holds only the leaf).
     pub ek_intermediates: Option<PathBuf>,
     /// Keep the storage key and the AK resident under persistent handles instead of
@@ -78,6 +90,48 @@ pub struct TpmConfig {
     /// `/sys/kernel/security/tpm0/binary_bios_measurements` (or a copy readable by the
     /// agent). Absent: no log (swtpm runs no firmware).
     pub firmware_event_log: Option<PathBuf>,
+    /// The EK certificate as a file (PEM, the EK certificate first and any intermediates
+    /// after it, or DER), for a TPM without one in NV; the agent uses the EK it certifies.
+    pub ek_certificate_file: Option<PathBuf>,
+    /// Use this EK template's EK without any certificate (`rsa2048`, `ecc-p256`,
+    /// `ecc-p384`, ...): verifiers must then allow-list the EK's public-key hash.
+    pub ek_without_certificate: Option<EkTemplate>,
+}
+
+impl TpmConfig {
+    /// Where the EK's certificate comes from: the file, none, or (by default) NV.
+    pub fn ek_source_kind(&self) -> EkSourceKind<'_> {
+        match (&self.ek_certificate_file, self.ek_without_certificate) {
+            (Some(path), _) => EkSourceKind::File(path),
+            (None, Some(template)) => EkSourceKind::Uncertified(template),
+            (None, None) => EkSourceKind::Nv,
+        }
+    }
+}
+
+/// Where the agent takes its EK certificate from (see [`TpmConfig::ek_source_kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EkSourceKind<'a> {
+    /// The TPM's NV, at the TCG EK Credential Profile indices.
+    Nv,
+    /// A file the operator supplies.
+    File(&'a Path),
+    /// No certificate: this template's EK, trusted by its hash.
+    Uncertified(EkTemplate),
+}
+
+/// A bank or a list of banks.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<HashAlg>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(HashAlg),
+        Many(Vec<HashAlg>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(bank) => vec![bank],
+        OneOrMany::Many(banks) => banks,
+    })
 }
 
 impl TpmConfig {
@@ -101,8 +155,11 @@ impl TpmConfig {
 fn default_measured_pcr() -> u8 {
     DEFAULT_MEASURED_PCR
 }
-fn default_bank() -> HashAlg {
-    HashAlg::Sha384
+fn default_banks() -> Vec<HashAlg> {
+    vec![HashAlg::Sha384, HashAlg::Sha256]
+}
+fn default_key_algorithms() -> Vec<SigningAlgorithm> {
+    SigningAlgorithm::ALL.to_vec()
 }
 fn default_firmware_pcrs() -> Vec<u8> {
     (0..8).collect()
@@ -119,9 +176,12 @@ impl Default for TpmConfig {
         TpmConfig {
             tcti: None,
             measured_pcr: DEFAULT_MEASURED_PCR,
-            pcr_bank: default_bank(),
+            pcr_banks: default_banks(),
             firmware_pcrs: default_firmware_pcrs(),
+            key_algorithms: default_key_algorithms(),
             ek_intermediates: None,
+            ek_certificate_file: None,
+            ek_without_certificate: None,
             persistent_keys: None,
             srk_handle: default_srk_handle(),
             ak_handle: default_ak_handle(),
@@ -320,6 +380,17 @@ impl AgentConfig {
             .check()
             .map_err(|e| invalid(format!("[tpm] {e}")))?;
         tpm.firmware_event_log = tpm.firmware_event_log.as_deref().map(resolve);
+        tpm.ek_certificate_file = tpm.ek_certificate_file.as_deref().map(resolve);
+        if tpm.ek_certificate_file.is_some() && tpm.ek_without_certificate.is_some() {
+            return Err(invalid(
+                "[tpm] ek_certificate_file and ek_without_certificate exclude each other".into(),
+            ));
+        }
+        if tpm.pcr_banks.is_empty() || tpm.key_algorithms.is_empty() {
+            return Err(invalid(
+                "[tpm] pcr_banks and key_algorithms must name at least one choice".into(),
+            ));
+        }
         let heartbeat = raw.heartbeat;
         if heartbeat.interval_seconds == 0
             || heartbeat.timeout_seconds == 0
@@ -394,9 +465,44 @@ mod tests {
         ));
         let config = AgentConfig::load(path).unwrap();
         assert_eq!(config.tpm.measured_pcr, 13);
-        assert_eq!(config.tpm.pcr_bank, HashAlg::Sha384);
+        assert_eq!(config.tpm.pcr_banks, [HashAlg::Sha384, HashAlg::Sha256]);
+        assert_eq!(config.tpm.key_algorithms, SigningAlgorithm::ALL);
+        assert_eq!(config.tpm.ek_source_kind(), EkSourceKind::Nv);
         assert!(config.policy_kernel.policy.exists());
         assert!(matches!(config.status, StatusSource::File(ref p) if p.exists()));
+    }
+
+    #[test]
+    fn one_bank_or_a_preference() {
+        let p = Path::new("/x/agent.toml");
+        let base =
+            "state_dir = \"s\"\n[policy_kernel]\npolicy = \"p.toml\"\n[status]\nfile = \"a\"\n";
+        let one = AgentConfig::parse(&format!("{base}[tpm]\npcr_bank = \"sha256\"\n"), p).unwrap();
+        assert_eq!(one.tpm.pcr_banks, [HashAlg::Sha256]);
+        let text = format!(
+            "{base}[tpm]\npcr_banks = [\"sha256\", \"sha384\"]\n\
+             key_algorithms = [\"ecdsa-p256\", \"rsassa-2048\"]\n\
+             ek_without_certificate = \"ecc-p256\"\n"
+        );
+        let many = AgentConfig::parse(&text, p).unwrap();
+        assert_eq!(many.tpm.pcr_banks, [HashAlg::Sha256, HashAlg::Sha384]);
+        assert_eq!(
+            many.tpm.key_algorithms,
+            [SigningAlgorithm::EcdsaP256, SigningAlgorithm::Rsassa2048]
+        );
+        assert_eq!(
+            many.tpm.ek_source_kind(),
+            EkSourceKind::Uncertified(EkTemplate::EccP256)
+        );
+        let file = AgentConfig::parse(
+            &format!("{base}[tpm]\nek_certificate_file = \"ek.pem\"\n"),
+            p,
+        )
+        .unwrap();
+        assert_eq!(
+            file.tpm.ek_source_kind(),
+            EkSourceKind::File(Path::new("/x/ek.pem"))
+        );
     }
 
     #[test]
@@ -445,6 +551,34 @@ mod tests {
             ),
             (
                 &format!("evidence = \"sgx\"\n{base}[status]\nfile = \"a\"\n"),
+                "invalid",
+            ),
+            (
+                &format!(
+                    "{base}[status]\nfile = \"a\"\n[tpm]\nek_certificate_file = \"ek.pem\"\n\
+                     ek_without_certificate = \"rsa2048\"\n"
+                ),
+                "exclude each other",
+            ),
+            (
+                &format!("{base}[status]\nfile = \"a\"\n[tpm]\nek_without_certificate = \"dsa\"\n"),
+                "invalid",
+            ),
+            (
+                &format!(
+                    "{base}[status]\nfile = \"a\"\n[tpm]\nkey_algorithms = [\"rsassa-1024\"]\n"
+                ),
+                "invalid",
+            ),
+            (
+                &format!("{base}[status]\nfile = \"a\"\n[tpm]\npcr_banks = []\n"),
+                "at least one",
+            ),
+            (
+                &format!(
+                    "{base}[status]\nfile = \"a\"\n[tpm]\npcr_bank = \"sha256\"\n\
+                     pcr_banks = [\"sha256\"]\n"
+                ),
                 "invalid",
             ),
             (

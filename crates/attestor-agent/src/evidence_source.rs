@@ -9,6 +9,8 @@ use crate::attest::{Agent, AgentError};
 use crate::collect::{PolicyKernelConfig, RuntimeStatus};
 use crate::config::{AgentConfig, EvidenceKind};
 use attestor_verify::bundle::Bundle;
+use attestor_verify::evidence::tpm::keys::SigningAlgorithm;
+use attestor_verify::evidence::tpm::HashAlg;
 
 /// A TPM agent, an SEV-SNP guest agent, or a confidential VM's vTPM agent that adds its
 /// secure processor's report.
@@ -76,6 +78,18 @@ impl EvidenceSource {
         match self {
             EvidenceSource::Tpm(agent) | EvidenceSource::TpmSnp(agent, _) => agent.state_dir(),
             EvidenceSource::Snp(agent) => agent.state_dir(),
+        }
+    }
+
+    /// For a TPM: the AK's and the sealed key's algorithms and the PCR bank in use.
+    pub fn tpm_algorithms(
+        &self,
+    ) -> Result<Option<(SigningAlgorithm, SigningAlgorithm, HashAlg)>, AgentError> {
+        match self {
+            EvidenceSource::Tpm(agent) | EvidenceSource::TpmSnp(agent, _) => {
+                agent.algorithms().map(Some)
+            }
+            EvidenceSource::Snp(_) => Ok(None),
         }
     }
 }

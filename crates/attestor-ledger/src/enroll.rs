@@ -13,13 +13,17 @@ use thiserror::Error;
 use crate::store::{AgentRecord, LedgerStore, StoreError};
 use crate::submission::{NonceBook, NonceCheck};
 use attestor_net::tls::AgentIdentity;
-use attestor_verify::api::{EnrollChallenge, EnrollProof, EnrollRequest};
+use attestor_verify::api::{EnrollChallenge, EnrollProof, EnrollRequest, EnrolledTpm};
 use attestor_verify::bundle::Bundle;
 use attestor_verify::checks::{
-    attestation_key_point, verify_bundle, AkTrust, Expectations, Platform, VerifyError,
+    attestation_key, check_ek_allowed, check_strength, verify_bundle, AkTrust, Check, Expectations,
+    Platform, VerifyError,
 };
-use attestor_verify::evidence::certchain::{self, CertChainError, PublicKey};
+use attestor_verify::evidence::certchain::{self, CertChainError};
 use attestor_verify::evidence::tpm::credential::{self, CredentialError};
+use attestor_verify::evidence::tpm::keys::{
+    ek_public_key_sha256, parse_tpm_public, KeyError, SigningAlgorithm,
+};
 use attestor_verify::evidence::tpm::wire;
 use attestor_verify::profiles::Profile;
 
@@ -32,8 +36,12 @@ pub const MAX_PENDING: usize = 10_000;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum EnrollError {
-    #[error("no EK certificate in the request")]
-    NoEkCertificate,
+    #[error("the request carries no EK certificate, and {0}")]
+    EkNotAllowed(String),
+    #[error("the profile trusts no EK CA (only its EK allow-list), yet the request carries an EK certificate")]
+    NoEkTrustAnchors,
+    #[error("the EK public area: {0}")]
+    EkKey(#[from] KeyError),
     #[error("EK certificate chain: {0}")]
     EkChain(#[from] CertChainError),
     #[error("the EK public area is not the key of the EK certificate")]
@@ -154,26 +162,30 @@ impl Enrollment {
         profile: &Profile,
         now: SystemTime,
     ) -> Result<EnrollChallenge, EnrollError> {
-        let (ek_leaf, intermediates) = request
-            .ek_certificates
-            .split_first()
-            .ok_or(EnrollError::NoEkCertificate)?;
         let tpm = profile
             .tpm
             .as_ref()
             .ok_or_else(|| EnrollError::NoTpmProfile(profile.name.clone()))?;
-        let mut pool = intermediates.to_vec();
-        pool.extend(tpm.ek_intermediates.iter().cloned());
-        let chain = certchain::verify_chain(ek_leaf, &pool, &tpm.ek_trust_anchors, now)?;
-        let certified = match chain.leaf_public_key()? {
-            PublicKey::Ec { sec1_point, .. } => sec1_point,
-            PublicKey::Rsa { .. } => return Err(EnrollError::EkMismatch),
-        };
-        let ek = wire::parse_public(&request.ek_public)?;
-        if ek.sec1_uncompressed()? != certified {
-            return Err(EnrollError::EkMismatch);
+        let ek = parse_tpm_public(&request.ek_public)?;
+        match request.ek_certificates.split_first() {
+            Some((ek_leaf, intermediates)) => {
+                if tpm.ek_trust_anchors.is_empty() {
+                    return Err(EnrollError::NoEkTrustAnchors);
+                }
+                let mut pool = intermediates.to_vec();
+                pool.extend(tpm.ek_intermediates.iter().cloned());
+                let chain = certchain::verify_chain(ek_leaf, &pool, &tpm.ek_trust_anchors, now)?;
+                if !ek.matches_certificate(chain.leaf())? {
+                    return Err(EnrollError::EkMismatch);
+                }
+            }
+            // A TPM without EK certificate: only the profile's allow-list vouches for it.
+            None => {
+                check_ek_allowed(&request.ek_public, tpm).map_err(EnrollError::EkNotAllowed)?;
+            }
         }
-        attestation_key_point(&request.ak_public)?;
+        let ak = attestation_key(&request.ak_public)?;
+        check_strength(ak.algorithm(), tpm, Check::AttestationKey, "AK")?;
         let (secret, made) = credential::challenge_for(&request.ek_public, &request.ak_public)?;
 
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -216,7 +228,8 @@ impl Enrollment {
             .into_iter()
             .next()
             .unwrap_or_default();
-        let record = AgentRecord::enrolled(who, ek_certificate, request.ak_public, now_ms);
+        let mut record = AgentRecord::enrolled(who, ek_certificate, request.ak_public, now_ms);
+        record.ek_public = Some(request.ek_public);
         pin(store, record)
     }
 
@@ -240,4 +253,23 @@ impl Enrollment {
         }
         Ok(pending.request)
     }
+}
+
+/// What the record says of an enrolled agent's TPM keys; `None` for an agent without a
+/// recorded EK (SEV-SNP alone, or enrolled before the ledger recorded EKs).
+pub fn enrolled_tpm(record: &AgentRecord) -> Option<EnrolledTpm> {
+    let ek_public = record.ek_public.as_ref()?;
+    let ek = parse_tpm_public(ek_public).ok()?;
+    let ak = parse_tpm_public(&record.ak_public).ok()?;
+    Some(EnrolledTpm {
+        ak_algorithm: SigningAlgorithm::of(&ak).ok()?,
+        ek_key: ek.key_name(),
+        ek_public_key_sha256: hex::encode(ek_public_key_sha256(ek_public).ok()?),
+        ek_trusted_by: if record.ek_certificate.is_empty() {
+            "allowlist"
+        } else {
+            "certificate"
+        }
+        .into(),
+    })
 }

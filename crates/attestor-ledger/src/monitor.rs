@@ -106,6 +106,7 @@ mod tests {
             tenant: tenant.into(),
             ek_certificate: vec![1],
             snp_chip_id: None,
+            ek_public: None,
             ak_public: vec![2],
             enrolled_at_ms,
             revoked: false,

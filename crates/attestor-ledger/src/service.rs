@@ -773,13 +773,20 @@ impl Ledger {
                 this.store.as_ref(),
                 attestor_verify::time::unix_ms(now),
             )?;
-            let ak_certificate = this.enrollment_ca.issue(
-                &record.ak_public,
-                &record.ek_certificate,
-                Some(&who),
-                now,
-            )?;
+            // An EK the profile trusts by its hash has no certificate for an AK certificate
+            // to name; such an agent is verified offline by its AK's Name.
+            let ak_certificate = if record.ek_certificate.is_empty() {
+                Vec::new()
+            } else {
+                this.enrollment_ca.issue(
+                    &record.ak_public,
+                    &record.ek_certificate,
+                    Some(&who),
+                    now,
+                )?
+            };
             Ok(EnrolledResponse {
+                tpm: crate::enroll::enrolled_tpm(&record),
                 agent_id: record.agent_id,
                 tenant: record.tenant,
                 enrolled_at_ms: record.enrolled_at_ms,
@@ -809,6 +816,7 @@ impl Ledger {
             // An SEV-SNP guest has no AK to certify (a vTPM's got its certificate when
             // it enrolled).
             Ok(EnrolledResponse {
+                tpm: crate::enroll::enrolled_tpm(&record),
                 agent_id: record.agent_id,
                 tenant: record.tenant,
                 enrolled_at_ms: record.enrolled_at_ms,

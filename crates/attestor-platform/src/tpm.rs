@@ -8,58 +8,56 @@
 //!
 //! By default keys do not persist in the TPM: a [`KeyBlob`] holds the TPM-encrypted private
 //! part and is loaded again under a parent that is re-created from a fixed template on every
-//! call (the P-384 endorsement key for the AK, an owner-hierarchy storage key for the sealed
-//! key). [`Tpm::use_persistent_keys`] instead keeps the storage key and the AK resident under
-//! persistent handles ([`persistent`]), for TPMs behind a resource manager.
+//! call (the endorsement key for the AK, an owner-hierarchy storage key of the sealed key's
+//! type for the sealed key). [`Tpm::use_persistent_keys`] instead keeps the storage key and
+//! the AK resident under persistent handles ([`persistent`]), for TPMs behind a resource
+//! manager.
+//!
+//! Which EK ([`Tpm::select_ek`]: the first with a certificate in NV, the one a supplied
+//! certificate certifies, or a named template without certificate) and which algorithms
+//! ([`Tpm::capabilities`]) are the caller's choice; the keys carry their algorithm.
+
+mod ek;
+pub mod persistent;
+mod templates;
+
+pub use ek::EkTemplate;
+pub use persistent::PersistentHandles;
 
 use std::collections::BTreeSet;
 use std::convert::TryFrom;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use tss_esapi::abstraction::{ak, ek, AsymmetricAlgorithmSelection};
-use tss_esapi::attributes::ObjectAttributesBuilder;
+use tss_esapi::abstraction::nv;
 use tss_esapi::constants::response_code::Tss2ResponseCode;
 use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
 use tss_esapi::constants::{CapabilityType, CommandCode, SessionType};
 use tss_esapi::handles::{
-    AuthHandle, KeyHandle, ObjectHandle, PcrHandle, SessionHandle, TpmHandle,
+    AuthHandle, KeyHandle, NvIndexTpmHandle, ObjectHandle, PcrHandle, SessionHandle, TpmHandle,
 };
-use tss_esapi::interface_types::algorithm::{
-    EccSchemeAlgorithm, HashingAlgorithm, PublicAlgorithm, SignatureSchemeAlgorithm,
-};
-use tss_esapi::interface_types::ecc::EccCurve;
-use tss_esapi::interface_types::resource_handles::Hierarchy;
+use tss_esapi::interface_types::algorithm::HashingAlgorithm;
+use tss_esapi::interface_types::resource_handles::{Hierarchy, NvAuth};
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    CapabilityData, Data, Digest, DigestList, DigestValues, EccPoint, EccScheme, EncryptedSecret,
-    HashcheckTicket, IdObject, PcrSelectSize, PcrSelectionList, PcrSelectionListBuilder, PcrSlot,
-    Private, Public, PublicBuilder, PublicEccParametersBuilder, Signature, SignatureScheme,
-    SymmetricDefinition, SymmetricDefinitionObject,
+    CapabilityData, Data, Digest, DigestList, DigestValues, EncryptedSecret, HashcheckTicket,
+    IdObject, PcrSelectSize, PcrSelectionList, PcrSelectionListBuilder, PcrSlot, Private, Public,
+    SignatureScheme, SymmetricDefinition,
 };
 use tss_esapi::traits::{Marshall, UnMarshall};
 use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
 use tss_esapi::{Context, TctiNameConf};
 
-use attestor_verify::evidence::tpm::HashAlg;
-
-pub mod persistent;
-pub use persistent::PersistentHandles;
-
-/// NV index of the ECC NIST P-384 EK certificate (TCG EK Credential Profile, low range).
-pub const EK_CERT_NV_INDEX_P384: u32 = 0x01c0_0016;
+use attestor_verify::evidence::certchain::{self, PublicKey};
+use attestor_verify::evidence::tpm::keys::{parse_tpm_public, SigningAlgorithm};
+use attestor_verify::evidence::tpm::{policy, HashAlg};
+use ek::EkPolicy;
 
 /// PCRs a PC-Client TPM implements; higher indices are refused before reaching the TPM.
 pub const PCR_COUNT: u8 = 24;
 
 /// Largest qualifying data (TPM2B_DATA) every TPM accepts in a quote or certification.
 pub const MAX_QUALIFYING_DATA: usize = 64;
-
-/// Length of the digest `sign_sealed` signs: the sealed key signs ECDSA with SHA-384.
-pub const SEALED_DIGEST_LEN: usize = 48;
-
-/// Byte length of each ECDSA P-384 signature component (r and s).
-const P384_SCALAR_LEN: usize = 48;
 
 /// The TSS tags response codes with the layer that produced them in bits 16..24.
 const RC_LAYER_MASK: u32 = 0x00ff_0000;
@@ -72,24 +70,9 @@ const TPM_RC_POLICY_FAIL: u32 = 0x09d;
 /// Format-one bit P: the error is about a command parameter (not a handle or session).
 const RC_FMT1_PARAMETER: u32 = 0x040;
 
-/// EK authPolicy digests of the TCG EK Credential Profile (2.5, B.6), SHA-384 variants:
-/// PolicyA = PolicySecret(TPM_RH_ENDORSEMENT), PolicyC = PolicyAuthorizeNV(0x01C07F02), and
-/// the high-range templates' PolicyB = PolicyOR(PolicyA, PolicyC).
-const EK_POLICY_A_SHA384: [u8; 48] = [
-    0x8b, 0xbf, 0x22, 0x66, 0x53, 0x7c, 0x17, 0x1c, 0xb5, 0x6e, 0x40, 0x3c, 0x4d, 0xc1, 0xd4, 0xb6,
-    0x4f, 0x43, 0x26, 0x11, 0xdc, 0x38, 0x6e, 0x6f, 0x53, 0x20, 0x50, 0xc3, 0x27, 0x8c, 0x93, 0x0e,
-    0x14, 0x3e, 0x8b, 0xb1, 0x13, 0x38, 0x24, 0xcc, 0xb4, 0x31, 0x05, 0x38, 0x71, 0xc6, 0xdb, 0x53,
-];
-const EK_POLICY_C_SHA384: [u8; 48] = [
-    0xd6, 0x03, 0x2c, 0xe6, 0x1f, 0x2f, 0xb3, 0xc2, 0x40, 0xeb, 0x3c, 0xf6, 0xa3, 0x32, 0x37, 0xef,
-    0x2b, 0x6a, 0x16, 0xf4, 0x29, 0x3c, 0x22, 0xb4, 0x55, 0xe2, 0x61, 0xcf, 0xfd, 0x21, 0x7a, 0xd5,
-    0xb4, 0x94, 0x7c, 0x2d, 0x73, 0xe6, 0x30, 0x05, 0xee, 0xd2, 0xdc, 0x2b, 0x35, 0x93, 0xd1, 0x65,
-];
-const EK_POLICY_B_SHA384: [u8; 48] = [
-    0xb2, 0x6e, 0x7d, 0x28, 0xd1, 0x1a, 0x50, 0xbc, 0x53, 0xd8, 0x82, 0xbc, 0xf5, 0xfd, 0x3a, 0x1a,
-    0x07, 0x41, 0x48, 0xbb, 0x35, 0xd3, 0xb4, 0xe4, 0xcb, 0x1c, 0x0a, 0xd9, 0xbd, 0xe4, 0x19, 0xca,
-    0xcb, 0x47, 0xba, 0x09, 0x69, 0x96, 0x46, 0x15, 0x0f, 0x9f, 0xc0, 0x00, 0xf3, 0xf8, 0x0e, 0x12,
-];
+/// The NV range the TCG EK Credential Profile's certificates, nonces and templates use.
+const EK_NV_FIRST: u32 = 0x01c0_0002;
+const EK_NV_LAST: u32 = 0x01c0_001f;
 
 /// First handles of the transient-object and session ranges, for the stale-handle sweep.
 const TRANSIENT_FIRST: u32 = 0x8000_0000;
@@ -129,10 +112,25 @@ pub enum TpmError {
         op: &'static str,
         source: tss_esapi::Error,
     },
-    /// The TPM has no P-384 EK certificate provisioned.
-    #[error("no EK certificate at NV index {nv_index:#010x}: provision one (swtpm_setup --create-ek-cert) or use a TPM with a manufacturer ECC P-384 EK certificate")]
-    EkCertificateMissing { nv_index: u32 },
-    /// A key blob does not decode, or lacks what the key needs (policy branches).
+    /// No EK certificate at any of the EK Credential Profile's NV indices.
+    #[error("no EK certificate in NV (looked at {searched}): supply the EK certificate as a file (tpm.ek_certificate_file), or run without one (tpm.ek_without_certificate) and allow-list the EK's public-key hash where it is verified")]
+    EkCertificateMissing { searched: String },
+    /// No EK template this code knows yields the key of the supplied EK certificate.
+    #[error(
+        "the EK certificate's key is not the key of any EK template this TPM makes (tried {tried})"
+    )]
+    EkCertificateMismatch { tried: String },
+    /// A vendor EK template in NV that does not decode.
+    #[error("the EK template at NV index {nv_index:#010x} does not decode: {reason}")]
+    MalformedEkTemplate { nv_index: u32, reason: String },
+    /// A supplied EK certificate that does not decode.
+    #[error("the supplied EK certificate: {0}")]
+    EkCertificateUnreadable(#[source] attestor_verify::evidence::certchain::CertChainError),
+    /// The TPM lacks what a requested algorithm needs (curve, scheme, hash).
+    #[error("the TPM does not support {0}")]
+    AlgorithmUnsupported(SigningAlgorithm),
+    /// A key blob does not decode, is of no supported algorithm, or lacks what the key
+    /// needs (policy branches).
     #[error("malformed key blob: {0}")]
     MalformedKeyBlob(String),
     /// A PCR index beyond what a PC-Client TPM implements.
@@ -161,9 +159,13 @@ pub enum TpmError {
     /// AK Name, or was altered (usually TPM_RC_INTEGRITY).
     #[error("TPM refused to activate the credential (response code {rc:#x}): it was not made for this TPM's EK and this AK, or was altered")]
     CredentialRefused { rc: u32 },
-    /// The EK's authPolicy is none of the TCG EK profile policies this code satisfies.
+    /// The EK's authPolicy is none of the TCG EK profile policies this code satisfies, or
+    /// its nameAlg is not SHA-256 or SHA-384.
     #[error("the EK's authPolicy is not a TCG EK Credential Profile policy this code can satisfy")]
     UnsupportedEkPolicy,
+    /// The EK is uncertified (`EkSource::Uncertified`): there is no certificate to give.
+    #[error("this EK has no certificate (it is used without one)")]
+    EkUncertified,
     /// A persistent handle attestor would use holds an object that is not its key.
     #[error("persistent handle {handle:#010x} holds an object (Name {found}) that is not this agent's {what}; it is left alone. If it is a stale attestor key, evict it (tpm2_evictcontrol -C o -c {handle:#010x}); otherwise choose another handle ([tpm] srk_handle / ak_handle) or set [tpm] persistent_keys = false")]
     PersistentHandleTaken {
@@ -192,8 +194,8 @@ pub enum TpmError {
 /// A TPM-wrapped key that can be loaded again later, in another process or after a reset.
 ///
 /// `public` is the marshalled TPMT_PUBLIC (no size prefix), exactly the bytes the key's Name
-/// is computed over. `private` is the body of the TPM2B_PRIVATE (no size prefix), encrypted
-/// by the parent and useless outside this TPM.
+/// is computed over; it also says the key's algorithm. `private` is the body of the
+/// TPM2B_PRIVATE (no size prefix), encrypted by the parent and useless outside this TPM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyBlob {
     /// Marshalled TPMT_PUBLIC.
@@ -208,9 +210,87 @@ pub struct KeyBlob {
     pub policy_branches: Vec<Vec<u8>>,
 }
 
+impl KeyBlob {
+    /// The signing algorithm of the blob's key.
+    pub fn algorithm(&self) -> Result<SigningAlgorithm, TpmError> {
+        let public = parse_tpm_public(&self.public)
+            .map_err(|e| TpmError::MalformedKeyBlob(format!("public part: {e}")))?;
+        SigningAlgorithm::of(&public).map_err(|e| TpmError::MalformedKeyBlob(e.to_string()))
+    }
+}
+
+/// What the TPM implements, as far as the choice of keys and PCR bank depends on it
+/// (TPM2_GetCapability of algorithms, ECC curves and allocated PCRs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// TPM_ALG_IDs the TPM implements.
+    pub algorithms: BTreeSet<u16>,
+    /// TPM_ECC_CURVE identifiers the TPM implements.
+    pub curves: BTreeSet<u16>,
+    /// The banks with PCRs allocated, of those attestor supports, ascending.
+    pub banks: Vec<HashAlg>,
+}
+
+impl Capabilities {
+    /// Whether the TPM can make and use keys of `alg`: key type (and curve), scheme and
+    /// hash all implemented.
+    pub fn supports(&self, alg: SigningAlgorithm) -> bool {
+        let key = match alg.curve() {
+            Some(curve) => {
+                self.algorithms
+                    .contains(&attestor_verify::evidence::tpm::wire::TPM_ALG_ECC)
+                    && self.curves.contains(&curve)
+            }
+            None => self
+                .algorithms
+                .contains(&attestor_verify::evidence::tpm::keys::TPM_ALG_RSA),
+        };
+        key && self.algorithms.contains(&alg.scheme())
+            && self.algorithms.contains(&alg.hash().tpm_alg_id())
+    }
+
+    /// The first of `preference` the TPM supports.
+    pub fn first_supported(&self, preference: &[SigningAlgorithm]) -> Option<SigningAlgorithm> {
+        preference.iter().copied().find(|a| self.supports(*a))
+    }
+}
+
+/// Where the EK and its certificate come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EkSource {
+    /// The first EK, in [`EkTemplate::PREFERENCE`] order, whose certificate is in NV.
+    Nv,
+    /// The EK that this certificate (DER, supplied by the operator) certifies.
+    Certificate(Vec<u8>),
+    /// This template's EK, used without a certificate: a verifier can trust it only by
+    /// its public-key hash.
+    Uncertified(EkTemplate),
+}
+
+/// The EK in use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ek {
+    /// Its template.
+    pub template: EkTemplate,
+    /// Its marshalled TPMT_PUBLIC, as the TPM created it.
+    pub public: Vec<u8>,
+    /// Its certificate (DER), from NV or the operator; `None` when used without one.
+    pub certificate: Option<Vec<u8>>,
+}
+
+/// The selected EK and what re-creating and authorizing it takes.
+#[derive(Debug, Clone)]
+struct SelectedEk {
+    ek: Ek,
+    template: Public,
+    name_alg: HashAlg,
+    policy: EkPolicy,
+}
+
 /// One open connection to a TPM. Calls block; give it one owner (a dedicated thread).
 pub struct Tpm {
     ctx: Context,
+    ek: Option<SelectedEk>,
     resident: Option<persistent::Resident>,
 }
 
@@ -233,10 +313,53 @@ impl Tpm {
         let ctx = Context::new(conf).map_err(|e| classify("Esys_Initialize", e))?;
         let mut tpm = Tpm {
             ctx,
+            ek: None,
             resident: None,
         };
         tpm.flush_stale_handles()?;
         Ok(tpm)
+    }
+
+    /// The algorithms, ECC curves and PCR banks the TPM implements.
+    pub fn capabilities(&mut self) -> Result<Capabilities, TpmError> {
+        let op = "GetCapability(ALGS)";
+        let (data, _more) = self
+            .ctx
+            .execute_without_session(|c| c.get_capability(CapabilityType::Algorithms, 0, 127))
+            .map_err(|e| classify(op, e))?;
+        let CapabilityData::Algorithms(list) = data else {
+            return Err(TpmError::UnexpectedResponse {
+                op,
+                what: "capability data is not an algorithm list",
+            });
+        };
+        let algorithms = list
+            .iter()
+            .map(|a| u16::from(a.algorithm_identifier()))
+            .collect();
+        let op = "GetCapability(ECC_CURVES)";
+        let (data, _more) = self
+            .ctx
+            .execute_without_session(|c| c.get_capability(CapabilityType::EccCurves, 0, 64))
+            .map_err(|e| classify(op, e))?;
+        let curves = match data {
+            CapabilityData::EccCurves(list) => list
+                .as_ref()
+                .iter()
+                .map(|c| tss_esapi::tss2_esys::TPM2_ECC_CURVE::from(*c))
+                .collect(),
+            _ => {
+                return Err(TpmError::UnexpectedResponse {
+                    op,
+                    what: "capability data is not a curve list",
+                })
+            }
+        };
+        Ok(Capabilities {
+            algorithms,
+            curves,
+            banks: self.active_banks()?,
+        })
     }
 
     /// The PCR banks with PCRs assigned, restricted to the ones attestor supports.
@@ -261,7 +384,6 @@ impl Tpm {
         banks.dedup();
         Ok(banks)
     }
-
     /// Extends `pcr` once with one digest per bank (TPM2_PCR_Extend). A bank the TPM has not
     /// activated accepts the extend silently: extend every bank of [`Tpm::active_banks`].
     pub fn extend(&mut self, pcr: u8, digests: &[(HashAlg, Vec<u8>)]) -> Result<(), TpmError> {
@@ -340,53 +462,71 @@ impl Tpm {
         Ok(out)
     }
 
-    /// DER of the ECC P-384 EK certificate at NV index [`EK_CERT_NV_INDEX_P384`].
+    /// Chooses the EK every later call uses and returns it. Without a call, the first
+    /// call that needs the EK selects [`EkSource::Nv`].
+    pub fn select_ek(&mut self, source: &EkSource) -> Result<Ek, TpmError> {
+        let present = self.ek_nv_indices()?;
+        let selected = match source {
+            EkSource::Nv => {
+                let Some(template) = EkTemplate::PREFERENCE
+                    .into_iter()
+                    .find(|t| present.contains(&t.certificate_index()))
+                else {
+                    let searched: Vec<String> = EkTemplate::PREFERENCE
+                        .iter()
+                        .map(|t| format!("{:#010x} ({t})", t.certificate_index()))
+                        .collect();
+                    return Err(TpmError::EkCertificateMissing {
+                        searched: searched.join(", "),
+                    });
+                };
+                let certificate = self.nv_read(template.certificate_index())?;
+                let selected = self.prepare_ek(template, &present, Some(certificate.clone()))?;
+                // The vendor's nonce or template (if any) made this EK: it must be the key
+                // the certificate names, or verifiers would refuse every bundle.
+                if !certifies(&selected.ek.public, &certificate) {
+                    return Err(TpmError::EkCertificateMismatch {
+                        tried: template.name().into(),
+                    });
+                }
+                selected
+            }
+            EkSource::Certificate(der) => self.ek_for_certificate(der, &present)?,
+            EkSource::Uncertified(template) => self.prepare_ek(*template, &present, None)?,
+        };
+        let ek = selected.ek.clone();
+        self.ek = Some(selected);
+        Ok(ek)
+    }
+
+    /// The EK in use (selected from NV on first use).
+    pub fn ek(&mut self) -> Result<Ek, TpmError> {
+        Ok(self.selected_ek()?.ek)
+    }
+
+    /// DER of the EK certificate in use.
     pub fn ek_certificate(&mut self) -> Result<Vec<u8>, TpmError> {
-        let (data, _more) = self
-            .ctx
-            .execute_without_session(|c| {
-                c.get_capability(CapabilityType::Handles, EK_CERT_NV_INDEX_P384, 1)
-            })
-            .map_err(|e| classify("GetCapability(HANDLES)", e))?;
-        let present = matches!(&data, CapabilityData::Handles(list)
-            if list.iter().any(|h| u32::from(*h) == EK_CERT_NV_INDEX_P384));
-        if !present {
-            return Err(TpmError::EkCertificateMissing {
-                nv_index: EK_CERT_NV_INDEX_P384,
-            });
-        }
-        ek::retrieve_ek_pubcert(&mut self.ctx, ek_alg())
-            .map_err(|e| classify("NV_Read(EK certificate)", e))
+        self.ek()?.certificate.ok_or(TpmError::EkUncertified)
     }
 
-    /// Marshalled TPMT_PUBLIC of the P-384 EK (default TCG template), e.g. for
-    /// MakeCredential by a verifier.
+    /// Marshalled TPMT_PUBLIC of the EK in use, e.g. for MakeCredential by a verifier.
     pub fn ek_public(&mut self) -> Result<Vec<u8>, TpmError> {
-        let ek = self.create_ek()?;
-        self.with_flushed(ek.into(), |t| {
-            let (public, _, _) = t
-                .ctx
-                .read_public(ek)
-                .map_err(|e| classify("ReadPublic(EK)", e))?;
-            marshall_public("ReadPublic(EK)", &public)
-        })
+        Ok(self.ek()?.public)
     }
 
-    /// Creates an attestation key: restricted ECC P-384 signing key, ECDSA-SHA384, nameAlg
-    /// SHA-384, in the endorsement hierarchy under the P-384 EK.
-    pub fn create_ak(&mut self) -> Result<KeyBlob, TpmError> {
+    /// Creates an attestation key of `alg`: a restricted signing key whose nameAlg is the
+    /// algorithm's hash, in the endorsement hierarchy under the EK.
+    pub fn create_ak(&mut self, alg: SigningAlgorithm) -> Result<KeyBlob, TpmError> {
+        let template = template_public("Create(AK)", &templates::ak(alg))?;
         let ek = self.create_ek()?;
         let created = self.with_flushed(ek.into(), |t| {
-            ak::create_ak_2(
-                &mut t.ctx,
-                ek,
-                HashingAlgorithm::Sha384,
-                AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP384),
-                SignatureSchemeAlgorithm::EcDsa,
-                None,
-                None,
-            )
-            .map_err(|e| classify("Create(AK)", e))
+            t.with_ek_policy_session(|t, session| {
+                t.ctx
+                    .execute_with_session(Some(session.into()), |c| {
+                        c.create(ek, template, None, None, None, None)
+                    })
+                    .map_err(|e| classify("Create(AK)", e))
+            })
         })?;
         Ok(KeyBlob {
             public: marshall_public("Create(AK)", &created.out_public)?,
@@ -395,27 +535,36 @@ impl Tpm {
         })
     }
 
-    /// Creates the sealed signing key: non-restricted ECC P-384, ECDSA-SHA384, nameAlg
-    /// SHA-384, userWithAuth off, adminWithPolicy, noDA, fixedTPM, fixedParent, under the
-    /// storage key. Its authPolicy is PolicyOR(PolicyPCR(current values of `pcrs` in
-    /// `bank`), PolicyCommandCode(Certify)): it signs only while those PCRs keep their
-    /// present values, and the AK can certify it at any time.
-    pub fn create_sealed_key(&mut self, bank: HashAlg, pcrs: &[u8]) -> Result<KeyBlob, TpmError> {
+    /// Creates the sealed signing key of `alg`: non-restricted, userWithAuth off,
+    /// adminWithPolicy, noDA, fixedTPM, fixedParent, nameAlg the algorithm's hash, under a
+    /// storage key of the same type. Its authPolicy is PolicyOR(PolicyPCR(current values of
+    /// `pcrs` in `bank`), PolicyCommandCode(Certify)): it signs only while those PCRs keep
+    /// their present values, and the AK can certify it at any time.
+    pub fn create_sealed_key(
+        &mut self,
+        alg: SigningAlgorithm,
+        bank: HashAlg,
+        pcrs: &[u8],
+    ) -> Result<KeyBlob, TpmError> {
+        let hash = alg.hash();
         let selection_list = selection(bank, &pcr_set(pcrs)?.into_iter().collect::<Vec<_>>())?;
         // Trial sessions let the TPM compute the branches over its own current PCR values,
         // so no read-then-seal race and no software policy code to keep in sync.
-        let pcr_branch = self.trial_digest("PolicyPCR(trial)", |c, s| {
+        let pcr_branch = self.trial_digest(hash, "PolicyPCR(trial)", |c, s| {
             c.policy_pcr(s, Digest::default(), selection_list)
         })?;
-        let certify_branch = self.trial_digest("PolicyCommandCode(trial)", |c, s| {
+        let certify_branch = self.trial_digest(hash, "PolicyCommandCode(trial)", |c, s| {
             c.policy_command_code(s, CommandCode::Certify)
         })?;
         let branches = vec![pcr_branch.value().to_vec(), certify_branch.value().to_vec()];
         let or_list = digest_list("PolicyOR(trial)", &branches)?;
-        let auth_policy = self.trial_digest("PolicyOR(trial)", |c, s| c.policy_or(s, or_list))?;
-        let template =
-            sealed_key_template(auth_policy).map_err(|e| classify("Create(sealed key)", e))?;
-        let created = self.with_srk(|t, srk| {
+        let auth_policy =
+            self.trial_digest(hash, "PolicyOR(trial)", |c, s| c.policy_or(s, or_list))?;
+        let template = template_public(
+            "Create(sealed key)",
+            &templates::sealed_key(alg, auth_policy.value()),
+        )?;
+        let created = self.with_srk(alg, |t, srk| {
             t.ctx
                 .execute_with_session(Some(AuthSession::Password), |c| {
                     c.create(srk, template, None, None, None, None)
@@ -438,10 +587,11 @@ impl Tpm {
         qualifying_data: &[u8],
     ) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
         let data = qualifying(qualifying_data)?;
-        let branches = sealed_branches(sealed)?;
+        let hash = sealed.algorithm()?.hash();
+        let branches = sealed_branches(sealed, hash)?;
         self.with_ak(ak, |t, ak_handle| {
             t.with_sealed(sealed, |t, key_handle| {
-                t.with_policy_session(|t, session| {
+                t.with_policy_session(hash, |t, session| {
                     t.ctx
                         .policy_command_code(session, CommandCode::Certify)
                         .map_err(|e| classify("PolicyCommandCode", e))?;
@@ -463,29 +613,30 @@ impl Tpm {
         })
     }
 
-    /// Signs a 48-byte SHA-384 digest with the sealed key through its PCR policy branch.
-    /// Returns the ECDSA (r, s), each big-endian and 48 bytes. When the PCRs drifted from
-    /// the sealed values this is [`TpmError::PolicyRefused`].
+    /// Signs a digest of the sealed key's hash (SHA-384 for P-384, SHA-256 otherwise)
+    /// through its PCR policy branch; returns the marshalled TPMT_SIGNATURE. When the PCRs
+    /// drifted from the sealed values this is [`TpmError::PolicyRefused`].
     pub fn sign_sealed(
         &mut self,
         sealed: &KeyBlob,
         bank: HashAlg,
         pcrs: &[u8],
         digest: &[u8],
-    ) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
-        if digest.len() != SEALED_DIGEST_LEN {
+    ) -> Result<Vec<u8>, TpmError> {
+        let hash = sealed.algorithm()?.hash();
+        if digest.len() != hash.digest_len() {
             return Err(TpmError::DigestLength {
-                alg: HashAlg::Sha384,
-                expected: SEALED_DIGEST_LEN,
+                alg: hash,
+                expected: hash.digest_len(),
                 actual: digest.len(),
             });
         }
         let selection_list = selection(bank, &pcr_set(pcrs)?.into_iter().collect::<Vec<_>>())?;
-        let branches = sealed_branches(sealed)?;
+        let branches = sealed_branches(sealed, hash)?;
         let digest = to_digest("Sign", digest)?;
         let ticket = null_ticket()?;
         let signature = self.with_sealed(sealed, |t, key_handle| {
-            t.with_policy_session(|t, session| {
+            t.with_policy_session(hash, |t, session| {
                 t.ctx
                     .policy_pcr(session, Digest::default(), selection_list)
                     .map_err(|e| policy_error("PolicyPCR", e))?;
@@ -499,21 +650,12 @@ impl Tpm {
                     .map_err(|e| policy_error("Sign", e))
             })
         })?;
-        match signature {
-            Signature::EcDsa(sig) => Ok((
-                left_pad("Sign", sig.signature_r().value())?,
-                left_pad("Sign", sig.signature_s().value())?,
-            )),
-            _ => Err(TpmError::UnexpectedResponse {
-                op: "Sign",
-                what: "signature is not ECDSA",
-            }),
-        }
+        signature.marshall().map_err(|e| classify("Sign", e))
     }
 
-    /// TPM2_Quote of `pcrs` in `bank` by the AK. Returns (marshalled TPMS_ATTEST,
-    /// marshalled TPMT_SIGNATURE). A verifier must trust only the PCR selection inside the
-    /// attestation (an inactive bank yields an empty one).
+    /// TPM2_Quote of `pcrs` in `bank` by the AK, with the AK's scheme. Returns (marshalled
+    /// TPMS_ATTEST, marshalled TPMT_SIGNATURE). A verifier must trust only the PCR
+    /// selection inside the attestation (an inactive bank yields an empty one).
     pub fn quote(
         &mut self,
         ak: &KeyBlob,
@@ -535,10 +677,10 @@ impl Tpm {
     }
 
     /// TPM2_ActivateCredential: recovers the secret a verifier protected for this TPM's
-    /// P-384 EK and the AK's Name (`credential_blob` = TPM2B_ID_OBJECT contents,
-    /// `encrypted_secret` = TPM2B_ENCRYPTED_SECRET contents, both without size prefix).
-    /// The AK is authorized by password (admin role), the EK through its TCG policy.
-    /// A credential for another EK or AK, or an altered one, is
+    /// EK (RSA: OAEP, ECC: ECDH) and the AK's Name (`credential_blob` = TPM2B_ID_OBJECT
+    /// contents, `encrypted_secret` = TPM2B_ENCRYPTED_SECRET contents, both without size
+    /// prefix). The AK is authorized by password (admin role), the EK through its TCG
+    /// policy. A credential for another EK or AK, or an altered one, is
     /// [`TpmError::CredentialRefused`] and yields nothing.
     pub fn activate_credential(
         &mut self,
@@ -557,12 +699,9 @@ impl Tpm {
         // Both keys stay loaded for the command: two of swtpm's three object slots.
         let ek = self.create_ek()?;
         self.with_flushed(ek.into(), |t| {
-            let ak_handle = ak::load_ak(&mut t.ctx, ek, None, private, public)
-                .map_err(|e| classify("Load(AK)", e))?;
+            let ak_handle = t.load_under_ek(ek, private, public)?;
             t.with_flushed(ak_handle.into(), |t| {
-                let ek_policy = t.auth_policy_of("ReadPublic(EK)", ek)?;
-                t.with_policy_session(|t, session| {
-                    t.satisfy_ek_policy(session, &ek_policy)?;
+                t.with_ek_policy_session(|t, session| {
                     let credential = t
                         .ctx
                         .execute_with_sessions(
@@ -581,6 +720,205 @@ impl Tpm {
     pub fn public_of(blob: &KeyBlob) -> Result<Vec<u8>, TpmError> {
         let public = parse_public(blob)?;
         marshall_public("marshal public", &public)
+    }
+
+    // ---- the EK -----------------------------------------------------------------------
+
+    fn selected_ek(&mut self) -> Result<SelectedEk, TpmError> {
+        if self.ek.is_none() {
+            self.select_ek(&EkSource::Nv)?;
+        }
+        self.ek.clone().ok_or(TpmError::UnexpectedResponse {
+            op: "select EK",
+            what: "no EK selected",
+        })
+    }
+
+    /// The EK Credential Profile NV indices that exist.
+    fn ek_nv_indices(&mut self) -> Result<BTreeSet<u32>, TpmError> {
+        let (data, _more) = self
+            .ctx
+            .execute_without_session(|c| {
+                c.get_capability(
+                    CapabilityType::Handles,
+                    EK_NV_FIRST,
+                    EK_NV_LAST - EK_NV_FIRST + 1,
+                )
+            })
+            .map_err(|e| classify("GetCapability(HANDLES)", e))?;
+        Ok(match data {
+            CapabilityData::Handles(list) => list
+                .iter()
+                .map(|h| u32::from(*h))
+                .filter(|h| (EK_NV_FIRST..=EK_NV_LAST).contains(h))
+                .collect(),
+            _ => BTreeSet::new(),
+        })
+    }
+
+    /// The whole contents of an NV index readable with its own (empty) auth.
+    fn nv_read(&mut self, index: u32) -> Result<Vec<u8>, TpmError> {
+        let op = "NV_Read";
+        let nv_index = NvIndexTpmHandle::new(index).map_err(|e| classify(op, e))?;
+        let mut handle = self
+            .ctx
+            .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::NvIndex(nv_index)))
+            .map_err(|e| classify(op, e))?;
+        let read = self.ctx.execute_with_nullauth_session(|c| {
+            nv::read_full(c, NvAuth::NvIndex(handle.into()), nv_index)
+        });
+        // Reading may have closed the ESYS handle already; only its bookkeeping is at stake.
+        let _ = self.ctx.tr_close(&mut handle);
+        read.map_err(|e| classify(op, e))
+    }
+
+    /// The template of `template`'s EK on this TPM: the vendor's from NV if present, else
+    /// the default with the vendor's nonce (if any).
+    fn ek_template(
+        &mut self,
+        template: EkTemplate,
+        present: &BTreeSet<u32>,
+    ) -> Result<Vec<u8>, TpmError> {
+        if present.contains(&template.template_index()) {
+            return self.nv_read(template.template_index());
+        }
+        let nonce = match template.nonce_index() {
+            Some(index) if present.contains(&index) => Some(self.nv_read(index)?),
+            _ => None,
+        };
+        Ok(template.default_public(nonce.as_deref()))
+    }
+
+    /// Re-creates `template`'s EK to learn its public area and how to authorize it.
+    fn prepare_ek(
+        &mut self,
+        template: EkTemplate,
+        present: &BTreeSet<u32>,
+        certificate: Option<Vec<u8>>,
+    ) -> Result<SelectedEk, TpmError> {
+        let bytes = self.ek_template(template, present)?;
+        let malformed = |reason: String| TpmError::MalformedEkTemplate {
+            nv_index: template.template_index(),
+            reason,
+        };
+        let public = Public::unmarshall(&bytes).map_err(|e| malformed(e.to_string()))?;
+        let parsed = parse_tpm_public(&bytes).map_err(|_| TpmError::UnsupportedEkPolicy)?;
+        let name_alg = parsed.name_alg();
+        let policy =
+            EkPolicy::of(name_alg, parsed.auth_policy()).ok_or(TpmError::UnsupportedEkPolicy)?;
+        let handle = self.create_primary_ek(public.clone())?;
+        let created = self.with_flushed(handle.into(), |t| {
+            let (public, _, _) = t
+                .ctx
+                .read_public(handle)
+                .map_err(|e| classify("ReadPublic(EK)", e))?;
+            marshall_public("ReadPublic(EK)", &public)
+        })?;
+        Ok(SelectedEk {
+            ek: Ek {
+                template,
+                public: created,
+                certificate,
+            },
+            template: public,
+            name_alg,
+            policy,
+        })
+    }
+
+    /// The EK whose key `certificate` certifies, among the templates of its key type.
+    fn ek_for_certificate(
+        &mut self,
+        certificate: &[u8],
+        present: &BTreeSet<u32>,
+    ) -> Result<SelectedEk, TpmError> {
+        let candidates = match certchain::public_key_of(certificate) {
+            Ok(PublicKey::Ec {
+                curve: certchain::EcCurve::P384,
+                ..
+            }) => vec![EkTemplate::EccP384],
+            Ok(PublicKey::Ec { .. }) => vec![EkTemplate::EccP256, EkTemplate::EccP256High],
+            Ok(PublicKey::Rsa { rsa_public_key }) => match rsa_modulus_len(&rsa_public_key) {
+                Some(384) => vec![EkTemplate::Rsa3072],
+                Some(512) => vec![EkTemplate::Rsa4096],
+                _ => vec![EkTemplate::Rsa2048, EkTemplate::Rsa2048High],
+            },
+            Err(e) => return Err(TpmError::EkCertificateUnreadable(e)),
+        };
+        for template in &candidates {
+            let selected = self.prepare_ek(*template, present, Some(certificate.to_vec()))?;
+            if certifies(&selected.ek.public, certificate) {
+                return Ok(selected);
+            }
+        }
+        let tried: Vec<&str> = candidates.iter().map(|t| t.name()).collect();
+        Err(TpmError::EkCertificateMismatch {
+            tried: tried.join(", "),
+        })
+    }
+
+    fn create_primary_ek(&mut self, template: Public) -> Result<KeyHandle, TpmError> {
+        self.ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.create_primary(Hierarchy::Endorsement, template, None, None, None, None)
+            })
+            .map(|r| r.key_handle)
+            .map_err(|e| classify("CreatePrimary(EK)", e))
+    }
+
+    fn create_ek(&mut self) -> Result<KeyHandle, TpmError> {
+        let template = self.selected_ek()?.template;
+        self.create_primary_ek(template)
+    }
+
+    /// A policy session of the EK's nameAlg brought to the EK's authPolicy
+    /// (PolicySecret(endorsement), then for the high-range PolicyB a PolicyOR(PolicyA,
+    /// PolicyC)), flushed after `f`. The endorsement hierarchy's auth is assumed empty, as
+    /// on swtpm and most platforms.
+    fn with_ek_policy_session<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self, PolicySession) -> Result<T, TpmError>,
+    ) -> Result<T, TpmError> {
+        let selected = self.selected_ek()?;
+        let alg = selected.name_alg;
+        self.with_policy_session(alg, |t, session| {
+            t.ctx
+                .execute_with_session(Some(AuthSession::Password), |c| {
+                    c.policy_secret(
+                        session,
+                        AuthHandle::Endorsement,
+                        Default::default(),
+                        Default::default(),
+                        Default::default(),
+                        None,
+                    )
+                })
+                .map_err(|e| classify("PolicySecret(endorsement)", e))?;
+            if selected.policy == EkPolicy::B {
+                let branches = digest_list(
+                    "PolicyOR(EK)",
+                    &[policy::ek_policy_a(alg), policy::ek_policy_c(alg)],
+                )?;
+                t.ctx
+                    .policy_or(session, branches)
+                    .map_err(|e| classify("PolicyOR(EK)", e))?;
+            }
+            f(t, session)
+        })
+    }
+
+    /// Loads a key whose parent is the EK, authorizing the EK through its policy.
+    fn load_under_ek(
+        &mut self,
+        ek: KeyHandle,
+        private: Private,
+        public: Public,
+    ) -> Result<KeyHandle, TpmError> {
+        self.with_ek_policy_session(|t, session| {
+            t.ctx
+                .execute_with_session(Some(session.into()), |c| c.load(ek, private, public))
+                .map_err(|e| classify("Load(AK)", e))
+        })
     }
 
     // ---- plumbing -------------------------------------------------------------------
@@ -603,7 +941,7 @@ impl Tpm {
         }
     }
 
-    fn start_session(&mut self, kind: SessionType) -> Result<AuthSession, TpmError> {
+    fn start_session(&mut self, kind: SessionType, hash: HashAlg) -> Result<AuthSession, TpmError> {
         self.ctx
             .start_auth_session(
                 None,
@@ -611,7 +949,7 @@ impl Tpm {
                 None,
                 kind,
                 SymmetricDefinition::Null,
-                HashingAlgorithm::Sha384,
+                hashing(hash),
             )
             .map_err(|e| classify("StartAuthSession", e))?
             .ok_or(TpmError::UnexpectedResponse {
@@ -620,12 +958,14 @@ impl Tpm {
             })
     }
 
-    /// A SHA-384 policy session (the sealed key's nameAlg), flushed afterwards.
+    /// A policy session of `hash` (the nameAlg of the object it authorizes), flushed
+    /// afterwards.
     fn with_policy_session<T>(
         &mut self,
+        hash: HashAlg,
         f: impl FnOnce(&mut Self, PolicySession) -> Result<T, TpmError>,
     ) -> Result<T, TpmError> {
-        let session = self.start_session(SessionType::Policy)?;
+        let session = self.start_session(SessionType::Policy, hash)?;
         self.with_flushed(SessionHandle::from(session).into(), |t| {
             let policy =
                 PolicySession::try_from(session).map_err(|e| classify("StartAuthSession", e))?;
@@ -633,13 +973,14 @@ impl Tpm {
         })
     }
 
-    /// Digest a trial policy session reaches after `f`.
+    /// Digest a trial policy session of `hash` reaches after `f`.
     fn trial_digest(
         &mut self,
+        hash: HashAlg,
         op: &'static str,
         f: impl FnOnce(&mut Context, PolicySession) -> tss_esapi::Result<()>,
     ) -> Result<Digest, TpmError> {
-        let session = self.start_session(SessionType::Trial)?;
+        let session = self.start_session(SessionType::Trial, hash)?;
         self.with_flushed(SessionHandle::from(session).into(), |t| {
             let policy = PolicySession::try_from(session).map_err(|e| classify(op, e))?;
             f(&mut t.ctx, policy).map_err(|e| classify(op, e))?;
@@ -649,57 +990,8 @@ impl Tpm {
         })
     }
 
-    fn auth_policy_of(&mut self, op: &'static str, key: KeyHandle) -> Result<Vec<u8>, TpmError> {
-        let (public, _, _) = self.ctx.read_public(key).map_err(|e| classify(op, e))?;
-        Ok(public.auth_policy().value().to_vec())
-    }
-
-    /// Brings a SHA-384 policy session to the EK's authPolicy: PolicySecret(endorsement),
-    /// plus PolicyOR(PolicyA, PolicyC) for the high-range templates (PolicyB). The
-    /// endorsement hierarchy's auth is assumed empty, as on swtpm and most platforms.
-    fn satisfy_ek_policy(
-        &mut self,
-        session: PolicySession,
-        ek_policy: &[u8],
-    ) -> Result<(), TpmError> {
-        let needs_or = if ek_policy == EK_POLICY_B_SHA384.as_slice() {
-            true
-        } else if ek_policy == EK_POLICY_A_SHA384.as_slice() {
-            false
-        } else {
-            return Err(TpmError::UnsupportedEkPolicy);
-        };
-        self.ctx
-            .execute_with_session(Some(AuthSession::Password), |c| {
-                c.policy_secret(
-                    session,
-                    AuthHandle::Endorsement,
-                    Default::default(),
-                    Default::default(),
-                    Default::default(),
-                    None,
-                )
-            })
-            .map_err(|e| classify("PolicySecret(endorsement)", e))?;
-        if needs_or {
-            let branches = digest_list(
-                "PolicyOR(EK)",
-                &[EK_POLICY_A_SHA384.to_vec(), EK_POLICY_C_SHA384.to_vec()],
-            )?;
-            self.ctx
-                .policy_or(session, branches)
-                .map_err(|e| classify("PolicyOR(EK)", e))?;
-        }
-        Ok(())
-    }
-
-    fn create_ek(&mut self) -> Result<KeyHandle, TpmError> {
-        ek::create_ek_object_2(&mut self.ctx, ek_alg(), None)
-            .map_err(|e| classify("CreatePrimary(EK)", e))
-    }
-
-    fn create_srk(&mut self) -> Result<KeyHandle, TpmError> {
-        let template = srk_template().map_err(|e| classify("CreatePrimary(SRK)", e))?;
+    fn create_srk(&mut self, alg: SigningAlgorithm) -> Result<KeyHandle, TpmError> {
+        let template = template_public("CreatePrimary(SRK)", &templates::srk(alg))?;
         self.ctx
             .execute_with_session(Some(AuthSession::Password), |c| {
                 c.create_primary(Hierarchy::Owner, template, None, None, None, None)
@@ -721,9 +1013,7 @@ impl Tpm {
         let public = parse_public(blob)?;
         let private = parse_private(blob)?;
         let ek = self.create_ek()?;
-        let handle = self.with_flushed(ek.into(), |t| {
-            ak::load_ak(&mut t.ctx, ek, None, private, public).map_err(|e| classify("Load(AK)", e))
-        })?;
+        let handle = self.with_flushed(ek.into(), |t| t.load_under_ek(ek, private, public))?;
         self.with_flushed(handle.into(), |t| f(t, handle))
     }
 
@@ -734,9 +1024,10 @@ impl Tpm {
         blob: &KeyBlob,
         f: impl FnOnce(&mut Self, KeyHandle) -> Result<T, TpmError>,
     ) -> Result<T, TpmError> {
+        let alg = blob.algorithm()?;
         let public = parse_public(blob)?;
         let private = parse_private(blob)?;
-        let handle = self.with_srk(|t, srk| {
+        let handle = self.with_srk(alg, |t, srk| {
             t.ctx
                 .execute_with_session(Some(AuthSession::Password), |c| {
                     c.load(srk, private, public)
@@ -782,10 +1073,6 @@ impl Tpm {
 }
 
 // ---- free helpers ---------------------------------------------------------------------
-
-fn ek_alg() -> AsymmetricAlgorithmSelection {
-    AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP384)
-}
 
 fn hashing(alg: HashAlg) -> HashingAlgorithm {
     match alg {
@@ -904,19 +1191,47 @@ fn parse_private(blob: &KeyBlob) -> Result<Private, TpmError> {
         .map_err(|e| TpmError::MalformedKeyBlob(format!("private part: {e}")))
 }
 
-fn sealed_branches(blob: &KeyBlob) -> Result<DigestList, TpmError> {
+fn sealed_branches(blob: &KeyBlob, hash: HashAlg) -> Result<DigestList, TpmError> {
     if blob.policy_branches.len() != 2
         || blob
             .policy_branches
             .iter()
-            .any(|b| b.len() != HashAlg::Sha384.digest_len())
+            .any(|b| b.len() != hash.digest_len())
     {
-        return Err(TpmError::MalformedKeyBlob(
-            "a sealed key needs exactly two 48-byte policy branches".into(),
-        ));
+        return Err(TpmError::MalformedKeyBlob(format!(
+            "a sealed key needs exactly two {}-byte policy branches",
+            hash.digest_len()
+        )));
     }
     digest_list("PolicyOR", &blob.policy_branches)
         .map_err(|e| TpmError::MalformedKeyBlob(format!("policy branches: {e}")))
+}
+
+/// Whether `certificate` (DER) certifies the key of the EK public area `ek_public`.
+fn certifies(ek_public: &[u8], certificate: &[u8]) -> bool {
+    parse_tpm_public(ek_public)
+        .map_err(attestor_verify::evidence::tpm::keys::KeyError::from)
+        .and_then(|ek| ek.matches_certificate(certificate))
+        .unwrap_or(false)
+}
+
+/// A template marshalled by [`templates`] or [`ek`] as tss-esapi's `Public`.
+fn template_public(op: &'static str, bytes: &[u8]) -> Result<Public, TpmError> {
+    Public::unmarshall(bytes).map_err(|e| classify(op, e))
+}
+
+/// Byte length of the modulus of a DER RSAPublicKey, without leading zero octets.
+fn rsa_modulus_len(rsa_public_key: &[u8]) -> Option<usize> {
+    use der::asn1::UintRef;
+    use der::{Decode, Sequence};
+    #[derive(Sequence)]
+    struct RsaPublicKey<'a> {
+        modulus: UintRef<'a>,
+        exponent: UintRef<'a>,
+    }
+    let key = RsaPublicKey::from_der(rsa_public_key).ok()?;
+    let _ = key.exponent;
+    Some(key.modulus.as_bytes().len())
 }
 
 fn marshall_public(op: &'static str, public: &Public) -> Result<Vec<u8>, TpmError> {
@@ -932,81 +1247,6 @@ fn marshall_attestation(
         attest.marshall().map_err(|e| classify(op, e))?,
         signature.marshall().map_err(|e| classify(op, e))?,
     ))
-}
-
-fn left_pad(op: &'static str, scalar: &[u8]) -> Result<Vec<u8>, TpmError> {
-    // The TPM may drop leading zero bytes; verifiers want fixed-width r || s.
-    let start = scalar.iter().take_while(|b| **b == 0).count();
-    let significant = scalar.get(start..).unwrap_or_default();
-    if significant.len() > P384_SCALAR_LEN {
-        return Err(TpmError::UnexpectedResponse {
-            op,
-            what: "ECDSA component longer than 48 bytes",
-        });
-    }
-    let mut out = vec![0u8; P384_SCALAR_LEN - significant.len()];
-    out.extend_from_slice(significant);
-    Ok(out)
-}
-
-fn sealed_key_template(auth_policy: Digest) -> tss_esapi::Result<Public> {
-    let attributes = ObjectAttributesBuilder::new()
-        .with_fixed_tpm(true)
-        .with_fixed_parent(true)
-        .with_sensitive_data_origin(true)
-        .with_user_with_auth(false)
-        .with_admin_with_policy(true)
-        .with_no_da(true)
-        .with_sign_encrypt(true)
-        .with_decrypt(false)
-        .with_restricted(false)
-        .build()?;
-    PublicBuilder::new()
-        .with_public_algorithm(PublicAlgorithm::Ecc)
-        .with_name_hashing_algorithm(HashingAlgorithm::Sha384)
-        .with_object_attributes(attributes)
-        .with_auth_policy(auth_policy)
-        .with_ecc_parameters(
-            PublicEccParametersBuilder::new_unrestricted_signing_key(
-                EccScheme::create(
-                    EccSchemeAlgorithm::EcDsa,
-                    Some(HashingAlgorithm::Sha384),
-                    None,
-                )?,
-                EccCurve::NistP384,
-            )
-            .build()?,
-        )
-        .with_ecc_unique_identifier(EccPoint::default())
-        .build()
-}
-
-/// Fixed storage-key template: the same template in the same hierarchy yields the same key
-/// after any reset, so it never needs persisting.
-fn srk_template() -> tss_esapi::Result<Public> {
-    let attributes = ObjectAttributesBuilder::new()
-        .with_fixed_tpm(true)
-        .with_fixed_parent(true)
-        .with_sensitive_data_origin(true)
-        .with_user_with_auth(true)
-        .with_no_da(true)
-        .with_restricted(true)
-        .with_decrypt(true)
-        .with_sign_encrypt(false)
-        .build()?;
-    PublicBuilder::new()
-        .with_public_algorithm(PublicAlgorithm::Ecc)
-        .with_name_hashing_algorithm(HashingAlgorithm::Sha384)
-        .with_object_attributes(attributes)
-        .with_ecc_parameters(
-            PublicEccParametersBuilder::new_restricted_decryption_key(
-                SymmetricDefinitionObject::AES_128_CFB,
-                EccCurve::NistP384,
-            )
-            .build()?,
-        )
-        .with_ecc_unique_identifier(EccPoint::default())
-        .build()
 }
 
 /// The raw TSS2_RC: tss-esapi 7.7 exposes it only through its Display impl
@@ -1117,32 +1357,6 @@ mod tests {
     }
 
     #[test]
-    fn ek_policy_constants_are_the_profile_policies() {
-        // PolicySecret(TPM_RH_ENDORSEMENT) with an empty policyRef, then PolicyOR(A, C).
-        let zero = [0u8; 48];
-        let secret = HashAlg::Sha384.digest_parts(&[
-            &zero,
-            &0x151u32.to_be_bytes(),
-            &0x4000_000bu32.to_be_bytes(),
-        ]);
-        assert_eq!(HashAlg::Sha384.digest(&secret), EK_POLICY_A_SHA384);
-        let or = HashAlg::Sha384.digest_parts(&[
-            &zero,
-            &0x171u32.to_be_bytes(),
-            &EK_POLICY_A_SHA384,
-            &EK_POLICY_C_SHA384,
-        ]);
-        assert_eq!(or, EK_POLICY_B_SHA384);
-    }
-
-    #[test]
-    fn left_pad_fixes_width() {
-        assert_eq!(left_pad("t", &[1, 2]).unwrap().len(), 48);
-        assert_eq!(left_pad("t", &[0; 49]).unwrap(), vec![0; 48]);
-        assert!(left_pad("t", &[1; 49]).is_err());
-    }
-
-    #[test]
     fn blob_with_garbage_is_malformed() {
         let blob = KeyBlob {
             public: vec![0xff; 7],
@@ -1154,7 +1368,11 @@ mod tests {
             Err(TpmError::MalformedKeyBlob(_))
         ));
         assert!(matches!(
-            sealed_branches(&blob),
+            sealed_branches(&blob, HashAlg::Sha384),
+            Err(TpmError::MalformedKeyBlob(_))
+        ));
+        assert!(matches!(
+            blob.algorithm(),
             Err(TpmError::MalformedKeyBlob(_))
         ));
     }

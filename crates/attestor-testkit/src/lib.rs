@@ -13,11 +13,13 @@
 //!   ([`Swtpm::ca_root_pem`] → [`Swtpm::ca_intermediate_pem`] → EK certificate), never by the
 //!   machine-wide `/var/lib/swtpm-localca`. [`Swtpm::start_with_own_ca`] uses a second,
 //!   unrelated CA, for "EK certificate from an untrusted CA" tests.
+//! * [`provision`] turns one into a TPM set up like real hardware (banks, EK certificates).
 //! * Missing tools make the test panic (fail), naming the tool and `scripts/test.sh`.
 #![forbid(unsafe_code)]
 
 pub mod pki;
 pub mod postgres;
+pub mod provision;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::encoding::{b64, b64_list};
+use crate::evidence::tpm::keys::SigningAlgorithm;
 
 /// First enrollment step: the agent shows its TPM's EK and its AK.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +69,24 @@ pub struct EnrolledResponse {
     /// for an SEV-SNP guest.
     #[serde(default, with = "b64", skip_serializing_if = "Vec::is_empty")]
     pub ak_certificate: Vec<u8>,
+    /// For a TPM agent: what the ledger recorded of its keys (absent for SEV-SNP alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<EnrolledTpm>,
+}
+
+/// What the ledger recorded of an enrolled agent's TPM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolledTpm {
+    /// The pinned AK's signing algorithm, e.g. `ecdsa-p256`.
+    pub ak_algorithm: SigningAlgorithm,
+    /// The EK's key type and size, e.g. `rsa-2048`, `ecc-p256`.
+    pub ek_key: String,
+    /// SHA-256 of the EK's DER SubjectPublicKeyInfo (hex), as EK allow-lists name it.
+    pub ek_public_key_sha256: String,
+    /// What vouched for the EK: `certificate` (a chain to the profile's EK CAs) or
+    /// `allowlist` (its hash on the profile's EK allow-list).
+    pub ek_trusted_by: String,
 }
 
 /// Proof that an entry is in the log: an inclusion proof up to a signed checkpoint.

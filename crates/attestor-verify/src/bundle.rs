@@ -152,9 +152,14 @@ pub struct TpmEvidence {
     pub ak_public: Vec<u8>,
     /// The envelope's signing key, and the AK's certification that it lives in this TPM.
     pub sealed_key: SealedKeyEvidence,
-    /// EK certificate (DER, base64) first, then any intermediates.
+    /// EK certificate (DER, base64) first, then any intermediates; empty for a TPM without
+    /// an EK certificate, whose EK a profile can trust only by its public-key hash.
     #[serde(with = "b64_list")]
     pub ek_certificates: Vec<Vec<u8>>,
+    /// The EK's marshalled TPMT_PUBLIC (base64): what the agent used, so a verifier can
+    /// check it against the certificate or, without one, against an EK hash allow-list.
+    #[serde(default, with = "b64", skip_serializing_if = "Vec::is_empty")]
+    pub ek_public: Vec<u8>,
     /// AK certificate (DER, base64) first, then any intermediates: an enrollment CA's
     /// after credential activation, or the platform maker's IAK certificate
     /// ([`crate::evidence::tpm::akcert`]). Absent when the AK is certified by no one.

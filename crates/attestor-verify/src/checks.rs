@@ -21,14 +21,17 @@ pub use snp::{check_report_policy, verify_signed_report};
 use std::time::SystemTime;
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
-use aws_lc_rs::signature::{ParsedPublicKey, ECDSA_P384_SHA384_FIXED};
 use thiserror::Error;
 
 use crate::appraisal::{policy_hash_approval, ApprovedPolicyHash, Basis, HashApproval};
 use crate::bundle::{Bundle, Evidence, EvidenceKind, SignedAttest, TpmEvidence};
 use crate::claims::{Claims, Statement, PAYLOAD_TYPE};
 use crate::dsse::{self, VerifyingKey};
-use crate::evidence::tpm::wire::{self, Attest, Attested, EccPublic, PcrSelection};
+use crate::evidence::tpm::eventlog::measurement_digest;
+use crate::evidence::tpm::keys::{
+    ek_public_key_sha256, parse_tpm_public, KeyError, SigningAlgorithm, TpmSigningKey,
+};
+use crate::evidence::tpm::wire::{self, Attest, Attested, PcrSelection};
 use crate::evidence::tpm::{policy, HashAlg};
 use crate::evidence::tpm_commitment;
 use crate::profiles::{Profile, TpmProfile};
@@ -38,15 +41,17 @@ use crate::profiles::{Profile, TpmProfile};
 pub enum Check {
     /// The bundle carries the evidence the profile (or the ledger's enrollment) requires.
     EvidenceKind,
-    /// The EK certificate chains to one of the profile's EK trust anchors, valid now.
+    /// The EK certificate chains to one of the profile's EK trust anchors, valid now (or,
+    /// for a TPM without one, the EK public-key hash is on the profile's allow-list).
     EkChain,
-    /// The AK is a TPM-resident, restricted, sign-only P-384 ECDSA/SHA-384 key.
+    /// The AK is a TPM-resident, restricted, sign-only key of a supported algorithm (ECDSA
+    /// P-384 or P-256, RSA-2048 RSASSA or RSAPSS) as strong as the profile requires.
     AttestationKey,
     /// The AK is in the EK's TPM: certified by an enrollment CA or as the IAK by a CA the
     /// profile trusts, or pinned by its TPM Name ([`AkTrust`]).
     AkBinding,
     /// The AK certified (TPM2_Certify) the sealed key, which is fixedTPM, usable only
-    /// through its policy, and P-384 ECDSA/SHA-384.
+    /// through its policy, and of a supported algorithm as strong as the profile requires.
     SealedKeyCertification,
     /// The sealed key (for SEV-SNP alone: the key the report commits to) signed the
     /// envelope.
@@ -57,9 +62,9 @@ pub enum Check {
     QuoteSignature,
     /// The quote's qualifying data commits to this envelope and the expected nonce.
     QuoteBinding,
-    /// The bundle's PCR values are exactly the quoted ones, in the profile's bank.
+    /// The bundle's PCR values are exactly the quoted ones, in a bank the profile allows.
     PcrDigest,
-    /// Every firmware PCR holds the profile's reference value.
+    /// Every firmware PCR holds one of the profile's reference values for that bank.
     FirmwarePcrs,
     /// The firmware (UEFI) event log, when carried or required, parses and replays to
     /// every quoted PCR but the measured one.
@@ -76,7 +81,8 @@ pub enum Check {
     EventLogReplay,
     /// The sealed key can sign only while the measured PCR holds the quoted value.
     SealedKeyPolicy,
-    /// The last measurement is the claimed `kernel_config_hash`.
+    /// The last measurement is the claimed `kernel_config_hash`, and the quoted bank's
+    /// digest of it is derived from that hash.
     MeasurementMatchesClaims,
     /// The SEV-SNP report parses: length, supported version, canonical bytes.
     SnpReport,
@@ -223,6 +229,12 @@ pub struct TpmIdentity {
     /// then must not be trusted for ordering, which is the ledger's concern, not a reason to
     /// refuse every host after a power loss.
     pub clock: wire::ClockInfo,
+    /// The AK's signing algorithm.
+    pub ak_algorithm: SigningAlgorithm,
+    /// The sealed key's signing algorithm.
+    pub sealed_key_algorithm: SigningAlgorithm,
+    /// The bank the quote covers.
+    pub pcr_bank: HashAlg,
 }
 
 /// What a verified SEV-SNP report establishes. A ledger should pin `chip_id` and
@@ -289,7 +301,7 @@ impl Verified {
         let firmware_pcrs_compared = profile
             .tpm
             .as_ref()
-            .is_some_and(|tpm| !tpm.firmware_pcrs.is_empty());
+            .is_some_and(|tpm| !tpm.firmware_pcr_indices().is_empty());
         Basis {
             evidence,
             instance_bound: true,
@@ -343,7 +355,7 @@ pub fn verify_bundle(
             // The report must vouch for the key the TPM vouched for: the one that signed.
             let sealed_key = wire::parse_public(&evidence.tpm.sealed_key.public)
                 .and_then(|k| k.sec1_uncompressed())
-                .map_err(|e| fail(Check::SealedKeyCertification, e))?;
+                .map_err(|e| fail(Check::ReportBinding, format!("sealed key: {e}")))?;
             if evidence.snp.signing_key != sealed_key {
                 return Err(fail(
                     Check::ReportBinding,
@@ -371,14 +383,14 @@ fn verify_tpm(
     expect: &Expectations,
     now: SystemTime,
 ) -> Result<Verified, VerifyError> {
-    let ak_key = genuine_ak(ev, profile, now)?;
+    let ak = genuine_ak(ev, profile, now)?;
 
     // Is the AK in that TPM?
     let ak_binding = ak_binding::check(ev, profile, &expect.ak, now)?;
 
     // Does the AK vouch that the sealed key lives in this TPM?
     let sealed = &ev.sealed_key;
-    let certify = verified_attest(&sealed.certification, &ak_key)
+    let certify = verified_attest(&sealed.certification, &ak)
         .map_err(|e| fail(Check::SealedKeyCertification, e))?;
     let certified_name = match &certify.attested {
         Attested::Certify { name, .. } if certify.attest_type == wire::TPM_ST_ATTEST_CERTIFY => {
@@ -391,16 +403,16 @@ fn verify_tpm(
             ))
         }
     };
-    let sealed_key =
-        wire::parse_public(&sealed.public).map_err(|e| fail(Check::SealedKeyCertification, e))?;
-    let name_alg = sealed_key.name_alg;
+    let sealed_key = TpmSigningKey::from_public(&sealed.public)
+        .map_err(|e| fail(Check::SealedKeyCertification, e))?;
+    let name_alg = sealed_key.public().name_alg();
     if wire::object_name(&sealed.public, name_alg) != *certified_name {
         return Err(fail(
             Check::SealedKeyCertification,
             "certified name is not the name of the bundle's sealed key",
         ));
     }
-    let s = sealed_key.object_attributes;
+    let s = sealed_key.public().object_attributes();
     if !(s.fixed_tpm()
         && s.fixed_parent()
         && s.sensitive_data_origin()
@@ -414,29 +426,36 @@ fn verify_tpm(
              restricted, and usable only through its policy (userWithAuth clear)",
         ));
     }
-    check_p384_ecdsa_sha384(&sealed_key).map_err(|e| fail(Check::SealedKeyCertification, e))?;
+    check_strength(
+        sealed_key.algorithm(),
+        profile,
+        Check::SealedKeyCertification,
+        "sealed key",
+    )?;
 
     // Did that key sign this envelope?
-    let sealed_point = sealed_key
-        .sec1_uncompressed()
-        .map_err(|e| fail(Check::SealedKeyCertification, e))?;
-    let (payload, statement) = signed_statement(bundle, &sealed_point)?;
+    let envelope_key = sealed_key
+        .dsse_key()
+        .map_err(|e| fail(Check::EnvelopeSignature, e))?;
+    let (payload, statement) = signed_statement_with(bundle, &envelope_key)?;
 
     // Is the quote genuine, and bound to this envelope and nonce? Are the PCRs the
-    // quoted ones, and do the firmware PCRs and firmware log pass the profile?
+    // quoted ones, in a bank the profile allows, and do the firmware PCRs and firmware
+    // log pass the profile?
     let pae = dsse::pae(&bundle.envelope.payload_type, &bundle.envelope.payload);
-    let quoted = quoted_state(ev, profile, &ak_key, (&expect.nonce, &bundle.nonce), &pae)?;
+    let quoted = quoted_state(ev, profile, &ak, (&expect.nonce, &bundle.nonce), &pae)?;
+    let bank = quoted.bank;
 
     // Does the measurement log explain the measured PCR?
     let measured = quoted.measured_value(ev, profile)?;
 
     // Can the sealed key sign only while the measured PCR holds this value?
     let measured_selection = [PcrSelection {
-        bank: profile.pcr_bank,
+        bank,
         pcrs: vec![profile.measured_pcr],
     }];
     let expected_policy = policy::sealed_key_policy(name_alg, &measured_selection, &[measured]);
-    if sealed_key.auth_policy != expected_policy {
+    if sealed_key.public().auth_policy() != expected_policy {
         return Err(fail(
             Check::SealedKeyPolicy,
             "sealed key's policy does not bind it to the quoted measured PCR value",
@@ -451,26 +470,19 @@ fn verify_tpm(
         )
     })?;
     let claims = statement.predicate;
-    // Only the quoted bank's digest was replayed. The claim is a SHA-384, which only the
-    // sha384 bank's digest is; the sha256 bank holds a SHA-256 the claims do not carry.
-    if profile.pcr_bank != HashAlg::Sha384 {
+    // Only the quoted bank's digest was replayed; it must be the one derived from the
+    // claimed (SHA-384) hash, so the claim is tied to the quoted PCR in either bank.
+    let claimed = hex::decode(&claims.kernel_config_hash).unwrap_or_default();
+    let extended = hex::encode(measurement_digest(bank, &claimed));
+    if last.data != claims.kernel_config_hash || last.digests.get(&bank) != Some(&extended) {
         return Err(fail(
             Check::MeasurementMatchesClaims,
             format!(
-                "the quoted {} bank's measurement cannot be compared with the claimed \
-                 kernel_config_hash (SHA-384); quote the sha384 bank",
-                profile.pcr_bank.name()
-            ),
-        ));
-    }
-    if last.data != claims.kernel_config_hash
-        || last.digests.get(&HashAlg::Sha384) != Some(&claims.kernel_config_hash)
-    {
-        return Err(fail(
-            Check::MeasurementMatchesClaims,
-            format!(
-                "last measurement {} is not the claimed kernel_config_hash {}",
-                last.data, claims.kernel_config_hash
+                "last measurement {} ({} digest {}) is not the claimed kernel_config_hash {}",
+                last.data,
+                bank.name(),
+                last.digests.get(&bank).map_or("absent", String::as_str),
+                claims.kernel_config_hash
             ),
         ));
     }
@@ -482,36 +494,24 @@ fn verify_tpm(
             ak_public: ev.ak_public.clone(),
             ak_binding,
             clock: quoted.clock,
+            ak_algorithm: ak.algorithm(),
+            sealed_key_algorithm: sealed_key.algorithm(),
+            pcr_bank: bank,
         }),
     })
 }
 
-/// The EK chains to a CA the profile trusts, and the AK is a restricted signing key fit
-/// to quote; parsed once for every signature it made.
+/// The EK is trusted and the AK is a restricted signing key, strong enough, fit to quote;
+/// parsed once for every signature it made.
 fn genuine_ak(
     ev: &TpmEvidence,
     profile: &TpmProfile,
     now: SystemTime,
-) -> Result<ParsedPublicKey, VerifyError> {
-    let (ek_leaf, bundle_intermediates) = ev
-        .ek_certificates
-        .split_first()
-        .ok_or_else(|| fail(Check::EkChain, "bundle carries no EK certificate"))?;
-    // Paths this profile validated before are not checked again (see ChainCache).
-    profile
-        .ek_chains
-        .verify(
-            ek_leaf,
-            &[bundle_intermediates, &profile.ek_intermediates],
-            &profile.ek_trust_anchors,
-            now,
-        )
-        .map_err(|e| fail(Check::EkChain, e))?;
-    ParsedPublicKey::new(
-        &ECDSA_P384_SHA384_FIXED,
-        attestation_key_point(&ev.ak_public)?,
-    )
-    .map_err(|e| fail(Check::AttestationKey, e))
+) -> Result<TpmSigningKey, VerifyError> {
+    check_ek(ev, profile, now)?;
+    let ak = attestation_key(&ev.ak_public)?;
+    check_strength(ak.algorithm(), profile, Check::AttestationKey, "AK")?;
+    Ok(ak)
 }
 
 /// The PCR values a genuine quote vouches for.
@@ -546,8 +546,9 @@ impl QuotedState {
             return Err(fail(
                 Check::EventLogReplay,
                 format!(
-                    "event log replays to {}, quoted PCR {} is {}",
+                    "event log replays to {}, quoted {} PCR {} is {}",
                     hex::encode(&replayed),
+                    self.bank.name(),
                     profile.measured_pcr,
                     hex::encode(measured)
                 ),
@@ -558,16 +559,17 @@ impl QuotedState {
 }
 
 /// The quote is the AK's, committed to `pae` and the expected nonce (`nonces`: expected,
-/// carried); the supplied PCR values are exactly the quoted ones; the firmware PCRs hold
-/// reference values and the firmware event log explains the others.
+/// carried); the supplied PCR values are exactly the quoted ones, in a bank the profile
+/// allows; the firmware PCRs hold reference values and the firmware event log explains
+/// the others.
 fn quoted_state(
     ev: &TpmEvidence,
     profile: &TpmProfile,
-    ak_key: &ParsedPublicKey,
+    ak: &TpmSigningKey,
     (expected_nonce, carried_nonce): (&[u8], &[u8]),
     pae: &[u8],
 ) -> Result<QuotedState, VerifyError> {
-    let quote = verified_attest(&ev.quote, ak_key).map_err(|e| fail(Check::QuoteSignature, e))?;
+    let quote = verified_attest(&ev.quote, ak).map_err(|e| fail(Check::QuoteSignature, e))?;
     let (selection, pcr_digest) = match &quote.attested {
         Attested::Quote {
             pcr_select,
@@ -589,16 +591,27 @@ fn quoted_state(
         )
     })?;
 
-    // Are the supplied PCR values exactly the quoted ones?
-    let quoted = quoted_pcrs(selection, profile.pcr_bank).map_err(|e| fail(Check::PcrDigest, e))?;
-    let supplied: Vec<u8> = ev.pcrs.keys().copied().collect();
-    if ev.pcr_bank != profile.pcr_bank || supplied != quoted {
+    // Are the supplied PCR values exactly the quoted ones, in a bank the profile allows?
+    let bank = ev.pcr_bank;
+    if !profile.pcr_banks.contains(&bank) {
+        let allowed: Vec<&str> = profile.pcr_banks.iter().map(|b| b.name()).collect();
         return Err(fail(
             Check::PcrDigest,
             format!(
-                "quote covers {} PCRs {quoted:?}, bundle supplies {} PCRs {supplied:?}",
-                profile.pcr_bank.name(),
-                ev.pcr_bank.name()
+                "the bundle's PCRs are in the {} bank; the profile allows {}",
+                bank.name(),
+                allowed.join(", ")
+            ),
+        ));
+    }
+    let quoted = quoted_pcrs(selection, bank).map_err(|e| fail(Check::PcrDigest, e))?;
+    let supplied: Vec<u8> = ev.pcrs.keys().copied().collect();
+    if supplied != quoted {
+        return Err(fail(
+            Check::PcrDigest,
+            format!(
+                "quote covers {} PCRs {quoted:?}, bundle supplies {supplied:?}",
+                bank.name()
             ),
         ));
     }
@@ -606,36 +619,48 @@ fn quoted_state(
     for (pcr, value) in &ev.pcrs {
         let bytes = hex::decode(value)
             .ok()
-            .filter(|v| v.len() == profile.pcr_bank.digest_len())
+            .filter(|v| v.len() == bank.digest_len())
             .ok_or_else(|| fail(Check::PcrDigest, format!("PCR {pcr} value is malformed")))?;
         pcrs.push((*pcr, bytes));
     }
     let refs: Vec<&[u8]> = pcrs.iter().map(|(_, v)| v.as_slice()).collect();
-    if wire::quote_pcr_digest(HashAlg::Sha384, &refs) != *pcr_digest {
+    // The TPM hashes the quoted values with the signing scheme's hash.
+    if wire::quote_pcr_digest(ak.algorithm().hash(), &refs) != *pcr_digest {
         return Err(fail(
             Check::PcrDigest,
             "PCR values do not hash to the quoted PCR digest",
         ));
     }
     let state = QuotedState {
-        bank: profile.pcr_bank,
+        bank,
         pcrs,
         clock: quote.clock_info,
     };
 
-    // Do the firmware PCRs hold the reference values?
-    for (pcr, expected) in &profile.firmware_pcrs {
+    // Do the firmware PCRs hold reference values?
+    let references = profile.firmware_pcrs.get(&bank).ok_or_else(|| {
+        fail(
+            Check::FirmwarePcrs,
+            format!(
+                "profile has no firmware values for the {} bank",
+                bank.name()
+            ),
+        )
+    })?;
+    for (pcr, allowed) in references {
         match state.value(*pcr) {
-            Some(v) if v == expected.as_slice() => {}
+            Some(v) if allowed.iter().any(|a| a.as_slice() == v) => {}
             Some(v) => {
+                let allowed: Vec<String> = allowed.iter().map(hex::encode).collect();
                 return Err(fail(
                     Check::FirmwarePcrs,
                     format!(
-                        "PCR {pcr} is {}, profile expects {}",
+                        "{} PCR {pcr} is {}, profile allows {}",
+                        bank.name(),
                         hex::encode(v),
-                        hex::encode(expected)
+                        allowed.join(" or ")
                     ),
-                ))
+                ));
             }
             None => {
                 return Err(fail(
@@ -652,13 +677,107 @@ fn quoted_state(
     Ok(state)
 }
 
+/// The EK is trusted: its certificate chains to one of the profile's EK CAs, valid now,
+/// or (a TPM without an EK certificate) its public key's hash is on the profile's
+/// allow-list. A bundle that carries both must carry the certified EK.
+fn check_ek(ev: &TpmEvidence, profile: &TpmProfile, now: SystemTime) -> Result<(), VerifyError> {
+    let Some((ek_leaf, bundle_intermediates)) = ev.ek_certificates.split_first() else {
+        if ev.ek_public.is_empty() {
+            return Err(fail(
+                Check::EkChain,
+                "bundle carries no EK certificate and no EK public area",
+            ));
+        }
+        return check_ek_allowed(&ev.ek_public, profile)
+            .map(|_| ())
+            .map_err(|e| fail(Check::EkChain, e));
+    };
+    if profile.ek_trust_anchors.is_empty() {
+        return Err(fail(
+            Check::EkChain,
+            "the profile trusts no EK CA (only its EK allow-list), yet the bundle carries an \
+             EK certificate",
+        ));
+    }
+    // Paths this profile validated before are not checked again (see ChainCache).
+    profile
+        .ek_chains
+        .verify(
+            ek_leaf,
+            &[bundle_intermediates, &profile.ek_intermediates],
+            &profile.ek_trust_anchors,
+            now,
+        )
+        .map_err(|e| fail(Check::EkChain, e))?;
+    if !ev.ek_public.is_empty() {
+        let certified = parse_tpm_public(&ev.ek_public)
+            .map_err(KeyError::from)
+            .and_then(|ek| ek.matches_certificate(ek_leaf))
+            .map_err(|e| fail(Check::EkChain, e))?;
+        if !certified {
+            return Err(fail(
+                Check::EkChain,
+                "the bundle's EK public area is not the key of its EK certificate",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `ek_public` (TPMT_PUBLIC) is an EK whose public-key hash the profile's
+/// allow-list holds; returns the hash.
+pub fn check_ek_allowed(ek_public: &[u8], profile: &TpmProfile) -> Result<[u8; 32], String> {
+    let ek = parse_tpm_public(ek_public).map_err(|e| format!("EK public area: {e}"))?;
+    let a = ek.object_attributes();
+    if !(a.restricted() && a.decrypt() && a.fixed_tpm()) {
+        return Err("the EK public area is not a fixedTPM restricted decryption key".into());
+    }
+    let hash = ek_public_key_sha256(ek_public).map_err(|e| e.to_string())?;
+    if !profile.ek_allowlist.contains(&hash) {
+        return Err(format!(
+            "no EK certificate, and the EK public key hash {} is not on the profile's EK \
+             allow-list",
+            hex::encode(hash)
+        ));
+    }
+    Ok(hash)
+}
+
+/// Refuses a key weaker than the profile's `min_key_strength`.
+pub fn check_strength(
+    algorithm: SigningAlgorithm,
+    profile: &TpmProfile,
+    check: Check,
+    what: &str,
+) -> Result<(), VerifyError> {
+    if algorithm.security_bits() < profile.min_key_strength {
+        return Err(fail(
+            check,
+            format!(
+                "{what} is {algorithm} ({}-bit strength); the profile requires at least {} bits",
+                algorithm.security_bits(),
+                profile.min_key_strength
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The envelope's payload, if `key` (SEC1) signed it, and the statement it holds.
 fn signed_statement(bundle: &Bundle, key: &[u8]) -> Result<(Vec<u8>, Statement), VerifyError> {
     let envelope_key =
         VerifyingKey::from_sec1(key).map_err(|e| fail(Check::EnvelopeSignature, e))?;
+    signed_statement_with(bundle, &envelope_key)
+}
+
+/// The envelope's payload, if `envelope_key` signed it, and the statement it holds.
+fn signed_statement_with(
+    bundle: &Bundle,
+    envelope_key: &VerifyingKey,
+) -> Result<(Vec<u8>, Statement), VerifyError> {
     let payload = bundle
         .envelope
-        .verify(&envelope_key)
+        .verify(envelope_key)
         .map_err(|e| fail(Check::EnvelopeSignature, e))?
         .to_vec();
     if bundle.envelope.payload_type != PAYLOAD_TYPE {
@@ -671,11 +790,11 @@ fn signed_statement(bundle: &Bundle, key: &[u8]) -> Result<(Vec<u8>, Statement),
     Ok((payload, statement))
 }
 
-/// Checks an AK public area is a TPM-resident, restricted, sign-only P-384 ECDSA/SHA-384
-/// key, and returns its SEC1 point.
-pub fn attestation_key_point(ak_public: &[u8]) -> Result<Vec<u8>, VerifyError> {
-    let ak = wire::parse_public(ak_public).map_err(|e| fail(Check::AttestationKey, e))?;
-    let a = ak.object_attributes;
+/// Checks an AK public area is a TPM-resident, restricted, sign-only key of one of the
+/// [`SigningAlgorithm`]s, and returns it parsed.
+pub fn attestation_key(ak_public: &[u8]) -> Result<TpmSigningKey, VerifyError> {
+    let ak = TpmSigningKey::from_public(ak_public).map_err(|e| fail(Check::AttestationKey, e))?;
+    let a = ak.public().object_attributes();
     if !(a.fixed_tpm()
         && a.fixed_parent()
         && a.sensitive_data_origin()
@@ -688,9 +807,7 @@ pub fn attestation_key_point(ak_public: &[u8]) -> Result<Vec<u8>, VerifyError> {
             "AK must be fixedTPM, fixedParent, sensitiveDataOrigin, restricted, sign-only",
         ));
     }
-    check_p384_ecdsa_sha384(&ak).map_err(|e| fail(Check::AttestationKey, e))?;
-    ak.sec1_uncompressed()
-        .map_err(|e| fail(Check::AttestationKey, e))
+    Ok(ak)
 }
 
 /// The spec's content checks: freshness and the expected policy.
@@ -761,30 +878,14 @@ pub fn check_policy_hashes(
 }
 
 /// Parses a TPMS_ATTEST, checks it was produced by a TPM (magic) and signed by `ak`.
-fn verified_attest(signed: &SignedAttest, ak: &ParsedPublicKey) -> Result<Attest, String> {
-    let signature = wire::parse_signature(&signed.signature).map_err(|e| e.to_string())?;
-    if signature.hash != HashAlg::Sha384 {
-        return Err("signature must use SHA-384".into());
-    }
-    let fixed = signature.to_fixed(48).map_err(|e| e.to_string())?;
-    ak.verify_sig(&signed.attest, &fixed)
-        .map_err(|_| "signature by the AK does not verify".to_string())?;
+fn verified_attest(signed: &SignedAttest, ak: &TpmSigningKey) -> Result<Attest, String> {
+    ak.verify_tpm_signature(&signed.attest, &signed.signature)
+        .map_err(|e| format!("AK signature: {e}"))?;
     let attest = wire::parse_attest(&signed.attest).map_err(|e| e.to_string())?;
     if attest.magic != wire::TPM_GENERATED_VALUE {
         return Err("not TPM-generated (magic is not TPM_GENERATED_VALUE)".into());
     }
     Ok(attest)
-}
-
-fn check_p384_ecdsa_sha384(key: &EccPublic) -> Result<(), String> {
-    let ecdsa_sha384 = key
-        .scheme
-        .as_ref()
-        .is_some_and(|s| s.scheme == wire::TPM_ALG_ECDSA && s.hash_alg() == Some(HashAlg::Sha384));
-    if key.curve != wire::TPM_ECC_NIST_P384 || !ecdsa_sha384 {
-        return Err("key must be ECC P-384 with scheme ECDSA/SHA-384".into());
-    }
-    Ok(())
 }
 
 /// The PCRs a quote covers in `bank`; any other bank in the selection is refused.

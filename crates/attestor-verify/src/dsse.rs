@@ -7,12 +7,15 @@
 //! in a trust decision here.
 //!
 //! The project's algorithm is ECDSA P-384 with SHA-384, signatures ASN.1 DER encoded (as
-//! in-toto and sigstore encode ECDSA). The hardware-sealed key lives in the TPM and signs
-//! through [`Signer`]; [`EcdsaP384Signer`] is a software key for tests and load generation.
+//! in-toto and sigstore encode ECDSA); a TPM without P-384 seals a P-256 or RSA-2048 key
+//! instead, whose signatures [`VerifyingKey::with_algorithm`] checks. The hardware-sealed
+//! key lives in the TPM and signs through [`Signer`]; [`EcdsaP384Signer`] is a software
+//! key for tests and load generation.
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
-    EcdsaKeyPair, KeyPair, ParsedPublicKey, ECDSA_P384_SHA384_ASN1, ECDSA_P384_SHA384_ASN1_SIGNING,
+    EcdsaKeyPair, KeyPair, ParsedPublicKey, VerificationAlgorithm, ECDSA_P256_SHA256_ASN1,
+    ECDSA_P384_SHA384_ASN1, ECDSA_P384_SHA384_ASN1_SIGNING,
 };
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
@@ -34,6 +37,8 @@ const P384_SCALAR_LEN: usize = 48;
 
 /// Length of an uncompressed SEC1 P-384 point: `04 || X || Y`.
 const P384_SEC1_UNCOMPRESSED_LEN: usize = 1 + 2 * P384_SCALAR_LEN;
+/// Length of an uncompressed SEC1 P-256 point.
+const P256_SEC1_UNCOMPRESSED_LEN: usize = 1 + 2 * 32;
 
 /// Errors from building, parsing, signing or verifying DSSE envelopes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,8 +86,8 @@ pub enum DsseError {
         /// The envelope's type.
         found: String,
     },
-    /// A public key is not a valid P-384 key in the expected encoding.
-    #[error("invalid P-384 public key: {0}")]
+    /// A public key is not a valid key of the expected algorithm and encoding.
+    #[error("invalid public key: {0}")]
     BadPublicKey(String),
     /// A private key could not be generated, parsed or exported.
     #[error("private key error: {0}")]
@@ -308,23 +313,30 @@ fn serialize_base64<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok,
     serializer.serialize_str(&STANDARD.encode(bytes))
 }
 
-/// A P-384 public key that accepts ECDSA P-384/SHA-384 signatures in ASN.1 DER.
+/// A public key that accepts envelope signatures: ECDSA P-384/SHA-384 or P-256/SHA-256 in
+/// ASN.1 DER, or (for a TPM's RSA sealed key) RSA signatures of its scheme.
 #[derive(Debug, Clone)]
 pub struct VerifyingKey {
     key: ParsedPublicKey,
 }
 
 impl VerifyingKey {
-    /// From an uncompressed SEC1 point (`04 || X || Y`, 97 bytes).
+    /// From an uncompressed SEC1 point (`04 || X || Y`): 97 bytes for P-384 (the project's
+    /// algorithm), 65 for P-256 (a TPM's P-256 sealed key).
     pub fn from_sec1(point: &[u8]) -> Result<VerifyingKey, DsseError> {
         // aws-lc-rs would also take SPKI here; insist on the form the caller named.
-        if point.len() != P384_SEC1_UNCOMPRESSED_LEN || point.first() != Some(&0x04) {
-            return Err(DsseError::BadPublicKey(format!(
-                "expected a {P384_SEC1_UNCOMPRESSED_LEN}-byte uncompressed SEC1 point, got {} bytes",
-                point.len()
-            )));
-        }
-        Self::parse(point)
+        let algorithm = match (point.len(), point.first()) {
+            (P384_SEC1_UNCOMPRESSED_LEN, Some(0x04)) => &ECDSA_P384_SHA384_ASN1,
+            (P256_SEC1_UNCOMPRESSED_LEN, Some(0x04)) => &ECDSA_P256_SHA256_ASN1,
+            _ => {
+                return Err(DsseError::BadPublicKey(format!(
+                    "expected a {P384_SEC1_UNCOMPRESSED_LEN}-byte (P-384) or \
+                     {P256_SEC1_UNCOMPRESSED_LEN}-byte (P-256) uncompressed SEC1 point, got {} bytes",
+                    point.len()
+                )))
+            }
+        };
+        Self::with_algorithm(algorithm, point)
     }
 
     /// From a DER SubjectPublicKeyInfo (id-ecPublicKey on secp384r1).
@@ -335,16 +347,21 @@ impl VerifyingKey {
                 "expected a DER SubjectPublicKeyInfo".into(),
             ));
         }
-        Self::parse(spki)
+        Self::with_algorithm(&ECDSA_P384_SHA384_ASN1, spki)
     }
 
-    fn parse(bytes: &[u8]) -> Result<VerifyingKey, DsseError> {
-        ParsedPublicKey::new(&ECDSA_P384_SHA384_ASN1, bytes)
+    /// A key of the given aws-lc-rs verification algorithm, in the encoding that algorithm
+    /// parses (SEC1 point or SPKI for ECDSA, RSAPublicKey or SPKI for RSA).
+    pub fn with_algorithm(
+        algorithm: &'static dyn VerificationAlgorithm,
+        bytes: &[u8],
+    ) -> Result<VerifyingKey, DsseError> {
+        ParsedPublicKey::new(algorithm, bytes)
             .map(|key| VerifyingKey { key })
             .map_err(|e| DsseError::BadPublicKey(e.to_string()))
     }
 
-    /// Checks one DER signature over `message` (hashed here with SHA-384).
+    /// Checks one signature over `message` (hashed here with the key's hash).
     pub fn verify_signature(&self, message: &[u8], signature: &[u8]) -> Result<(), DsseError> {
         self.key
             .verify_sig(message, signature)

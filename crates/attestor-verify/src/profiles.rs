@@ -1,12 +1,13 @@
 //! Firmware profiles: reference values for one platform (TOML, in `firmware-profiles/`).
 //!
 //! A profile has a `[tpm]` section, an `[snp]` section, or both. For a TPM it says which
-//! PCR bank is quoted, which PCR carries the policy kernel measurement, what each firmware
-//! PCR must hold, which CAs may issue EK certificates and which may certify AKs, and, in
-//! `[tpm.measured_boot]`, what the firmware event log must show (Secure Boot, keys, dbx,
-//! boot applications); for SEV-SNP, which roots are pinned, which launch measurements,
-//! guest policies, VMPLs and TCBs are acceptable. And how old an attestation may be.
-//! Relative paths resolve against the profile's directory.
+//! PCR banks may be quoted, which PCR carries the policy kernel measurement, which values
+//! each firmware PCR may hold (per bank), which CAs may issue EK certificates (or which
+//! EK public-key hashes are trusted without one) and which may certify AKs, how strong
+//! keys must be and, in `[tpm.measured_boot]`, what the firmware event log must show
+//! (Secure Boot, keys, dbx, boot applications); for SEV-SNP, which roots are pinned, which
+//! launch measurements, guest policies, VMPLs and TCBs are acceptable. And how old an
+//! attestation may be. Relative paths resolve against the profile's directory.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -154,9 +155,16 @@ fn default_max_age() -> u64 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TpmProfileToml {
-    pcr_bank: HashAlg,
+    /// One allowed bank, with `firmware_pcrs` keyed by PCR (the original form).
+    pcr_bank: Option<HashAlg>,
+    /// The allowed banks, with `firmware_pcrs` keyed by bank, then PCR.
+    pcr_banks: Option<Vec<HashAlg>>,
     measured_pcr: u8,
-    firmware_pcrs: BTreeMap<String, String>,
+    firmware_pcrs: BTreeMap<String, FirmwareEntry>,
+    #[serde(default)]
+    ek_trust: EkTrust,
+    ek_vendor_store: Option<PathBuf>,
+    #[serde(default)]
     ek_trust_anchors: Vec<PathBuf>,
     #[serde(default)]
     ek_intermediates: Vec<PathBuf>,
@@ -165,22 +173,108 @@ struct TpmProfileToml {
     #[serde(default)]
     iak_trust_anchors: Vec<PathBuf>,
     measured_boot: Option<measured_boot::MeasuredBootToml>,
+    ek_allowlist: Option<PathBuf>,
+    #[serde(default = "default_min_key_strength")]
+    min_key_strength: u16,
+}
+
+/// Which EK CAs a profile trusts besides its `ek_trust_anchors`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum EkTrust {
+    /// Only the certificates `ek_trust_anchors` names.
+    #[default]
+    Anchors,
+    /// Also every certificate in the vendor trust store (`ek_vendor_store`, by default
+    /// [`VENDOR_STORE`] next to the profile): the TPM manufacturers' EK CAs.
+    Vendors,
+}
+
+/// The vendor trust store's directory, relative to the profile's: every `*.pem` in it holds
+/// EK CA certificates, each a trust anchor (as Keylime's `tpm_cert_store` is used).
+pub const VENDOR_STORE: &str = "tpm-ek-roots";
+
+/// Every certificate of the `*.pem` files in `dir`, in file-name order, each checked to
+/// decode as path validation decodes it.
+fn load_vendor_store(
+    dir: &Path,
+    invalid: &dyn Fn(String) -> ProfileError,
+    load_certs: CertLoader,
+) -> Result<Vec<Vec<u8>>, ProfileError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| ProfileError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pem"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        for der in load_certs(std::slice::from_ref(&file))? {
+            certchain::check_certificate(&der)
+                .map_err(|e| invalid(format!("{}: {e}", file.display())))?;
+            out.push(der);
+        }
+    }
+    if out.is_empty() {
+        return Err(invalid(format!(
+            "the EK vendor trust store {} holds no certificate",
+            dir.display()
+        )));
+    }
+    Ok(out)
+}
+
+/// One allowed digest or a set of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Digests {
+    One(String),
+    Set(Vec<String>),
+}
+
+/// A `firmware_pcrs` entry: a PCR's digests (under `pcr_bank`), or a bank's PCRs.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum FirmwareEntry {
+    Pcr(Digests),
+    Bank(BTreeMap<String, Digests>),
+}
+
+/// Allowed values of each firmware PCR, per bank.
+pub type FirmwareReferences = BTreeMap<HashAlg, BTreeMap<u8, Vec<Vec<u8>>>>;
+
+/// The weakest keys the verifier ever accepts: RSA-2048 (112-bit strength).
+pub const DEFAULT_MIN_KEY_STRENGTH: u16 = 112;
+
+fn default_min_key_strength() -> u16 {
+    DEFAULT_MIN_KEY_STRENGTH
 }
 
 /// Reference values for a TPM platform.
 #[derive(Debug, Clone)]
 pub struct TpmProfile {
-    /// The bank quotes must cover, and the bundle's PCR values are in.
-    pub pcr_bank: HashAlg,
+    /// The banks a quote may cover (one per quote); the sealed key's policy covers the
+    /// quoted one.
+    pub pcr_banks: Vec<HashAlg>,
     /// The PCR the policy kernel measurement is extended into: neither resettable nor a
     /// firmware PCR.
     pub measured_pcr: u8,
-    /// Expected value of each quoted firmware PCR.
-    pub firmware_pcrs: BTreeMap<u8, Vec<u8>>,
+    /// Per allowed bank, the allowed values of each quoted firmware PCR (every bank names
+    /// the same PCRs).
+    pub firmware_pcrs: FirmwareReferences,
     /// DER certificates of the CAs trusted to issue EK certificates.
     pub ek_trust_anchors: Vec<Vec<u8>>,
     /// DER intermediates the verifier may use besides those in a bundle.
     pub ek_intermediates: Vec<Vec<u8>>,
+    /// EK public-key hashes trusted without a certificate
+    /// ([`crate::evidence::tpm::keys::ek_public_key_sha256`]).
+    pub ek_allowlist: std::collections::BTreeSet<[u8; 32]>,
+    /// The AK and the sealed key must be at least this strong (bits of security: 112 for
+    /// RSA-2048, 128 for P-256, 192 for P-384).
+    pub min_key_strength: u16,
     /// EK certificate paths already validated against this profile, shared by its clones.
     pub ek_chains: std::sync::Arc<certchain::ChainCache>,
     /// DER certificates of the enrollment CAs trusted to certify AKs after credential
@@ -191,6 +285,17 @@ pub struct TpmProfile {
     /// Reference values for the firmware event log; when present, bundles must carry the
     /// log.
     pub measured_boot: Option<MeasuredBootProfile>,
+}
+
+impl TpmProfile {
+    /// The firmware PCRs every quote must cover (the same for every allowed bank).
+    pub fn firmware_pcr_indices(&self) -> Vec<u8> {
+        self.firmware_pcrs
+            .values()
+            .next()
+            .map(|pcrs| pcrs.keys().copied().collect())
+            .unwrap_or_default()
+    }
 }
 
 /// A loaded firmware profile.
@@ -290,36 +395,64 @@ fn load_tpm(
     invalid: &dyn Fn(String) -> ProfileError,
     load_certs: CertLoader,
 ) -> Result<TpmProfile, ProfileError> {
-    let mut firmware_pcrs = BTreeMap::new();
-    for (index, value) in &tpm.firmware_pcrs {
-        let pcr: u8 = index
-            .parse()
-            .ok()
-            .filter(|p| *p <= 23)
-            .ok_or_else(|| invalid(format!("firmware PCR index {index:?} is not 0-23")))?;
-        let digest = hex::decode(value)
-            .ok()
-            .filter(|d| d.len() == tpm.pcr_bank.digest_len())
-            .ok_or_else(|| {
-                invalid(format!(
-                    "firmware PCR {pcr} must be {} hex bytes",
-                    tpm.pcr_bank.digest_len()
-                ))
-            })?;
-        firmware_pcrs.insert(pcr, digest);
+    let pcr_banks = match (tpm.pcr_bank, &tpm.pcr_banks) {
+        (Some(bank), None) => vec![bank],
+        (None, Some(banks)) if !banks.is_empty() => banks.clone(),
+        (None, Some(_)) => return Err(invalid("tpm.pcr_banks is empty".into())),
+        _ => {
+            return Err(invalid(
+                "[tpm] needs exactly one of pcr_bank (one bank) or pcr_banks (a list)".into(),
+            ))
+        }
+    };
+    if (1..pcr_banks.len()).any(|i| pcr_banks[..i].contains(&pcr_banks[i])) {
+        return Err(invalid("tpm.pcr_banks names a bank twice".into()));
     }
-    let firmware: Vec<u8> = firmware_pcrs.keys().copied().collect();
+    let firmware_pcrs = firmware_references(&tpm, &pcr_banks, invalid)?;
+    let firmware: Vec<u8> = firmware_pcrs
+        .values()
+        .next()
+        .map(|p| p.keys().copied().collect())
+        .unwrap_or_default();
     crate::evidence::tpm::check_pcr_choice(tpm.measured_pcr, &firmware).map_err(invalid)?;
-    let ek_trust_anchors = load_certs(&tpm.ek_trust_anchors)?;
-    if ek_trust_anchors.is_empty() {
-        return Err(invalid("tpm.ek_trust_anchors names no certificate".into()));
+    let mut ek_trust_anchors = load_certs(&tpm.ek_trust_anchors)?;
+    match (tpm.ek_trust, &tpm.ek_vendor_store) {
+        (EkTrust::Vendors, store) => {
+            let dir = base.join(store.as_deref().unwrap_or(Path::new(VENDOR_STORE)));
+            ek_trust_anchors.extend(load_vendor_store(&dir, invalid, load_certs)?);
+        }
+        (EkTrust::Anchors, Some(_)) => {
+            return Err(invalid(
+                "tpm.ek_vendor_store is used only with ek_trust = \"vendors\"".into(),
+            ))
+        }
+        (EkTrust::Anchors, None) => {}
+    }
+    let ek_allowlist = match &tpm.ek_allowlist {
+        Some(path) => load_ek_allowlist(&base.join(path), invalid)?,
+        None => Default::default(),
+    };
+    if ek_trust_anchors.is_empty() && tpm.ek_allowlist.is_none() {
+        return Err(invalid(
+            "[tpm] trusts no EK: name EK CA certificates (ek_trust_anchors) or an EK hash \
+             allow-list (ek_allowlist)"
+                .into(),
+        ));
+    }
+    if ![112, 128, 192].contains(&tpm.min_key_strength) {
+        return Err(invalid(format!(
+            "tpm.min_key_strength {} is not 112 (RSA-2048), 128 (P-256) or 192 (P-384)",
+            tpm.min_key_strength
+        )));
     }
     Ok(TpmProfile {
-        pcr_bank: tpm.pcr_bank,
+        pcr_banks,
         measured_pcr: tpm.measured_pcr,
         firmware_pcrs,
         ek_trust_anchors,
         ek_intermediates: load_certs(&tpm.ek_intermediates)?,
+        ek_allowlist,
+        min_key_strength: tpm.min_key_strength,
         ek_chains: Default::default(),
         ak_trust_anchors: load_certs(&tpm.ak_trust_anchors)?,
         iak_trust_anchors: load_certs(&tpm.iak_trust_anchors)?,
@@ -328,6 +461,159 @@ fn load_tpm(
             None => None,
         },
     })
+}
+
+/// The allowed digests of each firmware PCR per allowed bank. Keyed by PCR, the entries
+/// are for the one `pcr_bank`; keyed by bank, every allowed bank needs the same PCRs, so
+/// a host cannot escape a check by quoting another bank.
+fn firmware_references(
+    tpm: &TpmProfileToml,
+    banks: &[HashAlg],
+    invalid: &dyn Fn(String) -> ProfileError,
+) -> Result<FirmwareReferences, ProfileError> {
+    let mut out = FirmwareReferences::new();
+    if tpm.firmware_pcrs.is_empty() {
+        return Ok(banks.iter().map(|b| (*b, BTreeMap::new())).collect());
+    }
+    let by_pcr = tpm
+        .firmware_pcrs
+        .values()
+        .all(|e| matches!(e, FirmwareEntry::Pcr(_)));
+    if by_pcr {
+        let [bank] = banks else {
+            return Err(invalid(
+                "with several pcr_banks, firmware_pcrs are keyed by bank: \
+                 [tpm.firmware_pcrs.sha256] ..."
+                    .into(),
+            ));
+        };
+        let mut pcrs = BTreeMap::new();
+        for (index, entry) in &tpm.firmware_pcrs {
+            if let FirmwareEntry::Pcr(digests) = entry {
+                pcrs.insert(
+                    pcr_index(index, invalid)?,
+                    digest_set(*bank, digests, invalid)?,
+                );
+            }
+        }
+        out.insert(*bank, pcrs);
+        return Ok(out);
+    }
+    for (name, entry) in &tpm.firmware_pcrs {
+        let FirmwareEntry::Bank(table) = entry else {
+            return Err(invalid(format!(
+                "firmware_pcrs mixes PCR {name:?} with bank tables"
+            )));
+        };
+        let bank = banks
+            .iter()
+            .copied()
+            .find(|b| b.name() == name)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "firmware_pcrs.{name} is not one of the allowed pcr_banks"
+                ))
+            })?;
+        let mut pcrs = BTreeMap::new();
+        for (index, digests) in table {
+            pcrs.insert(
+                pcr_index(index, invalid)?,
+                digest_set(bank, digests, invalid)?,
+            );
+        }
+        out.insert(bank, pcrs);
+    }
+    for bank in banks {
+        if !out.contains_key(bank) {
+            return Err(invalid(format!(
+                "firmware_pcrs has no {} table, yet pcr_banks allows that bank",
+                bank.name()
+            )));
+        }
+    }
+    let mut sets = out.values().map(|p| p.keys().collect::<Vec<_>>());
+    let first = sets.next().unwrap_or_default();
+    if sets.any(|s| s != first) {
+        return Err(invalid(
+            "every bank of firmware_pcrs must name the same PCRs".into(),
+        ));
+    }
+    Ok(out)
+}
+
+fn pcr_index(index: &str, invalid: &dyn Fn(String) -> ProfileError) -> Result<u8, ProfileError> {
+    index
+        .parse()
+        .ok()
+        .filter(|p| *p <= 23)
+        .ok_or_else(|| invalid(format!("firmware PCR index {index:?} is not 0-23")))
+}
+
+fn digest_set(
+    bank: HashAlg,
+    digests: &Digests,
+    invalid: &dyn Fn(String) -> ProfileError,
+) -> Result<Vec<Vec<u8>>, ProfileError> {
+    let texts: Vec<&String> = match digests {
+        Digests::One(d) => vec![d],
+        Digests::Set(set) => set.iter().collect(),
+    };
+    if texts.is_empty() {
+        return Err(invalid(format!(
+            "a firmware PCR of the {} bank allows no value",
+            bank.name()
+        )));
+    }
+    texts
+        .into_iter()
+        .map(|text| {
+            hex::decode(text)
+                .ok()
+                .filter(|d| d.len() == bank.digest_len())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "firmware PCR value {text:?} is not {} hex bytes ({})",
+                        bank.digest_len(),
+                        bank.name()
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Reads an EK allow-list: one hex SHA-256 per line (see
+/// [`crate::evidence::tpm::keys::ek_public_key_sha256`]); text after it, blank lines and
+/// `#` comments are ignored.
+fn load_ek_allowlist(
+    path: &Path,
+    invalid: &dyn Fn(String) -> ProfileError,
+) -> Result<std::collections::BTreeSet<[u8; 32]>, ProfileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut out = std::collections::BTreeSet::new();
+    for (number, line) in text.lines().enumerate() {
+        let Some(first) = line
+            .split_whitespace()
+            .next()
+            .filter(|t| !t.starts_with('#'))
+        else {
+            continue;
+        };
+        let hash = hex::decode(first)
+            .ok()
+            .and_then(|h| <[u8; 32]>::try_from(h).ok())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{} line {}: {first:?} is not a hex SHA-256",
+                    path.display(),
+                    number + 1
+                ))
+            })?;
+        out.insert(hash);
+    }
+    Ok(out)
 }
 
 fn load_snp(

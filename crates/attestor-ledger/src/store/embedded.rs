@@ -14,7 +14,7 @@ use super::{
 };
 
 /// The newest schema version: the one a fresh database gets and [`UPGRADES`] end at.
-const SCHEMA_VERSION: &str = "4";
+const SCHEMA_VERSION: &str = "5";
 
 /// One upgrade step: the SQL taking a database of version `to - 1` to version `to`.
 struct Upgrade {
@@ -75,6 +75,12 @@ const UPGRADES: &[Upgrade] = &[
               CREATE INDEX entries_submission ON entries (submission_hash)
                   WHERE submission_hash IS NOT NULL;",
     },
+    // The EK public area each TPM agent enrolled with (its key type; its hash where an
+    // allow-list, not a certificate, vouched for it).
+    Upgrade {
+        to: 5,
+        sql: "ALTER TABLE agents ADD COLUMN ek_public BLOB;",
+    },
 ];
 
 /// The current schema, for a new database.
@@ -126,6 +132,7 @@ CREATE TABLE agents (
     last_restart_count INTEGER,
     last_clock_ms INTEGER,
     snp_chip_id BLOB,
+    ek_public BLOB,
     PRIMARY KEY (tenant, agent_id)
 );
 ";
@@ -252,7 +259,7 @@ const ENTRY_COLUMNS: &str =
 
 const AGENT_COLUMNS: &str = "agent_id, tenant, ek_certificate, ak_public, enrolled_at_ms, \
      revoked, last_seen_at_ms, last_accepted_at_ms, last_zero_retention, last_reset_count, \
-     last_restart_count, last_clock_ms, snp_chip_id";
+     last_restart_count, last_clock_ms, snp_chip_id, ek_public";
 
 fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<AgentRecord> {
     let opt_u64 = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
@@ -271,6 +278,7 @@ fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<AgentRecord> {
         ek_certificate: row.get(2)?,
         ak_public: row.get(3)?,
         snp_chip_id: row.get(12)?,
+        ek_public: row.get(13)?,
         enrolled_at_ms: opt_u64(row.get(4)?).unwrap_or(0),
         revoked: row.get(5)?,
         last_seen_at_ms: opt_u64(row.get(6)?),
@@ -614,9 +622,10 @@ impl LedgerStore for EmbeddedStore {
         self.conn()
             .execute(
                 "INSERT INTO agents (agent_id, tenant, ek_certificate, ak_public, enrolled_at_ms, revoked, \
-                 snp_chip_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (tenant, agent_id) \
+                 snp_chip_id, ek_public) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                 ON CONFLICT (tenant, agent_id) \
                  DO UPDATE SET ek_certificate = excluded.ek_certificate, \
-                 snp_chip_id = excluded.snp_chip_id, \
+                 snp_chip_id = excluded.snp_chip_id, ek_public = excluded.ek_public, \
                  enrolled_at_ms = excluded.enrolled_at_ms, revoked = excluded.revoked, \
                  last_reset_count = CASE WHEN ak_public = excluded.ak_public \
                      THEN last_reset_count END, \
@@ -632,7 +641,8 @@ impl LedgerStore for EmbeddedStore {
                     a.ak_public,
                     to_sql(a.enrolled_at_ms)?,
                     a.revoked,
-                    a.snp_chip_id
+                    a.snp_chip_id,
+                    a.ek_public
                 ],
             )
             .map_err(db)?;

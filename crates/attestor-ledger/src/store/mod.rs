@@ -148,6 +148,9 @@ pub struct AgentRecord {
     /// evidence (a confidential VM with a vTPM): its every submission must carry a report
     /// from this chip.
     pub snp_chip_id: Option<Vec<u8>>,
+    /// The EK public area (TPMT_PUBLIC) a TPM agent enrolled with: its key type, and (for
+    /// an EK an allow-list vouched for, without certificate) its identity.
+    pub ek_public: Option<Vec<u8>>,
     pub enrolled_at_ms: u64,
     pub revoked: bool,
     /// Last entry of any verdict.
@@ -186,6 +189,7 @@ impl AgentRecord {
             ek_certificate: platform_identity,
             ak_public: pinned_key,
             snp_chip_id: None,
+            ek_public: None,
             enrolled_at_ms: now_ms,
             revoked: false,
             last_seen_at_ms: None,

@@ -88,17 +88,22 @@ const MIGRATIONS: &[Migration] = &[
         name: "0004_tenant_scoped_agents",
         sql: include_str!("../../migrations/postgres/0004_tenant_scoped_agents.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_agent_ek_public",
+        sql: include_str!("../../migrations/postgres/0005_agent_ek_public.sql"),
+    },
 ];
 
 /// The newest schema version this build knows (the last of [`MIGRATIONS`]).
-const SCHEMA_VERSION: &str = "4";
+const SCHEMA_VERSION: &str = "5";
 
 const ENTRY_COLUMNS: &str =
     "idx, received_at_ms, tenant, agent_id, verdict, attestation_id, leaf, leaf_hash";
 
 const AGENT_COLUMNS: &str = "agent_id, tenant, ek_certificate, ak_public, enrolled_at_ms, \
      revoked, last_seen_at_ms, last_accepted_at_ms, last_zero_retention, last_reset_count, \
-     last_restart_count, last_clock_ms, snp_chip_id";
+     last_restart_count, last_clock_ms, snp_chip_id, ek_public";
 
 /// How a store handle takes part in the sequencer lease.
 #[derive(Debug, Clone)]
@@ -236,6 +241,7 @@ fn agent_row(row: &Row) -> Result<AgentRecord, Failure> {
         ek_certificate: col(row, 2)?,
         ak_public: col(row, 3)?,
         snp_chip_id: col(row, 12)?,
+        ek_public: col(row, 13)?,
         enrolled_at_ms: from_sql(col(row, 4)?)?,
         revoked: col(row, 5)?,
         last_seen_at_ms: opt(col(row, 6)?)?,
@@ -1023,10 +1029,11 @@ impl LedgerStore for PostgresStore {
             // the zero-retention history is kept.
             db.execute(
                 "INSERT INTO agents (agent_id, tenant, ek_certificate, ak_public, \
-                 enrolled_at_ms, revoked, snp_chip_id) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 enrolled_at_ms, revoked, snp_chip_id, ek_public) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                  ON CONFLICT (tenant, agent_id) DO UPDATE SET \
                  ek_certificate = excluded.ek_certificate, \
-                 snp_chip_id = excluded.snp_chip_id, \
+                 snp_chip_id = excluded.snp_chip_id, ek_public = excluded.ek_public, \
                  enrolled_at_ms = excluded.enrolled_at_ms, revoked = excluded.revoked, \
                  last_reset_count = CASE WHEN agents.ak_public = excluded.ak_public \
                      THEN agents.last_reset_count END, \
@@ -1043,6 +1050,7 @@ impl LedgerStore for PostgresStore {
                     &enrolled,
                     &a.revoked,
                     &a.snp_chip_id,
+                    &a.ek_public,
                 ],
             )
             .await

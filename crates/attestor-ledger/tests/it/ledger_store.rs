@@ -37,6 +37,7 @@ fn agent(id: &str, tenant: &str) -> AgentRecord {
         ek_certificate: vec![1],
         ak_public: vec![2],
         snp_chip_id: Some(vec![9; 64]),
+        ek_public: Some(vec![3; 8]),
         enrolled_at_ms: 5,
         revoked: false,
         last_seen_at_ms: None,
@@ -315,6 +316,8 @@ fn a_newer_schema_is_refused(backend: &Backend) {
 fn a_version_1_database_gains_the_pinned_snp_chip_and_keeps_its_agents(backend: &Backend) {
     let mut tpm_only = agent("a1", "t1");
     tpm_only.snp_chip_id = None;
+    // Version 1 had neither column; the upgrade leaves the new one empty.
+    tpm_only.ek_public = None;
     backend.open().put_agent(&tpm_only).unwrap();
     backend.tamper(
         &format!(
@@ -568,7 +571,9 @@ fn a_submission_is_found_by_its_hash_within_its_agent_only(backend: &Backend) {
 }
 
 fn agents_keyed_by_id_alone_are_upgraded_to_tenant_scoped_ones(backend: &Backend) {
-    let enrolled = agent("a1", "t1");
+    let mut enrolled = agent("a1", "t1");
+    // Version 3 had no EK public area column: the upgrade leaves it empty.
+    enrolled.ek_public = None;
     {
         let store = backend.open();
         store.put_agent(&enrolled).unwrap();

@@ -24,6 +24,7 @@ use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::CapabilityData;
 
 use super::{classify, parse_private, parse_public, KeyBlob, Tpm, TpmError};
+use attestor_verify::evidence::tpm::keys::SigningAlgorithm;
 use attestor_verify::evidence::tpm::{wire, HashAlg};
 
 /// Default persistent handle of the storage key (storage-primary block, not the TCG SRK's
@@ -79,6 +80,8 @@ impl PersistentHandles {
 #[derive(Debug, Clone)]
 pub(super) struct Resident {
     srk: u32,
+    /// The storage key's type: the AK's algorithm, which new sealed keys also use.
+    srk_alg: SigningAlgorithm,
     srk_name: Vec<u8>,
     ak: u32,
     ak_name: Vec<u8>,
@@ -86,7 +89,8 @@ pub(super) struct Resident {
 }
 
 impl Tpm {
-    /// Makes the storage key and `ak` resident at `handles`: adopts what is already there
+    /// Makes the storage key (of `ak`'s algorithm, which the agent's sealed keys share) and
+    /// `ak` resident at `handles`: adopts what is already there
     /// when its Name is ours, persists ours where the handle is free, and refuses a handle
     /// holding anything else ([`TpmError::PersistentHandleTaken`]). From then on the sealed
     /// key loads under the resident storage key and `ak` quotes and certifies in place.
@@ -96,10 +100,11 @@ impl Tpm {
         ak: &KeyBlob,
     ) -> Result<(), TpmError> {
         handles.check().map_err(TpmError::PersistentHandleRange)?;
+        let srk_alg = ak.algorithm()?;
         // The storage key is a primary: its template re-creates the same key, whose Name
         // is what a resident one must have.
         let srk_name = {
-            let srk = self.create_srk()?;
+            let srk = self.create_srk(srk_alg)?;
             self.with_flushed(srk.into(), |t| {
                 let name = t.name_of("TR_GetName(SRK)", srk.into())?;
                 if !t.is_occupied(handles.srk)? {
@@ -114,10 +119,7 @@ impl Tpm {
         if !self.is_occupied(handles.ak)? {
             let (public, private) = (parse_public(ak)?, parse_private(ak)?);
             let ek = self.create_ek()?;
-            let loaded = self.with_flushed(ek.into(), |t| {
-                tss_esapi::abstraction::ak::load_ak(&mut t.ctx, ek, None, private, public)
-                    .map_err(|e| classify("Load(AK)", e))
-            })?;
+            let loaded = self.with_flushed(ek.into(), |t| t.load_under_ek(ek, private, public))?;
             self.with_flushed(loaded.into(), |t| {
                 t.persist(loaded.into(), handles.ak, "EvictControl(AK)")
             })?;
@@ -126,6 +128,7 @@ impl Tpm {
 
         self.resident = Some(Resident {
             srk: handles.srk,
+            srk_alg,
             srk_name,
             ak: handles.ak,
             ak_name,
@@ -139,16 +142,18 @@ impl Tpm {
         self.resident.is_some()
     }
 
-    /// Runs `f` with the storage key: the resident one, or one re-created from its template
-    /// and flushed afterwards.
+    /// Runs `f` with the storage key of `alg`'s type: the resident one, or one re-created
+    /// from its template and flushed afterwards (also for a sealed key of another type than
+    /// the resident storage key, e.g. one made before the AK's algorithm changed).
     pub(super) fn with_srk<T>(
         &mut self,
+        alg: SigningAlgorithm,
         f: impl FnOnce(&mut Self, KeyHandle) -> Result<T, TpmError>,
     ) -> Result<T, TpmError> {
         match self.resident.clone() {
-            Some(r) => self.with_resident(r.srk, &r.srk_name, "storage key", f),
-            None => {
-                let srk = self.create_srk()?;
+            Some(r) if r.srk_alg == alg => self.with_resident(r.srk, &r.srk_name, "storage key", f),
+            _ => {
+                let srk = self.create_srk(alg)?;
                 self.with_flushed(srk.into(), |t| f(t, srk))
             }
         }

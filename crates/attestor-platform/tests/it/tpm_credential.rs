@@ -7,10 +7,11 @@
 use std::process::Command;
 
 use crate::support::Swtpm;
-use attestor_platform::tpm::{KeyBlob, Tpm, TpmError};
+use attestor_platform::tpm::{EkSource, KeyBlob, Tpm, TpmError};
 use attestor_verify::evidence::tpm::credential::{
     self, challenge_for, make_credential, CredentialError, MadeCredential,
 };
+use attestor_verify::evidence::tpm::keys::{parse_tpm_public, SigningAlgorithm};
 use attestor_verify::evidence::tpm::wire;
 
 fn open(sw: &Swtpm) -> Tpm {
@@ -43,7 +44,7 @@ fn software_credential_activates_to_exactly_the_secret() {
     let sym = ek.symmetric.unwrap();
     assert_eq!((sym.alg, sym.key_bits, sym.mode), (0x0006, 256, 0x0043));
 
-    let ak = tpm.create_ak().unwrap();
+    let ak = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
     let ak_public = Tpm::public_of(&ak).unwrap();
     let (secret, made) = challenge_for(&ek_public, &ak_public).unwrap();
     assert_eq!(secret.len(), 48);
@@ -71,8 +72,8 @@ fn software_credential_activates_to_exactly_the_secret() {
 fn ak_name_is_checked_on_the_verifier_side() {
     let sw = Swtpm::start();
     let mut tpm = open(&sw);
-    let ak = tpm.create_ak().unwrap();
-    let other = tpm.create_ak().unwrap();
+    let ak = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
+    let other = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
     let public = Tpm::public_of(&ak).unwrap();
     assert!(credential::check_ak_name(&public, &ak_name(&ak)).is_ok());
     assert_eq!(
@@ -111,8 +112,8 @@ fn credential_for_another_ak_does_not_activate() {
     let sw = Swtpm::start();
     let mut tpm = open(&sw);
     let ek_public = tpm.ek_public().unwrap();
-    let ak = tpm.create_ak().unwrap();
-    let other = tpm.create_ak().unwrap();
+    let ak = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
+    let other = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
     let secret = b"for the other AK only".to_vec();
     let made = make_credential(&ek_public, &ak_name(&other), &secret).unwrap();
     assert_refused(
@@ -138,7 +139,7 @@ fn credential_for_another_tpms_ek_does_not_activate() {
         tpm.ek_public().unwrap(),
         "the two TPMs share an EK"
     );
-    let ak = tpm.create_ak().unwrap();
+    let ak = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
     let secret = [0x5a; 48];
     let made = make_credential(&foreign_ek, &ak_name(&ak), &secret).unwrap();
     assert_refused(
@@ -153,7 +154,7 @@ fn tampered_credentials_do_not_activate_and_leak_nothing() {
     let sw = Swtpm::start();
     let mut tpm = open(&sw);
     let ek_public = tpm.ek_public().unwrap();
-    let ak = tpm.create_ak().unwrap();
+    let ak = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
     let ak_public = Tpm::public_of(&ak).unwrap();
     let (secret, made) = challenge_for(&ek_public, &ak_public).unwrap();
 
@@ -230,7 +231,7 @@ fn tpm2_tools_makecredential_interoperates() {
     let sw = Swtpm::start();
     let mut tpm = open(&sw);
     let ek_public = tpm.ek_public().unwrap();
-    let ak = tpm.create_ak().unwrap();
+    let ak = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
     let name = ak_name(&ak);
     let dir = tempfile::tempdir().unwrap();
     let ek_file = dir.path().join("ek.pub");
@@ -296,7 +297,7 @@ fn tpm2_activatecredential_accepts_our_credential() {
     let (ak, made, secret) = {
         let mut tpm = open(&sw);
         let ek_public = tpm.ek_public().unwrap();
-        let ak = tpm.create_ak().unwrap();
+        let ak = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
         let secret = b"activated by tpm2-tools, not us".to_vec();
         let made = make_credential(&ek_public, &ak_name(&ak), &secret).unwrap();
         (ak, made, secret)
@@ -523,4 +524,152 @@ fn rsa_ek_credential_activates_with_tpm2_tools() {
         "a credential for another AK activated"
     );
     assert_ne!(std::fs::read(path("wrong-secret.out")).ok(), Some(secret));
+}
+
+/// The agent's side for the EKs real TPMs have: the RSA-2048 EK (OAEP, label "IDENTITY")
+/// of a TPM with only its certificate, and a P-256 EK (ECDH, KDFe) with only its
+/// certificate at 0x01c0000a. Credentials made by tpm2_makecredential and by our verifier
+/// activate through `Tpm::activate_credential` to exactly the secret, and a credential for
+/// another AK does not.
+#[test]
+fn rsa_and_p256_eks_activate_credentials_from_tpm2_tools_and_from_us() {
+    crate::support::require_tool("tpm2_makecredential");
+    for (ek_kind, ak_alg) in [
+        ("rsa", SigningAlgorithm::Rsassa2048),
+        ("p256", SigningAlgorithm::EcdsaP256),
+    ] {
+        let mut sw = Swtpm::start();
+        let certificate = match ek_kind {
+            "rsa" => {
+                sw.provision_like_discrete_tpm();
+                sw.nv_read(attestor_testkit::provision::RSA_EK_CERT)
+            }
+            _ => sw.provision_p256_ek_only(),
+        };
+        let mut tpm = open(&sw);
+        let ek = tpm.select_ek(&EkSource::Nv).unwrap();
+        assert_eq!(ek.certificate.as_deref(), Some(certificate.as_slice()));
+        let parsed = parse_tpm_public(&ek.public).unwrap();
+        assert!(
+            parsed.matches_certificate(&certificate).unwrap(),
+            "{ek_kind}"
+        );
+        assert_eq!(
+            parsed.key_name(),
+            if ek_kind == "rsa" {
+                "rsa-2048"
+            } else {
+                "ecc-p256"
+            }
+        );
+        let ak = tpm.create_ak(ak_alg).unwrap();
+        assert_eq!(ak.algorithm().unwrap(), ak_alg);
+        let name = ak_name(&ak);
+
+        // tpm2-tools' independent MakeCredential.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ek.pub"), tpm2b(&ek.public)).unwrap();
+        let secret = format!("a credential for the {ek_kind} EK").into_bytes();
+        std::fs::write(dir.path().join("secret.bin"), &secret).unwrap();
+        run(Command::new("tpm2_makecredential")
+            .current_dir(dir.path())
+            .args(["-T", "none", "-u", "ek.pub", "-s", "secret.bin", "-n"])
+            .arg(hex::encode(&name))
+            .args(["-o", "cred.out"]));
+        let theirs = MadeCredential::from_tpm2_tools_file(
+            &std::fs::read(dir.path().join("cred.out")).unwrap(),
+        )
+        .unwrap();
+        let out = tpm
+            .activate_credential(&ak, &theirs.credential_blob, &theirs.encrypted_secret)
+            .unwrap();
+        assert_eq!(out, secret, "{ek_kind}");
+
+        // Our verifier's challenge, as the ledger makes it.
+        let (secret, made) = challenge_for(&ek.public, &Tpm::public_of(&ak).unwrap()).unwrap();
+        let out = tpm
+            .activate_credential(&ak, &made.credential_blob, &made.encrypted_secret)
+            .unwrap();
+        assert!(credential::secret_matches(&secret, &out), "{ek_kind}");
+
+        // Made for another AK of the same TPM: refused.
+        let other = tpm.create_ak(ak_alg).unwrap();
+        let made = make_credential(&ek.public, &ak_name(&other), &secret).unwrap();
+        assert_refused(
+            tpm.activate_credential(&ak, &made.credential_blob, &made.encrypted_secret),
+            &secret,
+            ek_kind,
+        );
+    }
+}
+
+/// A vendor that stores an EK nonce in NV (0x01c0000b for the P-256 EK, TCG EK Credential
+/// Profile 2.2.1.5) certifies the EK made from the template with that nonce: the agent
+/// makes that EK, not the default one, and finds its certificate; the certificate of the
+/// default EK no longer matches and is refused by name. A whole vendor template in NV
+/// (0x01c0000c) is used the same way.
+#[test]
+fn an_ek_nonce_or_template_in_nv_makes_the_ek_the_vendor_certified() {
+    use attestor_platform::tpm::EkTemplate;
+    use attestor_testkit::provision::P256_EK_CERT;
+    let mut sw = Swtpm::start();
+    let default_certificate = sw.provision_p256_ek_only();
+    let default_ek = open(&sw).select_ek(&EkSource::Nv).unwrap().public;
+    sw.nv_write_platform(0x01c0_000b, b"vendor EK nonce!");
+    // The certificate of the default EK does not certify the EK the nonce makes.
+    assert!(matches!(
+        open(&sw).select_ek(&EkSource::Nv),
+        Err(TpmError::EkCertificateMismatch { .. })
+    ));
+    let nonce_ek = open(&sw)
+        .select_ek(&EkSource::Uncertified(EkTemplate::EccP256))
+        .unwrap()
+        .public;
+    assert_ne!(nonce_ek, default_ek);
+    // The vendor's certificate for the nonce EK.
+    let spki = parse_tpm_public(&nonce_ek).unwrap().spki_der().unwrap();
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &spki)
+    );
+    let certificate = sw.issue_ek_certificate(pem.as_bytes());
+    sw.nv_undefine(P256_EK_CERT);
+    sw.nv_write_platform(P256_EK_CERT, &certificate);
+    let mut tpm = open(&sw);
+    let ek = tpm.select_ek(&EkSource::Nv).unwrap();
+    assert_eq!(
+        (ek.public.as_slice(), ek.certificate.as_deref()),
+        (nonce_ek.as_slice(), Some(certificate.as_slice()))
+    );
+    assert_ne!(certificate, default_certificate);
+    // And it is a working EK: a credential for it activates.
+    let ak = tpm.create_ak(SigningAlgorithm::EcdsaP256).unwrap();
+    let (secret, made) = challenge_for(&ek.public, &Tpm::public_of(&ak).unwrap()).unwrap();
+    let out = tpm
+        .activate_credential(&ak, &made.credential_blob, &made.encrypted_secret)
+        .unwrap();
+    assert!(credential::secret_matches(&secret, &out));
+    drop(tpm);
+
+    // A vendor template in NV (0x01c0000c) replaces the default template and the nonce:
+    // the same template stored whole makes the same certified EK.
+    sw.nv_undefine(0x01c0_000b);
+    assert!(matches!(
+        open(&sw).select_ek(&EkSource::Nv),
+        Err(TpmError::EkCertificateMismatch { .. })
+    ));
+    let template = EkTemplate::EccP256.default_public(Some(b"vendor EK nonce!"));
+    sw.nv_write_platform(0x01c0_000c, &template);
+    let ek = open(&sw).select_ek(&EkSource::Nv).unwrap();
+    assert_eq!(ek.public, nonce_ek);
+    // One that does not decode is named.
+    sw.nv_undefine(0x01c0_000c);
+    sw.nv_write_platform(0x01c0_000c, b"not a TPMT_PUBLIC");
+    assert!(matches!(
+        open(&sw).select_ek(&EkSource::Nv),
+        Err(TpmError::MalformedEkTemplate {
+            nv_index: 0x01c0_000c,
+            ..
+        })
+    ));
 }

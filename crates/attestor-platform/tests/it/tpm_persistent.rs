@@ -8,6 +8,7 @@ use std::process::Command;
 use crate::support::Swtpm;
 use attestor_platform::tpm::persistent::{DEFAULT_AK_HANDLE, DEFAULT_SRK_HANDLE};
 use attestor_platform::tpm::{KeyBlob, PersistentHandles, Tpm, TpmError};
+use attestor_verify::evidence::tpm::keys::SigningAlgorithm;
 use attestor_verify::evidence::tpm::wire::{self, Attested};
 use attestor_verify::evidence::tpm::HashAlg;
 use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
@@ -123,7 +124,7 @@ fn check_quote(ak: &KeyBlob, attest: &[u8], signature: &[u8], nonce: &[u8]) {
 fn resident_keys_sign_quote_and_certify_as_re_created_ones_do() {
     let sw = Swtpm::start();
     let mut tpm = Tpm::open(&sw.tcti()).unwrap();
-    let ak = tpm.create_ak().unwrap();
+    let ak = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
     let before = persistent_handles(&sw);
     tpm.use_persistent_keys(handles(), &ak).unwrap();
     assert!(tpm.uses_persistent_keys());
@@ -138,7 +139,9 @@ fn resident_keys_sign_quote_and_certify_as_re_created_ones_do() {
     );
 
     // The sealed key is made and used under the resident storage key.
-    let sealed = tpm.create_sealed_key(HashAlg::Sha384, &[PCR]).unwrap();
+    let sealed = tpm
+        .create_sealed_key(SigningAlgorithm::EcdsaP384, HashAlg::Sha384, &[PCR])
+        .unwrap();
     let digest = HashAlg::Sha384.digest(b"payload");
     tpm.sign_sealed(&sealed, HashAlg::Sha384, &[PCR], &digest)
         .unwrap();
@@ -168,7 +171,7 @@ fn a_later_connection_adopts_the_resident_keys_without_persisting_again() {
     let sw = Swtpm::start();
     let ak = {
         let mut tpm = Tpm::open(&sw.tcti()).unwrap();
-        let ak = tpm.create_ak().unwrap();
+        let ak = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
         tpm.use_persistent_keys(handles(), &ak).unwrap();
         ak
     };
@@ -186,7 +189,7 @@ fn another_programs_key_at_the_storage_handle_is_refused_and_left_alone() {
     persist_foreign_key(&sw, DEFAULT_SRK_HANDLE);
     let foreign = name_at(&sw, DEFAULT_SRK_HANDLE);
     let mut tpm = Tpm::open(&sw.tcti()).unwrap();
-    let ak = tpm.create_ak().unwrap();
+    let ak = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
     let err = tpm.use_persistent_keys(handles(), &ak).unwrap_err();
     assert!(
         matches!(&err, TpmError::PersistentHandleTaken { handle, what: "storage key", found }
@@ -206,7 +209,9 @@ fn another_programs_key_at_the_storage_handle_is_refused_and_left_alone() {
         ak: DEFAULT_AK_HANDLE,
     };
     tpm.use_persistent_keys(elsewhere, &ak).unwrap();
-    let sealed = tpm.create_sealed_key(HashAlg::Sha384, &[PCR]).unwrap();
+    let sealed = tpm
+        .create_sealed_key(SigningAlgorithm::EcdsaP384, HashAlg::Sha384, &[PCR])
+        .unwrap();
     tpm.sign_sealed(&sealed, HashAlg::Sha384, &[PCR], &[1; 48])
         .unwrap();
 }
@@ -215,13 +220,13 @@ fn another_programs_key_at_the_storage_handle_is_refused_and_left_alone() {
 fn a_stale_ak_at_the_ak_handle_is_refused_until_evicted() {
     let sw = Swtpm::start();
     let mut tpm = Tpm::open(&sw.tcti()).unwrap();
-    let old = tpm.create_ak().unwrap();
+    let old = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
     tpm.use_persistent_keys(handles(), &old).unwrap();
     drop(tpm);
 
     // The agent's state was lost and it made a new AK: the old one is not provably ours.
     let mut tpm = Tpm::open(&sw.tcti()).unwrap();
-    let new = tpm.create_ak().unwrap();
+    let new = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
     assert!(matches!(
         tpm.use_persistent_keys(handles(), &new),
         Err(TpmError::PersistentHandleTaken { handle, what: "AK", .. }) if handle == DEFAULT_AK_HANDLE
@@ -240,9 +245,11 @@ fn a_stale_ak_at_the_ak_handle_is_refused_until_evicted() {
 fn a_resident_key_replaced_after_adoption_is_refused_at_use() {
     let sw = Swtpm::start();
     let mut tpm = Tpm::open(&sw.tcti()).unwrap();
-    let ak = tpm.create_ak().unwrap();
+    let ak = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
     tpm.use_persistent_keys(handles(), &ak).unwrap();
-    let sealed = tpm.create_sealed_key(HashAlg::Sha384, &[PCR]).unwrap();
+    let sealed = tpm
+        .create_sealed_key(SigningAlgorithm::EcdsaP384, HashAlg::Sha384, &[PCR])
+        .unwrap();
 
     evict(&sw, DEFAULT_AK_HANDLE);
     persist_foreign_key(&sw, DEFAULT_AK_HANDLE);
@@ -266,7 +273,7 @@ fn a_resident_key_replaced_after_adoption_is_refused_at_use() {
 fn handles_outside_the_owners_range_are_refused() {
     let sw = Swtpm::start();
     let mut tpm = Tpm::open(&sw.tcti()).unwrap();
-    let ak = tpm.create_ak().unwrap();
+    let ak = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
     for bad in [
         PersistentHandles {
             srk: 0x8180_0000, // the platform's range
@@ -283,4 +290,47 @@ fn handles_outside_the_owners_range_are_refused() {
         ));
     }
     assert!(!persistent_handles(&sw).contains(&hex_handle(DEFAULT_SRK_HANDLE)));
+}
+
+/// On a TPM with only the RSA EK certificate and the sha256 bank, an RSA AK becomes
+/// resident (loaded under the RSA EK through its policy) with a storage key of its type;
+/// a sealed key of another type still works, under a storage key re-created for it.
+#[test]
+fn resident_keys_follow_the_ak_algorithm_on_an_rsa_ek() {
+    use attestor_verify::evidence::tpm::keys::TpmSigningKey;
+    let mut sw = Swtpm::start();
+    sw.provision_like_discrete_tpm();
+    let mut tpm = Tpm::open(&sw.tcti()).unwrap();
+    let rsa = SigningAlgorithm::Rsassa2048;
+    let ak = tpm.create_ak(rsa).unwrap();
+    tpm.use_persistent_keys(handles(), &ak).unwrap();
+    assert_eq!(
+        name_at(&sw, DEFAULT_AK_HANDLE),
+        hex::encode(wire::object_name(&ak.public, HashAlg::Sha256))
+    );
+    let ak_key = TpmSigningKey::from_public(&Tpm::public_of(&ak).unwrap()).unwrap();
+    for alg in [rsa, SigningAlgorithm::EcdsaP256] {
+        let sealed = tpm.create_sealed_key(alg, HashAlg::Sha256, &[PCR]).unwrap();
+        let message = b"payload";
+        let signature = tpm
+            .sign_sealed(
+                &sealed,
+                HashAlg::Sha256,
+                &[PCR],
+                &alg.hash().digest(message),
+            )
+            .unwrap();
+        TpmSigningKey::from_public(&Tpm::public_of(&sealed).unwrap())
+            .unwrap()
+            .verify_tpm_signature(message, &signature)
+            .unwrap();
+        let (attest, certification) = tpm.certify_sealed(&ak, &sealed, b"certify").unwrap();
+        ak_key
+            .verify_tpm_signature(&attest, &certification)
+            .unwrap();
+    }
+    let (quote, signature) = tpm
+        .quote(&ak, &[7; 32], HashAlg::Sha256, &[0, PCR])
+        .unwrap();
+    ak_key.verify_tpm_signature(&quote, &signature).unwrap();
 }

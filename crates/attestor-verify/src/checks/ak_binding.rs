@@ -17,6 +17,7 @@ use super::{fail, Check, VerifyError};
 use crate::bundle::TpmEvidence;
 use crate::evidence::certchain;
 use crate::evidence::tpm::akcert::{self, AkCertificate, VERIFIED_TPM_RESTRICTED};
+use crate::evidence::tpm::keys::parse_tpm_public;
 use crate::evidence::tpm::wire;
 use crate::identity::AgentIdentity;
 use crate::profiles::TpmProfile;
@@ -95,8 +96,8 @@ pub(super) fn check(
     match trust {
         AkTrust::PinnedByCaller => Ok(AkBinding::PinnedByCaller),
         AkTrust::Name(pinned) => {
-            let ak = wire::parse_public(&ev.ak_public).map_err(refuse)?;
-            let name = wire::object_name(&ev.ak_public, ak.name_alg);
+            let ak = parse_tpm_public(&ev.ak_public).map_err(refuse)?;
+            let name = wire::object_name(&ev.ak_public, ak.name_alg());
             verify_slices_are_equal(&name, pinned).map_err(|_| {
                 refuse(format!(
                     "the AK's TPM Name is {}, the pinned one is {}",

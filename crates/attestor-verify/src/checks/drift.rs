@@ -11,6 +11,8 @@ use super::{
 };
 use crate::drift::{DriftClaims, DriftReport, DRIFT_PAYLOAD_TYPE};
 use crate::dsse;
+use crate::evidence::tpm::eventlog::measurement_digest;
+use crate::evidence::tpm::keys::TpmSigningKey;
 use crate::evidence::tpm::wire::{self, Attested, ClockInfo, PcrSelection};
 use crate::evidence::tpm::{policy, HashAlg};
 use crate::profiles::Profile;
@@ -71,9 +73,9 @@ pub fn verify_drift_report(
             "event log has no measurement",
         )
     })?;
-    if last.data != claims.kernel_config_hash
-        || last.digests.get(&quoted.bank) != Some(&claims.kernel_config_hash)
-    {
+    let reported = hex::decode(&claims.kernel_config_hash).unwrap_or_default();
+    let extended = hex::encode(measurement_digest(quoted.bank, &reported));
+    if last.data != claims.kernel_config_hash || last.digests.get(&quoted.bank) != Some(&extended) {
         return Err(fail(
             Check::MeasurementMatchesClaims,
             format!(
@@ -87,16 +89,14 @@ pub fn verify_drift_report(
     let sealed = &ev.sealed_key;
     let certify = verified_attest(&sealed.certification, &ak)
         .map_err(|e| fail(Check::SealedKeyCertification, e))?;
-    let sealed_key =
-        wire::parse_public(&sealed.public).map_err(|e| fail(Check::SealedKeyCertification, e))?;
+    let sealed_key = TpmSigningKey::from_public(&sealed.public)
+        .map_err(|e| fail(Check::SealedKeyCertification, e))?;
+    let name_alg = sealed_key.public().name_alg();
     match &certify.attested {
         Attested::Certify { name, .. }
             if certify.attest_type == wire::TPM_ST_ATTEST_CERTIFY
-                && verify_slices_are_equal(
-                    &wire::object_name(&sealed.public, sealed_key.name_alg),
-                    name,
-                )
-                .is_ok() => {}
+                && verify_slices_are_equal(&wire::object_name(&sealed.public, name_alg), name)
+                    .is_ok() => {}
         _ => {
             return Err(fail(
                 Check::SealedKeyCertification,
@@ -108,8 +108,8 @@ pub fn verify_drift_report(
         bank: quoted.bank,
         pcrs: vec![tpm.measured_pcr],
     }];
-    let would_sign = policy::sealed_key_policy(sealed_key.name_alg, &selection, &[measured]);
-    if sealed_key.auth_policy == would_sign {
+    let would_sign = policy::sealed_key_policy(name_alg, &selection, &[measured]);
+    if sealed_key.public().auth_policy() == would_sign {
         return Err(fail(
             Check::SealedKeyPolicy,
             "the sealed key is bound to the measured value: nothing drifted",

@@ -28,21 +28,22 @@ pub(super) fn check_firmware_log(
              carries none (agent: tpm.firmware_event_log)",
         )),
         (true, None) => Ok(()),
-        (false, _) => verify_firmware_log(&ev.firmware_event_log, profile, quoted),
+        (false, _) => verify_firmware_log(&ev.firmware_event_log, profile, ev.pcr_bank, quoted),
     }
 }
 
-/// Checks a firmware event log against quoted PCR values (in the profile's bank): it must
+/// Checks a firmware event log against quoted PCR values (in the quoted `pcr_bank`): it must
 /// parse, leave the measured PCR alone and replay to every quoted PCR but the measured one;
 /// then the profile's `[tpm.measured_boot]` reference values, if any, appraise it.
 pub fn verify_firmware_log(
     log: &[u8],
     profile: &TpmProfile,
+    pcr_bank: HashAlg,
     quoted: &BTreeMap<u8, &[u8]>,
 ) -> Result<(), VerifyError> {
     let err = |e: &dyn std::fmt::Display| fail(Check::FirmwareEventLog, e);
     let log = uefi_log::parse(log).map_err(|e| err(&e))?;
-    let bank = AlgId::from(profile.pcr_bank);
+    let bank = AlgId::from(pcr_bank);
     let replayed = log.replay(bank).map_err(|e| err(&e))?;
     if replayed.contains_key(&u32::from(profile.measured_pcr)) {
         return Err(err(&format!(
@@ -51,7 +52,7 @@ pub fn verify_firmware_log(
             profile.measured_pcr
         )));
     }
-    let zero = vec![0; profile.pcr_bank.digest_len()];
+    let zero = vec![0; pcr_bank.digest_len()];
     for (pcr, value) in quoted {
         if *pcr == profile.measured_pcr {
             continue;
@@ -72,7 +73,7 @@ pub fn verify_firmware_log(
     }
     let quoted: Vec<u8> = quoted.keys().copied().collect();
     match &profile.measured_boot {
-        Some(reference) => appraise(&log, profile.pcr_bank, &quoted, reference),
+        Some(reference) => appraise(&log, pcr_bank, &quoted, reference),
         None => Ok(()),
     }
 }

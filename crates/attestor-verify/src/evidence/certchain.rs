@@ -40,6 +40,9 @@ const EXT_BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.
 const EXT_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
 const EXT_SUBJECT_KEY_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.14");
 const EXT_AUTHORITY_KEY_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.35");
+const EXT_SUBJECT_ALT_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.17");
+/// DER of an empty Name (an RDNSequence with no element).
+const EMPTY_NAME: [u8; 2] = [0x30, 0x00];
 /// Extensions whose criticality is satisfied without further processing here: names and
 /// usages that constrain only the leaf's application (the verifier checks those itself).
 const EXT_CRITICAL_OK: [ObjectIdentifier; 4] = [
@@ -132,6 +135,14 @@ pub enum CertChainError {
     /// Certificate.signatureAlgorithm differs from TBSCertificate.signature.
     #[error("{cert}: outer and inner signature algorithms differ")]
     SignatureAlgorithmMismatch {
+        /// The certificate (role, subject, serial).
+        cert: String,
+    },
+    /// A leaf with an empty subject whose names are not in a critical subjectAltName
+    /// (RFC 5280 §4.2.1.6; the TCG EK Credential Profile puts the TPM manufacturer
+    /// attributes there).
+    #[error("{cert} has an empty subject but no critical subjectAltName naming it")]
+    UnnamedSubject {
         /// The certificate (role, subject, serial).
         cert: String,
     },
@@ -280,6 +291,13 @@ pub enum PublicKey {
     },
 }
 
+/// Checks that a certificate decodes as path validation will decode it (the TBS, the
+/// extensions it processes), so a trust store with one unreadable file is refused when
+/// loaded rather than failing every later verification.
+pub fn check_certificate(cert_der: &[u8]) -> Result<(), CertChainError> {
+    Parsed::new(cert_der, "certificate").map(|_| ())
+}
+
 /// The SubjectPublicKeyInfo DER of a certificate.
 pub fn spki_of(cert_der: &[u8]) -> Result<Vec<u8>, CertChainError> {
     let cert = decode_cert(cert_der, "certificate")?;
@@ -371,7 +389,7 @@ pub fn verify_chain(
         .collect::<Result<Vec<_>, _>>()?;
 
     check_validity(&leaf, now)?;
-    leaf.check_critical()?;
+    leaf.check_leaf()?;
     if anchors.iter().any(|a| a.same_as(&leaf)) {
         return Ok(VerifiedChain {
             certs: vec![leaf_der.to_vec()],
@@ -458,6 +476,8 @@ struct Parsed<'a> {
     basic_constraints: Option<BasicConstraints>,
     key_usage: Option<KeyUsage>,
     unhandled_critical: Option<ObjectIdentifier>,
+    /// Whether a subjectAltName is present and critical.
+    critical_san: bool,
 }
 
 impl<'a> Parsed<'a> {
@@ -479,6 +499,7 @@ impl<'a> Parsed<'a> {
             basic_constraints: None,
             key_usage: None,
             unhandled_critical: None,
+            critical_san: false,
             cert: cert.clone(),
         };
         let mut seen: Vec<ObjectIdentifier> = Vec::new();
@@ -507,6 +528,7 @@ impl<'a> Parsed<'a> {
                     let aki = AuthorityKeyIdentifier::from_der(value).map_err(bad)?;
                     parsed.authority_key_id = aki.key_identifier.map(|k| k.as_bytes().to_vec());
                 }
+                EXT_SUBJECT_ALT_NAME => parsed.critical_san = ext.critical,
                 oid if ext.critical && !EXT_CRITICAL_OK.contains(&oid) => {
                     parsed.unhandled_critical.get_or_insert(oid);
                 }
@@ -533,6 +555,18 @@ impl<'a> Parsed<'a> {
             || (self.subject == other.subject
                 && self.cert.tbs_certificate.subject_public_key_info
                     == other.cert.tbs_certificate.subject_public_key_info)
+    }
+
+    /// The leaf's own checks: no unprocessed critical extension, and an empty subject
+    /// (which EK certificates have) only with a critical subjectAltName.
+    fn check_leaf(&self) -> Result<(), CertChainError> {
+        self.check_critical()?;
+        if self.subject == EMPTY_NAME && !self.critical_san {
+            return Err(CertChainError::UnnamedSubject {
+                cert: self.label.clone(),
+            });
+        }
+        Ok(())
     }
 
     fn check_critical(&self) -> Result<(), CertChainError> {

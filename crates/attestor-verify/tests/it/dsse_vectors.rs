@@ -462,7 +462,11 @@ fn malformed_and_wrong_curve_keys_are_refused() {
     let rng = SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
     let p256 = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
-    assert!(VerifyingKey::from_sec1(p256.public_key().as_ref()).is_err());
+    // A P-256 point is a P-256 key (a TPM's P-256 sealed key), never a P-384 one.
+    let p256_key = VerifyingKey::from_sec1(p256.public_key().as_ref()).unwrap();
+    let p384 = EcdsaP384Signer::generate().unwrap();
+    let env = Envelope::sign("t", b"x".to_vec(), &p384).unwrap();
+    assert!(env.verify(&p256_key).is_err());
     let spki = p256.public_key().as_der().unwrap();
     assert!(VerifyingKey::from_spki_der(spki.as_ref()).is_err());
     assert!(EcdsaP384Signer::from_pkcs8(pkcs8.as_ref()).is_err());

@@ -9,6 +9,7 @@ mod support {
 
 mod cbor_vectors;
 mod dsse_vectors;
+mod ek_trust;
 mod ledger_log;
 mod tpm_wire;
 mod uefi_eventlog;

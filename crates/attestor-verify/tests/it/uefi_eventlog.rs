@@ -334,7 +334,7 @@ fn quoted(log: &[u8], bank: AlgId) -> BTreeMap<u8, Vec<u8>> {
 
 fn verify(log: &[u8], profile: &TpmProfile, quoted: &BTreeMap<u8, Vec<u8>>) -> Result<(), Check> {
     let refs = quoted.iter().map(|(p, v)| (*p, v.as_slice())).collect();
-    verify_firmware_log(log, profile, &refs).map_err(|e| {
+    verify_firmware_log(log, profile, profile.pcr_banks[0], &refs).map_err(|e| {
         eprintln!("{e}");
         e.check
     })

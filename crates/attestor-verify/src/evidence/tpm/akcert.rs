@@ -30,8 +30,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
-use x509_cert::der::asn1::{BitString, Ia5String, ObjectIdentifier, OctetString};
-use x509_cert::der::oid::db::rfc5912::{ID_EC_PUBLIC_KEY, SECP_256_R_1, SECP_384_R_1};
+use x509_cert::der::asn1::{Ia5String, ObjectIdentifier, OctetString};
 use x509_cert::der::oid::AssociatedOid;
 use x509_cert::der::{Any, Decode, Encode, Sequence};
 use x509_cert::ext::pkix::certpolicy::PolicyInformation;
@@ -41,11 +40,12 @@ use x509_cert::ext::pkix::{
     KeyUsages, SubjectAltName, SubjectKeyIdentifier,
 };
 use x509_cert::ext::Extension;
-use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use x509_cert::spki::SubjectPublicKeyInfoOwned;
 use x509_cert::Certificate;
 
-use super::wire::{self, WireError};
-use crate::evidence::certchain::{self, CertChainError, EcCurve, PublicKey};
+use super::keys::{parse_tpm_public, KeyError, TpmPublic};
+use super::wire::WireError;
+use crate::evidence::certchain::CertChainError;
 use crate::identity::{AgentIdentity, IdentityError, IDENTITY_URI_PREFIX};
 
 /// `tcg-cap-verifiedTPMResidency`: the issuer verified the key is in a TPM.
@@ -89,6 +89,9 @@ pub enum AkCertError {
     /// The AK's TPMT_PUBLIC does not parse.
     #[error("AK public area: {0}")]
     AkPublic(#[from] WireError),
+    /// The AK's key cannot be put into a certificate or compared with one.
+    #[error("AK public key: {0}")]
+    AkKey(KeyError),
     /// The AK is on a curve no certificate here can name.
     #[error("the AK's curve 0x{0:04x} is not P-256 or P-384")]
     UnsupportedCurve(u16),
@@ -249,39 +252,27 @@ pub fn ek_certificate_sha256(ek_certificate: &[u8]) -> [u8; 32] {
     Sha256::digest(ek_certificate).into()
 }
 
-/// The AK's key (from its marshalled TPMT_PUBLIC) as an X.509 SubjectPublicKeyInfo.
+/// The AK's key (from its marshalled TPMT_PUBLIC: ECC P-256/P-384 or RSA) as an X.509
+/// SubjectPublicKeyInfo.
 pub fn ak_spki(ak_public: &[u8]) -> Result<SubjectPublicKeyInfoOwned, AkCertError> {
-    let ak = wire::parse_public(ak_public)?;
-    let curve = match ak.curve {
-        wire::TPM_ECC_NIST_P256 => SECP_256_R_1,
-        wire::TPM_ECC_NIST_P384 => SECP_384_R_1,
-        other => return Err(AkCertError::UnsupportedCurve(other)),
-    };
-    Ok(SubjectPublicKeyInfoOwned {
-        algorithm: AlgorithmIdentifierOwned {
-            oid: ID_EC_PUBLIC_KEY,
-            parameters: Some(Any::from(curve)),
-        },
-        subject_public_key: BitString::from_bytes(&ak.sec1_uncompressed()?)
-            .map_err(malformed("AK public key"))?,
-    })
+    let der = ak_public_key(ak_public)?.spki_der().map_err(|e| match e {
+        KeyError::Wire(WireError::UnsupportedCurve(curve)) => AkCertError::UnsupportedCurve(curve),
+        other => AkCertError::AkKey(other),
+    })?;
+    SubjectPublicKeyInfoOwned::from_der(&der).map_err(malformed("AK public key"))
 }
 
 /// Whether the certificate's subject public key is the AK's (the key of its TPMT_PUBLIC).
 pub fn certifies_ak(cert_der: &[u8], ak_public: &[u8]) -> Result<bool, AkCertError> {
-    let ak = wire::parse_public(ak_public)?;
-    let point = ak.sec1_uncompressed()?;
-    Ok(match certchain::public_key_of(cert_der)? {
-        PublicKey::Ec { curve, sec1_point } => {
-            let tpm_curve = match curve {
-                EcCurve::P256 => wire::TPM_ECC_NIST_P256,
-                EcCurve::P384 => wire::TPM_ECC_NIST_P384,
-            };
-            tpm_curve == ak.curve && sec1_point == point
-        }
-        // RSA AKs are not made here; an RSA certificate never names an ECC AK.
-        PublicKey::Rsa { .. } => false,
-    })
+    match ak_public_key(ak_public)?.matches_certificate(cert_der) {
+        Ok(matches) => Ok(matches),
+        Err(KeyError::Certificate(e)) => Err(AkCertError::Certificate(e)),
+        Err(other) => Err(AkCertError::AkKey(other)),
+    }
+}
+
+fn ak_public_key(ak_public: &[u8]) -> Result<TpmPublic, AkCertError> {
+    Ok(parse_tpm_public(ak_public)?)
 }
 
 /// The extensions of an enrollment CA's AK certificate (see the module documentation):
@@ -426,6 +417,9 @@ mod tests {
         let der: Vec<u8> = (0..=255u8).collect();
         let pem = certificate_pem(&der);
         assert!(pem.lines().all(|l| l.len() <= 64));
-        assert_eq!(certchain::pem_to_der_all(&pem).unwrap(), vec![der]);
+        assert_eq!(
+            crate::evidence::certchain::pem_to_der_all(&pem).unwrap(),
+            vec![der]
+        );
     }
 }

@@ -30,19 +30,12 @@ use aws_lc_rs::iv::FixedLength;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::{digest, hmac, rsa};
 
+use super::keys::{parse_tpm_public, RsaPublic, TpmPublic};
 use super::wire::{self, WireError, TPM_ECC_NIST_P256, TPM_ECC_NIST_P384};
 use super::HashAlg;
 
 /// TPM_ALG_AES.
 const TPM_ALG_AES: u16 = 0x0006;
-/// TPM_ALG_RSA, the TPMT_PUBLIC type of an RSA EK.
-const TPM_ALG_RSA: u16 = 0x0001;
-/// The exponent a TPMS_RSA_PARMS.exponent of zero stands for.
-const RSA_DEFAULT_EXPONENT: u32 = 65_537;
-/// Largest TPMU_HA (SHA-512): bounds TPM2B_DIGEST.
-const MAX_DIGEST: usize = 64;
-/// MAX_RSA_KEY_BYTES for RSA-4096, bounding TPM2B_PUBLIC_KEY_RSA.
-const MAX_RSA_MODULUS: usize = 512;
 /// TPM_ALG_CFB, the only mode a storage key's symmetric definition may use for credentials.
 const TPM_ALG_CFB: u16 = 0x0043;
 /// Block size of AES, also the size of the all-zero CFB IV that §24.4 prescribes.
@@ -59,10 +52,10 @@ pub const TPM2_TOOLS_CREDENTIAL_VERSION: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CredentialError {
-    /// The EK's TPMT_PUBLIC does not decode (or is not ECC).
+    /// The EK's TPMT_PUBLIC does not decode (or is neither ECC nor RSA).
     #[error("EK public area: {0}")]
     EkPublic(WireError),
-    /// The AK's TPMT_PUBLIC does not decode (or is not ECC).
+    /// The AK's TPMT_PUBLIC does not decode (or is neither ECC nor RSA).
     #[error("AK public area: {0}")]
     AkPublic(WireError),
     /// The EK is not a restricted decryption key, so no TPM would activate a credential.
@@ -250,12 +243,12 @@ fn ecc_seed(ek: &wire::EccPublic) -> Result<(Vec<u8>, Vec<u8>), CredentialError>
 
 /// Seed and its encryption for an RSA EK (Part 1 B.10.3): a random seed of the nameAlg's
 /// digest size, RSA-OAEP with the nameAlg (hash and MGF1) and the label "IDENTITY\0".
-fn rsa_seed(ek: &RsaEk) -> Result<(Vec<u8>, Vec<u8>), CredentialError> {
+fn rsa_seed(ek: &RsaPublic) -> Result<(Vec<u8>, Vec<u8>), CredentialError> {
     let oaep = match ek.name_alg {
         HashAlg::Sha256 => &rsa::OAEP_SHA256_MGF1SHA256,
         HashAlg::Sha384 => &rsa::OAEP_SHA384_MGF1SHA384,
     };
-    let public = rsa::PublicEncryptingKey::from_der(&ek.spki_der()?)
+    let public = rsa::PublicEncryptingKey::from_der(&rsa_spki(ek)?)
         .map_err(|_| CredentialError::EkKeyRejected)?;
     let key =
         rsa::OaepPublicEncryptingKey::new(public).map_err(|_| CredentialError::EkKeyRejected)?;
@@ -275,19 +268,16 @@ fn rsa_seed(ek: &RsaEk) -> Result<(Vec<u8>, Vec<u8>), CredentialError> {
 /// The parts of an EK public area credential protection needs.
 enum Ek {
     Ecc(wire::EccPublic),
-    Rsa(RsaEk),
+    Rsa(RsaPublic),
 }
 
 impl Ek {
     fn parse(tpmt_public: &[u8]) -> Result<Ek, CredentialError> {
-        match tpmt_public
-            .first_chunk::<2>()
-            .map(|t| u16::from_be_bytes(*t))
-        {
-            Some(TPM_ALG_RSA) => RsaEk::parse(tpmt_public).map(Ek::Rsa),
-            _ => wire::parse_public(tpmt_public)
-                .map(Ek::Ecc)
-                .map_err(CredentialError::EkPublic),
+        match parse_tpm_public(tpmt_public).map_err(CredentialError::EkPublic)? {
+            TpmPublic::Ecc(k) => Ok(Ek::Ecc(k)),
+            // Restricted decryption keys have a NULL scheme (Part 2, TPMS_RSA_PARMS).
+            TpmPublic::Rsa(k) if k.scheme.is_some() => Err(CredentialError::EkNotStorageKey),
+            TpmPublic::Rsa(k) => Ok(Ek::Rsa(k)),
         }
     }
 
@@ -313,88 +303,11 @@ impl Ek {
     }
 }
 
-/// An RSA storage key's TPMT_PUBLIC (Part 2 §12.2.4, TPMS_RSA_PARMS with a NULL scheme,
-/// which restricted decryption keys must have).
-struct RsaEk {
-    name_alg: HashAlg,
-    object_attributes: wire::ObjectAttributes,
-    symmetric: Option<wire::SymDef>,
-    exponent: u32,
-    modulus: Vec<u8>,
-}
-
-impl RsaEk {
-    fn parse(buf: &[u8]) -> Result<RsaEk, CredentialError> {
-        let err = CredentialError::EkPublic;
-        let mut r = wire::Reader::new(buf);
-        r.u16("TPMT_PUBLIC.type").map_err(err)?;
-        let name_alg = r.hash_alg("TPMT_PUBLIC.nameAlg").map_err(err)?;
-        let object_attributes =
-            wire::ObjectAttributes(r.u32("TPMT_PUBLIC.objectAttributes").map_err(err)?);
-        r.tpm2b("TPMT_PUBLIC.authPolicy", MAX_DIGEST).map_err(err)?;
-        let sym_alg = r.u16("TPMT_SYM_DEF_OBJECT.algorithm").map_err(err)?;
-        let symmetric = if sym_alg == wire::TPM_ALG_NULL {
-            None
-        } else {
-            Some(wire::SymDef {
-                alg: sym_alg,
-                key_bits: r.u16("TPMT_SYM_DEF_OBJECT.keyBits").map_err(err)?,
-                mode: r.u16("TPMT_SYM_DEF_OBJECT.mode").map_err(err)?,
-            })
-        };
-        let scheme = r.u16("TPMT_RSA_SCHEME.scheme").map_err(err)?;
-        if scheme != wire::TPM_ALG_NULL {
-            return Err(CredentialError::EkNotStorageKey);
-        }
-        r.u16("TPMS_RSA_PARMS.keyBits").map_err(err)?;
-        let exponent = match r.u32("TPMS_RSA_PARMS.exponent").map_err(err)? {
-            0 => RSA_DEFAULT_EXPONENT,
-            e => e,
-        };
-        let modulus = r
-            .tpm2b("TPM2B_PUBLIC_KEY_RSA", MAX_RSA_MODULUS)
-            .map_err(err)?;
-        r.finish("TPMT_PUBLIC").map_err(err)?;
-        Ok(RsaEk {
-            name_alg,
-            object_attributes,
-            symmetric,
-            exponent,
-            modulus,
-        })
-    }
-
-    /// SubjectPublicKeyInfo (RFC 8017 RSAPublicKey under rsaEncryption), which is what
-    /// aws-lc-rs takes.
-    fn spki_der(&self) -> Result<Vec<u8>, CredentialError> {
-        use x509_cert::der::asn1::{Any, BitString, ObjectIdentifier, UintRef};
-        use x509_cert::der::{Encode, Header, Tag};
-        use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
-        const RSA_ENCRYPTION: ObjectIdentifier =
-            ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
-        let rejected = |_| CredentialError::EkKeyRejected;
-        let exponent = self.exponent.to_be_bytes();
-        let n = UintRef::new(&self.modulus).map_err(rejected)?;
-        let e = UintRef::new(&exponent).map_err(rejected)?;
-        let len = (n.encoded_len().map_err(rejected)? + e.encoded_len().map_err(rejected)?)
-            .map_err(rejected)?;
-        let mut rsa_public_key = Vec::new();
-        Header::new(Tag::Sequence, len)
-            .map_err(rejected)?
-            .encode_to_vec(&mut rsa_public_key)
-            .map_err(rejected)?;
-        n.encode_to_vec(&mut rsa_public_key).map_err(rejected)?;
-        e.encode_to_vec(&mut rsa_public_key).map_err(rejected)?;
-        SubjectPublicKeyInfoOwned {
-            algorithm: AlgorithmIdentifierOwned {
-                oid: RSA_ENCRYPTION,
-                parameters: Some(Any::null()),
-            },
-            subject_public_key: BitString::from_bytes(&rsa_public_key).map_err(rejected)?,
-        }
-        .to_der()
-        .map_err(rejected)
-    }
+/// SubjectPublicKeyInfo of an RSA EK, which is what aws-lc-rs takes.
+fn rsa_spki(ek: &RsaPublic) -> Result<Vec<u8>, CredentialError> {
+    TpmPublic::Rsa(ek.clone())
+        .spki_der()
+        .map_err(|_| CredentialError::EkKeyRejected)
 }
 
 /// Credential protection proper (Part 1 §24.4 and §24.5): encIdentity and the outer HMAC,
@@ -461,10 +374,11 @@ pub fn challenge_for(
     Ok((secret, made))
 }
 
-/// The Name of an AK from its marshalled TPMT_PUBLIC: nameAlg || H_nameAlg(TPMT_PUBLIC).
+/// The Name of an AK (ECC or RSA) from its marshalled TPMT_PUBLIC:
+/// nameAlg || H_nameAlg(TPMT_PUBLIC).
 pub fn ak_name(ak_public: &[u8]) -> Result<Vec<u8>, CredentialError> {
-    let ak = wire::parse_public(ak_public).map_err(CredentialError::AkPublic)?;
-    Ok(wire::object_name(ak_public, ak.name_alg))
+    let ak = parse_tpm_public(ak_public).map_err(CredentialError::AkPublic)?;
+    Ok(wire::object_name(ak_public, ak.name_alg()))
 }
 
 /// Checks that `ak_name` is the Name of the AK public area `ak_public` (constant time).
@@ -769,6 +683,9 @@ mod tests {
         out.extend([0, 0]);
         out.extend([0, 0x06, 0, 0x80, 0, 0x43]); // AES-128-CFB
         out.extend(scheme.to_be_bytes());
+        if scheme != wire::TPM_ALG_NULL {
+            out.extend(HashAlg::Sha256.tpm_alg_id().to_be_bytes());
+        }
         out.extend(2048u16.to_be_bytes());
         out.extend(0u32.to_be_bytes());
         out.extend(u16::try_from(modulus.len()).unwrap().to_be_bytes());
@@ -779,12 +696,14 @@ mod tests {
     #[test]
     fn rsa_public_areas_are_parsed_strictly() {
         let modulus = [0xc5u8; 256];
-        let ok = RsaEk::parse(&rsa_public(wire::TPM_ALG_NULL, &modulus)).unwrap();
+        let Ek::Rsa(ok) = Ek::parse(&rsa_public(wire::TPM_ALG_NULL, &modulus)).unwrap() else {
+            panic!("not RSA");
+        };
         assert_eq!((ok.name_alg, ok.exponent), (HashAlg::Sha256, 65_537));
         assert!(ok.object_attributes.restricted() && ok.object_attributes.decrypt());
         assert_eq!(ok.modulus, modulus);
         // DER: SEQUENCE { SEQUENCE { rsaEncryption, NULL }, BIT STRING { RSAPublicKey } }.
-        let der = ok.spki_der().unwrap();
+        let der = rsa_spki(&ok).unwrap();
         assert_eq!(&der[..4], &[0x30, 0x82, 0x01, 0x22]);
         assert!(der.ends_with(&[0x02, 0x03, 0x01, 0x00, 0x01]));
 

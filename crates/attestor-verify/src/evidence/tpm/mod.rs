@@ -5,6 +5,7 @@
 pub mod akcert;
 pub mod credential;
 pub mod eventlog;
+pub mod keys;
 pub mod policy;
 pub mod uefi_log;
 pub mod wire;

@@ -16,6 +16,15 @@ pub const TPM_CC_POLICY_COMMAND_CODE: u32 = 0x0000_016C;
 pub const TPM_CC_POLICY_OR: u32 = 0x0000_0171;
 /// TPM_CC_Certify, the command the sealed key's second policy branch allows.
 pub const TPM_CC_CERTIFY: u32 = 0x0000_0148;
+/// TPM_CC_PolicySecret.
+pub const TPM_CC_POLICY_SECRET: u32 = 0x0000_0151;
+/// TPM_CC_PolicyAuthorizeNV.
+pub const TPM_CC_POLICY_AUTHORIZE_NV: u32 = 0x0000_0192;
+/// TPM_RH_ENDORSEMENT, whose Name is its handle.
+pub const TPM_RH_ENDORSEMENT: u32 = 0x4000_000B;
+/// TPMA_NV of the EK Credential Profile's policy NV indices (Annex B.6.3): POLICYWRITE,
+/// WRITEALL, PPREAD, OWNERREAD, AUTHREAD, POLICYREAD, NO_DA, WRITTEN.
+const EK_POLICY_NV_ATTRIBUTES: u32 = 0x220F_1008;
 
 /// TPML_DIGEST holds 2..=8 digests in a PolicyOR.
 const MIN_OR_BRANCHES: usize = 2;
@@ -115,9 +124,87 @@ pub fn sealed_key_policy(alg: HashAlg, selection: &[PcrSelection], values: &[&[u
     policy_or_unchecked(alg, &[&pcr_branch, &certify_branch])
 }
 
+/// PolicySecret: H(H(prior || TPM_CC_PolicySecret || authName) || policyRef), the TPM's
+/// PolicyUpdate with the authorizing entity's Name (a handle for a hierarchy).
+pub fn policy_secret(alg: HashAlg, prior: &[u8], auth_name: &[u8], policy_ref: &[u8]) -> Vec<u8> {
+    let inner = alg.digest_parts(&[prior, &TPM_CC_POLICY_SECRET.to_be_bytes(), auth_name]);
+    alg.digest_parts(&[&inner, policy_ref])
+}
+
+/// PolicyAuthorizeNV: H(prior || TPM_CC_PolicyAuthorizeNV || nvIndexName).
+pub fn policy_authorize_nv(alg: HashAlg, prior: &[u8], nv_name: &[u8]) -> Vec<u8> {
+    alg.digest_parts(&[prior, &TPM_CC_POLICY_AUTHORIZE_NV.to_be_bytes(), nv_name])
+}
+
+/// The EK Credential Profile's PolicyA: PolicySecret(TPM_RH_ENDORSEMENT), empty policyRef.
+/// The low-range templates' authPolicy in SHA-256.
+pub fn ek_policy_a(alg: HashAlg) -> Vec<u8> {
+    policy_secret(
+        alg,
+        &zero_digest(alg),
+        &TPM_RH_ENDORSEMENT.to_be_bytes(),
+        &[],
+    )
+}
+
+/// The EK Credential Profile's PolicyC: PolicyAuthorizeNV of the policy NV index of `alg`
+/// (0x01C07F01 for SHA-256, 0x01C07F02 for SHA-384; Annex B.6.3), whose own authPolicy
+/// is PolicyA. Its Name is computed from the index's public area, as the TPM does.
+pub fn ek_policy_c(alg: HashAlg) -> Vec<u8> {
+    let index: u32 = match alg {
+        HashAlg::Sha256 => 0x01C0_7F01,
+        HashAlg::Sha384 => 0x01C0_7F02,
+    };
+    let policy_a = ek_policy_a(alg);
+    let digest_len = u16::try_from(alg.digest_len()).unwrap_or(u16::MAX);
+    // TPMS_NV_PUBLIC: nvIndex, nameAlg, attributes, TPM2B authPolicy, dataSize (a TPMT_HA).
+    let mut nv_public = Vec::with_capacity(14 + policy_a.len());
+    nv_public.extend_from_slice(&index.to_be_bytes());
+    nv_public.extend_from_slice(&alg.tpm_alg_id().to_be_bytes());
+    nv_public.extend_from_slice(&EK_POLICY_NV_ATTRIBUTES.to_be_bytes());
+    nv_public.extend_from_slice(&digest_len.to_be_bytes());
+    nv_public.extend_from_slice(&policy_a);
+    nv_public.extend_from_slice(&(digest_len + 2).to_be_bytes());
+    let mut name = alg.tpm_alg_id().to_be_bytes().to_vec();
+    name.extend(alg.digest(&nv_public));
+    policy_authorize_nv(alg, &zero_digest(alg), &name)
+}
+
+/// The EK Credential Profile's PolicyB: PolicyOR(PolicyA, PolicyC), the high-range
+/// templates' authPolicy.
+pub fn ek_policy_b(alg: HashAlg) -> Vec<u8> {
+    policy_or_unchecked(alg, &[&ek_policy_a(alg), &ek_policy_c(alg)])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ek_policies_are_the_published_values() {
+        // TCG EK Credential Profile 2.5, Annex B.6 (Tables 33, 35, 36).
+        for (alg, a, c, b) in [
+            (
+                HashAlg::Sha256,
+                "837197674484b3f81a90cc8d46a5d724fd52d76e06520b64f2a1da1b331469aa",
+                "3767e2edd43ff45a3a7e1eaefcef78643dca964632e7aad82c673a30d8633fde",
+                "ca3d0a99a2b93906f7a3342414efcfb3a385d44cd1fd459089d19b5071c0b7a0",
+            ),
+            (
+                HashAlg::Sha384,
+                "8bbf2266537c171cb56e403c4dc1d4b64f432611dc386e6f532050c3278c930e\
+                 143e8bb1133824ccb431053871c6db53",
+                "d6032ce61f2fb3c240eb3cf6a33237ef2b6a16f4293c22b455e261cffd217ad5\
+                 b4947c2d73e63005eed2dc2b3593d165",
+                "b26e7d28d11a50bc53d882bcf5fd3a1a074148bb35d3b4e4cb1c0ad9bde419ca\
+                 cb47ba09699646150f9fc000f3f80e12",
+            ),
+        ] {
+            assert_eq!(hex::encode(ek_policy_a(alg)), a, "PolicyA {alg:?}");
+            assert_eq!(hex::encode(ek_policy_c(alg)), c, "PolicyC {alg:?}");
+            assert_eq!(hex::encode(ek_policy_b(alg)), b, "PolicyB {alg:?}");
+        }
+    }
 
     #[test]
     fn policy_or_validates_branches() {

@@ -92,8 +92,9 @@ pub enum WireError {
     /// A PCR selection names the same bank twice, which makes its digest ambiguous.
     #[error("PCR bank {0:?} selected more than once")]
     DuplicateBank(HashAlg),
-    /// TPMT_SIGNATURE with an algorithm other than ECDSA.
-    #[error("unsupported signature algorithm {0:#06x} (only ECDSA is accepted)")]
+    /// TPMT_SIGNATURE with an algorithm other than ECDSA (or, where RSA keys are
+    /// accepted, RSASSA and RSAPSS).
+    #[error("unsupported signature algorithm {0:#06x}")]
     UnsupportedSignatureAlg(u16),
     /// TPMT_PUBLIC of a type other than ECC.
     #[error("unsupported public key type {0:#06x} (only ECC is accepted)")]
