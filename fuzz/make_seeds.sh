@@ -201,4 +201,4 @@ PY
 find fuzz/seeds -type f | sed 's|/[^/]*$||' | sort | uniq -c
 
 # checkpoint: a real ledger process rotating its key once (seeds and trusted history)
-ATTESTOR_REWRITE_FUZZ_SEEDS=1 cargo test --quiet --test fuzz_fixtures a_rotating_ledger_yields_checkpoint_seeds_that_verify
+ATTESTOR_REWRITE_FUZZ_SEEDS=1 cargo test --quiet -p attestor --test it fuzz_fixtures::a_rotating_ledger_yields_checkpoint_seeds_that_verify
