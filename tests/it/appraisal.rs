@@ -84,7 +84,12 @@ token, jwks = sys.argv[1], json.loads(sys.argv[2])
 kid = jwt.get_unverified_header(token)["kid"]
 key = jwt.PyJWK([k for k in jwks["keys"] if k["kid"] == kid][0])
 claims = jwt.decode(token, key.key, algorithms=["ES384"])
-print(claims["submods"]["policy-kernel"]["ear_status"])
+appraisal = claims["submods"]["policy-kernel"]
+assert claims["eat_profile"] == "tag:ietf.org,2026:rats/ear#04", claims
+assert claims["ear_verifier_id"]["developer"] == "https://attestor.dev", claims
+assert isinstance(claims["iat"], int) and appraisal["ear_appraisal_policy_ids"], claims
+assert all(isinstance(v, int) for v in appraisal["ear_trustworthiness_vector"].values())
+print(appraisal["ear_status"])
 "#;
     let out = Command::new(python)
         .args(["-c", script, token, &serde_json::to_string(keys).unwrap()])
@@ -96,6 +101,25 @@ print(claims["submods"]["policy-kernel"]["ear_status"])
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A ledger for `fixture`'s agent `a1` of tenant `acme` (expecting `policy_hash`), whose
+/// appraisal policy is the file `policy`; the agent enrolled.
+async fn ledger_with_policy(
+    fixture: &AgentFixture,
+    policy_hash: &str,
+    policy: &Path,
+) -> (LedgerProcess, LedgerClient) {
+    let ledger = LedgerProcess::start(&LedgerSpec {
+        agents: &[("a1", "acme")],
+        tenants: &[("acme", policy_hash)],
+        profile: Some(&fixture.profile_path),
+        tenant_extra: &format!("appraisal = \"{}\"\n", policy.display()),
+        ..LedgerSpec::default()
+    });
+    let client = ledger.client("a1");
+    enrol_tpm(&mut fixture.agent(), &client).await.unwrap();
+    (ledger, client)
 }
 
 fn metric(ledger: &LedgerProcess, series: &str) -> f64 {
@@ -116,15 +140,11 @@ async fn open_alerts(client: &LedgerClient) -> Vec<AlertKind> {
         .collect()
 }
 
-fn hang_up(ledger: &LedgerProcess, reloads_before: usize) {
-    let pid = ledger.pid().unwrap().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
+fn hang_up(ledger: &LedgerProcess) {
+    let before = ledger.reloads();
+    ledger.hang_up();
     wait_for(Duration::from_secs(20), "the reload", || {
-        ledger.log().matches("\"ledger-reloaded\"").count() > reloads_before
+        ledger.reloads() > before
     });
 }
 
@@ -135,15 +155,7 @@ async fn each_posture_break_is_named_in_the_ear_the_metrics_and_an_alert() {
     let policy = policy_dir.path().join("appraisal.toml");
     std::fs::write(&policy, example_policy()).unwrap();
     let policy_hash = hex::encode(fixture.kernel().policy_hash);
-    let ledger = LedgerProcess::start(&LedgerSpec {
-        agents: &[("a1", "acme")],
-        tenants: &[("acme", &policy_hash)],
-        profile: Some(&fixture.profile_path),
-        tenant_extra: &format!("appraisal = \"{}\"\n", policy.display()),
-        ..LedgerSpec::default()
-    });
-    let client = ledger.client("a1");
-    enrol_tpm(&mut fixture.agent(), &client).await.unwrap();
+    let (ledger, client) = ledger_with_policy(&fixture, &policy_hash, &policy).await;
     let keys = jwks(&ledger);
 
     let clean = submit(&fixture, &client).await;
@@ -285,15 +297,7 @@ async fn the_policy_reloads_all_or_nothing_and_a_canary_hash_expires() {
         "egress_firewall_enabled = \"warning\"",
     );
     std::fs::write(&policy, &lenient).unwrap();
-    let ledger = LedgerProcess::start(&LedgerSpec {
-        agents: &[("a1", "acme")],
-        tenants: &[("acme", &old_hash)],
-        profile: Some(&fixture.profile_path),
-        tenant_extra: &format!("appraisal = \"{}\"\n", policy.display()),
-        ..LedgerSpec::default()
-    });
-    let client = ledger.client("a1");
-    enrol_tpm(&mut fixture.agent(), &client).await.unwrap();
+    let (ledger, client) = ledger_with_policy(&fixture, &old_hash, &policy).await;
     let keys = jwks(&ledger);
 
     set_status(&fixture, |s| s["egress_firewall_enabled"] = false.into());
@@ -305,7 +309,7 @@ async fn the_policy_reloads_all_or_nothing_and_a_canary_hash_expires() {
     // the open alert survives the reload.
     let strict = example_policy().replace("revision = 1", "revision = 2");
     std::fs::write(&policy, &strict).unwrap();
-    hang_up(&ledger, 0);
+    hang_up(&ledger);
     assert_eq!(open_alerts(&client).await, [AlertKind::PostureWarning]);
     let refused_posture = submit(&fixture, &client).await;
     let ear = verified_ear(&refused_posture, &keys);
@@ -318,7 +322,7 @@ async fn the_policy_reloads_all_or_nothing_and_a_canary_hash_expires() {
         "name = \"demo\"\nrevision = 3\n[posture]\negress = 1\n",
     )
     .unwrap();
-    hang_up(&ledger, 1);
+    hang_up(&ledger);
     assert!(
         ledger.log().contains("kept the loaded policies"),
         "{}",
@@ -353,7 +357,7 @@ async fn the_policy_reloads_all_or_nothing_and_a_canary_hash_expires() {
         )
     };
     std::fs::write(&policy, with_hashes("2099-01-01T00:00:00Z")).unwrap();
-    hang_up(&ledger, 2);
+    hang_up(&ledger);
     let tenant = client.tenant().await.unwrap();
     assert!(
         tenant.approved_policy_hashes.contains(&new_hash),
@@ -363,7 +367,7 @@ async fn the_policy_reloads_all_or_nothing_and_a_canary_hash_expires() {
     assert_eq!(approved.verdict, Verdict::Accepted, "{approved:?}");
 
     std::fs::write(&policy, with_hashes("2020-01-01T00:00:00Z")).unwrap();
-    hang_up(&ledger, 3);
+    hang_up(&ledger);
     let expired = submit(&fixture, &client).await;
     assert_eq!(expired.verdict, Verdict::Refused);
     assert_eq!(expired.reason.as_deref(), Some("policy-hash-expired"));

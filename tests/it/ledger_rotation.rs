@@ -28,19 +28,6 @@ fn attestor_cli(args: &[&str], config: &Path) -> std::process::Output {
         .unwrap()
 }
 
-fn hang_up(ledger: &LedgerProcess) {
-    let pid = ledger.pid().unwrap().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
-}
-
-fn reloads(ledger: &LedgerProcess) -> usize {
-    ledger.log().matches("\"ledger-reloaded\"").count()
-}
-
 /// `attestor query` against `ledger` as `agent`, verifying with the key in `log_key`.
 fn query(ledger: &LedgerProcess, agent: &str, log_key: &Path, what: &[&str]) -> (bool, String) {
     let files = ledger.tls_files(agent);
@@ -87,7 +74,7 @@ async fn the_checkpoint_key_rotates_while_an_agent_heartbeats_and_old_key_audito
     assert!(!attestor_cli(&["ledger", "rotate-key"], &config)
         .status
         .success());
-    hang_up(&ledger);
+    ledger.hang_up();
     wait_until(Duration::from_secs(20), "the rotated key", || {
         ledger.verifier_key() != old_key
     })
@@ -242,9 +229,9 @@ async fn agent_certificate_and_ledger_client_cas_rotate_without_a_restart() {
 
     // Roll-over: the ledger trusts both CAs, then the agent gets its new certificate.
     replace_file(&pki.join("ca.pem"), &both_cas);
-    hang_up(&ledger);
+    ledger.hang_up();
     wait_until(Duration::from_secs(20), "the first reload", || {
-        reloads(&ledger) >= 1
+        ledger.reloads() >= 1
     })
     .await;
     replace_file(
@@ -273,9 +260,9 @@ async fn agent_certificate_and_ledger_client_cas_rotate_without_a_restart() {
         &pki.join("ledger.key"),
         &std::fs::read(next.join("ledger.key")).unwrap(),
     );
-    hang_up(&ledger);
+    ledger.hang_up();
     wait_until(Duration::from_secs(20), "the second reload", || {
-        reloads(&ledger) >= 2
+        ledger.reloads() >= 2
     })
     .await;
     assert!(
@@ -364,15 +351,15 @@ async fn postgres_replicas_pick_up_the_rotated_key_and_the_follower_takes_over_w
     )
     .unwrap();
     // The follower cannot introduce a key: it keeps the prepared file and its old key.
-    hang_up(&second);
+    second.hang_up();
     wait_until(Duration::from_secs(20), "the follower's reload", || {
-        reloads(&second) >= 1
+        second.reloads() >= 1
     })
     .await;
     assert_eq!(second.verifier_key(), old_key);
     assert!(second.state_dir().join("checkpoint.key.next").exists());
 
-    hang_up(&first);
+    first.hang_up();
     wait_until(Duration::from_secs(20), "the sequencer's rotation", || {
         first.verifier_key() != old_key
     })
@@ -390,7 +377,7 @@ async fn postgres_replicas_pick_up_the_rotated_key_and_the_follower_takes_over_w
     let follower = second.client("w0");
     audit::verify_entry(&follower.entry(5).await.unwrap(), &history).unwrap();
 
-    hang_up(&second);
+    second.hang_up();
     wait_until(Duration::from_secs(20), "the follower's key", || {
         second.verifier_key() == new_key
     })

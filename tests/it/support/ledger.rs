@@ -279,6 +279,18 @@ impl LedgerProcess {
         (status, body.to_string())
     }
 
+    /// Sends SIGHUP (reload TLS files, appraisal policies, a prepared checkpoint key).
+    pub fn hang_up(&self) {
+        let pid = self.pid().expect("running").to_string();
+        let sent = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        assert!(sent.success());
+    }
+
+    /// Reloads the ledger has logged (`ledger-reloaded` events).
+    pub fn reloads(&self) -> usize {
+        self.log().matches("\"ledger-reloaded\"").count()
+    }
+
     /// The running process's id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
