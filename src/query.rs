@@ -14,6 +14,7 @@ use attestor_agent::config::LedgerConnection;
 use attestor_net::tls;
 use attestor_verify::api::EntryJson;
 use attestor_verify::audit;
+use attestor_verify::ear::{self, Jwks};
 use attestor_verify::gate::{evaluate, Fleet};
 use attestor_verify::log::keys::KeyHistory;
 
@@ -138,18 +139,21 @@ pub(crate) async fn run(
                 query.push("proofs=true".into());
             }
             let page = client.entries(&query.join("&")).await.map_err(fail)?;
-            print_entries(&page.entries, log_key.as_ref(), args.json)?;
+            let ears = client.ear_jwks().await.map_err(fail)?;
+            print_entries(&page.entries, log_key.as_ref(), &ears, args.json)?;
             if let Some(next) = page.next_after {
                 eprintln!("more entries: repeat with --after {next}");
             }
         }
         QueryCommand::Entry { index } => {
             let entry = client.entry(index).await.map_err(fail)?;
-            print_entries(&[entry], log_key.as_ref(), args.json)?;
+            let ears = client.ear_jwks().await.map_err(fail)?;
+            print_entries(&[entry], log_key.as_ref(), &ears, args.json)?;
         }
         QueryCommand::LatestHealthy => {
             let page = client.latest_healthy().await.map_err(fail)?;
-            print_entries(&page.entries, log_key.as_ref(), args.json)?;
+            let ears = client.ear_jwks().await.map_err(fail)?;
+            print_entries(&page.entries, log_key.as_ref(), &ears, args.json)?;
         }
         QueryCommand::Agents => {
             let agents = client.agents().await.map_err(fail)?;
@@ -269,9 +273,12 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<String, String> {
     serde_json::to_string_pretty(value).map_err(|e| e.to_string())
 }
 
+/// Prints entries once each checks out: its proof and checkpoint (with `log_key`) and its
+/// EAR's signature (with the ledger's key set `ears`).
 fn print_entries(
     entries: &[EntryJson],
     log_key: Option<&KeyHistory>,
+    ears: &Jwks,
     json: bool,
 ) -> Result<(), String> {
     if let Some(key) = log_key {
@@ -279,35 +286,50 @@ fn print_entries(
             audit::verify_entry(entry, key).map_err(|e| format!("AUDIT FAILED: {e}"))?;
         }
     }
+    let mut statuses = Vec::with_capacity(entries.len());
+    for entry in entries {
+        statuses.push(match &entry.ear {
+            None => "-",
+            Some(token) => ear::verify(token, ears)
+                .map_err(|e| format!("AUDIT FAILED: the EAR of entry {}: {e}", entry.index))?
+                .status()
+                .name(),
+        });
+    }
     if json {
         outln!("{}", to_json(&entries)?)?;
     } else {
         outln!(
-            "{:>6} {:>14} {:<16} {:<9} {:<22} {:<36}",
+            "{:>6} {:>14} {:<16} {:<9} {:<22} {:<15} {:<36}",
             "INDEX",
             "RECEIVED (ms)",
             "AGENT",
             "VERDICT",
             "REASON",
+            "EAR",
             "ATTESTATION"
         )?;
-        for e in entries {
+        for (e, status) in entries.iter().zip(statuses) {
             outln!(
-                "{:>6} {:>14} {:<16} {:<9} {:<22} {:<36}",
+                "{:>6} {:>14} {:<16} {:<9} {:<22} {:<15} {:<36}",
                 e.index,
                 e.received_at_ms,
                 e.agent_id,
                 e.verdict.as_str(),
                 e.reason.as_deref().unwrap_or("-"),
-                e.attestation_id.as_deref().unwrap_or("-"),
+                status,
+                e.attestation_id
+                    .as_deref()
+                    .or(e.appraisal_policy.as_deref())
+                    .unwrap_or("-"),
             )?;
         }
     }
-    if log_key.is_some() {
-        eprintln!(
-            "{} entries: inclusion proofs and checkpoint signatures verified",
-            entries.len()
-        );
-    }
+    let proofs = if log_key.is_some() {
+        "inclusion proofs, checkpoint signatures and "
+    } else {
+        ""
+    };
+    eprintln!("{} entries: {proofs}EAR signatures verified", entries.len());
     Ok(())
 }

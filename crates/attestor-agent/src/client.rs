@@ -203,6 +203,11 @@ impl LedgerClient {
             .await
     }
 
+    /// The key set the ledger's EARs verify with.
+    pub async fn ear_jwks(&self) -> Result<attestor_verify::ear::Jwks, ClientError> {
+        self.call(Method::GET, "/v1/ear/jwks", None).await
+    }
+
     /// One entry with its inclusion proof.
     pub async fn entry(&self, index: u64) -> Result<EntryJson, ClientError> {
         self.call(Method::GET, &format!("/v1/entries/{index}"), None)
