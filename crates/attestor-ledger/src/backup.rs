@@ -167,6 +167,7 @@ pub fn restore(
                 && name != VKEY_FILE
                 && name != enrollment_ca::KEY_FILE
                 && name != enrollment_ca::CERT_FILE
+                && name != keyfiles::EAR_KEY_FILE
         });
     if let Some(name) = foreign {
         return Err(BackupError::StateNotEmpty(dir.clone(), name));
