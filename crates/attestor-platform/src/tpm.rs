@@ -160,7 +160,7 @@ pub enum TpmError {
     #[error("TPM refused to activate the credential (response code {rc:#x}): it was not made for this TPM's EK and this AK, or was altered")]
     CredentialRefused { rc: u32 },
     /// The EK's authPolicy is none of the TCG EK profile policies this code satisfies, or
-    /// its nameAlg is not SHA-256 or SHA-384.
+    /// its nameAlg is not SHA-256, SHA-384 or SHA-512.
     #[error("the EK's authPolicy is not a TCG EK Credential Profile policy this code can satisfy")]
     UnsupportedEkPolicy,
     /// The EK is uncertified (`EkSource::Uncertified`): there is no certificate to give.

@@ -845,3 +845,37 @@ fn a_p521_ek_activates_credentials_both_ways_with_tpm2_tools() {
     run(tool("tpm2_flushcontext").arg("activate.ctx"));
     assert_eq!(std::fs::read(path("secret.out")).unwrap(), secret);
 }
+
+/// The NV search order with a P-521 EK certificate beside swtpm's P-384 and RSA-2048 ones:
+/// P-384 first (an agent keeps the EK its AK was made under), then P-521 before RSA; a
+/// P-521 certificate supplied as a file selects the P-521 EK.
+#[test]
+fn a_p521_ek_comes_after_p384_and_before_rsa() {
+    use attestor_platform::tpm::EkTemplate;
+    use attestor_testkit::provision::{P384_EK_CERT, P521_EK_CERT};
+    let mut sw = Swtpm::start();
+    let p521 = open(&sw)
+        .select_ek(&EkSource::Uncertified(EkTemplate::EccP521))
+        .unwrap()
+        .public;
+    let spki = parse_tpm_public(&p521).unwrap().spki_der().unwrap();
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &spki)
+    );
+    let certificate = sw.issue_ek_certificate(pem.as_bytes());
+    sw.nv_write_platform(P521_EK_CERT, &certificate);
+    let ek = open(&sw).select_ek(&EkSource::Nv).unwrap();
+    assert_eq!(ek.template, EkTemplate::EccP384);
+    // Given as a file, the P-521 certificate selects the P-521 EK whatever NV holds.
+    let ek = open(&sw)
+        .select_ek(&EkSource::Certificate(certificate.clone()))
+        .unwrap();
+    assert_eq!((ek.template, &ek.public), (EkTemplate::EccP521, &p521));
+    sw.nv_undefine(P384_EK_CERT);
+    let ek = open(&sw).select_ek(&EkSource::Nv).unwrap();
+    assert_eq!(
+        (ek.template, ek.public, ek.certificate),
+        (EkTemplate::EccP521, p521, Some(certificate))
+    );
+}
