@@ -853,7 +853,7 @@ fn a_p521_ek_activates_credentials_both_ways_with_tpm2_tools() {
 fn a_p521_ek_comes_after_p384_and_before_rsa() {
     use attestor_platform::tpm::EkTemplate;
     use attestor_testkit::provision::{P384_EK_CERT, P521_EK_CERT};
-    let mut sw = Swtpm::start();
+    let sw = Swtpm::start();
     let p521 = open(&sw)
         .select_ek(&EkSource::Uncertified(EkTemplate::EccP521))
         .unwrap()
