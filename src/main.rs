@@ -735,10 +735,5 @@ fn decode_hex(flag: &str, text: &str) -> Result<Vec<u8>, String> {
 }
 
 fn parse_bank(text: &str) -> Result<attestor_verify::evidence::tpm::HashAlg, String> {
-    use attestor_verify::evidence::tpm::HashAlg;
-    match text {
-        "sha256" => Ok(HashAlg::Sha256),
-        "sha384" => Ok(HashAlg::Sha384),
-        other => Err(format!("{other:?} is not a bank: sha256 or sha384")),
-    }
+    attestor_verify::evidence::tpm::HashAlg::pcr_bank(text).map_err(|e| e.to_string())
 }

@@ -1,6 +1,6 @@
 //! swtpm provisioned like the TPMs hosts really have (attestor_testkit::provision): only
-//! the sha256 bank, only an RSA-2048 or a P-256 EK certificate, or none (the certificate
-//! as a file, or the EK's hash on an allow-list). Each runs `init → attest → verify` with
+//! the sha256 bank, only an RSA-2048, a P-256 or a P-521 EK certificate, or none (the
+//! certificate as a file, or the EK's hash on an allow-list). Each runs `init → attest → verify` with
 //! the CLI, `tpm2_checkquote` accepts its quote, and its agent enrols with a ledger
 //! process and gets a heartbeat accepted.
 
@@ -321,6 +321,31 @@ async fn a_p256_ek_certificate_alone() {
     )
     .await;
     assert_eq!(tpm_ev(&bundle).ek_certificates[0], certificate);
+    cli_enroll_local_attest_verify(&fixture, &fixture.profile_path);
+}
+
+/// A P-521 EK (template H-4, SHA-512) with a test-made certificate at 0x01c00018 and no
+/// other EK certificate: the agent finds and uses it, and the ledger activates a credential
+/// for it (ECDH P-521, SHA-512 KDFs) and records it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_p521_ek_certificate_alone() {
+    let mut tpm = Swtpm::start();
+    let certificate = tpm.provision_p521_ek_only();
+    let fixture = AgentFixture::with_tpm(tpm);
+    let bundle = end_to_end(
+        &fixture,
+        &fixture.profile_path,
+        HashAlg::Sha384,
+        SigningAlgorithm::EcdsaP384,
+    )
+    .await;
+    let ev = tpm_ev(&bundle);
+    assert_eq!(ev.ek_certificates, [certificate]);
+    let ek = parse_tpm_public(&ev.ek_public).unwrap();
+    assert_eq!(
+        (ek.key_name().as_str(), ek.name_alg()),
+        ("ecc-p521", HashAlg::Sha512)
+    );
     cli_enroll_local_attest_verify(&fixture, &fixture.profile_path);
 }
 

@@ -120,18 +120,23 @@ pub enum EkSourceKind<'a> {
     Uncertified(EkTemplate),
 }
 
-/// A bank or a list of banks.
+/// A bank or a list of banks, each named as [`HashAlg::pcr_bank`] accepts. The names are
+/// read as strings first, so an untagged match cannot swallow why a name is refused.
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<HashAlg>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {
-        One(HashAlg),
-        Many(Vec<HashAlg>),
+        One(String),
+        Many(Vec<String>),
     }
-    Ok(match OneOrMany::deserialize(d)? {
-        OneOrMany::One(bank) => vec![bank],
-        OneOrMany::Many(banks) => banks,
-    })
+    let names = match OneOrMany::deserialize(d)? {
+        OneOrMany::One(name) => vec![name],
+        OneOrMany::Many(names) => names,
+    };
+    names
+        .iter()
+        .map(|name| HashAlg::pcr_bank(name).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 impl TpmConfig {
@@ -486,6 +491,18 @@ mod tests {
         );
         let many = AgentConfig::parse(&text, p).unwrap();
         assert_eq!(many.tpm.pcr_banks, [HashAlg::Sha256, HashAlg::Sha384]);
+        // SHA-512 is a hash attestor knows (the P-521 EK's), never a bank it quotes.
+        for banks in [
+            "pcr_bank = \"sha512\"",
+            "pcr_banks = [\"sha384\", \"sha512\"]",
+        ] {
+            let err = AgentConfig::parse(&format!("{base}[tpm]\n{banks}\n"), p).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("\"sha512\" is not a PCR bank attestor quotes"),
+                "{err}"
+            );
+        }
         assert_eq!(
             many.tpm.key_algorithms,
             [SigningAlgorithm::EcdsaP256, SigningAlgorithm::Rsassa2048]

@@ -160,7 +160,7 @@ pub enum TpmError {
     #[error("TPM refused to activate the credential (response code {rc:#x}): it was not made for this TPM's EK and this AK, or was altered")]
     CredentialRefused { rc: u32 },
     /// The EK's authPolicy is none of the TCG EK profile policies this code satisfies, or
-    /// its nameAlg is not SHA-256 or SHA-384.
+    /// its nameAlg is not SHA-256, SHA-384 or SHA-512.
     #[error("the EK's authPolicy is not a TCG EK Credential Profile policy this code can satisfy")]
     UnsupportedEkPolicy,
     /// The EK is uncertified (`EkSource::Uncertified`): there is no certificate to give.
@@ -837,6 +837,10 @@ impl Tpm {
                 curve: certchain::EcCurve::P384,
                 ..
             }) => vec![EkTemplate::EccP384],
+            Ok(PublicKey::Ec {
+                curve: certchain::EcCurve::P521,
+                ..
+            }) => vec![EkTemplate::EccP521],
             Ok(PublicKey::Ec { .. }) => vec![EkTemplate::EccP256, EkTemplate::EccP256High],
             Ok(PublicKey::Rsa { rsa_public_key }) => match rsa_modulus_len(&rsa_public_key) {
                 Some(384) => vec![EkTemplate::Rsa3072],
@@ -1078,9 +1082,12 @@ fn hashing(alg: HashAlg) -> HashingAlgorithm {
     match alg {
         HashAlg::Sha256 => HashingAlgorithm::Sha256,
         HashAlg::Sha384 => HashingAlgorithm::Sha384,
+        HashAlg::Sha512 => HashingAlgorithm::Sha512,
     }
 }
 
+/// The PCR bank of a TPM bank's algorithm; `None` for one attestor does not quote (a
+/// sha512 bank included).
 fn from_hashing(alg: HashingAlgorithm) -> Option<HashAlg> {
     match alg {
         HashingAlgorithm::Sha256 => Some(HashAlg::Sha256),

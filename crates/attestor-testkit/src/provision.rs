@@ -1,7 +1,8 @@
 //! A swtpm provisioned like real hardware, with tpm2-tools and openssl as a vendor's
 //! provisioning line would: only the sha256 PCR bank, only the RSA-2048 EK certificate
-//! (most discrete TPMs and vTPMs), an ECC P-256 EK with its certificate at 0x01c0000a, or
-//! no EK certificate at all (Intel PTT, AMD fTPM).
+//! (most discrete TPMs and vTPMs), an ECC P-256 EK with its certificate at 0x01c0000a, an
+//! ECC P-521 EK with its certificate at 0x01c00018, or no EK certificate at all (Intel
+//! PTT, AMD fTPM).
 //!
 //! swtpm_setup writes two EK certificates, RSA-2048 at [`RSA_EK_CERT`] and ECC P-384 at
 //! [`P384_EK_CERT`], as platform-created NV indices the platform hierarchy may remove.
@@ -17,6 +18,13 @@ pub const RSA_EK_CERT: u32 = 0x01c0_0002;
 pub const P256_EK_CERT: u32 = 0x01c0_000a;
 /// NV index of the ECC P-384 EK certificate (template H-3), where swtpm_setup writes it.
 pub const P384_EK_CERT: u32 = 0x01c0_0016;
+/// NV index of the ECC P-521 EK certificate (template H-4).
+pub const P521_EK_CERT: u32 = 0x01c0_0018;
+/// Where [`Swtpm::provision_p521_ek_only`] persists the P-521 EK, for tpm2-tools.
+pub const P521_EK_PERSISTENT: u32 = 0x8101_0018;
+/// PolicyB in SHA-512 as the TCG EK Credential Profile publishes it: the H-4 authPolicy.
+const EK_POLICY_B_SHA512: &str = "b8221ca69e8550a4914de3faa6a18c072cc01208073a928d5d66d59ef79e49a4\
+     29c41a6b269571d57edb25fbdb1838425608b413cd616a5f6db5b6071af99bea";
 
 impl Swtpm {
     /// Runs a tpm2-tools command against this TPM in `dir`; returns its stdout. Fails the
@@ -125,6 +133,55 @@ impl Swtpm {
         let pem = std::fs::read(dir.path().join("ek.pem")).unwrap();
         let certificate = self.issue_ek_certificate(&pem);
         self.nv_write_platform(P256_EK_CERT, &certificate);
+        certificate
+    }
+
+    /// Replaces the EK certificates with one for an ECC P-521 EK at [`P521_EK_CERT`], issued
+    /// as [`Swtpm::provision_p256_ek_only`] issues its. The EK is made by tpm2-tools from
+    /// the H-4 template's parameters (SHA-512, AES-256-CFB, PolicyB, empty unique), not by
+    /// attestor, and persisted at [`P521_EK_PERSISTENT`]. Returns the certificate (DER).
+    pub fn provision_p521_ek_only(&mut self) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        self.remove_ek_certificates();
+        let policy: Vec<u8> = (0..EK_POLICY_B_SHA512.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&EK_POLICY_B_SHA512[i..i + 2], 16).unwrap())
+            .collect();
+        std::fs::write(dir.path().join("policy-b.bin"), policy).unwrap();
+        self.tpm2(
+            "tpm2_createprimary",
+            &[
+                "-C",
+                "e",
+                "-g",
+                "sha512",
+                "-G",
+                "ecc521:null:aes256cfb",
+                "-a",
+                "fixedtpm|fixedparent|sensitivedataorigin|adminwithpolicy|userwithauth|\
+                 restricted|decrypt",
+                "-L",
+                "policy-b.bin",
+                "-c",
+                "ek.ctx",
+            ],
+            dir.path(),
+        );
+        let handle = format!("{P521_EK_PERSISTENT:#010x}");
+        self.tpm2(
+            "tpm2_evictcontrol",
+            &["-C", "o", "-c", "ek.ctx", &handle],
+            dir.path(),
+        );
+        self.tpm2("tpm2_flushcontext", &["-t"], dir.path());
+        self.tpm2(
+            "tpm2_readpublic",
+            &["-c", &handle, "-f", "pem", "-o", "ek.pem"],
+            dir.path(),
+        );
+        let pem = std::fs::read(dir.path().join("ek.pem")).unwrap();
+        let certificate = self.issue_ek_certificate(&pem);
+        self.nv_write_platform(P521_EK_CERT, &certificate);
         certificate
     }
 

@@ -1,12 +1,12 @@
 //! Endorsement keys as the TCG EK Credential Profile (2.5) defines them: the low-range
 //! templates L-1 (RSA-2048) and L-2 (ECC P-256) with PolicyA, the high-range templates
-//! H-1..H-7 we can use (RSA-2048/3072/4096, ECC P-256/P-384) with PolicyB, the NV indices
-//! of their certificates, and the EK nonce or template a vendor may store in NV instead of
+//! H-1..H-7 (RSA-2048/3072/4096, ECC P-256/P-384/P-521) with PolicyB, the NV indices of
+//! their certificates, and the EK nonce or template a vendor may store in NV instead of
 //! the default. The templates are marshalled here byte for byte, so an EK re-created from
 //! them is the key the manufacturer certified.
 //!
-//! P-521 and SM2 EKs are not offered: their nameAlg (SHA-512, SM3) is not one attestor's
-//! verifier computes credentials with.
+//! The SM2 EK (H-5) is not offered: its nameAlg (SM3) and cipher (SM4) are not ones
+//! attestor's verifier computes credentials with.
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +25,7 @@ const TPM_ALG_CFB: u16 = 0x0043;
 const TPM_ALG_NULL: u16 = 0x0010;
 const TPM_ECC_NIST_P256: u16 = 0x0003;
 const TPM_ECC_NIST_P384: u16 = 0x0004;
+const TPM_ECC_NIST_P521: u16 = 0x0005;
 
 /// An EK template of the TCG EK Credential Profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -44,6 +45,9 @@ pub enum EkTemplate {
     /// H-3: ECC P-384, SHA-384, AES-256-CFB, PolicyB; certificate at 0x01c00016.
     #[serde(rename = "ecc-p384")]
     EccP384,
+    /// H-4: ECC P-521, SHA-512, AES-256-CFB, PolicyB; certificate at 0x01c00018.
+    #[serde(rename = "ecc-p521")]
+    EccP521,
     /// H-6: RSA-3072, SHA-384, AES-256-CFB, PolicyB; certificate at 0x01c0001c.
     #[serde(rename = "rsa3072")]
     Rsa3072,
@@ -53,10 +57,13 @@ pub enum EkTemplate {
 }
 
 impl EkTemplate {
-    /// The order in which the agent looks for an EK certificate in NV: ECC before RSA,
-    /// stronger first (an ECC EK makes cheaper credentials), P-384 first as before.
-    pub const PREFERENCE: [EkTemplate; 7] = [
+    /// The order in which the agent looks for an EK certificate in NV: ECC before RSA (an
+    /// ECC EK makes cheaper credentials), stronger first, except that P-384 comes before
+    /// P-521: a TPM with both keeps the EK its agent's AK was made under before P-521
+    /// existed here, and P-384 is strong enough for any AK attestor makes.
+    pub const PREFERENCE: [EkTemplate; 8] = [
         EkTemplate::EccP384,
+        EkTemplate::EccP521,
         EkTemplate::EccP256,
         EkTemplate::EccP256High,
         EkTemplate::Rsa4096,
@@ -73,6 +80,7 @@ impl EkTemplate {
             EkTemplate::Rsa2048High => "rsa2048-high",
             EkTemplate::EccP256High => "ecc-p256-high",
             EkTemplate::EccP384 => "ecc-p384",
+            EkTemplate::EccP521 => "ecc-p521",
             EkTemplate::Rsa3072 => "rsa3072",
             EkTemplate::Rsa4096 => "rsa4096",
         }
@@ -91,6 +99,7 @@ impl EkTemplate {
             EkTemplate::Rsa2048High => 0x01c0_0012,
             EkTemplate::EccP256High => 0x01c0_0014,
             EkTemplate::EccP384 => 0x01c0_0016,
+            EkTemplate::EccP521 => 0x01c0_0018,
             EkTemplate::Rsa3072 => 0x01c0_001c,
             EkTemplate::Rsa4096 => 0x01c0_001e,
         }
@@ -127,6 +136,7 @@ impl EkTemplate {
             | EkTemplate::Rsa2048High
             | EkTemplate::EccP256High => HashAlg::Sha256,
             EkTemplate::EccP384 | EkTemplate::Rsa3072 | EkTemplate::Rsa4096 => HashAlg::Sha384,
+            EkTemplate::EccP521 => HashAlg::Sha512,
         }
     }
 
@@ -175,10 +185,10 @@ impl EkTemplate {
                 push_tpm2b(&mut out, &unique(usize::from(bits / 8)));
             }
             None => {
-                let curve = if self == EkTemplate::EccP384 {
-                    TPM_ECC_NIST_P384
-                } else {
-                    TPM_ECC_NIST_P256
+                let curve = match self {
+                    EkTemplate::EccP384 => TPM_ECC_NIST_P384,
+                    EkTemplate::EccP521 => TPM_ECC_NIST_P521,
+                    _ => TPM_ECC_NIST_P256,
                 };
                 out.extend(curve.to_be_bytes());
                 out.extend(TPM_ALG_NULL.to_be_bytes());
@@ -254,6 +264,10 @@ mod tests {
                 AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP384),
             ),
             (
+                EkTemplate::EccP521,
+                AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP521),
+            ),
+            (
                 EkTemplate::Rsa3072,
                 AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa3072),
             ),
@@ -293,7 +307,7 @@ mod tests {
 
     #[test]
     fn policies_are_recognised() {
-        for alg in [HashAlg::Sha256, HashAlg::Sha384] {
+        for alg in [HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512] {
             assert_eq!(
                 EkPolicy::of(alg, &policy::ek_policy_a(alg)),
                 Some(EkPolicy::A)

@@ -286,6 +286,8 @@ fn blob_name(blob: &KeyBlob) -> Result<Vec<u8>, TpmError> {
         .and_then(|b| <[u8; 2]>::try_from(b).ok())
         .map(u16::from_be_bytes)
         .and_then(HashAlg::from_tpm_alg_id)
-        .ok_or_else(|| TpmError::MalformedKeyBlob("nameAlg is not SHA-256 or SHA-384".into()))?;
+        .ok_or_else(|| {
+            TpmError::MalformedKeyBlob("nameAlg is not SHA-256, SHA-384 or SHA-512".into())
+        })?;
     Ok(wire::object_name(&blob.public, name_alg))
 }

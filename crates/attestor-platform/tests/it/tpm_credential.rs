@@ -673,3 +673,209 @@ fn an_ek_nonce_or_template_in_nv_makes_the_ek_the_vendor_certified() {
         })
     ));
 }
+
+/// EK policy branches of the TCG EK Credential Profile in SHA-512 (PolicyA, PolicyC), as
+/// published: the H-4 (P-521) EK's PolicyB is their PolicyOR.
+const EK_POLICY_A_SHA512: &str = "1e3b76502c8a1425aa0b7b3fc646a1b0fae063b03b5368f9c4cddecaff0891dd682bac1a85d4d832b781ea451915de5fc5bf0dc4a1917cd42fa041e3f998e0ee";
+const EK_POLICY_C_SHA512: &str = "589ee1e146544716e8deafe6db247b01b81e9f9c7dd16b814aa159138749105fba5388dd1dea702f35240c184933121e2c61b8f50d3ef91393a49a38c3f73fc8";
+
+/// A P-521 EK (high-range template H-4: SHA-512, AES-256-CFB, PolicyB), made by
+/// tpm2-tools, with only its certificate at 0x01c00018. The agent finds it and re-creates
+/// exactly that key from its own template; credentials from tpm2_makecredential and from
+/// our verifier activate through `Tpm::activate_credential` to exactly the secret, ours
+/// activate through tpm2_activatecredential too, and one for another AK does not.
+#[test]
+fn a_p521_ek_activates_credentials_both_ways_with_tpm2_tools() {
+    use attestor_platform::tpm::EkTemplate;
+    use attestor_testkit::provision::P521_EK_PERSISTENT;
+    use attestor_verify::evidence::tpm::{policy, HashAlg};
+    for tool in [
+        "tpm2_createprimary",
+        "tpm2_readpublic",
+        "tpm2_makecredential",
+        "tpm2_startauthsession",
+        "tpm2_policysecret",
+        "tpm2_policyor",
+        "tpm2_load",
+        "tpm2_activatecredential",
+        "tpm2_flushcontext",
+    ] {
+        crate::support::require_tool(tool);
+    }
+    let mut sw = Swtpm::start();
+    let certificate = sw.provision_p521_ek_only();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let tool = |name: &str| {
+        let mut cmd = Command::new(name);
+        cmd.env("TPM2TOOLS_TCTI", sw.tcti())
+            .env("TSS2_LOG", "all+none")
+            .current_dir(dir.path());
+        cmd
+    };
+    let persistent = format!("{P521_EK_PERSISTENT:#010x}");
+    run(tool("tpm2_readpublic").args(["-c", &persistent, "-o", "ek.pub"]));
+    let tools_ek = wire::strip_tpm2b(&std::fs::read(path("ek.pub")).unwrap())
+        .unwrap()
+        .to_vec();
+
+    let (ak, secret, made) = {
+        let mut tpm = open(&sw);
+        let ek = tpm.select_ek(&EkSource::Nv).unwrap();
+        assert_eq!(ek.template, EkTemplate::EccP521);
+        assert_eq!(ek.certificate.as_deref(), Some(certificate.as_slice()));
+        // Our H-4 template makes the key tpm2-tools made from the profile's parameters.
+        assert_eq!(ek.public, tools_ek);
+        let parsed = parse_tpm_public(&ek.public).unwrap();
+        assert!(parsed.matches_certificate(&certificate).unwrap());
+        assert_eq!(parsed.key_name(), "ecc-p521");
+        assert_eq!(parsed.name_alg(), HashAlg::Sha512);
+        assert_eq!(parsed.auth_policy(), policy::ek_policy_b(HashAlg::Sha512));
+        let sym = parsed.symmetric().unwrap();
+        assert_eq!((sym.alg, sym.key_bits, sym.mode), (0x0006, 256, 0x0043));
+
+        let ak = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
+        let name = ak_name(&ak);
+
+        // tpm2-tools' independent MakeCredential (ECDH on P-521, KDFe/KDFa with SHA-512).
+        // OpenSSL drops leading zero octets of the ephemeral point's coordinates (a P-521
+        // one starts with one about half the time) and the TPM takes them as sent: both
+        // forms must activate, so credentials are made until each has been seen.
+        let secret = b"a credential for the P-521 EK".to_vec();
+        std::fs::write(path("secret.bin"), &secret).unwrap();
+        let (mut short, mut full) = (false, false);
+        for _ in 0..64 {
+            run(Command::new("tpm2_makecredential")
+                .current_dir(dir.path())
+                .args(["-T", "none", "-u", "ek.pub", "-s", "secret.bin", "-n"])
+                .arg(hex::encode(&name))
+                .args(["-o", "theirs.out"]));
+            let theirs =
+                MadeCredential::from_tpm2_tools_file(&std::fs::read(path("theirs.out")).unwrap())
+                    .unwrap();
+            let is_full = theirs.encrypted_secret.len() == 2 + 66 + 2 + 66;
+            assert!(is_full || theirs.encrypted_secret.len() < 2 + 66 + 2 + 66);
+            if (is_full && full) || (!is_full && short) {
+                continue;
+            }
+            let out = tpm
+                .activate_credential(&ak, &theirs.credential_blob, &theirs.encrypted_secret)
+                .unwrap();
+            assert_eq!(out, secret);
+            (short, full) = (short || !is_full, full || is_full);
+            if short && full {
+                break;
+            }
+        }
+        assert!(short && full, "tpm2_makecredential made only one form");
+
+        // Our verifier's challenge, as the ledger makes it: a 64-byte secret.
+        let (secret, made) = challenge_for(&ek.public, &Tpm::public_of(&ak).unwrap()).unwrap();
+        assert_eq!(secret.len(), 64);
+        assert_eq!(made.encrypted_secret.len(), 2 + 66 + 2 + 66);
+        assert_eq!(made.credential_blob.len(), 2 + 64 + 2 + 64);
+        let out = tpm
+            .activate_credential(&ak, &made.credential_blob, &made.encrypted_secret)
+            .unwrap();
+        assert!(credential::secret_matches(&secret, &out));
+        // Any length up to SHA-512's, many ephemeral keys (leading-zero coordinates).
+        for len in [1usize, 33, 48, 63, 64, 64, 64, 17] {
+            let secret: Vec<u8> = (0..len).map(|i| (i * 5 + len) as u8).collect();
+            let made = make_credential(&ek.public, &name, &secret).unwrap();
+            let out = tpm
+                .activate_credential(&ak, &made.credential_blob, &made.encrypted_secret)
+                .unwrap();
+            assert_eq!(out, secret, "secret of {len} bytes");
+        }
+        // Made for another AK of the same TPM: refused.
+        let other = tpm.create_ak(SigningAlgorithm::EcdsaP384).unwrap();
+        let wrong = make_credential(&ek.public, &ak_name(&other), &secret).unwrap();
+        assert_refused(
+            tpm.activate_credential(&ak, &wrong.credential_blob, &wrong.encrypted_secret),
+            &secret,
+            "P-521 EK credential for another AK",
+        );
+        (ak, secret, made)
+    };
+
+    // tpm2_activatecredential recovers our credential, through the EK's SHA-512 PolicyB.
+    std::fs::write(path("ak.pub"), tpm2b(&ak.public)).unwrap();
+    std::fs::write(path("ak.priv"), tpm2b(&ak.private)).unwrap();
+    std::fs::write(path("a.bin"), hex::decode(EK_POLICY_A_SHA512).unwrap()).unwrap();
+    std::fs::write(path("c.bin"), hex::decode(EK_POLICY_C_SHA512).unwrap()).unwrap();
+    std::fs::write(path("ours.out"), made.to_tpm2_tools_file().unwrap()).unwrap();
+    let ek_session = |session: &str| {
+        run(tool("tpm2_startauthsession").args([
+            "--policy-session",
+            "-g",
+            "sha512",
+            "-S",
+            session,
+        ]));
+        run(tool("tpm2_policysecret").args(["-S", session, "-c", "e"]));
+        run(tool("tpm2_policyor").args(["-S", session, "-l", "sha512:a.bin,c.bin"]));
+    };
+    ek_session("load.ctx");
+    run(tool("tpm2_load").args([
+        "-C",
+        &persistent,
+        "-P",
+        "session:load.ctx",
+        "-u",
+        "ak.pub",
+        "-r",
+        "ak.priv",
+        "-c",
+        "ak.ctx",
+    ]));
+    run(tool("tpm2_flushcontext").arg("load.ctx"));
+    ek_session("activate.ctx");
+    run(tool("tpm2_activatecredential").args([
+        "-c",
+        "ak.ctx",
+        "-C",
+        &persistent,
+        "-P",
+        "session:activate.ctx",
+        "-i",
+        "ours.out",
+        "-o",
+        "secret.out",
+    ]));
+    run(tool("tpm2_flushcontext").arg("activate.ctx"));
+    assert_eq!(std::fs::read(path("secret.out")).unwrap(), secret);
+}
+
+/// The NV search order with a P-521 EK certificate beside swtpm's P-384 and RSA-2048 ones:
+/// P-384 first (an agent keeps the EK its AK was made under), then P-521 before RSA; a
+/// P-521 certificate supplied as a file selects the P-521 EK.
+#[test]
+fn a_p521_ek_comes_after_p384_and_before_rsa() {
+    use attestor_platform::tpm::EkTemplate;
+    use attestor_testkit::provision::{P384_EK_CERT, P521_EK_CERT};
+    let sw = Swtpm::start();
+    let p521 = open(&sw)
+        .select_ek(&EkSource::Uncertified(EkTemplate::EccP521))
+        .unwrap()
+        .public;
+    let spki = parse_tpm_public(&p521).unwrap().spki_der().unwrap();
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &spki)
+    );
+    let certificate = sw.issue_ek_certificate(pem.as_bytes());
+    sw.nv_write_platform(P521_EK_CERT, &certificate);
+    let ek = open(&sw).select_ek(&EkSource::Nv).unwrap();
+    assert_eq!(ek.template, EkTemplate::EccP384);
+    // Given as a file, the P-521 certificate selects the P-521 EK whatever NV holds.
+    let ek = open(&sw)
+        .select_ek(&EkSource::Certificate(certificate.clone()))
+        .unwrap();
+    assert_eq!((ek.template, &ek.public), (EkTemplate::EccP521, &p521));
+    sw.nv_undefine(P384_EK_CERT);
+    let ek = open(&sw).select_ek(&EkSource::Nv).unwrap();
+    assert_eq!(
+        (ek.template, ek.public, ek.certificate),
+        (EkTemplate::EccP521, p521, Some(certificate))
+    );
+}

@@ -34,8 +34,10 @@ const SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.
 const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
 const ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
+const ECDSA_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.4");
 const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+const P521: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.35");
 const EXT_BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
 const EXT_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
 const EXT_SUBJECT_KEY_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.14");
@@ -272,6 +274,8 @@ pub enum EcCurve {
     P256,
     /// NIST P-384 (secp384r1).
     P384,
+    /// NIST P-521 (secp521r1): the key of a P-521 EK (TCG template H-4), or of a CA.
+    P521,
 }
 
 /// A certificate's subject public key.
@@ -307,7 +311,7 @@ pub fn spki_of(cert_der: &[u8]) -> Result<Vec<u8>, CertChainError> {
         .map_err(|e| malformed("certificate", e))
 }
 
-/// The subject public key of a certificate (EC P-256/P-384 or RSA).
+/// The subject public key of a certificate (EC P-256/P-384/P-521 or RSA).
 pub fn public_key_of(cert_der: &[u8]) -> Result<PublicKey, CertChainError> {
     let cert = decode_cert(cert_der, "certificate")?;
     let label = label_of(&cert);
@@ -722,21 +726,24 @@ fn verification_algorithm(
             _ => &signature::RSA_PSS_2048_8192_SHA512,
         });
     }
-    if oid == ECDSA_SHA256 || oid == ECDSA_SHA384 {
+    if [ECDSA_SHA256, ECDSA_SHA384, ECDSA_SHA512].contains(&oid) {
         if sig_alg.parameters.is_some() {
             return Err(unsupported(&child.label, oid, "parameters must be absent"));
         }
         if key_alg.oid != EC_PUBLIC_KEY {
             return Err(key_mismatch());
         }
-        return Ok(
-            match (ec_curve(key_alg, &issuer.label)?, oid == ECDSA_SHA256) {
-                (EcCurve::P256, true) => &signature::ECDSA_P256_SHA256_ASN1,
-                (EcCurve::P256, false) => &signature::ECDSA_P256_SHA384_ASN1,
-                (EcCurve::P384, true) => &signature::ECDSA_P384_SHA256_ASN1,
-                (EcCurve::P384, false) => &signature::ECDSA_P384_SHA384_ASN1,
-            },
-        );
+        return Ok(match (ec_curve(key_alg, &issuer.label)?, oid) {
+            (EcCurve::P256, ECDSA_SHA256) => &signature::ECDSA_P256_SHA256_ASN1,
+            (EcCurve::P256, ECDSA_SHA384) => &signature::ECDSA_P256_SHA384_ASN1,
+            (EcCurve::P256, _) => &signature::ECDSA_P256_SHA512_ASN1,
+            (EcCurve::P384, ECDSA_SHA256) => &signature::ECDSA_P384_SHA256_ASN1,
+            (EcCurve::P384, ECDSA_SHA384) => &signature::ECDSA_P384_SHA384_ASN1,
+            (EcCurve::P384, _) => &signature::ECDSA_P384_SHA512_ASN1,
+            (EcCurve::P521, ECDSA_SHA256) => &signature::ECDSA_P521_SHA256_ASN1,
+            (EcCurve::P521, ECDSA_SHA384) => &signature::ECDSA_P521_SHA384_ASN1,
+            (EcCurve::P521, _) => &signature::ECDSA_P521_SHA512_ASN1,
+        });
     }
     Err(unsupported(&child.label, oid, "signature algorithm"))
 }
@@ -812,6 +819,7 @@ fn ec_curve(key_alg: &AlgorithmIdentifierOwned, label: &str) -> Result<EcCurve, 
     match curve {
         P256 => Ok(EcCurve::P256),
         P384 => Ok(EcCurve::P384),
+        P521 => Ok(EcCurve::P521),
         other => Err(unsupported(label, other, "EC curve")),
     }
 }

@@ -243,3 +243,102 @@ fn ek_certificates_are_parsed_as_the_tcg_profile_allows_and_no_further() {
         Err(CertChainError::UnhandledCriticalExtension { .. })
     ));
 }
+
+/// A P-521 EK (template H-4) has a P-521 key in its certificate, and a CA may sign with
+/// ECDSA and SHA-512 on any NIST curve: the chain verifies and the key is read as P-521.
+#[test]
+fn p521_ek_certificates_and_sha512_signatures_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    for (ca_curve, digest) in [
+        ("P-521", "-sha512"),
+        ("P-384", "-sha512"),
+        ("P-521", "-sha384"),
+    ] {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                &format!("ec_paramgen_curve:{ca_curve}"),
+                "-nodes",
+                "-subj",
+                "/O=Vendor/CN=Vendor EK Root",
+                digest,
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "30",
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-521",
+                "-out",
+                "ek.key",
+            ],
+        );
+        openssl(dir, &["pkey", "-in", "ek.key", "-pubout", "-out", "ek.pub"]);
+        std::fs::write(
+            dir.join("ek.cnf"),
+            format!(
+                "[ek]\nbasicConstraints = critical,CA:FALSE\nkeyUsage = critical,keyAgreement\n\
+                 extendedKeyUsage = 2.23.133.8.1\n{TPM_SAN}"
+            ),
+        )
+        .unwrap();
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-new",
+                "-force_pubkey",
+                "ek.pub",
+                "-subj",
+                "/",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                digest,
+                "-days",
+                "30",
+                "-extfile",
+                "ek.cnf",
+                "-extensions",
+                "ek",
+                "-outform",
+                "DER",
+                "-out",
+                "ek.der",
+            ],
+        );
+        let ca = certchain::pem_to_der_all(&std::fs::read_to_string(dir.join("ca.pem")).unwrap())
+            .unwrap();
+        let leaf = std::fs::read(dir.join("ek.der")).unwrap();
+        certchain::verify_chain(&leaf, &[], &ca, SystemTime::now())
+            .unwrap_or_else(|e| panic!("{ca_curve} CA, {digest}: {e}"));
+        match certchain::public_key_of(&leaf).unwrap() {
+            certchain::PublicKey::Ec { curve, sec1_point } => {
+                assert_eq!(curve, certchain::EcCurve::P521);
+                assert_eq!(sec1_point.len(), 1 + 2 * 66);
+            }
+            other => panic!("not an EC key: {other:?}"),
+        }
+        // The signature covers the certificate: one flipped byte in it is refused.
+        let mut forged = leaf.clone();
+        let last = forged.len() - 3;
+        forged[last] ^= 1;
+        assert!(certchain::verify_chain(&forged, &[], &ca, SystemTime::now()).is_err());
+    }
+}

@@ -610,3 +610,34 @@ fn bad_measured_boot_references_are_refused_at_load() {
     }
     assert!(load("secure_boot = true").is_ok());
 }
+
+/// SHA-512 is a hash attestor knows (the P-521 EK's nameAlg), never a PCR bank: a profile
+/// that names it as a bank, as an allowed bank or as a reference table is refused by name.
+#[test]
+fn a_profile_cannot_choose_sha512_as_a_bank() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = crate::support::repo_root().join("tests/fixtures/tpm/ca_root.pem");
+    for banks in [
+        "pcr_bank = \"sha512\"",
+        "pcr_banks = [\"sha384\", \"sha512\"]",
+    ] {
+        let text = format!(
+            "name = \"t\"\n[tpm]\n{banks}\nmeasured_pcr = 13\nek_trust_anchors = [{root:?}]\n\
+             [tpm.firmware_pcrs]\n"
+        );
+        let err = Profile::parse(&text, &dir.path().join("p.toml")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("\"sha512\" is not a PCR bank attestor quotes"),
+            "{banks}: {err}"
+        );
+    }
+    let text = format!(
+        "name = \"t\"\n[tpm]\npcr_bank = \"sha384\"\nmeasured_pcr = 13\n\
+         ek_trust_anchors = [{root:?}]\n[tpm.firmware_pcrs]\n\
+         [tpm.measured_boot.boot_applications]\nsha512 = [\"{}\"]\n",
+        "00".repeat(64)
+    );
+    let err = Profile::parse(&text, &dir.path().join("p.toml")).unwrap_err();
+    assert!(err.to_string().contains("not a PCR bank"), "{err}");
+}

@@ -1,5 +1,5 @@
 //! Credential protection (TPM 2.0 Library Part 1 §24) on the verifier side, in software:
-//! TPM2_MakeCredential for an ECC (NIST P-256/P-384) or RSA endorsement key, so a ledger
+//! TPM2_MakeCredential for an ECC (NIST P-256/P-384/P-521) or RSA endorsement key, so a ledger
 //! without a TPM can check at enrollment that an attestation key lives in the same TPM as a
 //! certified EK.
 //!
@@ -31,7 +31,7 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::{digest, hmac, rsa};
 
 use super::keys::{parse_tpm_public, RsaPublic, TpmPublic};
-use super::wire::{self, WireError, TPM_ECC_NIST_P256, TPM_ECC_NIST_P384};
+use super::wire::{self, WireError, TPM_ECC_NIST_P256, TPM_ECC_NIST_P384, TPM_ECC_NIST_P521};
 use super::HashAlg;
 
 /// TPM_ALG_AES.
@@ -61,7 +61,7 @@ pub enum CredentialError {
     /// The EK is not a restricted decryption key, so no TPM would activate a credential.
     #[error("the EK is not a restricted decryption (storage) key")]
     EkNotStorageKey,
-    /// The EK's curve is not one this module implements (NIST P-256, P-384).
+    /// The EK's curve is not one this module implements (NIST P-256, P-384, P-521).
     #[error("unsupported EK curve {0:#06x}")]
     UnsupportedCurve(u16),
     /// The EK's symmetric definition is absent or not AES-128/256 in CFB mode.
@@ -213,6 +213,7 @@ fn ecc_seed(ek: &wire::EccPublic) -> Result<(Vec<u8>, Vec<u8>), CredentialError>
     let ecdh = match ek.curve {
         TPM_ECC_NIST_P256 => &agreement::ECDH_P256,
         TPM_ECC_NIST_P384 => &agreement::ECDH_P384,
+        TPM_ECC_NIST_P521 => &agreement::ECDH_P521,
         other => return Err(CredentialError::UnsupportedCurve(other)),
     };
     let field_len =
@@ -247,6 +248,7 @@ fn rsa_seed(ek: &RsaPublic) -> Result<(Vec<u8>, Vec<u8>), CredentialError> {
     let oaep = match ek.name_alg {
         HashAlg::Sha256 => &rsa::OAEP_SHA256_MGF1SHA256,
         HashAlg::Sha384 => &rsa::OAEP_SHA384_MGF1SHA384,
+        HashAlg::Sha512 => &rsa::OAEP_SHA512_MGF1SHA512,
     };
     let public = rsa::PublicEncryptingKey::from_der(&rsa_spki(ek)?)
         .map_err(|_| CredentialError::EkKeyRejected)?;
@@ -466,6 +468,7 @@ fn hmac_algorithm(hash: HashAlg) -> hmac::Algorithm {
     match hash {
         HashAlg::Sha256 => hmac::HMAC_SHA256,
         HashAlg::Sha384 => hmac::HMAC_SHA384,
+        HashAlg::Sha512 => hmac::HMAC_SHA512,
     }
 }
 
@@ -473,6 +476,7 @@ fn digest_algorithm(hash: HashAlg) -> &'static digest::Algorithm {
     match hash {
         HashAlg::Sha256 => &digest::SHA256,
         HashAlg::Sha384 => &digest::SHA384,
+        HashAlg::Sha512 => &digest::SHA512,
     }
 }
 
@@ -673,6 +677,54 @@ mod tests {
         assert_eq!(enc.len(), 2 + 6);
         let hmac_key = kdfa(HashAlg::Sha384, &seed, b"INTEGRITY", &[], &[], 384).unwrap();
         let key = hmac::Key::new(hmac::HMAC_SHA384, &hmac_key);
+        assert!(hmac::verify(&key, &[enc, &name].concat(), outer).is_ok());
+    }
+
+    /// A P-521 EK (template H-4: SHA-512, AES-256-CFB): the ephemeral point is on P-521
+    /// (66-byte coordinates), the seed, HMAC and secret bound are SHA-512's, and software
+    /// ECDH with the EK's private key recovers the seed the blob was protected with.
+    #[test]
+    fn p521_eks_get_sha512_credentials() {
+        let rng = SystemRandom::new();
+        let ek_key = agreement::PrivateKey::generate(&agreement::ECDH_P521).unwrap();
+        let point = ek_key.compute_public_key().unwrap();
+        let (x, y) = point.as_ref()[1..].split_at(66);
+        let mut ek = vec![0, 0x23, 0, 0x0d];
+        ek.extend(0x0003_00f2u32.to_be_bytes());
+        ek.extend(64u16.to_be_bytes());
+        ek.extend([0xb8; 64]);
+        ek.extend([0, 0x06, 1, 0, 0, 0x43, 0, 0x10, 0, 0x05, 0, 0x10]);
+        for c in [x, y] {
+            ek.extend(66u16.to_be_bytes());
+            ek.extend(c);
+        }
+        let name = [&[0, 0x0c][..], &[9; 48]].concat();
+        let mut secret = [0u8; 64];
+        rng.fill(&mut secret).unwrap();
+        let made = make_credential(&ek, &name, &secret).unwrap();
+        assert_eq!(made.encrypted_secret.len(), 2 + 66 + 2 + 66);
+        assert_eq!(made.credential_blob.len(), 2 + 64 + 2 + 64);
+        assert!(matches!(
+            make_credential(&ek, &name, &[1; 65]),
+            Err(CredentialError::SecretLength { len: 65, max: 64 })
+        ));
+        // The TPM's side of the seed: ECDH of the EK's key with the ephemeral point.
+        let ephemeral = [
+            &[0x04][..],
+            &made.encrypted_secret[2..68],
+            &made.encrypted_secret[70..],
+        ]
+        .concat();
+        let seed = agreement::agree(
+            &ek_key,
+            UnparsedPublicKey::new(&agreement::ECDH_P521, &ephemeral),
+            CredentialError::EkKeyRejected,
+            |z| kdfe(HashAlg::Sha512, z, b"IDENTITY", &ephemeral[1..67], x, 512),
+        )
+        .unwrap();
+        let hmac_key = kdfa(HashAlg::Sha512, &seed, b"INTEGRITY", &[], &[], 512).unwrap();
+        let key = hmac::Key::new(hmac::HMAC_SHA512, &hmac_key);
+        let (outer, enc) = made.credential_blob[2..].split_at(64);
         assert!(hmac::verify(&key, &[enc, &name].concat(), outer).is_ok());
     }
 

@@ -14,13 +14,13 @@ pub const EVENT_POLICY_KERNEL_CONFIG: &str = "attestor/policy-kernel-config/v1";
 pub const MAX_EVENTS: usize = 4096;
 
 /// What a policy kernel measurement extends into `bank` for the (SHA-384)
-/// `kernel_config_hash`: the hash itself in the sha384 bank, its SHA-256 in the sha256 bank,
-/// so every bank's digest is derived from the claimed hash and a verifier can tie the
-/// quoted bank's digest to the claim.
+/// `kernel_config_hash`: the hash itself in the sha384 bank, its digest in the bank's hash
+/// otherwise (sha256), so every bank's digest is derived from the claimed hash and a
+/// verifier can tie the quoted bank's digest to the claim.
 pub fn measurement_digest(bank: HashAlg, kernel_config_hash: &[u8]) -> Vec<u8> {
     match bank {
         HashAlg::Sha384 => kernel_config_hash.to_vec(),
-        HashAlg::Sha256 => HashAlg::Sha256.digest(kernel_config_hash),
+        other => other.digest(kernel_config_hash),
     }
 }
 

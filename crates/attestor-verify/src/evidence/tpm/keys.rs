@@ -40,6 +40,7 @@ const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.1
 const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 const SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+const SECP521R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.35");
 
 /// Why a TPM key or signature is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -179,6 +180,7 @@ impl TpmPublic {
                 let curve = match k.curve {
                     TPM_ECC_NIST_P256 => SECP256R1,
                     TPM_ECC_NIST_P384 => SECP384R1,
+                    wire::TPM_ECC_NIST_P521 => SECP521R1,
                     other => return Err(WireError::UnsupportedCurve(other).into()),
                 };
                 (

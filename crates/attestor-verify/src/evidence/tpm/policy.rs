@@ -148,12 +148,19 @@ pub fn ek_policy_a(alg: HashAlg) -> Vec<u8> {
 }
 
 /// The EK Credential Profile's PolicyC: PolicyAuthorizeNV of the policy NV index of `alg`
-/// (0x01C07F01 for SHA-256, 0x01C07F02 for SHA-384; Annex B.6.3), whose own authPolicy
-/// is PolicyA. Its Name is computed from the index's public area, as the TPM does.
+/// (0x01C07F01 for SHA-256, 0x01C07F02 for SHA-384, 0x01C07F03 for SHA-512; Annex
+/// B.6.3), whose own authPolicy is PolicyA.
 pub fn ek_policy_c(alg: HashAlg) -> Vec<u8> {
+    policy_authorize_nv(alg, &zero_digest(alg), &ek_policy_index_name(alg))
+}
+
+/// The Name of the EK Credential Profile's policy NV index of `alg`, computed from the
+/// index's public area as the TPM does.
+pub fn ek_policy_index_name(alg: HashAlg) -> Vec<u8> {
     let index: u32 = match alg {
         HashAlg::Sha256 => 0x01C0_7F01,
         HashAlg::Sha384 => 0x01C0_7F02,
+        HashAlg::Sha512 => 0x01C0_7F03,
     };
     let policy_a = ek_policy_a(alg);
     let digest_len = u16::try_from(alg.digest_len()).unwrap_or(u16::MAX);
@@ -167,7 +174,7 @@ pub fn ek_policy_c(alg: HashAlg) -> Vec<u8> {
     nv_public.extend_from_slice(&(digest_len + 2).to_be_bytes());
     let mut name = alg.tpm_alg_id().to_be_bytes().to_vec();
     name.extend(alg.digest(&nv_public));
-    policy_authorize_nv(alg, &zero_digest(alg), &name)
+    name
 }
 
 /// The EK Credential Profile's PolicyB: PolicyOR(PolicyA, PolicyC), the high-range
@@ -182,7 +189,8 @@ mod tests {
 
     #[test]
     fn ek_policies_are_the_published_values() {
-        // TCG EK Credential Profile 2.5, Annex B.6 (Tables 33, 35, 36).
+        // TCG EK Credential Profile 2.5, Annex B.6 (Tables 33, 35, 36); SHA-512 as the
+        // profile (2.5 and later) publishes it.
         for (alg, a, c, b) in [
             (
                 HashAlg::Sha256,
@@ -199,10 +207,38 @@ mod tests {
                 "b26e7d28d11a50bc53d882bcf5fd3a1a074148bb35d3b4e4cb1c0ad9bde419ca\
                  cb47ba09699646150f9fc000f3f80e12",
             ),
+            (
+                HashAlg::Sha512,
+                "1e3b76502c8a1425aa0b7b3fc646a1b0fae063b03b5368f9c4cddecaff0891dd\
+                 682bac1a85d4d832b781ea451915de5fc5bf0dc4a1917cd42fa041e3f998e0ee",
+                "589ee1e146544716e8deafe6db247b01b81e9f9c7dd16b814aa159138749105f\
+                 ba5388dd1dea702f35240c184933121e2c61b8f50d3ef91393a49a38c3f73fc8",
+                "b8221ca69e8550a4914de3faa6a18c072cc01208073a928d5d66d59ef79e49a4\
+                 29c41a6b269571d57edb25fbdb1838425608b413cd616a5f6db5b6071af99bea",
+            ),
         ] {
             assert_eq!(hex::encode(ek_policy_a(alg)), a, "PolicyA {alg:?}");
             assert_eq!(hex::encode(ek_policy_c(alg)), c, "PolicyC {alg:?}");
             assert_eq!(hex::encode(ek_policy_b(alg)), b, "PolicyB {alg:?}");
+        }
+        // The policy indices' Names (Annex B.6.3).
+        for (alg, name) in [
+            (
+                HashAlg::Sha256,
+                "000b0c9d717e9c3fe69fda41769450bb145957f8b3610e084dbf65591a5d11ecd83f",
+            ),
+            (
+                HashAlg::Sha384,
+                "000cdb62fca346612c976732ff4e8621fb4e858be82586486504f7d02e621f8d7d61\
+                 ae32cfc60c4d120609ed6768afcf090c",
+            ),
+            (
+                HashAlg::Sha512,
+                "000d1c47c0bbcbd3cf7d7cae6987d31937c171015dde3b7f0d3c869bca1f7e8a223b\
+                 9acfadb49b7c9cf14d450f41e9327de34d9291eece2c58ab1dc10e9059cce560",
+            ),
+        ] {
+            assert_eq!(hex::encode(ek_policy_index_name(alg)), name, "{alg:?}");
         }
     }
 

@@ -191,6 +191,15 @@ impl<'a> Reader<'a> {
         HashAlg::from_tpm_alg_id(alg).ok_or(WireError::UnsupportedHashAlg { what, alg })
     }
 
+    /// A hash algorithm that is one of [`HashAlg::PCR_BANKS`]: a SHA-512 bank is as
+    /// unsupported as a SHA-1 one.
+    pub(crate) fn pcr_bank(&mut self, what: &'static str) -> Result<HashAlg, WireError> {
+        let alg = self.u16(what)?;
+        HashAlg::from_tpm_alg_id(alg)
+            .filter(|h| h.is_pcr_bank())
+            .ok_or(WireError::UnsupportedHashAlg { what, alg })
+    }
+
     pub(crate) fn finish(&self, what: &'static str) -> Result<(), WireError> {
         let count = self.buf.len().saturating_sub(self.pos);
         if count == 0 {
@@ -311,7 +320,7 @@ fn read_pcr_selection(r: &mut Reader<'_>) -> Result<Vec<PcrSelection>, WireError
     }
     let mut out: Vec<PcrSelection> = Vec::with_capacity(count);
     for _ in 0..count {
-        let bank = r.hash_alg("TPMS_PCR_SELECTION.hash")?;
+        let bank = r.pcr_bank("TPMS_PCR_SELECTION.hash")?;
         let size = usize::from(r.u8("TPMS_PCR_SELECTION.sizeofSelect")?);
         if size > MAX_PCR_SELECT {
             return Err(WireError::TooLarge {
@@ -794,10 +803,12 @@ pub fn parse_tpm2_tools_pcr_file(
             continue;
         }
         let alg = u16::from_le_bytes([a0, a1]);
-        let bank = HashAlg::from_tpm_alg_id(alg).ok_or(WireError::UnsupportedHashAlg {
-            what: "PCR file selection",
-            alg,
-        })?;
+        let bank = HashAlg::from_tpm_alg_id(alg)
+            .filter(|h| h.is_pcr_bank())
+            .ok_or(WireError::UnsupportedHashAlg {
+                what: "PCR file selection",
+                alg,
+            })?;
         let bitmap = bitmap_and_pad
             .get(..usize::from(size))
             .filter(|b| b.len() <= MAX_PCR_SELECT)
@@ -887,11 +898,17 @@ mod tests {
     }
 
     #[test]
-    fn pcr_selection_rejects_sha1_duplicates_and_oversize() {
+    fn pcr_selection_rejects_sha1_sha512_duplicates_and_oversize() {
         let sha1 = [0, 0, 0, 1, 0, 0x04, 3, 1, 0, 0];
         assert!(matches!(
             parse_pcr_selection(&sha1),
             Err(WireError::UnsupportedHashAlg { alg: 4, .. })
+        ));
+        // SHA-512 is a hash attestor knows (EK names), not a bank it quotes.
+        let sha512 = [0, 0, 0, 1, 0, 0x0d, 3, 1, 0, 0];
+        assert!(matches!(
+            parse_pcr_selection(&sha512),
+            Err(WireError::UnsupportedHashAlg { alg: 0x0d, .. })
         ));
         let dup = [0, 0, 0, 2, 0, 0x0b, 3, 1, 0, 0, 0, 0x0b, 3, 2, 0, 0];
         assert_eq!(
