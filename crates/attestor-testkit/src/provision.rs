@@ -1,8 +1,8 @@
 //! A swtpm provisioned like real hardware, with tpm2-tools and openssl as a vendor's
 //! provisioning line would: only the sha256 PCR bank, only the RSA-2048 EK certificate
 //! (most discrete TPMs and vTPMs), an ECC P-256 EK with its certificate at 0x01c0000a, an
-//! ECC P-521 EK with its certificate at 0x01c00018, or no EK certificate at all (Intel
-//! PTT, AMD fTPM).
+//! ECC P-521 EK with its certificate at 0x01c00018, an RSA-3072 EK with its certificate
+//! at 0x01c0001c, or no EK certificate at all (Intel PTT, AMD fTPM).
 //!
 //! swtpm_setup writes two EK certificates, RSA-2048 at [`RSA_EK_CERT`] and ECC P-384 at
 //! [`P384_EK_CERT`], as platform-created NV indices the platform hierarchy may remove.
@@ -22,6 +22,13 @@ pub const P384_EK_CERT: u32 = 0x01c0_0016;
 pub const P521_EK_CERT: u32 = 0x01c0_0018;
 /// Where [`Swtpm::provision_p521_ek_only`] persists the P-521 EK, for tpm2-tools.
 pub const P521_EK_PERSISTENT: u32 = 0x8101_0018;
+/// NV index of the RSA-3072 EK certificate (template H-6).
+pub const RSA3072_EK_CERT: u32 = 0x01c0_001c;
+/// Where [`Swtpm::provision_rsa3072_ek_only`] persists the RSA-3072 EK, for tpm2-tools.
+pub const RSA3072_EK_PERSISTENT: u32 = 0x8101_001c;
+/// PolicyB in SHA-384 as the TCG EK Credential Profile publishes it: the H-6 authPolicy.
+const EK_POLICY_B_SHA384: &str = "b26e7d28d11a50bc53d882bcf5fd3a1a074148bb35d3b4e4cb1c0ad9bde419ca\
+     cb47ba09699646150f9fc000f3f80e12";
 /// PolicyB in SHA-512 as the TCG EK Credential Profile publishes it: the H-4 authPolicy.
 const EK_POLICY_B_SHA512: &str = "b8221ca69e8550a4914de3faa6a18c072cc01208073a928d5d66d59ef79e49a4\
      29c41a6b269571d57edb25fbdb1838425608b413cd616a5f6db5b6071af99bea";
@@ -141,11 +148,42 @@ impl Swtpm {
     /// the H-4 template's parameters (SHA-512, AES-256-CFB, PolicyB, empty unique), not by
     /// attestor, and persisted at [`P521_EK_PERSISTENT`]. Returns the certificate (DER).
     pub fn provision_p521_ek_only(&mut self) -> Vec<u8> {
+        self.provision_high_range_ek_only(
+            "sha512",
+            "ecc521:null:aes256cfb",
+            EK_POLICY_B_SHA512,
+            P521_EK_PERSISTENT,
+            P521_EK_CERT,
+        )
+    }
+
+    /// Replaces the EK certificates with one for an RSA-3072 EK at [`RSA3072_EK_CERT`],
+    /// made by tpm2-tools from the H-6 template's parameters (SHA-384, AES-256-CFB,
+    /// PolicyB, empty unique) and persisted at [`RSA3072_EK_PERSISTENT`], as
+    /// [`Swtpm::provision_p521_ek_only`] does. Returns the certificate (DER).
+    pub fn provision_rsa3072_ek_only(&mut self) -> Vec<u8> {
+        self.provision_high_range_ek_only(
+            "sha384",
+            "rsa3072:null:aes256cfb",
+            EK_POLICY_B_SHA384,
+            RSA3072_EK_PERSISTENT,
+            RSA3072_EK_CERT,
+        )
+    }
+
+    fn provision_high_range_ek_only(
+        &mut self,
+        name_alg: &str,
+        key_alg: &str,
+        policy_b_hex: &str,
+        persistent: u32,
+        certificate_index: u32,
+    ) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
         self.remove_ek_certificates();
-        let policy: Vec<u8> = (0..EK_POLICY_B_SHA512.len())
+        let policy: Vec<u8> = (0..policy_b_hex.len())
             .step_by(2)
-            .map(|i| u8::from_str_radix(&EK_POLICY_B_SHA512[i..i + 2], 16).unwrap())
+            .map(|i| u8::from_str_radix(&policy_b_hex[i..i + 2], 16).unwrap())
             .collect();
         std::fs::write(dir.path().join("policy-b.bin"), policy).unwrap();
         self.tpm2(
@@ -154,9 +192,9 @@ impl Swtpm {
                 "-C",
                 "e",
                 "-g",
-                "sha512",
+                name_alg,
                 "-G",
-                "ecc521:null:aes256cfb",
+                key_alg,
                 "-a",
                 "fixedtpm|fixedparent|sensitivedataorigin|adminwithpolicy|userwithauth|\
                  restricted|decrypt",
@@ -167,7 +205,7 @@ impl Swtpm {
             ],
             dir.path(),
         );
-        let handle = format!("{P521_EK_PERSISTENT:#010x}");
+        let handle = format!("{persistent:#010x}");
         self.tpm2(
             "tpm2_evictcontrol",
             &["-C", "o", "-c", "ek.ctx", &handle],
@@ -181,7 +219,7 @@ impl Swtpm {
         );
         let pem = std::fs::read(dir.path().join("ek.pem")).unwrap();
         let certificate = self.issue_ek_certificate(&pem);
-        self.nv_write_platform(P521_EK_CERT, &certificate);
+        self.nv_write_platform(certificate_index, &certificate);
         certificate
     }
 

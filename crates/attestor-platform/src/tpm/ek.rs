@@ -52,6 +52,8 @@ pub enum EkTemplate {
     #[serde(rename = "rsa3072")]
     Rsa3072,
     /// H-7: RSA-4096, SHA-384, AES-256-CFB, PolicyB; certificate at 0x01c0001e.
+    /// swtpm 0.7.1 lacks RSA-4096, so this is checked against the published template and
+    /// policy values only, not on a TPM.
     #[serde(rename = "rsa4096")]
     Rsa4096,
 }

@@ -879,3 +879,163 @@ fn a_p521_ek_comes_after_p384_and_before_rsa() {
         (EkTemplate::EccP521, p521, Some(certificate))
     );
 }
+
+/// An RSA-3072 EK (high-range template H-6: SHA-384, AES-256-CFB, PolicyB), made by
+/// tpm2-tools, with only its certificate at 0x01c0001c. The agent finds it and re-creates
+/// exactly that key from its own template; credentials from tpm2_makecredential and from
+/// our verifier (RSA-OAEP with SHA-384, label "IDENTITY") activate through
+/// `Tpm::activate_credential` to exactly the secret, ours activate through
+/// tpm2_activatecredential too, and one for another AK does not.
+#[test]
+fn an_rsa3072_ek_activates_credentials_both_ways_with_tpm2_tools() {
+    use attestor_platform::tpm::EkTemplate;
+    use attestor_testkit::provision::RSA3072_EK_PERSISTENT;
+    use attestor_verify::evidence::tpm::keys::TpmPublic;
+    use attestor_verify::evidence::tpm::{policy, HashAlg};
+    for tool in [
+        "tpm2_createprimary",
+        "tpm2_readpublic",
+        "tpm2_makecredential",
+        "tpm2_startauthsession",
+        "tpm2_policysecret",
+        "tpm2_policyor",
+        "tpm2_load",
+        "tpm2_activatecredential",
+        "tpm2_flushcontext",
+    ] {
+        crate::support::require_tool(tool);
+    }
+    let mut sw = Swtpm::start();
+    let certificate = sw.provision_rsa3072_ek_only();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let tool = |name: &str| {
+        let mut cmd = Command::new(name);
+        cmd.env("TPM2TOOLS_TCTI", sw.tcti())
+            .env("TSS2_LOG", "all+none")
+            .current_dir(dir.path());
+        cmd
+    };
+    let persistent = format!("{RSA3072_EK_PERSISTENT:#010x}");
+    run(tool("tpm2_readpublic").args(["-c", &persistent, "-o", "ek.pub"]));
+    let tools_ek = wire::strip_tpm2b(&std::fs::read(path("ek.pub")).unwrap())
+        .unwrap()
+        .to_vec();
+
+    let (ak, secret, made) = {
+        let mut tpm = open(&sw);
+        let ek = tpm.select_ek(&EkSource::Nv).unwrap();
+        assert_eq!(ek.template, EkTemplate::Rsa3072);
+        assert_eq!(ek.certificate.as_deref(), Some(certificate.as_slice()));
+        // Our H-6 template makes the key tpm2-tools made from the profile's parameters.
+        assert_eq!(ek.public, tools_ek);
+        let parsed = parse_tpm_public(&ek.public).unwrap();
+        assert!(parsed.matches_certificate(&certificate).unwrap());
+        assert_eq!(parsed.key_name(), "rsa-3072");
+        assert_eq!(parsed.name_alg(), HashAlg::Sha384);
+        assert_eq!(parsed.auth_policy(), policy::ek_policy_b(HashAlg::Sha384));
+        let TpmPublic::Rsa(rsa) = &parsed else {
+            panic!("not an RSA EK: {parsed:?}");
+        };
+        assert_eq!((rsa.key_bits, rsa.modulus.len()), (3072, 384));
+        // A storage key: OAEP is implied by the TPM, not named in the key.
+        assert_eq!(rsa.scheme, None);
+        let sym = parsed.symmetric().unwrap();
+        assert_eq!((sym.alg, sym.key_bits, sym.mode), (0x0006, 256, 0x0043));
+
+        let ak = tpm.create_ak(SigningAlgorithm::Rsapss2048).unwrap();
+        let name = ak_name(&ak);
+
+        // tpm2-tools' independent MakeCredential (RSA-OAEP and KDFa with SHA-384).
+        let secret = b"a credential for the RSA-3072 EK".to_vec();
+        std::fs::write(path("secret.bin"), &secret).unwrap();
+        run(Command::new("tpm2_makecredential")
+            .current_dir(dir.path())
+            .args(["-T", "none", "-u", "ek.pub", "-s", "secret.bin", "-n"])
+            .arg(hex::encode(&name))
+            .args(["-o", "theirs.out"]));
+        let theirs =
+            MadeCredential::from_tpm2_tools_file(&std::fs::read(path("theirs.out")).unwrap())
+                .unwrap();
+        assert_eq!(theirs.encrypted_secret.len(), 384);
+        let out = tpm
+            .activate_credential(&ak, &theirs.credential_blob, &theirs.encrypted_secret)
+            .unwrap();
+        assert_eq!(out, secret);
+
+        // Our verifier's challenge, as the ledger makes it: a 48-byte secret.
+        let (secret, made) = challenge_for(&ek.public, &Tpm::public_of(&ak).unwrap()).unwrap();
+        assert_eq!(secret.len(), 48);
+        assert_eq!(made.encrypted_secret.len(), 384);
+        assert_eq!(made.credential_blob.len(), 2 + 48 + 2 + 48);
+        let out = tpm
+            .activate_credential(&ak, &made.credential_blob, &made.encrypted_secret)
+            .unwrap();
+        assert!(credential::secret_matches(&secret, &out));
+        // Any length up to SHA-384's.
+        for len in [1usize, 32, 47, 48] {
+            let secret: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            let made = make_credential(&ek.public, &name, &secret).unwrap();
+            let out = tpm
+                .activate_credential(&ak, &made.credential_blob, &made.encrypted_secret)
+                .unwrap();
+            assert_eq!(out, secret, "secret of {len} bytes");
+        }
+        // Made for another AK of the same TPM: refused.
+        let other = tpm.create_ak(SigningAlgorithm::Rsapss2048).unwrap();
+        let wrong = make_credential(&ek.public, &ak_name(&other), &secret).unwrap();
+        assert_refused(
+            tpm.activate_credential(&ak, &wrong.credential_blob, &wrong.encrypted_secret),
+            &secret,
+            "RSA-3072 EK credential for another AK",
+        );
+        (ak, secret, made)
+    };
+
+    // tpm2_activatecredential recovers our credential, through the EK's SHA-384 PolicyB.
+    std::fs::write(path("ak.pub"), tpm2b(&ak.public)).unwrap();
+    std::fs::write(path("ak.priv"), tpm2b(&ak.private)).unwrap();
+    std::fs::write(path("a.bin"), hex::decode(EK_POLICY_A_SHA384).unwrap()).unwrap();
+    std::fs::write(path("c.bin"), hex::decode(EK_POLICY_C_SHA384).unwrap()).unwrap();
+    std::fs::write(path("ours.out"), made.to_tpm2_tools_file().unwrap()).unwrap();
+    let ek_session = |session: &str| {
+        run(tool("tpm2_startauthsession").args([
+            "--policy-session",
+            "-g",
+            "sha384",
+            "-S",
+            session,
+        ]));
+        run(tool("tpm2_policysecret").args(["-S", session, "-c", "e"]));
+        run(tool("tpm2_policyor").args(["-S", session, "-l", "sha384:a.bin,c.bin"]));
+    };
+    ek_session("load.ctx");
+    run(tool("tpm2_load").args([
+        "-C",
+        &persistent,
+        "-P",
+        "session:load.ctx",
+        "-u",
+        "ak.pub",
+        "-r",
+        "ak.priv",
+        "-c",
+        "ak.ctx",
+    ]));
+    run(tool("tpm2_flushcontext").arg("load.ctx"));
+    ek_session("activate.ctx");
+    run(tool("tpm2_activatecredential").args([
+        "-c",
+        "ak.ctx",
+        "-C",
+        &persistent,
+        "-P",
+        "session:activate.ctx",
+        "-i",
+        "ours.out",
+        "-o",
+        "secret.out",
+    ]));
+    run(tool("tpm2_flushcontext").arg("activate.ctx"));
+    assert_eq!(std::fs::read(path("secret.out")).unwrap(), secret);
+}
