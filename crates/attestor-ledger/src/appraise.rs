@@ -35,6 +35,8 @@ pub enum AppraiseError {
 /// One tenant's appraisal: its policy and the policy hashes approved with it.
 #[derive(Debug)]
 pub struct TenantAppraisal {
+    /// The tenant.
+    pub tenant: String,
     /// The policy judging the tenant's attestations.
     pub policy: AppraisalPolicy,
     /// The tenant's `policy_hash` (never expiring) and those the policy approves.
@@ -68,6 +70,7 @@ impl TenantAppraisal {
         // only an operator's policy file needs its document in the log.
         let builtin = tenant.appraisal.is_none();
         Ok(TenantAppraisal {
+            tenant: name.to_string(),
             policy,
             approved,
             recorded: AtomicBool::new(builtin),

@@ -18,7 +18,7 @@ use attestor_verify::fs::{write_atomically, WriteError};
 use thiserror::Error;
 
 use crate::alerts::{AlertKind, Alerter};
-use crate::appraise::{AppraiseError, Appraiser};
+use crate::appraise::{AppraiseError, Appraiser, TenantAppraisal};
 use crate::config::{LedgerConfig, Storage};
 use crate::enroll::{EnrollError, Enrollment};
 use crate::enrollment_ca::{EnrollmentCa, EnrollmentCaError};
@@ -550,21 +550,22 @@ impl Ledger {
         self.metrics.appraisal_reload(reloaded.is_ok());
         let changed = reloaded?;
         if self.is_sequencer() {
-            for tenant in &changed {
+            for appraisal in changed.iter().filter_map(|t| self.appraiser.tenant(t)) {
                 // A failure here is retried before the tenant's next submission.
-                let _ = self.record_policy(tenant).await;
+                let _ = self.record_policy(&appraisal).await;
             }
         }
         Ok(changed)
     }
 
-    /// Appends the tenant's appraisal policy to the log unless the log's latest record
-    /// of it is the same policy: an auditor then finds, before any EAR naming a policy
-    /// id, the entry holding that policy's document.
-    async fn record_policy(self: &Arc<Self>, tenant: &str) -> Result<(), ServiceError> {
-        let Some(appraisal) = self.appraiser.tenant(tenant) else {
-            return Ok(());
-        };
+    /// Appends a tenant's appraisal policy to the log unless the log's latest record of
+    /// it is the same policy: an auditor then finds, before any EAR naming a policy id,
+    /// the entry holding that policy's document.
+    async fn record_policy(
+        self: &Arc<Self>,
+        appraisal: &TenantAppraisal,
+    ) -> Result<(), ServiceError> {
+        let tenant = appraisal.tenant.as_str();
         if appraisal.is_recorded() {
             return Ok(());
         }
@@ -846,13 +847,15 @@ impl Ledger {
         // Checked before judging, so a follower logs nothing.
         self.require_sequencer()?;
         let arrived = Instant::now();
-        if self.tenants.contains_key(&who.tenant) {
-            self.record_policy(&who.tenant).await?;
+        // The policy that judges is the one in the log, even if a reload swaps it meanwhile.
+        let appraisal = self.appraiser.tenant(&who.tenant);
+        if let Some(appraisal) = &appraisal {
+            self.record_policy(appraisal).await?;
         }
         let turn = self.agent_turn(who);
         let _my_turn = turn.lock().await;
         let (this, caller) = (self.clone(), who.clone());
-        let judged = blocking(move || this.judge(&caller, body)).await;
+        let judged = blocking(move || this.judge(&caller, appraisal, body)).await;
         if let Err(ServiceError::Store(_)) = &judged {
             // Judging reads the agent's state: a store that cannot be read cannot be
             // written either.
@@ -1019,7 +1022,12 @@ impl Ledger {
 
     /// Judges a submission: a stranger's, a repeat of a logged one, or a new entry with
     /// its verdict (accepted, or refused with its reason).
-    fn judge(&self, who: &AgentIdentity, body: Vec<u8>) -> Result<Judged, ServiceError> {
+    fn judge(
+        &self,
+        who: &AgentIdentity,
+        appraisal: Option<Arc<TenantAppraisal>>,
+        body: Vec<u8>,
+    ) -> Result<Judged, ServiceError> {
         let hash = submission_hash(&body);
         let mut record = LogRecord {
             version: RECORD_VERSION,
@@ -1055,7 +1063,7 @@ impl Ledger {
                 },
             })
         };
-        let Some(appraisal) = self.appraiser.tenant(&who.tenant) else {
+        let Some(appraisal) = appraisal else {
             return stranger(ServiceError::UnknownTenant(who.tenant.clone()), record);
         };
         let Some(agent) = self.store.agent(&who.tenant, &who.agent_id)? else {
