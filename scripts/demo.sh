@@ -135,7 +135,7 @@ start_ledger
 run_agent 3
 agent_events
 
-step "audit trail of tenant demo (proofs and checkpoint signatures verified)"
+step "audit trail of tenant demo (proofs, checkpoint and EAR signatures verified)"
 query entries
 query agents
 
