@@ -225,6 +225,60 @@ fn tpm2b(body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `tpm2_activatecredential` (after `tpm2_load`), each in an EK policy session of `hash`
+/// (PolicySecret on the endorsement hierarchy, then PolicyOR of the published PolicyA and
+/// PolicyC), recovers `made`'s secret for `ak` under the EK at handle `ek`.
+fn tpm2_tools_activate(
+    tool: &dyn Fn(&str) -> Command,
+    path: &dyn Fn(&str) -> std::path::PathBuf,
+    ak: &KeyBlob,
+    made: &MadeCredential,
+    ek: &str,
+    hash: &str,
+    (policy_a, policy_c): (&str, &str),
+) -> Vec<u8> {
+    std::fs::write(path("ak.pub"), tpm2b(&ak.public)).unwrap();
+    std::fs::write(path("ak.priv"), tpm2b(&ak.private)).unwrap();
+    std::fs::write(path("a.bin"), hex::decode(policy_a).unwrap()).unwrap();
+    std::fs::write(path("c.bin"), hex::decode(policy_c).unwrap()).unwrap();
+    std::fs::write(path("ours.out"), made.to_tpm2_tools_file().unwrap()).unwrap();
+    let branches = format!("{hash}:a.bin,c.bin");
+    let ek_session = |session: &str| {
+        run(tool("tpm2_startauthsession").args(["--policy-session", "-g", hash, "-S", session]));
+        run(tool("tpm2_policysecret").args(["-S", session, "-c", "e"]));
+        run(tool("tpm2_policyor").args(["-S", session, "-l", &branches]));
+    };
+    ek_session("load.ctx");
+    run(tool("tpm2_load").args([
+        "-C",
+        ek,
+        "-P",
+        "session:load.ctx",
+        "-u",
+        "ak.pub",
+        "-r",
+        "ak.priv",
+        "-c",
+        "ak.ctx",
+    ]));
+    run(tool("tpm2_flushcontext").arg("load.ctx"));
+    ek_session("activate.ctx");
+    run(tool("tpm2_activatecredential").args([
+        "-c",
+        "ak.ctx",
+        "-C",
+        ek,
+        "-P",
+        "session:activate.ctx",
+        "-i",
+        "ours.out",
+        "-o",
+        "secret.out",
+    ]));
+    run(tool("tpm2_flushcontext").arg("activate.ctx"));
+    std::fs::read(path("secret.out")).unwrap()
+}
+
 #[test]
 fn tpm2_tools_makecredential_interoperates() {
     crate::support::require_tool("tpm2_makecredential");
@@ -799,51 +853,16 @@ fn a_p521_ek_activates_credentials_both_ways_with_tpm2_tools() {
     };
 
     // tpm2_activatecredential recovers our credential, through the EK's SHA-512 PolicyB.
-    std::fs::write(path("ak.pub"), tpm2b(&ak.public)).unwrap();
-    std::fs::write(path("ak.priv"), tpm2b(&ak.private)).unwrap();
-    std::fs::write(path("a.bin"), hex::decode(EK_POLICY_A_SHA512).unwrap()).unwrap();
-    std::fs::write(path("c.bin"), hex::decode(EK_POLICY_C_SHA512).unwrap()).unwrap();
-    std::fs::write(path("ours.out"), made.to_tpm2_tools_file().unwrap()).unwrap();
-    let ek_session = |session: &str| {
-        run(tool("tpm2_startauthsession").args([
-            "--policy-session",
-            "-g",
-            "sha512",
-            "-S",
-            session,
-        ]));
-        run(tool("tpm2_policysecret").args(["-S", session, "-c", "e"]));
-        run(tool("tpm2_policyor").args(["-S", session, "-l", "sha512:a.bin,c.bin"]));
-    };
-    ek_session("load.ctx");
-    run(tool("tpm2_load").args([
-        "-C",
+    let recovered = tpm2_tools_activate(
+        &tool,
+        &path,
+        &ak,
+        &made,
         &persistent,
-        "-P",
-        "session:load.ctx",
-        "-u",
-        "ak.pub",
-        "-r",
-        "ak.priv",
-        "-c",
-        "ak.ctx",
-    ]));
-    run(tool("tpm2_flushcontext").arg("load.ctx"));
-    ek_session("activate.ctx");
-    run(tool("tpm2_activatecredential").args([
-        "-c",
-        "ak.ctx",
-        "-C",
-        &persistent,
-        "-P",
-        "session:activate.ctx",
-        "-i",
-        "ours.out",
-        "-o",
-        "secret.out",
-    ]));
-    run(tool("tpm2_flushcontext").arg("activate.ctx"));
-    assert_eq!(std::fs::read(path("secret.out")).unwrap(), secret);
+        "sha512",
+        (EK_POLICY_A_SHA512, EK_POLICY_C_SHA512),
+    );
+    assert_eq!(recovered, secret);
 }
 
 /// The NV search order with a P-521 EK certificate beside swtpm's P-384 and RSA-2048 ones:
@@ -993,49 +1012,14 @@ fn an_rsa3072_ek_activates_credentials_both_ways_with_tpm2_tools() {
     };
 
     // tpm2_activatecredential recovers our credential, through the EK's SHA-384 PolicyB.
-    std::fs::write(path("ak.pub"), tpm2b(&ak.public)).unwrap();
-    std::fs::write(path("ak.priv"), tpm2b(&ak.private)).unwrap();
-    std::fs::write(path("a.bin"), hex::decode(EK_POLICY_A_SHA384).unwrap()).unwrap();
-    std::fs::write(path("c.bin"), hex::decode(EK_POLICY_C_SHA384).unwrap()).unwrap();
-    std::fs::write(path("ours.out"), made.to_tpm2_tools_file().unwrap()).unwrap();
-    let ek_session = |session: &str| {
-        run(tool("tpm2_startauthsession").args([
-            "--policy-session",
-            "-g",
-            "sha384",
-            "-S",
-            session,
-        ]));
-        run(tool("tpm2_policysecret").args(["-S", session, "-c", "e"]));
-        run(tool("tpm2_policyor").args(["-S", session, "-l", "sha384:a.bin,c.bin"]));
-    };
-    ek_session("load.ctx");
-    run(tool("tpm2_load").args([
-        "-C",
+    let recovered = tpm2_tools_activate(
+        &tool,
+        &path,
+        &ak,
+        &made,
         &persistent,
-        "-P",
-        "session:load.ctx",
-        "-u",
-        "ak.pub",
-        "-r",
-        "ak.priv",
-        "-c",
-        "ak.ctx",
-    ]));
-    run(tool("tpm2_flushcontext").arg("load.ctx"));
-    ek_session("activate.ctx");
-    run(tool("tpm2_activatecredential").args([
-        "-c",
-        "ak.ctx",
-        "-C",
-        &persistent,
-        "-P",
-        "session:activate.ctx",
-        "-i",
-        "ours.out",
-        "-o",
-        "secret.out",
-    ]));
-    run(tool("tpm2_flushcontext").arg("activate.ctx"));
-    assert_eq!(std::fs::read(path("secret.out")).unwrap(), secret);
+        "sha384",
+        (EK_POLICY_A_SHA384, EK_POLICY_C_SHA384),
+    );
+    assert_eq!(recovered, secret);
 }
