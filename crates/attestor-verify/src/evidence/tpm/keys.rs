@@ -16,8 +16,8 @@ use x509_cert::der::{Encode, Header, Tag};
 use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 
 use super::wire::{
-    self, EccPublic, EcdsaSignature, ObjectAttributes, Reader, SymDef, WireError, TPM_ALG_ECDSA,
-    TPM_ALG_NULL, TPM_ECC_NIST_P256, TPM_ECC_NIST_P384,
+    self, read_public_header, EccPublic, EcdsaSignature, ObjectAttributes, PublicHeader, Reader,
+    SymDef, WireError, TPM_ALG_ECDSA, TPM_ALG_NULL, TPM_ECC_NIST_P256, TPM_ECC_NIST_P384,
 };
 use super::HashAlg;
 use crate::dsse;
@@ -31,8 +31,6 @@ pub const TPM_ALG_RSASSA: u16 = 0x0014;
 pub const TPM_ALG_RSAPSS: u16 = 0x0016;
 /// The exponent a TPMS_RSA_PARMS.exponent of zero stands for.
 pub const RSA_DEFAULT_EXPONENT: u32 = 65_537;
-/// Largest TPMU_HA (SHA-512): bounds TPM2B_DIGEST.
-const MAX_DIGEST: usize = 64;
 /// MAX_RSA_KEY_BYTES for RSA-4096, bounding TPM2B_PUBLIC_KEY_RSA.
 const MAX_RSA_MODULUS: usize = 512;
 
@@ -238,23 +236,12 @@ pub fn parse_tpm_public(buf: &[u8]) -> Result<TpmPublic, WireError> {
 /// Parses a marshalled TPMT_PUBLIC of type RSA.
 pub fn parse_rsa_public(buf: &[u8]) -> Result<RsaPublic, WireError> {
     let mut r = Reader::new(buf);
-    let kind = r.u16("TPMT_PUBLIC.type")?;
-    if kind != TPM_ALG_RSA {
-        return Err(WireError::UnsupportedPublicType(kind));
-    }
-    let name_alg = r.hash_alg("TPMT_PUBLIC.nameAlg")?;
-    let object_attributes = ObjectAttributes(r.u32("TPMT_PUBLIC.objectAttributes")?);
-    let auth_policy = r.tpm2b("TPMT_PUBLIC.authPolicy", MAX_DIGEST)?;
-    let sym_alg = r.u16("TPMT_SYM_DEF_OBJECT.algorithm")?;
-    let symmetric = if sym_alg == TPM_ALG_NULL {
-        None
-    } else {
-        Some(SymDef {
-            alg: sym_alg,
-            key_bits: r.u16("TPMT_SYM_DEF_OBJECT.keyBits")?,
-            mode: r.u16("TPMT_SYM_DEF_OBJECT.mode")?,
-        })
-    };
+    let PublicHeader {
+        name_alg,
+        object_attributes,
+        auth_policy,
+        symmetric,
+    } = read_public_header(&mut r, TPM_ALG_RSA)?;
     let scheme_alg = r.u16("TPMT_RSA_SCHEME.scheme")?;
     let scheme = if scheme_alg == TPM_ALG_NULL {
         None

@@ -616,12 +616,20 @@ impl EccPublic {
     }
 }
 
-/// Parses a marshalled TPMT_PUBLIC (no TPM2B size prefix) of type ECC.
-pub fn parse_public(buf: &[u8]) -> Result<EccPublic, WireError> {
-    let mut r = Reader::new(buf);
-    let kind = r.u16("TPMT_PUBLIC.type")?;
-    if kind != TPM_ALG_ECC {
-        return Err(WireError::UnsupportedPublicType(kind));
+/// The fields every TPMT_PUBLIC starts with, up to its scheme.
+pub(crate) struct PublicHeader {
+    pub(crate) name_alg: HashAlg,
+    pub(crate) object_attributes: ObjectAttributes,
+    pub(crate) auth_policy: Vec<u8>,
+    pub(crate) symmetric: Option<SymDef>,
+}
+
+/// Reads a TPMT_PUBLIC's type, which must be `kind`, and the fields after it up to the
+/// scheme.
+pub(crate) fn read_public_header(r: &mut Reader<'_>, kind: u16) -> Result<PublicHeader, WireError> {
+    let found = r.u16("TPMT_PUBLIC.type")?;
+    if found != kind {
+        return Err(WireError::UnsupportedPublicType(found));
     }
     let name_alg = r.hash_alg("TPMT_PUBLIC.nameAlg")?;
     let object_attributes = ObjectAttributes(r.u32("TPMT_PUBLIC.objectAttributes")?);
@@ -636,6 +644,23 @@ pub fn parse_public(buf: &[u8]) -> Result<EccPublic, WireError> {
             mode: r.u16("TPMT_SYM_DEF_OBJECT.mode")?,
         })
     };
+    Ok(PublicHeader {
+        name_alg,
+        object_attributes,
+        auth_policy,
+        symmetric,
+    })
+}
+
+/// Parses a marshalled TPMT_PUBLIC (no TPM2B size prefix) of type ECC.
+pub fn parse_public(buf: &[u8]) -> Result<EccPublic, WireError> {
+    let mut r = Reader::new(buf);
+    let PublicHeader {
+        name_alg,
+        object_attributes,
+        auth_policy,
+        symmetric,
+    } = read_public_header(&mut r, TPM_ALG_ECC)?;
     let scheme_alg = r.u16("TPMT_ECC_SCHEME.scheme")?;
     let scheme = if scheme_alg == TPM_ALG_NULL {
         None
