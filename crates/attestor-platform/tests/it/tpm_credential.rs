@@ -225,18 +225,70 @@ fn tpm2b(body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// tpm2-tools against one swtpm, each run in a directory of their own.
+struct Tpm2Tools {
+    dir: tempfile::TempDir,
+    tcti: String,
+}
+
+impl Tpm2Tools {
+    /// For the EK credential tests: fails the test, naming the tool, unless every
+    /// tpm2-tools command they run is installed.
+    fn for_ek_credentials(sw: &Swtpm) -> Self {
+        for tool in [
+            "tpm2_createprimary",
+            "tpm2_readpublic",
+            "tpm2_makecredential",
+            "tpm2_startauthsession",
+            "tpm2_policysecret",
+            "tpm2_policyor",
+            "tpm2_load",
+            "tpm2_activatecredential",
+            "tpm2_flushcontext",
+        ] {
+            crate::support::require_tool(tool);
+        }
+        Tpm2Tools {
+            dir: tempfile::tempdir().unwrap(),
+            tcti: sw.tcti(),
+        }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn cmd(&self, name: &str) -> Command {
+        let mut cmd = Command::new(name);
+        cmd.env("TPM2TOOLS_TCTI", &self.tcti)
+            .env("TSS2_LOG", "all+none")
+            .current_dir(self.dir.path());
+        cmd
+    }
+
+    /// The TPMT_PUBLIC of the key at persistent `handle`, as tpm2_readpublic reads it.
+    fn read_public(&self, handle: &str) -> Vec<u8> {
+        run(self
+            .cmd("tpm2_readpublic")
+            .args(["-c", handle, "-o", "ek.pub"]));
+        wire::strip_tpm2b(&std::fs::read(self.path("ek.pub")).unwrap())
+            .unwrap()
+            .to_vec()
+    }
+}
+
 /// `tpm2_activatecredential` (after `tpm2_load`), each in an EK policy session of `hash`
 /// (PolicySecret on the endorsement hierarchy, then PolicyOR of the published PolicyA and
 /// PolicyC), recovers `made`'s secret for `ak` under the EK at handle `ek`.
 fn tpm2_tools_activate(
-    tool: &dyn Fn(&str) -> Command,
-    path: &dyn Fn(&str) -> std::path::PathBuf,
+    tools: &Tpm2Tools,
     ak: &KeyBlob,
     made: &MadeCredential,
     ek: &str,
     hash: &str,
     (policy_a, policy_c): (&str, &str),
 ) -> Vec<u8> {
+    let (path, tool) = (|name: &str| tools.path(name), |name: &str| tools.cmd(name));
     std::fs::write(path("ak.pub"), tpm2b(&ak.public)).unwrap();
     std::fs::write(path("ak.priv"), tpm2b(&ak.private)).unwrap();
     std::fs::write(path("a.bin"), hex::decode(policy_a).unwrap()).unwrap();
@@ -743,35 +795,12 @@ fn a_p521_ek_activates_credentials_both_ways_with_tpm2_tools() {
     use attestor_platform::tpm::EkTemplate;
     use attestor_testkit::provision::P521_EK_PERSISTENT;
     use attestor_verify::evidence::tpm::{policy, HashAlg};
-    for tool in [
-        "tpm2_createprimary",
-        "tpm2_readpublic",
-        "tpm2_makecredential",
-        "tpm2_startauthsession",
-        "tpm2_policysecret",
-        "tpm2_policyor",
-        "tpm2_load",
-        "tpm2_activatecredential",
-        "tpm2_flushcontext",
-    ] {
-        crate::support::require_tool(tool);
-    }
     let mut sw = Swtpm::start();
     let certificate = sw.provision_p521_ek_only();
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name);
-    let tool = |name: &str| {
-        let mut cmd = Command::new(name);
-        cmd.env("TPM2TOOLS_TCTI", sw.tcti())
-            .env("TSS2_LOG", "all+none")
-            .current_dir(dir.path());
-        cmd
-    };
+    let tools = Tpm2Tools::for_ek_credentials(&sw);
+    let path = |name: &str| tools.path(name);
     let persistent = format!("{P521_EK_PERSISTENT:#010x}");
-    run(tool("tpm2_readpublic").args(["-c", &persistent, "-o", "ek.pub"]));
-    let tools_ek = wire::strip_tpm2b(&std::fs::read(path("ek.pub")).unwrap())
-        .unwrap()
-        .to_vec();
+    let tools_ek = tools.read_public(&persistent);
 
     let (ak, secret, made) = {
         let mut tpm = open(&sw);
@@ -800,7 +829,7 @@ fn a_p521_ek_activates_credentials_both_ways_with_tpm2_tools() {
         let (mut short, mut full) = (false, false);
         for _ in 0..64 {
             run(Command::new("tpm2_makecredential")
-                .current_dir(dir.path())
+                .current_dir(tools.dir.path())
                 .args(["-T", "none", "-u", "ek.pub", "-s", "secret.bin", "-n"])
                 .arg(hex::encode(&name))
                 .args(["-o", "theirs.out"]));
@@ -854,8 +883,7 @@ fn a_p521_ek_activates_credentials_both_ways_with_tpm2_tools() {
 
     // tpm2_activatecredential recovers our credential, through the EK's SHA-512 PolicyB.
     let recovered = tpm2_tools_activate(
-        &tool,
-        &path,
+        &tools,
         &ak,
         &made,
         &persistent,
@@ -911,35 +939,12 @@ fn an_rsa3072_ek_activates_credentials_both_ways_with_tpm2_tools() {
     use attestor_testkit::provision::RSA3072_EK_PERSISTENT;
     use attestor_verify::evidence::tpm::keys::TpmPublic;
     use attestor_verify::evidence::tpm::{policy, HashAlg};
-    for tool in [
-        "tpm2_createprimary",
-        "tpm2_readpublic",
-        "tpm2_makecredential",
-        "tpm2_startauthsession",
-        "tpm2_policysecret",
-        "tpm2_policyor",
-        "tpm2_load",
-        "tpm2_activatecredential",
-        "tpm2_flushcontext",
-    ] {
-        crate::support::require_tool(tool);
-    }
     let mut sw = Swtpm::start();
     let certificate = sw.provision_rsa3072_ek_only();
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name);
-    let tool = |name: &str| {
-        let mut cmd = Command::new(name);
-        cmd.env("TPM2TOOLS_TCTI", sw.tcti())
-            .env("TSS2_LOG", "all+none")
-            .current_dir(dir.path());
-        cmd
-    };
+    let tools = Tpm2Tools::for_ek_credentials(&sw);
+    let path = |name: &str| tools.path(name);
     let persistent = format!("{RSA3072_EK_PERSISTENT:#010x}");
-    run(tool("tpm2_readpublic").args(["-c", &persistent, "-o", "ek.pub"]));
-    let tools_ek = wire::strip_tpm2b(&std::fs::read(path("ek.pub")).unwrap())
-        .unwrap()
-        .to_vec();
+    let tools_ek = tools.read_public(&persistent);
 
     let (ak, secret, made) = {
         let mut tpm = open(&sw);
@@ -969,7 +974,7 @@ fn an_rsa3072_ek_activates_credentials_both_ways_with_tpm2_tools() {
         let secret = b"a credential for the RSA-3072 EK".to_vec();
         std::fs::write(path("secret.bin"), &secret).unwrap();
         run(Command::new("tpm2_makecredential")
-            .current_dir(dir.path())
+            .current_dir(tools.dir.path())
             .args(["-T", "none", "-u", "ek.pub", "-s", "secret.bin", "-n"])
             .arg(hex::encode(&name))
             .args(["-o", "theirs.out"]));
@@ -1013,8 +1018,7 @@ fn an_rsa3072_ek_activates_credentials_both_ways_with_tpm2_tools() {
 
     // tpm2_activatecredential recovers our credential, through the EK's SHA-384 PolicyB.
     let recovered = tpm2_tools_activate(
-        &tool,
-        &path,
+        &tools,
         &ak,
         &made,
         &persistent,
