@@ -43,6 +43,19 @@ fn cli(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `attestor ARGS`, which must exit 0.
+fn cli_ok(args: &[&str]) -> std::process::Output {
+    let o = cli(args);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
 /// `attestor init` (which names the algorithms it chose), `attest` and `verify` against
 /// `profile`; returns the bundle.
 fn cli_init_attest_verify(
@@ -66,12 +79,7 @@ fn cli_init_attest_verify(
             out.to_str().unwrap(),
         ],
     ] {
-        let o = cli(&args);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let o = cli_ok(&args);
         if args[0] == "init" {
             let stdout = String::from_utf8_lossy(&o.stdout);
             let chosen = format!("AK {ak}, sealed key {ak}, PCR bank {}", bank.name());
@@ -81,7 +89,7 @@ fn cli_init_attest_verify(
     let policy_hash = hex::encode(fixture.kernel().policy_hash);
     // Offline, the AK is pinned by its Name (ak-binding); the ledger enrols it below.
     let ak_name = hex::encode(fixture.ak_name());
-    let o = cli(&[
+    cli_ok(&[
         "verify",
         out.to_str().unwrap(),
         "--profile",
@@ -91,13 +99,6 @@ fn cli_init_attest_verify(
         "--ak-name",
         &ak_name,
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
     Bundle::from_json(&std::fs::read(&out).unwrap()).unwrap()
 }
 
@@ -132,16 +133,11 @@ fn cli_enroll_local_attest_verify(fixture: &AgentFixture, profile: &Path) {
             out.to_str().unwrap(),
         ],
     ] {
-        let o = cli(&args);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        cli_ok(&args);
     }
     let bundle = Bundle::from_json(&std::fs::read(&out).unwrap()).unwrap();
     assert!(!tpm_ev(&bundle).ak_certificates.is_empty());
-    let o = cli(&[
+    cli_ok(&[
         "verify",
         out.to_str().unwrap(),
         "--profile",
@@ -151,13 +147,6 @@ fn cli_enroll_local_attest_verify(fixture: &AgentFixture, profile: &Path) {
         "--policy-hash",
         &hex::encode(fixture.kernel().policy_hash),
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
 }
 
 /// The TPM identity a verified bundle establishes.
