@@ -4,13 +4,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use crate::support::agent::{tpm_ev, tpm_ev_mut, AgentFixture};
+use crate::support::agent::{tpm2_checkquote_accepts, tpm_ev, tpm_ev_mut, AgentFixture};
 use crate::support::Swtpm;
 use attestor_agent::attest::AgentError;
 use attestor_verify::bundle::Bundle;
 use attestor_verify::checks::{verify_bundle, Check, Expectations};
-use attestor_verify::dsse::{self, EcdsaP384Signer, Envelope};
-use attestor_verify::evidence::tpm::wire;
+use attestor_verify::dsse::{EcdsaP384Signer, Envelope};
+use attestor_verify::evidence::tpm::HashAlg;
 use base64::Engine;
 
 fn failed_check(setup: &AgentFixture, bundle: &Bundle, expect: &Expectations) -> Check {
@@ -199,50 +199,7 @@ fn tpm_restart_starts_a_new_measurement_log() {
 #[test]
 fn tpm2_checkquote_accepts_the_quote() {
     let setup = AgentFixture::new();
-    let bundle = setup.attest();
-    let ev = tpm_ev(&bundle);
-    let dir = setup.dir.path();
-    let mut ak_tpm2b = (ev.ak_public.len() as u16).to_be_bytes().to_vec();
-    ak_tpm2b.extend(&ev.ak_public);
-    std::fs::write(dir.join("ak.pub"), ak_tpm2b).unwrap();
-    std::fs::write(dir.join("quote.msg"), &ev.quote.attest).unwrap();
-    std::fs::write(dir.join("quote.sig"), &ev.quote.signature).unwrap();
-    let attest = wire::parse_attest(&ev.quote.attest).unwrap();
-    let selection = match &attest.attested {
-        wire::Attested::Quote { pcr_select, .. } => pcr_select.clone(),
-        _ => panic!("not a quote"),
-    };
-    let values: Vec<Vec<u8>> = ev.pcrs.values().map(|v| hex::decode(v).unwrap()).collect();
-    std::fs::write(
-        dir.join("quote.pcrs"),
-        wire::tpm2_tools_pcr_file(&selection, &values).unwrap(),
-    )
-    .unwrap();
-    let pae = dsse::pae(&bundle.envelope.payload_type, &bundle.envelope.payload);
-    let qualifying = attestor_verify::evidence::tpm_commitment(b"", &pae);
-    let run = |qualifying: &[u8]| {
-        Command::new("tpm2_checkquote")
-            .args(["-u", "ak.pub", "-m", "quote.msg", "-s", "quote.sig"])
-            .args([
-                "-f",
-                "quote.pcrs",
-                "-g",
-                "sha384",
-                "-q",
-                &hex::encode(qualifying),
-            ])
-            .current_dir(dir)
-            .output()
-            .expect("tpm2_checkquote (tpm2-tools) must be installed: run scripts/test.sh")
-    };
-    let ok = run(&qualifying);
-    assert!(
-        ok.status.success(),
-        "tpm2_checkquote refused: {}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
-    // And it is a real check: another commitment is refused.
-    assert!(!run(&[0u8; 48]).status.success());
+    tpm2_checkquote_accepts(&setup.attest(), HashAlg::Sha384);
 }
 
 fn attestor_cli(args: &[&str]) -> std::process::Output {

@@ -7,15 +7,14 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::agent::{tpm_ev, AgentFixture};
+use crate::support::agent::{tpm2_checkquote_accepts, tpm_ev, AgentFixture};
 use crate::support::ledger::{attestor_config, enrol_tpm, Heartbeating, LedgerProcess, LedgerSpec};
 use crate::support::Swtpm;
 use attestor_ledger::store::Verdict;
 use attestor_verify::bundle::Bundle;
 use attestor_verify::checks::{verify_bundle, Check, Platform, TpmIdentity};
-use attestor_verify::dsse;
 use attestor_verify::evidence::tpm::keys::{parse_tpm_public, SigningAlgorithm};
-use attestor_verify::evidence::tpm::{wire, HashAlg};
+use attestor_verify::evidence::tpm::HashAlg;
 use attestor_verify::profiles::Profile;
 
 /// Sets `key = value` lines in the agent config's `[tpm]` section, replacing those keys.
@@ -158,50 +157,6 @@ fn verified_tpm(bundle: &Bundle, profile: &Profile, fixture: &AgentFixture) -> T
         Platform::Tpm(tpm) => tpm,
         other => panic!("not a TPM identity: {other:?}"),
     }
-}
-
-/// tpm2_checkquote accepts the bundle's quote, and refuses it for another commitment.
-fn tpm2_checkquote_accepts(bundle: &Bundle, ak_hash: HashAlg) {
-    let ev = tpm_ev(bundle);
-    let dir = tempfile::tempdir().unwrap();
-    let dir = dir.path();
-    let mut ak_tpm2b = u16::try_from(ev.ak_public.len())
-        .unwrap()
-        .to_be_bytes()
-        .to_vec();
-    ak_tpm2b.extend(&ev.ak_public);
-    std::fs::write(dir.join("ak.pub"), ak_tpm2b).unwrap();
-    std::fs::write(dir.join("quote.msg"), &ev.quote.attest).unwrap();
-    std::fs::write(dir.join("quote.sig"), &ev.quote.signature).unwrap();
-    let selection = match wire::parse_attest(&ev.quote.attest).unwrap().attested {
-        wire::Attested::Quote { pcr_select, .. } => pcr_select,
-        _ => panic!("not a quote"),
-    };
-    assert!(selection.iter().all(|s| s.bank == ev.pcr_bank));
-    let values: Vec<Vec<u8>> = ev.pcrs.values().map(|v| hex::decode(v).unwrap()).collect();
-    std::fs::write(
-        dir.join("quote.pcrs"),
-        wire::tpm2_tools_pcr_file(&selection, &values).unwrap(),
-    )
-    .unwrap();
-    let pae = dsse::pae(&bundle.envelope.payload_type, &bundle.envelope.payload);
-    let qualifying = attestor_verify::evidence::tpm_commitment(&bundle.nonce, &pae);
-    let run = |qualifying: &[u8]| {
-        Command::new("tpm2_checkquote")
-            .args(["-u", "ak.pub", "-m", "quote.msg", "-s", "quote.sig"])
-            .args(["-f", "quote.pcrs", "-g", ak_hash.name()])
-            .args(["-q", &hex::encode(qualifying)])
-            .current_dir(dir)
-            .output()
-            .expect("tpm2_checkquote (tpm2-tools) must be installed: run scripts/test.sh")
-    };
-    let ok = run(&qualifying);
-    assert!(
-        ok.status.success(),
-        "tpm2_checkquote refused: {}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
-    assert!(!run(&[0u8; 32]).status.success());
 }
 
 /// The agent enrols with a ledger process trusting `profile` and gets heartbeats accepted,

@@ -2,12 +2,15 @@
 //! policy kernel's configuration), and the shipped swtpm profile pointed at that swtpm's CA.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use attestor_agent::attest::Agent;
 use attestor_agent::collect::{self, PolicyKernelConfig, RuntimeStatus};
 use attestor_agent::config::AgentConfig;
 use attestor_verify::bundle::{Bundle, Evidence, TpmEvidence};
 use attestor_verify::checks::{AkTrust, Expectations};
+use attestor_verify::dsse;
+use attestor_verify::evidence::tpm::{wire, HashAlg};
 use attestor_verify::profiles::Profile;
 
 use super::Swtpm;
@@ -156,4 +159,48 @@ pub fn write_swtpm_profile(tpm: &Swtpm, out: &Path) {
             tpm.ca_intermediate_pem().to_str().unwrap(),
         );
     std::fs::write(out, text).unwrap();
+}
+
+/// tpm2_checkquote accepts the bundle's quote, and refuses it for another commitment.
+pub fn tpm2_checkquote_accepts(bundle: &Bundle, ak_hash: HashAlg) {
+    let ev = tpm_ev(bundle);
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let mut ak_tpm2b = u16::try_from(ev.ak_public.len())
+        .unwrap()
+        .to_be_bytes()
+        .to_vec();
+    ak_tpm2b.extend(&ev.ak_public);
+    std::fs::write(dir.join("ak.pub"), ak_tpm2b).unwrap();
+    std::fs::write(dir.join("quote.msg"), &ev.quote.attest).unwrap();
+    std::fs::write(dir.join("quote.sig"), &ev.quote.signature).unwrap();
+    let selection = match wire::parse_attest(&ev.quote.attest).unwrap().attested {
+        wire::Attested::Quote { pcr_select, .. } => pcr_select,
+        _ => panic!("not a quote"),
+    };
+    assert!(selection.iter().all(|s| s.bank == ev.pcr_bank));
+    let values: Vec<Vec<u8>> = ev.pcrs.values().map(|v| hex::decode(v).unwrap()).collect();
+    std::fs::write(
+        dir.join("quote.pcrs"),
+        wire::tpm2_tools_pcr_file(&selection, &values).unwrap(),
+    )
+    .unwrap();
+    let pae = dsse::pae(&bundle.envelope.payload_type, &bundle.envelope.payload);
+    let qualifying = attestor_verify::evidence::tpm_commitment(&bundle.nonce, &pae);
+    let run = |qualifying: &[u8]| {
+        Command::new("tpm2_checkquote")
+            .args(["-u", "ak.pub", "-m", "quote.msg", "-s", "quote.sig"])
+            .args(["-f", "quote.pcrs", "-g", ak_hash.name()])
+            .args(["-q", &hex::encode(qualifying)])
+            .current_dir(dir)
+            .output()
+            .expect("tpm2_checkquote (tpm2-tools) must be installed: run scripts/test.sh")
+    };
+    let ok = run(&qualifying);
+    assert!(
+        ok.status.success(),
+        "tpm2_checkquote refused: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(!run(&[0u8; 32]).status.success());
 }
