@@ -178,6 +178,8 @@ fn timeline(now_ms: u64, enrolled_at_ms: u64, times: &[(u64, Verdict)]) -> Strin
         match verdict {
             Verdict::Accepted => slots[slot].0 += 1,
             Verdict::Refused => slots[slot].1 += 1,
+            // A late attestation proves the past, not a heartbeat in its slot.
+            Verdict::Late => {}
         }
     }
     let mut svg = format!(

@@ -297,6 +297,11 @@ pub enum Verdict {
     Accepted,
     /// A check failed (the reason says which), or the submission was not a bundle.
     Refused,
+    /// Genuine in every respect but freshness: a spooled attestation delivered after the
+    /// freshness window because the ledger was unreachable, whose nonce this log issued or
+    /// whose TPM clock orders it after the agent's last accepted quote. It proves the past,
+    /// not the present: it never counts as a heartbeat and raises no alert.
+    Late,
 }
 
 impl Verdict {
@@ -305,6 +310,7 @@ impl Verdict {
         match self {
             Verdict::Accepted => "accepted",
             Verdict::Refused => "refused",
+            Verdict::Late => "late",
         }
     }
 
@@ -313,6 +319,7 @@ impl Verdict {
         match s {
             "accepted" => Some(Verdict::Accepted),
             "refused" => Some(Verdict::Refused),
+            "late" => Some(Verdict::Late),
             _ => None,
         }
     }
@@ -366,6 +373,129 @@ pub struct Alert {
     /// When it resolved (Unix ms), if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ends_at_ms: Option<u64>,
+}
+
+/// Where an incident stands. Only an operator resolves a security incident (an invalid
+/// attestation, policy drift, a zero-retention change); the ledger itself resolves a gap or
+/// a posture once the agent is healthy again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IncidentState {
+    /// Raised, nobody has taken it yet.
+    Open,
+    /// An operator took it; still unresolved.
+    Acknowledged,
+    /// Closed, with who closed it and why.
+    Resolved,
+}
+
+impl IncidentState {
+    /// Stable name stored and shown.
+    pub fn name(self) -> &'static str {
+        match self {
+            IncidentState::Open => "open",
+            IncidentState::Acknowledged => "acknowledged",
+            IncidentState::Resolved => "resolved",
+        }
+    }
+
+    /// The state of a stable name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "open" => Some(IncidentState::Open),
+            "acknowledged" => Some(IncidentState::Acknowledged),
+            "resolved" => Some(IncidentState::Resolved),
+            _ => None,
+        }
+    }
+}
+
+/// Who changed an incident's state, when and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentChange {
+    /// The operator's identity URI, or `@ledger` for the ledger itself.
+    pub by: String,
+    /// When (Unix ms).
+    pub at_ms: u64,
+    /// Why, in the operator's words.
+    pub reason: String,
+}
+
+/// When an action ran: as its incident opened, or as it resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionPhase {
+    /// The incident opened.
+    Fire,
+    /// The incident resolved.
+    Resolve,
+}
+
+/// What one automated action (a command or a webhook) did for an incident.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionOutcome {
+    /// The configured hook, e.g. `on_drift`.
+    pub hook: String,
+    /// When it ran.
+    pub phase: ActionPhase,
+    /// The command line or webhook URL.
+    pub action: String,
+    /// Whether an attempt succeeded (exit 0, or a 2xx answer).
+    pub ok: bool,
+    /// Attempts made (1 + retries used).
+    pub attempts: u32,
+    /// The last attempt's failure, if none succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the last attempt ended (Unix ms).
+    pub at_ms: u64,
+}
+
+/// An alert kept durably: what happened to which agent, the log entries that show it, and
+/// what people and actions did about it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Incident {
+    /// The ledger's number for it, unique across replicas.
+    pub id: u64,
+    /// What it is about.
+    pub kind: AlertKind,
+    /// The agent's tenant.
+    pub tenant: String,
+    /// The agent.
+    pub agent_id: String,
+    /// What happened, for people.
+    pub summary: String,
+    /// When it opened (Unix ms).
+    pub opened_at_ms: u64,
+    /// The log index of the first and latest entry that showed it (none for a gap, which
+    /// is shown by an absence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_index: Option<u64>,
+    /// See `first_index`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_index: Option<u64>,
+    /// Where it stands.
+    pub state: IncidentState,
+    /// Who acknowledged it, if anyone did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged: Option<IncidentChange>,
+    /// Who resolved it, if it is resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<IncidentChange>,
+    /// What the automated actions did, in the order they ended.
+    #[serde(default)]
+    pub actions: Vec<ActionOutcome>,
+}
+
+/// Incidents of the caller's tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentsResponse {
+    /// Ascending by id.
+    pub incidents: Vec<Incident>,
 }
 
 /// Marks a nonce the agent made itself because the ledger was unreachable. Such a

@@ -14,7 +14,7 @@ use super::{
 };
 
 /// The newest schema version: the one a fresh database gets and [`UPGRADES`] end at.
-const SCHEMA_VERSION: &str = "5";
+const SCHEMA_VERSION: &str = "6";
 
 /// One upgrade step: the SQL taking a database of version `to - 1` to version `to`.
 struct Upgrade {
@@ -81,6 +81,32 @@ const UPGRADES: &[Upgrade] = &[
         to: 5,
         sql: "ALTER TABLE agents ADD COLUMN ek_public BLOB;",
     },
+    // The `late` verdict. SQLite cannot change a CHECK constraint in place: the entries
+    // move to a table that allows it, unchanged.
+    Upgrade {
+        to: 6,
+        sql: "CREATE TABLE entries_v6 (
+                  idx INTEGER PRIMARY KEY,
+                  received_at_ms INTEGER NOT NULL,
+                  tenant TEXT NOT NULL,
+                  agent_id TEXT NOT NULL,
+                  verdict TEXT NOT NULL CHECK (verdict IN ('accepted', 'refused', 'late')),
+                  attestation_id TEXT,
+                  leaf BLOB NOT NULL,
+                  leaf_hash BLOB NOT NULL CHECK (length(leaf_hash) = 32),
+                  submission_hash BLOB
+                      CHECK (submission_hash IS NULL OR length(submission_hash) = 32)
+              );
+              INSERT INTO entries_v6 SELECT idx, received_at_ms, tenant, agent_id, verdict,
+                  attestation_id, leaf, leaf_hash, submission_hash FROM entries;
+              DROP TABLE entries;
+              ALTER TABLE entries_v6 RENAME TO entries;
+              CREATE INDEX entries_tenant_time ON entries (tenant, received_at_ms);
+              CREATE INDEX entries_agent ON entries (tenant, agent_id, idx);
+              CREATE INDEX entries_attestation ON entries (attestation_id);
+              CREATE INDEX entries_submission ON entries (submission_hash)
+                  WHERE submission_hash IS NOT NULL;",
+    },
 ];
 
 /// The current schema, for a new database.
@@ -98,7 +124,7 @@ CREATE TABLE entries (
     received_at_ms INTEGER NOT NULL,
     tenant TEXT NOT NULL,
     agent_id TEXT NOT NULL,
-    verdict TEXT NOT NULL CHECK (verdict IN ('accepted', 'refused')),
+    verdict TEXT NOT NULL CHECK (verdict IN ('accepted', 'refused', 'late')),
     attestation_id TEXT,
     leaf BLOB NOT NULL,
     leaf_hash BLOB NOT NULL CHECK (length(leaf_hash) = 32),

@@ -93,10 +93,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "0005_agent_ek_public",
         sql: include_str!("../../migrations/postgres/0005_agent_ek_public.sql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_late_verdict",
+        sql: include_str!("../../migrations/postgres/0006_late_verdict.sql"),
+    },
 ];
 
 /// The newest schema version this build knows (the last of [`MIGRATIONS`]).
-const SCHEMA_VERSION: &str = "5";
+const SCHEMA_VERSION: &str = "6";
 
 const ENTRY_COLUMNS: &str =
     "idx, received_at_ms, tenant, agent_id, verdict, attestation_id, leaf, leaf_hash";
