@@ -35,12 +35,15 @@ fn alertname(kind: AlertKind) -> &'static str {
         AlertKind::ZeroRetentionChange => "AttestorZeroRetentionChange",
         AlertKind::PostureContraindicated => "AttestorPostureContraindicated",
         AlertKind::PostureWarning => "AttestorPostureWarning",
+        AlertKind::LedgerOutage => "AttestorLedgerOutage",
     }
 }
 
 fn severity(kind: AlertKind) -> &'static str {
     match kind {
-        AlertKind::MissingHeartbeat | AlertKind::PostureWarning => "warning",
+        AlertKind::MissingHeartbeat | AlertKind::PostureWarning | AlertKind::LedgerOutage => {
+            "warning"
+        }
         AlertKind::InvalidAttestation
         | AlertKind::PolicyDrift
         | AlertKind::ZeroRetentionChange

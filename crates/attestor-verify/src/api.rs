@@ -341,6 +341,9 @@ pub enum AlertKind {
     PostureContraindicated,
     /// An accepted attestation's posture broke a rule whose tier is warning.
     PostureWarning,
+    /// The ledger itself was down for longer than the allowed gap: one incident per
+    /// tenant (agent `@ledger`) instead of a gap for each of its agents.
+    LedgerOutage,
 }
 
 impl AlertKind {
@@ -353,6 +356,7 @@ impl AlertKind {
             AlertKind::ZeroRetentionChange => "zero-retention-change",
             AlertKind::PostureContraindicated => "posture-contraindicated",
             AlertKind::PostureWarning => "posture-warning",
+            AlertKind::LedgerOutage => "ledger-outage",
         }
     }
 }
