@@ -5,6 +5,7 @@
 
 mod support;
 
+mod ledger_actions;
 mod ledger_sequencer;
 mod ledger_store;
 mod ledger_store_tls;
