@@ -72,7 +72,7 @@ pub enum LedgerConfigError {
     #[error("ledger config {path}: {source}")]
     Action {
         path: PathBuf,
-        source: ActionConfigError,
+        source: Box<ActionConfigError>,
     },
 }
 
@@ -315,7 +315,7 @@ impl LedgerConfig {
                 .check_syntax()
                 .map_err(|source| LedgerConfigError::Action {
                     path: path.to_path_buf(),
-                    source,
+                    source: Box::new(source),
                 })?;
         }
         let nonce_ttl = Duration::from_secs(raw.nonce_ttl_seconds);
