@@ -2,7 +2,9 @@
 //! from the workflow file and run with the shell GitHub runs them with, against a real
 //! ledger and an agent on swtpm. A release the gate passes stays in service; one after
 //! which the agent drifts fails the gate, and `rollback.sh` returns the deployment marker
-//! to the release before it. Meanwhile the ledger runs the tenant's `on_drift` hook.
+//! to the release before it. Meanwhile the ledger runs the tenant's `on_drift` hook. A
+//! ledger whose actions cannot run (a webhook it cannot reach, a missing program) refuses
+//! to start.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -255,4 +257,61 @@ fn rollback_refuses_what_it_cannot_do_safely() {
         std::fs::read_to_string(marker.join("current")).unwrap(),
         "r1\n"
     );
+}
+
+#[test]
+fn a_ledger_with_an_action_that_cannot_run_refuses_to_start() {
+    let policy_hash = "ab".repeat(32);
+    let mut ledger = LedgerProcess::start(&LedgerSpec {
+        agents: &[("a1", "acme")],
+        tenants: &[("acme", &policy_hash)],
+        ..LedgerSpec::default()
+    });
+    ledger.stop();
+    let config = ledger.dir.path().join("ledger.toml");
+    let usable = std::fs::read_to_string(&config).unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let webhook =
+        |url: &str| format!("[[alerts.actions]]\non = \"policy-drift\"\nwebhook = \"{url}\"\n");
+    for (action, why) in [
+        (webhook("ftp://x/"), "only http:// and https://"),
+        (webhook("http://"), "alerts.actions[0]"),
+        (webhook("http://no-such-host.invalid/"), "does not resolve"),
+        (
+            webhook(&format!("http://127.0.0.1:{closed}/hook")),
+            "does not accept connections",
+        ),
+        (
+            "[tenants.acme.actions]\non_drift = [\"/nonexistent/rollback.sh\"]\n".to_string(),
+            "tenants.acme.actions.on_drift: /nonexistent/rollback.sh is not an executable file",
+        ),
+    ] {
+        std::fs::write(&config, format!("{usable}{action}")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_attestor"))
+            .args(["ledger", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("the ledger started with {action}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(!status.success(), "{action}");
+        assert!(stderr.contains(why), "{action}: {stderr}");
+    }
 }
