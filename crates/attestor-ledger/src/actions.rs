@@ -215,11 +215,19 @@ fn webhook_target(url: &str) -> Result<(bool, String, u16), &'static str> {
 }
 
 impl ActionConfig {
-    /// What it runs, as outcomes and logs name it.
+    /// What it runs, as outcomes, logs and incidents name it: a webhook by its origin only,
+    /// since many carry their secret in the path, query or user part.
     pub fn describe(&self) -> String {
-        self.webhook
-            .clone()
-            .unwrap_or_else(|| self.command.join(" "))
+        match &self.webhook {
+            None => self.command.join(" "),
+            Some(url) => match webhook_target(url) {
+                Ok((https, host, port)) => {
+                    let scheme = if https { "https" } else { "http" };
+                    format!("{scheme}://{host}:{port}/…")
+                }
+                Err(_) => "webhook".to_string(),
+            },
+        }
     }
 
     fn runs_for(&self, phase: ActionPhase, incident: &Incident) -> bool {
