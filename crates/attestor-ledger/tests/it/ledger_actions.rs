@@ -1,7 +1,8 @@
 //! The action runner with real processes and real HTTP(S) servers: a hanging command is
 //! killed with its children at its timeout without holding up later actions, the bound on
 //! concurrent actions holds, failures are retried, the payload is the documented JSON,
-//! webhooks are POSTed over http and https, and unusable actions are refused at start-up.
+//! webhooks are POSTed over http and https, unusable actions are refused at start-up, and
+//! the alert book's delivery goes on while an action hangs.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -626,5 +627,79 @@ fn the_configuration_names_each_action_and_refuses_malformed_ones() {
             LedgerConfig::parse(&format!("{CONFIG}{bad}"), path).is_err(),
             "{bad}"
         );
+    }
+}
+
+/// The alert book's delivery: an action that hangs delays no later alert, and dies with
+/// the ledger's runtime.
+#[test]
+fn a_hanging_action_delays_no_later_alert_and_stops_with_the_ledger() {
+    use attestor_ledger::alerts::{AlertConfig, Alerter};
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    let hang = script(
+        dir.path(),
+        "hang.sh",
+        &format!(
+            "echo $$ >> {p}\nsleep 600 &\necho $! >> {p}\nwait",
+            p = pids.display()
+        ),
+    );
+    let started = || -> Vec<u32> {
+        std::fs::read_to_string(&pids)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (seen, mut requests) = mpsc::unbounded_channel();
+        let alertmanager = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", alertmanager.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = alertmanager.accept().await.unwrap();
+                tokio::spawn(answer_one(stream, seen.clone()));
+            }
+        });
+        let alerter = Alerter::start(
+            AlertConfig {
+                alertmanager: Some(url),
+                resend_seconds: 3600,
+                actions: vec![action(AlertKind::PolicyDrift, hang, 600, 0)],
+                max_concurrent_actions: 8,
+            },
+            dir.path().to_path_buf(),
+        );
+        alerter.fire(AlertKind::PolicyDrift, "acme", "a1", "drift".into());
+        crate::support::wait_until(PATIENCE, "the action to start", || started().len() == 2).await;
+        alerter.fire(AlertKind::InvalidAttestation, "acme", "a2", "forged".into());
+        loop {
+            let (_, body) = tokio::time::timeout(PATIENCE, requests.recv())
+                .await
+                .expect("the later alert was not delivered")
+                .unwrap();
+            let alerts: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            if alerts[0]["labels"]["agent"] == "a2" {
+                break;
+            }
+        }
+        for pid in started() {
+            assert!(
+                !exited(pid),
+                "the action ended before the later alert went out"
+            );
+        }
+    });
+    drop(runtime);
+    for pid in started() {
+        wait_for(PATIENCE, &format!("process {pid} to be killed"), || {
+            exited(pid)
+        });
     }
 }
