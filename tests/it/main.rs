@@ -28,6 +28,7 @@ mod measured_boot;
 mod monitoring;
 mod pcr_reset_attack;
 mod real_hardware;
+mod release_gate;
 mod snp_configfs;
 mod snp_kds;
 mod snp_sim;

@@ -379,10 +379,12 @@ async fn invalid_or_drifted_attestations_fail_the_gate_and_drift_runs_the_action
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let alert: serde_json::Value =
+    let payload: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&marker).unwrap()).unwrap();
-    assert_eq!(alert["kind"], "policy-drift");
-    assert_eq!(alert["agent_id"], "a1");
+    assert_eq!(payload["phase"], "fire");
+    assert_eq!(payload["incident"]["kind"], "policy-drift");
+    assert_eq!(payload["agent_id"], "a1");
+    assert_eq!(payload["ear"], response.ear.clone().unwrap().as_str());
     let record = std::fs::read_to_string(ledger.state_dir().join("actions.jsonl")).unwrap();
     assert!(record.contains("\"ok\":true"), "{record}");
 

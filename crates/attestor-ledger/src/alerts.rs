@@ -4,10 +4,9 @@
 //! kind), is sent
 //! to the structured log and to an Alertmanager-compatible webhook (`POST
 //! /api/v2/alerts`), re-sent while open (Alertmanager expires alerts it stops hearing
-//! about), and resolved when the agent is healthy again (an accepted attestation). A
-//! firing alert also runs the actions configured for its kind (a command getting the alert
-//! as JSON on stdin, or a webhook), with a timeout and retries; each outcome is appended
-//! to `actions.jsonl` in the ledger's state directory.
+//! about), and resolved when the agent is healthy again (an accepted attestation). An alert
+//! that opens or resolves also starts the actions configured for it (`crate::actions`),
+//! which run on their own and never hold up delivery.
 //!
 //! Open alerts live in memory: after a restart, gaps are found again from stored times,
 //! and the other kinds reopen at the agent's next refused submission.
@@ -19,11 +18,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use attestor_net::http::HttpClient;
+use crate::actions::{
+    post_json, with_retries, ActionConfig, ActionRunner, DEFAULT_MAX_CONCURRENT_ACTIONS,
+};
 use attestor_net::logging::{event, limited_event, Level};
+use attestor_verify::api::{ActionPhase, Incident, IncidentChange, IncidentState};
 pub use attestor_verify::api::{Alert, AlertKind};
 
 /// The Alertmanager `alertname` of a kind.
@@ -60,32 +61,8 @@ pub fn kind_for_refusal(reason: &str) -> AlertKind {
     }
 }
 
-/// An automated response to one kind of alert.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ActionConfig {
-    /// The alert kind that triggers it.
-    pub on: AlertKind,
-    /// A command (argv) run with the alert as JSON on stdin; exit 0 is success.
-    #[serde(default)]
-    pub command: Vec<String>,
-    /// Or an `http://` URL the alert is POSTed to as JSON; 2xx is success.
-    pub webhook: Option<String>,
-    #[serde(default = "default_action_timeout")]
-    pub timeout_seconds: u64,
-    #[serde(default = "default_action_retries")]
-    pub retries: u32,
-}
-
-fn default_action_timeout() -> u64 {
-    10
-}
-fn default_action_retries() -> u32 {
-    2
-}
-
 /// Where alerts go.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertConfig {
     /// Alertmanager base URL (`http://host:9093`); alerts go to `/api/v2/alerts`.
@@ -93,16 +70,36 @@ pub struct AlertConfig {
     /// Seconds between re-sends of open alerts (Alertmanager's resolve_timeout is 5 min).
     #[serde(default = "default_resend")]
     pub resend_seconds: u64,
+    /// The global `[[alerts.actions]]`, then every tenant's hooks (scoped to the tenant).
     #[serde(default)]
     pub actions: Vec<ActionConfig>,
+    /// Action attempts running at once.
+    #[serde(default = "default_max_concurrent_actions")]
+    pub max_concurrent_actions: usize,
+}
+
+fn default_max_concurrent_actions() -> usize {
+    DEFAULT_MAX_CONCURRENT_ACTIONS
 }
 
 fn default_resend() -> u64 {
     60
 }
 
+impl Default for AlertConfig {
+    fn default() -> Self {
+        AlertConfig {
+            alertmanager: None,
+            resend_seconds: default_resend(),
+            actions: Vec::new(),
+            max_concurrent_actions: DEFAULT_MAX_CONCURRENT_ACTIONS,
+        }
+    }
+}
+
 enum Notice {
-    Changed(Alert),
+    /// An alert opened or resolved, with the EAR of the entry that showed it, if any.
+    Changed(Alert, Option<String>),
     Resend(Vec<Alert>),
 }
 
@@ -116,14 +113,17 @@ pub struct Alerter {
 }
 
 impl Alerter {
-    /// Starts delivery on the current tokio runtime; `state_dir` receives `actions.jsonl`.
+    /// Starts delivery and the action runner on the current tokio runtime; `state_dir`
+    /// receives `actions.jsonl`.
     pub fn start(config: AlertConfig, state_dir: PathBuf) -> Arc<Alerter> {
         let (notices, queue) = mpsc::unbounded_channel();
         let alerter = Arc::new(Alerter {
             open: Mutex::default(),
             notices,
         });
-        tokio::spawn(deliver(config.clone(), state_dir, queue));
+        let actions =
+            ActionRunner::start(&config.actions, config.max_concurrent_actions, &state_dir);
+        tokio::spawn(deliver(config.clone(), actions, queue));
         let weak = Arc::downgrade(&alerter);
         let resend = Duration::from_secs(config.resend_seconds.max(1));
         tokio::spawn(async move {
@@ -147,6 +147,18 @@ impl Alerter {
 
     /// Opens an alert unless the same kind is already open for the agent.
     pub fn fire(&self, kind: AlertKind, tenant: &str, agent_id: &str, summary: String) {
+        self.fire_with_ear(kind, tenant, agent_id, summary, None)
+    }
+
+    /// Like [`Alerter::fire`], with the EAR of the entry that raised it, for the actions.
+    pub fn fire_with_ear(
+        &self,
+        kind: AlertKind,
+        tenant: &str,
+        agent_id: &str,
+        summary: String,
+        ear: Option<String>,
+    ) {
         let mut book = self.book();
         let key = (tenant.to_string(), agent_id.to_string(), kind);
         if book.contains_key(&key) {
@@ -161,7 +173,7 @@ impl Alerter {
             ends_at_ms: None,
         };
         book.insert(key, alert.clone());
-        let _ = self.notices.send(Notice::Changed(alert));
+        let _ = self.notices.send(Notice::Changed(alert, ear));
     }
 
     /// Resolves the agent's open alerts of `kinds`.
@@ -171,7 +183,7 @@ impl Alerter {
             let key = (tenant.to_string(), agent_id.to_string(), *kind);
             if let Some(mut alert) = book.remove(&key) {
                 alert.ends_at_ms = Some(attestor_verify::time::now_ms());
-                let _ = self.notices.send(Notice::Changed(alert));
+                let _ = self.notices.send(Notice::Changed(alert, None));
             }
         }
     }
@@ -228,15 +240,40 @@ fn alertmanager_json(alert: &Alert, resend: Duration) -> serde_json::Value {
     })
 }
 
+/// The incident an alert stands for, until incidents are kept in the store.
+fn incident_of(alert: &Alert) -> Incident {
+    Incident {
+        id: 0,
+        kind: alert.kind,
+        tenant: alert.tenant.clone(),
+        agent_id: alert.agent_id.clone(),
+        summary: alert.summary.clone(),
+        opened_at_ms: alert.starts_at_ms,
+        first_index: None,
+        last_index: None,
+        state: match alert.ends_at_ms {
+            None => IncidentState::Open,
+            Some(_) => IncidentState::Resolved,
+        },
+        acknowledged: None,
+        resolved: alert.ends_at_ms.map(|at_ms| IncidentChange {
+            by: "@ledger".to_string(),
+            at_ms,
+            reason: "the agent is healthy again".to_string(),
+        }),
+        actions: Vec::new(),
+    }
+}
+
 async fn deliver(
     config: AlertConfig,
-    state_dir: PathBuf,
+    actions: ActionRunner,
     mut queue: mpsc::UnboundedReceiver<Notice>,
 ) {
     let resend = Duration::from_secs(config.resend_seconds.max(1));
     while let Some(notice) = queue.recv().await {
         let alerts = match notice {
-            Notice::Changed(alert) => {
+            Notice::Changed(alert, ear) => {
                 let firing = alert.ends_at_ms.is_none();
                 event(
                     if firing { Level::Warn } else { Level::Info },
@@ -248,11 +285,12 @@ async fn deliver(
                     json!({"kind": alert.kind.name(), "tenant": alert.tenant,
                            "agent": alert.agent_id, "summary": alert.summary}),
                 );
-                if firing {
-                    for action in config.actions.iter().filter(|a| a.on == alert.kind) {
-                        run_action(action, &alert, &state_dir).await;
-                    }
-                }
+                let phase = match firing {
+                    true => ActionPhase::Fire,
+                    false => ActionPhase::Resolve,
+                };
+                // Outcomes are logged and recorded in actions.jsonl by the runner.
+                actions.dispatch(phase, &incident_of(&alert), ear, Arc::new(|_| {}));
                 vec![alert]
             }
             Notice::Resend(alerts) => alerts,
@@ -264,8 +302,8 @@ async fn deliver(
                 .collect();
             let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
             let body = serde_json::to_vec(&body).unwrap_or_default();
-            if let Err(e) = with_retries(2, Duration::from_secs(5), || post_json(&url, &body)).await
-            {
+            let timeout = Duration::from_secs(5);
+            if let (_, Err(e)) = with_retries(2, || post_json(&url, &body, None, timeout)).await {
                 limited_event(
                     Level::Error,
                     "alertmanager-failed",
@@ -273,113 +311,5 @@ async fn deliver(
                 );
             }
         }
-    }
-}
-
-async fn with_retries<F, Fut>(retries: u32, timeout: Duration, mut attempt: F) -> Result<(), String>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let mut last = String::new();
-    for n in 0..=retries {
-        if n > 0 {
-            tokio::time::sleep(Duration::from_secs(1 << (n - 1).min(5))).await;
-        }
-        match tokio::time::timeout(timeout, attempt()).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => last = e,
-            Err(_) => last = format!("no answer within {timeout:?}"),
-        }
-    }
-    Err(last)
-}
-
-/// Runs one action for a firing alert and records its outcome.
-async fn run_action(action: &ActionConfig, alert: &Alert, state_dir: &std::path::Path) {
-    let payload = serde_json::to_vec(alert).unwrap_or_default();
-    let timeout = Duration::from_secs(action.timeout_seconds.max(1));
-    let outcome = with_retries(action.retries, timeout, || async {
-        if let Some(url) = &action.webhook {
-            return post_json(url, &payload).await;
-        }
-        let (program, args) = action
-            .command
-            .split_first()
-            .ok_or_else(|| "the action has neither command nor webhook".to_string())?;
-        let mut child = tokio::process::Command::new(program)
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot run {program}: {e}"))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(&payload).await.map_err(|e| e.to_string())?;
-        }
-        let status = child.wait().await.map_err(|e| e.to_string())?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("{program} exited with {status}"))
-        }
-    })
-    .await;
-    let record = json!({
-        "at_ms": attestor_verify::time::now_ms(), "alert": alert, "on": action.on.name(),
-        "action": action.webhook.clone().unwrap_or_else(|| action.command.join(" ")),
-        "ok": outcome.is_ok(), "error": outcome.as_ref().err(),
-    });
-    event(
-        if outcome.is_ok() {
-            Level::Info
-        } else {
-            Level::Error
-        },
-        "action-run",
-        record.clone(),
-    );
-    let line = format!("{record}\n");
-    let path = state_dir.join("actions.jsonl");
-    let appended = async {
-        let mut file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .await?;
-        file.write_all(line.as_bytes()).await?;
-        file.sync_data().await
-    };
-    if let Err(e) = appended.await {
-        event(
-            Level::Error,
-            "action-record-failed",
-            json!({"error": e.to_string()}),
-        );
-    }
-}
-
-/// POSTs JSON to a plain `http://` URL; 2xx is success.
-async fn post_json(url: &str, body: &[u8]) -> Result<(), String> {
-    let uri: hyper::Uri = url
-        .parse()
-        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!("{url:?}: only http:// is supported"));
-    }
-    let answer = HttpClient::new(url, None)
-        .map_err(|e| e.to_string())?
-        .request(
-            hyper::Method::POST,
-            uri.path_and_query().map_or("/", |p| p.as_str()),
-            Some(body.to_vec()),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    if answer.status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("answered {}", answer.status))
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::actions::{ActionConfigError, TenantActions};
 use crate::alerts::AlertConfig;
 use crate::limits::WriteLimit;
 use crate::submission::{TenantPolicy, NONCE_TTL, VOUCH_WINDOW};
@@ -68,6 +69,11 @@ pub enum LedgerConfigError {
     },
     #[error("ledger config {path} is invalid: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("ledger config {path}: {source}")]
+    Action {
+        path: PathBuf,
+        source: Box<ActionConfigError>,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +175,7 @@ struct TenantToml {
     #[serde(default = "default_write_burst")]
     write_burst: u32,
     appraisal: Option<PathBuf>,
+    actions: Option<TenantActions>,
 }
 
 fn default_writes_per_second() -> f64 {
@@ -264,8 +271,21 @@ impl LedgerConfig {
         };
         let raw: LedgerToml = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
+        let mut alerts = raw.alerts;
+        for (n, action) in alerts.actions.iter_mut().enumerate() {
+            action.hook = format!("alerts.actions[{n}]");
+            action.ca = action.ca.take().map(|p| base.join(p));
+        }
+        if !(1..=1024).contains(&alerts.max_concurrent_actions) {
+            return Err(invalid(
+                "alerts.max_concurrent_actions must be 1..=1024".into(),
+            ));
+        }
         let mut tenants = BTreeMap::new();
         for (name, tenant) in raw.tenants {
+            if let Some(actions) = tenant.actions {
+                alerts.actions.extend(actions.into_actions(&name));
+            }
             let hash = tenant.policy_hash.to_ascii_lowercase();
             if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(invalid(format!(
@@ -289,6 +309,14 @@ impl LedgerConfig {
                     appraisal: tenant.appraisal.map(|p| base.join(p)),
                 },
             );
+        }
+        for action in &alerts.actions {
+            action
+                .check_syntax()
+                .map_err(|source| LedgerConfigError::Action {
+                    path: path.to_path_buf(),
+                    source: Box::new(source),
+                })?;
         }
         let nonce_ttl = Duration::from_secs(raw.nonce_ttl_seconds);
         if nonce_ttl.is_zero() || nonce_ttl > VOUCH_WINDOW {
@@ -376,7 +404,7 @@ impl LedgerConfig {
             ak_certificate_validity: DAY * u32::try_from(raw.ak_certificate_days).unwrap_or(1),
             tls: raw.tls.resolve(base),
             tenants,
-            alerts: raw.alerts,
+            alerts,
             ops: OpsConfig {
                 listen: raw.ops.listen,
                 per_agent_metrics: raw.ops.per_agent_metrics,

@@ -39,6 +39,8 @@ pub enum DaemonError {
     },
     #[error("serving stopped: {0}")]
     Serve(std::io::Error),
+    #[error("an action cannot run: {0}")]
+    Action(#[from] crate::actions::ActionConfigError),
 }
 
 /// Runs the ledger `config` describes until SIGTERM or SIGINT.
@@ -64,6 +66,8 @@ pub fn run(config: &LedgerConfig) -> Result<(), DaemonError> {
         .build()
         .map_err(DaemonError::Runtime)?;
     let writer = runtime.block_on(async {
+        // A response that cannot run would only be found out during an incident.
+        crate::actions::check_usable(&config.alerts.actions).await?;
         let (ledger, writer) = Ledger::open(config)?;
         // Auditors need this key to check checkpoints; keep a copy beside the state.
         keyfiles::write_vkey(&config.state_dir, &ledger.verifier_key())?;

@@ -3,6 +3,7 @@
 //! links a TPM library: evidence is checked with `attestor-verify` alone.
 #![forbid(unsafe_code)]
 
+pub mod actions;
 pub mod alerts;
 pub mod appraise;
 pub mod backup;

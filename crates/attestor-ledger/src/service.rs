@@ -911,11 +911,12 @@ impl Ledger {
             (Some(reason), _) => {
                 self.metrics
                     .observe_appraisal(&who.tenant, Tier::Contraindicated, &[]);
-                self.alerter.fire(
+                self.alerter.fire_with_ear(
                     crate::alerts::kind_for_refusal(reason),
                     &who.tenant,
                     &who.agent_id,
                     detail.clone().unwrap_or_else(|| reason.clone()),
+                    ear.clone(),
                 )
             }
             (None, Some(appraised)) => self.after_appraisal(who, appraised),

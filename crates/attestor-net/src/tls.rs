@@ -289,6 +289,27 @@ pub fn database_client_config(
     Ok(Arc::new(config))
 }
 
+/// A client of web servers outside the PKI (webhooks, Alertmanager): TLS 1.2 or 1.3, no
+/// client certificate, trusting the CAs in `ca_pem` or, without one, the public web roots
+/// (Mozilla's, built in: the ledger's host may have no CA bundle).
+pub fn web_client_config(ca_pem: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+    let roots = match ca_pem {
+        Some(path) => root_store_from(
+            &read_bounded(path)?,
+            &format!("CA certificate {}", path.display()),
+        )?,
+        None => RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        },
+    };
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// Like [`client_config`], but the client certificate and key are read again whenever
 /// either file changes on disk (size or modification time), so a rotated certificate is
 /// presented from the next connection on without restarting. A new pair that does not
