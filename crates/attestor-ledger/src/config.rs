@@ -9,6 +9,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::alerts::AlertConfig;
+use crate::enforce::{EnforcementConfigError, EnforcementPolicy};
 use crate::limits::WriteLimit;
 use crate::submission::{TenantPolicy, NONCE_TTL, VOUCH_WINDOW};
 use attestor_net::tls::TlsFiles;
@@ -68,6 +69,12 @@ pub enum LedgerConfigError {
     },
     #[error("ledger config {path} is invalid: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("ledger config {path}: tenants.{tenant}.enforcement: {source}")]
+    Enforcement {
+        path: PathBuf,
+        tenant: String,
+        source: EnforcementConfigError,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +176,8 @@ struct TenantToml {
     #[serde(default = "default_write_burst")]
     write_burst: u32,
     appraisal: Option<PathBuf>,
+    #[serde(default)]
+    enforcement: EnforcementPolicy,
 }
 
 fn default_writes_per_second() -> f64 {
@@ -240,6 +249,8 @@ pub struct LedgerConfig {
     pub tls: TlsFiles,
     /// What each tenant expects; agents of other tenants are refused.
     pub tenants: BTreeMap<String, TenantPolicy>,
+    /// Each tenant's answers at the enforcement point (`[tenants.NAME.enforcement]`).
+    pub enforcement: BTreeMap<String, EnforcementPolicy>,
     pub alerts: AlertConfig,
     pub ops: OpsConfig,
     /// The log's storage (`storage = "postgres://..."`; default embedded).
@@ -264,8 +275,17 @@ impl LedgerConfig {
         };
         let raw: LedgerToml = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut tenants = BTreeMap::new();
+        let (mut tenants, mut enforcement) = (BTreeMap::new(), BTreeMap::new());
         for (name, tenant) in raw.tenants {
+            tenant
+                .enforcement
+                .validate()
+                .map_err(|source| LedgerConfigError::Enforcement {
+                    path: path.to_path_buf(),
+                    tenant: name.clone(),
+                    source,
+                })?;
+            enforcement.insert(name.clone(), tenant.enforcement);
             let hash = tenant.policy_hash.to_ascii_lowercase();
             if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(invalid(format!(
@@ -376,6 +396,7 @@ impl LedgerConfig {
             ak_certificate_validity: DAY * u32::try_from(raw.ak_certificate_days).unwrap_or(1),
             tls: raw.tls.resolve(base),
             tenants,
+            enforcement,
             alerts: raw.alerts,
             ops: OpsConfig {
                 listen: raw.ops.listen,

@@ -572,6 +572,15 @@ impl LedgerStore for EmbeddedStore {
         row.map(stored_entry).transpose()
     }
 
+    fn latest_entries_of_agents(&self) -> Result<Vec<StoredEntry>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare_cached(super::LATEST_ENTRIES_OF_AGENTS)
+            .map_err(db)?;
+        let rows = statement.query_map([], entry_from_row).map_err(db)?;
+        rows.map(|r| stored_entry(r.map_err(db)?)).collect()
+    }
+
     fn find_submission(
         &self,
         tenant: &str,

@@ -105,6 +105,12 @@ pub struct EntryQuery {
     pub limit: u32,
 }
 
+/// Both SQL backends' query of [`LedgerStore::latest_entries_of_agents`].
+const LATEST_ENTRIES_OF_AGENTS: &str = "SELECT idx, received_at_ms, tenant, agent_id, verdict, \
+     attestation_id, leaf, leaf_hash FROM entries WHERE idx IN (SELECT (SELECT x.idx FROM \
+     entries x WHERE x.tenant = a.tenant AND x.agent_id = a.agent_id AND x.verdict <> 'late' \
+     ORDER BY x.idx DESC LIMIT 1) FROM agents a) ORDER BY idx";
+
 /// Largest page a query returns.
 pub const MAX_PAGE: u32 = 1000;
 
@@ -292,6 +298,10 @@ pub trait LedgerStore: Send + Sync {
         tenant: &str,
         agent_id: &str,
     ) -> Result<Option<StoredEntry>, StoreError>;
+    /// Each enrolled agent's most recent entry that is not `late`, through the
+    /// (tenant, agent id, index) index: what the enforcement point starts from without
+    /// reading the whole log.
+    fn latest_entries_of_agents(&self) -> Result<Vec<StoredEntry>, StoreError>;
     /// The agent's entry that kept exactly the submitted bytes hashing to
     /// `submission_hash`, if any.
     fn find_submission(

@@ -948,6 +948,15 @@ impl LedgerStore for PostgresStore {
         })
     }
 
+    fn latest_entries_of_agents(&self) -> Result<Vec<StoredEntry>, StoreError> {
+        self.run(async move |db: Rc<Inner>| {
+            all(
+                db.rows(super::LATEST_ENTRIES_OF_AGENTS, &[]).await?,
+                entry_row,
+            )
+        })
+    }
+
     fn find_submission(
         &self,
         tenant: &str,
