@@ -22,7 +22,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::store::{
-    AgentRecord, EntryQuery, LedgerStore, StoreError, StoredEntry, Verdict, MAX_PAGE,
+    AgentStatus, EntryQuery, LedgerStore, StoreError, StoredEntry, Verdict, MAX_PAGE,
 };
 
 /// How often the log is tailed.
@@ -220,7 +220,6 @@ struct AgentView {
     /// is seen there (enrollment precedes the agent's first entry), never after.
     enrolled: bool,
     revoked: bool,
-    enrolled_at_ms: u64,
     last_accepted_ms: Option<u64>,
     latest: Option<(u64, Outcome)>,
 }
@@ -350,7 +349,7 @@ impl Enforcer {
 
     /// Takes the agents table: enrollment, revocation and last acceptance. Agents no
     /// longer (or never) enrolled leave the view.
-    pub fn load_agents(&self, agents: &[AgentRecord]) {
+    pub fn load_agents(&self, agents: &[AgentStatus]) {
         let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
         for tenant in view.agents.values_mut() {
             for agent in tenant.values_mut() {
@@ -361,7 +360,6 @@ impl Enforcer {
             let agent = view.agent_mut(&record.tenant, &record.agent_id);
             agent.enrolled = true;
             agent.revoked = record.revoked;
-            agent.enrolled_at_ms = record.enrolled_at_ms;
             agent.last_accepted_ms = agent.last_accepted_ms.max(record.last_accepted_at_ms);
         }
         for tenant in view.agents.values_mut() {
@@ -379,7 +377,7 @@ impl Enforcer {
             // The size is read first: entries appended meanwhile are folded again by the
             // tail, which is harmless (the highest index wins).
             let size = store.len()?;
-            self.load_agents(&store.agents(None)?);
+            self.load_agents(&store.agent_statuses()?);
             self.fold(&store.latest_entries_of_agents()?);
             (cursor.started, cursor.last_index, cursor.agents_read) =
                 (true, size.checked_sub(1), Some(now));
@@ -389,7 +387,7 @@ impl Enforcer {
         {
             // Before the tail: every agent of an entry folded so far is in the table now,
             // so only strangers' entries leave the view.
-            self.load_agents(&store.agents(None)?);
+            self.load_agents(&store.agent_statuses()?);
             cursor.agents_read = Some(now);
         }
         loop {
@@ -406,11 +404,18 @@ impl Enforcer {
                 break;
             }
         }
+        self.refreshed_at(now);
+        Ok(())
+    }
+
+    /// Records that the view reflects the store as of `at`, as a successful
+    /// [`Enforcer::refresh`] does; for a caller feeding the view through
+    /// [`Enforcer::load_agents`] and [`Enforcer::fold`] itself.
+    pub fn refreshed_at(&self, at: Instant) {
         self.view
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .refreshed = Some(now);
-        Ok(())
+            .refreshed = Some(at);
     }
 }
 
@@ -523,7 +528,7 @@ fn page(protocol: Protocol, decision: Decision) -> Page {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::NewEntry;
+    use crate::store::{AgentRecord, NewEntry};
 
     const GAP_MS: u64 = 120_000;
     const NOW_MS: u64 = 1_000_000;
@@ -630,9 +635,9 @@ mod tests {
         }
     }
 
-    fn enrolled(tenant: &str, agent_id: &str) -> AgentRecord {
+    fn enrolled(tenant: &str, agent_id: &str) -> AgentStatus {
         let who = AgentIdentity::new(tenant, agent_id).unwrap();
-        AgentRecord::enrolled(&who, vec![1], vec![2], 0)
+        AgentStatus::from(&AgentRecord::enrolled(&who, vec![1], vec![2], 0))
     }
 
     fn enforcer(fail_open_tenant: bool) -> Enforcer {
@@ -656,7 +661,7 @@ mod tests {
     fn the_log_decides_late_and_ledger_records_are_ignored_and_strangers_leave() {
         let enforcer = enforcer(false);
         enforcer.load_agents(&[enrolled("acme", "a1"), enrolled("acme", "a2")]);
-        enforcer.view.write().unwrap().refreshed = Some(Instant::now());
+        enforcer.refreshed_at(Instant::now());
         enforcer.fold(&[
             record(1, "a1", Verdict::Accepted, None),
             record(2, "a2", Verdict::Accepted, None),
@@ -699,7 +704,7 @@ mod tests {
             (opened.answer, opened.reason),
             (Answer::Allow, "outdated-view")
         );
-        enforcer.view.write().unwrap().refreshed = Some(Instant::now());
+        enforcer.refreshed_at(Instant::now());
         let cases = [
             (
                 decide(&enforcer, "acme", "nobody"),
