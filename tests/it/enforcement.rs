@@ -2,7 +2,8 @@
 //! `auth_request`) in front of a backend, and Envoy's ext_authz protocol over HTTP: a
 //! healthy agent's traffic passes, is throttled once the agent is silent, blocked after
 //! drift, and passes again after the new policy is approved; undecidable requests get the
-//! tenant's fail mode.
+//! tenant's fail mode. A follower on the same PostgreSQL store answers from the log the
+//! sequencer writes, and still does once the sequencer is killed.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -15,6 +16,7 @@ use crate::support::agent::AgentFixture;
 use crate::support::ledger::{enrol_tpm, free_port, LedgerProcess, LedgerSpec};
 use crate::support::{repo_root, wait_for};
 use attestor_agent::client::LedgerClient;
+use attestor_ledger::enforce::OUTDATED_AFTER;
 use attestor_verify::api::{SubmitResponse, Verdict};
 
 /// What the shipped file names, replaced by the test's own addresses.
@@ -359,4 +361,48 @@ async fn nginx_admits_throttles_blocks_and_admits_again_as_the_agent_attests() {
     ledger.kill9();
     let unreachable = request(front, "GET", "/", &[]);
     assert_eq!(unreachable.status, 500, "{}", nginx.error_log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_answers_from_the_shared_log_and_keeps_answering_after_the_sequencer_dies() {
+    let url = crate::support::postgres::database();
+    let spec = LedgerSpec {
+        agents: &[("a1", "t")],
+        tenants: &[("t", &"00".repeat(32))],
+        enrolled: true,
+        ..LedgerSpec::default()
+    };
+    let mut sequencer = LedgerProcess::start_on_postgres(&spec, &url, 2);
+    let follower = sequencer.replica();
+    let a1 = identity("t", "a1");
+    let reason = |ledger: &LedgerProcess| {
+        let answer = envoy(ledger, "GET", Some(&a1));
+        (
+            answer.status,
+            answer.header("x-attestor-reason").map(str::to_string),
+        )
+    };
+    let stale = (429, Some("stale".to_string()));
+    wait_for(
+        Duration::from_secs(20),
+        "both views of the enrolled agent",
+        || reason(&sequencer) == stale && reason(&follower) == stale,
+    );
+
+    // Written through the sequencer, seen by the follower from the shared store.
+    let refused = sequencer
+        .client("a1")
+        .submit(b"not a bundle")
+        .await
+        .unwrap();
+    assert_eq!(refused.verdict, Verdict::Refused);
+    let blocked = (403, Some("contraindicated".to_string()));
+    wait_for(Duration::from_secs(20), "the follower to block", || {
+        reason(&follower) == blocked
+    });
+
+    // The sequencer gone: the follower's view still comes from the store, current.
+    sequencer.kill9();
+    std::thread::sleep(OUTDATED_AFTER + Duration::from_secs(1));
+    assert_eq!(reason(&follower), blocked);
 }
