@@ -356,6 +356,11 @@ async fn nginx_admits_throttles_blocks_and_admits_again_as_the_agent_attests() {
         envoy(&ledger, "PUT", Some(&identity("lenient", "ghost"))).status,
         200
     );
+    // Any method is served under /authz/ only: the rest of the listener stays GET-only.
+    assert_eq!(
+        request(ledger.ops_port, "POST", "/metrics", &[]).status,
+        405
+    );
 
     // The ledger gone: nginx refuses rather than admits.
     ledger.kill9();
