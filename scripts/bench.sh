@@ -6,7 +6,7 @@
 #   scripts/bench.sh --soak 600       # also a 10-minute soak sampling the ledger's RSS every 5 s
 #   options: --agents N --rate R --duration S (load test), --out FILE
 #
-# What runs: the criterion micro-benchmarks (micro, merkle, query, attest, snp; `attest` and
+# What runs: the criterion micro-benchmarks (micro, merkle, query, attest, snp, enforce; `attest` and
 # the agent figures need swtpm), the append cost as the log grows (`append`: 10^6 entries on
 # SQLite, 10^5 on a throw-away PostgreSQL cluster of its own), `attestor loadgen` (only the TPM is simulated) against a
 # release `attestor ledger` on the embedded store and on a throw-away PostgreSQL cluster
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/swtpm.sh
 
-quick=0 soak=0 agents=1000 rate=1700 duration=30 agent_seconds=60 out=docs/benchmarks.md
+quick=0 soak=0 agents=1000 rate=1700 duration=30 agent_seconds=60 authz_seconds=10 out=docs/benchmarks.md
 while [ $# -gt 0 ]; do
     case $1 in
         --quick) quick=1 ;;
@@ -33,11 +33,11 @@ done
 criterion_args=()
 query_entries=1000000 append_sqlite=1000000 append_postgres=100000
 if [ "$quick" = 1 ]; then
-    agents=100 rate=200 duration=5 agent_seconds=15 query_entries=100000
+    agents=100 rate=200 duration=5 agent_seconds=15 query_entries=100000 authz_seconds=3
     append_sqlite=100000 append_postgres=10000
     criterion_args=(--warm-up-time 1 --measurement-time 1 --sample-size 10)
 fi
-for tool in jq swtpm swtpm_setup; do
+for tool in jq swtpm swtpm_setup taskset; do
     command -v "$tool" >/dev/null || { echo "$tool is required (see scripts/test.sh)" >&2; exit 1; }
 done
 export TSS2_LOG=all+none
@@ -74,6 +74,7 @@ fi
 ATTESTOR_BENCH_ENTRIES=$query_entries cargo bench --quiet --bench query -- "${criterion_args[@]}" >"$work/query.log" 2>&1
 cargo bench --quiet --bench attest -- "${criterion_args[@]}" >"$work/attest.log" 2>&1
 cargo bench --quiet --bench snp -- "${criterion_args[@]}" >"$work/snp.log" 2>&1
+cargo bench --quiet --bench enforce -- "${criterion_args[@]}" >"$work/enforce.log" 2>&1
 cargo bench --quiet --bench ingest >"$work/ingest.log" 2>&1
 
 step "append cost as the log grows: $append_sqlite entries on SQLite, $append_postgres on PostgreSQL"
@@ -136,6 +137,12 @@ for q in latest_attestation_of_agent agent_last_24h; do
     v=$(median "query_$query_entries" "$q")
     row "query $q at $query_entries entries (embedded)" "$v" "entry by index" "$by_index" "< 10 ms" "$(under "$v" 10000000)"
 done
+enforce_lookup=$(median enforce_100000 ref_hashmap_lookup)
+for q in decide nginx_answer; do
+    v=$(median enforce_100000 "$q")
+    per_s=$(awk -v ns="$v" 'BEGIN { if (ns == "") print "n/a"; else printf "%.0f/s", 1e9 / ns }')
+    row "enforcement $q, 100,000 agents in memory (one core: $per_s)" "$v" "HashMap lookup, 100,000 keys" "$enforce_lookup" "—" "—"
+done
 if [ "$quick" = 1 ]; then
     rows+=("| (quick run: query at 10^5 entries, not the 10^6 of the target) | | | | | |")
 fi
@@ -147,7 +154,7 @@ start_ledger() {
     local dir=$work/$1 port
     mkdir -p "$dir"
     for _ in 1 2 3 4 5; do
-        port=$(attestor_free_port)
+        port=$(attestor_free_port) ops_port=$(attestor_free_port)
         cat >"$dir/ledger.toml" <<EOF
 listen = "127.0.0.1:$port"
 state_dir = "state"
@@ -169,6 +176,8 @@ writes_per_second = 10000.0
 write_burst = 10000
 [tenants.demo]
 policy_hash = "$demo_policy_hash"
+[ops]
+listen = "127.0.0.1:$ops_port"
 EOF
         $attestor ledger --config "$dir/ledger.toml" 2>>"$dir/ledger.log" &
         ledger_pid=$!
@@ -208,6 +217,19 @@ for backend in embedded postgres; do
     start_ledger "ledger-$backend" "$work/ekca/loadgen-profile.toml" "$storage"
     loadgen "$work/max-$backend.json" --agents "$agents" --rate max --duration "$duration" --agent-prefix max
     loadgen "$work/paced-$backend.json" --agents "$agents" --rate "$rate" --duration "$duration" --agent-prefix paced
+    if [ "$backend" = embedded ]; then
+        step "enforcement point over HTTP: /authz/nginx for a healthy agent, the ledger pinned to core 0, the client to core 1"
+        taskset -a -p -c 0 "$ledger_pid" >/dev/null
+        ATTESTOR_BENCH_AUTHZ=127.0.0.1:$ops_port ATTESTOR_BENCH_AUTHZ_SECONDS=$authz_seconds \
+            ATTESTOR_BENCH_AUTHZ_IDENTITY=spiffe://attestor/tenant/loadgen/agent/paced-0 \
+            taskset -c "$((cores > 1 ? 1 : 0))" cargo bench --quiet --bench enforce >"$work/enforce-http.log" 2>&1
+        line=$(grep '^enforce-http:' "$work/enforce-http.log" || true)
+        authz_rate=$(sed -n 's/.* = \([0-9]*\)\/s,.*/\1/p' <<<"$line")
+        authz_p50=$(sed -n 's/.*p50 \([0-9.]*\) ms.*/\1/p' <<<"$line")
+        authz_p99=$(sed -n 's/.*p99 \([0-9.]*\) ms.*/\1/p' <<<"$line")
+        authz_statuses=$(sed -n 's/.*statuses \(.*\)$/\1/p' <<<"$line")
+        rows+=("| /authz/nginx over HTTP, ledger on one core, 8 keep-alive connections, $authz_seconds s (statuses $authz_statuses) | p99 ${authz_p99:-n/a} ms, ${authz_rate:-n/a} decisions/s | p50 ${authz_p50:-n/a} ms | — | — | — |")
+    fi
     stop_ledger
     max=$work/max-$backend.json paced=$work/paced-$backend.json
     throughput=$(jq -r '.throughput_per_s' "$max")
@@ -311,7 +333,7 @@ mkdir -p "$(dirname "$out")"
     grep -E '^(ingest:|\|)' "$work/ingest.log" || echo "(did not run; see its output)"
     [ -n "$soak_lines" ] && { echo; echo "$soak_lines"; }
     echo
-    echo "Reproduce: \`scripts/bench.sh$( [ "$quick" = 1 ] && echo " --quick")\`; each bench alone: \`cargo bench --bench NAME\` (micro, merkle, query, attest, snp, ingest, append)."
+    echo "Reproduce: \`scripts/bench.sh$( [ "$quick" = 1 ] && echo " --quick")\`; each bench alone: \`cargo bench --bench NAME\` (micro, merkle, query, attest, snp, enforce, ingest, append)."
     echo
     echo "## Append cost as the log grows"
     echo

@@ -12,6 +12,7 @@ mod appraisal;
 mod architecture;
 mod attest_verify;
 mod config_reference;
+mod enforcement;
 mod fuzz_fixtures;
 mod ledger_api;
 mod ledger_backup;

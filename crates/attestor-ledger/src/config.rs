@@ -10,6 +10,7 @@ use thiserror::Error;
 
 use crate::actions::{ActionConfigError, TenantActions};
 use crate::alerts::AlertConfig;
+use crate::enforce::{EnforcementConfigError, EnforcementPolicy};
 use crate::limits::WriteLimit;
 use crate::submission::{TenantPolicy, NONCE_TTL, VOUCH_WINDOW};
 use attestor_net::tls::TlsFiles;
@@ -73,6 +74,12 @@ pub enum LedgerConfigError {
     Action {
         path: PathBuf,
         source: Box<ActionConfigError>,
+    },
+    #[error("ledger config {path}: tenants.{tenant}.enforcement: {source}")]
+    Enforcement {
+        path: PathBuf,
+        tenant: String,
+        source: EnforcementConfigError,
     },
 }
 
@@ -176,6 +183,8 @@ struct TenantToml {
     write_burst: u32,
     appraisal: Option<PathBuf>,
     actions: Option<TenantActions>,
+    #[serde(default)]
+    enforcement: EnforcementPolicy,
 }
 
 fn default_writes_per_second() -> f64 {
@@ -247,6 +256,8 @@ pub struct LedgerConfig {
     pub tls: TlsFiles,
     /// What each tenant expects; agents of other tenants are refused.
     pub tenants: BTreeMap<String, TenantPolicy>,
+    /// Each tenant's answers at the enforcement point (`[tenants.NAME.enforcement]`).
+    pub enforcement: BTreeMap<String, EnforcementPolicy>,
     pub alerts: AlertConfig,
     pub ops: OpsConfig,
     /// The log's storage (`storage = "postgres://..."`; default embedded).
@@ -281,11 +292,20 @@ impl LedgerConfig {
                 "alerts.max_concurrent_actions must be 1..=1024".into(),
             ));
         }
-        let mut tenants = BTreeMap::new();
+        let (mut tenants, mut enforcement) = (BTreeMap::new(), BTreeMap::new());
         for (name, tenant) in raw.tenants {
             if let Some(actions) = tenant.actions {
                 alerts.actions.extend(actions.into_actions(&name));
             }
+            tenant
+                .enforcement
+                .validate()
+                .map_err(|source| LedgerConfigError::Enforcement {
+                    path: path.to_path_buf(),
+                    tenant: name.clone(),
+                    source,
+                })?;
+            enforcement.insert(name.clone(), tenant.enforcement);
             let hash = tenant.policy_hash.to_ascii_lowercase();
             if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(invalid(format!(
@@ -404,6 +424,7 @@ impl LedgerConfig {
             ak_certificate_validity: DAY * u32::try_from(raw.ak_certificate_days).unwrap_or(1),
             tls: raw.tls.resolve(base),
             tenants,
+            enforcement,
             alerts,
             ops: OpsConfig {
                 listen: raw.ops.listen,

@@ -1,5 +1,6 @@
 //! The ledger's process lifecycle, as the agent has `Attestor::start_heartbeat`: open the
-//! ledger, serve its API and operations listener, watch for gaps, reload on SIGHUP (TLS
+//! ledger, serve its API and operations listener (with the enforcement point), watch for
+//! gaps, keep the enforcement view current, reload on SIGHUP (TLS
 //! files, a prepared checkpoint key), and stop cleanly on SIGTERM or SIGINT, every
 //! acknowledged batch durable and the latest checkpoint remembered.
 
@@ -11,6 +12,7 @@ use serde_json::json;
 use thiserror::Error;
 
 use crate::config::LedgerConfig;
+use crate::enforce::{self, Enforcer};
 use crate::keyfiles::{self, KeyFileError};
 use crate::service::{Ledger, StartError};
 use crate::{dashboard, monitor, server};
@@ -72,12 +74,22 @@ pub fn run(config: &LedgerConfig) -> Result<(), DaemonError> {
         // Auditors need this key to check checkpoints; keep a copy beside the state.
         keyfiles::write_vkey(&config.state_dir, &ledger.verifier_key())?;
         let listener = bind(config.listen).await?;
+        let enforcer = Arc::new(Enforcer::new(&config.enforcement, config.max_gap));
         if let Some(address) = config.ops.listen {
             let ops = bind(address).await?;
-            let ledger = ledger.clone();
+            let (ledger, enforcer) = (ledger.clone(), enforcer.clone());
             tokio::spawn(attestor_net::ops::serve(
                 ops,
-                move |asked| dashboard::ops_page(ledger.clone(), token.clone(), asked),
+                move |asked| {
+                    let decided = enforce::answer(&enforcer, &asked);
+                    let (ledger, token) = (ledger.clone(), token.clone());
+                    async move {
+                        match decided {
+                            Some(page) => page,
+                            None => dashboard::ops_page(ledger, token, asked).await,
+                        }
+                    }
+                },
                 std::future::pending(),
             ));
         }
@@ -91,6 +103,7 @@ pub fn run(config: &LedgerConfig) -> Result<(), DaemonError> {
             }),
         );
         tokio::spawn(monitor::watch_gaps(Arc::downgrade(&ledger)));
+        tokio::spawn(enforce::keep_current(enforcer, ledger.store().clone()));
         tokio::spawn(reload_on_hangup(config.clone(), ledger.clone(), tls_reload));
         server::serve(
             ledger.clone(),

@@ -10,6 +10,7 @@ pub mod backup;
 pub mod config;
 pub mod daemon;
 pub mod dashboard;
+pub mod enforce;
 pub mod enroll;
 pub mod enrollment_ca;
 pub mod failpoint;

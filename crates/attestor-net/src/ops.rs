@@ -1,7 +1,7 @@
 //! The operations listener shared by the agent and the ledger: plain HTTP for Prometheus
-//! scrapes, health checks and the ledger's dashboard. GET only, no request bodies, few
-//! connections, short timeouts. It carries no attestation data path; bind it to loopback
-//! or a management network.
+//! scrapes, health checks, the ledger's dashboard and its enforcement point. GET only
+//! (but under [`ANY_METHOD_PREFIX`]), no request bodies, few connections, short timeouts.
+//! It carries no attestation data path; bind it to loopback or a management network.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::{HeaderMap, Method, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -19,6 +19,10 @@ use tokio::sync::Semaphore;
 const MAX_CONNECTIONS: usize = 64;
 /// Time a client has to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Paths under which every method is served: an authorization check (Envoy's ext_authz)
+/// arrives with the method of the request it judges, and is answered from headers alone.
+pub const ANY_METHOD_PREFIX: &str = "/authz/";
+
 /// Content type of the OpenMetrics text `prometheus-client` writes.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// Content type of the classic Prometheus text format (0.0.4).
@@ -71,6 +75,8 @@ pub struct Page {
     pub status: StatusCode,
     pub content_type: &'static str,
     pub body: Vec<u8>,
+    /// Headers besides the content type.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Page {
@@ -79,7 +85,14 @@ impl Page {
             status: StatusCode::OK,
             content_type,
             body: body.into(),
+            headers: Vec::new(),
         }
+    }
+
+    /// This page with one more header.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Page {
+        self.headers.push((name, value));
+        self
     }
 
     pub fn error(status: StatusCode, message: &str) -> Page {
@@ -87,12 +100,14 @@ impl Page {
             status,
             content_type: "text/plain; charset=utf-8",
             body: format!("{message}\n").into_bytes(),
+            headers: Vec::new(),
         }
     }
 }
 
 /// What a request asks for.
 pub struct Asked {
+    pub method: Method,
     pub path: String,
     pub query: Option<String>,
     pub headers: HeaderMap,
@@ -128,8 +143,11 @@ where
                 move |request: hyper::Request<hyper::body::Incoming>| {
                     let handler = handler.clone();
                     async move {
-                        let page = if request.method() == Method::GET {
+                        let served = request.method() == Method::GET
+                            || request.uri().path().starts_with(ANY_METHOD_PREFIX);
+                        let page = if served {
                             let asked = Asked {
+                                method: request.method().clone(),
                                 path: request.uri().path().to_string(),
                                 query: request.uri().query().map(str::to_string),
                                 headers: request.headers().clone(),
@@ -140,9 +158,11 @@ where
                         };
                         let mut response = Response::new(Full::new(Bytes::from(page.body)));
                         *response.status_mut() = page.status;
-                        response
-                            .headers_mut()
-                            .insert(CONTENT_TYPE, HeaderValue::from_static(page.content_type));
+                        let headers = response.headers_mut();
+                        headers.insert(CONTENT_TYPE, HeaderValue::from_static(page.content_type));
+                        for (name, value) in page.headers {
+                            headers.insert(name, value);
+                        }
                         Ok::<_, std::convert::Infallible>(response)
                     }
                 },

@@ -9,8 +9,8 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
-    from_sql, stored_entry, to_sql, AcceptedState, AgentRecord, EntryQuery, EntryRow, LedgerStore,
-    NewEntry, StoreError, StoredCheckpoint, StoredEntry, Verdict, MAX_PAGE,
+    from_sql, stored_entry, to_sql, AcceptedState, AgentRecord, AgentStatus, EntryQuery, EntryRow,
+    LedgerStore, NewEntry, StoreError, StoredCheckpoint, StoredEntry, Verdict, MAX_PAGE,
 };
 
 /// The newest schema version: the one a fresh database gets and [`UPGRADES`] end at.
@@ -572,6 +572,15 @@ impl LedgerStore for EmbeddedStore {
         row.map(stored_entry).transpose()
     }
 
+    fn latest_entries_of_agents(&self) -> Result<Vec<StoredEntry>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare_cached(super::LATEST_ENTRIES_OF_AGENTS)
+            .map_err(db)?;
+        let rows = statement.query_map([], entry_from_row).map_err(db)?;
+        rows.map(|r| stored_entry(r.map_err(db)?)).collect()
+    }
+
     fn find_submission(
         &self,
         tenant: &str,
@@ -695,6 +704,24 @@ impl LedgerStore for EmbeddedStore {
             ))
             .map_err(db)?;
         let rows = stmt.query_map([tenant], agent_from_row).map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)
+    }
+
+    fn agent_statuses(&self) -> Result<Vec<AgentStatus>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare_cached(super::AGENT_STATUSES).map_err(db)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok(AgentStatus {
+                    tenant: row.get(0)?,
+                    agent_id: row.get(1)?,
+                    revoked: row.get(2)?,
+                    last_accepted_at_ms: row
+                        .get::<_, Option<i64>>(3)?
+                        .and_then(|v| u64::try_from(v).ok()),
+                })
+            })
+            .map_err(db)?;
         rows.collect::<Result<_, _>>().map_err(db)
     }
 

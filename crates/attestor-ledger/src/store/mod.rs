@@ -105,6 +105,15 @@ pub struct EntryQuery {
     pub limit: u32,
 }
 
+/// Both SQL backends' query of [`LedgerStore::agent_statuses`].
+const AGENT_STATUSES: &str = "SELECT tenant, agent_id, revoked, last_accepted_at_ms FROM agents";
+
+/// Both SQL backends' query of [`LedgerStore::latest_entries_of_agents`].
+const LATEST_ENTRIES_OF_AGENTS: &str = "SELECT idx, received_at_ms, tenant, agent_id, verdict, \
+     attestation_id, leaf, leaf_hash FROM entries WHERE idx IN (SELECT (SELECT x.idx FROM \
+     entries x WHERE x.tenant = a.tenant AND x.agent_id = a.agent_id AND x.verdict <> 'late' \
+     ORDER BY x.idx DESC LIMIT 1) FROM agents a) ORDER BY idx";
+
 /// Largest page a query returns.
 pub const MAX_PAGE: u32 = 1000;
 
@@ -195,6 +204,26 @@ impl AgentRecord {
             last_seen_at_ms: None,
             last_accepted_at_ms: None,
             last_accepted: None,
+        }
+    }
+}
+
+/// What the enforcement point reads of every agent each second: no keys, no certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentStatus {
+    pub tenant: String,
+    pub agent_id: String,
+    pub revoked: bool,
+    pub last_accepted_at_ms: Option<u64>,
+}
+
+impl From<&AgentRecord> for AgentStatus {
+    fn from(agent: &AgentRecord) -> Self {
+        AgentStatus {
+            tenant: agent.tenant.clone(),
+            agent_id: agent.agent_id.clone(),
+            revoked: agent.revoked,
+            last_accepted_at_ms: agent.last_accepted_at_ms,
         }
     }
 }
@@ -292,6 +321,10 @@ pub trait LedgerStore: Send + Sync {
         tenant: &str,
         agent_id: &str,
     ) -> Result<Option<StoredEntry>, StoreError>;
+    /// Each enrolled agent's most recent entry that is not `late`, through the
+    /// (tenant, agent id, index) index: what the enforcement point starts from without
+    /// reading the whole log.
+    fn latest_entries_of_agents(&self) -> Result<Vec<StoredEntry>, StoreError>;
     /// The agent's entry that kept exactly the submitted bytes hashing to
     /// `submission_hash`, if any.
     fn find_submission(
@@ -319,6 +352,8 @@ pub trait LedgerStore: Send + Sync {
     fn agent(&self, tenant: &str, agent_id: &str) -> Result<Option<AgentRecord>, StoreError>;
     /// Agents, of one tenant or all.
     fn agents(&self, tenant: Option<&str>) -> Result<Vec<AgentRecord>, StoreError>;
+    /// Every enrolled agent's revocation and last acceptance.
+    fn agent_statuses(&self) -> Result<Vec<AgentStatus>, StoreError>;
     /// Revokes an agent: its submissions are refused from now on.
     fn revoke_agent(&self, tenant: &str, agent_id: &str) -> Result<(), StoreError>;
 

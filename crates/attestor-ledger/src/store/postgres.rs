@@ -41,8 +41,8 @@ use tokio_postgres::{Client, Config, NoTls, Row};
 use super::postgres_tls::PostgresTls;
 
 use super::{
-    from_sql, stored_entry, to_sql, AcceptedState, AgentRecord, EntryQuery, EntryRow, LedgerStore,
-    NewEntry, StoreError, StoredCheckpoint, StoredEntry, Verdict, MAX_PAGE,
+    from_sql, stored_entry, to_sql, AcceptedState, AgentRecord, AgentStatus, EntryQuery, EntryRow,
+    LedgerStore, NewEntry, StoreError, StoredCheckpoint, StoredEntry, Verdict, MAX_PAGE,
 };
 
 /// Lease length when the configuration names none: a dead sequencer is replaced after
@@ -948,6 +948,15 @@ impl LedgerStore for PostgresStore {
         })
     }
 
+    fn latest_entries_of_agents(&self) -> Result<Vec<StoredEntry>, StoreError> {
+        self.run(async move |db: Rc<Inner>| {
+            all(
+                db.rows(super::LATEST_ENTRIES_OF_AGENTS, &[]).await?,
+                entry_row,
+            )
+        })
+    }
+
     fn find_submission(
         &self,
         tenant: &str,
@@ -1080,6 +1089,20 @@ impl LedgerStore for PostgresStore {
                  ORDER BY tenant, agent_id"
             );
             all(db.rows(&sql, &[&tenant]).await?, agent_row)
+        })
+    }
+
+    fn agent_statuses(&self) -> Result<Vec<AgentStatus>, StoreError> {
+        self.run(async move |db: Rc<Inner>| {
+            let status = |row: &Row| -> Result<AgentStatus, Failure> {
+                Ok(AgentStatus {
+                    tenant: col(row, 0)?,
+                    agent_id: col(row, 1)?,
+                    revoked: col(row, 2)?,
+                    last_accepted_at_ms: col::<Option<i64>>(row, 3)?.map(from_sql).transpose()?,
+                })
+            };
+            all(db.rows(super::AGENT_STATUSES, &[]).await?, status)
         })
     }
 

@@ -57,6 +57,7 @@ crate::on_both_backends!(
     a_submission_is_found_by_its_hash_within_its_agent_only,
     agents_keyed_by_id_alone_are_upgraded_to_tenant_scoped_ones,
     a_version_2_database_gains_the_log_head_and_keeps_appending_densely,
+    each_enrolled_agents_status_and_latest_entry_but_late_ones_are_found,
 );
 
 /// Turns today's SQLite layout back into version 3's: agents keyed by id alone, no
@@ -604,4 +605,49 @@ fn agents_keyed_by_id_alone_are_upgraded_to_tenant_scoped_ones(backend: &Backend
         Some(1)
     );
     assert_eq!(store.len().unwrap(), 2);
+}
+
+fn each_enrolled_agents_status_and_latest_entry_but_late_ones_are_found(backend: &Backend) {
+    let store = backend.open();
+    for (id, tenant) in [("a1", "t1"), ("a1", "t2"), ("quiet", "t1")] {
+        store.put_agent(&agent(id, tenant)).unwrap();
+    }
+    store
+        .append(&[
+            entry(10, "t1", "a1", Verdict::Accepted),
+            entry(11, "t2", "a1", Verdict::Accepted),
+            entry(12, "t1", "a1", Verdict::Refused),
+            entry(13, "t2", "a1", Verdict::Late),
+            entry(14, "t1", "stranger", Verdict::Refused),
+            entry(15, "t1", "@ledger", Verdict::Accepted),
+        ])
+        .unwrap();
+    let latest: Vec<(u64, String, String)> = store
+        .latest_entries_of_agents()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.index, e.entry.tenant, e.entry.agent_id))
+        .collect();
+    // Same id, two tenants: two agents. The late entry says nothing of the present; an
+    // agent without entries and callers that are not enrolled agents have no row.
+    assert_eq!(
+        latest,
+        [(1, "t2".into(), "a1".into()), (2, "t1".into(), "a1".into())]
+    );
+    store.revoke_agent("t1", "quiet").unwrap();
+    let mut statuses: Vec<(String, String, bool)> = store
+        .agent_statuses()
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.tenant, s.agent_id, s.revoked))
+        .collect();
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [
+            ("t1".into(), "a1".into(), false),
+            ("t1".into(), "quiet".into(), true),
+            ("t2".into(), "a1".into(), false),
+        ]
+    );
 }
