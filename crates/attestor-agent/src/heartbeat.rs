@@ -667,10 +667,11 @@ impl Running {
                     self.keep_receipt(seq, &response).await?;
                     self.metrics.delivered(response.verdict);
                     event(
-                        if response.verdict == Verdict::Accepted {
-                            Level::Info
-                        } else {
-                            Level::Error
+                        match response.verdict {
+                            Verdict::Accepted => Level::Info,
+                            // Genuine, logged, but too old to count: an outage, not a fault.
+                            Verdict::Late => Level::Warn,
+                            Verdict::Refused => Level::Error,
                         },
                         "delivered",
                         json!({

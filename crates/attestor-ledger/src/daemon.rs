@@ -86,7 +86,7 @@ pub fn run(config: &LedgerConfig) -> Result<(), DaemonError> {
                 "verifier_key": ledger.verifier_key(), "open_files_limit": open_files,
             }),
         );
-        tokio::spawn(monitor::watch_gaps(Arc::downgrade(&ledger)));
+        tokio::spawn(monitor::watch_gaps(&ledger));
         tokio::spawn(reload_on_hangup(config.clone(), ledger.clone(), tls_reload));
         server::serve(
             ledger.clone(),
