@@ -121,7 +121,10 @@ async fn a_heartbeat_the_ledger_answers_too_late_fails_and_its_bundle_is_deliver
     // Every attestation is in the log once, accepted: those whose answers were held back
     // too (the re-send got the original receipt).
     let entries = all_entries(&ledger.client("a1")).await;
-    assert!(entries.len() as u64 >= metrics.produced_count(), "{entries:?}");
+    assert!(
+        entries.len() as u64 >= metrics.produced_count(),
+        "{entries:?}"
+    );
     let mut ids: Vec<&str> = Vec::new();
     for entry in &entries {
         assert_eq!(entry.verdict, Verdict::Accepted, "{entry:?}");
@@ -216,8 +219,14 @@ async fn after_an_outage_longer_than_the_window_spooled_bundles_are_late_and_the
     // one before the outage and before the first accepted one after it.
     let first_late = late[0].index;
     let last_late = late.last().unwrap().index;
-    assert_eq!(last_late - first_late + 1, spooled, "late entries are consecutive");
-    assert!(entries.iter().any(|e| e.index > last_late && e.verdict == Verdict::Accepted));
+    assert_eq!(
+        last_late - first_late + 1,
+        spooled,
+        "late entries are consecutive"
+    );
+    assert!(entries
+        .iter()
+        .any(|e| e.index > last_late && e.verdict == Verdict::Accepted));
     let jwks = client.ear_jwks().await.unwrap();
     for entry in &late {
         assert!(entry.attestation_id.is_some(), "{entry:?}");
@@ -264,8 +273,8 @@ fn genuine_and_tampered(fixture: &AgentFixture, nonce: &[u8]) -> (Bundle, Bundle
 /// must report for a late bundle instead of its lateness).
 fn failed_check_when_made(bundle: &Bundle, profile: &Profile, ak_name: Vec<u8>) -> String {
     let statement = Statement::from_json(&bundle.envelope.payload).unwrap();
-    let made = std::time::SystemTime::UNIX_EPOCH
-        + Duration::from_secs(statement.predicate.timestamp);
+    let made =
+        std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(statement.predicate.timestamp);
     let expect = Expectations {
         nonce: bundle.nonce.clone(),
         now: Some(made),
@@ -309,7 +318,11 @@ async fn a_late_bundle_is_refused_for_any_other_failure_and_logged_late_only_onc
         assert_eq!(answer.verdict, Verdict::Refused, "{answer:?}");
         let expected = failed_check_when_made(tampered, &profile, fixture.ak_name());
         assert_ne!(expected, "freshness");
-        assert_eq!(answer.reason.as_deref(), Some(expected.as_str()), "{answer:?}");
+        assert_eq!(
+            answer.reason.as_deref(),
+            Some(expected.as_str()),
+            "{answer:?}"
+        );
     }
     // The tampered ones are refused, not their genuine siblings.
     let (ledger_genuine, _) = ledger_nonce;
@@ -321,8 +334,7 @@ async fn a_late_bundle_is_refused_for_any_other_failure_and_logged_late_only_onc
     // Sent again, a late bundle gets its original receipt; re-encoded, it is a replay.
     let again = submit(&client, &ledger_genuine).await;
     assert_eq!(again.receipt.index, late.receipt.index);
-    let reencoded: serde_json::Value =
-        serde_json::from_slice(&offline_genuine.to_json()).unwrap();
+    let reencoded: serde_json::Value = serde_json::from_slice(&offline_genuine.to_json()).unwrap();
     let pretty = serde_json::to_vec_pretty(&reencoded).unwrap();
     let replay = client.submit(&pretty).await.unwrap();
     assert_ne!(replay.receipt.index, late_offline.receipt.index);
@@ -331,5 +343,8 @@ async fn a_late_bundle_is_refused_for_any_other_failure_and_logged_late_only_onc
     // A late bundle does not count as a heartbeat, nor is it an alert.
     let agents = client.agents().await.unwrap().agents;
     let first_logged = client.entry(first.receipt.index).await.unwrap();
-    assert_eq!(agents[0].last_accepted_at_ms, Some(first_logged.received_at_ms));
+    assert_eq!(
+        agents[0].last_accepted_at_ms,
+        Some(first_logged.received_at_ms)
+    );
 }

@@ -653,7 +653,10 @@ mod tests {
             )
         };
         let defaults = with("").unwrap().heartbeat;
-        assert_eq!((defaults.interval_seconds, defaults.timeout_seconds), (60, 15));
+        assert_eq!(
+            (defaults.interval_seconds, defaults.timeout_seconds),
+            (60, 15)
+        );
         assert_eq!(
             with("interval_seconds = 2\ntimeout_seconds = 1")
                 .unwrap()

@@ -113,9 +113,12 @@ pub fn watch_gaps(
             serde_json::json!({"last_entry_ms": from, "started_ms": to, "summary": summary}),
         );
         for tenant in ledger.tenants().keys() {
-            ledger
-                .alerter()
-                .fire(AlertKind::LedgerOutage, tenant, LEDGER_AGENT_ID, summary.clone());
+            ledger.alerter().fire(
+                AlertKind::LedgerOutage,
+                tenant,
+                LEDGER_AGENT_ID,
+                summary.clone(),
+            );
         }
     }
     let ledger = std::sync::Arc::downgrade(ledger);
@@ -258,9 +261,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&dir.path().join("l.db")).unwrap();
         let gap = Duration::from_secs(60);
-        assert_eq!(outage_at_start(&store, 1_000_000, gap).unwrap(), None, "empty log");
+        assert_eq!(
+            outage_at_start(&store, 1_000_000, gap).unwrap(),
+            None,
+            "empty log"
+        );
         store.put_agent(&agent("a", "t", 0)).unwrap();
-        store.append(&[entry(100_000, "a", Verdict::Accepted)]).unwrap();
+        store
+            .append(&[entry(100_000, "a", Verdict::Accepted)])
+            .unwrap();
         assert_eq!(outage_at_start(&store, 160_000, gap).unwrap(), None);
         let outage = outage_at_start(&store, 160_001, gap).unwrap().unwrap();
         assert_eq!(outage.last_entry_ms, 100_000);
@@ -270,7 +279,12 @@ mod tests {
             last_accepted_at_ms: Some(since_ms),
             silent_for_ms: now_ms - since_ms,
         };
-        assert!(explained(Some(outage), &silent(100_000, 200_000), 200_000, gap));
+        assert!(explained(
+            Some(outage),
+            &silent(100_000, 200_000),
+            200_000,
+            gap
+        ));
         assert!(
             !explained(Some(outage), &silent(100_000, 220_001), 220_001, gap),
             "one gap after start-up the agent has had its chance"

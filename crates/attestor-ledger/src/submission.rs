@@ -17,11 +17,11 @@ use attestor_net::tls::AgentIdentity;
 use attestor_verify::appraisal::ApprovedPolicyHash;
 use attestor_verify::bundle::EvidenceKind;
 use attestor_verify::bundle::{Bundle, BundleError};
-use attestor_verify::claims::Statement;
 use attestor_verify::checks::{
     check_policy_hashes, verify_bundle, verify_drift_report, AkTrust, Check, Expectations,
     Platform, Verified, VerifiedDrift, VerifyError,
 };
+use attestor_verify::claims::Statement;
 use attestor_verify::drift::{DriftError, DriftReport};
 use attestor_verify::evidence::tpm::wire::ClockInfo;
 use attestor_verify::profiles::Profile;
@@ -453,7 +453,11 @@ pub fn judge_submission(
                 now: Some(made_at),
                 ..expect
             };
-            (verify_bundle(bundle, profile, &then)?, Some(missed), made_at)
+            (
+                verify_bundle(bundle, profile, &then)?,
+                Some(missed),
+                made_at,
+            )
         }
         Err(e) => return Err(e.into()),
     };
@@ -504,9 +508,8 @@ fn made_at(
                 .last_accepted_at_ms
                 .map_or(0, |ms| ms / 1000)
                 .saturating_sub(profile.max_age_seconds);
-            (claims.timestamp < now_secs && claims.timestamp >= since_secs).then(|| {
-                SystemTime::UNIX_EPOCH + Duration::from_secs(claims.timestamp)
-            })
+            (claims.timestamp < now_secs && claims.timestamp >= since_secs)
+                .then(|| SystemTime::UNIX_EPOCH + Duration::from_secs(claims.timestamp))
         }
     }
 }
