@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use attestor_agent::client::LedgerClient;
 use attestor_verify::api::{AlertKind, EntryJson, OFFLINE_NONCE_PREFIX};
 use attestor_verify::bundle::Bundle;
-use attestor_verify::checks::{verify_bundle, AkTrust, Expectations};
+use attestor_verify::checks::{verify_bundle, verify_drift_report, AkTrust, Check, Expectations};
 use attestor_verify::claims::Statement;
 use attestor_verify::ear::Tier;
 use attestor_verify::profiles::Profile;
@@ -300,7 +300,6 @@ async fn a_late_bundle_is_refused_for_any_other_failure_and_logged_late_only_onc
     assert_eq!(first.verdict, Verdict::Accepted);
 
     // Made while the ledger "was down": with its nonces, and offline.
-    let made = Instant::now();
     let ledger_nonce = genuine_and_tampered(&fixture, &client.nonce().await.unwrap());
     let tampered_nonce = client.nonce().await.unwrap();
     let (_, tampered_with_ledger_nonce) = genuine_and_tampered(&fixture, &tampered_nonce);
@@ -310,7 +309,18 @@ async fn a_late_bundle_is_refused_for_any_other_failure_and_logged_late_only_onc
         genuine_and_tampered(fixture, &nonce)
     };
     let (offline_genuine, offline_tampered) = offline(&fixture);
-    outlast_the_window(made).await;
+    // And the policy kernel's configuration drifts: the TPM quotes what the sealed key
+    // refuses to sign.
+    std::fs::write(fixture.kernel_config_file(), "workers = 64\n").unwrap();
+    let drift_nonce = client.nonce().await.unwrap();
+    let drift = match fixture
+        .agent()
+        .attest(&fixture.kernel(), &fixture.status(), &drift_nonce)
+    {
+        Err(attestor_agent::attest::AgentError::Drift { report, .. }) => *report,
+        other => panic!("expected a drift, got {other:?}"),
+    };
+    outlast_the_window(Instant::now()).await;
 
     let profile = Profile::load(&short_window_profile(&fixture)).unwrap();
     for tampered in [&tampered_with_ledger_nonce, &offline_tampered] {
@@ -339,6 +349,22 @@ async fn a_late_bundle_is_refused_for_any_other_failure_and_logged_late_only_onc
     let replay = client.submit(&pretty).await.unwrap();
     assert_ne!(replay.receipt.index, late_offline.receipt.index);
     assert_eq!(replay.verdict, Verdict::Refused, "{replay:?}");
+
+    // A drift spooled through an outage is still reported as the drift it is.
+    let now = Expectations {
+        nonce: drift.nonce.clone(),
+        ak: AkTrust::Name(fixture.ak_name()),
+        ..Expectations::default()
+    };
+    let stale = verify_drift_report(&drift, &profile, &now).unwrap_err();
+    assert_eq!(
+        stale.check,
+        Check::Freshness,
+        "the report is past the window"
+    );
+    let drifted = client.submit(&drift.to_json()).await.unwrap();
+    assert_eq!(drifted.verdict, Verdict::Refused, "{drifted:?}");
+    assert_eq!(drifted.reason.as_deref(), Some("kernel-config-drift"));
 
     // A late bundle does not count as a heartbeat, nor is it an alert.
     let agents = client.agents().await.unwrap().agents;

@@ -22,7 +22,7 @@ use attestor_verify::checks::{
     Platform, Verified, VerifiedDrift, VerifyError,
 };
 use attestor_verify::claims::Statement;
-use attestor_verify::drift::{DriftError, DriftReport};
+use attestor_verify::drift::{DriftClaims, DriftError, DriftReport};
 use attestor_verify::evidence::tpm::wire::ClockInfo;
 use attestor_verify::profiles::Profile;
 
@@ -446,7 +446,12 @@ pub fn judge_submission(
     let (verified, missed, judged_at) = match verify_bundle(bundle, profile, &expect) {
         Ok(verified) => (verified, None, now),
         Err(missed) if missed.check == Check::Freshness => {
-            let Some(made_at) = made_at(bundle, nonce, agent, profile, now) else {
+            let claimed = || {
+                Statement::from_json(&bundle.envelope.payload)
+                    .ok()
+                    .map(|s| s.predicate.timestamp)
+            };
+            let Some(made_at) = made_at(&bundle.nonce, nonce, claimed, agent, profile, now) else {
                 return Err(missed.into());
             };
             let then = Expectations {
@@ -484,32 +489,31 @@ pub fn judge_submission(
     })
 }
 
-/// When a bundle that missed the freshness window shows it was made, if it does: the
-/// issue time of the ledger nonce it commits to; for an offline nonce, its claimed time,
-/// in the past and not before the agent's last accepted attestation, since its TPM clock
-/// (checked after) must order it after that quote's.
+/// When evidence that missed the freshness window shows it was made, if it does: the
+/// issue time of the ledger nonce it commits to; for an offline nonce, its `claimed` time
+/// (Unix seconds), in the past and not before the agent's last accepted attestation, since
+/// its TPM clock (checked after) must order it after that quote's.
 fn made_at(
-    bundle: &Bundle,
+    nonce_bytes: &[u8],
     nonce: PresentedNonce,
+    claimed: impl FnOnce() -> Option<u64>,
     agent: &AgentRecord,
     profile: &Profile,
     now: SystemTime,
 ) -> Option<SystemTime> {
     match nonce {
         PresentedNonce::Ledger(NonceCheck::Unknown) => None,
-        PresentedNonce::Ledger(_) => nonce_issued_at(&bundle.nonce),
+        PresentedNonce::Ledger(_) => nonce_issued_at(nonce_bytes),
         PresentedNonce::Offline => {
             agent.last_accepted.as_ref()?.tpm_clock?;
-            let claims = Statement::from_json(&bundle.envelope.payload)
-                .ok()?
-                .predicate;
+            let claimed = claimed()?;
             let now_secs = attestor_verify::time::unix_ms(now) / 1000;
             let since_secs = agent
                 .last_accepted_at_ms
                 .map_or(0, |ms| ms / 1000)
                 .saturating_sub(profile.max_age_seconds);
-            (claims.timestamp < now_secs && claims.timestamp >= since_secs)
-                .then(|| SystemTime::UNIX_EPOCH + Duration::from_secs(claims.timestamp))
+            (claimed < now_secs && claimed >= since_secs)
+                .then(|| SystemTime::UNIX_EPOCH + Duration::from_secs(claimed))
         }
     }
 }
@@ -517,7 +521,9 @@ fn made_at(
 /// Verifies a drift report of an enrolled agent as [`verify_submission`] does a bundle:
 /// the quote must be the pinned AK's, fresh (the ledger's nonce, or else a TPM clock past
 /// the last accepted quote) and in order. What it proves is the drift, for which the caller
-/// refuses the agent.
+/// refuses the agent; one delivered after the freshness window is judged, as a late bundle
+/// is, at the time it shows it was made, so a drift spooled through an outage is still
+/// reported as the drift.
 pub fn verify_drift_submission(
     report: &DriftReport,
     agent: &AgentRecord,
@@ -538,7 +544,27 @@ pub fn verify_drift_submission(
         evidence: None,
         ak: AkTrust::PinnedByCaller,
     };
-    let verified = verify_drift_report(report, profile, &expect)?;
+    let verified = match verify_drift_report(report, profile, &expect) {
+        Err(missed) if missed.check == Check::Freshness => {
+            let claimed = || {
+                serde_json::from_slice::<DriftClaims>(&report.payload)
+                    .ok()
+                    .map(|c| c.detected_at)
+            };
+            let Some(made_at) = made_at(&report.nonce, nonce, claimed, agent, profile, now) else {
+                return Err(missed.into());
+            };
+            let then = Expectations {
+                now: Some(made_at),
+                ..expect
+            };
+            verify_drift_report(report, profile, &then)?
+        }
+        Ok(_) if nonce == PresentedNonce::Ledger(NonceCheck::Overdue) => {
+            return Err(Refusal::Nonce)
+        }
+        verified => verified?,
+    };
     if verified.ak_public != agent.ak_public {
         return Err(Refusal::AkMismatch);
     }
