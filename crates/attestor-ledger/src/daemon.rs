@@ -86,7 +86,8 @@ pub fn run(config: &LedgerConfig) -> Result<(), DaemonError> {
                 "verifier_key": ledger.verifier_key(), "open_files_limit": open_files,
             }),
         );
-        tokio::spawn(monitor::watch_gaps(&ledger));
+        let outage = monitor::raise_outage(&ledger);
+        tokio::spawn(monitor::watch_gaps(Arc::downgrade(&ledger), outage));
         tokio::spawn(reload_on_hangup(config.clone(), ledger.clone(), tls_reload));
         server::serve(
             ledger.clone(),

@@ -74,111 +74,111 @@ fn explained(outage: Option<Outage>, gap: &Gap, now_ms: u64, max_gap: Duration) 
         && now_ms < outage.started_ms + attestor_verify::time::duration_ms(max_gap)
 }
 
-/// Raises a missing-heartbeat alert for each agent silent for longer than the ledger's
-/// allowed gap, and resolves it once the agent is back. Runs until the ledger is dropped;
-/// evaluation reads stored times, so a restarted ledger finds the same gaps. A ledger
-/// that was itself down for longer than the gap raises one ledger-outage alert per tenant
-/// instead, read before it serves (an agent's first delivery would hide the outage), and
-/// gives the agents it left silent one gap to come back.
-pub fn watch_gaps(
-    ledger: &std::sync::Arc<crate::service::Ledger>,
-) -> impl std::future::Future<Output = ()> {
-    use std::collections::BTreeSet;
-
-    use crate::alerts::AlertKind;
-    use attestor_net::logging::{event, limited_event, Level};
+/// Raises one ledger-outage alert per tenant if the stored times show the ledger itself
+/// was out (see [`outage_at_start`]). Called before the ledger serves: an agent's first
+/// delivery would hide the outage.
+pub fn raise_outage(ledger: &crate::service::Ledger) -> Option<Outage> {
+    use attestor_net::logging::{event, Level};
 
     let started_ms = attestor_verify::time::unix_ms(std::time::SystemTime::now());
     let max_gap = ledger.max_gap();
     let outage = match outage_at_start(ledger.store().as_ref(), started_ms, max_gap) {
-        Ok(outage) => outage,
+        Ok(outage) => outage?,
         Err(e) => {
             let error = serde_json::json!({"error": e.to_string()});
-            limited_event(Level::Error, "gap-check-failed", error);
-            None
+            event(Level::Error, "gap-check-failed", error);
+            return None;
         }
     };
-    if let Some(outage) = outage {
-        let (from, to) = (outage.last_entry_ms, outage.started_ms);
-        let summary = format!(
-            "the ledger took no entry from {} to {} ({} s, allowed gap {} s)",
-            attestor_verify::time::rfc3339(from / 1000),
-            attestor_verify::time::rfc3339(to / 1000),
-            (to - from) / 1000,
-            max_gap.as_secs()
+    let (from, to) = (outage.last_entry_ms, outage.started_ms);
+    let summary = format!(
+        "the ledger took no entry from {} to {} ({} s, allowed gap {} s)",
+        attestor_verify::time::rfc3339(from / 1000),
+        attestor_verify::time::rfc3339(to / 1000),
+        (to - from) / 1000,
+        max_gap.as_secs()
+    );
+    event(
+        Level::Warn,
+        "ledger-outage",
+        serde_json::json!({"last_entry_ms": from, "started_ms": to, "summary": summary}),
+    );
+    for tenant in ledger.tenants().keys() {
+        ledger.alerter().fire(
+            crate::alerts::AlertKind::LedgerOutage,
+            tenant,
+            LEDGER_AGENT_ID,
+            summary.clone(),
         );
-        event(
-            Level::Warn,
-            "ledger-outage",
-            serde_json::json!({"last_entry_ms": from, "started_ms": to, "summary": summary}),
-        );
-        for tenant in ledger.tenants().keys() {
-            ledger.alerter().fire(
-                AlertKind::LedgerOutage,
-                tenant,
-                LEDGER_AGENT_ID,
-                summary.clone(),
-            );
-        }
     }
-    let ledger = std::sync::Arc::downgrade(ledger);
-    async move {
-        let mut silent: BTreeSet<(String, String)> = BTreeSet::new();
-        loop {
-            let Some(period) = ledger
-                .upgrade()
-                .map(|l| (l.max_gap() / 4).max(Duration::from_secs(1)))
-            else {
-                return;
-            };
-            tokio::time::sleep(period).await;
-            let Some(ledger) = ledger.upgrade() else {
-                return;
-            };
-            let (store, max_gap) = (ledger.store().clone(), ledger.max_gap());
-            let now_ms = attestor_verify::time::unix_ms(std::time::SystemTime::now());
-            let found =
-                tokio::task::spawn_blocking(move || gaps(store.as_ref(), None, now_ms, max_gap))
-                    .await;
-            let found = match found {
-                Ok(Ok(found)) => found,
-                Ok(Err(e)) => {
-                    let error = serde_json::json!({"error": e.to_string()});
-                    limited_event(Level::Error, "gap-check-failed", error);
-                    continue;
-                }
-                Err(_) => continue,
-            };
-            let found: Vec<Gap> = found
-                .into_iter()
-                .filter(|gap| !explained(outage, gap, now_ms, max_gap))
-                .collect();
-            let alerter = ledger.alerter();
-            for gap in &found {
-                alerter.fire(
-                    AlertKind::MissingHeartbeat,
-                    &gap.tenant,
-                    &gap.agent_id,
-                    format!(
-                        "no accepted attestation for {} s (allowed gap {} s)",
-                        gap.silent_for_ms / 1000,
-                        max_gap.as_secs()
-                    ),
-                );
-            }
-            let now_silent: BTreeSet<(String, String)> =
-                found.into_iter().map(|g| (g.tenant, g.agent_id)).collect();
-            for (tenant, agent) in silent.difference(&now_silent) {
-                alerter.resolve(tenant, agent, &[AlertKind::MissingHeartbeat]);
-            }
-            silent = now_silent;
-        }
-    }
+    Some(outage)
 }
 
 /// The agent id of alerts about the ledger itself (not a valid agent id, so it names
 /// no agent).
 pub const LEDGER_AGENT_ID: &str = "@ledger";
+
+/// Raises a missing-heartbeat alert for each agent silent for longer than the ledger's
+/// allowed gap, and resolves it once the agent is back. Runs until the ledger is dropped;
+/// evaluation reads stored times, so a restarted ledger finds the same gaps. After the
+/// ledger's own `outage` ([`raise_outage`]), agents silent since before it came back get
+/// one gap to be heard again.
+pub async fn watch_gaps(ledger: std::sync::Weak<crate::service::Ledger>, outage: Option<Outage>) {
+    use std::collections::BTreeSet;
+
+    use crate::alerts::AlertKind;
+    use attestor_net::logging::{limited_event, Level};
+
+    let mut silent: BTreeSet<(String, String)> = BTreeSet::new();
+    loop {
+        let Some(period) = ledger
+            .upgrade()
+            .map(|l| (l.max_gap() / 4).max(Duration::from_secs(1)))
+        else {
+            return;
+        };
+        tokio::time::sleep(period).await;
+        let Some(ledger) = ledger.upgrade() else {
+            return;
+        };
+        let (store, max_gap) = (ledger.store().clone(), ledger.max_gap());
+        let now_ms = attestor_verify::time::unix_ms(std::time::SystemTime::now());
+        let found =
+            tokio::task::spawn_blocking(move || gaps(store.as_ref(), None, now_ms, max_gap)).await;
+        let found = match found {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => {
+                let error = serde_json::json!({"error": e.to_string()});
+                limited_event(Level::Error, "gap-check-failed", error);
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let found: Vec<Gap> = found
+            .into_iter()
+            .filter(|gap| !explained(outage, gap, now_ms, max_gap))
+            .collect();
+        let alerter = ledger.alerter();
+        for gap in &found {
+            alerter.fire(
+                AlertKind::MissingHeartbeat,
+                &gap.tenant,
+                &gap.agent_id,
+                format!(
+                    "no accepted attestation for {} s (allowed gap {} s)",
+                    gap.silent_for_ms / 1000,
+                    max_gap.as_secs()
+                ),
+            );
+        }
+        let now_silent: BTreeSet<(String, String)> =
+            found.into_iter().map(|g| (g.tenant, g.agent_id)).collect();
+        for (tenant, agent) in silent.difference(&now_silent) {
+            alerter.resolve(tenant, agent, &[AlertKind::MissingHeartbeat]);
+        }
+        silent = now_silent;
+    }
+}
 
 #[cfg(test)]
 mod tests {
