@@ -68,6 +68,7 @@ key = "$work/pki/agents/agent-1.key"
 
 [heartbeat]
 interval_seconds = 2
+timeout_seconds = 1
 expected_policy_hash = "$policy_hash"
 EOF
 echo "tenant demo expects policy_hash $policy_hash"

@@ -274,7 +274,7 @@ enum QueryCommand {
         /// Attestation id.
         #[arg(long)]
         id: Option<String>,
-        /// accepted or refused.
+        /// accepted, refused or late.
         #[arg(long)]
         verdict: Option<String>,
         /// From this ledger time (Unix ms, inclusive).

@@ -138,10 +138,16 @@ async fn every_refusal_is_recorded_with_its_reason() {
     assert_eq!(response.reason.as_deref(), Some("envelope-signature"));
     expected.push("envelope-signature");
 
-    // Stale: made within the window, delivered after it.
-    let late = fixture.attest_with_nonce(&client.nonce().await.unwrap());
+    // Stale, and nothing shows when it was made: an offline bundle older than the agent's
+    // next accepted attestation by more than the window. (One whose ledger nonce, or TPM
+    // clock past the last accepted quote, shows it was made in time is `late`:
+    // tests/it/outage.rs.)
+    let offline = [attestor_verify::api::OFFLINE_NONCE_PREFIX, b"stale"].concat();
+    let stale = fixture.attest_with_nonce(&offline);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let response = client.submit(&late.to_json()).await.unwrap();
+    let since = attest_and_submit(&fixture, &client).await;
+    assert_eq!(since.verdict, Verdict::Accepted, "{since:?}");
+    let response = client.submit(&stale.to_json()).await.unwrap();
     assert_eq!(response.reason.as_deref(), Some("freshness"));
     expected.push("freshness");
 
@@ -198,7 +204,7 @@ async fn every_refusal_is_recorded_with_its_reason() {
         assert!(entry.detail.as_deref().is_some_and(|d| !d.is_empty()));
     }
     let accepted = client.entries("verdict=accepted").await.unwrap().entries;
-    assert_eq!(accepted.len(), 2);
+    assert_eq!(accepted.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

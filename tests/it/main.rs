@@ -27,6 +27,7 @@ mod ledger_verify;
 mod loadgen;
 mod measured_boot;
 mod monitoring;
+mod outage;
 mod pcr_reset_attack;
 mod real_hardware;
 mod release_gate;

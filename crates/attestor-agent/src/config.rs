@@ -30,7 +30,21 @@ pub enum ConfigError {
     },
     #[error("config {path} is invalid: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error(
+        "config {path}: [heartbeat] timeout_seconds = {timeout_seconds} must be at most \
+         {MAX_HEARTBEAT_TIMEOUT_SECONDS} (the spec's bound) and shorter than interval_seconds \
+         = {interval_seconds}"
+    )]
+    HeartbeatTimeout {
+        path: PathBuf,
+        timeout_seconds: u64,
+        interval_seconds: u64,
+    },
 }
+
+/// The spec's bound on one heartbeat: a ledger that has not answered by then is down for
+/// this agent, and the attestation waits in the spool.
+pub const MAX_HEARTBEAT_TIMEOUT_SECONDS: u64 = 15;
 
 /// Where the policy kernel keeps its configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -406,6 +420,17 @@ impl AgentConfig {
                     .into(),
             ));
         }
+        // A heartbeat still waiting when the next one is due would overlap it, and one
+        // waiting longer than the spec allows hides an outage.
+        if heartbeat.timeout_seconds > MAX_HEARTBEAT_TIMEOUT_SECONDS
+            || heartbeat.timeout_seconds >= heartbeat.interval_seconds
+        {
+            return Err(ConfigError::HeartbeatTimeout {
+                path: path.to_path_buf(),
+                timeout_seconds: heartbeat.timeout_seconds,
+                interval_seconds: heartbeat.interval_seconds,
+            });
+        }
         let ledger = raw.ledger.map(|l| LedgerConnection {
             endpoint: l.endpoint,
             tls: TlsFiles {
@@ -614,5 +639,49 @@ mod tests {
             let err = AgentConfig::parse(text, p).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?} gave {err}");
         }
+    }
+    #[test]
+    fn the_heartbeat_timeout_is_at_most_15_s_and_shorter_than_the_interval() {
+        let p = Path::new("/x/agent.toml");
+        let with = |heartbeat: &str| {
+            AgentConfig::parse(
+                &format!(
+                    "state_dir = \"s\"\n[policy_kernel]\npolicy = \"p.toml\"\n\
+                     [status]\nfile = \"a\"\n[heartbeat]\n{heartbeat}\n"
+                ),
+                p,
+            )
+        };
+        let defaults = with("").unwrap().heartbeat;
+        assert_eq!(
+            (defaults.interval_seconds, defaults.timeout_seconds),
+            (60, 15)
+        );
+        assert_eq!(
+            with("interval_seconds = 2\ntimeout_seconds = 1")
+                .unwrap()
+                .heartbeat
+                .timeout_seconds,
+            1
+        );
+        for (heartbeat, timeout, interval) in [
+            ("timeout_seconds = 16", 16, 60),
+            ("interval_seconds = 600\ntimeout_seconds = 30", 30, 600),
+            ("interval_seconds = 10\ntimeout_seconds = 10", 10, 10),
+            // The default timeout is as long as this interval.
+            ("interval_seconds = 15", 15, 15),
+            ("interval_seconds = 5\ntimeout_seconds = 9", 9, 5),
+        ] {
+            match with(heartbeat) {
+                Err(ConfigError::HeartbeatTimeout {
+                    timeout_seconds,
+                    interval_seconds,
+                    ..
+                }) => assert_eq!((timeout_seconds, interval_seconds), (timeout, interval)),
+                other => panic!("{heartbeat:?} gave {other:?}"),
+            }
+        }
+        let message = with("timeout_seconds = 20").unwrap_err().to_string();
+        assert!(message.contains("at most 15"), "{message}");
     }
 }

@@ -357,18 +357,12 @@ impl Attestor {
                 _ = ticks.tick() => true,
                 _ = tokio::time::sleep(retry), if backoff.is_some() => false,
             };
-            let timeout = self.config.heartbeat_timeout;
             let started = std::time::Instant::now();
-            let work = async {
-                if beat {
-                    running.heartbeat().await
-                } else {
-                    running.deliver().await
-                }
-            };
-            let outcome = match tokio::time::timeout(timeout, work).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(HeartbeatError::Timeout(timeout)),
+            let deadline = tokio::time::Instant::now() + self.config.heartbeat_timeout;
+            let outcome = if beat {
+                running.heartbeat(deadline).await
+            } else {
+                running.deliver_by(deadline).await
             };
             running.record_spool_depth();
             match outcome {
@@ -567,46 +561,56 @@ impl Running {
         Ok(self.client.enroll_snp(&bundle.to_json()).await?)
     }
 
-    /// One heartbeat: attest (spooled before anything is sent), then deliver.
-    async fn heartbeat(&mut self) -> Result<(), HeartbeatError> {
+    /// One heartbeat: attest (spooled before anything is sent), then deliver. Its ledger
+    /// exchanges end by `deadline`; the attestation is made and spooled even when the
+    /// ledger is too slow, so a slow ledger delays it but never loses it.
+    async fn heartbeat(&mut self, deadline: tokio::time::Instant) -> Result<(), HeartbeatError> {
         let status = self.config.agent.status.read().await?;
-        let nonce = match self.client.nonce().await {
-            Ok(nonce) => nonce,
-            Err(e) => {
+        let asked = tokio::time::timeout_at(deadline, self.client.nonce()).await;
+        let nonce = match asked {
+            Ok(Ok(nonce)) => nonce,
+            failed => {
+                let error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => HeartbeatError::Timeout(self.config.heartbeat_timeout).to_string(),
+                };
                 event(
                     Level::Warn,
                     "nonce-unavailable",
-                    json!({"error": e.to_string(), "fallback": "offline nonce"}),
+                    json!({"error": error, "fallback": "offline nonce"}),
                 );
                 offline_nonce()
             }
         };
         let (agent_config, spool) = (self.config.agent.clone(), self.spool.clone());
         let tpm_started = std::time::Instant::now();
-        let attested = self
-            .worker
-            .run(move |agent| -> Result<_, HeartbeatError> {
-                let kernel = read_kernel(&agent_config)?;
-                let (document, produced) = match agent.attest(&kernel, &status, &nonce) {
-                    Ok(bundle) => (
-                        bundle.to_json(),
-                        Ok((hex::encode(kernel.policy_hash), kernel.zero_retention)),
-                    ),
-                    // The TPM refuses to sign a drifted configuration; what it still
-                    // quotes goes to the ledger instead, so the agent never falls silent.
-                    Err(AgentError::Drift {
-                        pcr,
-                        measured,
-                        sealed_to,
-                        report,
-                    }) => (report.to_json(), Err((pcr, measured, sealed_to))),
-                    Err(e) => return Err(e.into()),
-                };
-                let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
-                spool.push(&document)?;
-                Ok(produced)
-            })
-            .await?;
+        let attesting = self.worker.run(move |agent| -> Result<_, HeartbeatError> {
+            let kernel = read_kernel(&agent_config)?;
+            let (document, produced) = match agent.attest(&kernel, &status, &nonce) {
+                Ok(bundle) => (
+                    bundle.to_json(),
+                    Ok((hex::encode(kernel.policy_hash), kernel.zero_retention)),
+                ),
+                // The TPM refuses to sign a drifted configuration; what it still
+                // quotes goes to the ledger instead, so the agent never falls silent.
+                Err(AgentError::Drift {
+                    pcr,
+                    measured,
+                    sealed_to,
+                    report,
+                }) => (report.to_json(), Err((pcr, measured, sealed_to))),
+                Err(e) => return Err(e.into()),
+            };
+            let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
+            spool.push(&document)?;
+            Ok(produced)
+        });
+        // A TPM that hangs must not stop the heartbeat silently: the attestation gets a
+        // timeout of its own (what the TPM thread still finishes is spooled all the same).
+        let timeout = self.config.heartbeat_timeout;
+        let attested = tokio::time::timeout(timeout, attesting)
+            .await
+            .map_err(|_| HeartbeatError::Timeout(timeout))??;
         self.metrics.tpm_call("attest", tpm_started.elapsed());
         let (policy_hash, zero_retention) = match attested {
             Ok(Ok(measured)) => measured,
@@ -620,7 +624,7 @@ impl Running {
                                    if the change is approved, run `attestor reseal`",
                     }),
                 );
-                return self.deliver().await;
+                return self.deliver_by(deadline).await;
             }
             Err(e) => {
                 event(
@@ -643,7 +647,16 @@ impl Running {
                 }),
             );
         }
-        self.deliver().await
+        self.deliver_by(deadline).await
+    }
+
+    /// [`Running::deliver`], given up at `deadline`: what is not acknowledged by then
+    /// stays spooled for the next attempt.
+    async fn deliver_by(&mut self, deadline: tokio::time::Instant) -> Result<(), HeartbeatError> {
+        let timeout = self.config.heartbeat_timeout;
+        tokio::time::timeout_at(deadline, self.deliver())
+            .await
+            .unwrap_or(Err(HeartbeatError::Timeout(timeout)))
     }
 
     /// Delivers the spool oldest first; stops at the first transient failure.
@@ -667,10 +680,11 @@ impl Running {
                     self.keep_receipt(seq, &response).await?;
                     self.metrics.delivered(response.verdict);
                     event(
-                        if response.verdict == Verdict::Accepted {
-                            Level::Info
-                        } else {
-                            Level::Error
+                        match response.verdict {
+                            Verdict::Accepted => Level::Info,
+                            // Genuine, logged, but too old to count: an outage, not a fault.
+                            Verdict::Late => Level::Warn,
+                            Verdict::Refused => Level::Error,
                         },
                         "delivered",
                         json!({

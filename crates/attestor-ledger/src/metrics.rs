@@ -101,6 +101,7 @@ pub struct LedgerMetrics {
     appraisals: Family<AppraisalLabels, Counter>,
     posture_reasons: Family<PostureLabels, Counter>,
     runtime_restarts: Family<TenantLabels, Counter>,
+    late: Family<TenantLabels, Counter>,
     appraisal_policy: Family<PolicyLabels, Gauge>,
     appraisal_reloads: Family<ResultLabels, Counter>,
     per_agent: bool,
@@ -202,6 +203,13 @@ impl LedgerMetrics {
             "Policy kernel restarts seen (uptime went back), by tenant",
             Family::clone(&runtime_restarts),
         );
+        let late = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            "late_attestations",
+            "Genuine attestations delivered after the freshness window (an outage on the \
+             ledger's side or the agent's), logged as late, by tenant",
+            Family::clone(&late),
+        );
         registry.register(
             "appraisal_policy",
             "The appraisal policy judging each tenant (value 1)",
@@ -217,6 +225,7 @@ impl LedgerMetrics {
             appraisals,
             posture_reasons,
             runtime_restarts,
+            late,
             appraisal_policy,
             appraisal_reloads,
             submissions,
@@ -271,6 +280,15 @@ impl LedgerMetrics {
     /// Counts a policy kernel restart.
     pub fn runtime_restarted(&self, tenant: &str) {
         self.runtime_restarts
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a late attestation: not an alert, but an operator wants to see outages.
+    pub fn late_attestation(&self, tenant: &str) {
+        self.late
             .get_or_create(&TenantLabels {
                 tenant: tenant.to_string(),
             })

@@ -37,10 +37,93 @@ pub fn gaps(
         .collect())
 }
 
+/// The ledger's own outage, seen at start-up: its last entry is older than the allowed
+/// gap, so every agent's silence since then may be the ledger's doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outage {
+    /// When the log last took an entry (Unix ms).
+    pub last_entry_ms: u64,
+    /// When this process started (Unix ms).
+    pub started_ms: u64,
+}
+
+/// The outage the stored times show at start-up, if any. An empty log shows none.
+pub fn outage_at_start(
+    store: &dyn LedgerStore,
+    started_ms: u64,
+    max_gap: Duration,
+) -> Result<Option<Outage>, StoreError> {
+    let max_gap_ms = attestor_verify::time::duration_ms(max_gap);
+    Ok(store
+        .last_received_at_ms()?
+        .filter(|last| started_ms.saturating_sub(*last) > max_gap_ms)
+        .map(|last_entry_ms| Outage {
+            last_entry_ms,
+            started_ms,
+        }))
+}
+
+/// Whether the outage explains `gap` at `now_ms`: the agent fell silent before the ledger
+/// came back, and has had less than one allowed gap since to be heard again.
+fn explained(outage: Option<Outage>, gap: &Gap, now_ms: u64, max_gap: Duration) -> bool {
+    let Some(outage) = outage else {
+        return false;
+    };
+    let silent_since_ms = now_ms.saturating_sub(gap.silent_for_ms);
+    silent_since_ms < outage.started_ms
+        && now_ms < outage.started_ms + attestor_verify::time::duration_ms(max_gap)
+}
+
+/// Raises one ledger-outage alert per tenant if the stored times show the ledger itself
+/// was out (see [`outage_at_start`]). Called before the ledger serves: an agent's first
+/// delivery would hide the outage.
+pub fn raise_outage(ledger: &crate::service::Ledger) -> Option<Outage> {
+    use attestor_net::logging::{event, Level};
+
+    let started_ms = attestor_verify::time::unix_ms(std::time::SystemTime::now());
+    let max_gap = ledger.max_gap();
+    let outage = match outage_at_start(ledger.store().as_ref(), started_ms, max_gap) {
+        Ok(outage) => outage?,
+        Err(e) => {
+            let error = serde_json::json!({"error": e.to_string()});
+            event(Level::Error, "gap-check-failed", error);
+            return None;
+        }
+    };
+    let (from, to) = (outage.last_entry_ms, outage.started_ms);
+    let summary = format!(
+        "the ledger took no entry from {} to {} ({} s, allowed gap {} s)",
+        attestor_verify::time::rfc3339(from / 1000),
+        attestor_verify::time::rfc3339(to / 1000),
+        (to - from) / 1000,
+        max_gap.as_secs()
+    );
+    event(
+        Level::Warn,
+        "ledger-outage",
+        serde_json::json!({"last_entry_ms": from, "started_ms": to, "summary": summary}),
+    );
+    for tenant in ledger.tenants().keys() {
+        ledger.alerter().fire(
+            crate::alerts::AlertKind::LedgerOutage,
+            tenant,
+            LEDGER_AGENT_ID,
+            summary.clone(),
+        );
+    }
+    Some(outage)
+}
+
+/// The agent id of alerts about the ledger itself (not a valid agent id, so it names
+/// no agent).
+pub const LEDGER_AGENT_ID: &str = "@ledger";
+
 /// Raises a missing-heartbeat alert for each agent silent for longer than the ledger's
 /// allowed gap, and resolves it once the agent is back. Runs until the ledger is dropped;
-/// evaluation reads stored times, so a restarted ledger finds the same gaps.
-pub async fn watch_gaps(ledger: std::sync::Weak<crate::service::Ledger>) {
+/// evaluation reads stored times, so a restarted ledger finds the same gaps. After the
+/// ledger's own `outage` ([`raise_outage`]), agents silent since before it came back get
+/// one gap to be heard again.
+pub async fn watch_gaps(ledger: std::sync::Weak<crate::service::Ledger>, outage: Option<Outage>) {
     use std::collections::BTreeSet;
 
     use crate::alerts::AlertKind;
@@ -71,6 +154,10 @@ pub async fn watch_gaps(ledger: std::sync::Weak<crate::service::Ledger>) {
             }
             Err(_) => continue,
         };
+        let found: Vec<Gap> = found
+            .into_iter()
+            .filter(|gap| !explained(outage, gap, now_ms, max_gap))
+            .collect();
         let alerter = ledger.alerter();
         for gap in &found {
             alerter.fire(
@@ -167,5 +254,45 @@ mod tests {
         assert!(gaps(&store, Some("t"), 100_000, DEFAULT_MAX_GAP)
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn an_outage_is_the_log_silent_for_longer_than_the_gap_and_explains_older_silence() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("l.db")).unwrap();
+        let gap = Duration::from_secs(60);
+        assert_eq!(
+            outage_at_start(&store, 1_000_000, gap).unwrap(),
+            None,
+            "empty log"
+        );
+        store.put_agent(&agent("a", "t", 0)).unwrap();
+        store
+            .append(&[entry(100_000, "a", Verdict::Accepted)])
+            .unwrap();
+        assert_eq!(outage_at_start(&store, 160_000, gap).unwrap(), None);
+        let outage = outage_at_start(&store, 160_001, gap).unwrap().unwrap();
+        assert_eq!(outage.last_entry_ms, 100_000);
+        let silent = |since_ms: u64, now_ms: u64| Gap {
+            agent_id: "a".into(),
+            tenant: "t".into(),
+            last_accepted_at_ms: Some(since_ms),
+            silent_for_ms: now_ms - since_ms,
+        };
+        assert!(explained(
+            Some(outage),
+            &silent(100_000, 200_000),
+            200_000,
+            gap
+        ));
+        assert!(
+            !explained(Some(outage), &silent(100_000, 220_001), 220_001, gap),
+            "one gap after start-up the agent has had its chance"
+        );
+        assert!(
+            !explained(Some(outage), &silent(170_000, 219_000), 219_000, gap),
+            "silent since after the ledger came back"
+        );
+        assert!(!explained(None, &silent(100_000, 200_000), 200_000, gap));
     }
 }

@@ -635,13 +635,11 @@ impl Query {
         ])?;
         let verdict = match self.0.get("verdict").map(String::as_str) {
             None => None,
-            Some("accepted") => Some(Verdict::Accepted),
-            Some("refused") => Some(Verdict::Refused),
-            Some(other) => {
-                return Err(Failure::bad_request(format!(
-                    "verdict {other:?} is neither accepted nor refused"
-                )))
-            }
+            Some(name) => Some(Verdict::parse(name).ok_or_else(|| {
+                Failure::bad_request(format!(
+                    "verdict {name:?} is not one of accepted, refused, late"
+                ))
+            })?),
         };
         let proofs = match self.0.get("proofs").map(String::as_str) {
             None | Some("false") => false,

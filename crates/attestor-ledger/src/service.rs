@@ -33,8 +33,8 @@ use crate::store::{
     AgentRecord, EntryQuery, Health, LedgerStore, StoreError, StoredEntry, Verdict, MAX_PAGE,
 };
 use crate::submission::{
-    accepted_state, verify_drift_submission, verify_submission, NonceBook, PresentedNonce, Refusal,
-    TenantPolicy, VOUCH_WINDOW,
+    accepted_state, judge_submission, verify_drift_submission, NonceBook, PresentedNonce, Refusal,
+    TenantPolicy, Timeliness, VOUCH_WINDOW,
 };
 use attestor_net::logging::{event, Level};
 use attestor_net::tls::AgentIdentity;
@@ -49,7 +49,7 @@ use attestor_verify::appraisal::{
 use attestor_verify::bundle::{Bundle, EvidenceKind};
 use attestor_verify::claims::Claims;
 use attestor_verify::drift::{is_drift_report, DriftReport};
-use attestor_verify::ear::{Ear, EarError, Jwks, Subject, Tier, VerifierId};
+use attestor_verify::ear::{Ear, EarError, Jwks, Reason, Subject, Tier, VerifierId};
 use attestor_verify::log::checkpoint::Checkpoint;
 use attestor_verify::log::checkpoint::CheckpointSigner;
 use attestor_verify::log::keys::KeyHistory;
@@ -908,6 +908,8 @@ impl Ledger {
         self.metrics
             .observe_submission(verdict, reason.as_deref(), verified, arrived.elapsed());
         match (&reason, posture) {
+            // Genuine but past: nothing to alert on, and not a heartbeat that ends a gap.
+            _ if verdict == Verdict::Late => self.metrics.late_attestation(&who.tenant),
             (Some(reason), _) => {
                 self.metrics
                     .observe_appraisal(&who.tenant, Tier::Contraindicated, &[]);
@@ -1084,7 +1086,7 @@ impl Ledger {
                 .and_then(|bundle| {
                     let nonce = self.nonces.presented(who, &bundle.nonce, now);
                     presented = Some((nonce, bundle.nonce.clone()));
-                    verify_submission(
+                    judge_submission(
                         &bundle,
                         &agent,
                         nonce,
@@ -1094,10 +1096,20 @@ impl Ledger {
                     )
                 })
         };
+        let verdict = match verdict {
+            Ok(Timeliness::Late { verified, .. })
+                if self.logged_before(who, &verified.claims.attestation_id)? =>
+            {
+                // Late attestations leave the agent's TPM clock where it was, so a
+                // re-encoded copy of one would pass continuity: its id gives it away.
+                Err(Refusal::Nonce)
+            }
+            other => other,
+        };
         // Exact bytes logged before cannot be accepted again (their nonce or TPM clock is
         // used up), so only a refusal, or an agent whose last append may have committed
         // unseen, needs the lookup.
-        if verdict.is_err() || self.doubtful().contains(who) {
+        if !matches!(verdict, Ok(Timeliness::InTime(_))) || self.doubtful().contains(who) {
             if let Some(original) = self
                 .store
                 .find_submission(&who.tenant, &who.agent_id, &hash)?
@@ -1109,7 +1121,16 @@ impl Ledger {
         let now_ms = attestor_verify::time::unix_ms(now);
         let nonce = presented.as_ref().map(|(_, n)| n.as_slice()).unwrap_or(&[]);
         let (accepted_state, ear, posture) = match verdict {
-            Ok(verified) => {
+            Ok(Timeliness::Late { verified, missed }) => {
+                record.verdict = Verdict::Late;
+                record.attestation_id = Some(verified.claims.attestation_id.clone());
+                record.policy_hash = Some(verified.claims.policy_hash.clone());
+                let detail = format!("delivered after the freshness window: {}", missed.reason);
+                record.detail = Some(detail.clone());
+                let ear = self.late_ear(who, &verified, &appraisal, nonce, now_ms, detail);
+                (None, ear, None)
+            }
+            Ok(Timeliness::InTime(verified)) => {
                 record.verdict = Verdict::Accepted;
                 record.attestation_id = Some(verified.claims.attestation_id.clone());
                 record.policy_hash = Some(verified.claims.policy_hash.clone());
@@ -1158,6 +1179,45 @@ impl Ledger {
             spend_nonce,
             posture,
         })
+    }
+
+    /// Whether the agent already has an entry for this attestation (accepted or late).
+    fn logged_before(&self, who: &AgentIdentity, attestation_id: &str) -> Result<bool, StoreError> {
+        let query = EntryQuery {
+            tenant: Some(who.tenant.clone()),
+            agent_id: Some(who.agent_id.clone()),
+            attestation_id: Some(attestation_id.to_string()),
+            limit: 1,
+            ..EntryQuery::default()
+        };
+        Ok(!self.store.query(&query)?.is_empty())
+    }
+
+    /// The EAR of a late attestation: what the checks proved, appraised on its own (the
+    /// agent's counter history is the present's, not its time's), and at best `warning`:
+    /// it shows what the agent was, not what it is, so no gate may pass on it alone, while
+    /// nothing in it calls for blocking.
+    fn late_ear(
+        &self,
+        who: &AgentIdentity,
+        verified: &attestor_verify::checks::Verified,
+        appraisal: &TenantAppraisal,
+        nonce: &[u8],
+        now_ms: u64,
+        detail: String,
+    ) -> Ear {
+        let posture = appraise(&verified.claims, &appraisal.policy, &[], now_ms);
+        let basis = verified.appraisal_basis(&self.profile);
+        let mut subject = subject_of(who, Some(&verified.claims));
+        subject.evidence = Some(basis.evidence.name().to_string());
+        let mut judged = accepted_appraisal(&basis, &posture, appraisal.policy.id());
+        judged.ear_status = judged.ear_status.max(Tier::Warning);
+        judged.attestor.reasons.push(Reason {
+            check: "late".into(),
+            tier: Tier::Warning,
+            detail,
+        });
+        Ear::new(ear_verifier(), now_ms / 1000, nonce, judged, subject)
     }
 
     /// What a drift report proves, as the refusal it is: the verified drift (naming the

@@ -21,7 +21,8 @@ use attestor_verify::checks::{
     check_policy_hashes, verify_bundle, verify_drift_report, AkTrust, Check, Expectations,
     Platform, Verified, VerifiedDrift, VerifyError,
 };
-use attestor_verify::drift::{DriftError, DriftReport};
+use attestor_verify::claims::Statement;
+use attestor_verify::drift::{DriftClaims, DriftError, DriftReport};
 use attestor_verify::evidence::tpm::wire::ClockInfo;
 use attestor_verify::profiles::Profile;
 
@@ -114,6 +115,10 @@ pub enum NonceCheck {
     /// here. It cannot be marked spent everywhere, so like an offline nonce it is accepted
     /// only with a TPM clock past the agent's last accepted quote.
     Vouched,
+    /// Its tag proves a ledger holding the same key issued it to this agent, unspent
+    /// here, but before [`VOUCH_WINDOW`]: it proves when the agent asked, so it can vouch
+    /// only for a late attestation (with a TPM clock past the agent's last accepted quote).
+    Overdue,
     /// Anything else.
     Unknown,
 }
@@ -132,9 +137,16 @@ impl PresentedNonce {
     pub fn to_spend(self) -> bool {
         matches!(
             self,
-            PresentedNonce::Ledger(NonceCheck::Issued | NonceCheck::Vouched)
+            PresentedNonce::Ledger(NonceCheck::Issued | NonceCheck::Vouched | NonceCheck::Overdue)
         )
     }
+}
+
+/// When a ledger nonce says it was issued (Unix ms); meaningful only for a nonce the book
+/// recognised (its tag covers this time).
+fn nonce_issued_at(nonce: &[u8]) -> Option<SystemTime> {
+    let time: [u8; NONCE_TIME] = nonce.get(..NONCE_TIME)?.try_into().ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(u64::from_be_bytes(time)))
 }
 
 /// Single-use, short-lived nonces, per agent (tenant and agent id). A nonce is the time
@@ -298,12 +310,12 @@ impl NonceBook {
         let now_ms = attestor_verify::time::unix_ms(now);
         let window_ms = u64::try_from(self.vouch_window.as_millis()).unwrap_or(u64::MAX);
         let skew_ms = u64::try_from(NONCE_CLOCK_SKEW.as_millis()).unwrap_or(u64::MAX);
-        let fresh = issued_ms <= now_ms.saturating_add(skew_ms)
-            && now_ms.saturating_sub(issued_ms) < window_ms;
-        if fresh {
+        if issued_ms > now_ms.saturating_add(skew_ms) {
+            NonceCheck::Unknown
+        } else if now_ms.saturating_sub(issued_ms) < window_ms {
             NonceCheck::Vouched
         } else {
-            NonceCheck::Unknown
+            NonceCheck::Overdue
         }
     }
 
@@ -362,10 +374,24 @@ impl TenantPolicy {
     }
 }
 
-/// Verifies one submission of an enrolled agent, whose nonce the caller has judged
-/// ([`NonceBook::presented`]) and spends once the entry is appended, whatever the verdict:
-/// a refused submission cannot be retried with the same evidence. An offline nonce
-/// ([`OFFLINE_NONCE_PREFIX`]) relies on the freshness window and the TPM clock.
+/// A genuine submission, in time or not.
+#[derive(Debug)]
+pub enum Timeliness {
+    /// Within the freshness window: a heartbeat.
+    InTime(Verified),
+    /// Delivered after the freshness window (spooled through an outage), with proof of
+    /// when it was made: its ledger nonce's issue time, or a TPM clock past the agent's
+    /// last accepted quote. Every other check passed, judged at that time; it proves the
+    /// past, not the present.
+    Late {
+        verified: Verified,
+        /// The freshness check it missed now.
+        missed: VerifyError,
+    },
+}
+
+/// Verifies one submission of an enrolled agent as [`judge_submission`] does, counting a
+/// late one as the freshness refusal it is without the proof of its time.
 pub fn verify_submission(
     bundle: &Bundle,
     agent: &AgentRecord,
@@ -374,13 +400,33 @@ pub fn verify_submission(
     approved_policies: &[ApprovedPolicyHash],
     now: SystemTime,
 ) -> Result<Verified, Refusal> {
+    match judge_submission(bundle, agent, nonce, profile, approved_policies, now)? {
+        Timeliness::InTime(verified) => Ok(verified),
+        Timeliness::Late { missed, .. } => Err(missed.into()),
+    }
+}
+
+/// Verifies one submission of an enrolled agent, whose nonce the caller has judged
+/// ([`NonceBook::presented`]) and spends once the entry is appended, whatever the verdict:
+/// a refused submission cannot be retried with the same evidence. An offline nonce
+/// ([`OFFLINE_NONCE_PREFIX`]) relies on the freshness window and the TPM clock. A
+/// submission that fails only freshness, but shows when it was made, is
+/// [`Timeliness::Late`]; one failing anything else is refused for that.
+pub fn judge_submission(
+    bundle: &Bundle,
+    agent: &AgentRecord,
+    nonce: PresentedNonce,
+    profile: &Profile,
+    approved_policies: &[ApprovedPolicyHash],
+    now: SystemTime,
+) -> Result<Timeliness, Refusal> {
     if agent.revoked {
         return Err(Refusal::Revoked(agent.agent_id.clone()));
     }
     let (offline, vouched) = match nonce {
         PresentedNonce::Offline => (true, false),
         PresentedNonce::Ledger(NonceCheck::Issued) => (false, false),
-        PresentedNonce::Ledger(NonceCheck::Vouched) => (false, true),
+        PresentedNonce::Ledger(NonceCheck::Vouched | NonceCheck::Overdue) => (false, true),
         PresentedNonce::Ledger(NonceCheck::Unknown) => return Err(Refusal::Nonce),
     };
     // The policy hash is checked last: a zero_retention flip changes the policy too, and
@@ -394,7 +440,36 @@ pub fn verify_submission(
         // The AK must be the one credential activation pinned: `check_pinned`.
         ak: AkTrust::PinnedByCaller,
     };
-    let verified = verify_bundle(bundle, profile, &expect)?;
+    // Freshness is the last check: failing it, everything else held now. Judged again at
+    // the time the bundle shows it was made, every check runs, certificate validity
+    // included, as it would have had the ledger been reachable then.
+    let (verified, missed, judged_at) = match verify_bundle(bundle, profile, &expect) {
+        Ok(verified) => (verified, None, now),
+        Err(missed) if missed.check == Check::Freshness => {
+            let claimed = || {
+                Statement::from_json(&bundle.envelope.payload)
+                    .ok()
+                    .map(|s| s.predicate.timestamp)
+            };
+            let Some(made_at) = made_at(&bundle.nonce, nonce, claimed, agent, profile, now) else {
+                return Err(missed.into());
+            };
+            let then = Expectations {
+                now: Some(made_at),
+                ..expect
+            };
+            (
+                verify_bundle(bundle, profile, &then)?,
+                Some(missed),
+                made_at,
+            )
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // An overdue nonce proves only that the attestation is old.
+    if nonce == PresentedNonce::Ledger(NonceCheck::Overdue) && missed.is_none() {
+        return Err(Refusal::Nonce);
+    }
     check_pinned(&verified, agent)?;
     // Offline nonces are spent nowhere and vouched ones only in this process: the TPM
     // clock, which must move past the last accepted quote, is what refuses their replay.
@@ -407,14 +482,48 @@ pub fn verify_submission(
     if let Some(previous) = &agent.last_accepted {
         check_continuity(previous, &verified)?;
     }
-    check_policy_hashes(&verified.claims, approved_policies, now)?;
-    Ok(verified)
+    check_policy_hashes(&verified.claims, approved_policies, judged_at)?;
+    Ok(match missed {
+        None => Timeliness::InTime(verified),
+        Some(missed) => Timeliness::Late { verified, missed },
+    })
+}
+
+/// When evidence that missed the freshness window shows it was made, if it does: the
+/// issue time of the ledger nonce it commits to; for an offline nonce, its `claimed` time
+/// (Unix seconds), in the past and not before the agent's last accepted attestation, since
+/// its TPM clock (checked after) must order it after that quote's.
+fn made_at(
+    nonce_bytes: &[u8],
+    nonce: PresentedNonce,
+    claimed: impl FnOnce() -> Option<u64>,
+    agent: &AgentRecord,
+    profile: &Profile,
+    now: SystemTime,
+) -> Option<SystemTime> {
+    match nonce {
+        PresentedNonce::Ledger(NonceCheck::Unknown) => None,
+        PresentedNonce::Ledger(_) => nonce_issued_at(nonce_bytes),
+        PresentedNonce::Offline => {
+            agent.last_accepted.as_ref()?.tpm_clock?;
+            let claimed = claimed()?;
+            let now_secs = attestor_verify::time::unix_ms(now) / 1000;
+            let since_secs = agent
+                .last_accepted_at_ms
+                .map_or(0, |ms| ms / 1000)
+                .saturating_sub(profile.max_age_seconds);
+            (claimed < now_secs && claimed >= since_secs)
+                .then(|| SystemTime::UNIX_EPOCH + Duration::from_secs(claimed))
+        }
+    }
 }
 
 /// Verifies a drift report of an enrolled agent as [`verify_submission`] does a bundle:
 /// the quote must be the pinned AK's, fresh (the ledger's nonce, or else a TPM clock past
 /// the last accepted quote) and in order. What it proves is the drift, for which the caller
-/// refuses the agent.
+/// refuses the agent; one delivered after the freshness window is judged, as a late bundle
+/// is, at the time it shows it was made, so a drift spooled through an outage is still
+/// reported as the drift.
 pub fn verify_drift_submission(
     report: &DriftReport,
     agent: &AgentRecord,
@@ -435,7 +544,27 @@ pub fn verify_drift_submission(
         evidence: None,
         ak: AkTrust::PinnedByCaller,
     };
-    let verified = verify_drift_report(report, profile, &expect)?;
+    let verified = match verify_drift_report(report, profile, &expect) {
+        Err(missed) if missed.check == Check::Freshness => {
+            let claimed = || {
+                serde_json::from_slice::<DriftClaims>(&report.payload)
+                    .ok()
+                    .map(|c| c.detected_at)
+            };
+            let Some(made_at) = made_at(&report.nonce, nonce, claimed, agent, profile, now) else {
+                return Err(missed.into());
+            };
+            let then = Expectations {
+                now: Some(made_at),
+                ..expect
+            };
+            verify_drift_report(report, profile, &then)?
+        }
+        Ok(_) if nonce == PresentedNonce::Ledger(NonceCheck::Overdue) => {
+            return Err(Refusal::Nonce)
+        }
+        verified => verified?,
+    };
     if verified.ak_public != agent.ak_public {
         return Err(Refusal::AkMismatch);
     }
@@ -518,7 +647,7 @@ pub fn accepted_state(verified: &Verified) -> AcceptedState {
 mod tests {
     use super::*;
 
-    use NonceCheck::{Issued, Unknown, Vouched};
+    use NonceCheck::{Issued, Overdue, Unknown, Vouched};
 
     fn who(tenant: &str, agent: &str) -> AgentIdentity {
         AgentIdentity::new(tenant, agent).unwrap()
@@ -583,8 +712,8 @@ mod tests {
         assert_eq!(book.check(&a, &n, now), Vouched, "past its lifetime");
         assert_eq!(
             book.check(&a, &n, now + VOUCH_WINDOW),
-            Unknown,
-            "past the window"
+            Overdue,
+            "past the window: proof of an old request, nothing more"
         );
         assert_eq!(use_once(&book, &a, &n, now), Vouched);
         assert_eq!(book.check(&a, &n, now), Unknown, "spent");
@@ -615,7 +744,7 @@ mod tests {
         }
         assert_eq!(
             after_restart.check(&a, &n, now + VOUCH_WINDOW),
-            Unknown,
+            Overdue,
             "expired"
         );
         let early = now - NONCE_CLOCK_SKEW - Duration::from_secs(1);
