@@ -13,6 +13,7 @@ mod architecture;
 mod attest_verify;
 mod config_reference;
 mod fuzz_fixtures;
+mod incidents;
 mod ledger_api;
 mod ledger_backup;
 mod ledger_cvm;

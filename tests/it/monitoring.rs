@@ -335,6 +335,7 @@ async fn invalid_or_drifted_attestations_fail_the_gate_and_drift_runs_the_action
     );
     let ledger = LedgerProcess::start(&LedgerSpec {
         agents: &[("a1", "acme")],
+        operators: &[("oncall", "acme")],
         tenants: &[("acme", &policy_hash)],
         profile: Some(&fixture.profile_path),
         extra: &extra,
@@ -343,7 +344,8 @@ async fn invalid_or_drifted_attestations_fail_the_gate_and_drift_runs_the_action
     let client: LedgerClient = ledger.client("a1");
     enrol_tpm(&mut fixture.agent(), &client).await.unwrap();
 
-    // An invalid attestation (forged signature) fails the gate until a valid one follows.
+    // An invalid attestation (forged signature) fails the gate until an operator resolves
+    // its incident, a valid attestation after it notwithstanding.
     let mut forged = fixture.attest_with_nonce(&client.nonce().await.unwrap());
     let sig = &mut forged.envelope.signatures[0].sig;
     let last = sig.len() - 1;
@@ -357,6 +359,19 @@ async fn invalid_or_drifted_attestations_fail_the_gate_and_drift_runs_the_action
         client.submit(&good.to_json()).await.unwrap().verdict,
         Verdict::Accepted
     );
+    let (pass, table) = tokio::task::block_in_place(|| gate(&ledger, "a1", &[]));
+    assert!(!pass && table.contains("invalid-attestation"), "{table}");
+    let open = ledger
+        .operator_client("oncall")
+        .incidents("")
+        .await
+        .unwrap();
+    let invalid = open.incidents[0].id;
+    ledger
+        .operator_client("oncall")
+        .change_incident(invalid, true, "the forged bundle was our own test")
+        .await
+        .unwrap();
     let (pass, table) = tokio::task::block_in_place(|| gate(&ledger, "a1", &[]));
     assert!(pass, "{table}");
 

@@ -500,6 +500,7 @@ fn invalid_ids_are_refused() {
     let forged = AgentIdentity {
         tenant: "t".into(),
         agent_id: "../../etc/x".into(),
+        role: attestor_verify::identity::Role::Agent,
     };
     let dir = tempfile::tempdir().unwrap();
     assert!(matches!(

@@ -9,12 +9,14 @@
 //! as JSON on stdin, or a webhook), with a timeout and retries; each outcome is appended
 //! to `actions.jsonl` in the ledger's state directory.
 //!
-//! Open alerts live in memory: after a restart, gaps are found again from stored times,
-//! and the other kinds reopen at the agent's next refused submission.
+//! Every alert is a durable incident ([`crate::incidents`]): what is open survives restarts
+//! and fail-over, only the lease holder raises, resolves, notifies and runs actions, and
+//! each action's outcome is kept in its incident.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -22,8 +24,11 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
+use crate::incidents::IncidentBook;
+use crate::store::{LedgerStore, NewIncident, StoreError};
 use attestor_net::http::HttpClient;
 use attestor_net::logging::{event, limited_event, Level};
+use attestor_verify::api::{ActionOutcome, ActionPhase, Incident};
 pub use attestor_verify::api::{Alert, AlertKind};
 
 /// The Alertmanager `alertname` of a kind.
@@ -102,28 +107,36 @@ fn default_resend() -> u64 {
 }
 
 enum Notice {
-    Changed(Alert),
+    /// An incident opened or resolved: its alert, and its id for the action outcomes.
+    Changed(Alert, u64),
     Resend(Vec<Alert>),
 }
 
-/// The ledger's alert book and its delivery queue.
-/// Open alerts by (tenant, agent id, kind): agent ids are unique only within a tenant.
-type AlertBook = BTreeMap<(String, String, AlertKind), Alert>;
+/// The alert form of an incident (ended once resolved).
+pub fn alert_of(incident: &Incident) -> Alert {
+    Alert {
+        kind: incident.kind,
+        tenant: incident.tenant.clone(),
+        agent_id: incident.agent_id.clone(),
+        summary: incident.summary.clone(),
+        starts_at_ms: incident.opened_at_ms,
+        ends_at_ms: incident.resolved.as_ref().map(|r| r.at_ms),
+    }
+}
 
+/// The ledger's alerts: a view over the store's incidents, and their delivery queue.
 pub struct Alerter {
-    open: Mutex<AlertBook>,
+    book: IncidentBook,
     notices: mpsc::UnboundedSender<Notice>,
 }
 
 impl Alerter {
     /// Starts delivery on the current tokio runtime; `state_dir` receives `actions.jsonl`.
-    pub fn start(config: AlertConfig, state_dir: PathBuf) -> Arc<Alerter> {
+    pub fn start(config: AlertConfig, state_dir: PathBuf, book: IncidentBook) -> Arc<Alerter> {
         let (notices, queue) = mpsc::unbounded_channel();
-        let alerter = Arc::new(Alerter {
-            open: Mutex::default(),
-            notices,
-        });
-        tokio::spawn(deliver(config.clone(), state_dir, queue));
+        let store = book.store().clone();
+        let alerter = Arc::new(Alerter { book, notices });
+        tokio::spawn(deliver(config.clone(), state_dir, store, queue));
         let weak = Arc::downgrade(&alerter);
         let resend = Duration::from_secs(config.resend_seconds.max(1));
         tokio::spawn(async move {
@@ -132,67 +145,97 @@ impl Alerter {
                 let Some(alerter) = weak.upgrade() else {
                     return;
                 };
-                let open = alerter.open_alerts(None);
-                if !open.is_empty() {
-                    let _ = alerter.notices.send(Notice::Resend(open));
+                // Read afresh now and then, whatever this replica believes it knows.
+                alerter.book.forget();
+                if !alerter.book.leading() {
+                    continue;
+                }
+                let this = alerter.clone();
+                let open = tokio::task::spawn_blocking(move || this.open_alerts(None)).await;
+                match open {
+                    Ok(Ok(open)) if !open.is_empty() => {
+                        let _ = alerter.notices.send(Notice::Resend(open));
+                    }
+                    Ok(Err(e)) => failed("resend", &e.to_string()),
+                    _ => {}
                 }
             }
         });
         alerter
     }
 
-    fn book(&self) -> std::sync::MutexGuard<'_, AlertBook> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    /// The incidents behind the alerts.
+    pub fn incidents(&self) -> &IncidentBook {
+        &self.book
     }
 
-    /// Opens an alert unless the same kind is already open for the agent.
-    pub fn fire(&self, kind: AlertKind, tenant: &str, agent_id: &str, summary: String) {
-        let mut book = self.book();
-        let key = (tenant.to_string(), agent_id.to_string(), kind);
-        if book.contains_key(&key) {
-            return;
-        }
-        let alert = Alert {
-            kind,
+    /// Raises an incident of `kind` for the agent (on the lease holder), shown by the log
+    /// entry `index` if any; notifies only when it opens.
+    pub async fn fire(
+        &self,
+        kind: AlertKind,
+        tenant: &str,
+        agent_id: &str,
+        summary: String,
+        index: Option<u64>,
+    ) {
+        let new = NewIncident {
             tenant: tenant.to_string(),
             agent_id: agent_id.to_string(),
+            kind,
             summary,
-            starts_at_ms: attestor_verify::time::now_ms(),
-            ends_at_ms: None,
+            at_ms: attestor_verify::time::now_ms(),
+            index,
         };
-        book.insert(key, alert.clone());
-        let _ = self.notices.send(Notice::Changed(alert));
-    }
-
-    /// Resolves the agent's open alerts of `kinds`.
-    pub fn resolve(&self, tenant: &str, agent_id: &str, kinds: &[AlertKind]) {
-        let mut book = self.book();
-        for kind in kinds {
-            let key = (tenant.to_string(), agent_id.to_string(), *kind);
-            if let Some(mut alert) = book.remove(&key) {
-                alert.ends_at_ms = Some(attestor_verify::time::now_ms());
-                let _ = self.notices.send(Notice::Changed(alert));
-            }
+        match self.book.raise(new).await {
+            Ok(Some(incident)) => self.notify(&incident),
+            Ok(None) => {}
+            Err(e) => failed("raise", &e.to_string()),
         }
     }
 
-    /// Open alerts, of one tenant or all.
-    pub fn open_alerts(&self, tenant: Option<&str>) -> Vec<Alert> {
-        self.book()
-            .values()
-            .filter(|a| tenant.is_none_or(|t| a.tenant == t))
-            .cloned()
-            .collect()
+    /// Resolves, as the ledger, the agent's open incidents of those `kinds` the ledger
+    /// resolves by itself (security incidents wait for an operator).
+    pub async fn resolve(&self, tenant: &str, agent_id: &str, kinds: &[AlertKind]) {
+        let reason = "the agent is healthy again";
+        match self
+            .book
+            .resolve_kinds(tenant, agent_id, kinds, reason)
+            .await
+        {
+            Ok(resolved) => resolved.iter().for_each(|i| self.notify(i)),
+            Err(e) => failed("resolve", &e.to_string()),
+        }
     }
 
-    /// Open alerts counted by kind name.
-    pub fn open_counts(&self) -> BTreeMap<&'static str, usize> {
+    /// Tells the log, Alertmanager and the actions that an incident opened or resolved.
+    pub fn notify(&self, incident: &Incident) {
+        let _ = self
+            .notices
+            .send(Notice::Changed(alert_of(incident), incident.id));
+    }
+
+    /// Unresolved alerts, of one tenant or all, from the store (blocking).
+    pub fn open_alerts(&self, tenant: Option<&str>) -> Result<Vec<Alert>, StoreError> {
+        Ok(self.book.unresolved(tenant)?.iter().map(alert_of).collect())
+    }
+
+    /// Unresolved alerts counted by kind name (blocking).
+    pub fn open_counts(&self) -> Result<BTreeMap<&'static str, usize>, StoreError> {
         let mut counts = BTreeMap::new();
-        for (_, _, kind) in self.book().keys() {
-            *counts.entry(kind.name()).or_default() += 1;
+        for incident in self.book.unresolved(None)? {
+            *counts.entry(incident.kind.name()).or_default() += 1;
         }
-        counts
+        Ok(counts)
     }
+}
+
+fn failed(what: &str, error: &str) {
+    limited_event(
+        Level::Error,
+        "incident-failed",
+        json!({"what": what, "error": error}),
+    );
 }
 
 fn rfc3339(ms: u64) -> String {
@@ -231,12 +274,13 @@ fn alertmanager_json(alert: &Alert, resend: Duration) -> serde_json::Value {
 async fn deliver(
     config: AlertConfig,
     state_dir: PathBuf,
+    store: Arc<dyn LedgerStore>,
     mut queue: mpsc::UnboundedReceiver<Notice>,
 ) {
     let resend = Duration::from_secs(config.resend_seconds.max(1));
     while let Some(notice) = queue.recv().await {
         let alerts = match notice {
-            Notice::Changed(alert) => {
+            Notice::Changed(alert, incident) => {
                 let firing = alert.ends_at_ms.is_none();
                 event(
                     if firing { Level::Warn } else { Level::Info },
@@ -250,7 +294,8 @@ async fn deliver(
                 );
                 if firing {
                     for action in config.actions.iter().filter(|a| a.on == alert.kind) {
-                        run_action(action, &alert, &state_dir).await;
+                        let outcome = run_action(action, &alert, &state_dir).await;
+                        record_outcome(&store, &alert.tenant, incident, outcome).await;
                     }
                 }
                 vec![alert]
@@ -295,11 +340,34 @@ where
     Err(last)
 }
 
+/// Keeps what an action did in its incident.
+async fn record_outcome(
+    store: &Arc<dyn LedgerStore>,
+    tenant: &str,
+    incident: u64,
+    outcome: ActionOutcome,
+) {
+    let (store, tenant) = (store.clone(), tenant.to_string());
+    let kept =
+        tokio::task::spawn_blocking(move || store.record_action(&tenant, incident, &outcome)).await;
+    match kept {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => failed("record-action", &e.to_string()),
+        Err(e) => failed("record-action", &e.to_string()),
+    }
+}
+
 /// Runs one action for a firing alert and records its outcome.
-async fn run_action(action: &ActionConfig, alert: &Alert, state_dir: &std::path::Path) {
+async fn run_action(
+    action: &ActionConfig,
+    alert: &Alert,
+    state_dir: &std::path::Path,
+) -> ActionOutcome {
     let payload = serde_json::to_vec(alert).unwrap_or_default();
     let timeout = Duration::from_secs(action.timeout_seconds.max(1));
+    let attempts = AtomicU32::new(0);
     let outcome = with_retries(action.retries, timeout, || async {
+        attempts.fetch_add(1, Ordering::Relaxed);
         if let Some(url) = &action.webhook {
             return post_json(url, &payload).await;
         }
@@ -357,6 +425,18 @@ async fn run_action(action: &ActionConfig, alert: &Alert, state_dir: &std::path:
             "action-record-failed",
             json!({"error": e.to_string()}),
         );
+    }
+    ActionOutcome {
+        hook: action.on.name().to_string(),
+        phase: ActionPhase::Fire,
+        action: action
+            .webhook
+            .clone()
+            .unwrap_or_else(|| action.command.join(" ")),
+        ok: outcome.is_ok(),
+        attempts: attempts.load(Ordering::Relaxed),
+        error: outcome.err(),
+        at_ms: attestor_verify::time::now_ms(),
     }
 }
 

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use hyper::StatusCode;
 
 use crate::service::{Ledger, ServiceError};
-use crate::store::{EntryQuery, StoredEntry, Verdict};
+use crate::store::{
+    EntryQuery, IncidentQuery, IncidentState, IncidentStates, StoredEntry, Verdict,
+};
 use attestor_net::ops::{metrics_page, Asked, Page};
 use attestor_verify::claims::Claims;
 use attestor_verify::ear::{self, Ear};
@@ -17,6 +19,8 @@ use attestor_verify::record::LogRecord;
 
 /// Agents shown on the dashboard at most (the metrics cover all).
 const MAX_AGENTS_SHOWN: usize = 200;
+/// Unresolved incidents shown, and as many of the latest resolved ones.
+const MAX_INCIDENTS_SHOWN: u32 = 50;
 /// Points in each agent's request trend.
 const TREND_POINTS: usize = 30;
 
@@ -279,31 +283,72 @@ fn render(ledger: &Ledger) -> Result<String, ServiceError> {
         age(now, checkpoint.as_ref().map(|c| c.created_at_ms)),
     );
 
-    // Alerts.
-    let alerts = ledger.alerter().open_alerts(None);
+    // Incidents: the unresolved ones, then the latest resolved.
+    let query = |states| IncidentQuery {
+        tenant: None,
+        states: Some(states),
+        since_ms: None,
+        limit: MAX_INCIDENTS_SHOWN,
+    };
+    let unresolved = store.incidents(&query(IncidentStates::Unresolved))?;
+    let resolved = store.incidents(&query(IncidentStates::Only(IncidentState::Resolved)))?;
     let _ = write!(
         w,
-        "<section id=\"alerts\"><h2>Open alerts ({})</h2>",
-        alerts.len()
+        "<section id=\"alerts\"><h2>Open incidents ({})</h2>",
+        unresolved.len()
     );
-    if alerts.is_empty() {
+    if unresolved.is_empty() {
         let _ = write!(w, "<p class=\"good\">none</p>");
-    } else {
-        let _ = write!(w, "<table><tr><th>kind</th><th>tenant</th><th>agent</th><th>since</th><th>summary</th></tr>");
-        for a in &alerts {
-            let _ = write!(
-                w,
-                "<tr class=\"bad\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                a.kind.name(),
-                escape(&a.tenant),
-                escape(&a.agent_id),
-                age(now, Some(a.starts_at_ms)),
-                escape(&a.summary)
-            );
-        }
-        let _ = write!(w, "</table>");
     }
-    let _ = write!(w, "</section>");
+    let _ = write!(
+        w,
+        "<table id=\"incidents\"><tr><th>id</th><th>kind</th><th>tenant</th><th>agent</th>\
+         <th>state</th><th>opened</th><th>evidence</th><th>last action</th><th>summary</th></tr>"
+    );
+    for incident in unresolved.iter().chain(resolved.iter().rev()) {
+        let state = match (&incident.acknowledged, &incident.resolved) {
+            (_, Some(r)) => format!("resolved by {}: {}", r.by, r.reason),
+            (Some(a), None) => format!("acknowledged by {}: {}", a.by, a.reason),
+            (None, None) => "open".to_string(),
+        };
+        let evidence = match (incident.first_index, incident.last_index) {
+            (Some(first), Some(last)) if first != last => format!("{first}..{last}"),
+            (Some(first), _) => first.to_string(),
+            _ => "-".to_string(),
+        };
+        let action = incident.actions.last().map_or("-".to_string(), |a| {
+            format!(
+                "{} {} ({} attempts){}",
+                a.action,
+                if a.ok { "ok" } else { "FAILED" },
+                a.attempts,
+                a.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            )
+        });
+        let _ = write!(
+            w,
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            if incident.resolved.is_some() {
+                ""
+            } else {
+                "bad"
+            },
+            incident.id,
+            incident.kind.name(),
+            escape(&incident.tenant),
+            escape(&incident.agent_id),
+            escape(&state),
+            age(now, Some(incident.opened_at_ms)),
+            evidence,
+            escape(&action),
+            escape(&incident.summary)
+        );
+    }
+    let _ = write!(w, "</table></section>");
 
     // Agents by tenant.
     let mut agents = store.agents(None)?;

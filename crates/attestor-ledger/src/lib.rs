@@ -12,6 +12,7 @@ pub mod dashboard;
 pub mod enroll;
 pub mod enrollment_ca;
 pub mod failpoint;
+pub mod incidents;
 pub mod keyfiles;
 pub mod limits;
 pub mod log;

@@ -37,16 +37,17 @@ pub fn gaps(
         .collect())
 }
 
-/// Raises a missing-heartbeat alert for each agent silent for longer than the ledger's
-/// allowed gap, and resolves it once the agent is back. Runs until the ledger is dropped;
-/// evaluation reads stored times, so a restarted ledger finds the same gaps.
+/// Raises a missing-heartbeat incident for each agent silent for longer than the
+/// ledger's allowed gap, and resolves it once the agent is back. Runs on every replica
+/// until the ledger is dropped, but only the lease holder acts on what it finds (the
+/// incidents it raises are durable, so a new lease holder finds them). Evaluation reads
+/// stored times, so a restarted ledger finds the same gaps.
 pub async fn watch_gaps(ledger: std::sync::Weak<crate::service::Ledger>) {
     use std::collections::BTreeSet;
 
     use crate::alerts::AlertKind;
     use attestor_net::logging::{limited_event, Level};
 
-    let mut silent: BTreeSet<(String, String)> = BTreeSet::new();
     loop {
         let Some(period) = ledger
             .upgrade()
@@ -72,24 +73,45 @@ pub async fn watch_gaps(ledger: std::sync::Weak<crate::service::Ledger>) {
             Err(_) => continue,
         };
         let alerter = ledger.alerter();
+        if !alerter.incidents().leading() {
+            continue;
+        }
         for gap in &found {
-            alerter.fire(
-                AlertKind::MissingHeartbeat,
-                &gap.tenant,
-                &gap.agent_id,
-                format!(
-                    "no accepted attestation for {} s (allowed gap {} s)",
-                    gap.silent_for_ms / 1000,
-                    max_gap.as_secs()
-                ),
-            );
+            alerter
+                .fire(
+                    AlertKind::MissingHeartbeat,
+                    &gap.tenant,
+                    &gap.agent_id,
+                    format!(
+                        "no accepted attestation for {} s (allowed gap {} s)",
+                        gap.silent_for_ms / 1000,
+                        max_gap.as_secs()
+                    ),
+                    None,
+                )
+                .await;
         }
         let now_silent: BTreeSet<(String, String)> =
             found.into_iter().map(|g| (g.tenant, g.agent_id)).collect();
-        for (tenant, agent) in silent.difference(&now_silent) {
-            alerter.resolve(tenant, agent, &[AlertKind::MissingHeartbeat]);
+        // From the store, not from memory: a gap raised before a restart or by the
+        // previous lease holder is resolved too.
+        let raised = match alerter
+            .incidents()
+            .agents_with(AlertKind::MissingHeartbeat)
+            .await
+        {
+            Ok(raised) => raised,
+            Err(e) => {
+                let error = serde_json::json!({"error": e.to_string()});
+                limited_event(Level::Error, "gap-check-failed", error);
+                continue;
+            }
+        };
+        for (tenant, agent) in raised.iter().filter(|k| !now_silent.contains(*k)) {
+            alerter
+                .resolve(tenant, agent, &[AlertKind::MissingHeartbeat])
+                .await;
         }
-        silent = now_silent;
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod incident_store;
 mod ledger_sequencer;
 mod ledger_store;
 mod ledger_store_tls;

@@ -1,0 +1,329 @@
+//! Durable incidents: every alert is an incident in the store, so it survives restarts and
+//! fail-over and any replica answers the same. Only the lease holder raises and resolves
+//! (the store's one-unresolved-per-(tenant, agent, kind) index dedupes what a replica
+//! raised before it lost the lease), and every state change is also a log entry of
+//! [`INCIDENT_RECORDER`], so the trail is as tamper-evident as the attestations.
+//!
+//! Security incidents (an invalid attestation, policy drift, a zero-retention change)
+//! stay until an operator resolves them; the ledger itself resolves a gap, a posture or
+//! its own outage once the agent is healthy again.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use thiserror::Error;
+
+use crate::log::batcher::{BatchError, Batcher};
+use crate::log::sequencer::{Sequencer, Submission};
+use crate::store::{
+    AlertKind, Incident, IncidentChange, IncidentQuery, IncidentStates, LedgerStore, NewIncident,
+    StoreError, Verdict, MAX_PAGE,
+};
+use attestor_verify::record::{
+    IncidentRecord, LogRecord, INCIDENT_RECORDER, POLICY_RECORDER, RECORD_VERSION,
+};
+
+/// Why an incident could not be raised, changed or read.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum IncidentError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The change is in the store, but its log entry could not be appended.
+    #[error("the incident changed, but its log entry was not appended: {0}")]
+    Journal(#[from] BatchError),
+    #[error("internal failure: a worker task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
+    #[error(
+        "this replica does not hold the sequencer lease: only the lease holder changes incidents"
+    )]
+    NotSequencer,
+}
+
+/// Whether the ledger resolves incidents of `kind` by itself once the agent is healthy
+/// again; the others are security incidents only an operator resolves.
+pub fn resolved_by_ledger(kind: AlertKind) -> bool {
+    match kind {
+        AlertKind::MissingHeartbeat
+        | AlertKind::PostureContraindicated
+        | AlertKind::PostureWarning
+        | AlertKind::LedgerOutage => true,
+        AlertKind::InvalidAttestation | AlertKind::PolicyDrift | AlertKind::ZeroRetentionChange => {
+            false
+        }
+    }
+}
+
+/// An unresolved incident's key.
+type Key = (String, String, AlertKind);
+
+/// The store's incidents as the lease holder changes them.
+pub struct IncidentBook {
+    store: Arc<dyn LedgerStore>,
+    sequencer: Arc<Sequencer>,
+    batcher: Batcher,
+    /// Unresolved incidents as this lease holder knows them (`None`: read them again
+    /// first). While it holds the lease nobody else changes incidents, so it spares
+    /// every healthy submission a store round trip; it is dropped whenever the lease may
+    /// have changed hands, and periodically.
+    unresolved: Mutex<Option<BTreeSet<Key>>>,
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, IncidentError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(IncidentError::Task)?
+        .map_err(IncidentError::Store)
+}
+
+impl IncidentBook {
+    pub fn new(store: Arc<dyn LedgerStore>, sequencer: Arc<Sequencer>, batcher: Batcher) -> Self {
+        IncidentBook {
+            store,
+            sequencer,
+            batcher,
+            unresolved: Mutex::new(None),
+        }
+    }
+
+    /// The store the incidents are kept in.
+    pub fn store(&self) -> &Arc<dyn LedgerStore> {
+        &self.store
+    }
+
+    fn cache(&self) -> MutexGuard<'_, Option<BTreeSet<Key>>> {
+        self.unresolved.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this replica raises and resolves (it holds the lease). A follower also
+    /// forgets what it knew, to read the store afresh once it leads.
+    pub fn leading(&self) -> bool {
+        let leading = self.sequencer.is_sequencer();
+        if !leading {
+            self.forget();
+        }
+        leading
+    }
+
+    /// Drops what this replica knows of unresolved incidents: read again on next use.
+    pub fn forget(&self) {
+        *self.cache() = None;
+    }
+
+    /// The unresolved incidents' keys, read from the store if not known; `None` when
+    /// there are too many to keep (then the store is asked each time).
+    async fn known(&self) -> Result<Option<BTreeSet<Key>>, IncidentError> {
+        if let Some(known) = self.cache().as_ref() {
+            return Ok(Some(known.clone()));
+        }
+        let store = self.store.clone();
+        let page = blocking(move || store.incidents(&unresolved_query(None))).await?;
+        if page.len() >= MAX_PAGE as usize {
+            return Ok(None);
+        }
+        let found: BTreeSet<Key> = page
+            .into_iter()
+            .map(|i| (i.tenant, i.agent_id, i.kind))
+            .collect();
+        *self.cache() = Some(found.clone());
+        Ok(Some(found))
+    }
+
+    fn remember(&self, key: Key, unresolved: bool) {
+        if let Some(known) = self.cache().as_mut() {
+            if unresolved {
+                known.insert(key);
+            } else {
+                known.remove(&key);
+            }
+        }
+    }
+
+    /// Raises an incident (lease holder only): returns it if it is new, after recording
+    /// its opening in the log. An unresolved one of the same key is extended instead
+    /// (a gap, which has no evidence to add, is left as it is).
+    pub async fn raise(&self, new: NewIncident) -> Result<Option<Incident>, IncidentError> {
+        if !self.leading() {
+            return Ok(None);
+        }
+        let key = (new.tenant.clone(), new.agent_id.clone(), new.kind);
+        if new.index.is_none() && self.known().await?.is_some_and(|k| k.contains(&key)) {
+            return Ok(None);
+        }
+        let store = self.store.clone();
+        let (incident, opened) = blocking(move || store.raise_incident(&new)).await?;
+        self.remember(key, true);
+        if !opened {
+            return Ok(None);
+        }
+        self.journal("opened", &incident).await?;
+        Ok(Some(incident))
+    }
+
+    /// Resolves, as the ledger, the agent's unresolved incidents of those `kinds` the
+    /// ledger resolves (lease holder only); returns them.
+    pub async fn resolve_kinds(
+        &self,
+        tenant: &str,
+        agent_id: &str,
+        kinds: &[AlertKind],
+        reason: &str,
+    ) -> Result<Vec<Incident>, IncidentError> {
+        if !self.leading() {
+            return Ok(Vec::new());
+        }
+        let known = self.known().await?;
+        let kinds: Vec<AlertKind> = kinds
+            .iter()
+            .copied()
+            .filter(|k| resolved_by_ledger(*k))
+            .filter(|k| {
+                let key = (tenant.to_string(), agent_id.to_string(), *k);
+                known.as_ref().is_none_or(|known| known.contains(&key))
+            })
+            .collect();
+        if kinds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let change = IncidentChange {
+            by: POLICY_RECORDER.to_string(),
+            at_ms: attestor_verify::time::now_ms(),
+            reason: reason.to_string(),
+        };
+        let (store, t, a, k) = (
+            self.store.clone(),
+            tenant.to_string(),
+            agent_id.to_string(),
+            kinds.clone(),
+        );
+        let resolved = blocking(move || store.resolve_incidents_of(&t, &a, &k, &change)).await?;
+        for kind in kinds {
+            self.remember((tenant.to_string(), agent_id.to_string(), kind), false);
+        }
+        for incident in &resolved {
+            self.journal("resolved", incident).await?;
+        }
+        Ok(resolved)
+    }
+
+    /// The agents with an unresolved incident of `kind`, as (tenant, agent id).
+    pub async fn agents_with(
+        &self,
+        kind: AlertKind,
+    ) -> Result<Vec<(String, String)>, IncidentError> {
+        let store = self.store.clone();
+        let found = blocking(move || store.incidents(&unresolved_query(None))).await?;
+        Ok(found
+            .into_iter()
+            .filter(|i| i.kind == kind)
+            .map(|i| (i.tenant, i.agent_id))
+            .collect())
+    }
+
+    /// An operator acknowledges an open incident of its tenant.
+    pub async fn acknowledge(
+        &self,
+        tenant: &str,
+        id: u64,
+        change: IncidentChange,
+    ) -> Result<Incident, IncidentError> {
+        if !self.leading() {
+            return Err(IncidentError::NotSequencer);
+        }
+        let (store, t) = (self.store.clone(), tenant.to_string());
+        let incident = blocking(move || store.acknowledge_incident(&t, id, &change)).await?;
+        self.journal("acknowledged", &incident).await?;
+        Ok(incident)
+    }
+
+    /// An operator resolves an unresolved incident of its tenant.
+    pub async fn resolve(
+        &self,
+        tenant: &str,
+        id: u64,
+        change: IncidentChange,
+    ) -> Result<Incident, IncidentError> {
+        if !self.leading() {
+            return Err(IncidentError::NotSequencer);
+        }
+        let (store, t) = (self.store.clone(), tenant.to_string());
+        let incident = blocking(move || store.resolve_incident(&t, id, &change)).await?;
+        self.remember(
+            (
+                incident.tenant.clone(),
+                incident.agent_id.clone(),
+                incident.kind,
+            ),
+            false,
+        );
+        self.journal("resolved", &incident).await?;
+        Ok(incident)
+    }
+
+    /// Unresolved incidents, of one tenant or all, read from the store (blocking).
+    pub fn unresolved(&self, tenant: Option<&str>) -> Result<Vec<Incident>, StoreError> {
+        self.store.incidents(&unresolved_query(tenant))
+    }
+
+    /// Appends a state change of an incident to the log.
+    async fn journal(&self, change: &str, incident: &Incident) -> Result<(), IncidentError> {
+        let by = match change {
+            "acknowledged" => incident.acknowledged.as_ref(),
+            "resolved" => incident.resolved.as_ref(),
+            _ => None,
+        };
+        let detail = match by {
+            Some(by) => format!(
+                "incident {} ({} of agent {}) {change} by {}: {}",
+                incident.id,
+                incident.kind.name(),
+                incident.agent_id,
+                by.by,
+                by.reason
+            ),
+            None => format!(
+                "incident {} ({} of agent {}) {change}: {}",
+                incident.id,
+                incident.kind.name(),
+                incident.agent_id,
+                incident.summary
+            ),
+        };
+        let record = IncidentRecord {
+            change: change.to_string(),
+            incident: incident.clone(),
+        };
+        let submission = Submission {
+            record: LogRecord {
+                version: RECORD_VERSION,
+                received_at_ms: 0,
+                tenant: incident.tenant.clone(),
+                agent_id: INCIDENT_RECORDER.to_string(),
+                verdict: Verdict::Accepted,
+                reason: None,
+                detail: Some(detail),
+                attestation_id: None,
+                policy_hash: None,
+                // A struct of fixed field order: the same change gives the same bytes.
+                submission: serde_json::to_vec(&record).unwrap_or_default(),
+                discarded: None,
+                ear: None,
+                appraisal_policy: None,
+            },
+            accepted_state: None,
+        };
+        self.batcher.submit(submission).await?;
+        Ok(())
+    }
+}
+
+fn unresolved_query(tenant: Option<&str>) -> IncidentQuery {
+    IncidentQuery {
+        tenant: tenant.map(str::to_string),
+        states: Some(IncidentStates::Unresolved),
+        since_ms: None,
+        limit: MAX_PAGE,
+    }
+}
