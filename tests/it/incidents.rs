@@ -231,6 +231,7 @@ async fn replicas_raise_one_incident_for_an_ongoing_drift_across_a_fail_over() {
     let policy_hash = hex::encode(fixture.kernel().policy_hash);
     let spec = LedgerSpec {
         agents: &[("a1", "acme")],
+        operators: &[("oncall", "acme")],
         tenants: &[("acme", &policy_hash)],
         profile: Some(&fixture.profile_path),
         ..LedgerSpec::default()
@@ -259,6 +260,13 @@ async fn replicas_raise_one_incident_for_an_ongoing_drift_across_a_fail_over() {
         assert_eq!(alerts.len(), 1, "{alerts:?}");
     }
     let id = incidents(&on_first, "").await[0].id;
+    // Changes go to the lease holder only, like every write.
+    let e = second
+        .operator_client("oncall")
+        .change_incident(id, false, "from the follower")
+        .await
+        .unwrap_err();
+    assert!(refused_with(&e, 503, "not-sequencer"), "{e}");
 
     // The sequencer dies; the other replica takes over and sees the same drift.
     first.kill9();
@@ -294,4 +302,70 @@ async fn replicas_raise_one_incident_for_an_ongoing_drift_across_a_fail_over() {
     }
     let opened = incident_records(&on_second, &second.verifier_key()).await;
     assert_eq!(opened.len(), 1, "{opened:?}");
+}
+
+/// Waits until `client` sees incidents for which `done` holds; returns them.
+async fn incidents_until(
+    client: &LedgerClient,
+    what: &str,
+    done: impl Fn(&[Incident]) -> bool,
+) -> Vec<Incident> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = incidents(client, "").await;
+        if done(&seen) {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_replicas_watch_for_gaps_but_one_incident_is_raised_and_the_new_lease_holder_resolves_it(
+) {
+    let url = crate::support::postgres::database();
+    let spec = LedgerSpec {
+        agents: &[("a1", "t")],
+        tenants: &[("t", ANY_HASH)],
+        enrolled: true,
+        max_gap_seconds: Some(2),
+        ..LedgerSpec::default()
+    };
+    let mut first = LedgerProcess::start_on_postgres(&spec, &url, 2);
+    let second = first.replica();
+    let on_second = second.client("a1");
+    let raised = incidents_until(&on_second, "a gap", |seen| !seen.is_empty()).await;
+    assert_eq!(raised[0].kind, AlertKind::MissingHeartbeat);
+    assert_eq!((raised[0].first_index, raised[0].last_index), (None, None));
+    // Several more checks on both replicas, still one incident.
+    let failures = |l: &LedgerProcess| l.log().matches("\"gap-check-failed\"").count();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(incidents(&on_second, "").await, raised);
+    assert_eq!(failures(&first) + failures(&second), 0);
+
+    // The lease holder dies; the other takes over, and once the agent is no longer
+    // expected (revoked), resolves the gap the first one raised.
+    first.kill9();
+    let revoked = Command::new(env!("CARGO_BIN_EXE_attestor"))
+        .args(["revoke", "--config"])
+        .arg(second.dir.path().join("ledger.toml"))
+        .args(["--tenant", "t", "a1"])
+        .output()
+        .unwrap();
+    assert!(revoked.status.success(), "{revoked:?}");
+    let resolved = incidents_until(&on_second, "the gap resolved", |seen| {
+        seen.iter().all(|i| i.state == IncidentState::Resolved)
+    })
+    .await;
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].id, raised[0].id);
+    let by = resolved[0].resolved.as_ref().unwrap();
+    assert_eq!(by.by, "@ledger");
+    let trail = incident_records(&on_second, &second.verifier_key()).await;
+    let changes: Vec<&str> = trail.iter().map(|(_, r)| r.change.as_str()).collect();
+    assert_eq!(changes, ["opened", "resolved"]);
 }

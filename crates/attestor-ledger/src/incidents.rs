@@ -57,16 +57,25 @@ pub fn resolved_by_ledger(kind: AlertKind) -> bool {
 /// An unresolved incident's key.
 type Key = (String, String, AlertKind);
 
+/// What this lease holder knows of the unresolved incidents.
+enum Known {
+    /// Nothing yet: read the store first.
+    Unknown,
+    /// Every unresolved incident's key, as of the lease term it was read in: while it
+    /// holds the lease nobody else changes incidents.
+    Keys { term: u64, keys: BTreeSet<Key> },
+    /// More than it keeps: the store is asked every time (until the next refresh).
+    TooMany,
+}
+
 /// The store's incidents as the lease holder changes them.
 pub struct IncidentBook {
     store: Arc<dyn LedgerStore>,
     sequencer: Arc<Sequencer>,
     batcher: Batcher,
-    /// Unresolved incidents as this lease holder knows them (`None`: read them again
-    /// first). While it holds the lease nobody else changes incidents, so it spares
-    /// every healthy submission a store round trip; it is dropped whenever the lease may
-    /// have changed hands, and periodically.
-    unresolved: Mutex<Option<BTreeSet<Key>>>,
+    /// Spares every healthy submission a store round trip when its agent has nothing to
+    /// resolve; dropped when the lease term changes, and at each refresh.
+    known: Mutex<Known>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -84,7 +93,7 @@ impl IncidentBook {
             store,
             sequencer,
             batcher,
-            unresolved: Mutex::new(None),
+            known: Mutex::new(Known::Unknown),
         }
     }
 
@@ -93,50 +102,60 @@ impl IncidentBook {
         &self.store
     }
 
-    fn cache(&self) -> MutexGuard<'_, Option<BTreeSet<Key>>> {
-        self.unresolved.lock().unwrap_or_else(|p| p.into_inner())
+    fn known(&self) -> MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether this replica raises and resolves (it holds the lease). A follower also
-    /// forgets what it knew, to read the store afresh once it leads.
+    /// Whether this replica raises and resolves (it holds the lease).
     pub fn leading(&self) -> bool {
-        let leading = self.sequencer.is_sequencer();
-        if !leading {
-            self.forget();
-        }
-        leading
+        self.sequencer.is_sequencer()
     }
 
     /// Drops what this replica knows of unresolved incidents: read again on next use.
     pub fn forget(&self) {
-        *self.cache() = None;
+        *self.known() = Known::Unknown;
     }
 
-    /// The unresolved incidents' keys, read from the store if not known; `None` when
-    /// there are too many to keep (then the store is asked each time).
-    async fn known(&self) -> Result<Option<BTreeSet<Key>>, IncidentError> {
-        if let Some(known) = self.cache().as_ref() {
-            return Ok(Some(known.clone()));
-        }
-        let store = self.store.clone();
-        let page = blocking(move || store.incidents(&unresolved_query(None))).await?;
-        if page.len() >= MAX_PAGE as usize {
+    /// Whether `key` is unresolved: `None` when only the store can say.
+    async fn is_unresolved(&self, key: &Key) -> Result<Option<bool>, IncidentError> {
+        let Some(term) = self.sequencer.term() else {
             return Ok(None);
+        };
+        let stale = match &*self.known() {
+            Known::Keys { term: read_in, .. } => *read_in != term,
+            Known::Unknown => true,
+            Known::TooMany => false,
+        };
+        if stale {
+            let store = self.store.clone();
+            let page = blocking(move || store.incidents(&unresolved_query(None))).await?;
+            *self.known() = if page.len() >= MAX_PAGE as usize {
+                Known::TooMany
+            } else {
+                Known::Keys {
+                    term,
+                    keys: page
+                        .into_iter()
+                        .map(|i| (i.tenant, i.agent_id, i.kind))
+                        .collect(),
+                }
+            };
         }
-        let found: BTreeSet<Key> = page
-            .into_iter()
-            .map(|i| (i.tenant, i.agent_id, i.kind))
-            .collect();
-        *self.cache() = Some(found.clone());
-        Ok(Some(found))
+        Ok(match &*self.known() {
+            Known::Keys {
+                term: read_in,
+                keys,
+            } if *read_in == term => Some(keys.contains(key)),
+            _ => None,
+        })
     }
 
     fn remember(&self, key: Key, unresolved: bool) {
-        if let Some(known) = self.cache().as_mut() {
+        if let Known::Keys { keys, .. } = &mut *self.known() {
             if unresolved {
-                known.insert(key);
+                keys.insert(key);
             } else {
-                known.remove(&key);
+                keys.remove(&key);
             }
         }
     }
@@ -149,7 +168,7 @@ impl IncidentBook {
             return Ok(None);
         }
         let key = (new.tenant.clone(), new.agent_id.clone(), new.kind);
-        if new.index.is_none() && self.known().await?.is_some_and(|k| k.contains(&key)) {
+        if new.index.is_none() && self.is_unresolved(&key).await? == Some(true) {
             return Ok(None);
         }
         let store = self.store.clone();
@@ -174,16 +193,14 @@ impl IncidentBook {
         if !self.leading() {
             return Ok(Vec::new());
         }
-        let known = self.known().await?;
-        let kinds: Vec<AlertKind> = kinds
-            .iter()
-            .copied()
-            .filter(|k| resolved_by_ledger(*k))
-            .filter(|k| {
-                let key = (tenant.to_string(), agent_id.to_string(), *k);
-                known.as_ref().is_none_or(|known| known.contains(&key))
-            })
-            .collect();
+        let mut open = Vec::new();
+        for kind in kinds.iter().copied().filter(|k| resolved_by_ledger(*k)) {
+            let key = (tenant.to_string(), agent_id.to_string(), kind);
+            if self.is_unresolved(&key).await? != Some(false) {
+                open.push(kind);
+            }
+        }
+        let kinds = open;
         if kinds.is_empty() {
             return Ok(Vec::new());
         }
