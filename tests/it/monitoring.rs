@@ -464,6 +464,9 @@ fn the_dashboard_renders_in_headless_chromium() {
         "Recent refusals",
         "malformed",
         "stranger",
+        // The stranger's refusal opened an incident, with its evidence.
+        "<table id=\"incidents\">",
+        "<td>invalid-attestation</td>",
         // Posture flags, the EAR of the built-in policy, and the 24 h timeline.
         "isolation on",
         "PII detection on",
