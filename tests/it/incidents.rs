@@ -118,6 +118,9 @@ async fn operators_of_the_tenant_alone_acknowledge_and_resolve_and_the_log_keeps
     assert_eq!(open.len(), 1);
     let id = open[0].id;
     assert_eq!(open[0].first_index, Some(refused.receipt.index));
+    assert_eq!(incidents(&alice, "since_ms=0&state=open").await, open);
+    let e = alice.incidents("state=closed").await.unwrap_err();
+    assert!(refused_with(&e, 400, "bad-request"), "{e}");
     // Operators read their tenant like agents do.
     assert_eq!(alice.alerts().await.unwrap().alerts.len(), 1);
     assert_eq!(alice.incident(id).await.unwrap(), open[0]);

@@ -16,7 +16,7 @@ use crate::support::require_tool;
 use crate::support::wait_for;
 use attestor_agent::client::LedgerClient;
 use attestor_agent::{Attestor, AttestorConfig};
-use attestor_ledger::store::Verdict;
+use attestor_ledger::store::{AlertKind, Verdict};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -400,6 +400,22 @@ async fn invalid_or_drifted_attestations_fail_the_gate_and_drift_runs_the_action
     assert_eq!(alert["agent_id"], "a1");
     let record = std::fs::read_to_string(ledger.state_dir().join("actions.jsonl")).unwrap();
     assert!(record.contains("\"ok\":true"), "{record}");
+    // The outcome is kept in the drift's incident too.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let incidents = client.incidents("state=open").await.unwrap().incidents;
+        let drift = incidents
+            .iter()
+            .find(|i| i.kind == AlertKind::PolicyDrift)
+            .expect("the drift is an open incident");
+        if let Some(outcome) = drift.actions.first() {
+            assert!(outcome.ok && outcome.attempts == 1, "{outcome:?}");
+            assert_eq!(outcome.hook, "policy-drift");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no action outcome in {drift:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let open = client.alerts().await.unwrap().alerts;
     assert_eq!(open.len(), 1);
