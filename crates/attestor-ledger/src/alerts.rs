@@ -4,7 +4,8 @@
 //! kind), is sent
 //! to the structured log and to an Alertmanager-compatible webhook (`POST
 //! /api/v2/alerts`), re-sent while open (Alertmanager expires alerts it stops hearing
-//! about), and resolved when the agent is healthy again (an accepted attestation). A
+//! about), and resolved when the agent is healthy again (an accepted attestation) or, for
+//! a security incident, by an operator. A
 //! firing alert also runs the actions configured for its kind (a command getting the alert
 //! as JSON on stdin, or a webhook), with a timeout and retries; each outcome is appended
 //! to `actions.jsonl` in the ledger's state directory.
@@ -208,7 +209,8 @@ impl Alerter {
         }
     }
 
-    /// Tells the log, Alertmanager and the actions that an incident opened or resolved.
+    /// Tells the structured log, Alertmanager and the actions that an incident opened or
+    /// resolved.
     pub fn notify(&self, incident: &Incident) {
         let _ = self
             .notices
