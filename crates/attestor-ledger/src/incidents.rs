@@ -116,11 +116,9 @@ impl IncidentBook {
         *self.known() = Known::Unknown;
     }
 
-    /// Whether `key` is unresolved: `None` when only the store can say.
-    async fn is_unresolved(&self, key: &Key) -> Result<Option<bool>, IncidentError> {
-        let Some(term) = self.sequencer.term() else {
-            return Ok(None);
-        };
+    /// Whether `key` is unresolved, for the lease holder of `term`: `None` when only the
+    /// store can say.
+    async fn is_unresolved(&self, term: u64, key: &Key) -> Result<Option<bool>, IncidentError> {
         let stale = match &*self.known() {
             Known::Keys { term: read_in, .. } => *read_in != term,
             Known::Unknown => true,
@@ -164,11 +162,11 @@ impl IncidentBook {
     /// its opening in the log. An unresolved one of the same key is extended instead
     /// (a gap, which has no evidence to add, is left as it is).
     pub async fn raise(&self, new: NewIncident) -> Result<Option<Incident>, IncidentError> {
-        if !self.leading() {
+        let Some(term) = self.sequencer.term() else {
             return Ok(None);
-        }
+        };
         let key = (new.tenant.clone(), new.agent_id.clone(), new.kind);
-        if new.index.is_none() && self.is_unresolved(&key).await? == Some(true) {
+        if new.index.is_none() && self.is_unresolved(term, &key).await? == Some(true) {
             return Ok(None);
         }
         let store = self.store.clone();
@@ -190,13 +188,13 @@ impl IncidentBook {
         kinds: &[AlertKind],
         reason: &str,
     ) -> Result<Vec<Incident>, IncidentError> {
-        if !self.leading() {
+        let Some(term) = self.sequencer.term() else {
             return Ok(Vec::new());
-        }
+        };
         let mut open = Vec::new();
         for kind in kinds.iter().copied().filter(|k| resolved_by_ledger(*k)) {
             let key = (tenant.to_string(), agent_id.to_string(), kind);
-            if self.is_unresolved(&key).await? != Some(false) {
+            if self.is_unresolved(term, &key).await? != Some(false) {
                 open.push(kind);
             }
         }
