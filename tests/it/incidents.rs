@@ -22,14 +22,14 @@ fn refused_with(e: &ClientError, status: u16, code: &str) -> bool {
 /// The tenant's incident records in the log, each proven included under `vkey`.
 async fn incident_records(client: &LedgerClient, vkey: &str) -> Vec<(EntryJson, IncidentRecord)> {
     let entries = client
-        .entries("limit=1000&proofs=true")
+        .entries(&format!("agent={INCIDENT_RECORDER}&limit=1000&proofs=true"))
         .await
         .unwrap()
         .entries;
     entries
         .into_iter()
-        .filter(|e| e.agent_id == INCIDENT_RECORDER)
         .map(|entry| {
+            assert_eq!(entry.agent_id, INCIDENT_RECORDER);
             audit::verify_entry(&entry, vkey).unwrap();
             let record = LogRecord::from_leaf(&entry.leaf).unwrap();
             assert_eq!(record.verdict, Verdict::Accepted);

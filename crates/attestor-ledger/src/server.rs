@@ -650,10 +650,11 @@ impl Query {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             if !value
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
+                // `@`: the ledger's own recorders (`agent=@incidents`).
+                .all(|b| b.is_ascii_alphanumeric() || b"-._:@".contains(&b))
             {
                 return Err(Failure::bad_request(format!(
-                    "query parameter {key:?} has characters outside [A-Za-z0-9._:-]"
+                    "query parameter {key:?} has characters outside [A-Za-z0-9._:@-]"
                 )));
             }
             if params.insert(key.to_string(), value.to_string()).is_some() {
