@@ -372,3 +372,49 @@ async fn both_replicas_watch_for_gaps_but_one_incident_is_raised_and_the_new_lea
     let changes: Vec<&str> = trail.iter().map(|(_, r)| r.change.as_str()).collect();
     assert_eq!(changes, ["opened", "resolved"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_raised_just_before_a_crash_is_recorded_in_the_log_after_the_restart() {
+    let mut ledger = LedgerProcess::start(&LedgerSpec {
+        agents: &[("a1", "t")],
+        tenants: &[("t", ANY_HASH)],
+        enrolled: true,
+        extra: "[alerts]\nresend_seconds = 1\n",
+        ..LedgerSpec::default()
+    });
+    ledger.kill9();
+    ledger
+        .env
+        .push(("ATTESTOR_FAILPOINT".into(), "incident-raised".into()));
+    ledger.restart();
+    // The refusal is durable and its incident in the store, but the process dies before
+    // the incident's opening reaches the log (and before answering).
+    assert!(ledger.client("a1").submit(b"{}").await.is_err());
+    assert!(!tokio::task::block_in_place(|| ledger.wait_exit(Duration::from_secs(20))).success());
+    ledger.env.clear();
+    ledger.restart();
+    let client = ledger.client("a1");
+    let raised = incidents(&client, "").await;
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0].first_index, Some(0));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let trail = loop {
+        let trail = incident_records(&client, &ledger.verifier_key()).await;
+        if !trail.is_empty() {
+            break trail;
+        }
+        assert!(Instant::now() < deadline, "the opening was never recorded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(trail.len(), 1);
+    assert_eq!(trail[0].1.change, "opened");
+    assert_eq!(trail[0].1.incident, raised[0]);
+    // Recorded once: later rounds find nothing missing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        incident_records(&client, &ledger.verifier_key())
+            .await
+            .len(),
+        1
+    );
+}

@@ -151,6 +151,9 @@ impl Alerter {
                 if !alerter.book.leading() {
                     continue;
                 }
+                if let Err(e) = alerter.book.record_missing().await {
+                    failed("record-missing", &e.to_string());
+                }
                 let this = alerter.clone();
                 let open = tokio::task::spawn_blocking(move || this.open_alerts(None)).await;
                 match open {

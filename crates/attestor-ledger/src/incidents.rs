@@ -11,14 +11,16 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use serde_json::json;
 use thiserror::Error;
 
 use crate::log::batcher::{BatchError, Batcher};
 use crate::log::sequencer::{Sequencer, Submission};
 use crate::store::{
-    AlertKind, Incident, IncidentChange, IncidentQuery, IncidentStates, LedgerStore, NewIncident,
-    StoreError, Verdict, MAX_PAGE,
+    AlertKind, Incident, IncidentChange, IncidentQuery, IncidentState, IncidentStates, LedgerStore,
+    NewIncident, StoreError, Verdict, MAX_PAGE,
 };
+use attestor_net::logging::{limited_event, Level};
 use attestor_verify::record::{
     IncidentRecord, LogRecord, INCIDENT_RECORDER, POLICY_RECORDER, RECORD_VERSION,
 };
@@ -159,7 +161,7 @@ impl IncidentBook {
     }
 
     /// Raises an incident (lease holder only): returns it if it is new, after recording
-    /// its opening in the log. An unresolved one of the same key is extended instead
+    /// its opening in the log (or deferring that). An unresolved one of the same key is extended instead
     /// (a gap, which has no evidence to add, is left as it is).
     pub async fn raise(&self, new: NewIncident) -> Result<Option<Incident>, IncidentError> {
         let Some(term) = self.sequencer.term() else {
@@ -175,7 +177,8 @@ impl IncidentBook {
         if !opened {
             return Ok(None);
         }
-        self.journal("opened", &incident).await?;
+        crate::failpoint::crash_point("incident-raised");
+        self.journal_or_defer(IncidentState::Open, &incident).await;
         Ok(Some(incident))
     }
 
@@ -218,7 +221,8 @@ impl IncidentBook {
             self.remember((tenant.to_string(), agent_id.to_string(), kind), false);
         }
         for incident in &resolved {
-            self.journal("resolved", incident).await?;
+            self.journal_or_defer(IncidentState::Resolved, incident)
+                .await;
         }
         Ok(resolved)
     }
@@ -249,7 +253,8 @@ impl IncidentBook {
         }
         let (store, t) = (self.store.clone(), tenant.to_string());
         let incident = blocking(move || store.acknowledge_incident(&t, id, &change)).await?;
-        self.journal("acknowledged", &incident).await?;
+        self.journal_or_defer(IncidentState::Acknowledged, &incident)
+            .await;
         Ok(incident)
     }
 
@@ -273,7 +278,8 @@ impl IncidentBook {
             ),
             false,
         );
-        self.journal("resolved", &incident).await?;
+        self.journal_or_defer(IncidentState::Resolved, &incident)
+            .await;
         Ok(incident)
     }
 
@@ -282,12 +288,26 @@ impl IncidentBook {
         self.store.incidents(&unresolved_query(tenant))
     }
 
-    /// Appends a state change of an incident to the log.
-    async fn journal(&self, change: &str, incident: &Incident) -> Result<(), IncidentError> {
-        let by = match change {
-            "acknowledged" => incident.acknowledged.as_ref(),
-            "resolved" => incident.resolved.as_ref(),
-            _ => None,
+    /// Appends a change that is already in the store to the log; if that fails, it is
+    /// appended by [`IncidentBook::record_missing`] later (by whichever replica then holds
+    /// the lease), so the change stands either way.
+    async fn journal_or_defer(&self, to: IncidentState, incident: &Incident) {
+        if let Err(e) = self.journal(to, incident).await {
+            limited_event(
+                Level::Warn,
+                "incident-record-deferred",
+                json!({"incident": incident.id, "change": change_name(to), "error": e.to_string()}),
+            );
+        }
+    }
+
+    /// Appends an incident's change to `to` to the log, then notes it in the store.
+    async fn journal(&self, to: IncidentState, incident: &Incident) -> Result<(), IncidentError> {
+        let change = change_name(to);
+        let by = match to {
+            IncidentState::Acknowledged => incident.acknowledged.as_ref(),
+            IncidentState::Resolved => incident.resolved.as_ref(),
+            IncidentState::Open => None,
         };
         let detail = match by {
             Some(by) => format!(
@@ -330,7 +350,57 @@ impl IncidentBook {
             accepted_state: None,
         };
         self.batcher.submit(submission).await?;
-        Ok(())
+        let (store, tenant, id) = (self.store.clone(), incident.tenant.clone(), incident.id);
+        blocking(move || store.mark_recorded(&tenant, id, to)).await
+    }
+
+    /// Appends the changes a crash (or a failed append) kept out of the log, oldest
+    /// first (lease holder only). A change appended whose note was lost is appended
+    /// again: the log may hold a change twice, never miss one. Returns how many.
+    pub async fn record_missing(&self) -> Result<usize, IncidentError> {
+        if !self.leading() {
+            return Ok(0);
+        }
+        let store = self.store.clone();
+        let behind = blocking(move || store.unrecorded_incidents(MISSING_PER_ROUND)).await?;
+        let mut appended = 0;
+        for (incident, recorded) in behind {
+            let changes = [
+                Some(IncidentState::Open),
+                incident
+                    .acknowledged
+                    .as_ref()
+                    .map(|_| IncidentState::Acknowledged),
+                incident.resolved.as_ref().map(|_| IncidentState::Resolved),
+            ];
+            for to in changes.into_iter().flatten() {
+                if recorded.is_none_or(|r| rank(to) > rank(r)) {
+                    self.journal(to, &incident).await?;
+                    appended += 1;
+                }
+            }
+        }
+        Ok(appended)
+    }
+}
+
+/// Incidents brought up to date in the log per round.
+const MISSING_PER_ROUND: u32 = 100;
+
+/// The name of the change to `state`.
+fn change_name(state: IncidentState) -> &'static str {
+    match state {
+        IncidentState::Open => "opened",
+        IncidentState::Acknowledged => "acknowledged",
+        IncidentState::Resolved => "resolved",
+    }
+}
+
+fn rank(state: IncidentState) -> u8 {
+    match state {
+        IncidentState::Open => 0,
+        IncidentState::Acknowledged => 1,
+        IncidentState::Resolved => 2,
     }
 }
 

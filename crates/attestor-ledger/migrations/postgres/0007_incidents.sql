@@ -16,7 +16,10 @@ CREATE TABLE IF NOT EXISTS incidents (
     resolved_by TEXT,
     resolved_at_ms BIGINT,
     resolved_reason TEXT,
-    actions JSONB NOT NULL DEFAULT '[]'
+    actions JSONB NOT NULL DEFAULT '[]',
+    -- The latest state whose change is in the log: behind `state` after a crash between
+    -- the two, until the lease holder appends what is missing.
+    recorded TEXT CHECK (recorded IN ('open', 'acknowledged', 'resolved'))
 );
 CREATE UNIQUE INDEX IF NOT EXISTS incidents_unresolved ON incidents (tenant, agent_id, kind)
     WHERE state <> 'resolved';

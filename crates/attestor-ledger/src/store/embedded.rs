@@ -9,10 +9,10 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
-    from_sql, incident, stored_entry, to_sql, unchanged, AcceptedState, ActionOutcome, AgentRecord,
-    AlertKind, EntryQuery, EntryRow, Incident, IncidentChange, IncidentQuery, IncidentRow,
-    IncidentStates, LedgerStore, NewEntry, NewIncident, StoreError, StoredCheckpoint, StoredEntry,
-    Verdict, INCIDENT_COLUMNS, MAX_PAGE,
+    from_sql, incident, recorded_state, state_rank, stored_entry, to_sql, unchanged, AcceptedState,
+    ActionOutcome, AgentRecord, AlertKind, EntryQuery, EntryRow, Incident, IncidentChange,
+    IncidentQuery, IncidentRow, IncidentState, IncidentStates, LedgerStore, NewEntry, NewIncident,
+    StoreError, StoredCheckpoint, StoredEntry, Verdict, INCIDENT_COLUMNS, MAX_PAGE,
 };
 
 /// The newest schema version: the one a fresh database gets and [`UPGRADES`] end at.
@@ -135,7 +135,8 @@ CREATE TABLE IF NOT EXISTS incidents (
     resolved_by TEXT,
     resolved_at_ms INTEGER,
     resolved_reason TEXT,
-    actions TEXT NOT NULL DEFAULT '[]'
+    actions TEXT NOT NULL DEFAULT '[]',
+    recorded TEXT CHECK (recorded IN ('open', 'acknowledged', 'resolved'))
 );
 CREATE UNIQUE INDEX IF NOT EXISTS incidents_unresolved ON incidents (tenant, agent_id, kind)
     WHERE state <> 'resolved';
@@ -570,6 +571,42 @@ impl LedgerStore for EmbeddedStore {
         }
         tx.commit().map_err(db)?;
         Ok(resolved)
+    }
+
+    fn mark_recorded(&self, tenant: &str, id: u64, state: IncidentState) -> Result<(), StoreError> {
+        let sql = format!(
+            "UPDATE incidents SET recorded = ?3 WHERE id = ?1 AND tenant = ?2 \
+             AND (recorded IS NULL OR {} < {})",
+            state_rank("recorded"),
+            state_rank("?3")
+        );
+        self.conn()
+            .execute(&sql, params![to_sql(id)?, tenant, state.name()])
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn unrecorded_incidents(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(Incident, Option<IncidentState>)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {INCIDENT_COLUMNS}, recorded FROM incidents \
+                 WHERE recorded IS NOT state ORDER BY id LIMIT ?1"
+            ))
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([limit.min(MAX_PAGE)], |row| {
+                Ok((incident_from_row(row)?, row.get::<_, Option<String>>(16)?))
+            })
+            .map_err(db)?;
+        rows.map(|row| {
+            let (row, recorded) = row.map_err(db)?;
+            Ok((incident(row)?, recorded_state(recorded)?))
+        })
+        .collect()
     }
 
     fn record_action(

@@ -327,6 +327,19 @@ fn incident(row: IncidentRow) -> Result<Incident, StoreError> {
     })
 }
 
+/// SQL ranking a state column (or parameter) in the order an incident moves.
+fn state_rank(expr: &str) -> String {
+    format!("(CASE {expr} WHEN 'open' THEN 0 WHEN 'acknowledged' THEN 1 ELSE 2 END)")
+}
+
+fn recorded_state(text: Option<String>) -> Result<Option<IncidentState>, StoreError> {
+    text.map(|t| {
+        IncidentState::parse(&t)
+            .ok_or_else(|| StoreError::Corrupt(format!("recorded incident state {t:?}")))
+    })
+    .transpose()
+}
+
 /// Why acknowledging or resolving `id` changed nothing: it is not the tenant's, or its
 /// state does not allow it.
 fn unchanged(tenant: &str, id: u64, found: Option<Incident>, wanted: &'static str) -> StoreError {
@@ -488,6 +501,14 @@ pub trait LedgerStore: Send + Sync {
         kinds: &[AlertKind],
         change: &IncidentChange,
     ) -> Result<Vec<Incident>, StoreError>;
+    /// Notes that the log holds the change to `state` of an incident (never moving back).
+    fn mark_recorded(&self, tenant: &str, id: u64, state: IncidentState) -> Result<(), StoreError>;
+    /// Up to `limit` incidents whose latest change is not in the log yet, with the latest
+    /// state that is (none: not even the opening).
+    fn unrecorded_incidents(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(Incident, Option<IncidentState>)>, StoreError>;
     /// Adds what an automated action did to an incident.
     fn record_action(
         &self,

@@ -41,10 +41,10 @@ use tokio_postgres::{Client, Config, NoTls, Row};
 use super::postgres_tls::PostgresTls;
 
 use super::{
-    from_sql, incident, stored_entry, to_sql, unchanged, AcceptedState, ActionOutcome, AgentRecord,
-    AlertKind, EntryQuery, EntryRow, Incident, IncidentChange, IncidentQuery, IncidentRow,
-    IncidentStates, LedgerStore, NewEntry, NewIncident, StoreError, StoredCheckpoint, StoredEntry,
-    Verdict, MAX_PAGE,
+    from_sql, incident, recorded_state, state_rank, stored_entry, to_sql, unchanged, AcceptedState,
+    ActionOutcome, AgentRecord, AlertKind, EntryQuery, EntryRow, Incident, IncidentChange,
+    IncidentQuery, IncidentRow, IncidentState, IncidentStates, LedgerStore, NewEntry, NewIncident,
+    StoreError, StoredCheckpoint, StoredEntry, Verdict, MAX_PAGE,
 };
 
 /// [`super::INCIDENT_COLUMNS`] with the actions as text.
@@ -1086,6 +1086,39 @@ impl LedgerStore for PostgresStore {
                 .rows(&sql, &[&tenant, &agent_id, &kinds, &by, &at, &reason])
                 .await?;
             all(rows, incident_row)
+        })
+    }
+
+    fn mark_recorded(&self, tenant: &str, id: u64, state: IncidentState) -> Result<(), StoreError> {
+        let sql = format!(
+            "UPDATE incidents SET recorded = $3 WHERE id = $1 AND tenant = $2 \
+             AND (recorded IS NULL OR {} < {})",
+            state_rank("recorded"),
+            state_rank("$3::TEXT")
+        );
+        let (id, tenant) = (to_sql(id)?, tenant.to_string());
+        self.run(async move |db: Rc<Inner>| {
+            db.execute(&sql, &[&id, &tenant, &state.name()])
+                .await
+                .map(drop)
+        })
+    }
+
+    fn unrecorded_incidents(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(Incident, Option<IncidentState>)>, StoreError> {
+        let limit = i64::from(limit.min(MAX_PAGE));
+        self.run(async move |db: Rc<Inner>| {
+            let sql = format!(
+                "SELECT {INCIDENT_COLUMNS}, recorded FROM incidents \
+                 WHERE recorded IS DISTINCT FROM state ORDER BY id LIMIT $1"
+            );
+            let rows = db.rows(&sql, &[&limit]).await?;
+            all(rows, |row| {
+                let recorded: Option<String> = col(row, 16)?;
+                Ok((incident_row(row)?, recorded_state(recorded)?))
+            })
         })
     }
 

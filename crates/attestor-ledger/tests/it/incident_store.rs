@@ -17,6 +17,7 @@ crate::on_both_backends!(
     action_outcomes_are_kept_in_order,
     incidents_are_listed_by_state_and_window,
     a_version_6_database_gains_incidents,
+    incidents_behind_the_log_are_listed_until_recorded,
 );
 
 fn raise(kind: AlertKind, tenant: &str, agent: &str, index: Option<u64>) -> NewIncident {
@@ -281,5 +282,61 @@ fn a_version_6_database_gains_incidents(backend: &Backend) {
     assert_eq!(
         backend.open().incident("t", incident.id).unwrap(),
         Some(incident)
+    );
+}
+
+fn incidents_behind_the_log_are_listed_until_recorded(backend: &Backend) {
+    let store = backend.open();
+    let (first, _) = store
+        .raise_incident(&raise(AlertKind::PolicyDrift, "t", "a1", Some(1)))
+        .unwrap();
+    let (second, _) = store
+        .raise_incident(&raise(AlertKind::PolicyDrift, "t", "a2", Some(2)))
+        .unwrap();
+    let behind =
+        |store: &dyn attestor_ledger::store::LedgerStore| -> Vec<(u64, Option<IncidentState>)> {
+            store
+                .unrecorded_incidents(100)
+                .unwrap()
+                .into_iter()
+                .map(|(i, recorded)| (i.id, recorded))
+                .collect()
+        };
+    assert_eq!(
+        behind(store.as_ref()),
+        [(first.id, None), (second.id, None)]
+    );
+    store
+        .mark_recorded("t", first.id, IncidentState::Open)
+        .unwrap();
+    // Another tenant's name marks nothing.
+    store
+        .mark_recorded("u", second.id, IncidentState::Open)
+        .unwrap();
+    assert_eq!(behind(store.as_ref()), [(second.id, None)]);
+    store
+        .resolve_incident("t", first.id, &change("op", 5, "done"))
+        .unwrap();
+    store
+        .mark_recorded("t", second.id, IncidentState::Resolved)
+        .unwrap();
+    // Never moving back: a late note of the opening leaves the resolution recorded.
+    store
+        .mark_recorded("t", second.id, IncidentState::Open)
+        .unwrap();
+    assert_eq!(
+        behind(store.as_ref()),
+        [
+            (first.id, Some(IncidentState::Open)),
+            (second.id, Some(IncidentState::Resolved))
+        ]
+    );
+    assert_eq!(store.unrecorded_incidents(1).unwrap().len(), 1);
+    store
+        .mark_recorded("t", first.id, IncidentState::Resolved)
+        .unwrap();
+    assert_eq!(
+        behind(store.as_ref()),
+        [(second.id, Some(IncidentState::Resolved))]
     );
 }
