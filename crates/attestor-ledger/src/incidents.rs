@@ -2,7 +2,9 @@
 //! fail-over and any replica answers the same. Only the lease holder raises and resolves
 //! (the store's one-unresolved-per-(tenant, agent, kind) index dedupes what a replica
 //! raised before it lost the lease), and every state change is also a log entry of
-//! [`INCIDENT_RECORDER`], so the trail is as tamper-evident as the attestations.
+//! [`INCIDENT_RECORDER`], so the trail is as tamper-evident as the attestations. The store
+//! notes which change the log holds; one that a crash or a failed append kept out is
+//! appended by the lease holder at its next round (at least once, never lost).
 //!
 //! Security incidents (an invalid attestation, policy drift, a zero-retention change)
 //! stay until an operator resolves them; the ledger itself resolves a gap, a posture or
