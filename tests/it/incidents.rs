@@ -418,3 +418,42 @@ async fn an_incident_raised_just_before_a_crash_is_recorded_in_the_log_after_the
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_certificate_of_an_operators_own_ca_resolves_its_tenants_incident() {
+    let pki = tempfile::tempdir().unwrap();
+    crate::support::pki::create(pki.path(), &[("tenantA", "a1"), ("tenantB", "a1")]);
+    crate::support::pki::add_operator(pki.path(), "tenantA", "a1");
+    let ledger = LedgerProcess::start(&LedgerSpec {
+        agents: &[("a1", "tenantA"), ("a1", "tenantB")],
+        tenants: &[("tenantA", ANY_HASH), ("tenantB", ANY_HASH)],
+        pki: Some(pki.path()),
+        enrolled: true,
+        ..LedgerSpec::default()
+    });
+    for agent in ["tenantA.a1", "tenantB.a1"] {
+        ledger.client(agent).submit(b"{}").await.unwrap();
+    }
+    // The operator shares agent a1's name: its certificate still only acts as an operator
+    // of tenant A.
+    let operator = ledger.operator_client("tenantA.a1");
+    let seen = incidents(&operator, "").await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].tenant, "tenantA");
+    let e = operator.submit(b"{}").await.unwrap_err();
+    assert!(refused_with(&e, 403, "forbidden"), "{e}");
+    let resolved = operator
+        .change_incident(seen[0].id, true, "checked")
+        .await
+        .unwrap();
+    assert_eq!(
+        resolved.resolved.unwrap().by,
+        "spiffe://attestor/tenant/tenantA/operator/a1"
+    );
+    assert_eq!(
+        incidents(&ledger.client("tenantB.a1"), "state=open")
+            .await
+            .len(),
+        1
+    );
+}
