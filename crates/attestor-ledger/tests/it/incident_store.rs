@@ -18,6 +18,7 @@ crate::on_both_backends!(
     incidents_are_listed_by_state_and_window,
     a_version_6_database_gains_incidents,
     incidents_behind_the_log_are_listed_until_recorded,
+    handles_raising_the_same_incident_at_once_open_it_once,
 );
 
 fn raise(kind: AlertKind, tenant: &str, agent: &str, index: Option<u64>) -> NewIncident {
@@ -339,4 +340,42 @@ fn incidents_behind_the_log_are_listed_until_recorded(backend: &Backend) {
         behind(store.as_ref()),
         [(second.id, Some(IncidentState::Resolved))]
     );
+}
+
+fn handles_raising_the_same_incident_at_once_open_it_once(backend: &Backend) {
+    drop(backend.open());
+    let handles: Vec<_> = (0..4).map(|_| backend.try_open().unwrap()).collect();
+    let barrier = std::sync::Barrier::new(handles.len());
+    let raised: Vec<(u64, bool)> = std::thread::scope(|scope| {
+        let threads: Vec<_> = handles
+            .iter()
+            .enumerate()
+            .map(|(n, store)| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    barrier.wait();
+                    let (incident, new) = store
+                        .raise_incident(&raise(
+                            AlertKind::MissingHeartbeat,
+                            "t",
+                            "a1",
+                            Some(n as u64),
+                        ))
+                        .unwrap();
+                    (incident.id, new)
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert_eq!(
+        raised.iter().filter(|(_, new)| *new).count(),
+        1,
+        "{raised:?}"
+    );
+    assert!(
+        raised.iter().all(|(id, _)| *id == raised[0].0),
+        "{raised:?}"
+    );
+    assert_eq!(handles[0].incidents(&all(None, None)).unwrap().len(), 1);
 }
