@@ -368,9 +368,22 @@ async fn both_replicas_watch_for_gaps_but_one_incident_is_raised_and_the_new_lea
     assert_eq!(resolved[0].id, raised[0].id);
     let by = resolved[0].resolved.as_ref().unwrap();
     assert_eq!(by.by, "@ledger");
-    let trail = incident_records(&on_second, &second.verifier_key()).await;
-    let changes: Vec<&str> = trail.iter().map(|(_, r)| r.change.as_str()).collect();
-    assert_eq!(changes, ["opened", "resolved"]);
+    // The log follows the store: the resolution is appended right after it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let trail = incident_records(&on_second, &second.verifier_key()).await;
+        let changes: Vec<&str> = trail.iter().map(|(_, r)| r.change.as_str()).collect();
+        if changes == ["opened", "resolved"] {
+            break;
+        }
+        assert!(
+            changes == ["opened"] && Instant::now() < deadline,
+            "{trail:?}\n{}\n{}",
+            first.log(),
+            second.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

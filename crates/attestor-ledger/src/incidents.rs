@@ -80,6 +80,10 @@ pub struct IncidentBook {
     /// Spares every healthy submission a store round trip when its agent has nothing to
     /// resolve; dropped when the lease term changes, and at each refresh.
     known: Mutex<Known>,
+    /// Held from a change in the store until its log entry is appended, and while
+    /// [`IncidentBook::record_missing`] catches up: that never sees a change whose entry
+    /// is still on its way, so it never appends it a second time.
+    changing: tokio::sync::Mutex<()>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -98,6 +102,7 @@ impl IncidentBook {
             sequencer,
             batcher,
             known: Mutex::new(Known::Unknown),
+            changing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -163,8 +168,8 @@ impl IncidentBook {
     }
 
     /// Raises an incident (lease holder only): returns it if it is new, after recording
-    /// its opening in the log (or deferring that). An unresolved one of the same key is extended instead
-    /// (a gap, which has no evidence to add, is left as it is).
+    /// its opening in the log (or deferring that). An unresolved one of the same key is
+    /// extended instead (a gap, which has no evidence to add, is left as it is).
     pub async fn raise(&self, new: NewIncident) -> Result<Option<Incident>, IncidentError> {
         let Some(term) = self.sequencer.term() else {
             return Ok(None);
@@ -173,6 +178,7 @@ impl IncidentBook {
         if new.index.is_none() && self.is_unresolved(term, &key).await? == Some(true) {
             return Ok(None);
         }
+        let _one_at_a_time = self.changing.lock().await;
         let store = self.store.clone();
         let (incident, opened) = blocking(move || store.raise_incident(&new)).await?;
         self.remember(key, true);
@@ -212,6 +218,7 @@ impl IncidentBook {
             at_ms: attestor_verify::time::now_ms(),
             reason: reason.to_string(),
         };
+        let _one_at_a_time = self.changing.lock().await;
         let (store, t, a, k) = (
             self.store.clone(),
             tenant.to_string(),
@@ -253,6 +260,7 @@ impl IncidentBook {
         if !self.leading() {
             return Err(IncidentError::NotSequencer);
         }
+        let _one_at_a_time = self.changing.lock().await;
         let (store, t) = (self.store.clone(), tenant.to_string());
         let incident = blocking(move || store.acknowledge_incident(&t, id, &change)).await?;
         self.journal_or_defer(IncidentState::Acknowledged, &incident)
@@ -270,6 +278,7 @@ impl IncidentBook {
         if !self.leading() {
             return Err(IncidentError::NotSequencer);
         }
+        let _one_at_a_time = self.changing.lock().await;
         let (store, t) = (self.store.clone(), tenant.to_string());
         let incident = blocking(move || store.resolve_incident(&t, id, &change)).await?;
         self.remember(
@@ -363,6 +372,7 @@ impl IncidentBook {
         if !self.leading() {
             return Ok(0);
         }
+        let _one_at_a_time = self.changing.lock().await;
         let store = self.store.clone();
         let behind = blocking(move || store.unrecorded_incidents(MISSING_PER_ROUND)).await?;
         let mut appended = 0;

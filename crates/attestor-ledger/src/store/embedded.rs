@@ -141,6 +141,7 @@ CREATE TABLE IF NOT EXISTS incidents (
 CREATE UNIQUE INDEX IF NOT EXISTS incidents_unresolved ON incidents (tenant, agent_id, kind)
     WHERE state <> 'resolved';
 CREATE INDEX IF NOT EXISTS incidents_tenant ON incidents (tenant, id);
+CREATE INDEX IF NOT EXISTS incidents_unrecorded ON incidents (id) WHERE recorded IS NOT state;
 ";
 
 /// The current schema, for a new database.
