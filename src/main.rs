@@ -11,6 +11,7 @@ mod output;
 
 mod appraise_cli;
 mod firmware_log_cli;
+mod incidents_cli;
 mod loadgen;
 mod local_enroll;
 mod snp_cli;
@@ -173,6 +174,14 @@ enum Command {
         #[command(subcommand)]
         what: QueryCommand,
     },
+    /// Incidents of your tenant: list and show them; acknowledge or resolve them with an
+    /// operator certificate (spiffe://attestor/tenant/<tenant>/operator/<name>).
+    Incidents {
+        #[command(flatten)]
+        connection: LedgerArgs,
+        #[command(subcommand)]
+        what: incidents_cli::IncidentsCommand,
+    },
     /// Release gate: exit 0 only if every named (or enrolled) agent of the tenant has a
     /// recent accepted attestation of the expected policy and no open alert; else exit 1
     /// with what fails.
@@ -312,7 +321,8 @@ enum PkiCommand {
     /// a ledger server certificate and one client certificate per agent.
     ///
     /// Writes DIR/ca.pem, DIR/ca.key, DIR/ledger.pem, DIR/ledger.key and
-    /// DIR/agents/<ID>.pem, DIR/agents/<ID>.key (keys mode 0600). Refuses to overwrite an
+    /// DIR/agents/<ID>.pem, DIR/agents/<ID>.key (keys mode 0600), and
+    /// DIR/operators/<NAME>.pem, .key for each --operator. Refuses to overwrite an
     /// existing CA. For production, issue certificates with the same profile from a real CA.
     Init {
         /// Directory to create the PKI in.
@@ -321,6 +331,10 @@ enum PkiCommand {
         #[arg(long = "agent", value_name = "ID:TENANT", value_parser = parse_agent,
               default_value = "agent-1:default")]
         agents: Vec<AgentIdentity>,
+        /// Operator to issue a client certificate for, as NAME:TENANT (repeatable):
+        /// DIR/operators/<NAME>.pem, .key, for `attestor incidents ack|resolve`.
+        #[arg(long = "operator", value_name = "NAME:TENANT", value_parser = parse_operator)]
+        operators: Vec<AgentIdentity>,
         /// DNS name or IP address the ledger is reached at (repeatable).
         #[arg(long = "ledger-host", value_name = "NAME",
               default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
@@ -573,6 +587,11 @@ fn run(command: Command) -> Result<ExitCode, String> {
         Command::Query { connection, what } => {
             runtime()?.block_on(query::run(&connection_of(&connection)?, what, &connection))
         }
+        Command::Incidents { connection, what } => runtime()?.block_on(incidents_cli::run(
+            &connection_of(&connection)?,
+            what,
+            connection.json,
+        )),
         Command::Snp { command } => snp_cli::run(command),
         Command::Loadgen(args) => loadgen::run(args)
             .map(|()| ExitCode::SUCCESS)
@@ -587,10 +606,12 @@ fn run(command: Command) -> Result<ExitCode, String> {
             command:
                 PkiCommand::Init {
                     dir,
-                    agents,
+                    mut agents,
+                    operators,
                     ledger_hosts,
                 },
         } => {
+            agents.extend(operators);
             let paths = tls::pki_init(&dir, &agents, &ledger_hosts).map_err(|e| e.to_string())?;
             for path in paths.all() {
                 outln!("wrote {}", path.display())?;
@@ -728,6 +749,13 @@ fn parse_agent(text: &str) -> Result<AgentIdentity, String> {
         .split_once(':')
         .ok_or_else(|| format!("expected ID:TENANT, got {text:?}"))?;
     AgentIdentity::new(tenant, id).map_err(|e| e.to_string())
+}
+
+fn parse_operator(text: &str) -> Result<AgentIdentity, String> {
+    let (name, tenant) = text
+        .split_once(':')
+        .ok_or_else(|| format!("expected NAME:TENANT, got {text:?}"))?;
+    AgentIdentity::operator(tenant, name).map_err(|e| e.to_string())
 }
 
 fn decode_hex(flag: &str, text: &str) -> Result<Vec<u8>, String> {

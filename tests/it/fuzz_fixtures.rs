@@ -177,7 +177,13 @@ async fn a_rotating_ledger_yields_checkpoint_seeds_that_verify() {
     let keys = client.log_keys().await.unwrap();
     let old_note = client.checkpoint(Some(3)).await.unwrap();
     let new_note = client.checkpoint(None).await.unwrap();
-    let consistency = client.consistency(3, 9).await.unwrap();
+    // Nine submissions and the record of the incident the first one opened.
+    let latest = attestor_verify::log::keys::KeyHistory::follow(&pinned, &keys.transitions)
+        .unwrap()
+        .open_checkpoint(&new_note)
+        .unwrap();
+    assert_eq!(latest.size, 10);
+    let consistency = client.consistency(3, latest.size).await.unwrap();
     let fixtures = root.join("fixtures/checkpoint");
     std::fs::create_dir_all(&fixtures).unwrap();
     std::fs::write(fixtures.join("pinned.vkey"), format!("{pinned}\n")).unwrap();

@@ -20,7 +20,7 @@ use attestor_verify::audit;
 use attestor_verify::bundle::Bundle;
 use attestor_verify::log::checkpoint::open_checkpoint;
 use attestor_verify::log::merkle::leaf_hash;
-use attestor_verify::record::LogRecord;
+use attestor_verify::record::{is_recorder, LogRecord};
 use hyper::Method;
 
 const ANY_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -203,8 +203,10 @@ async fn every_refusal_is_recorded_with_its_reason() {
         audit::verify_entry(entry, &vkey).unwrap();
         assert!(entry.detail.as_deref().is_some_and(|d| !d.is_empty()));
     }
+    // Besides the incident records the refusals opened (the ledger's own entries).
     let accepted = client.entries("verdict=accepted").await.unwrap().entries;
-    assert_eq!(accepted.len(), 3);
+    let attestations = accepted.iter().filter(|e| !is_recorder(&e.agent_id));
+    assert_eq!(attestations.count(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,7 +340,9 @@ async fn tenants_see_only_their_own_entries() {
     acme.submit(b"{\"from\": \"acme again\"}").await.unwrap();
 
     let seen = acme.entries("limit=100").await.unwrap().entries;
-    assert_eq!(seen.len(), 2);
+    // Its two refusals and the record of the incident they opened.
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen.iter().filter(|e| is_recorder(&e.agent_id)).count(), 1);
     assert!(seen.iter().all(|e| e.tenant == "acme"));
     // Naming the other tenant's agent or entry finds nothing.
     assert!(acme.entries("agent=b1").await.unwrap().entries.is_empty());
@@ -347,7 +351,8 @@ async fn tenants_see_only_their_own_entries() {
         matches!(hidden, ClientError::Refused { status: 404, .. }),
         "{hidden}"
     );
-    assert_eq!(globex.entries("").await.unwrap().entries.len(), 1);
+    // Its refusal and the record of the incident it opened.
+    assert_eq!(globex.entries("").await.unwrap().entries.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -470,7 +475,8 @@ async fn bad_requests_get_4xx_and_the_ledger_keeps_serving() {
     let response = client.submit(b"{\"type\": 1}").await.unwrap();
     assert_eq!(response.reason.as_deref(), Some("malformed"));
     let garbage = client.submit(&[0xff, 0x00, 0x13]).await.unwrap();
-    assert_eq!(garbage.receipt.index, response.receipt.index + 1);
+    // Between them: the record of the incident the first refusal opened.
+    assert_eq!(garbage.receipt.index, response.receipt.index + 2);
     // Still serving, and none of it was a failure of the ledger's.
     assert_eq!(client.nonce().await.unwrap().len(), 32);
     let log = ledger.log();
@@ -580,40 +586,41 @@ async fn query_since_any_size_and_into_a_closed_pipe() {
         ..LedgerSpec::default()
     });
     let client = ledger.client("a1");
-    // One at a time: one batch, so one checkpoint, per submission (sizes 1 to 4).
-    // Distinct bodies: the same bytes again would be a re-send of the first entry.
+    // One at a time: one batch, so one checkpoint, per entry (sizes 1 to 5: the first
+    // refusal opens an incident, recorded as entry 1). Distinct bodies: the same bytes
+    // again would be a re-send of the first entry.
     for n in 0..4 {
         let body = format!("{{\"not a bundle\": {n}}}");
         client.submit(body.as_bytes()).await.unwrap();
     }
-    // Size 2 loses its checkpoint, as if entries 2 and 3 had come in one batch.
+    // Size 3 loses its checkpoint, as if entries 3 and 4 had come in one batch.
     ledger.stop();
     rusqlite::Connection::open(ledger.state_dir().join("ledger.db"))
         .unwrap()
-        .execute("DELETE FROM checkpoints WHERE size = 2", [])
+        .execute("DELETE FROM checkpoints WHERE size = 3", [])
         .unwrap();
     ledger.restart();
     let client = ledger.client("a1");
-    let exact = client.checkpoint(Some(2)).await.unwrap_err();
+    let exact = client.checkpoint(Some(3)).await.unwrap_err();
     assert!(
         matches!(exact, ClientError::Refused { status: 404, .. }),
         "{exact}"
     );
 
-    let out = query_command(&ledger, &["checkpoint", "--since", "2"])
+    let out = query_command(&ledger, &["checkpoint", "--since", "3"])
         .output()
         .unwrap();
     let text = output_text(&out);
     assert!(out.status.success(), "{text}");
     assert!(
-        text.contains("earliest signed checkpoint of size 2 or more: size 3"),
+        text.contains("earliest signed checkpoint of size 3 or more: size 4"),
         "{text}"
     );
     assert!(
-        text.contains("consistency verified: size 4 extends size 3"),
+        text.contains("consistency verified: size 5 extends size 4"),
         "{text}"
     );
-    for since in ["1", "4"] {
+    for since in ["1", "5"] {
         let out = query_command(&ledger, &["checkpoint", "--since", since])
             .output()
             .unwrap();
@@ -623,12 +630,12 @@ async fn query_since_any_size_and_into_a_closed_pipe() {
             output_text(&out)
         );
     }
-    let beyond = query_command(&ledger, &["checkpoint", "--since", "5"])
+    let beyond = query_command(&ledger, &["checkpoint", "--since", "6"])
         .output()
         .unwrap();
     assert!(!beyond.status.success());
     assert!(
-        output_text(&beyond).contains("no signed checkpoint of size 5 or more"),
+        output_text(&beyond).contains("no signed checkpoint of size 6 or more"),
         "{}",
         output_text(&beyond)
     );

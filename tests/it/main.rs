@@ -14,6 +14,7 @@ mod attest_verify;
 mod config_reference;
 mod enforcement;
 mod fuzz_fixtures;
+mod incidents;
 mod ledger_api;
 mod ledger_backup;
 mod ledger_cvm;

@@ -16,7 +16,7 @@ use crate::support::require_tool;
 use crate::support::wait_for;
 use attestor_agent::client::LedgerClient;
 use attestor_agent::{Attestor, AttestorConfig};
-use attestor_ledger::store::Verdict;
+use attestor_ledger::store::{AlertKind, Verdict};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -335,6 +335,7 @@ async fn invalid_or_drifted_attestations_fail_the_gate_and_drift_runs_the_action
     );
     let ledger = LedgerProcess::start(&LedgerSpec {
         agents: &[("a1", "acme")],
+        operators: &[("oncall", "acme")],
         tenants: &[("acme", &policy_hash)],
         profile: Some(&fixture.profile_path),
         extra: &extra,
@@ -343,7 +344,8 @@ async fn invalid_or_drifted_attestations_fail_the_gate_and_drift_runs_the_action
     let client: LedgerClient = ledger.client("a1");
     enrol_tpm(&mut fixture.agent(), &client).await.unwrap();
 
-    // An invalid attestation (forged signature) fails the gate until a valid one follows.
+    // An invalid attestation (forged signature) fails the gate until an operator resolves
+    // its incident, a valid attestation after it notwithstanding.
     let mut forged = fixture.attest_with_nonce(&client.nonce().await.unwrap());
     let sig = &mut forged.envelope.signatures[0].sig;
     let last = sig.len() - 1;
@@ -357,6 +359,19 @@ async fn invalid_or_drifted_attestations_fail_the_gate_and_drift_runs_the_action
         client.submit(&good.to_json()).await.unwrap().verdict,
         Verdict::Accepted
     );
+    let (pass, table) = tokio::task::block_in_place(|| gate(&ledger, "a1", &[]));
+    assert!(!pass && table.contains("invalid-attestation"), "{table}");
+    let open = ledger
+        .operator_client("oncall")
+        .incidents("")
+        .await
+        .unwrap();
+    let invalid = open.incidents[0].id;
+    ledger
+        .operator_client("oncall")
+        .change_incident(invalid, true, "the forged bundle was our own test")
+        .await
+        .unwrap();
     let (pass, table) = tokio::task::block_in_place(|| gate(&ledger, "a1", &[]));
     assert!(pass, "{table}");
 
@@ -387,6 +402,22 @@ async fn invalid_or_drifted_attestations_fail_the_gate_and_drift_runs_the_action
     assert_eq!(payload["ear"], response.ear.clone().unwrap().as_str());
     let record = std::fs::read_to_string(ledger.state_dir().join("actions.jsonl")).unwrap();
     assert!(record.contains("\"ok\":true"), "{record}");
+    // The outcome is kept in the drift's incident too.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let incidents = client.incidents("state=open").await.unwrap().incidents;
+        let drift = incidents
+            .iter()
+            .find(|i| i.kind == AlertKind::PolicyDrift)
+            .expect("the drift is an open incident");
+        if let Some(outcome) = drift.actions.first() {
+            assert!(outcome.ok && outcome.attempts == 1, "{outcome:?}");
+            assert_eq!(outcome.hook, "policy-drift");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no action outcome in {drift:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let open = client.alerts().await.unwrap().alerts;
     assert_eq!(open.len(), 1);
@@ -451,6 +482,9 @@ fn the_dashboard_renders_in_headless_chromium() {
         "Recent refusals",
         "malformed",
         "stranger",
+        // The stranger's refusal opened an incident, with its evidence.
+        "<table id=\"incidents\">",
+        "<td>invalid-attestation</td>",
         // Posture flags, the EAR of the built-in policy, and the 24 h timeline.
         "isolation on",
         "PII detection on",

@@ -500,6 +500,7 @@ fn invalid_ids_are_refused() {
     let forged = AgentIdentity {
         tenant: "t".into(),
         agent_id: "../../etc/x".into(),
+        role: attestor_verify::identity::Role::Agent,
     };
     let dir = tempfile::tempdir().unwrap();
     assert!(matches!(
@@ -654,6 +655,8 @@ fn cli_pki_init_takes_agents_and_hosts() {
         .args(["pki", "init"])
         .arg(&pki)
         .args(["--agent", "a1:t1", "--agent", "a2:t2"])
+        // An operator may share an agent's name: the role tells them apart.
+        .args(["--operator", "a1:t1"])
         .args(["--ledger-host", "ledger.internal"])
         .output()
         .unwrap();
@@ -664,6 +667,12 @@ fn cli_pki_init_takes_agents_and_hosts() {
         AgentIdentity::new("t2", "a2").unwrap()
     );
     assert!(pki.join("agents/a1.key").is_file());
+    let operator = CertificateDer::from_pem_file(pki.join("operators/a1.pem")).unwrap();
+    assert_eq!(
+        attestor_verify::identity::certificate_identity(operator.as_ref()).unwrap(),
+        AgentIdentity::operator("t1", "a1").unwrap()
+    );
+    assert!(pki.join("operators/a1.key").is_file());
 
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_attestor"))
         .args(["pki", "init"])

@@ -14,8 +14,9 @@ use thiserror::Error;
 
 use attestor_verify::api::{
     AgentsResponse, AlertsResponse, ConsistencyResponse, EnrollChallenge, EnrollProof,
-    EnrollRequest, EnrolledResponse, EntriesResponse, EntryJson, ErrorBody, LogKeysResponse,
-    NonceResponse, SubmitResponse, TenantResponse,
+    EnrollRequest, EnrolledResponse, EntriesResponse, EntryJson, ErrorBody, Incident,
+    IncidentChangeRequest, IncidentsResponse, LogKeysResponse, NonceResponse, SubmitResponse,
+    TenantResponse,
 };
 
 /// Default bound on one request, connection included.
@@ -233,6 +234,34 @@ impl LedgerClient {
     /// Open alerts of the caller's tenant.
     pub async fn alerts(&self) -> Result<AlertsResponse, ClientError> {
         self.call(Method::GET, "/v1/alerts", None).await
+    }
+
+    /// Incidents of the caller's tenant; `query` is the query string of
+    /// `GET /v1/incidents` (`state=...&since_ms=...`), possibly empty.
+    pub async fn incidents(&self, query: &str) -> Result<IncidentsResponse, ClientError> {
+        self.call(Method::GET, &format!("/v1/incidents?{query}"), None)
+            .await
+    }
+
+    /// One incident of the caller's tenant.
+    pub async fn incident(&self, id: u64) -> Result<Incident, ClientError> {
+        self.call(Method::GET, &format!("/v1/incidents/{id}"), None)
+            .await
+    }
+
+    /// Acknowledges (`resolve` false) or resolves an incident: operator certificates only.
+    pub async fn change_incident(
+        &self,
+        id: u64,
+        resolve: bool,
+        reason: &str,
+    ) -> Result<Incident, ClientError> {
+        let verb = if resolve { "resolve" } else { "ack" };
+        let body = IncidentChangeRequest {
+            reason: reason.to_string(),
+        };
+        self.post(&format!("/v1/incidents/{id}/{verb}"), &body)
+            .await
     }
 
     /// The latest signed checkpoint (`size` = None) or the one of `size` entries.

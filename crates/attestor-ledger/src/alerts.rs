@@ -1,19 +1,19 @@
 //! Alerts on the spec's failure modes: a missing heartbeat (gap), an invalid attestation,
-//! policy drift, a zero-retention change, and a posture the appraisal policy contraindicates
-//! or warns about. An alert opens once per (tenant, agent,
-//! kind), is sent
-//! to the structured log and to an Alertmanager-compatible webhook (`POST
+//! policy drift, a zero-retention change, a posture the appraisal policy contraindicates or
+//! warns about, and the ledger's own outage. An alert opens once per (tenant, agent, kind),
+//! is sent to the structured log and to an Alertmanager-compatible webhook (`POST
 //! /api/v2/alerts`), re-sent while open (Alertmanager expires alerts it stops hearing
-//! about), and resolved when the agent is healthy again (an accepted attestation). An alert
-//! that opens or resolves also starts the actions configured for it (`crate::actions`),
-//! which run on their own and never hold up delivery.
+//! about), and resolved when the agent is healthy again (an accepted attestation) or, for
+//! a security incident, by an operator. An alert that opens or resolves also starts the
+//! actions configured for it (`crate::actions`), which run on their own and never hold up
+//! delivery; each outcome is kept in the incident.
 //!
-//! Open alerts live in memory: after a restart, gaps are found again from stored times,
-//! and the other kinds reopen at the agent's next refused submission.
+//! Every alert is a durable incident ([`crate::incidents`]): what is open survives restarts
+//! and fail-over, and only the lease holder raises, resolves, notifies and runs actions.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -21,10 +21,12 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::actions::{
-    post_json, with_retries, ActionConfig, ActionRunner, DEFAULT_MAX_CONCURRENT_ACTIONS,
+    post_json, with_retries, ActionConfig, ActionRunner, OnOutcome, DEFAULT_MAX_CONCURRENT_ACTIONS,
 };
+use crate::incidents::IncidentBook;
+use crate::store::{LedgerStore, NewIncident, StoreError};
 use attestor_net::logging::{event, limited_event, Level};
-use attestor_verify::api::{ActionPhase, Incident, IncidentChange, IncidentState};
+use attestor_verify::api::{ActionPhase, Incident};
 pub use attestor_verify::api::{Alert, AlertKind};
 
 /// The Alertmanager `alertname` of a kind.
@@ -98,32 +100,39 @@ impl Default for AlertConfig {
 }
 
 enum Notice {
-    /// An alert opened or resolved, with the EAR of the entry that showed it, if any.
-    Changed(Alert, Option<String>),
+    /// An incident opened or resolved, with the EAR of the entry that showed it, if any.
+    Changed(Incident, Option<String>),
     Resend(Vec<Alert>),
 }
 
-/// The ledger's alert book and its delivery queue.
-/// Open alerts by (tenant, agent id, kind): agent ids are unique only within a tenant.
-type AlertBook = BTreeMap<(String, String, AlertKind), Alert>;
+/// The alert form of an incident (ended once resolved).
+pub fn alert_of(incident: &Incident) -> Alert {
+    Alert {
+        kind: incident.kind,
+        tenant: incident.tenant.clone(),
+        agent_id: incident.agent_id.clone(),
+        summary: incident.summary.clone(),
+        starts_at_ms: incident.opened_at_ms,
+        ends_at_ms: incident.resolved.as_ref().map(|r| r.at_ms),
+    }
+}
 
+/// The ledger's alerts: a view over the store's incidents, and their delivery queue.
 pub struct Alerter {
-    open: Mutex<AlertBook>,
+    book: IncidentBook,
     notices: mpsc::UnboundedSender<Notice>,
 }
 
 impl Alerter {
     /// Starts delivery and the action runner on the current tokio runtime; `state_dir`
     /// receives `actions.jsonl`.
-    pub fn start(config: AlertConfig, state_dir: PathBuf) -> Arc<Alerter> {
+    pub fn start(config: AlertConfig, state_dir: PathBuf, book: IncidentBook) -> Arc<Alerter> {
         let (notices, queue) = mpsc::unbounded_channel();
-        let alerter = Arc::new(Alerter {
-            open: Mutex::default(),
-            notices,
-        });
+        let store = book.store().clone();
+        let alerter = Arc::new(Alerter { book, notices });
         let actions =
             ActionRunner::start(&config.actions, config.max_concurrent_actions, &state_dir);
-        tokio::spawn(deliver(config.clone(), actions, queue));
+        tokio::spawn(deliver(config.clone(), actions, store, queue));
         let weak = Arc::downgrade(&alerter);
         let resend = Duration::from_secs(config.resend_seconds.max(1));
         tokio::spawn(async move {
@@ -132,79 +141,102 @@ impl Alerter {
                 let Some(alerter) = weak.upgrade() else {
                     return;
                 };
-                let open = alerter.open_alerts(None);
-                if !open.is_empty() {
-                    let _ = alerter.notices.send(Notice::Resend(open));
+                // Read afresh now and then, whatever this replica believes it knows.
+                alerter.book.forget();
+                if !alerter.book.leading() {
+                    continue;
+                }
+                if let Err(e) = alerter.book.record_missing().await {
+                    failed("record-missing", &e.to_string());
+                }
+                let this = alerter.clone();
+                let open = tokio::task::spawn_blocking(move || this.open_alerts(None)).await;
+                match open {
+                    Ok(Ok(open)) if !open.is_empty() => {
+                        let _ = alerter.notices.send(Notice::Resend(open));
+                    }
+                    Ok(Err(e)) => failed("resend", &e.to_string()),
+                    _ => {}
                 }
             }
         });
         alerter
     }
 
-    fn book(&self) -> std::sync::MutexGuard<'_, AlertBook> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    /// The incidents behind the alerts.
+    pub fn incidents(&self) -> &IncidentBook {
+        &self.book
     }
 
-    /// Opens an alert unless the same kind is already open for the agent.
-    pub fn fire(&self, kind: AlertKind, tenant: &str, agent_id: &str, summary: String) {
-        self.fire_with_ear(kind, tenant, agent_id, summary, None)
-    }
-
-    /// Like [`Alerter::fire`], with the EAR of the entry that raised it, for the actions.
-    pub fn fire_with_ear(
+    /// Raises an incident of `kind` for the agent (on the lease holder), shown by the log
+    /// entry `index` (whose EAR the actions get) if any; notifies only when it opens.
+    pub async fn fire(
         &self,
         kind: AlertKind,
         tenant: &str,
         agent_id: &str,
         summary: String,
+        index: Option<u64>,
         ear: Option<String>,
     ) {
-        let mut book = self.book();
-        let key = (tenant.to_string(), agent_id.to_string(), kind);
-        if book.contains_key(&key) {
-            return;
-        }
-        let alert = Alert {
-            kind,
+        let new = NewIncident {
             tenant: tenant.to_string(),
             agent_id: agent_id.to_string(),
+            kind,
             summary,
-            starts_at_ms: attestor_verify::time::now_ms(),
-            ends_at_ms: None,
+            at_ms: attestor_verify::time::now_ms(),
+            index,
         };
-        book.insert(key, alert.clone());
-        let _ = self.notices.send(Notice::Changed(alert, ear));
-    }
-
-    /// Resolves the agent's open alerts of `kinds`.
-    pub fn resolve(&self, tenant: &str, agent_id: &str, kinds: &[AlertKind]) {
-        let mut book = self.book();
-        for kind in kinds {
-            let key = (tenant.to_string(), agent_id.to_string(), *kind);
-            if let Some(mut alert) = book.remove(&key) {
-                alert.ends_at_ms = Some(attestor_verify::time::now_ms());
-                let _ = self.notices.send(Notice::Changed(alert, None));
-            }
+        match self.book.raise(new).await {
+            Ok(Some(incident)) => self.notify(&incident, ear),
+            Ok(None) => {}
+            Err(e) => failed("raise", &e.to_string()),
         }
     }
 
-    /// Open alerts, of one tenant or all.
-    pub fn open_alerts(&self, tenant: Option<&str>) -> Vec<Alert> {
-        self.book()
-            .values()
-            .filter(|a| tenant.is_none_or(|t| a.tenant == t))
-            .cloned()
-            .collect()
+    /// Resolves, as the ledger, the agent's open incidents of those `kinds` the ledger
+    /// resolves by itself (security incidents wait for an operator).
+    pub async fn resolve(&self, tenant: &str, agent_id: &str, kinds: &[AlertKind]) {
+        let reason = "the agent is healthy again";
+        match self
+            .book
+            .resolve_kinds(tenant, agent_id, kinds, reason)
+            .await
+        {
+            Ok(resolved) => resolved.iter().for_each(|i| self.notify(i, None)),
+            Err(e) => failed("resolve", &e.to_string()),
+        }
     }
 
-    /// Open alerts counted by kind name.
-    pub fn open_counts(&self) -> BTreeMap<&'static str, usize> {
+    /// Tells the structured log, Alertmanager and the actions that an incident opened or
+    /// resolved (with the EAR of the entry that showed it, for the actions).
+    pub fn notify(&self, incident: &Incident, ear: Option<String>) {
+        let _ = self
+            .notices
+            .send(Notice::Changed(incident.clone(), ear));
+    }
+
+    /// Unresolved alerts, of one tenant or all, from the store (blocking).
+    pub fn open_alerts(&self, tenant: Option<&str>) -> Result<Vec<Alert>, StoreError> {
+        Ok(self.book.unresolved(tenant)?.iter().map(alert_of).collect())
+    }
+
+    /// Unresolved alerts counted by kind name (blocking).
+    pub fn open_counts(&self) -> Result<BTreeMap<&'static str, usize>, StoreError> {
         let mut counts = BTreeMap::new();
-        for (_, _, kind) in self.book().keys() {
-            *counts.entry(kind.name()).or_default() += 1;
+        for incident in self.book.unresolved(None)? {
+            *counts.entry(incident.kind.name()).or_default() += 1;
         }
-        counts
+        Ok(counts)
     }
+}
+
+fn failed(what: &str, error: &str) {
+    limited_event(
+        Level::Error,
+        "incident-failed",
+        json!({"what": what, "error": error}),
+    );
 }
 
 fn rfc3339(ms: u64) -> String {
@@ -240,40 +272,17 @@ fn alertmanager_json(alert: &Alert, resend: Duration) -> serde_json::Value {
     })
 }
 
-/// The incident an alert stands for, until incidents are kept in the store.
-fn incident_of(alert: &Alert) -> Incident {
-    Incident {
-        id: 0,
-        kind: alert.kind,
-        tenant: alert.tenant.clone(),
-        agent_id: alert.agent_id.clone(),
-        summary: alert.summary.clone(),
-        opened_at_ms: alert.starts_at_ms,
-        first_index: None,
-        last_index: None,
-        state: match alert.ends_at_ms {
-            None => IncidentState::Open,
-            Some(_) => IncidentState::Resolved,
-        },
-        acknowledged: None,
-        resolved: alert.ends_at_ms.map(|at_ms| IncidentChange {
-            by: "@ledger".to_string(),
-            at_ms,
-            reason: "the agent is healthy again".to_string(),
-        }),
-        actions: Vec::new(),
-    }
-}
-
 async fn deliver(
     config: AlertConfig,
     actions: ActionRunner,
+    store: Arc<dyn LedgerStore>,
     mut queue: mpsc::UnboundedReceiver<Notice>,
 ) {
     let resend = Duration::from_secs(config.resend_seconds.max(1));
     while let Some(notice) = queue.recv().await {
         let alerts = match notice {
-            Notice::Changed(alert, ear) => {
+            Notice::Changed(incident, ear) => {
+                let alert = alert_of(&incident);
                 let firing = alert.ends_at_ms.is_none();
                 event(
                     if firing { Level::Warn } else { Level::Info },
@@ -289,8 +298,7 @@ async fn deliver(
                     true => ActionPhase::Fire,
                     false => ActionPhase::Resolve,
                 };
-                // Outcomes are logged and recorded in actions.jsonl by the runner.
-                actions.dispatch(phase, &incident_of(&alert), ear, Arc::new(|_| {}));
+                actions.dispatch(phase, &incident, ear, keep_outcome(&store, &incident));
                 vec![alert]
             }
             Notice::Resend(alerts) => alerts,
@@ -312,4 +320,17 @@ async fn deliver(
             }
         }
     }
+}
+
+/// Keeps what each action did in its incident.
+fn keep_outcome(store: &Arc<dyn LedgerStore>, incident: &Incident) -> OnOutcome {
+    let (store, tenant, id) = (store.clone(), incident.tenant.clone(), incident.id);
+    Arc::new(move |outcome| {
+        let (store, tenant) = (store.clone(), tenant.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.record_action(&tenant, id, &outcome) {
+                failed("record-action", &e.to_string());
+            }
+        });
+    })
 }

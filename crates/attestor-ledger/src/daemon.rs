@@ -102,7 +102,7 @@ pub fn run(config: &LedgerConfig) -> Result<(), DaemonError> {
                 "verifier_key": ledger.verifier_key(), "open_files_limit": open_files,
             }),
         );
-        let outage = monitor::raise_outage(&ledger);
+        let outage = monitor::raise_outage(&ledger).await;
         tokio::spawn(monitor::watch_gaps(Arc::downgrade(&ledger), outage));
         tokio::spawn(enforce::keep_current(enforcer, ledger.store().clone()));
         tokio::spawn(reload_on_hangup(config.clone(), ledger.clone(), tls_reload));

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use hyper::StatusCode;
 
 use crate::service::{Ledger, ServiceError};
-use crate::store::{EntryQuery, StoredEntry, Verdict};
+use crate::store::{
+    EntryQuery, Incident, IncidentQuery, IncidentState, IncidentStates, StoredEntry, Verdict,
+};
 use attestor_net::ops::{metrics_page, Asked, Page};
 use attestor_verify::claims::Claims;
 use attestor_verify::ear::{self, Ear};
@@ -17,6 +19,8 @@ use attestor_verify::record::LogRecord;
 
 /// Agents shown on the dashboard at most (the metrics cover all).
 const MAX_AGENTS_SHOWN: usize = 200;
+/// Unresolved incidents shown, and as many of the latest resolved ones.
+const MAX_INCIDENTS_SHOWN: u32 = 50;
 /// Points in each agent's request trend.
 const TREND_POINTS: usize = 30;
 
@@ -279,31 +283,16 @@ fn render(ledger: &Ledger) -> Result<String, ServiceError> {
         age(now, checkpoint.as_ref().map(|c| c.created_at_ms)),
     );
 
-    // Alerts.
-    let alerts = ledger.alerter().open_alerts(None);
-    let _ = write!(
-        w,
-        "<section id=\"alerts\"><h2>Open alerts ({})</h2>",
-        alerts.len()
-    );
-    if alerts.is_empty() {
-        let _ = write!(w, "<p class=\"good\">none</p>");
-    } else {
-        let _ = write!(w, "<table><tr><th>kind</th><th>tenant</th><th>agent</th><th>since</th><th>summary</th></tr>");
-        for a in &alerts {
-            let _ = write!(
-                w,
-                "<tr class=\"bad\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                a.kind.name(),
-                escape(&a.tenant),
-                escape(&a.agent_id),
-                age(now, Some(a.starts_at_ms)),
-                escape(&a.summary)
-            );
-        }
-        let _ = write!(w, "</table>");
-    }
-    let _ = write!(w, "</section>");
+    // Incidents: the unresolved ones, then the latest resolved.
+    let query = |states| IncidentQuery {
+        tenant: None,
+        states: Some(states),
+        since_ms: None,
+        limit: MAX_INCIDENTS_SHOWN,
+    };
+    let unresolved = store.incidents(&query(IncidentStates::Unresolved))?;
+    let resolved = store.incidents(&query(IncidentStates::Only(IncidentState::Resolved)))?;
+    w.push_str(&incidents_panel(now, &unresolved, &resolved));
 
     // Agents by tenant.
     let mut agents = store.agents(None)?;
@@ -417,6 +406,70 @@ fn render(ledger: &Ledger) -> Result<String, ServiceError> {
     Ok(html)
 }
 
+/// The incidents panel: the unresolved ones, then the resolved ones latest first.
+fn incidents_panel(now: u64, unresolved: &[Incident], resolved: &[Incident]) -> String {
+    let mut html = String::new();
+    let w = &mut html;
+    let _ = write!(
+        w,
+        "<section id=\"alerts\"><h2>Open incidents ({})</h2>",
+        unresolved.len()
+    );
+    if unresolved.is_empty() {
+        let _ = write!(w, "<p class=\"good\">none</p>");
+    }
+    let _ = write!(
+        w,
+        "<table id=\"incidents\"><tr><th>id</th><th>kind</th><th>tenant</th><th>agent</th>\
+         <th>state</th><th>opened</th><th>evidence</th><th>last action</th><th>summary</th></tr>"
+    );
+    for incident in unresolved.iter().chain(resolved.iter().rev()) {
+        let state = match (&incident.acknowledged, &incident.resolved) {
+            (_, Some(r)) => format!("resolved by {}: {}", r.by, r.reason),
+            (Some(a), None) => format!("acknowledged by {}: {}", a.by, a.reason),
+            (None, None) => "open".to_string(),
+        };
+        let evidence = match (incident.first_index, incident.last_index) {
+            (Some(first), Some(last)) if first != last => format!("{first}..{last}"),
+            (Some(first), _) => first.to_string(),
+            _ => "-".to_string(),
+        };
+        let action = incident.actions.last().map_or("-".to_string(), |a| {
+            format!(
+                "{} {} ({} attempts){}",
+                a.action,
+                if a.ok { "ok" } else { "FAILED" },
+                a.attempts,
+                a.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            )
+        });
+        let _ = write!(
+            w,
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            if incident.resolved.is_some() {
+                ""
+            } else {
+                "bad"
+            },
+            incident.id,
+            incident.kind.name(),
+            escape(&incident.tenant),
+            escape(&incident.agent_id),
+            escape(&state),
+            age(now, Some(incident.opened_at_ms)),
+            evidence,
+            escape(&action),
+            escape(&incident.summary)
+        );
+    }
+    let _ = write!(w, "</table></section>");
+    html
+}
+
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}\
 table{border-collapse:collapse;width:100%;margin-bottom:1em}\
 th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;font-size:14px}\
@@ -453,5 +506,57 @@ mod tests {
         // 92, 94 and 95 are missing; the slots before enrollment are not drawn.
         assert_eq!(svg.matches("class=\"missing\"").count(), 3, "{svg}");
         assert!(svg.contains("1 accepted, 1 refused"));
+    }
+
+    #[test]
+    fn the_incidents_panel_lists_unresolved_first_and_escapes_what_agents_sent() {
+        use attestor_verify::api::{
+            ActionOutcome, ActionPhase, AlertKind, IncidentChange, IncidentState,
+        };
+        let incident = |id: u64, summary: &str| Incident {
+            id,
+            kind: AlertKind::PolicyDrift,
+            tenant: "t".into(),
+            agent_id: "a1".into(),
+            summary: summary.into(),
+            opened_at_ms: 1_000,
+            first_index: Some(4),
+            last_index: Some(9),
+            state: IncidentState::Open,
+            acknowledged: None,
+            resolved: None,
+            actions: vec![ActionOutcome {
+                hook: "policy-drift".into(),
+                phase: ActionPhase::Fire,
+                action: "rollback.sh".into(),
+                ok: false,
+                attempts: 3,
+                error: Some("exited with <1>".into()),
+                at_ms: 2_000,
+            }],
+        };
+        let open = incident(2, "<script>alert(1)</script>");
+        let mut closed = incident(1, "old");
+        closed.state = IncidentState::Resolved;
+        closed.resolved = Some(IncidentChange {
+            by: "spiffe://attestor/tenant/t/operator/alice".into(),
+            at_ms: 3_000,
+            reason: "rolled <b>back</b>".into(),
+        });
+        let html = incidents_panel(10_000, &[open], &[closed]);
+        assert!(html.contains("Open incidents (1)"), "{html}");
+        assert!(
+            !html.contains("<script>") && !html.contains("<b>"),
+            "{html}"
+        );
+        assert!(html.contains("&lt;script&gt;"), "{html}");
+        assert!(html.contains("<td>4..9</td>"), "{html}");
+        assert!(html.contains("rollback.sh FAILED (3 attempts): exited with &lt;1&gt;"));
+        let (first, second) = (
+            html.find("<td>2</td>").unwrap(),
+            html.find("<td>1</td>").unwrap(),
+        );
+        assert!(first < second, "{html}");
+        assert!(html.contains("resolved by spiffe://attestor/tenant/t/operator/alice"));
     }
 }

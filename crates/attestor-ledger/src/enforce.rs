@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use attestor_net::ops::{Asked, Page};
 use attestor_verify::ear::{self, Tier};
-use attestor_verify::identity::AgentIdentity;
+use attestor_verify::identity::{AgentIdentity, Role};
 use attestor_verify::record::LogRecord;
 use hyper::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use hyper::StatusCode;
@@ -489,7 +489,9 @@ pub fn answer(enforcer: &Enforcer, asked: &Asked) -> Option<Page> {
         .headers
         .get(IDENTITY_HEADER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|uri| AgentIdentity::from_uri(uri).ok());
+        .and_then(|uri| AgentIdentity::from_uri(uri).ok())
+        // Only an agent stands for a workload: an operator's identity is no identity here.
+        .filter(|who| who.role == Role::Agent);
     let now_ms = attestor_verify::time::unix_ms(std::time::SystemTime::now());
     let decision = enforcer.decide(identity.as_ref(), now_ms, Instant::now());
     Some(page(protocol, decision))

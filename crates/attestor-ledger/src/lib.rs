@@ -14,6 +14,7 @@ pub mod enforce;
 pub mod enroll;
 pub mod enrollment_ca;
 pub mod failpoint;
+pub mod incidents;
 pub mod keyfiles;
 pub mod limits;
 pub mod log;

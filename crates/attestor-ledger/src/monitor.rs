@@ -76,8 +76,9 @@ fn explained(outage: Option<Outage>, gap: &Gap, now_ms: u64, max_gap: Duration) 
 
 /// Raises one ledger-outage alert per tenant if the stored times show the ledger itself
 /// was out (see [`outage_at_start`]). Called before the ledger serves: an agent's first
-/// delivery would hide the outage.
-pub fn raise_outage(ledger: &crate::service::Ledger) -> Option<Outage> {
+/// delivery would hide the outage. [`watch_gaps`] resolves it once the agents have had one
+/// allowed gap to be heard again.
+pub async fn raise_outage(ledger: &crate::service::Ledger) -> Option<Outage> {
     use attestor_net::logging::{event, Level};
 
     let started_ms = attestor_verify::time::unix_ms(std::time::SystemTime::now());
@@ -104,12 +105,17 @@ pub fn raise_outage(ledger: &crate::service::Ledger) -> Option<Outage> {
         serde_json::json!({"last_entry_ms": from, "started_ms": to, "summary": summary}),
     );
     for tenant in ledger.tenants().keys() {
-        ledger.alerter().fire(
-            crate::alerts::AlertKind::LedgerOutage,
-            tenant,
-            LEDGER_AGENT_ID,
-            summary.clone(),
-        );
+        ledger
+            .alerter()
+            .fire(
+                crate::alerts::AlertKind::LedgerOutage,
+                tenant,
+                LEDGER_AGENT_ID,
+                summary.clone(),
+                None,
+                None,
+            )
+            .await;
     }
     Some(outage)
 }
@@ -118,18 +124,20 @@ pub fn raise_outage(ledger: &crate::service::Ledger) -> Option<Outage> {
 /// no agent).
 pub const LEDGER_AGENT_ID: &str = "@ledger";
 
-/// Raises a missing-heartbeat alert for each agent silent for longer than the ledger's
-/// allowed gap, and resolves it once the agent is back. Runs until the ledger is dropped;
-/// evaluation reads stored times, so a restarted ledger finds the same gaps. After the
-/// ledger's own `outage` ([`raise_outage`]), agents silent since before it came back get
-/// one gap to be heard again.
+/// Raises a missing-heartbeat incident for each agent silent for longer than the
+/// ledger's allowed gap, and resolves it once the agent is back. Runs on every replica
+/// until the ledger is dropped, but only the lease holder acts on what it finds (the
+/// incidents it raises are durable, so a new lease holder finds them). Evaluation reads
+/// stored times, so a restarted ledger finds the same gaps. After the ledger's own
+/// `outage` ([`raise_outage`]), agents silent since before it came back get one gap to be
+/// heard again.
 pub async fn watch_gaps(ledger: std::sync::Weak<crate::service::Ledger>, outage: Option<Outage>) {
     use std::collections::BTreeSet;
 
     use crate::alerts::AlertKind;
     use attestor_net::logging::{limited_event, Level};
 
-    let mut silent: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut outage_unresolved = outage.is_some();
     loop {
         let Some(period) = ledger
             .upgrade()
@@ -159,24 +167,55 @@ pub async fn watch_gaps(ledger: std::sync::Weak<crate::service::Ledger>, outage:
             .filter(|gap| !explained(outage, gap, now_ms, max_gap))
             .collect();
         let alerter = ledger.alerter();
+        if !alerter.incidents().leading() {
+            continue;
+        }
+        let grace_over = |o: Outage| now_ms >= o.started_ms + attestor_verify::time::duration_ms(max_gap);
+        if outage_unresolved && outage.is_some_and(grace_over) {
+            for tenant in ledger.tenants().keys() {
+                alerter
+                    .resolve(tenant, LEDGER_AGENT_ID, &[AlertKind::LedgerOutage])
+                    .await;
+            }
+            outage_unresolved = false;
+        }
         for gap in &found {
-            alerter.fire(
-                AlertKind::MissingHeartbeat,
-                &gap.tenant,
-                &gap.agent_id,
-                format!(
-                    "no accepted attestation for {} s (allowed gap {} s)",
-                    gap.silent_for_ms / 1000,
-                    max_gap.as_secs()
-                ),
-            );
+            alerter
+                .fire(
+                    AlertKind::MissingHeartbeat,
+                    &gap.tenant,
+                    &gap.agent_id,
+                    format!(
+                        "no accepted attestation for {} s (allowed gap {} s)",
+                        gap.silent_for_ms / 1000,
+                        max_gap.as_secs()
+                    ),
+                    None,
+                    None,
+                )
+                .await;
         }
         let now_silent: BTreeSet<(String, String)> =
             found.into_iter().map(|g| (g.tenant, g.agent_id)).collect();
-        for (tenant, agent) in silent.difference(&now_silent) {
-            alerter.resolve(tenant, agent, &[AlertKind::MissingHeartbeat]);
+        // From the store, not from memory: a gap raised before a restart or by the
+        // previous lease holder is resolved too.
+        let raised = match alerter
+            .incidents()
+            .agents_with(AlertKind::MissingHeartbeat)
+            .await
+        {
+            Ok(raised) => raised,
+            Err(e) => {
+                let error = serde_json::json!({"error": e.to_string()});
+                limited_event(Level::Error, "gap-check-failed", error);
+                continue;
+            }
+        };
+        for (tenant, agent) in raised.iter().filter(|k| !now_silent.contains(*k)) {
+            alerter
+                .resolve(tenant, agent, &[AlertKind::MissingHeartbeat])
+                .await;
         }
-        silent = now_silent;
     }
 }
 

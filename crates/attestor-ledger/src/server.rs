@@ -19,6 +19,14 @@
 //! | `GET /v1/log/key`                  |                                       | current checkpoint verifier key (text) |
 //! | `GET /v1/log/keys`                 |                                       | `LogKeysResponse`: key history with transitions |
 //! | `GET /v1/enrollment-ca`            |                                       | the enrollment CA's certificate (PEM), which issues AK certificates |
+//! | `GET /v1/alerts`                   |                                       | `AlertsResponse`: unresolved incidents as alerts |
+//! | `GET /v1/incidents`                | `state` (open, acknowledged, resolved, unresolved), `since_ms` | `IncidentsResponse` |
+//! | `GET /v1/incidents/{id}`           |                                       | `Incident` |
+//! | `POST /v1/incidents/{id}/ack`      | `IncidentChangeRequest` (operator certificates only) | the `Incident` acknowledged |
+//! | `POST /v1/incidents/{id}/resolve`  | `IncidentChangeRequest` (operator certificates only) | the `Incident` resolved |
+//!
+//! Operator certificates (`.../operator/<name>`) read like agents and change incidents;
+//! they never enrol, ask nonces or submit (403).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -40,10 +48,10 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::ConnectionLimits;
 use crate::service::{CheckpointAt, EntryFilter, Ledger, ServiceError};
-use crate::store::{StoreError, Verdict};
+use crate::store::{IncidentStates, StoreError, Verdict};
 use attestor_net::logging::{event, limited_event, Level};
 use attestor_net::tls::{stream_identity, AgentIdentity};
-use attestor_verify::api::{ErrorBody, LogKeysResponse};
+use attestor_verify::api::{ErrorBody, IncidentChangeRequest, LogKeysResponse};
 use attestor_verify::bundle::MAX_BUNDLE_BYTES;
 
 /// Time a client has to send a request's headers, and then its body.
@@ -306,6 +314,8 @@ impl From<ServiceError> for Failure {
         let status = match &e {
             ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+            ServiceError::Conflict(_) => StatusCode::CONFLICT,
+            ServiceError::WrongRole { .. } => StatusCode::FORBIDDEN,
             ServiceError::UnknownTenant(_)
             | ServiceError::UnknownAgent { .. }
             | ServiceError::Enroll(_) => StatusCode::FORBIDDEN,
@@ -405,6 +415,7 @@ async fn dispatch(
         let endpoint = match path.as_str() {
             "/v1/nonce" => "nonce",
             "/v1/attestations" => "submit",
+            p if p.starts_with("/v1/incidents/") => "incident",
             _ => "enroll",
         };
         if let Err(refused) = ledger.admit_write(who, endpoint) {
@@ -460,7 +471,7 @@ async fn dispatch(
         }
         (&Method::GET, "/v1/alerts") => {
             query.only(&[])?;
-            Ok(ok(&ledger.alerts(who)))
+            Ok(ok(&ledger.alerts(who).await?))
         }
         (&Method::GET, "/v1/agents") => {
             query.only(&[])?;
@@ -507,6 +518,54 @@ async fn dispatch(
                 transitions: history.transitions().to_vec(),
             }))
         }
+        (&Method::GET, "/v1/incidents") => {
+            query.only(&["state", "since_ms"])?;
+            let states = query
+                .text("state")
+                .map(|s| {
+                    IncidentStates::parse(&s).ok_or_else(|| {
+                        Failure::bad_request(
+                            "state must be open, acknowledged, resolved or unresolved",
+                        )
+                    })
+                })
+                .transpose()?;
+            let since = query.number("since_ms")?;
+            Ok(ok(&ledger.incidents(who, states, since).await?))
+        }
+        (&Method::GET, p) if p.starts_with("/v1/incidents/") => {
+            query.only(&[])?;
+            let id = incident_id(p.trim_start_matches("/v1/incidents/"))?;
+            Ok(ok(&ledger.incident(who, id).await?))
+        }
+        (&Method::POST, p) if p.starts_with("/v1/incidents/") => {
+            let rest = p.trim_start_matches("/v1/incidents/");
+            let (id, resolve) = match rest.rsplit_once('/') {
+                Some((id, "ack")) => (incident_id(id)?, false),
+                Some((id, "resolve")) => (incident_id(id)?, true),
+                _ => {
+                    return Err(Failure::new(
+                        StatusCode::NOT_FOUND,
+                        "not-found",
+                        format!("no route for {method} {path}"),
+                    ))
+                }
+            };
+            let body: IncidentChangeRequest = json_body(request).await?;
+            let incident = ledger
+                .change_incident(who, id, resolve, body.reason)
+                .await?;
+            event(
+                Level::Info,
+                if resolve {
+                    "incident-resolved"
+                } else {
+                    "incident-acknowledged"
+                },
+                json!({"tenant": who.tenant, "operator": who.agent_id, "incident": id}),
+            );
+            Ok(ok(&incident))
+        }
         (&Method::GET, p) if p.starts_with("/v1/entries/") => {
             query.only(&[])?;
             let index = p
@@ -521,6 +580,11 @@ async fn dispatch(
             format!("no route for {method} {path}"),
         )),
     }
+}
+
+fn incident_id(text: &str) -> Result<u64, Failure> {
+    text.parse::<u64>()
+        .map_err(|_| Failure::bad_request("an incident id is a decimal number"))
 }
 
 fn ok<T: Serialize>(value: &T) -> Answer {
@@ -586,10 +650,11 @@ impl Query {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             if !value
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
+                // `@`: the ledger's own recorders (`agent=@incidents`).
+                .all(|b| b.is_ascii_alphanumeric() || b"-._:@".contains(&b))
             {
                 return Err(Failure::bad_request(format!(
-                    "query parameter {key:?} has characters outside [A-Za-z0-9._:-]"
+                    "query parameter {key:?} has characters outside [A-Za-z0-9._:@-]"
                 )));
             }
             if params.insert(key.to_string(), value.to_string()).is_some() {

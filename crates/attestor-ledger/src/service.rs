@@ -22,6 +22,7 @@ use crate::appraise::{AppraiseError, Appraiser, TenantAppraisal};
 use crate::config::{LedgerConfig, Storage};
 use crate::enroll::{EnrollError, Enrollment};
 use crate::enrollment_ca::{EnrollmentCa, EnrollmentCaError};
+use crate::incidents::{IncidentBook, IncidentError};
 use crate::keyfiles::{self, KeyFileError};
 use crate::limits::{RateLimiter, WriteLimit};
 use crate::log::batcher::{BatchError, Batcher, DEFAULT_MAX_BATCH};
@@ -30,7 +31,8 @@ use crate::metrics::LedgerMetrics;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::postgres::{PostgresOptions, PostgresStore};
 use crate::store::{
-    AgentRecord, EntryQuery, Health, LedgerStore, StoreError, StoredEntry, Verdict, MAX_PAGE,
+    AgentRecord, EntryQuery, Health, Incident, IncidentChange, IncidentQuery, IncidentStates,
+    LedgerStore, StoreError, StoredEntry, Verdict, MAX_PAGE,
 };
 use crate::submission::{
     accepted_state, judge_submission, verify_drift_submission, NonceBook, PresentedNonce, Refusal,
@@ -40,8 +42,8 @@ use attestor_net::logging::{event, Level};
 use attestor_net::tls::AgentIdentity;
 use attestor_verify::api::{
     AgentStatusJson, AgentsResponse, AlertsResponse, ConsistencyResponse, EnrollChallenge,
-    EnrollProof, EnrollRequest, EnrolledResponse, EntriesResponse, EntryJson, InclusionJson,
-    NonceResponse, ReceiptJson, SubmitResponse, TenantResponse,
+    EnrollProof, EnrollRequest, EnrolledResponse, EntriesResponse, EntryJson, IncidentsResponse,
+    InclusionJson, NonceResponse, ReceiptJson, SubmitResponse, TenantResponse,
 };
 use attestor_verify::appraisal::{
     accepted_appraisal, appraise, refused_appraisal, Counters, Posture, Sample,
@@ -50,6 +52,7 @@ use attestor_verify::bundle::{Bundle, EvidenceKind};
 use attestor_verify::claims::Claims;
 use attestor_verify::drift::{is_drift_report, DriftReport};
 use attestor_verify::ear::{Ear, EarError, Jwks, Reason, Subject, Tier, VerifierId};
+use attestor_verify::identity::Role;
 use attestor_verify::log::checkpoint::Checkpoint;
 use attestor_verify::log::checkpoint::CheckpointSigner;
 use attestor_verify::log::keys::KeyHistory;
@@ -100,6 +103,10 @@ pub enum ServiceError {
     Ear(#[source] EarError),
     #[error("this ledger replica is not the sequencer: it serves reads only; retry (another replica holds the lease)")]
     NotSequencer,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("a certificate of role {} cannot do this: {what}", role.segment())]
+    WrongRole { role: Role, what: &'static str },
 }
 
 /// Which signed checkpoint [`Ledger::checkpoint`] answers with.
@@ -119,6 +126,8 @@ impl ServiceError {
         match self {
             ServiceError::BadRequest(_) => "bad-request",
             ServiceError::NotFound(_) => "not-found",
+            ServiceError::Conflict(_) => "conflict",
+            ServiceError::WrongRole { .. } => "forbidden",
             ServiceError::UnknownTenant(_) => "unknown-tenant",
             ServiceError::UnknownAgent { .. } => "unknown-agent",
             ServiceError::RateLimited { .. } => "rate-limited",
@@ -503,6 +512,7 @@ impl Ledger {
                 (Some(stop), both)
             }
         };
+        let incidents = IncidentBook::new(store.clone(), sequencer.clone(), batcher.clone());
         let ledger = Ledger {
             store,
             sequencer,
@@ -519,7 +529,7 @@ impl Ledger {
             rate_limits: RateLimiter::default(),
             stranger_records: RateLimiter::default(),
             metrics: LedgerMetrics::new(config.ops.per_agent_metrics),
-            alerter: Alerter::start(config.alerts.clone(), config.state_dir.clone()),
+            alerter: Alerter::start(config.alerts.clone(), config.state_dir.clone(), incidents),
             appraiser,
             policy_recording: tokio::sync::Mutex::default(),
             _lease_keeper: lease_keeper,
@@ -625,7 +635,7 @@ impl Ledger {
     pub async fn metrics_text(self: &Arc<Self>) -> Result<String, ServiceError> {
         let this = self.clone();
         blocking(move || {
-            let counts = this.alerter.open_counts();
+            let counts = this.alerter.open_counts()?;
             let policies = this
                 .appraiser
                 .tenants()
@@ -714,6 +724,21 @@ impl Ledger {
         who: &AgentIdentity,
         endpoint: &'static str,
     ) -> Result<(), ServiceError> {
+        match (who.role, endpoint) {
+            (Role::Agent, "incident") => {
+                return Err(ServiceError::WrongRole {
+                    role: who.role,
+                    what: "only an operator acknowledges or resolves incidents",
+                })
+            }
+            (Role::Operator, "incident") | (Role::Agent, _) => {}
+            (Role::Operator, _) => {
+                return Err(ServiceError::WrongRole {
+                    role: who.role,
+                    what: "an operator never enrols, asks nonces or submits",
+                })
+            }
+        }
         let limit = self
             .tenants
             .get(&who.tenant)
@@ -846,6 +871,12 @@ impl Ledger {
     ) -> Result<SubmitResponse, ServiceError> {
         // Checked before judging, so a follower logs nothing.
         self.require_sequencer()?;
+        if who.role != Role::Agent {
+            return Err(ServiceError::WrongRole {
+                role: who.role,
+                what: "only agents submit",
+            });
+        }
         let arrived = Instant::now();
         // The policy that judges is the one in the log, even if a reload swaps it meanwhile.
         let appraisal = self.appraiser.tenant(&who.tenant);
@@ -900,6 +931,7 @@ impl Ledger {
             }
         }
         let receipt = appended?;
+        let index = receipt.index;
         self.write_health.succeeded();
         self.doubtful().remove(who);
         if let Some(nonce) = &spend_nonce {
@@ -913,16 +945,26 @@ impl Ledger {
             (Some(reason), _) => {
                 self.metrics
                     .observe_appraisal(&who.tenant, Tier::Contraindicated, &[]);
-                self.alerter.fire_with_ear(
-                    crate::alerts::kind_for_refusal(reason),
-                    &who.tenant,
-                    &who.agent_id,
-                    detail.clone().unwrap_or_else(|| reason.clone()),
-                    ear.clone(),
-                )
+                self.alerter
+                    .fire(
+                        crate::alerts::kind_for_refusal(reason),
+                        &who.tenant,
+                        &who.agent_id,
+                        detail.clone().unwrap_or_else(|| reason.clone()),
+                        Some(index),
+                        ear.clone(),
+                    )
+                    .await
             }
-            (None, Some(appraised)) => self.after_appraisal(who, appraised),
-            (None, None) => self.alerter.resolve(&who.tenant, &who.agent_id, &ALL_KINDS),
+            (None, Some(appraised)) => {
+                self.after_appraisal(who, appraised, index, ear.clone())
+                    .await
+            }
+            (None, None) => {
+                self.alerter
+                    .resolve(&who.tenant, &who.agent_id, &ALL_KINDS)
+                    .await
+            }
         }
         Ok(SubmitResponse {
             verdict,
@@ -936,7 +978,13 @@ impl Ledger {
 
     /// Once an accepted attestation is durable: its counters join the agent's history,
     /// and its posture opens, keeps or resolves the posture alerts.
-    fn after_appraisal(&self, who: &AgentIdentity, appraised: Appraised) {
+    async fn after_appraisal(
+        &self,
+        who: &AgentIdentity,
+        appraised: Appraised,
+        index: u64,
+        ear: Option<String>,
+    ) {
         let Appraised {
             status,
             posture,
@@ -968,10 +1016,14 @@ impl Ledger {
             .copied()
             .filter(|k| Some(*k) != kind)
             .collect();
-        self.alerter.resolve(&who.tenant, &who.agent_id, &healthy);
+        let summary = summary();
+        self.alerter
+            .resolve(&who.tenant, &who.agent_id, &healthy)
+            .await;
         if let Some(kind) = kind {
             self.alerter
-                .fire(kind, &who.tenant, &who.agent_id, summary());
+                .fire(kind, &who.tenant, &who.agent_id, summary, Some(index), ear)
+                .await;
         }
     }
 
@@ -1376,11 +1428,18 @@ impl Ledger {
         })
     }
 
-    /// Open alerts of the caller's tenant.
-    pub fn alerts(&self, who: &AgentIdentity) -> AlertsResponse {
-        AlertsResponse {
-            alerts: self.alerter.open_alerts(Some(&who.tenant)),
-        }
+    /// Unresolved alerts of the caller's tenant: the same on every replica.
+    pub async fn alerts(
+        self: &Arc<Self>,
+        who: &AgentIdentity,
+    ) -> Result<AlertsResponse, ServiceError> {
+        let (this, tenant) = (self.clone(), who.tenant.clone());
+        blocking(move || {
+            Ok(AlertsResponse {
+                alerts: this.alerter.open_alerts(Some(&tenant))?,
+            })
+        })
+        .await
     }
 
     /// A signed checkpoint's note.
@@ -1480,6 +1539,98 @@ impl Ledger {
             .collect()
     }
 }
+
+/// Incidents, as the caller's tenant sees them and its operators change them.
+impl Ledger {
+    /// Incidents of the caller's tenant, ascending by id (the latest page).
+    pub async fn incidents(
+        self: &Arc<Self>,
+        who: &AgentIdentity,
+        states: Option<IncidentStates>,
+        since_ms: Option<u64>,
+    ) -> Result<IncidentsResponse, ServiceError> {
+        let (this, tenant) = (self.clone(), who.tenant.clone());
+        blocking(move || {
+            Ok(IncidentsResponse {
+                incidents: this.store.incidents(&IncidentQuery {
+                    tenant: Some(tenant),
+                    states,
+                    since_ms,
+                    limit: MAX_PAGE,
+                })?,
+            })
+        })
+        .await
+    }
+
+    /// One incident of the caller's tenant.
+    pub async fn incident(
+        self: &Arc<Self>,
+        who: &AgentIdentity,
+        id: u64,
+    ) -> Result<Incident, ServiceError> {
+        let (this, tenant) = (self.clone(), who.tenant.clone());
+        blocking(move || {
+            this.store
+                .incident(&tenant, id)?
+                .ok_or_else(|| ServiceError::NotFound(format!("no incident {id} of this tenant")))
+        })
+        .await
+    }
+
+    /// An operator acknowledges (`resolve` false) or resolves an incident of its tenant;
+    /// the change is logged, and a resolve is notified like the ledger's own.
+    pub async fn change_incident(
+        &self,
+        who: &AgentIdentity,
+        id: u64,
+        resolve: bool,
+        reason: String,
+    ) -> Result<Incident, ServiceError> {
+        if who.role != Role::Operator {
+            return Err(ServiceError::WrongRole {
+                role: who.role,
+                what: "only an operator acknowledges or resolves incidents",
+            });
+        }
+        if reason.trim().is_empty() || reason.len() > MAX_REASON {
+            return Err(ServiceError::BadRequest(format!(
+                "the reason must be 1..={MAX_REASON} bytes of text"
+            )));
+        }
+        self.require_sequencer()?;
+        let change = IncidentChange {
+            by: who.to_uri(),
+            at_ms: attestor_verify::time::now_ms(),
+            reason,
+        };
+        let book = self.alerter.incidents();
+        let changed = if resolve {
+            book.resolve(&who.tenant, id, change).await
+        } else {
+            book.acknowledge(&who.tenant, id, change).await
+        };
+        let incident = changed.map_err(|e| match e {
+            IncidentError::Store(e @ StoreError::UnknownIncident { .. }) => {
+                ServiceError::NotFound(e.to_string())
+            }
+            IncidentError::Store(e @ StoreError::IncidentState { .. }) => {
+                ServiceError::Conflict(e.to_string())
+            }
+            IncidentError::Store(e) => ServiceError::Store(e),
+            IncidentError::Journal(e) => ServiceError::Append(e),
+            IncidentError::Task(e) => ServiceError::Task(e),
+            IncidentError::NotSequencer => ServiceError::NotSequencer,
+        })?;
+        if resolve {
+            self.alerter.notify(&incident, None);
+        }
+        Ok(incident)
+    }
+}
+
+/// Longest reason an operator may give.
+pub const MAX_REASON: usize = 1024;
 
 fn receipt_json(r: Receipt) -> ReceiptJson {
     ReceiptJson {

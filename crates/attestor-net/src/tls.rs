@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use attestor_verify::identity::{certificate_identity, truncate, IdentityError};
-pub use attestor_verify::identity::{AgentIdentity, IDENTITY_URI_PREFIX};
+pub use attestor_verify::identity::{AgentIdentity, Role, IDENTITY_URI_PREFIX};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
     Ia5String, IsCa, KeyPair, KeyUsagePurpose, SanType, PKCS_ECDSA_P384_SHA384,
@@ -570,7 +570,7 @@ pub struct PkiPaths {
     pub ledger_cert: PathBuf,
     /// `ledger.key` (mode 0600).
     pub ledger_key: PathBuf,
-    /// One entry per agent, in the order requested.
+    /// One entry per client identity (agents and operators), in the order requested.
     pub agents: Vec<AgentPaths>,
 }
 
@@ -594,8 +594,9 @@ impl PkiPaths {
 /// Creates a quick-start PKI in `dir` (not for production; see the module documentation):
 /// an ECDSA P-384 CA (`ca.pem`, `ca.key`), a ledger server certificate (`ledger.pem`,
 /// `ledger.key`) for `ledger_hosts` (DNS names or IP addresses), and one client certificate
-/// per agent (`agents/<agent-id>.pem`, `.key`) carrying its identity URI. Key files are
-/// mode 0600. Refuses to overwrite an existing CA or any existing file.
+/// per identity carrying its URI: an agent's in `agents/<agent-id>.pem`, `.key`, an
+/// operator's in `operators/<name>.pem`, `.key`. Key files are mode 0600. Refuses to
+/// overwrite an existing CA or any existing file.
 pub fn pki_init(
     dir: &Path,
     agents: &[AgentIdentity],
@@ -604,7 +605,7 @@ pub fn pki_init(
     let mut seen = HashSet::new();
     for agent in agents {
         agent.validate()?;
-        if !seen.insert(agent.agent_id.as_str()) {
+        if !seen.insert((agent.role, agent.agent_id.as_str())) {
             return Err(TlsError::DuplicateAgent(agent.agent_id.clone()));
         }
     }
@@ -617,6 +618,11 @@ pub fn pki_init(
         .collect::<Result<Vec<_>, _>>()?;
 
     let agents_dir = dir.join("agents");
+    let operators_dir = dir.join("operators");
+    let client_dir = |identity: &AgentIdentity| match identity.role {
+        Role::Agent => &agents_dir,
+        Role::Operator => &operators_dir,
+    };
     let paths = PkiPaths {
         ca_cert: dir.join("ca.pem"),
         ca_key: dir.join("ca.key"),
@@ -626,8 +632,8 @@ pub fn pki_init(
             .iter()
             .map(|identity| AgentPaths {
                 identity: identity.clone(),
-                cert: agents_dir.join(format!("{}.pem", identity.agent_id)),
-                key: agents_dir.join(format!("{}.key", identity.agent_id)),
+                cert: client_dir(identity).join(format!("{}.pem", identity.agent_id)),
+                key: client_dir(identity).join(format!("{}.key", identity.agent_id)),
             })
             .collect(),
     };
@@ -699,6 +705,9 @@ pub fn pki_init(
 
     create_dir(dir)?;
     create_dir(&agents_dir)?;
+    if agents.iter().any(AgentIdentity::is_operator) {
+        create_dir(&operators_dir)?;
+    }
     // The CA key goes first with create_new: of two concurrent inits, exactly one wins.
     write_new(&paths.ca_key, ca_key.serialize_pem().as_bytes(), true).map_err(|e| match e {
         TlsError::FileExists { path } => TlsError::CaExists { path },

@@ -4,7 +4,8 @@
 //! hold the same agent id, as a production CA may.
 //!
 //! Layout (what `LedgerSpec::pki` expects): `ca.pem` (the root, the only anchor),
-//! `ledger.pem`/`ledger.key` (for IP 127.0.0.1), and `agents/<tenant>.<id>.pem`/`.key`.
+//! `ledger.pem`/`ledger.key` (for IP 127.0.0.1), `agents/<tenant>.<id>.pem`/`.key`, and
+//! operators' `operators/<tenant>.<name>.pem`/`.key` ([`add_operator`]).
 
 use std::path::Path;
 use std::process::Command;
@@ -127,4 +128,25 @@ pub fn create(dir: &Path, agents: &[(&str, &str)]) {
         );
         with_chain(&name);
     }
+}
+
+/// Issues an operator's client certificate (`.../tenant/<tenant>/operator/<name>`) from the
+/// PKI [`create`] made in `dir`: `operators/<tenant>.<name>.pem`/`.key`.
+pub fn add_operator(dir: &Path, tenant: &str, name: &str) {
+    std::fs::create_dir_all(dir.join("operators")).unwrap();
+    let file = format!("operators/{tenant}.{name}");
+    issue(
+        dir,
+        &file,
+        &format!("/O=Example Operator/OU={tenant}/CN={name}"),
+        "issuing",
+        &format!(
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=clientAuth\n\
+             subjectAltName=URI:spiffe://attestor/tenant/{tenant}/operator/{name}\n"
+        ),
+    );
+    let leaf = std::fs::read_to_string(dir.join(format!("{file}.pem"))).unwrap();
+    let issuing = std::fs::read_to_string(dir.join("issuing.pem")).unwrap();
+    std::fs::write(dir.join(format!("{file}.pem")), leaf + &issuing).unwrap();
 }

@@ -502,6 +502,15 @@ pub struct IncidentsResponse {
     pub incidents: Vec<Incident>,
 }
 
+/// An operator's acknowledgement or resolution of an incident
+/// (`POST /v1/incidents/<id>/ack` or `/resolve`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentChangeRequest {
+    /// Why, in the operator's words (1..=1024 bytes).
+    pub reason: String,
+}
+
 /// Marks a nonce the agent made itself because the ledger was unreachable. Such a
 /// spooled attestation proves no freshness beyond its own timestamp: the ledger accepts it
 /// only within the freshness window and only if its TPM clock is past the agent's last

@@ -1,6 +1,9 @@
-//! An agent's identity: (tenant, agent id), carried as the single URI SAN
-//! `spiffe://attestor/tenant/<tenant>/agent/<agent-id>` of its client certificate and never
-//! taken from what it sends. Everything the ledger keeps of an agent is keyed by it.
+//! A caller's identity: (tenant, role, id), carried as the single URI SAN of its client
+//! certificate and never taken from what it sends. An agent's is
+//! `spiffe://attestor/tenant/<tenant>/agent/<agent-id>`, and everything the ledger keeps
+//! of an agent is keyed by it; an operator's is
+//! `spiffe://attestor/tenant/<tenant>/operator/<name>`: it reads its tenant and acts on its
+//! incidents, but never attests.
 
 use der::Decode;
 use x509_cert::ext::pkix::name::GeneralName;
@@ -26,7 +29,7 @@ pub enum IdentityError {
         /// Why it is refused.
         reason: &'static str,
     },
-    /// A URI is not of the form `spiffe://attestor/tenant/<tenant>/agent/<agent-id>`.
+    /// A URI is not of the form `spiffe://attestor/tenant/<tenant>/{agent|operator}/<id>`.
     #[error("invalid agent identity URI {uri:?}: {reason}")]
     InvalidUri {
         /// The refused URI (truncated).
@@ -51,24 +54,64 @@ pub enum IdentityError {
     DuplicateSanExtension,
 }
 
-/// An agent's identity as carried in its client certificate.
+/// What a certificate's holder is to the ledger.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// An attesting agent: enrols, asks nonces, submits, reads its tenant.
+    #[default]
+    Agent,
+    /// A person (or their tooling) of the tenant: reads it and acknowledges or resolves
+    /// its incidents; never enrols, asks nonces or submits.
+    Operator,
+}
+
+impl Role {
+    /// The URI path segment naming the role.
+    pub fn segment(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Operator => "operator",
+        }
+    }
+}
+
+/// A caller's identity as carried in its client certificate: an agent's (the usual case,
+/// hence the name) or an operator's.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AgentIdentity {
-    /// The tenant the agent acts for.
+    /// The tenant the caller acts for.
     pub tenant: String,
-    /// The agent's id, unique across the PKI.
+    /// The agent's id (or the operator's name), unique within its tenant and role.
     pub agent_id: String,
+    /// Agent or operator: ids of the two roles never name the same caller.
+    pub role: Role,
 }
 
 impl AgentIdentity {
-    /// Builds an identity, refusing ids that are not 1..=64 characters of `[A-Za-z0-9._-]`.
+    /// Builds an agent identity, refusing ids that are not 1..=64 characters of
+    /// `[A-Za-z0-9._-]`.
     pub fn new(tenant: &str, agent_id: &str) -> Result<Self, IdentityError> {
+        Self::with_role(tenant, Role::Agent, agent_id)
+    }
+
+    /// Builds an operator identity, with the same rules for its name.
+    pub fn operator(tenant: &str, name: &str) -> Result<Self, IdentityError> {
+        Self::with_role(tenant, Role::Operator, name)
+    }
+
+    fn with_role(tenant: &str, role: Role, id: &str) -> Result<Self, IdentityError> {
         check_id("tenant", tenant)?;
-        check_id("agent id", agent_id)?;
+        check_id("agent id", id)?;
         Ok(Self {
             tenant: tenant.to_string(),
-            agent_id: agent_id.to_string(),
+            agent_id: id.to_string(),
+            role,
         })
+    }
+
+    /// Whether this is an operator's identity.
+    pub fn is_operator(&self) -> bool {
+        self.role == Role::Operator
     }
 
     /// Re-checks both ids, since the fields are public and may have been set directly.
@@ -77,16 +120,19 @@ impl AgentIdentity {
         check_id("agent id", &self.agent_id)
     }
 
-    /// The URI SAN form, `spiffe://attestor/tenant/<tenant>/agent/<agent-id>`.
+    /// The URI SAN form, `spiffe://attestor/tenant/<tenant>/agent/<agent-id>` (or
+    /// `.../operator/<name>`).
     pub fn to_uri(&self) -> String {
         format!(
-            "{IDENTITY_URI_PREFIX}{}/agent/{}",
-            self.tenant, self.agent_id
+            "{IDENTITY_URI_PREFIX}{}/{}/{}",
+            self.tenant,
+            self.role.segment(),
+            self.agent_id
         )
     }
 
     /// Parses the URI SAN form strictly: exact scheme and authority, exactly four path
-    /// segments, no query or fragment, valid ids.
+    /// segments (the third `agent` or `operator`), no query or fragment, valid ids.
     pub fn from_uri(uri: &str) -> Result<Self, IdentityError> {
         let invalid = |reason| IdentityError::InvalidUri {
             uri: truncate(uri),
@@ -98,17 +144,22 @@ impl AgentIdentity {
             )
         })?;
         let mut segments = rest.split('/');
-        let (Some(tenant), Some("agent"), Some(agent_id), None) = (
+        let (Some(tenant), Some(role), Some(agent_id), None) = (
             segments.next(),
             segments.next(),
             segments.next(),
             segments.next(),
         ) else {
             return Err(invalid(
-                "expected exactly tenant/<tenant>/agent/<agent-id> as the path",
+                "expected exactly tenant/<tenant>/agent/<agent-id> (or operator/<name>) as the path",
             ));
         };
-        Self::new(tenant, agent_id).map_err(|e| match e {
+        let role = match role {
+            "agent" => Role::Agent,
+            "operator" => Role::Operator,
+            _ => return Err(invalid("the role must be agent or operator")),
+        };
+        Self::with_role(tenant, role, agent_id).map_err(|e| match e {
             IdentityError::InvalidId { reason, .. } => invalid(reason),
             other => other,
         })
@@ -160,7 +211,8 @@ pub fn truncate(s: &str) -> String {
     format!("{}...", &s[..end])
 }
 
-/// Extracts the agent identity from a DER end-entity certificate.
+/// Extracts the caller's identity (an agent's or an operator's) from a DER end-entity
+/// certificate.
 ///
 /// This does not verify the certificate: call it only on a certificate the TLS handshake
 /// has already verified against the CA. Exactly one URI SAN, of the identity form, is
@@ -192,5 +244,38 @@ pub fn certificate_identity(end_entity_der: &[u8]) -> Result<AgentIdentity, Iden
         [] => Err(IdentityError::MissingIdentity),
         [uri] => AgentIdentity::from_uri(uri),
         more => Err(IdentityError::AmbiguousIdentity { count: more.len() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operator_identities_parse_strictly_and_differ_from_agents_of_the_same_name() {
+        let operator =
+            AgentIdentity::from_uri("spiffe://attestor/tenant/t/operator/alice").unwrap();
+        assert!(operator.is_operator());
+        assert_eq!(operator, AgentIdentity::operator("t", "alice").unwrap());
+        assert_ne!(operator, AgentIdentity::new("t", "alice").unwrap());
+        assert_eq!(
+            operator.to_uri(),
+            "spiffe://attestor/tenant/t/operator/alice"
+        );
+        for bad in [
+            "spiffe://attestor/tenant/t/admin/alice",
+            "spiffe://attestor/tenant/t/Operator/alice",
+            "spiffe://attestor/tenant/t/operator/",
+            "spiffe://attestor/tenant/t/operator/alice/x",
+            "spiffe://attestor/tenant/t/operator/al@ce",
+        ] {
+            assert!(
+                matches!(
+                    AgentIdentity::from_uri(bad),
+                    Err(IdentityError::InvalidUri { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 }

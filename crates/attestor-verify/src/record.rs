@@ -61,6 +61,27 @@ pub struct LogRecord {
 /// valid agent id, so no agent can have it.
 pub const POLICY_RECORDER: &str = "@ledger";
 
+/// The agent id of entries recording an incident's state changes (opened, acknowledged,
+/// resolved): the submission holds the [`IncidentRecord`] as JSON, so the incident trail
+/// is as tamper-evident as the attestations. Not a valid agent id either.
+pub const INCIDENT_RECORDER: &str = "@incidents";
+
+/// Whether an entry's agent id is one of the ledger's own recorders rather than an agent.
+pub fn is_recorder(agent_id: &str) -> bool {
+    agent_id.starts_with('@')
+}
+
+/// What an [`INCIDENT_RECORDER`] entry keeps: the change and the incident as it stood
+/// after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentRecord {
+    /// `opened`, `acknowledged` or `resolved`.
+    pub change: String,
+    /// The incident after the change.
+    pub incident: crate::api::Incident,
+}
+
 /// A submission that was summarised instead of kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

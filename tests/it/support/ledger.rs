@@ -20,6 +20,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct LedgerSpec<'a> {
     /// Agents to issue client certificates for, as (agent id, tenant).
     pub agents: &'a [(&'a str, &'a str)],
+    /// Operators to issue client certificates for, as (name, tenant) (quick-start PKI).
+    pub operators: &'a [(&'a str, &'a str)],
     /// Tenants and their expected policy hashes.
     pub tenants: &'a [(&'a str, &'a str)],
     /// Firmware profile; `None` writes one trusting the PKI's CA as EK issuer (for
@@ -129,6 +131,11 @@ impl LedgerProcess {
             .agents
             .iter()
             .map(|(id, tenant)| AgentIdentity::new(tenant, id).unwrap())
+            .chain(
+                spec.operators
+                    .iter()
+                    .map(|(name, tenant)| AgentIdentity::operator(tenant, name).unwrap()),
+            )
             .collect();
         match spec.pki {
             Some(made) => super::agent::copy_dir(made, &dir.path().join("pki")),
@@ -321,6 +328,18 @@ impl LedgerProcess {
         LedgerClient::new(&self.endpoint(), config).unwrap()
     }
 
+    /// A client presenting operator `name`'s certificate (`pki/operators/<name>.pem`).
+    pub fn operator_client(&self, name: &str) -> LedgerClient {
+        let pki = self.dir.path().join("pki");
+        let config = tls::client_config(
+            &pki.join("ca.pem"),
+            &pki.join(format!("operators/{name}.pem")),
+            &pki.join(format!("operators/{name}.key")),
+        )
+        .unwrap();
+        LedgerClient::new(&self.endpoint(), config).unwrap()
+    }
+
     /// The checkpoint verifier key the ledger published.
     pub fn verifier_key(&self) -> String {
         std::fs::read_to_string(self.state_dir().join("checkpoint.vkey"))
@@ -341,15 +360,17 @@ impl Drop for LedgerProcess {
 }
 
 /// Records `agents` (id, tenant) as enrolled in the store the ledger config at `config`
-/// names, with a placeholder AK that no evidence matches.
+/// names, with a placeholder AK that no evidence matches, enrolled now (so they are not
+/// stale, and raise no gap, before the allowed gap passes).
 fn enrol_placeholders(config: &Path, agents: &[(&str, &str)]) {
     let config = attestor_ledger::config::LedgerConfig::load(config).unwrap();
     std::fs::create_dir_all(&config.state_dir).unwrap();
     let store = attestor_ledger::service::open_store(&config).unwrap();
+    let now = attestor_verify::time::now_ms();
     for (id, tenant) in agents {
         let who = AgentIdentity::new(tenant, id).unwrap();
         let record =
-            attestor_ledger::store::AgentRecord::enrolled(&who, b"no EK".to_vec(), vec![0], 0);
+            attestor_ledger::store::AgentRecord::enrolled(&who, b"no EK".to_vec(), vec![0], now);
         store.put_agent(&record).unwrap();
     }
 }

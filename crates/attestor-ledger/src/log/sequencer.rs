@@ -259,6 +259,12 @@ impl Sequencer {
         self.state().term.is_some()
     }
 
+    /// The lease term this replica appends under, `None` while it is a follower: a new
+    /// term means others may have written meanwhile.
+    pub fn term(&self) -> Option<u64> {
+        self.state().term
+    }
+
     /// Stops appending and gives the lease up, for a prompt hand-over at shutdown.
     pub fn resign(&self) -> Result<(), SequencerError> {
         self.state().term = None;

@@ -9,12 +9,15 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
-    from_sql, stored_entry, to_sql, AcceptedState, AgentRecord, AgentStatus, EntryQuery, EntryRow,
-    LedgerStore, NewEntry, StoreError, StoredCheckpoint, StoredEntry, Verdict, MAX_PAGE,
+    from_sql, incident, recorded_state, state_rank, stored_entry, to_sql, unchanged, AcceptedState,
+    ActionOutcome, AgentRecord, AgentStatus, AlertKind, EntryQuery, EntryRow, Incident,
+    IncidentChange, IncidentQuery, IncidentRow, IncidentState, IncidentStates, LedgerStore,
+    NewEntry, NewIncident, StoreError, StoredCheckpoint, StoredEntry, Verdict, INCIDENT_COLUMNS,
+    MAX_PAGE,
 };
 
 /// The newest schema version: the one a fresh database gets and [`UPGRADES`] end at.
-const SCHEMA_VERSION: &str = "6";
+const SCHEMA_VERSION: &str = "7";
 
 /// One upgrade step: the SQL taking a database of version `to - 1` to version `to`.
 struct Upgrade {
@@ -107,7 +110,40 @@ const UPGRADES: &[Upgrade] = &[
               CREATE INDEX entries_submission ON entries (submission_hash)
                   WHERE submission_hash IS NOT NULL;",
     },
+    // Durable incidents.
+    Upgrade {
+        to: 7,
+        sql: INCIDENTS,
+    },
 ];
+
+/// Incidents (schema 7): at most one unresolved per (tenant, agent, kind), which is what
+/// deduplicates raising. Written to be run again harmlessly.
+const INCIDENTS: &str = "
+CREATE TABLE IF NOT EXISTS incidents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    opened_at_ms INTEGER NOT NULL,
+    first_index INTEGER,
+    last_index INTEGER,
+    state TEXT NOT NULL CHECK (state IN ('open', 'acknowledged', 'resolved')),
+    acknowledged_by TEXT,
+    acknowledged_at_ms INTEGER,
+    acknowledged_reason TEXT,
+    resolved_by TEXT,
+    resolved_at_ms INTEGER,
+    resolved_reason TEXT,
+    actions TEXT NOT NULL DEFAULT '[]',
+    recorded TEXT CHECK (recorded IN ('open', 'acknowledged', 'resolved'))
+);
+CREATE UNIQUE INDEX IF NOT EXISTS incidents_unresolved ON incidents (tenant, agent_id, kind)
+    WHERE state <> 'resolved';
+CREATE INDEX IF NOT EXISTS incidents_tenant ON incidents (tenant, id);
+CREATE INDEX IF NOT EXISTS incidents_unrecorded ON incidents (id) WHERE recorded IS NOT state;
+";
 
 /// The current schema, for a new database.
 const SCHEMA: &str = "
@@ -213,6 +249,7 @@ impl EmbeddedStore {
         match version {
             None => {
                 tx.execute_batch(SCHEMA).map_err(db)?;
+                tx.execute_batch(INCIDENTS).map_err(db)?;
                 set_version(&tx)?;
             }
             Some(v) if v == SCHEMA_VERSION => {}
@@ -316,7 +353,287 @@ fn agent_from_row(row: &Row<'_>) -> rusqlite::Result<AgentRecord> {
     })
 }
 
+fn incident_from_row(row: &Row<'_>) -> rusqlite::Result<IncidentRow> {
+    Ok(IncidentRow {
+        id: row.get(0)?,
+        tenant: row.get(1)?,
+        agent_id: row.get(2)?,
+        kind: row.get(3)?,
+        summary: row.get(4)?,
+        opened_at_ms: row.get(5)?,
+        first_index: row.get(6)?,
+        last_index: row.get(7)?,
+        state: row.get(8)?,
+        acknowledged: (row.get(9)?, row.get(10)?, row.get(11)?),
+        resolved: (row.get(12)?, row.get(13)?, row.get(14)?),
+        actions: row.get(15)?,
+    })
+}
+
+fn incident_by_id(
+    conn: &Connection,
+    tenant: &str,
+    id: u64,
+) -> Result<Option<Incident>, StoreError> {
+    let Ok(id) = i64::try_from(id) else {
+        return Ok(None);
+    };
+    conn.prepare_cached(&format!(
+        "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = ?1 AND tenant = ?2"
+    ))
+    .map_err(db)?
+    .query_row(params![id, tenant], incident_from_row)
+    .optional()
+    .map_err(db)?
+    .map(incident)
+    .transpose()
+}
+
+/// Moves one incident of `tenant` to `state` (`acknowledged` from open only, `resolved`
+/// from any unresolved state), recording `change` in that state's columns.
+fn change_incident(
+    conn: &mut Connection,
+    tenant: &str,
+    id: u64,
+    change: &IncidentChange,
+    state: &'static str,
+) -> Result<Incident, StoreError> {
+    let from = if state == "resolved" {
+        "state <> 'resolved'"
+    } else {
+        "state = 'open'"
+    };
+    let tx = conn.transaction().map_err(db)?;
+    let changed = match i64::try_from(id) {
+        Ok(sql_id) => tx
+            .execute(
+                &format!(
+                    "UPDATE incidents SET state = '{state}', {state}_by = ?3, \
+                     {state}_at_ms = ?4, {state}_reason = ?5 \
+                     WHERE id = ?1 AND tenant = ?2 AND {from}"
+                ),
+                params![
+                    sql_id,
+                    tenant,
+                    change.by,
+                    to_sql(change.at_ms)?,
+                    change.reason
+                ],
+            )
+            .map_err(db)?,
+        Err(_) => 0,
+    };
+    let found = incident_by_id(&tx, tenant, id)?;
+    tx.commit().map_err(db)?;
+    match found {
+        Some(incident) if changed == 1 => Ok(incident),
+        other => Err(unchanged(tenant, id, other, state)),
+    }
+}
+
 impl LedgerStore for EmbeddedStore {
+    fn raise_incident(&self, new: &NewIncident) -> Result<(Incident, bool), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        let index = new.index.map(to_sql).transpose()?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO incidents (tenant, agent_id, kind, summary, opened_at_ms, \
+                 first_index, last_index, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 'open') \
+                 ON CONFLICT (tenant, agent_id, kind) WHERE state <> 'resolved' DO NOTHING",
+                params![
+                    new.tenant,
+                    new.agent_id,
+                    new.kind.name(),
+                    new.summary,
+                    to_sql(new.at_ms)?,
+                    index
+                ],
+            )
+            .map_err(db)?
+            == 1;
+        if !inserted {
+            tx.execute(
+                "UPDATE incidents SET summary = ?4, last_index = coalesce(?5, last_index), \
+                 first_index = coalesce(first_index, ?5) \
+                 WHERE tenant = ?1 AND agent_id = ?2 AND kind = ?3 AND state <> 'resolved'",
+                params![
+                    new.tenant,
+                    new.agent_id,
+                    new.kind.name(),
+                    new.summary,
+                    index
+                ],
+            )
+            .map_err(db)?;
+        }
+        let row = tx
+            .query_row(
+                &format!(
+                    "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE tenant = ?1 \
+                     AND agent_id = ?2 AND kind = ?3 AND state <> 'resolved'"
+                ),
+                params![new.tenant, new.agent_id, new.kind.name()],
+                incident_from_row,
+            )
+            .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok((incident(row)?, inserted))
+    }
+
+    fn incident(&self, tenant: &str, id: u64) -> Result<Option<Incident>, StoreError> {
+        incident_by_id(&self.conn(), tenant, id)
+    }
+
+    fn incidents(&self, q: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
+        let state = match q.states {
+            None => "1",
+            Some(IncidentStates::Unresolved) => "state <> 'resolved'",
+            Some(IncidentStates::Only(_)) => "state = ?2",
+        };
+        let since = if q.since_ms.is_some() {
+            "(state <> 'resolved' OR resolved_at_ms >= ?3)"
+        } else {
+            "1"
+        };
+        let sql = format!(
+            "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE (?1 IS NULL OR tenant = ?1) \
+             AND {state} AND {since} ORDER BY id DESC LIMIT ?4"
+        );
+        let only = match q.states {
+            Some(IncidentStates::Only(s)) => Some(s.name()),
+            _ => None,
+        };
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
+        let rows = stmt
+            .query_map(
+                params![
+                    q.tenant,
+                    only,
+                    q.since_ms.map(to_sql).transpose()?,
+                    q.limit.min(MAX_PAGE)
+                ],
+                incident_from_row,
+            )
+            .map_err(db)?;
+        let mut found = rows
+            .map(|r| incident(r.map_err(db)?))
+            .collect::<Result<Vec<_>, _>>()?;
+        found.reverse();
+        Ok(found)
+    }
+
+    fn acknowledge_incident(
+        &self,
+        tenant: &str,
+        id: u64,
+        change: &IncidentChange,
+    ) -> Result<Incident, StoreError> {
+        change_incident(&mut self.conn(), tenant, id, change, "acknowledged")
+    }
+
+    fn resolve_incident(
+        &self,
+        tenant: &str,
+        id: u64,
+        change: &IncidentChange,
+    ) -> Result<Incident, StoreError> {
+        change_incident(&mut self.conn(), tenant, id, change, "resolved")
+    }
+
+    fn resolve_incidents_of(
+        &self,
+        tenant: &str,
+        agent_id: &str,
+        kinds: &[AlertKind],
+        change: &IncidentChange,
+    ) -> Result<Vec<Incident>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        let mut resolved = Vec::new();
+        for kind in kinds {
+            let id: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM incidents WHERE tenant = ?1 AND agent_id = ?2 \
+                     AND kind = ?3 AND state <> 'resolved'",
+                    params![tenant, agent_id, kind.name()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            let Some(id) = id else { continue };
+            tx.execute(
+                "UPDATE incidents SET state = 'resolved', resolved_by = ?2, \
+                 resolved_at_ms = ?3, resolved_reason = ?4 WHERE id = ?1",
+                params![id, change.by, to_sql(change.at_ms)?, change.reason],
+            )
+            .map_err(db)?;
+            resolved.extend(incident_by_id(&tx, tenant, from_sql(id)?)?);
+        }
+        tx.commit().map_err(db)?;
+        Ok(resolved)
+    }
+
+    fn mark_recorded(&self, tenant: &str, id: u64, state: IncidentState) -> Result<(), StoreError> {
+        let sql = format!(
+            "UPDATE incidents SET recorded = ?3 WHERE id = ?1 AND tenant = ?2 \
+             AND (recorded IS NULL OR {} < {})",
+            state_rank("recorded"),
+            state_rank("?3")
+        );
+        self.conn()
+            .execute(&sql, params![to_sql(id)?, tenant, state.name()])
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn unrecorded_incidents(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(Incident, Option<IncidentState>)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {INCIDENT_COLUMNS}, recorded FROM incidents \
+                 WHERE recorded IS NOT state ORDER BY id LIMIT ?1"
+            ))
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([limit.min(MAX_PAGE)], |row| {
+                Ok((incident_from_row(row)?, row.get::<_, Option<String>>(16)?))
+            })
+            .map_err(db)?;
+        rows.map(|row| {
+            let (row, recorded) = row.map_err(db)?;
+            Ok((incident(row)?, recorded_state(recorded)?))
+        })
+        .collect()
+    }
+
+    fn record_action(
+        &self,
+        tenant: &str,
+        id: u64,
+        outcome: &ActionOutcome,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        let mut found = incident_by_id(&tx, tenant, id)?.ok_or(StoreError::UnknownIncident {
+            tenant: tenant.to_string(),
+            id,
+        })?;
+        found.actions.push(outcome.clone());
+        let actions = serde_json::to_string(&found.actions)
+            .map_err(|e| StoreError::Corrupt(format!("incident {id} actions: {e}")))?;
+        tx.execute(
+            "UPDATE incidents SET actions = ?2 WHERE id = ?1",
+            params![to_sql(id)?, actions],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)
+    }
+
     fn append(&self, entries: &[NewEntry]) -> Result<u64, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db)?;

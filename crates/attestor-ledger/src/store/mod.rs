@@ -16,6 +16,7 @@ pub mod postgres_tls;
 use std::time::Duration;
 
 pub use attestor_verify::api::Verdict;
+pub use attestor_verify::api::{ActionOutcome, AlertKind, Incident, IncidentChange, IncidentState};
 use thiserror::Error;
 
 use attestor_net::tls::AgentIdentity;
@@ -45,6 +46,14 @@ pub enum StoreError {
     NotSequencer,
     #[error("checkpoint key transition {0} is already recorded (another replica rotated)")]
     KeyTransitionExists(u64),
+    #[error("no incident {id} of tenant {tenant:?}")]
+    UnknownIncident { tenant: String, id: u64 },
+    #[error("incident {id} is {}: it cannot be {wanted}", state.name())]
+    IncidentState {
+        id: u64,
+        state: IncidentState,
+        wanted: &'static str,
+    },
     #[error("store schema version {found} is not the supported {expected}")]
     SchemaVersion {
         found: String,
@@ -237,6 +246,145 @@ pub struct StoredCheckpoint {
     pub created_at_ms: u64,
 }
 
+/// An incident to raise: a kind of trouble with one agent, and the log entry showing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewIncident {
+    pub tenant: String,
+    pub agent_id: String,
+    pub kind: AlertKind,
+    pub summary: String,
+    pub at_ms: u64,
+    /// The entry that showed it (none for a gap, shown by an absence).
+    pub index: Option<u64>,
+}
+
+/// Which incidents a listing returns, by state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncidentStates {
+    /// Exactly this state.
+    Only(IncidentState),
+    /// Open or acknowledged.
+    Unresolved,
+}
+
+impl IncidentStates {
+    /// `open`, `acknowledged`, `resolved` or `unresolved`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "unresolved" => Some(IncidentStates::Unresolved),
+            other => IncidentState::parse(other).map(IncidentStates::Only),
+        }
+    }
+}
+
+/// Filters of an incident listing; all present filters must hold. Results ascend by id:
+/// the latest `limit` that match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentQuery {
+    /// Mandatory scope for callers; `None` only for the ledger itself.
+    pub tenant: Option<String>,
+    pub states: Option<IncidentStates>,
+    /// Only incidents not resolved before this time (Unix ms): those that were unresolved
+    /// at some moment since.
+    pub since_ms: Option<u64>,
+    pub limit: u32,
+}
+
+/// The columns of an incident row, in the order both SQL backends select them.
+const INCIDENT_COLUMNS: &str = "id, tenant, agent_id, kind, summary, opened_at_ms, \
+     first_index, last_index, state, acknowledged_by, acknowledged_at_ms, acknowledged_reason, \
+     resolved_by, resolved_at_ms, resolved_reason, actions";
+
+/// An incident row as both SQL backends read it (`actions` as JSON text).
+#[derive(Debug)]
+struct IncidentRow {
+    id: i64,
+    tenant: String,
+    agent_id: String,
+    kind: String,
+    summary: String,
+    opened_at_ms: i64,
+    first_index: Option<i64>,
+    last_index: Option<i64>,
+    state: String,
+    acknowledged: (Option<String>, Option<i64>, Option<String>),
+    resolved: (Option<String>, Option<i64>, Option<String>),
+    actions: String,
+}
+
+fn incident_change(
+    (by, at, reason): (Option<String>, Option<i64>, Option<String>),
+) -> Result<Option<IncidentChange>, StoreError> {
+    Ok(match (by, at, reason) {
+        (Some(by), Some(at), Some(reason)) => Some(IncidentChange {
+            by,
+            at_ms: from_sql(at)?,
+            reason,
+        }),
+        (None, None, None) => None,
+        _ => {
+            return Err(StoreError::Corrupt(
+                "a half-recorded incident change".into(),
+            ))
+        }
+    })
+}
+
+/// The stored name of an alert kind, back to the kind.
+fn alert_kind(name: &str) -> Result<AlertKind, StoreError> {
+    serde_json::from_value(serde_json::Value::String(name.to_string()))
+        .map_err(|_| StoreError::Corrupt(format!("incident kind {name:?}")))
+}
+
+fn incident(row: IncidentRow) -> Result<Incident, StoreError> {
+    let state = IncidentState::parse(&row.state)
+        .ok_or_else(|| StoreError::Corrupt(format!("incident state {:?}", row.state)))?;
+    Ok(Incident {
+        id: from_sql(row.id)?,
+        kind: alert_kind(&row.kind)?,
+        tenant: row.tenant,
+        agent_id: row.agent_id,
+        summary: row.summary,
+        opened_at_ms: from_sql(row.opened_at_ms)?,
+        first_index: row.first_index.map(from_sql).transpose()?,
+        last_index: row.last_index.map(from_sql).transpose()?,
+        state,
+        acknowledged: incident_change(row.acknowledged)?,
+        resolved: incident_change(row.resolved)?,
+        actions: serde_json::from_str(&row.actions)
+            .map_err(|e| StoreError::Corrupt(format!("incident {} actions: {e}", row.id)))?,
+    })
+}
+
+/// SQL ranking a state column (or parameter) in the order an incident moves.
+fn state_rank(expr: &str) -> String {
+    format!("(CASE {expr} WHEN 'open' THEN 0 WHEN 'acknowledged' THEN 1 ELSE 2 END)")
+}
+
+fn recorded_state(text: Option<String>) -> Result<Option<IncidentState>, StoreError> {
+    text.map(|t| {
+        IncidentState::parse(&t)
+            .ok_or_else(|| StoreError::Corrupt(format!("recorded incident state {t:?}")))
+    })
+    .transpose()
+}
+
+/// Why acknowledging or resolving `id` changed nothing: it is not the tenant's, or its
+/// state does not allow it.
+fn unchanged(tenant: &str, id: u64, found: Option<Incident>, wanted: &'static str) -> StoreError {
+    match found {
+        None => StoreError::UnknownIncident {
+            tenant: tenant.to_string(),
+            id,
+        },
+        Some(incident) => StoreError::IncidentState {
+            id,
+            state: incident.state,
+            wanted,
+        },
+    }
+}
+
 /// SQL engines store integers as i64; indexes and times beyond that are refused, not
 /// wrapped.
 fn to_sql(v: u64) -> Result<i64, StoreError> {
@@ -356,6 +504,53 @@ pub trait LedgerStore: Send + Sync {
     fn agent_statuses(&self) -> Result<Vec<AgentStatus>, StoreError>;
     /// Revokes an agent: its submissions are refused from now on.
     fn revoke_agent(&self, tenant: &str, agent_id: &str) -> Result<(), StoreError>;
+
+    /// Raises an incident: opens one, unless one of the same (tenant, agent, kind) is
+    /// unresolved, which is then extended (its latest evidence and summary). At most one
+    /// is unresolved per (tenant, agent, kind), whichever replica raises it. Returns the
+    /// incident and whether it is new.
+    fn raise_incident(&self, new: &NewIncident) -> Result<(Incident, bool), StoreError>;
+    /// One incident of `tenant`.
+    fn incident(&self, tenant: &str, id: u64) -> Result<Option<Incident>, StoreError>;
+    /// Incidents matching a query, ascending by id.
+    fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>, StoreError>;
+    /// Acknowledges an open incident of `tenant`.
+    fn acknowledge_incident(
+        &self,
+        tenant: &str,
+        id: u64,
+        change: &IncidentChange,
+    ) -> Result<Incident, StoreError>;
+    /// Resolves an unresolved incident of `tenant`.
+    fn resolve_incident(
+        &self,
+        tenant: &str,
+        id: u64,
+        change: &IncidentChange,
+    ) -> Result<Incident, StoreError>;
+    /// Resolves the agent's unresolved incidents of `kinds`; returns those it resolved.
+    fn resolve_incidents_of(
+        &self,
+        tenant: &str,
+        agent_id: &str,
+        kinds: &[AlertKind],
+        change: &IncidentChange,
+    ) -> Result<Vec<Incident>, StoreError>;
+    /// Notes that the log holds the change to `state` of an incident (never moving back).
+    fn mark_recorded(&self, tenant: &str, id: u64, state: IncidentState) -> Result<(), StoreError>;
+    /// Up to `limit` incidents whose latest change is not in the log yet, with the latest
+    /// state that is (none: not even the opening).
+    fn unrecorded_incidents(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(Incident, Option<IncidentState>)>, StoreError>;
+    /// Adds what an automated action did to an incident.
+    fn record_action(
+        &self,
+        tenant: &str,
+        id: u64,
+        outcome: &ActionOutcome,
+    ) -> Result<(), StoreError>;
 
     /// Takes or renews this handle's sequencer lease. `Some(term)` while this handle may
     /// append (the term changes whenever the lease changed hands, so a new term means

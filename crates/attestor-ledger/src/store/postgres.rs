@@ -41,9 +41,16 @@ use tokio_postgres::{Client, Config, NoTls, Row};
 use super::postgres_tls::PostgresTls;
 
 use super::{
-    from_sql, stored_entry, to_sql, AcceptedState, AgentRecord, AgentStatus, EntryQuery, EntryRow,
-    LedgerStore, NewEntry, StoreError, StoredCheckpoint, StoredEntry, Verdict, MAX_PAGE,
+    from_sql, incident, recorded_state, state_rank, stored_entry, to_sql, unchanged, AcceptedState,
+    ActionOutcome, AgentRecord, AgentStatus, AlertKind, EntryQuery, EntryRow, Incident,
+    IncidentChange, IncidentQuery, IncidentRow, IncidentState, IncidentStates, LedgerStore,
+    NewEntry, NewIncident, StoreError, StoredCheckpoint, StoredEntry, Verdict, MAX_PAGE,
 };
+
+/// [`super::INCIDENT_COLUMNS`] with the actions as text.
+const INCIDENT_COLUMNS: &str = "id, tenant, agent_id, kind, summary, opened_at_ms, \
+     first_index, last_index, state, acknowledged_by, acknowledged_at_ms, acknowledged_reason, \
+     resolved_by, resolved_at_ms, resolved_reason, actions::TEXT";
 
 /// Lease length when the configuration names none: a dead sequencer is replaced after
 /// at most this long.
@@ -98,10 +105,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "0006_late_verdict",
         sql: include_str!("../../migrations/postgres/0006_late_verdict.sql"),
     },
+    Migration {
+        version: 7,
+        name: "0007_incidents",
+        sql: include_str!("../../migrations/postgres/0007_incidents.sql"),
+    },
 ];
 
 /// The newest schema version this build knows (the last of [`MIGRATIONS`]).
-const SCHEMA_VERSION: &str = "6";
+const SCHEMA_VERSION: &str = "7";
 
 const ENTRY_COLUMNS: &str =
     "idx, received_at_ms, tenant, agent_id, verdict, attestation_id, leaf, leaf_hash";
@@ -256,6 +268,23 @@ fn agent_row(row: &Row) -> Result<AgentRecord, Failure> {
             tpm_clock: clock,
         }),
     })
+}
+
+fn incident_row(row: &Row) -> Result<Incident, Failure> {
+    Ok(incident(IncidentRow {
+        id: col(row, 0)?,
+        tenant: col(row, 1)?,
+        agent_id: col(row, 2)?,
+        kind: col(row, 3)?,
+        summary: col(row, 4)?,
+        opened_at_ms: col(row, 5)?,
+        first_index: col(row, 6)?,
+        last_index: col(row, 7)?,
+        state: col(row, 8)?,
+        acknowledged: (col(row, 9)?, col(row, 10)?, col(row, 11)?),
+        resolved: (col(row, 12)?, col(row, 13)?, col(row, 14)?),
+        actions: col(row, 15)?,
+    })?)
 }
 
 fn checkpoint_row(row: &Row) -> Result<StoredCheckpoint, Failure> {
@@ -879,7 +908,244 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// Moves one incident of `tenant` to `state` (`acknowledged` from open only,
+    /// `resolved` from any unresolved state), recording `change` in that state's columns.
+    fn change_incident(
+        &self,
+        tenant: &str,
+        id: u64,
+        change: &IncidentChange,
+        state: &'static str,
+    ) -> Result<Incident, StoreError> {
+        let Ok(sql_id) = i64::try_from(id) else {
+            return Err(unchanged(tenant, id, None, state));
+        };
+        let from = if state == "resolved" {
+            "state <> 'resolved'"
+        } else {
+            "state = 'open'"
+        };
+        let (tenant, by, at, reason) = (
+            tenant.to_string(),
+            change.by.clone(),
+            to_sql(change.at_ms)?,
+            change.reason.clone(),
+        );
+        let (changed, tenant) = self.run(async move |db: Rc<Inner>| {
+            let sql = format!(
+                "UPDATE incidents SET state = '{state}', {state}_by = $3, {state}_at_ms = $4, \
+                 {state}_reason = $5 WHERE id = $1 AND tenant = $2 AND {from} \
+                 RETURNING {INCIDENT_COLUMNS}"
+            );
+            let rows = db
+                .rows(&sql, &[&sql_id, &tenant, &by, &at, &reason])
+                .await?;
+            Ok((first(rows, incident_row)?, tenant))
+        })?;
+        match changed {
+            Some(incident) => Ok(incident),
+            None => Err(unchanged(&tenant, id, self.incident(&tenant, id)?, state)),
+        }
+    }
+}
+
 impl LedgerStore for PostgresStore {
+    fn raise_incident(&self, new: &NewIncident) -> Result<(Incident, bool), StoreError> {
+        let new = new.clone();
+        let at = to_sql(new.at_ms)?;
+        let index = new.index.map(to_sql).transpose()?;
+        self.run(async move |db: Rc<Inner>| {
+            let kind = new.kind.name();
+            // Insert, or extend the unresolved one; a racing replica's insert or an
+            // operator's resolve in between sends it round again.
+            for _ in 0..3 {
+                let inserted = db
+                    .rows(
+                        &format!(
+                            "INSERT INTO incidents (tenant, agent_id, kind, summary, \
+                             opened_at_ms, first_index, last_index, state) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $6, 'open') \
+                             ON CONFLICT (tenant, agent_id, kind) WHERE state <> 'resolved' \
+                             DO NOTHING RETURNING {INCIDENT_COLUMNS}"
+                        ),
+                        &[&new.tenant, &new.agent_id, &kind, &new.summary, &at, &index],
+                    )
+                    .await?;
+                if let Some(incident) = first(inserted, incident_row)? {
+                    return Ok((incident, true));
+                }
+                let extended = db
+                    .rows(
+                        &format!(
+                            "UPDATE incidents SET summary = $4, \
+                             last_index = coalesce($5, last_index), \
+                             first_index = coalesce(first_index, $5) \
+                             WHERE tenant = $1 AND agent_id = $2 AND kind = $3 \
+                             AND state <> 'resolved' RETURNING {INCIDENT_COLUMNS}"
+                        ),
+                        &[&new.tenant, &new.agent_id, &kind, &new.summary, &index],
+                    )
+                    .await?;
+                if let Some(incident) = first(extended, incident_row)? {
+                    return Ok((incident, false));
+                }
+            }
+            Err(StoreError::Database(
+                "the incident kept changing while it was raised".into(),
+            ))
+        })
+    }
+
+    fn incident(&self, tenant: &str, id: u64) -> Result<Option<Incident>, StoreError> {
+        let Ok(id) = i64::try_from(id) else {
+            return Ok(None);
+        };
+        let tenant = tenant.to_string();
+        self.run(async move |db: Rc<Inner>| {
+            let sql =
+                format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = $1 AND tenant = $2");
+            first(db.rows(&sql, &[&id, &tenant]).await?, incident_row)
+        })
+    }
+
+    fn incidents(&self, q: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
+        let state = match q.states {
+            None => "TRUE",
+            Some(IncidentStates::Unresolved) => "state <> 'resolved'",
+            Some(IncidentStates::Only(_)) => "state = $2",
+        };
+        let since = if q.since_ms.is_some() {
+            "(state <> 'resolved' OR resolved_at_ms >= $3)"
+        } else {
+            "TRUE"
+        };
+        let sql = format!(
+            "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE ($1::TEXT IS NULL OR tenant = $1) \
+             AND ($2::TEXT IS NULL OR {state}) AND ($3::BIGINT IS NULL OR {since}) \
+             ORDER BY id DESC LIMIT $4"
+        );
+        let only = match q.states {
+            Some(IncidentStates::Only(s)) => Some(s.name().to_string()),
+            Some(IncidentStates::Unresolved) => Some("unresolved".to_string()),
+            None => None,
+        };
+        let (tenant, since_ms, limit) = (
+            q.tenant.clone(),
+            q.since_ms.map(to_sql).transpose()?,
+            i64::from(q.limit.min(MAX_PAGE)),
+        );
+        self.run(async move |db: Rc<Inner>| {
+            let rows = db.rows(&sql, &[&tenant, &only, &since_ms, &limit]).await?;
+            let mut found = all(rows, incident_row)?;
+            found.reverse();
+            Ok(found)
+        })
+    }
+
+    fn acknowledge_incident(
+        &self,
+        tenant: &str,
+        id: u64,
+        change: &IncidentChange,
+    ) -> Result<Incident, StoreError> {
+        self.change_incident(tenant, id, change, "acknowledged")
+    }
+
+    fn resolve_incident(
+        &self,
+        tenant: &str,
+        id: u64,
+        change: &IncidentChange,
+    ) -> Result<Incident, StoreError> {
+        self.change_incident(tenant, id, change, "resolved")
+    }
+
+    fn resolve_incidents_of(
+        &self,
+        tenant: &str,
+        agent_id: &str,
+        kinds: &[AlertKind],
+        change: &IncidentChange,
+    ) -> Result<Vec<Incident>, StoreError> {
+        let kinds: Vec<String> = kinds.iter().map(|k| k.name().to_string()).collect();
+        let (tenant, agent_id) = (tenant.to_string(), agent_id.to_string());
+        let (by, at, reason) = (
+            change.by.clone(),
+            to_sql(change.at_ms)?,
+            change.reason.clone(),
+        );
+        self.run(async move |db: Rc<Inner>| {
+            let sql = format!(
+                "UPDATE incidents SET state = 'resolved', resolved_by = $4, \
+                 resolved_at_ms = $5, resolved_reason = $6 WHERE tenant = $1 \
+                 AND agent_id = $2 AND kind = ANY($3) AND state <> 'resolved' \
+                 RETURNING {INCIDENT_COLUMNS}"
+            );
+            let rows = db
+                .rows(&sql, &[&tenant, &agent_id, &kinds, &by, &at, &reason])
+                .await?;
+            all(rows, incident_row)
+        })
+    }
+
+    fn mark_recorded(&self, tenant: &str, id: u64, state: IncidentState) -> Result<(), StoreError> {
+        let sql = format!(
+            "UPDATE incidents SET recorded = $3 WHERE id = $1 AND tenant = $2 \
+             AND (recorded IS NULL OR {} < {})",
+            state_rank("recorded"),
+            state_rank("$3::TEXT")
+        );
+        let (id, tenant) = (to_sql(id)?, tenant.to_string());
+        self.run(async move |db: Rc<Inner>| {
+            db.execute(&sql, &[&id, &tenant, &state.name()])
+                .await
+                .map(drop)
+        })
+    }
+
+    fn unrecorded_incidents(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(Incident, Option<IncidentState>)>, StoreError> {
+        let limit = i64::from(limit.min(MAX_PAGE));
+        self.run(async move |db: Rc<Inner>| {
+            let sql = format!(
+                "SELECT {INCIDENT_COLUMNS}, recorded FROM incidents \
+                 WHERE recorded IS DISTINCT FROM state ORDER BY id LIMIT $1"
+            );
+            let rows = db.rows(&sql, &[&limit]).await?;
+            all(rows, |row| {
+                let recorded: Option<String> = col(row, 16)?;
+                Ok((incident_row(row)?, recorded_state(recorded)?))
+            })
+        })
+    }
+
+    fn record_action(
+        &self,
+        tenant: &str,
+        id: u64,
+        outcome: &ActionOutcome,
+    ) -> Result<(), StoreError> {
+        let one = serde_json::to_string(&[outcome])
+            .map_err(|e| StoreError::Corrupt(format!("incident {id} action: {e}")))?;
+        let (tenant, sql_id) = (tenant.to_string(), to_sql(id)?);
+        self.run(async move |db: Rc<Inner>| {
+            let n = db
+                .execute(
+                    "UPDATE incidents SET actions = actions || $3::TEXT::JSONB \
+                     WHERE id = $1 AND tenant = $2",
+                    &[&sql_id, &tenant, &one],
+                )
+                .await?;
+            if n == 0 {
+                return Err(StoreError::UnknownIncident { tenant, id });
+            }
+            Ok(())
+        })
+    }
+
     fn append(&self, entries: &[NewEntry]) -> Result<u64, StoreError> {
         let entries = entries.to_vec();
         self.run(async move |db: Rc<Inner>| db.append(&entries).await)

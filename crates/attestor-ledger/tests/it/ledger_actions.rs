@@ -13,6 +13,12 @@ use attestor_ledger::actions::{
     AlertKind, Incident, OnOutcome, TenantActions,
 };
 use attestor_ledger::config::{LedgerConfig, LedgerConfigError};
+use attestor_ledger::incidents::IncidentBook;
+use attestor_ledger::log::batcher::{Batcher, DEFAULT_MAX_BATCH};
+use attestor_ledger::log::sequencer::Sequencer;
+use attestor_ledger::store::embedded::EmbeddedStore;
+use attestor_ledger::store::LedgerStore;
+use attestor_verify::log::checkpoint::CheckpointSigner;
 use attestor_verify::api::IncidentState;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
@@ -21,6 +27,15 @@ use crate::support::wait_for;
 
 /// Guards a test against hanging forever; never a measure of speed.
 const PATIENCE: Duration = Duration::from_secs(120);
+
+/// A durable incident book on a fresh embedded store with its own log.
+fn incident_book(dir: &Path) -> IncidentBook {
+    let store: Arc<dyn LedgerStore> = Arc::new(EmbeddedStore::open(&dir.join("ledger.db")).unwrap());
+    let signer = CheckpointSigner::generate("attestor.test/actions").unwrap();
+    let sequencer = Arc::new(Sequencer::open(store.clone(), signer, "attestor.test/actions").unwrap());
+    let (batcher, _writer) = Batcher::start(sequencer.clone(), DEFAULT_MAX_BATCH);
+    IncidentBook::new(store, sequencer, batcher)
+}
 
 fn incident(kind: AlertKind, tenant: &str, agent_id: &str) -> Incident {
     Incident {
@@ -675,10 +690,15 @@ fn a_hanging_action_delays_no_later_alert_and_stops_with_the_ledger() {
                 max_concurrent_actions: 8,
             },
             dir.path().to_path_buf(),
+            incident_book(dir.path()),
         );
-        alerter.fire(AlertKind::PolicyDrift, "acme", "a1", "drift".into());
+        alerter
+            .fire(AlertKind::PolicyDrift, "acme", "a1", "drift".into(), None, None)
+            .await;
         crate::support::wait_until(PATIENCE, "the action to start", || started().len() == 2).await;
-        alerter.fire(AlertKind::InvalidAttestation, "acme", "a2", "forged".into());
+        alerter
+            .fire(AlertKind::InvalidAttestation, "acme", "a2", "forged".into(), None, None)
+            .await;
         loop {
             let (_, body) = tokio::time::timeout(PATIENCE, requests.recv())
                 .await

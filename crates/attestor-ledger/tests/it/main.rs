@@ -5,6 +5,7 @@
 
 mod support;
 
+mod incident_store;
 mod ledger_actions;
 mod ledger_sequencer;
 mod ledger_store;

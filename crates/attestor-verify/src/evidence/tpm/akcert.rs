@@ -206,6 +206,12 @@ impl AkCertificate {
                 if uri.as_str().starts_with(IDENTITY_URI_PREFIX) =>
             {
                 let agent = AgentIdentity::from_uri(uri.as_str())?;
+                if agent.is_operator() {
+                    return Err(AkCertError::Identity(IdentityError::InvalidUri {
+                        uri: agent.to_uri(),
+                        reason: "an AK certificate names an agent, not an operator",
+                    }));
+                }
                 if self.agent.replace(agent).is_some() {
                     return Err(AkCertError::Ambiguous("agent"));
                 }
