@@ -31,7 +31,7 @@ attestor_swtpm_profile "$work" "$work/profile.toml"
 echo "TCTI $SWTPM_TCTI"
 
 step "quick-start PKI (not for production): a CA, the ledger's and the agent's certificates"
-$attestor pki init "$work/pki" --agent agent-1:demo --ledger-host 127.0.0.1 >/dev/null
+$attestor pki init "$work/pki" --agent agent-1:demo --operator oncall:demo --ledger-host 127.0.0.1 >/dev/null
 ls "$work/pki" "$work/pki/agents"
 
 # A private copy of the example agent, so the demo can change its policy.
@@ -143,7 +143,15 @@ query agents
 step "the log only grew: consistency from size $first_size to now"
 query checkpoint --since "$first_size"
 
-step "release gate for tenant demo (exit 0: every agent attested within 5 minutes, no open alert)"
+step "the forced reseal is a policy-drift incident: it fails the gate until an operator resolves it"
+query_incidents() { $attestor incidents --config "$config" --log-key "$work/ledger-state/checkpoint.vkey" "$@"; }
+query_incidents list
+drift_id=$(query_incidents --json list | python3 -c 'import json,sys; print(next(i["id"] for i in json.load(sys.stdin) if i["kind"] == "policy-drift"))')
+$attestor incidents --ledger "https://127.0.0.1:$port" --ca "$work/pki/ca.pem" \
+    --cert "$work/pki/operators/oncall.pem" --key "$work/pki/operators/oncall.key" \
+    resolve "$drift_id" --reason "unapproved reseal reverted and resealed with the approved policy"
+
+step "release gate for tenant demo (exit 0: every agent attested within 5 minutes, no open incident)"
 $attestor gate --config "$config" --tenant demo --max-age 5m
 
 step "metrics (Prometheus) and the dashboard"

@@ -45,18 +45,48 @@ pub(crate) async fn gate(
             ));
         }
     }
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let window_start_ms =
+        now_ms.saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX));
     let agents = client.agents().await.map_err(fail)?.agents;
     let latest = client.latest_healthy().await.map_err(fail)?.entries;
-    let alerts = client.alerts().await.map_err(fail)?.alerts;
+    let mut incidents = client
+        .incidents("state=unresolved")
+        .await
+        .map_err(fail)?
+        .incidents;
+    incidents.extend(
+        client
+            .incidents(&format!("state=resolved&since_ms={window_start_ms}"))
+            .await
+            .map_err(fail)?
+            .incidents,
+    );
+    let mut refused = Vec::new();
+    let mut after = None;
+    loop {
+        let cursor = after.map(|a| format!("&after={a}")).unwrap_or_default();
+        let page = client
+            .entries(&format!(
+                "verdict=refused&from={window_start_ms}&limit=1000{cursor}"
+            ))
+            .await
+            .map_err(fail)?;
+        refused.extend(page.entries);
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
     let fleet = Fleet {
         tenant: &expected,
         agents: &agents,
         latest_accepted: &latest,
-        open_alerts: &alerts,
+        incidents: &incidents,
+        refused: &refused,
     };
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let findings = evaluate(&fleet, only, max_age, now_ms);
     let pass = !findings.is_empty() && findings.iter().all(|f| f.pass);
     match format {

@@ -132,14 +132,14 @@ impl Drop for Nginx {
 }
 
 /// An HTTP answer: status, headers (lowercase names), body.
-struct Answer {
-    status: u16,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
     headers: HashMap<String, String>,
     body: String,
 }
 
 impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(String::as_str)
     }
 }
@@ -175,7 +175,7 @@ fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Ans
     }
 }
 
-fn identity(tenant: &str, agent: &str) -> String {
+pub(crate) fn identity(tenant: &str, agent: &str) -> String {
     format!("spiffe://attestor/tenant/{tenant}/agent/{agent}")
 }
 
@@ -225,7 +225,7 @@ fn hang_up(ledger: &LedgerProcess) {
 }
 
 /// Envoy's ext_authz HTTP service: the original method and path under the prefix.
-fn envoy(ledger: &LedgerProcess, method: &str, who: Option<&str>) -> Answer {
+pub(crate) fn envoy(ledger: &LedgerProcess, method: &str, who: Option<&str>) -> Answer {
     let headers: Vec<(&str, &str)> = who
         .map(|w| ("x-attestor-identity", w))
         .into_iter()

@@ -228,15 +228,46 @@ async fn attest(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_raise_one_incident_for_an_ongoing_drift_across_a_fail_over() {
+async fn replicas_raise_one_incident_and_run_one_rollback_for_an_ongoing_drift_across_a_fail_over()
+{
     let url = crate::support::postgres::database();
     let fixture = AgentFixture::new();
     let policy_hash = hex::encode(fixture.kernel().policy_hash);
+    // The tenant's rollback hook, on both replicas: each run appends the incident it got.
+    let hooks = tempfile::tempdir().unwrap();
+    let (rollback, runs) = (hooks.path().join("rollback.sh"), hooks.path().join("runs"));
+    std::fs::write(
+        &rollback,
+        format!(
+            "#!/bin/sh\ncat >> {}\necho >> {}\n",
+            runs.display(),
+            runs.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &rollback,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let rollbacks = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&runs)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let extra = format!(
+        "[tenants.acme.actions]\non_drift = [\"{}\"]\n",
+        rollback.display()
+    );
     let spec = LedgerSpec {
         agents: &[("a1", "acme")],
         operators: &[("oncall", "acme")],
         tenants: &[("acme", &policy_hash)],
         profile: Some(&fixture.profile_path),
+        extra: &extra,
         ..LedgerSpec::default()
     };
     let mut first = LedgerProcess::start_on_postgres(&spec, &url, 2);
@@ -271,8 +302,34 @@ async fn replicas_raise_one_incident_for_an_ongoing_drift_across_a_fail_over() {
         .unwrap_err();
     assert!(refused_with(&e, 503, "not-sequencer"), "{e}");
 
-    // The sequencer dies; the other replica takes over and sees the same drift.
+    crate::support::wait_until(Duration::from_secs(60), "the rollback hook to run", || {
+        !rollbacks().is_empty()
+    })
+    .await;
+
+    // Both replicas' enforcement points block the drifted agent, from the shared log.
+    let a1 = crate::enforcement::identity("acme", "a1");
+    let blocked = |ledger: &LedgerProcess| {
+        let answer = crate::enforcement::envoy(ledger, "GET", Some(&a1));
+        answer.status == 403 && answer.header("x-attestor-reason") == Some("drift")
+    };
+    crate::support::wait_for(Duration::from_secs(20), "both replicas to block", || {
+        blocked(&first) && blocked(&second)
+    });
+
+    // The sequencer dies; the other replica takes over and sees the same drift. Its
+    // enforcement point never depended on the sequencer: it answers block at once.
     first.kill9();
+    let killed = Instant::now();
+    crate::support::wait_for(
+        Duration::from_secs(2),
+        "the follower to block after the kill",
+        || blocked(&second),
+    );
+    eprintln!(
+        "follower answered block {:?} after the sequencer's kill",
+        killed.elapsed()
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let nonce = loop {
         match on_second.nonce().await {
@@ -305,6 +362,24 @@ async fn replicas_raise_one_incident_for_an_ongoing_drift_across_a_fail_over() {
     }
     let opened = incident_records(&on_second, &second.verifier_key()).await;
     assert_eq!(opened.len(), 1, "{opened:?}");
+    // One incident, one rollback: neither the second replica nor the fail-over ran it again.
+    let ran = rollbacks();
+    assert_eq!(ran.len(), 1, "{ran:?}");
+    assert_eq!(ran[0]["phase"], "fire");
+    assert_eq!(ran[0]["incident"]["id"], id);
+    assert_eq!(ran[0]["incident"]["kind"], "policy-drift");
+    assert!(
+        ran[0]["ear"].is_string(),
+        "the rollback gets the refusal's EAR: {ran:?}"
+    );
+    let stored = incidents(&on_second, "").await;
+    assert!(
+        stored[0]
+            .actions
+            .iter()
+            .any(|a| a.ok && a.hook.ends_with("on_drift")),
+        "the rollback's outcome is kept in the incident: {stored:?}"
+    );
 }
 
 /// Waits until `client` sees incidents for which `done` holds; returns them.

@@ -412,7 +412,7 @@ async fn invalid_or_drifted_attestations_fail_the_gate_and_drift_runs_the_action
             .expect("the drift is an open incident");
         if let Some(outcome) = drift.actions.first() {
             assert!(outcome.ok && outcome.attempts == 1, "{outcome:?}");
-            assert_eq!(outcome.hook, "policy-drift");
+            assert_eq!(outcome.hook, "alerts.actions[0]");
             break;
         }
         assert!(Instant::now() < deadline, "no action outcome in {drift:?}");

@@ -101,7 +101,7 @@ impl Default for AlertConfig {
 
 enum Notice {
     /// An incident opened or resolved, with the EAR of the entry that showed it, if any.
-    Changed(Incident, Option<String>),
+    Changed(Box<Incident>, Option<String>),
     Resend(Vec<Alert>),
 }
 
@@ -213,7 +213,7 @@ impl Alerter {
     pub fn notify(&self, incident: &Incident, ear: Option<String>) {
         let _ = self
             .notices
-            .send(Notice::Changed(incident.clone(), ear));
+            .send(Notice::Changed(Box::new(incident.clone()), ear));
     }
 
     /// Unresolved alerts, of one tenant or all, from the store (blocking).

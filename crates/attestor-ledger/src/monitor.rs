@@ -170,7 +170,8 @@ pub async fn watch_gaps(ledger: std::sync::Weak<crate::service::Ledger>, outage:
         if !alerter.incidents().leading() {
             continue;
         }
-        let grace_over = |o: Outage| now_ms >= o.started_ms + attestor_verify::time::duration_ms(max_gap);
+        let grace_over =
+            |o: Outage| now_ms >= o.started_ms + attestor_verify::time::duration_ms(max_gap);
         if outage_unresolved && outage.is_some_and(grace_over) {
             for tenant in ledger.tenants().keys() {
                 alerter

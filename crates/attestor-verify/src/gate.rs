@@ -1,14 +1,15 @@
 //! The CI/CD release gate: a deployment may proceed only if every named (or every enrolled)
 //! agent of the tenant has an accepted attestation within the allowed age, attesting the
-//! tenant's expected policy hash, and no open alert. Decided from the ledger's answers
-//! alone, so the gate holds no state.
+//! tenant's expected policy hash, no unresolved incident, and no refused attestation within
+//! that age that a resolved incident does not account for: a refusal fails the gate until
+//! someone resolved its incident, however healthy the agent looks since. Decided from the
+//! ledger's answers alone, so the gate holds no state.
 
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::api::Alert;
-use crate::api::{AgentStatusJson, EntryJson, TenantResponse};
+use crate::api::{AgentStatusJson, EntryJson, Incident, IncidentState, TenantResponse, Verdict};
 use crate::ear::Tier;
 
 /// What the ledger told the gate.
@@ -19,8 +20,11 @@ pub struct Fleet<'a> {
     pub agents: &'a [AgentStatusJson],
     /// The latest accepted entry of each agent.
     pub latest_accepted: &'a [EntryJson],
-    /// The tenant's alerts not yet resolved.
-    pub open_alerts: &'a [Alert],
+    /// The tenant's incidents: every unresolved one, and those resolved since the window
+    /// began (they account for the refusals they cover).
+    pub incidents: &'a [Incident],
+    /// The tenant's refused attestations within the window.
+    pub refused: &'a [EntryJson],
 }
 
 /// The gate's finding for one agent.
@@ -94,11 +98,35 @@ pub fn evaluate(
             if let Some(problem) = latest.and_then(|e| ear_problem(e.ear.as_deref())) {
                 problems.push(problem);
             }
-            for alert in fleet.open_alerts.iter().filter(|a| a.agent_id == agent_id) {
+            let incidents: Vec<&Incident> = fleet
+                .incidents
+                .iter()
+                .filter(|i| i.agent_id == agent_id)
+                .collect();
+            for incident in incidents
+                .iter()
+                .filter(|i| i.state != IncidentState::Resolved)
+            {
                 problems.push(format!(
-                    "open alert {}: {}",
-                    alert.kind.name(),
-                    alert.summary
+                    "{} incident {} {}: {}",
+                    incident.state.name(),
+                    incident.id,
+                    incident.kind.name(),
+                    incident.summary
+                ));
+            }
+            let window_start_ms = now_ms.saturating_sub(max_age_ms);
+            let unaccounted = fleet.refused.iter().filter(|e| {
+                e.agent_id == agent_id
+                    && e.verdict == Verdict::Refused
+                    && e.received_at_ms >= window_start_ms
+                    && !incidents.iter().any(|i| covers(i, e.index))
+            });
+            for entry in unaccounted {
+                problems.push(format!(
+                    "refused attestation at log index {} ({}) with no incident resolving it",
+                    entry.index,
+                    entry.reason.as_deref().unwrap_or("no reason")
                 ));
             }
             AgentFinding {
@@ -110,6 +138,13 @@ pub fn evaluate(
             }
         })
         .collect()
+}
+
+/// Whether `incident` is about the log entry `index`: an unresolved one is reported itself,
+/// a resolved one accounts for it.
+fn covers(incident: &Incident, index: u64) -> bool {
+    matches!((incident.first_index, incident.last_index),
+        (Some(first), Some(last)) if (first..=last).contains(&index))
 }
 
 /// Why the ledger's EAR of an accepted attestation stops a release: its posture is
@@ -156,8 +191,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::AlertKind;
-    use crate::api::Verdict;
+    use crate::api::{AlertKind, IncidentChange};
 
     const GOOD: &str = "aa";
 
@@ -248,19 +282,13 @@ mod tests {
             judged("warned", Tier::Warning),
             judged("unfit", Tier::Contraindicated),
         ];
-        let alerts = [Alert {
-            kind: AlertKind::InvalidAttestation,
-            tenant: "t".into(),
-            agent_id: "alerted".into(),
-            summary: "forged".into(),
-            starts_at_ms: 0,
-            ends_at_ms: None,
-        }];
+        let incidents = [incident(1, "alerted", 10, None)];
         let fleet = Fleet {
             tenant: &tenant,
             agents: &agents,
             latest_accepted: &latest,
-            open_alerts: &alerts,
+            incidents: &incidents,
+            refused: &[],
         };
         let found = evaluate(&fleet, &[], Duration::from_secs(60), 300_000);
         let passing: Vec<&str> = found
@@ -283,6 +311,82 @@ mod tests {
         );
         assert_eq!(named[0].problems[0], "revoked");
         assert_eq!(named[1].problems, ["not enrolled"]);
+    }
+
+    fn incident(id: u64, agent: &str, index: u64, resolved: Option<u64>) -> Incident {
+        Incident {
+            id,
+            kind: AlertKind::InvalidAttestation,
+            tenant: "t".into(),
+            agent_id: agent.into(),
+            summary: "forged".into(),
+            opened_at_ms: 0,
+            first_index: Some(index),
+            last_index: Some(index + 1),
+            state: match resolved {
+                Some(_) => IncidentState::Resolved,
+                None => IncidentState::Open,
+            },
+            acknowledged: None,
+            resolved: resolved.map(|at_ms| IncidentChange {
+                by: "spiffe://attestor/tenant/t/operator/oncall".into(),
+                at_ms,
+                reason: "re-imaged".into(),
+            }),
+            actions: Vec::new(),
+        }
+    }
+
+    fn refused(agent: &str, index: u64, at_ms: u64) -> EntryJson {
+        EntryJson {
+            index,
+            verdict: Verdict::Refused,
+            reason: Some("signature".into()),
+            policy_hash: None,
+            ..accepted(agent, at_ms, GOOD)
+        }
+    }
+
+    #[test]
+    fn a_refusal_in_the_window_fails_the_gate_until_its_incident_is_resolved() {
+        let tenant = TenantResponse {
+            tenant: "t".into(),
+            policy_hash: GOOD.into(),
+            approved_policy_hashes: vec![GOOD.into()],
+            appraisal_policy: None,
+        };
+        let agents = [agent("a", false)];
+        // Healthy again since the refusal: the latest accepted attestation is fine.
+        let latest = [accepted("a", 290_000, GOOD)];
+        let gate = |incidents: &[Incident], refused: &[EntryJson]| {
+            let fleet = Fleet {
+                tenant: &tenant,
+                agents: &agents,
+                latest_accepted: &latest,
+                incidents,
+                refused,
+            };
+            evaluate(&fleet, &[], Duration::from_secs(60), 300_000).remove(0)
+        };
+        let in_window = [refused("a", 7, 250_000)];
+        let open = gate(&[incident(3, "a", 7, None)], &in_window);
+        assert_eq!(
+            open.problems,
+            ["open incident 3 invalid-attestation: forged"]
+        );
+        let resolved = gate(&[incident(3, "a", 7, Some(295_000))], &in_window);
+        assert!(resolved.pass, "{resolved:?}");
+        // A refusal no incident accounts for (another agent's incident, or an older one).
+        let unaccounted = gate(
+            &[incident(4, "b", 7, Some(1)), incident(2, "a", 1, Some(1))],
+            &in_window,
+        );
+        assert_eq!(
+            unaccounted.problems,
+            ["refused attestation at log index 7 (signature) with no incident resolving it"]
+        );
+        // Outside the window it no longer counts.
+        assert!(gate(&[], &[refused("a", 7, 200_000)]).pass);
     }
 
     #[test]

@@ -18,8 +18,8 @@ use attestor_ledger::log::batcher::{Batcher, DEFAULT_MAX_BATCH};
 use attestor_ledger::log::sequencer::Sequencer;
 use attestor_ledger::store::embedded::EmbeddedStore;
 use attestor_ledger::store::LedgerStore;
-use attestor_verify::log::checkpoint::CheckpointSigner;
 use attestor_verify::api::IncidentState;
+use attestor_verify::log::checkpoint::CheckpointSigner;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
@@ -30,9 +30,11 @@ const PATIENCE: Duration = Duration::from_secs(120);
 
 /// A durable incident book on a fresh embedded store with its own log.
 fn incident_book(dir: &Path) -> IncidentBook {
-    let store: Arc<dyn LedgerStore> = Arc::new(EmbeddedStore::open(&dir.join("ledger.db")).unwrap());
+    let store: Arc<dyn LedgerStore> =
+        Arc::new(EmbeddedStore::open(&dir.join("ledger.db")).unwrap());
     let signer = CheckpointSigner::generate("attestor.test/actions").unwrap();
-    let sequencer = Arc::new(Sequencer::open(store.clone(), signer, "attestor.test/actions").unwrap());
+    let sequencer =
+        Arc::new(Sequencer::open(store.clone(), signer, "attestor.test/actions").unwrap());
     let (batcher, _writer) = Batcher::start(sequencer.clone(), DEFAULT_MAX_BATCH);
     IncidentBook::new(store, sequencer, batcher)
 }
@@ -693,11 +695,25 @@ fn a_hanging_action_delays_no_later_alert_and_stops_with_the_ledger() {
             incident_book(dir.path()),
         );
         alerter
-            .fire(AlertKind::PolicyDrift, "acme", "a1", "drift".into(), None, None)
+            .fire(
+                AlertKind::PolicyDrift,
+                "acme",
+                "a1",
+                "drift".into(),
+                None,
+                None,
+            )
             .await;
         crate::support::wait_until(PATIENCE, "the action to start", || started().len() == 2).await;
         alerter
-            .fire(AlertKind::InvalidAttestation, "acme", "a2", "forged".into(), None, None)
+            .fire(
+                AlertKind::InvalidAttestation,
+                "acme",
+                "a2",
+                "forged".into(),
+                None,
+                None,
+            )
             .await;
         loop {
             let (_, body) = tokio::time::timeout(PATIENCE, requests.recv())
