@@ -1,5 +1,6 @@
 //! SEV-SNP reports from real hardware and the simulation: byte-exact parsing, the chain
-//! and signature through the `sev` crate, and refusal of every altered or malformed input.
+//! through the `sev` crate, the report signature by aws-lc (cross-checked against the
+//! crate's), and refusal of every altered or malformed input.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -292,4 +293,116 @@ fn certificate_tables_round_trip_and_bad_ones_give_clear_errors() {
         certs::vcek_facts(&sim_chip().ask),
         Err(CertError::MissingExtension(..))
     ));
+}
+
+/// The `sev` crate's own report-signature check (its pure-Rust P-384), which
+/// `verify_report_signature` replaced: the reference the aws-lc path must agree with.
+fn sev_crate_accepts(vcek: &[u8], fields: &sev::firmware::guest::AttestationReport) -> bool {
+    use sev::certs::snp::{Certificate, Verifiable};
+    let cert = Certificate::from_der(vcek).unwrap();
+    (&cert, fields).verify().is_ok()
+}
+
+/// What each path decides about `raw` under `vcek`: parsing as the verifier does
+/// (byte-exact re-encoding, zero signature padding), then the signature by aws-lc
+/// (`verify_report_signature`) and by the `sev` crate.
+fn both_paths(vcek: &[u8], raw: &[u8]) -> (bool, bool) {
+    match Report::parse(raw) {
+        Err(_) => (false, false),
+        Ok(r) => (
+            verify_report_signature(vcek, &r).is_ok(),
+            sev_crate_accepts(vcek, r.fields()),
+        ),
+    }
+}
+
+/// Offsets in the signature field (ABI spec, "ECDSA P-384 with SHA-384" format): R at
+/// 0x2A0 and S at 0x2E8, 72 bytes each, little-endian, then reserved to 0x49F.
+const R_AT: usize = SIGNED_LEN;
+const S_AT: usize = SIGNED_LEN + 72;
+const SIG_RESERVED_AT: usize = SIGNED_LEN + 144;
+
+/// The `sev` crate's check of raw bytes alone, without the verifier's parsing: it signs
+/// its re-encoding of the fields, not the input.
+fn sev_crate_alone_accepts(vcek: &[u8], raw: &[u8]) -> bool {
+    use sev::parser::ByteParser;
+    let fields = sev::firmware::guest::AttestationReport::from_bytes(raw).unwrap();
+    sev_crate_accepts(vcek, &fields)
+}
+
+/// Both paths accept the genuine report, refuse a flip in a signed field (first and
+/// last), in R, in S and another chip's VCEK, and agree on every single-bit flip of
+/// every byte, so they check the same bytes. The ABI spec signs bytes 0x000..=0x29F, of
+/// which the last (0x208..=0x29F in version 5, from 0x1F8 before) are reserved and must
+/// be zero: the crate's parser refuses a change there. The signature field after R and
+/// S (0x330..=0x49F) is reserved and unsigned: the `sev` crate's check alone accepts a
+/// change there (it re-encodes it as zero), and parsing refuses it as non-canonical,
+/// before either signature check.
+fn cross_check(raw: &[u8], vcek: &[u8], other_vceks: &[&[u8]]) {
+    assert_eq!(both_paths(vcek, raw), (true, true), "genuine report");
+    for other in other_vceks {
+        assert_eq!(both_paths(other, raw), (false, false), "another VCEK");
+    }
+    let flipped = |at: usize, bit: u8| {
+        let mut bad = raw.to_vec();
+        bad[at] ^= bit;
+        bad
+    };
+    for (what, at) in [
+        ("guest SVN, the first field after the version", 4),
+        ("report data", 0x50),
+        (
+            "launch TCB's microcode SPL, the last field versions 2 and 3 sign",
+            0x1F7,
+        ),
+        ("R", R_AT),
+        ("R's top scalar byte", R_AT + 47),
+        ("S", S_AT),
+        ("S's top scalar byte", S_AT + 47),
+    ] {
+        let bad = flipped(at, 0x01);
+        assert!(
+            Report::parse(&bad).is_ok(),
+            "{what} must reach the signature"
+        );
+        assert_eq!(both_paths(vcek, &bad), (false, false), "{what} ({at:#x})");
+    }
+    let last_signed = flipped(SIGNED_LEN - 1, 0x01);
+    assert!(matches!(
+        Report::parse(&last_signed),
+        Err(ReportError::Malformed(_))
+    ));
+    let unsigned = flipped(SIG_RESERVED_AT, 0x01);
+    assert!(sev_crate_alone_accepts(vcek, &unsigned));
+    assert_eq!(
+        Report::parse(&unsigned).unwrap_err(),
+        ReportError::NonCanonical(SIG_RESERVED_AT)
+    );
+    for at in 0..REPORT_LEN {
+        for bit in [0x01, 0x80] {
+            let (aws_lc, sev_crate) = both_paths(vcek, &flipped(at, bit));
+            assert_eq!(aws_lc, sev_crate, "byte {at:#x} bit {bit:#x}");
+            assert!(!aws_lc, "byte {at:#x} bit {bit:#x} altered was accepted");
+        }
+    }
+}
+
+#[test]
+fn aws_lc_and_the_sev_crate_agree_on_the_real_milan_report() {
+    let other = SimulatedChip::load(&fixture("other-chain")).unwrap();
+    cross_check(
+        &milan_report(),
+        &milan_vcek(),
+        &[&other.vcek, &sim_chip().vcek],
+    );
+}
+
+#[test]
+fn aws_lc_and_the_sev_crate_agree_on_simulated_reports() {
+    let other = SimulatedChip::load(&fixture("other-chain")).unwrap();
+    for version in [2, 3, 5] {
+        let sp = SimulatedProcessor::new(sim_chip(), sim_launch(version)).unwrap();
+        let raw = sp.report([9; 64], 0).unwrap();
+        cross_check(&raw, &sp.chip().vcek, &[&other.vcek, &milan_vcek()]);
+    }
 }

@@ -97,6 +97,28 @@ impl Report {
     pub fn bytes(&self) -> &[u8] {
         &self.raw
     }
+
+    /// The bytes the signature covers, [0, [`SIGNED_LEN`]) (SEV-SNP ABI, table
+    /// "ATTESTATION_REPORT Structure"): the same the `sev` crate hashes, as the input is
+    /// its re-encoding byte for byte.
+    pub fn signed_bytes(&self) -> &[u8] {
+        self.raw.get(..SIGNED_LEN).unwrap_or(&self.raw)
+    }
+
+    /// The signature as r ‖ s, each 48 bytes big-endian (what aws-lc's
+    /// `ECDSA_P384_SHA384_FIXED` takes). The report stores each as a 72-byte little-endian
+    /// field (ABI spec, "ECDSA P-384 with SHA-384" signature format); [`Report::parse`]
+    /// refused any non-zero byte above the low 48, so dropping them loses nothing.
+    pub fn signature_p384_fixed(&self) -> [u8; 2 * SCALAR_LEN] {
+        let sig = &self.fields.signature;
+        let mut fixed = [0; 2 * SCALAR_LEN];
+        for (out, component) in fixed.chunks_exact_mut(SCALAR_LEN).zip([sig.r(), sig.s()]) {
+            for (o, b) in out.iter_mut().zip(component.iter().take(SCALAR_LEN).rev()) {
+                *o = *b;
+            }
+        }
+        fixed
+    }
 }
 
 /// Accepts a report file as raw bytes or as hex (as `snpguest` and the AMD tools write
