@@ -24,7 +24,6 @@ use attestor_agent::{Attestor, AttestorConfig};
 use attestor_ledger::config::LedgerConfig;
 use attestor_ledger::service::open_store;
 use attestor_ledger::{backup, keyfiles};
-use attestor_net::logging;
 use attestor_net::tls::{self, AgentIdentity, TlsFiles};
 use attestor_verify::bundle::Bundle;
 use attestor_verify::drift::{is_drift_report, DriftReport};
@@ -348,6 +347,9 @@ fn main() -> ExitCode {
     if std::env::var_os("TSS2_LOG").is_none() {
         std::env::set_var("TSS2_LOG", "all+none");
     }
+    // Before any command runs: the daemons' events (and the ledger's stage timings) go
+    // through this subscriber.
+    attestor_net::logging::init();
     match run(Cli::parse().command) {
         Ok(code) => code,
         Err(message) => {
@@ -679,10 +681,9 @@ async fn acknowledge_hangups() {
         return;
     };
     while hangups.recv().await.is_some() {
-        logging::event(
-            logging::Level::Info,
-            "agent-reload",
-            serde_json::json!({"tls": "client certificate files are re-read when they change"}),
+        tracing::info!(
+            event = "agent-reload",
+            tls = "client certificate files are re-read when they change",
         );
     }
 }

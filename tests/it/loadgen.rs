@@ -12,7 +12,7 @@ const TENANT: &str = "loadgen";
 const OBSERVER: &str = "observer";
 
 /// A ledger whose profile trusts a fresh loadgen EK CA, expecting `policy_hash`.
-fn ledger_for_loadgen(ek_ca: &Path, policy_hash: &str) -> LedgerProcess {
+pub(crate) fn ledger_for_loadgen(ek_ca: &Path, policy_hash: &str) -> LedgerProcess {
     let status = Command::new(env!("CARGO_BIN_EXE_attestor"))
         .args(["loadgen", "ek-ca"])
         .arg(ek_ca)
@@ -28,7 +28,7 @@ fn ledger_for_loadgen(ek_ca: &Path, policy_hash: &str) -> LedgerProcess {
 }
 
 /// Runs loadgen with `extra` arguments and returns its JSON report.
-fn loadgen(ledger: &LedgerProcess, ek_ca: &Path, extra: &[&str]) -> serde_json::Value {
+pub(crate) fn loadgen(ledger: &LedgerProcess, ek_ca: &Path, extra: &[&str]) -> serde_json::Value {
     let pki = ledger.dir.path().join("pki");
     let output = Command::new(env!("CARGO_BIN_EXE_attestor"))
         .arg("loadgen")

@@ -233,6 +233,7 @@ fn metrics_pass_promtool_and_the_alert_rules_pass_their_tests() {
         "attestor_ledger_agents{state=\"healthy\"} 1",
         "attestor_ledger_agent_last_attestation_age_seconds{tenant=\"acme\",agent=\"a1\"}",
         "attestor_ledger_verification_seconds_bucket",
+        "attestor_ledger_stage_seconds_bucket{le=",
         "attestor_ledger_log_entries",
         "attestor_ledger_checkpoint_age_seconds",
     ] {
@@ -274,6 +275,85 @@ fn metrics_pass_promtool_and_the_alert_rules_pass_their_tests() {
     }
     promtool(&["check", "rules", "deploy/prometheus/alerts.yml"], "");
     promtool(&["test", "rules", "deploy/prometheus/alerts_test.yml"], "");
+}
+
+/// Each stage's histogram on `/metrics`: (upper bound, cumulative count) per bucket, in
+/// the order written, and the `_count`.
+fn stage_histogram(metrics: &str, stage: &str) -> (Vec<(f64, u64)>, u64) {
+    // `NAME{k="v",...} VALUE` lines of the series `name` for this stage: (labels, value).
+    let series = |name: &str| -> Vec<(Vec<(String, String)>, String)> {
+        metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
+            .filter_map(|rest| {
+                let (labels, value) = rest.split_once("} ")?;
+                let labels: Vec<(String, String)> = labels
+                    .split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+                    .collect();
+                let ours = labels.iter().any(|(k, v)| k == "stage" && v == stage);
+                ours.then(|| (labels, value.trim().to_string()))
+            })
+            .collect()
+    };
+    let buckets = series("attestor_ledger_stage_seconds_bucket")
+        .into_iter()
+        .map(|(labels, count)| {
+            let le = &labels.iter().find(|(k, _)| k == "le").unwrap().1;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap()
+            };
+            (le, count.parse().unwrap())
+        })
+        .collect();
+    let counts = series("attestor_ledger_stage_seconds_count");
+    let count = counts
+        .first()
+        .unwrap_or_else(|| panic!("no count for {stage} in:\n{metrics}"))
+        .1
+        .parse()
+        .unwrap();
+    (buckets, count)
+}
+
+/// The ledger times every pipeline stage of a submission from its tracing spans: after a
+/// few submissions each stage's histogram has observations, in cumulative buckets.
+#[test]
+fn every_pipeline_stage_of_a_submission_is_timed_on_metrics() {
+    let scratch = tempfile::tempdir().unwrap();
+    let ek_ca = scratch.path().join("ek-ca");
+    let ledger = crate::loadgen::ledger_for_loadgen(&ek_ca, &"ab".repeat(32));
+    crate::loadgen::loadgen(
+        &ledger,
+        &ek_ca,
+        &["--agents", "2", "--rate", "10", "--duration", "1"],
+    );
+
+    let (status, metrics) = ledger.ops_get("/metrics");
+    assert_eq!(status, 200);
+    for stage in attestor_net::logging::STAGES {
+        let (buckets, count) = stage_histogram(&metrics, stage);
+        assert!(count > 0, "nothing timed for {stage} in:\n{metrics}");
+        assert!(buckets.len() > 2, "{stage}: {buckets:?}");
+        for pair in buckets.windows(2) {
+            assert!(
+                pair[0].0 < pair[1].0,
+                "{stage}: bounds out of order {buckets:?}"
+            );
+            assert!(
+                pair[0].1 <= pair[1].1,
+                "{stage}: not cumulative {buckets:?}"
+            );
+        }
+        assert_eq!(
+            buckets.last(),
+            Some(&(f64::INFINITY, count)),
+            "{stage}: +Inf holds every observation"
+        );
+    }
 }
 
 #[test]

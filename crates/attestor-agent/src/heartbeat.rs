@@ -13,7 +13,6 @@ use std::time::{Duration, SystemTime};
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use thiserror::Error;
 use tokio::sync::{oneshot, watch};
 
@@ -25,13 +24,13 @@ use crate::attest::AgentError;
 use crate::collect::{self, CollectError};
 use crate::config::{AgentConfig, EvidenceKind};
 use crate::state::{read_state, write_state, StateError};
-use attestor_net::logging::{event, Level};
 use attestor_net::ops::{metrics_page, Page};
 use attestor_net::tls::{self, AgentIdentity, TlsError, TlsFiles};
 use attestor_verify::api::SubmitResponse;
 use attestor_verify::api::Verdict;
 use attestor_verify::api::OFFLINE_NONCE_PREFIX;
 use attestor_verify::evidence::tpm::akcert::AkCertificate;
+use tracing::Level;
 
 /// The spec's default heartbeat interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
@@ -275,13 +274,10 @@ impl Attestor {
         let tls_files = &self.config.ledger_tls;
         // The client certificate is re-read when its files change: rotation without a
         // restart, used from the next connection on.
-        let tls = tls::reloading_client_config(tls_files, |e| {
-            event(
-                Level::Warn,
-                "client-certificate-reload-refused",
-                json!({"error": e.to_string()}),
-            )
-        })?;
+        let tls = tls::reloading_client_config(
+            tls_files,
+            |e| tracing::warn!(event = "client-certificate-reload-refused", error = %e),
+        )?;
         let identity = own_identity(&tls_files.cert)?;
         let client = LedgerClient::new(&self.config.ledger_endpoint, tls)?
             .with_timeout(self.config.heartbeat_timeout);
@@ -336,15 +332,13 @@ impl Attestor {
                 },
             ));
         }
-        event(
-            Level::Info,
-            "agent-started",
-            json!({
-                "tenant": running.identity.tenant, "agent": running.identity.agent_id,
-                "ledger": self.config.ledger_endpoint,
-                "interval_s": self.config.attestation_interval.as_secs_f64(),
-                "spooled": running.spool_len(),
-            }),
+        tracing::info!(
+            event = "agent-started",
+            tenant = %running.identity.tenant,
+            agent = %running.identity.agent_id,
+            ledger = %self.config.ledger_endpoint,
+            interval_s = self.config.attestation_interval.as_secs_f64(),
+            spooled = running.spool_len(),
         );
 
         let mut ticks = tokio::time::interval(self.config.attestation_interval);
@@ -378,24 +372,20 @@ impl Attestor {
                     }
                     let cap = self.config.attestation_interval;
                     backoff = Some(next_backoff(backoff, cap));
-                    event(
-                        Level::Warn,
-                        if beat {
+                    tracing::warn!(
+                        event = if beat {
                             "heartbeat-failed"
                         } else {
                             "delivery-failed"
                         },
-                        json!({"error": e.to_string(), "spooled": running.spool_len(),
-                               "retry_in_s": backoff.map(|b| b.as_secs_f64())}),
+                        error = %e,
+                        spooled = running.spool_len(),
+                        retry_in_s = backoff.map(|b| b.as_secs_f64()),
                     );
                 }
             }
         }
-        event(
-            Level::Info,
-            "agent-stopped",
-            json!({"spooled": running.spool_len()}),
-        );
+        tracing::info!(event = "agent-stopped", spooled = running.spool_len());
         running.worker.stop().await;
         let _ = stop_ops.send(());
         Ok(())
@@ -532,12 +522,13 @@ impl Running {
         };
         write_state(&self.marker_path(), &marker)?;
         self.enrolled = true;
-        event(
-            Level::Info,
-            "enrolled",
-            json!({"at_ms": marker.enrolled_at_ms, "ak_certificate_renewal": self.renew_at
+        tracing::info!(
+            event = "enrolled",
+            at_ms = marker.enrolled_at_ms,
+            ak_certificate_renewal = self
+                .renew_at
                 .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-                .map(|d| d.as_secs())}),
+                .map(|d| d.as_secs()),
         );
         Ok(())
     }
@@ -574,10 +565,10 @@ impl Running {
                     Ok(Err(e)) => e.to_string(),
                     _ => HeartbeatError::Timeout(self.config.heartbeat_timeout).to_string(),
                 };
-                event(
-                    Level::Warn,
-                    "nonce-unavailable",
-                    json!({"error": error, "fallback": "offline nonce"}),
+                tracing::warn!(
+                    event = "nonce-unavailable",
+                    error = %error,
+                    fallback = "offline nonce",
                 );
                 offline_nonce()
             }
@@ -615,36 +606,29 @@ impl Running {
         let (policy_hash, zero_retention) = match attested {
             Ok(Ok(measured)) => measured,
             Ok(Err((pcr, measured, sealed_to))) => {
-                event(
-                    Level::Error,
-                    "kernel-config-drift",
-                    json!({
-                        "pcr": pcr, "measured": measured, "sealed_to": sealed_to,
-                        "action": "the TPM refuses to sign: a drift report goes to the ledger; \
-                                   if the change is approved, run `attestor reseal`",
-                    }),
+                tracing::error!(
+                    event = "kernel-config-drift",
+                    pcr,
+                    measured = %measured,
+                    sealed_to = %sealed_to,
+                    action = "the TPM refuses to sign: a drift report goes to the ledger; \
+                              if the change is approved, run `attestor reseal`",
                 );
                 return self.deliver_by(deadline).await;
             }
             Err(e) => {
-                event(
-                    Level::Error,
-                    "attestation-failed",
-                    json!({"error": e.to_string()}),
-                );
+                tracing::error!(event = "attestation-failed", error = %e);
                 return Err(e);
             }
         };
         self.metrics.produced();
         if policy_hash != self.config.policy_hash || zero_retention != self.config.zero_retention {
-            event(
-                Level::Warn,
-                "policy-drift",
-                json!({
-                    "expected_policy_hash": self.config.policy_hash, "policy_hash": policy_hash,
-                    "expected_zero_retention": self.config.zero_retention,
-                    "zero_retention": zero_retention,
-                }),
+            tracing::warn!(
+                event = "policy-drift",
+                expected_policy_hash = %self.config.policy_hash,
+                policy_hash = %policy_hash,
+                expected_zero_retention = self.config.zero_retention,
+                zero_retention,
             );
         }
         self.deliver_by(deadline).await
@@ -667,11 +651,7 @@ impl Running {
             // The certificate still has a third of its life: a failed renewal must not
             // hold up delivery, and is tried again at the next heartbeat.
             if let Err(e) = self.enroll().await {
-                event(
-                    Level::Warn,
-                    "ak-certificate-renewal-failed",
-                    json!({"error": e.to_string()}),
-                );
+                tracing::warn!(event = "ak-certificate-renewal-failed", error = %e);
             }
         }
         while let Some((seq, bundle)) = self.with_spool(|s| s.oldest()).await? {
@@ -679,19 +659,19 @@ impl Running {
                 Ok(response) => {
                     self.keep_receipt(seq, &response).await?;
                     self.metrics.delivered(response.verdict);
-                    event(
+                    attestor_net::event_at!(
                         match response.verdict {
-                            Verdict::Accepted => Level::Info,
+                            Verdict::Accepted => Level::INFO,
                             // Genuine, logged, but too old to count: an outage, not a fault.
-                            Verdict::Late => Level::Warn,
-                            Verdict::Refused => Level::Error,
+                            Verdict::Late => Level::WARN,
+                            Verdict::Refused => Level::ERROR,
                         },
                         "delivered",
-                        json!({
-                            "verdict": response.verdict.as_str(), "reason": response.reason,
-                            "detail": response.detail, "index": response.receipt.index,
-                            "attestation_id": response.attestation_id,
-                        }),
+                        verdict = response.verdict.as_str(),
+                        reason = response.reason.as_deref(),
+                        detail = response.detail.as_deref(),
+                        index = response.receipt.index,
+                        attestation_id = response.attestation_id.as_deref(),
                     );
                     self.with_spool(move |s| s.acknowledge(seq)).await?;
                 }
@@ -726,11 +706,7 @@ impl Running {
                 source,
             })?;
         self.metrics.set_aside();
-        event(
-            Level::Error,
-            "set-aside",
-            json!({"error": why.to_string(), "kept_in": path.display().to_string()}),
-        );
+        tracing::error!(event = "set-aside", error = %why, kept_in = %path.display());
         self.with_spool(move |s| s.acknowledge(seq)).await
     }
 

@@ -25,9 +25,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
 use attestor_net::http::{HttpClient, HttpError};
-use attestor_net::logging::{event, Level};
 use attestor_net::tls::{web_client_config, TlsError};
 pub use attestor_verify::api::{ActionOutcome, ActionPhase, AlertKind, Incident};
+use tracing::Level;
 
 /// Attempts running at once unless `alerts.max_concurrent_actions` says otherwise.
 pub const DEFAULT_MAX_CONCURRENT_ACTIONS: usize = 8;
@@ -619,14 +619,17 @@ async fn run(
         at_ms: attestor_verify::time::now_ms(),
     };
     let line = json!({"at_ms": outcome.at_ms, "about": *about, "outcome": outcome});
-    event(
+    // The record's fields as the line's (nested objects as JSON text, see logging).
+    attestor_net::event_at!(
         if outcome.ok {
-            Level::Info
+            Level::INFO
         } else {
-            Level::Error
+            Level::ERROR
         },
         "action-run",
-        line.clone(),
+        at_ms = outcome.at_ms,
+        json.about = %line["about"],
+        json.outcome = %line["outcome"],
     );
     let path = record.lock().await;
     let appended = async {
@@ -639,11 +642,7 @@ async fn run(
         file.sync_data().await
     };
     if let Err(e) = appended.await {
-        event(
-            Level::Error,
-            "action-record-failed",
-            json!({"error": e.to_string()}),
-        );
+        tracing::error!(event = "action-record-failed", error = %e);
     }
     drop(path);
     on_outcome(outcome);

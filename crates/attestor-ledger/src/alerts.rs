@@ -25,9 +25,9 @@ use crate::actions::{
 };
 use crate::incidents::IncidentBook;
 use crate::store::{LedgerStore, NewIncident, StoreError};
-use attestor_net::logging::{event, limited_event, Level};
 use attestor_verify::api::{ActionPhase, Incident};
 pub use attestor_verify::api::{Alert, AlertKind};
+use tracing::Level;
 
 /// The Alertmanager `alertname` of a kind.
 fn alertname(kind: AlertKind) -> &'static str {
@@ -232,11 +232,7 @@ impl Alerter {
 }
 
 fn failed(what: &str, error: &str) {
-    limited_event(
-        Level::Error,
-        "incident-failed",
-        json!({"what": what, "error": error}),
-    );
+    attestor_net::limited_event!(Level::ERROR, "incident-failed", what, error);
 }
 
 fn rfc3339(ms: u64) -> String {
@@ -284,15 +280,17 @@ async fn deliver(
             Notice::Changed(incident, ear) => {
                 let alert = alert_of(&incident);
                 let firing = alert.ends_at_ms.is_none();
-                event(
-                    if firing { Level::Warn } else { Level::Info },
+                attestor_net::event_at!(
+                    if firing { Level::WARN } else { Level::INFO },
                     if firing {
                         "alert-firing"
                     } else {
                         "alert-resolved"
                     },
-                    json!({"kind": alert.kind.name(), "tenant": alert.tenant,
-                           "agent": alert.agent_id, "summary": alert.summary}),
+                    kind = alert.kind.name(),
+                    tenant = %alert.tenant,
+                    agent = %alert.agent_id,
+                    summary = %alert.summary,
                 );
                 let phase = match firing {
                     true => ActionPhase::Fire,
@@ -312,10 +310,11 @@ async fn deliver(
             let body = serde_json::to_vec(&body).unwrap_or_default();
             let timeout = Duration::from_secs(5);
             if let (_, Err(e)) = with_retries(2, || post_json(&url, &body, None, timeout)).await {
-                limited_event(
-                    Level::Error,
+                attestor_net::limited_event!(
+                    Level::ERROR,
                     "alertmanager-failed",
-                    json!({"url": url, "error": e}),
+                    url = %url,
+                    error = %e,
                 );
             }
         }

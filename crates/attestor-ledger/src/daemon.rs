@@ -6,10 +6,9 @@
 
 use std::sync::Arc;
 
-use attestor_net::logging::{event, Level};
 use attestor_net::tls::{self, TlsError};
-use serde_json::json;
 use thiserror::Error;
+use tracing::Level;
 
 use crate::config::LedgerConfig;
 use crate::enforce::{self, Enforcer};
@@ -93,14 +92,14 @@ pub fn run(config: &LedgerConfig) -> Result<(), DaemonError> {
                 std::future::pending(),
             ));
         }
-        event(
-            Level::Info,
-            "ledger-started",
-            json!({
-                "listen": config.listen.to_string(), "ops": config.ops.listen,
-                "log_size": ledger.store().len().ok(), "sequencer": ledger.is_sequencer(),
-                "verifier_key": ledger.verifier_key(), "open_files_limit": open_files,
-            }),
+        tracing::info!(
+            event = "ledger-started",
+            listen = %config.listen,
+            ops = config.ops.listen.map(|a| a.to_string()),
+            log_size = ledger.store().len().ok(),
+            sequencer = ledger.is_sequencer(),
+            verifier_key = %ledger.verifier_key(),
+            open_files_limit = open_files,
         );
         let outage = monitor::raise_outage(&ledger).await;
         tokio::spawn(monitor::watch_gaps(Arc::downgrade(&ledger), outage));
@@ -122,7 +121,7 @@ pub fn run(config: &LedgerConfig) -> Result<(), DaemonError> {
     // ends; every acknowledged batch is already durable.
     drop(runtime);
     let _ = writer.join();
-    event(Level::Info, "ledger-stopped", json!({}));
+    tracing::info!(event = "ledger-stopped");
     Ok(())
 }
 
@@ -154,26 +153,28 @@ async fn reload_on_hangup(
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| e.to_string()));
         let level = if tls_result.is_ok() && key_result.is_ok() && appraisal_result.is_ok() {
-            Level::Info
+            Level::INFO
         } else {
-            Level::Error
+            Level::ERROR
         };
-        event(
+        let appraisal_policies = match appraisal_result {
+            Ok(changed) if changed.is_empty() => "unchanged".to_string(),
+            Ok(changed) => format!("changed for {}", changed.join(", ")),
+            Err(e) => format!("kept the loaded policies: {e}"),
+        };
+        let checkpoint_key = match key_result {
+            Ok(Some(vkey)) => format!("rotated to {vkey}"),
+            Ok(None) => "unchanged".to_string(),
+            Err(e) => e,
+        };
+        attestor_net::event_at!(
             level,
             "ledger-reloaded",
-            json!({
-                "tls": tls_result.map(|_| "reloaded".to_string()).unwrap_or_else(|e| e.to_string()),
-                "appraisal_policies": match appraisal_result {
-                    Ok(changed) if changed.is_empty() => "unchanged".to_string(),
-                    Ok(changed) => format!("changed for {}", changed.join(", ")),
-                    Err(e) => format!("kept the loaded policies: {e}"),
-                },
-                "checkpoint_key": match key_result {
-                    Ok(Some(vkey)) => format!("rotated to {vkey}"),
-                    Ok(None) => "unchanged".to_string(),
-                    Err(e) => e,
-                },
-            }),
+            tls = tls_result
+                .map(|_| "reloaded".to_string())
+                .unwrap_or_else(|e| e.to_string()),
+            appraisal_policies,
+            checkpoint_key,
         );
     }
 }

@@ -445,7 +445,6 @@ fn outcome(stored: &StoredEntry) -> Outcome {
 
 /// Keeps `enforcer` within [`TAIL_PERIOD`] of the log until the runtime stops.
 pub async fn keep_current(enforcer: Arc<Enforcer>, store: Arc<dyn LedgerStore>) {
-    use attestor_net::logging::{limited_event, Level};
     let cursor = Arc::new(std::sync::Mutex::new(Cursor::default()));
     loop {
         let (enforcer, store, cursor) = (enforcer.clone(), store.clone(), cursor.clone());
@@ -455,8 +454,11 @@ pub async fn keep_current(enforcer: Arc<Enforcer>, store: Arc<dyn LedgerStore>) 
         })
         .await;
         if let Ok(Err(e)) = round {
-            let error = serde_json::json!({"error": e.to_string()});
-            limited_event(Level::Error, "enforcement-refresh-failed", error);
+            attestor_net::limited_event!(
+                tracing::Level::ERROR,
+                "enforcement-refresh-failed",
+                error = %e
+            );
         }
         tokio::time::sleep(TAIL_PERIOD).await;
     }

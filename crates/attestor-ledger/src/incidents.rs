@@ -13,7 +13,6 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde_json::json;
 use thiserror::Error;
 
 use crate::log::batcher::{BatchError, Batcher};
@@ -22,7 +21,6 @@ use crate::store::{
     AlertKind, Incident, IncidentChange, IncidentQuery, IncidentState, IncidentStates, LedgerStore,
     NewIncident, StoreError, Verdict, MAX_PAGE,
 };
-use attestor_net::logging::{limited_event, Level};
 use attestor_verify::record::{
     IncidentRecord, LogRecord, INCIDENT_RECORDER, POLICY_RECORDER, RECORD_VERSION,
 };
@@ -304,10 +302,12 @@ impl IncidentBook {
     /// the lease), so the change stands either way.
     async fn journal_or_defer(&self, to: IncidentState, incident: &Incident) {
         if let Err(e) = self.journal(to, incident).await {
-            limited_event(
-                Level::Warn,
+            attestor_net::limited_event!(
+                tracing::Level::WARN,
                 "incident-record-deferred",
-                json!({"incident": incident.id, "change": change_name(to), "error": e.to_string()}),
+                incident = incident.id,
+                change = change_name(to),
+                error = %e,
             );
         }
     }

@@ -138,6 +138,14 @@ impl LedgerMetrics {
             Unit::Seconds,
             submit.clone(),
         );
+        registry.register_with_unit(
+            "stage",
+            "Time a submission spends in each pipeline stage (tls_accept, parse, judge, \
+             appraise, append with its group commit, checkpoint per batch, answer), from the \
+             process's tracing spans",
+            Unit::Seconds,
+            attestor_net::logging::stage_seconds(),
+        );
         registry.register("log_entries", "Entries in the Merkle log", log_size.clone());
         registry.register_with_unit(
             "checkpoint_age",

@@ -79,15 +79,12 @@ fn explained(outage: Option<Outage>, gap: &Gap, now_ms: u64, max_gap: Duration) 
 /// delivery would hide the outage. [`watch_gaps`] resolves it once the agents have had one
 /// allowed gap to be heard again.
 pub async fn raise_outage(ledger: &crate::service::Ledger) -> Option<Outage> {
-    use attestor_net::logging::{event, Level};
-
     let started_ms = attestor_verify::time::unix_ms(std::time::SystemTime::now());
     let max_gap = ledger.max_gap();
     let outage = match outage_at_start(ledger.store().as_ref(), started_ms, max_gap) {
         Ok(outage) => outage?,
         Err(e) => {
-            let error = serde_json::json!({"error": e.to_string()});
-            event(Level::Error, "gap-check-failed", error);
+            tracing::error!(event = "gap-check-failed", error = %e);
             return None;
         }
     };
@@ -99,10 +96,11 @@ pub async fn raise_outage(ledger: &crate::service::Ledger) -> Option<Outage> {
         (to - from) / 1000,
         max_gap.as_secs()
     );
-    event(
-        Level::Warn,
-        "ledger-outage",
-        serde_json::json!({"last_entry_ms": from, "started_ms": to, "summary": summary}),
+    tracing::warn!(
+        event = "ledger-outage",
+        last_entry_ms = from,
+        started_ms = to,
+        summary = %summary,
     );
     for tenant in ledger.tenants().keys() {
         ledger
@@ -135,7 +133,6 @@ pub async fn watch_gaps(ledger: std::sync::Weak<crate::service::Ledger>, outage:
     use std::collections::BTreeSet;
 
     use crate::alerts::AlertKind;
-    use attestor_net::logging::{limited_event, Level};
 
     let mut outage_unresolved = outage.is_some();
     loop {
@@ -156,8 +153,11 @@ pub async fn watch_gaps(ledger: std::sync::Weak<crate::service::Ledger>, outage:
         let found = match found {
             Ok(Ok(found)) => found,
             Ok(Err(e)) => {
-                let error = serde_json::json!({"error": e.to_string()});
-                limited_event(Level::Error, "gap-check-failed", error);
+                attestor_net::limited_event!(
+                    tracing::Level::ERROR,
+                    "gap-check-failed",
+                    error = %e
+                );
                 continue;
             }
             Err(_) => continue,
@@ -207,8 +207,11 @@ pub async fn watch_gaps(ledger: std::sync::Weak<crate::service::Ledger>, outage:
         {
             Ok(raised) => raised,
             Err(e) => {
-                let error = serde_json::json!({"error": e.to_string()});
-                limited_event(Level::Error, "gap-check-failed", error);
+                attestor_net::limited_event!(
+                    tracing::Level::ERROR,
+                    "gap-check-failed",
+                    error = %e
+                );
                 continue;
             }
         };

@@ -41,15 +41,15 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
+use tracing::{Instrument, Level};
 
 use crate::config::ConnectionLimits;
 use crate::service::{CheckpointAt, EntryFilter, Ledger, ServiceError};
 use crate::store::{IncidentStates, StoreError, Verdict};
-use attestor_net::logging::{event, limited_event, Level};
+use attestor_net::limited_event;
 use attestor_net::tls::{stream_identity, AgentIdentity};
 use attestor_verify::api::{ErrorBody, IncidentChangeRequest, LogKeysResponse};
 use attestor_verify::bundle::MAX_BUNDLE_BYTES;
@@ -175,7 +175,7 @@ pub async fn serve(
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors and the like: back off instead of spinning.
-                    limited_event(Level::Warn, "accept-failed", json!({"error": e.to_string()}));
+                    limited_event!(Level::WARN, "accept-failed", error = %e);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -184,11 +184,7 @@ pub async fn serve(
         let place = match pending.admit(peer.ip()) {
             Ok(place) => place,
             Err(reason) => {
-                limited_event(
-                    Level::Warn,
-                    "connection-refused",
-                    json!({"peer": peer.to_string(), "reason": reason}),
-                );
+                limited_event!(Level::WARN, "connection-refused", peer = %peer, reason);
                 continue;
             }
         };
@@ -199,14 +195,12 @@ pub async fn serve(
         let (ledger, slots) = (ledger.clone(), slots.clone());
         tokio::spawn(async move {
             let handshake = acceptor.accept(tcp);
-            let tls = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
+            let handshake = tokio::time::timeout(limits.handshake_timeout, handshake)
+                .instrument(tracing::info_span!("tls_accept"));
+            let tls = match handshake.await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
-                    limited_event(
-                        Level::Info,
-                        "tls-refused",
-                        json!({"peer": peer.to_string(), "error": e.to_string()}),
-                    );
+                    limited_event!(Level::INFO, "tls-refused", peer = %peer, error = %e);
                     return;
                 }
                 Err(_) => return,
@@ -214,11 +208,7 @@ pub async fn serve(
             let who = match stream_identity(&tls) {
                 Ok(who) => who,
                 Err(e) => {
-                    limited_event(
-                        Level::Warn,
-                        "identity-refused",
-                        json!({"peer": peer.to_string(), "error": e.to_string()}),
-                    );
+                    limited_event!(Level::WARN, "identity-refused", peer = %peer, error = %e);
                     return;
                 }
             };
@@ -343,11 +333,7 @@ impl From<ServiceError> for Failure {
         let routine =
             e.code() == "not-sequencer" || matches!(e, ServiceError::StorageUnavailable { .. });
         if status.is_server_error() && !routine {
-            limited_event(
-                Level::Error,
-                "request-failed",
-                json!({"error": e.to_string()}),
-            );
+            limited_event!(Level::ERROR, "request-failed", error = %e);
         }
         Failure {
             retry_after: e.retry_after(),
@@ -440,20 +426,20 @@ async fn dispatch(
         (&Method::POST, "/v1/attestations") => {
             let body = read_body(request, MAX_BUNDLE_BYTES).await?;
             let response = ledger.submit(who, body).await?;
+            let _answer = tracing::info_span!("answer").entered();
             let status = match (response.verdict, response.reason.as_deref()) {
                 // A late attestation is logged as genuine: delivered, nothing to fix.
                 (Verdict::Accepted | Verdict::Late, _) => StatusCode::OK,
                 (Verdict::Refused, Some("malformed")) => StatusCode::BAD_REQUEST,
                 (Verdict::Refused, _) => StatusCode::UNPROCESSABLE_ENTITY,
             };
-            event(
-                Level::Info,
-                "submission",
-                json!({
-                    "tenant": who.tenant, "agent": who.agent_id,
-                    "verdict": response.verdict.as_str(), "reason": response.reason,
-                    "index": response.receipt.index,
-                }),
+            tracing::info!(
+                event = "submission",
+                tenant = %who.tenant,
+                agent = %who.agent_id,
+                verdict = response.verdict.as_str(),
+                reason = response.reason.as_deref(),
+                index = response.receipt.index,
             );
             Ok(json_answer(status, &response))
         }
@@ -555,14 +541,15 @@ async fn dispatch(
             let incident = ledger
                 .change_incident(who, id, resolve, body.reason)
                 .await?;
-            event(
-                Level::Info,
-                if resolve {
+            tracing::info!(
+                event = if resolve {
                     "incident-resolved"
                 } else {
                     "incident-acknowledged"
                 },
-                json!({"tenant": who.tenant, "operator": who.agent_id, "incident": id}),
+                tenant = %who.tenant,
+                operator = %who.agent_id,
+                incident = id,
             );
             Ok(ok(&incident))
         }

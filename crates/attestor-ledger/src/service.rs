@@ -13,6 +13,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
+use tracing::Instrument;
 
 use attestor_verify::fs::{write_atomically, WriteError};
 use thiserror::Error;
@@ -38,7 +39,6 @@ use crate::submission::{
     accepted_state, judge_submission, verify_drift_submission, NonceBook, PresentedNonce, Refusal,
     TenantPolicy, Timeliness, VOUCH_WINDOW,
 };
-use attestor_net::logging::{event, Level};
 use attestor_net::tls::AgentIdentity;
 use attestor_verify::api::{
     AgentStatusJson, AgentsResponse, AlertsResponse, ConsistencyResponse, EnrollChallenge,
@@ -59,7 +59,6 @@ use attestor_verify::log::keys::KeyHistory;
 use attestor_verify::log::merkle::{empty_root, verify_consistency};
 use attestor_verify::profiles::{Profile, ProfileError};
 use attestor_verify::record::{Discarded, LogRecord, POLICY_RECORDER, RECORD_VERSION};
-use serde_json::json;
 
 /// Why a request was not served. Refused submissions are not errors: they are logged and
 /// answered with a [`SubmitResponse`].
@@ -372,17 +371,15 @@ pub fn open_store(config: &LedgerConfig) -> Result<Arc<dyn LedgerStore>, StartEr
 /// Renews the sequencer lease (or keeps trying to take it) every `period` until `stop`
 /// is dropped, then gives it up.
 fn keep_lease(sequencer: Arc<Sequencer>, period: Duration, stop: mpsc::Receiver<()>) {
-    use attestor_net::logging::{event, limited_event, Level};
-    use serde_json::json;
     let mut leading = sequencer.is_sequencer();
     while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(period) {
         let now = match sequencer.claim() {
             Ok(now) => now,
             Err(e) => {
-                limited_event(
-                    Level::Error,
+                attestor_net::limited_event!(
+                    tracing::Level::ERROR,
                     "sequencer-lease-failed",
-                    json!({"error": e.to_string()}),
+                    error = %e
                 );
                 false
             }
@@ -393,16 +390,12 @@ fn keep_lease(sequencer: Arc<Sequencer>, period: Duration, stop: mpsc::Receiver<
             } else {
                 "sequencer-lost"
             };
-            event(Level::Info, name, json!({"log_size": sequencer.size()}));
+            tracing::info!(event = name, log_size = sequencer.size());
             leading = now;
         }
     }
     if let Err(e) = sequencer.resign() {
-        event(
-            Level::Warn,
-            "sequencer-release-failed",
-            json!({"error": e.to_string()}),
-        );
+        tracing::warn!(event = "sequencer-release-failed", error = %e);
     }
 }
 
@@ -621,11 +614,7 @@ impl Ledger {
                 accepted_state: None,
             };
             self.batcher.submit(submission).await?;
-            event(
-                Level::Info,
-                "appraisal-policy-recorded",
-                json!({ "tenant": tenant, "policy": id }),
-            );
+            tracing::info!(event = "appraisal-policy-recorded", tenant = %tenant, policy = %id);
         }
         appraisal.mark_recorded();
         Ok(())
@@ -914,7 +903,12 @@ impl Ledger {
             r.attestation_id.clone(),
             r.ear.clone(),
         );
-        let appended = self.batcher.submit(submission).await;
+        // Includes the wait for the group commit that carries it.
+        let appended = self
+            .batcher
+            .submit(submission)
+            .instrument(tracing::info_span!("append"))
+            .await;
         if let Err(e) = &appended {
             if matches!(e, BatchError::Append(_) | BatchError::Unpublished(_)) {
                 self.write_health.failed();
@@ -1130,23 +1124,26 @@ impl Ledger {
         };
         let now = SystemTime::now();
         let mut presented = None;
-        let verdict = if is_drift_report(&body) {
-            Err(self.judge_drift(who, &agent, &body, now, &mut presented)?)
-        } else {
+        // Stage spans (timed on /metrics): parse, judge, appraise, one after the other.
+        let parsed = (!is_drift_report(&body)).then(|| {
+            let _parse = tracing::info_span!("parse").entered();
             Bundle::from_json(&body)
-                .map_err(Refusal::from)
-                .and_then(|bundle| {
-                    let nonce = self.nonces.presented(who, &bundle.nonce, now);
-                    presented = Some((nonce, bundle.nonce.clone()));
-                    judge_submission(
-                        &bundle,
-                        &agent,
-                        nonce,
-                        &self.profile,
-                        &appraisal.approved,
-                        now,
-                    )
-                })
+        });
+        let judging = tracing::info_span!("judge").entered();
+        let verdict = match parsed {
+            None => Err(self.judge_drift(who, &agent, &body, now, &mut presented)?),
+            Some(parsed) => parsed.map_err(Refusal::from).and_then(|bundle| {
+                let nonce = self.nonces.presented(who, &bundle.nonce, now);
+                presented = Some((nonce, bundle.nonce.clone()));
+                judge_submission(
+                    &bundle,
+                    &agent,
+                    nonce,
+                    &self.profile,
+                    &appraisal.approved,
+                    now,
+                )
+            }),
         };
         let verdict = match verdict {
             Ok(Timeliness::Late { verified, .. })
@@ -1169,6 +1166,8 @@ impl Ledger {
                 return Ok(Judged::Repeat(original));
             }
         }
+        drop(judging);
+        let appraising = tracing::info_span!("appraise").entered();
         record.submission = body;
         let now_ms = attestor_verify::time::unix_ms(now);
         let nonce = presented.as_ref().map(|(_, n)| n.as_slice()).unwrap_or(&[]);
@@ -1220,6 +1219,7 @@ impl Ledger {
             }
         };
         record.ear = Some(self.appraiser.sign(&ear).map_err(ServiceError::Ear)?);
+        drop(appraising);
         let spend_nonce = presented
             .filter(|(check, _)| check.to_spend())
             .map(|(_, nonce)| nonce);

@@ -362,8 +362,8 @@ impl Sequencer {
         }
         state.last_ms = now;
         let size = state.tree.size();
-        let note = self
-            .publish(&state, now)
+        let note = tracing::info_span!("checkpoint")
+            .in_scope(|| self.publish(&state, now))
             .map_err(|source| SequencerError::Unpublished {
                 first,
                 end: size,
