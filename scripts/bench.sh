@@ -250,6 +250,35 @@ for backend in embedded postgres; do
     rows+=("| ledger RSS, $backend (start → peak) | $(jq -r '(.ledger.rss_start_kib/1024|floor|tostring) + " → " + (.ledger.rss_peak_kib/1024|floor|tostring)' "$paced") MiB | — | — | — | — |")
 done
 
+# Where the ledger's CPU goes (docs/profile.md): perf's cpu-clock samples with DWARF call
+# stacks of a release ledger under the closed loop, charged to categories by
+# scripts/profile.py. Needs perf allowed to sample the ledger (root, or
+# perf_event_paranoid <= 2 for user space only); otherwise the section says so.
+profile_note="(not measured: perf is missing or may not sample processes here)"
+if command -v perf >/dev/null && command -v python3 >/dev/null &&
+    perf record -q -e cpu-clock -o /dev/null -- true 2>/dev/null; then
+    step "profile: the ledger's CPU by category under the closed loop, $agents agents, $duration s"
+    start_ledger ledger-profile "$work/ekca/loadgen-profile.toml"
+    loadgen "$work/profiled.json" --agents "$agents" --rate max --duration "$duration" --agent-prefix profiled &
+    loadgen_pid=$!
+    # Heartbeats only: sampling starts with the first logged submission (after enrollment)
+    # and ends before the load does.
+    until grep -q '"event":"submission"' "$work/ledger-profile/ledger.log"; do
+        kill -0 "$loadgen_pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    perf record -q -e cpu-clock -F 250 --call-graph dwarf,16384 -p "$ledger_pid" \
+        -o "$work/ledger.perf" -- sleep "$((duration > 10 ? duration - 5 : duration / 2 + 1))" \
+        2>"$work/perf.log" || true
+    wait "$loadgen_pid"
+    stop_ledger
+    per=$(jq -r '.ledger.cpu_ms_per_submission // empty' "$work/profiled.json")
+    if perf script -i "$work/ledger.perf" 2>/dev/null |
+        python3 scripts/profile.py ${per:+--cpu-ms-per-submission "$per"} >"$work/profile.md"; then
+        profile_note="Ledger CPU per heartbeat (nonce + submit) in this run: ${per:-n/a} ms, $(jq -r '.throughput_per_s | round' "$work/profiled.json")/s."
+    fi
+fi
+
 step "agent: a real attestor agent on swtpm for $agent_seconds s"
 for attempt in 1 2 3 4 5; do
     rm -f "$work/swtpm/swtpm.pid"
@@ -335,6 +364,11 @@ mkdir -p "$(dirname "$out")"
     echo
     echo "Reproduce: \`scripts/bench.sh$( [ "$quick" = 1 ] && echo " --quick")\`; each bench alone: \`cargo bench --bench NAME\` (micro, merkle, query, attest, snp, enforce, ingest, append)."
     echo
+    echo "## Where the ledger's CPU goes"
+    echo
+    echo "perf cpu-clock samples of the release ledger under \`attestor loadgen\` (closed loop, $agents agents, embedded store), charged by \`scripts/profile.py\` (method: docs/profile.md). $profile_note"
+    echo
+    [ -s "$work/profile.md" ] && { cat "$work/profile.md"; echo; }
     echo "## Append cost as the log grows"
     echo
     if grep -q '^append: Median' "$work/append.log"; then
