@@ -356,6 +356,73 @@ fn every_pipeline_stage_of_a_submission_is_timed_on_metrics() {
     }
 }
 
+/// `attestor agent` writes its events as the same JSON lines on stderr (the subscriber is
+/// installed for every command), from its start to its stop.
+#[test]
+fn the_agent_process_logs_json_lines_from_start_to_stop() {
+    let fixture = AgentFixture::new();
+    let ledger = LedgerProcess::for_fixture(&fixture);
+    let tls = ledger.tls_files("a1");
+    let mut config = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&fixture.config_path)
+        .unwrap();
+    write!(
+        config,
+        "\n[ledger]\nendpoint = \"{}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\
+         [heartbeat]\ninterval_seconds = 5\ntimeout_seconds = 4\n",
+        ledger.endpoint(),
+        tls.ca.display(),
+        tls.cert.display(),
+        tls.key.display()
+    )
+    .unwrap();
+    let log_path = fixture.dir.path().join("agent.log");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_attestor"))
+        .arg("agent")
+        .arg("--config")
+        .arg(&fixture.config_path)
+        .arg("--tcti")
+        .arg(fixture.tpm.tcti())
+        .env_remove("RUST_LOG")
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !log().contains("\"event\":\"delivered\"") {
+        assert!(
+            Instant::now() < deadline && agent.try_wait().unwrap().is_none(),
+            "no delivered attestation; agent log:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stopped = Command::new("kill")
+        .args(["-TERM", &agent.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    agent.wait().unwrap();
+
+    let log = log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+    assert_eq!(events.first(), Some(&"agent-started"), "{log}");
+    assert_eq!(events.last(), Some(&"agent-stopped"), "{log}");
+    let delivered = &lines[events.iter().position(|e| *e == "delivered").unwrap()];
+    assert_eq!(delivered["level"], "info");
+    assert_eq!(delivered["verdict"], "accepted");
+    // An accepted attestation has no refusal reason: written as null, as before tracing.
+    assert_eq!(delivered["reason"], serde_json::Value::Null);
+    assert!(delivered["ts_ms"].as_u64().is_some() && delivered["index"].as_u64().is_some());
+    assert_eq!(lines[0]["tenant"], "acme");
+    assert_eq!(lines[0]["agent"], "a1");
+}
+
 #[test]
 fn a_silent_agent_raises_a_gap_alert_that_resolves_and_the_gate_follows() {
     let fixture = AgentFixture::new();
