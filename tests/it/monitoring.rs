@@ -320,12 +320,17 @@ fn stage_histogram(metrics: &str, stage: &str) -> (Vec<(f64, u64)>, u64) {
 }
 
 /// The ledger times every pipeline stage of a submission from its tracing spans: after a
-/// few submissions each stage's histogram has observations, in cumulative buckets.
+/// few submissions each stage's histogram has observations, in cumulative buckets. The
+/// timings do not depend on RUST_LOG, which here keeps every info line out of the log.
 #[test]
 fn every_pipeline_stage_of_a_submission_is_timed_on_metrics() {
     let scratch = tempfile::tempdir().unwrap();
     let ek_ca = scratch.path().join("ek-ca");
-    let ledger = crate::loadgen::ledger_for_loadgen(&ek_ca, &"ab".repeat(32));
+    let mut ledger = crate::loadgen::ledger_for_loadgen(&ek_ca, &"ab".repeat(32));
+    ledger.stop();
+    let from = ledger.log().len();
+    ledger.env.push(("RUST_LOG".into(), "warn".into()));
+    ledger.restart();
     crate::loadgen::loadgen(
         &ledger,
         &ek_ca,
@@ -354,6 +359,13 @@ fn every_pipeline_stage_of_a_submission_is_timed_on_metrics() {
             "{stage}: +Inf holds every observation"
         );
     }
+    let log = ledger.log();
+    let (default, warn) = log.split_at(from);
+    assert!(
+        default.contains("\"event\":\"ledger-started\""),
+        "{default}"
+    );
+    assert!(!warn.contains("\"level\":\"info\""), "{warn}");
 }
 
 /// `attestor agent` writes its events as the same JSON lines on stderr (the subscriber is
