@@ -30,14 +30,24 @@ use tracing_subscriber::Layer;
 /// Installs the process's subscriber: JSON lines on stderr filtered by `RUST_LOG`, and
 /// the stage timer. Call once, first thing in `main`; a second call changes nothing.
 pub fn init() {
-    // An unset or unreadable RUST_LOG must not silence the service.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // An unset or unreadable RUST_LOG must not silence the service; an unreadable one is
+    // reported once the subscriber is in place.
+    let (filter, refused) = match EnvFilter::try_from_default_env() {
+        Ok(filter) => (filter, None),
+        Err(e) => (
+            EnvFilter::new("info"),
+            std::env::var_os("RUST_LOG").map(|_| e.to_string()),
+        ),
+    };
     let stages = filter_fn(|meta: &Metadata<'_>| meta.is_span() && STAGES.contains(&meta.name()));
     let subscriber = tracing_subscriber::registry()
         .with(JsonLines(to_stderr).with_filter(filter))
         .with(StageTimer.with_filter(stages));
     // Already set: by an earlier call, or by a test harness that wants its own.
     let _ = tracing::subscriber::set_global_default(subscriber);
+    if let Some(error) = refused {
+        tracing::warn!(event = "log-filter-refused", error = %error, using = "info");
+    }
 }
 
 /// Writes an event at a level known only at run time (tracing's macros need a constant):
