@@ -252,11 +252,11 @@ done
 
 # Where the ledger's CPU goes (docs/profile.md): perf's cpu-clock samples with DWARF call
 # stacks of a release ledger under the closed loop, charged to categories by
-# scripts/profile.py. Needs perf allowed to sample the ledger (root, or
-# perf_event_paranoid <= 2 for user space only); otherwise the section says so.
+# scripts/profile.py. Needs perf allowed to sample system-wide (root, or
+# perf_event_paranoid <= 0); otherwise the section says so.
 profile_note="(not measured: perf is missing or may not sample processes here)"
 if command -v perf >/dev/null && command -v python3 >/dev/null &&
-    perf record -q -e cpu-clock -o /dev/null -- true 2>/dev/null; then
+    perf record -q -a -e cpu-clock -o /dev/null -- true 2>/dev/null; then
     step "profile: the ledger's CPU by category under the closed loop, $agents agents, $duration s"
     start_ledger ledger-profile "$work/ekca/loadgen-profile.toml"
     loadgen "$work/profiled.json" --agents "$agents" --rate max --duration "$duration" --agent-prefix profiled &
@@ -267,13 +267,15 @@ if command -v perf >/dev/null && command -v python3 >/dev/null &&
         kill -0 "$loadgen_pid" 2>/dev/null || break
         sleep 0.2
     done
-    perf record -q -e cpu-clock -F 250 --call-graph dwarf,16384 -p "$ledger_pid" \
+    # System-wide, then the ledger's samples alone: `perf record -p` misses the blocking
+    # pool's threads that start after it attached, where the verification runs.
+    perf record -q -a -e cpu-clock -F 250 --call-graph dwarf,16384 \
         -o "$work/ledger.perf" -- sleep "$((duration > 10 ? duration - 5 : duration / 2 + 1))" \
         2>"$work/perf.log" || true
     wait "$loadgen_pid"
     stop_ledger
     per=$(jq -r '.ledger.cpu_ms_per_submission // empty' "$work/profiled.json")
-    if perf script -i "$work/ledger.perf" 2>/dev/null |
+    if perf script -i "$work/ledger.perf" --pid "$ledger_pid" 2>/dev/null |
         python3 scripts/profile.py ${per:+--cpu-ms-per-submission "$per"} >"$work/profile.md"; then
         profile_note="Ledger CPU per heartbeat (nonce + submit) in this run: ${per:-n/a} ms, $(jq -r '.throughput_per_s | round' "$work/profiled.json")/s."
     fi
