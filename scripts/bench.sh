@@ -4,7 +4,8 @@
 #   scripts/bench.sh                  # full run (10^7-leaf Merkle, 10^6 appends, 1,000 agents at 1,700/s, 60 s agent)
 #   scripts/bench.sh --quick          # short settings: checks the pipeline end to end, noisy figures
 #   scripts/bench.sh --soak 600       # also a 10-minute soak sampling the ledger's RSS every 5 s
-#   options: --agents N --rate R --duration S (load test), --out FILE
+#   options: --agents N --rate R --duration S (load test), --fleet-agents N --fleet-seconds S
+#            (connected fleet at a 60 s heartbeat), --out FILE
 #
 # What runs: the criterion micro-benchmarks (micro, merkle, query, attest, snp, enforce; `attest` and
 # the agent figures need swtpm), the append cost as the log grows (`append`: 10^6 entries on
@@ -20,6 +21,8 @@ source scripts/swtpm.sh
 
 keylime_version=7.14.0
 quick=0 soak=0 agents=1000 rate=1700 duration=30 agent_seconds=60 authz_seconds=10 out=docs/benchmarks.md
+# The connected fleet: agents on a 60 s heartbeat, each keeping its connection.
+fleet_agents=10000 fleet_seconds=600
 while [ $# -gt 0 ]; do
     case $1 in
         --quick) quick=1 ;;
@@ -27,6 +30,8 @@ while [ $# -gt 0 ]; do
         --agents) agents=$2; shift ;;
         --rate) rate=$2; shift ;;
         --duration) duration=$2; shift ;;
+        --fleet-agents) fleet_agents=$2; shift ;;
+        --fleet-seconds) fleet_seconds=$2; shift ;;
         --out) out=$2; shift ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
@@ -36,6 +41,7 @@ criterion_args=()
 query_entries=1000000 append_sqlite=1000000 append_postgres=100000
 if [ "$quick" = 1 ]; then
     agents=100 rate=200 duration=5 agent_seconds=15 query_entries=100000 authz_seconds=3
+    fleet_agents=1000 fleet_seconds=60
     append_sqlite=100000 append_postgres=10000
     criterion_args=(--warm-up-time 1 --measurement-time 1 --sample-size 10)
 fi
@@ -43,6 +49,8 @@ for tool in jq swtpm swtpm_setup taskset; do
     command -v "$tool" >/dev/null || { echo "$tool is required (see scripts/test.sh)" >&2; exit 1; }
 done
 export TSS2_LOG=all+none
+# Thousands of kept-alive connections: a descriptor each, in the ledger and in loadgen.
+ulimit -n "$(ulimit -Hn)"
 
 work=$(mktemp -d /tmp/attestor-bench.XXXXXX)
 # PostgreSQL runs as its own user (scripts/postgres.sh) and must reach $work/pg; the keys
@@ -290,6 +298,24 @@ if [ -n "$keylime_ns" ]; then
 else
     rows+=("| Keylime $keylime_version comparison | not measured: $keylime_missing | — | — | — | — |")
 fi
+
+fleet_rate=$(awk -v n="$fleet_agents" 'BEGIN { printf "%.2f", n / 60 }')
+step "connected fleet: $fleet_agents agents at a 60 s heartbeat ($fleet_rate/s paced), $fleet_seconds s, embedded store"
+start_ledger ledger-fleet "$work/ekca/loadgen-profile.toml"
+loadgen "$work/fleet.json" --agents "$fleet_agents" --rate "$fleet_rate" --duration "$fleet_seconds" --agent-prefix fleet &
+fleet_pid=$!
+connections=0 # the most connections the ledger held at once, sampled every 5 s
+while kill -0 "$fleet_pid" 2>/dev/null; do
+    c=$(ss -Htn state established "( sport = :${ledger_url##*:} )" | wc -l)
+    [ "$c" -gt "$connections" ] && connections=$c
+    sleep 5
+done
+wait "$fleet_pid"
+stop_ledger
+fleet=$work/fleet.json
+fleet_p99=$(jq -r '.submit_latency_ms.p99 // empty | . * 10 | round / 10' "$fleet")
+rows+=("| p99 submit latency, $fleet_agents connected agents at a 60 s heartbeat ($fleet_rate/s paced, achieved $(jq -r '.throughput_per_s | . * 10 | round / 10' "$fleet")/s, errors $(jq -c '.errors_by_kind' "$fleet")), $fleet_seconds s, embedded | ${fleet_p99:-n/a} ms | p50 $(jq -r '.submit_latency_ms.p50 // empty | . * 10 | round / 10' "$fleet") ms | — | < 50 ms | $(awk -v p="$fleet_p99" 'BEGIN { if (p == "") print "n/a"; else print (p < 50 ? "yes" : "no") }') |")
+rows+=("| ledger with $fleet_agents connected agents: RSS start → peak, CPU | $(jq -r '(.ledger.rss_start_kib/1024|floor|tostring) + " → " + (.ledger.rss_peak_kib/1024|floor|tostring)' "$fleet") MiB, $(jq -r '.ledger.cpu_cores // empty | . * 100 | round / 100' "$fleet") cores | most connections held at once: $connections | — | — | — |")
 
 step "agent: a real attestor agent on swtpm for $agent_seconds s"
 for attempt in 1 2 3 4 5; do
