@@ -472,7 +472,7 @@ fn the_sealed_key_certification_is_verified_once_per_exact_bytes() {
     ak_public[last] ^= 1;
     for ak in [&sealed.public, &ak_public] {
         let before = cache.signatures_checked();
-        let answer = cache.verify(ak, &sealed.public, &sealed.certification, |s| s);
+        let answer = cache.verify(ak, &sealed.public, (&sealed.certification).into(), |s| s);
         assert!(answer.is_err());
         assert_eq!(cache.signatures_checked(), before + 1);
     }
@@ -505,7 +505,7 @@ fn the_certification_cache_keeps_only_passes_and_is_bounded() {
     let cache = CertificationCache::new(2);
     for _ in 0..2 {
         let refused: Result<(), &str> =
-            cache.verify(&ak, &sealed.public, &sealed.certification, |s| {
+            cache.verify(&ak, &sealed.public, (&sealed.certification).into(), |s| {
                 s.unwrap();
                 Err("refused by the caller")
             });
@@ -516,7 +516,7 @@ fn the_certification_cache_keeps_only_passes_and_is_bounded() {
     // Three passing certifications in a cache of two: the oldest makes room.
     let pass = |sealed: &SealedKeyEvidence| {
         cache
-            .verify(&ak, &sealed.public, &sealed.certification, |s| s)
+            .verify(&ak, &sealed.public, (&sealed.certification).into(), |s| s)
             .unwrap()
     };
     let mut third = sealed.clone();

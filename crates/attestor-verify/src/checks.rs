@@ -395,7 +395,7 @@ fn verify_tpm(
     let sealed_key = profile.certifications.verify(
         &ev.ak_public,
         &sealed.public,
-        &sealed.certification,
+        (&sealed.certification).into(),
         |signature| {
             signature
                 .map_err(|e| fail(Check::SealedKeyCertification, format!("AK signature: {e}")))?;

@@ -7,7 +7,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::keys::{KeyError, TpmSigningKey};
-use crate::bundle::SignedAttest;
+
+/// The AK's TPM2_Certify of a sealed key: the TPMS_ATTEST and the AK's TPMT_SIGNATURE over
+/// it, as a bundle carries them.
+#[derive(Debug, Clone, Copy)]
+pub struct Certification<'a> {
+    /// The marshalled TPMS_ATTEST, the signed message.
+    pub attest: &'a [u8],
+    /// The marshalled TPMT_SIGNATURE.
+    pub signature: &'a [u8],
+}
 
 /// Certifications that passed, keyed by a SHA-256 over every input of the check (the AK
 /// public area the key is parsed from, the sealed key's public area, the attest bytes and
@@ -57,17 +66,16 @@ impl CertificationCache {
         &self,
         ak_public: &[u8],
         sealed_public: &[u8],
-        certification: &SignedAttest,
+        certification: Certification<'_>,
         check: impl FnOnce(Result<(), KeyError>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let key = certification_key(ak_public, sealed_public, certification);
+        let key = certification_key(ak_public, sealed_public, &certification);
         if self.lock().verified.contains(&key) {
             return check(Ok(()));
         }
         self.signatures_checked.fetch_add(1, Ordering::Relaxed);
-        let signature = TpmSigningKey::from_public(ak_public).and_then(|ak| {
-            ak.verify_tpm_signature(&certification.attest, &certification.signature)
-        });
+        let signature = TpmSigningKey::from_public(ak_public)
+            .and_then(|ak| ak.verify_tpm_signature(certification.attest, certification.signature));
         let signature_verified = signature.is_ok();
         let checked = check(signature)?;
         if signature_verified {
@@ -108,15 +116,15 @@ impl CertificationCache {
 fn certification_key(
     ak_public: &[u8],
     sealed_public: &[u8],
-    certification: &SignedAttest,
+    certification: &Certification<'_>,
 ) -> [u8; 32] {
     let mut key = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     // Length-prefixed, so no two different input tuples hash the same byte stream.
     for part in [
         ak_public,
         sealed_public,
-        &certification.attest,
-        &certification.signature,
+        certification.attest,
+        certification.signature,
     ] {
         key.update(&(part.len() as u64).to_be_bytes());
         key.update(part);
