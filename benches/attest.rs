@@ -117,6 +117,9 @@ fn bench_verify(c: &mut Criterion, f: &Fixture) {
         ak: AkTrust::Name(f.agent.ak_name().unwrap()),
         ..Expectations::default()
     };
+    if let Some(dir) = std::env::var_os("ATTESTOR_BENCH_QUOTE_DIR") {
+        write_quote_for_others(std::path::Path::new(&dir), &f.bundle, &ak);
+    }
     let mut group = c.benchmark_group("verify");
     group.bench_function("verify_bundle", |b| {
         b.iter(|| verify_bundle(black_box(&f.bundle), &f.agent_fixture.profile, &expect).unwrap())
@@ -150,6 +153,50 @@ fn bench_verify(c: &mut Criterion, f: &Fixture) {
         })
     });
     group.finish();
+}
+
+/// The quote `verify_quote` checks, in the files other verifiers read (tpm2-tools' formats,
+/// as `tpm2_quote` writes them), so scripts/bench.sh times Keylime's check of the same quote:
+/// `ak.sec1` (the AK's uncompressed point), `quote.msg` (TPMS_ATTEST), `quote.sig`
+/// (TPMT_SIGNATURE), `quote.pcrs`, `quote.qualifying` (the nonce the quote carries) and
+/// `quote.hash` (the signature's hash algorithm).
+fn write_quote_for_others(dir: &std::path::Path, bundle: &Bundle, ak_sec1: &[u8]) {
+    let Evidence::Tpm(ev) = &bundle.evidence else {
+        panic!("the fixture attests with a TPM")
+    };
+    let wire::Attested::Quote { pcr_select, .. } =
+        wire::parse_attest(&ev.quote.attest).unwrap().attested
+    else {
+        panic!("the bundle's quote is not a TPM2_Quote")
+    };
+    let values: Vec<Vec<u8>> = ev.pcrs.values().map(|v| hex::decode(v).unwrap()).collect();
+    let pae = dsse::pae(&bundle.envelope.payload_type, &bundle.envelope.payload);
+    let files: [(&str, Vec<u8>); 6] = [
+        ("ak.sec1", ak_sec1.to_vec()),
+        ("quote.msg", ev.quote.attest.clone()),
+        ("quote.sig", ev.quote.signature.clone()),
+        (
+            "quote.pcrs",
+            wire::tpm2_tools_pcr_file(&pcr_select, &values).unwrap(),
+        ),
+        (
+            "quote.qualifying",
+            attestor_verify::evidence::tpm_commitment(&bundle.nonce, &pae).to_vec(),
+        ),
+        (
+            "quote.hash",
+            wire::parse_signature(&ev.quote.signature)
+                .unwrap()
+                .hash
+                .name()
+                .as_bytes()
+                .to_vec(),
+        ),
+    ];
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
 }
 
 /// The TPM configurations real hosts have, by AK and EK algorithm: (label, EK provisioning,

@@ -40,6 +40,7 @@ fn profile() -> &'static Profile {
             ek_allowlist: Default::default(),
             min_key_strength: attestor_verify::profiles::DEFAULT_MIN_KEY_STRENGTH,
             ek_chains: Default::default(),
+            certifications: Default::default(),
             ak_trust_anchors: Vec::new(),
             iak_trust_anchors: Vec::new(),
             measured_boot: None,

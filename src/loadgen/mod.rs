@@ -187,6 +187,8 @@ pub(crate) fn run(args: LoadgenArgs) -> Result<(), LoadgenError> {
             "--agents and --duration must be positive".into(),
         ));
     }
+    // One kept-alive connection per simulated agent: a descriptor each.
+    attestor_ledger::server::raise_open_file_limit().map_err(LoadgenError::Runtime)?;
     let pace = if args.rate > 0.0 {
         Pace::Rate(args.rate)
     } else {

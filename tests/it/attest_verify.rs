@@ -7,10 +7,12 @@ use std::time::{Duration, SystemTime};
 use crate::support::agent::{tpm2_checkquote_accepts, tpm_ev, tpm_ev_mut, AgentFixture};
 use crate::support::Swtpm;
 use attestor_agent::attest::AgentError;
-use attestor_verify::bundle::Bundle;
+use attestor_verify::bundle::{Bundle, SealedKeyEvidence};
 use attestor_verify::checks::{verify_bundle, Check, Expectations};
 use attestor_verify::dsse::{EcdsaP384Signer, Envelope};
+use attestor_verify::evidence::tpm::certification::CertificationCache;
 use attestor_verify::evidence::tpm::HashAlg;
+use attestor_verify::profiles::Profile;
 use base64::Engine;
 
 fn failed_check(setup: &AgentFixture, bundle: &Bundle, expect: &Expectations) -> Check {
@@ -378,4 +380,153 @@ fn dsse_payload_is_an_in_toto_statement() {
     ] {
         assert!(!statement["predicate"]["epsilon_limits"][field].is_null());
     }
+}
+
+/// `profile` with an empty certification cache of its own: every check runs in full.
+fn uncached(profile: &Profile) -> Profile {
+    let mut profile = profile.clone();
+    profile.tpm.as_mut().unwrap().certifications = Default::default();
+    profile
+}
+
+/// What a verifier answers, in a comparable form: the whole result, or the failed check and why.
+fn outcome(bundle: &Bundle, profile: &Profile, expect: &Expectations) -> Result<String, String> {
+    verify_bundle(bundle, profile, expect)
+        .map(|verified| format!("{verified:?}"))
+        .map_err(|e| e.to_string())
+}
+
+/// Changes a bundle, given another sealed key's public area of the same TPM.
+type Tampering = fn(&mut Bundle, &[u8]);
+
+#[test]
+fn the_sealed_key_certification_is_verified_once_per_exact_bytes() {
+    let setup = AgentFixture::new();
+    let expect = setup.expect();
+    let profile = uncached(&setup.profile);
+    let cache = profile.tpm.as_ref().unwrap().certifications.clone();
+    // The same answer as a verifier that has never seen the certification.
+    let judged = |bundle: &Bundle| {
+        let answer = outcome(bundle, &profile, &expect);
+        assert_eq!(answer, outcome(bundle, &uncached(&setup.profile), &expect));
+        answer
+    };
+
+    let first = setup.attest();
+    let second = setup.attest();
+    assert_eq!(tpm_ev(&first).sealed_key, tpm_ev(&second).sealed_key);
+    assert!(judged(&first).is_ok());
+    assert_eq!((cache.signatures_checked(), cache.len()), (1, 1));
+    // Steady state: the next attestation carries the same certification, checked once.
+    assert!(judged(&second).is_ok());
+    assert!(judged(&first).is_ok());
+    assert_eq!((cache.signatures_checked(), cache.len()), (1, 1));
+
+    // A changed byte anywhere misses, is checked, is refused, and is not kept: the same
+    // refusal every time.
+    let mut resealed_agent = setup.agent();
+    resealed_agent.reseal(&setup.kernel()).unwrap();
+    let resealed = resealed_agent
+        .attest(&setup.kernel(), &setup.status(), b"")
+        .unwrap();
+    let other_sealed_public = tpm_ev(&resealed).sealed_key.public.clone();
+    assert_ne!(other_sealed_public, tpm_ev(&first).sealed_key.public);
+    let tamperings: [(&str, Tampering); 4] = [
+        ("attest", |b, _| {
+            let attest = &mut tpm_ev_mut(b).sealed_key.certification.attest;
+            let last = attest.len() - 1;
+            attest[last] ^= 1;
+        }),
+        ("signature", |b, _| {
+            let signature = &mut tpm_ev_mut(b).sealed_key.certification.signature;
+            let last = signature.len() - 1;
+            signature[last] ^= 1;
+        }),
+        ("sealed key byte", |b, _| {
+            let public = &mut tpm_ev_mut(b).sealed_key.public;
+            let last = public.len() - 1;
+            public[last] ^= 1;
+        }),
+        ("another sealed key of the same TPM", |b, other| {
+            tpm_ev_mut(b).sealed_key.public = other.to_vec();
+        }),
+    ];
+    for (what, tamper) in tamperings {
+        let mut bundle = second.clone();
+        tamper(&mut bundle, &other_sealed_public);
+        for _ in 0..2 {
+            let before = cache.signatures_checked();
+            let refusal = judged(&bundle).expect_err(what);
+            assert!(
+                refusal.contains(Check::SealedKeyCertification.name()),
+                "{what}: {refusal}"
+            );
+            assert_eq!(cache.signatures_checked(), before + 1, "{what}");
+            assert_eq!(cache.len(), 1, "{what}");
+        }
+    }
+    // The AK's public area: another key's, or one byte changed, misses and is refused.
+    let sealed = &tpm_ev(&first).sealed_key;
+    let mut ak_public = tpm_ev(&first).ak_public.clone();
+    let last = ak_public.len() - 1;
+    ak_public[last] ^= 1;
+    for ak in [&sealed.public, &ak_public] {
+        let before = cache.signatures_checked();
+        let answer = cache.verify(ak, &sealed.public, (&sealed.certification).into(), |s| s);
+        assert!(answer.is_err());
+        assert_eq!(cache.signatures_checked(), before + 1);
+    }
+    assert_eq!(cache.len(), 1);
+
+    // The genuine certification is still a hit; a new sealed key's is checked once.
+    let checked = cache.signatures_checked();
+    assert!(judged(&second).is_ok());
+    assert_eq!(cache.signatures_checked(), checked);
+    assert!(judged(&resealed).is_ok());
+    assert!(judged(&resealed).is_ok());
+    assert_eq!((cache.signatures_checked(), cache.len()), (checked + 1, 2));
+}
+
+#[test]
+fn the_certification_cache_keeps_only_passes_and_is_bounded() {
+    let setup = AgentFixture::new();
+    let first = setup.attest();
+    let mut agent = setup.agent();
+    agent.reseal(&setup.kernel()).unwrap();
+    let second = agent.attest(&setup.kernel(), &setup.status(), b"").unwrap();
+    let inputs = |b: &Bundle| {
+        let ev = tpm_ev(b);
+        (ev.ak_public.clone(), ev.sealed_key.clone())
+    };
+    let (ak, sealed) = inputs(&first);
+    let (_, resealed) = inputs(&second);
+
+    // A good signature whose certification the caller refuses is not kept.
+    let cache = CertificationCache::new(2);
+    for _ in 0..2 {
+        let refused: Result<(), &str> =
+            cache.verify(&ak, &sealed.public, (&sealed.certification).into(), |s| {
+                s.unwrap();
+                Err("refused by the caller")
+            });
+        assert!(refused.is_err());
+    }
+    assert_eq!((cache.signatures_checked(), cache.len()), (2, 0));
+
+    // Three passing certifications in a cache of two: the oldest makes room.
+    let pass = |sealed: &SealedKeyEvidence| {
+        cache
+            .verify(&ak, &sealed.public, (&sealed.certification).into(), |s| s)
+            .unwrap()
+    };
+    let mut third = sealed.clone();
+    third.public.push(0); // Still the AK's signature: a distinct input the check passes.
+    for s in [&sealed, &resealed, &third] {
+        pass(s);
+    }
+    assert_eq!((cache.signatures_checked(), cache.len()), (5, 2));
+    pass(&third);
+    assert_eq!(cache.signatures_checked(), 5);
+    pass(&sealed);
+    assert_eq!((cache.signatures_checked(), cache.len()), (6, 2));
 }

@@ -24,8 +24,8 @@ use crate::support::wait_until;
 const ANY_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// Connection slots of the ledger under attack.
 const SLOTS: usize = 4;
-/// Far beyond the server's bounds (5 s handshake, 15 s headers): a liveness limit for
-/// the honest client, not a timing assertion.
+/// Far beyond the server's bounds (5 s handshake, [`KEEP_ALIVE`] for a head, idle time
+/// included): a liveness limit for the honest client, not a timing assertion.
 const RECOVERY_LIMIT: Duration = Duration::from_secs(120);
 
 /// A ledger with [`SLOTS`] connection slots and the top-level config `keys`.
@@ -43,18 +43,29 @@ fn ledger_with_few_slots_and(keys: &str) -> LedgerProcess {
     ledger
 }
 
+/// The attacked ledgers' `keep_alive_seconds`, short so that the tests end soon.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
 fn ledger_with_few_slots() -> LedgerProcess {
-    ledger_with_few_slots_and("")
+    ledger_with_few_slots_and(&format!("keep_alive_seconds = {}\n", KEEP_ALIVE.as_secs()))
 }
 
 async fn tls_connect(ledger: &LedgerProcess, agent: &str) -> TlsStream<TcpStream> {
     let files = ledger.tls_files(agent);
     let config = tls::client_config(&files.ca, &files.cert, &files.key).unwrap();
+    tls_connect_with(ledger, &config).await
+}
+
+/// A connection with `config`, whose session cache lets a later connection resume.
+async fn tls_connect_with(
+    ledger: &LedgerProcess,
+    config: &Arc<rustls::ClientConfig>,
+) -> TlsStream<TcpStream> {
     let tcp = TcpStream::connect(("127.0.0.1", ledger.port))
         .await
         .unwrap();
     let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into());
-    TlsConnector::from(Arc::clone(&config))
+    TlsConnector::from(Arc::clone(config))
         .connect(name, tcp)
         .await
         .unwrap()
@@ -312,4 +323,66 @@ async fn idle_kept_alive_connections_do_not_hold_slots_forever() {
     }
     honest_agent_is_served(&ledger).await;
     drop(idle);
+}
+
+/// One request on `stream`; the status line of its answer, or None when the ledger closed
+/// the connection instead.
+async fn status_line(stream: &mut TlsStream<TcpStream>, path: &str) -> Option<String> {
+    let request = format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = stream.read(&mut buf).await.ok()?;
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    answer
+        .lines()
+        .next()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connection_serves_the_next_request_until_it_is_idle_for_keep_alive() {
+    let ledger = ledger_with_few_slots();
+    let mut stream = tls_connect(&ledger, "a1").await;
+    for _ in 0..2 {
+        assert_eq!(
+            status_line(&mut stream, "/v1/agents").await.as_deref(),
+            Some("HTTP/1.1 200 OK")
+        );
+        tokio::time::sleep(KEEP_ALIVE / 5).await;
+    }
+    // Past keep-alive, idle: closed by the ledger (a liveness bound, not a timing claim).
+    tokio::time::sleep(KEEP_ALIVE + Duration::from_secs(2)).await;
+    assert_eq!(status_line(&mut stream, "/v1/agents").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnecting_agent_resumes_its_tls_session_until_the_ledger_restarts() {
+    let mut ledger = ledger_with_few_slots();
+    let files = ledger.tls_files("a1");
+    let config = tls::client_config(&files.ca, &files.cert, &files.key).unwrap();
+    let kind = |stream: &TlsStream<TcpStream>| stream.get_ref().1.handshake_kind();
+
+    let mut first = tls_connect_with(&ledger, &config).await;
+    assert_eq!(kind(&first), Some(rustls::HandshakeKind::Full));
+    // The ledger's tickets arrive with its first answer.
+    assert_eq!(
+        status_line(&mut first, "/v1/agents").await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    drop(first);
+    let mut resumed = tls_connect_with(&ledger, &config).await;
+    assert_eq!(kind(&resumed), Some(rustls::HandshakeKind::Resumed));
+    // The resumed session still carries the agent's identity: its tenant's view.
+    assert_eq!(
+        status_line(&mut resumed, "/v1/agents").await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    drop(resumed);
+
+    // A restarted ledger has a new ticket key: a full handshake, certificate checked.
+    ledger.stop();
+    ledger.restart();
+    let fresh = tls_connect_with(&ledger, &config).await;
+    assert_eq!(kind(&fresh), Some(rustls::HandshakeKind::Full));
 }

@@ -15,8 +15,17 @@ use crate::limits::WriteLimit;
 use crate::submission::{TenantPolicy, NONCE_TTL, VOUCH_WINDOW};
 use attestor_net::tls::TlsFiles;
 
-/// Authenticated connections served at once.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Authenticated connections served at once: a fleet of 10,000 agents each keeping its
+/// connection between heartbeats, with room to spare.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16384;
+
+/// How long an authenticated connection may stay idle between requests: longer than the
+/// default heartbeat interval (60 s) plus its timeout (15 s), so an agent's connection
+/// lasts from one heartbeat to the next.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(120);
+
+/// Longest `keep_alive_seconds` accepted.
+pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(3600);
 
 /// The spec's threshold: alert when an agent has been silent for more than 2 minutes.
 pub const DEFAULT_MAX_GAP: Duration = Duration::from_secs(120);
@@ -40,6 +49,9 @@ pub struct ConnectionLimits {
     /// host usually has to itself).
     pub max_handshakes_per_address: usize,
     pub handshake_timeout: Duration,
+    /// How long an authenticated connection may wait for its next request's head (idle
+    /// included) before it is closed.
+    pub keep_alive: Duration,
 }
 
 impl ConnectionLimits {
@@ -50,6 +62,7 @@ impl ConnectionLimits {
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
             max_handshakes_per_address: DEFAULT_MAX_HANDSHAKES_PER_ADDRESS,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            keep_alive: DEFAULT_KEEP_ALIVE,
         }
     }
 }
@@ -102,6 +115,8 @@ struct LedgerToml {
     max_handshakes_per_address: usize,
     #[serde(default = "default_handshake_timeout_seconds")]
     handshake_timeout_seconds: u64,
+    #[serde(default = "default_keep_alive_seconds")]
+    keep_alive_seconds: u64,
     #[serde(default = "default_ak_certificate_days")]
     ak_certificate_days: u64,
     tls: TlsFiles,
@@ -151,6 +166,9 @@ fn default_lease_seconds() -> u64 {
 
 fn default_max_gap_seconds() -> u64 {
     DEFAULT_MAX_GAP.as_secs()
+}
+fn default_keep_alive_seconds() -> u64 {
+    DEFAULT_KEEP_ALIVE.as_secs()
 }
 fn default_max_connections() -> usize {
     DEFAULT_MAX_CONNECTIONS
@@ -357,6 +375,13 @@ impl LedgerConfig {
                     .into(),
             ));
         }
+        let keep_alive = Duration::from_secs(raw.keep_alive_seconds);
+        if keep_alive.is_zero() || keep_alive > MAX_KEEP_ALIVE {
+            return Err(invalid(format!(
+                "keep_alive_seconds must be 1..={}",
+                MAX_KEEP_ALIVE.as_secs()
+            )));
+        }
         // Past a century a certificate's end no longer means anything to anyone.
         if !(1..=36_500).contains(&raw.ak_certificate_days) {
             return Err(invalid("ak_certificate_days must be 1..=36500".into()));
@@ -419,6 +444,7 @@ impl LedgerConfig {
                 max_handshakes: raw.max_handshakes,
                 max_handshakes_per_address: raw.max_handshakes_per_address,
                 handshake_timeout: Duration::from_secs(raw.handshake_timeout_seconds),
+                keep_alive,
             },
             nonce_ttl,
             ak_certificate_validity: DAY * u32::try_from(raw.ak_certificate_days).unwrap_or(1),

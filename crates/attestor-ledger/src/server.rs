@@ -168,6 +168,9 @@ pub async fn serve(
         counts: Mutex::new((0, HashMap::new())),
     });
     tokio::pin!(shutdown);
+    // Told to every connection at shutdown: an idle kept-alive one closes at once instead
+    // of holding the exit for its keep-alive.
+    let (closing, closing_seen) = watch::channel(false);
     loop {
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => break,
@@ -192,7 +195,7 @@ pub async fn serve(
         // The configuration current at accept time: a reload (new server certificate or
         // client CAs) applies to new connections, established ones keep theirs.
         let acceptor = TlsAcceptor::from(tls.borrow().clone());
-        let (ledger, slots) = (ledger.clone(), slots.clone());
+        let (ledger, slots, closing) = (ledger.clone(), slots.clone(), closing_seen.clone());
         tokio::spawn(async move {
             let handshake = acceptor.accept(tcp);
             let handshake = tokio::time::timeout(limits.handshake_timeout, handshake)
@@ -217,9 +220,10 @@ pub async fn serve(
                 return;
             };
             drop(place);
-            serve_connection(ledger, who, tls).await;
+            serve_connection(ledger, who, tls, limits.keep_alive, closing).await;
         });
     }
+    let _ = closing.send(true);
     // Wait for connections in flight to end, bounded.
     let _ = tokio::time::timeout(
         REQUEST_TIMEOUT,
@@ -231,7 +235,13 @@ pub async fn serve(
 
 /// Serves HTTP/1.1 on an authenticated connection until either side ends it, then closes
 /// it gracefully.
-async fn serve_connection(ledger: Arc<Ledger>, who: AgentIdentity, tls: ServerTls) {
+async fn serve_connection(
+    ledger: Arc<Ledger>,
+    who: AgentIdentity,
+    tls: ServerTls,
+    keep_alive: Duration,
+    mut closing: watch::Receiver<bool>,
+) {
     let service = hyper::service::service_fn(move |request| {
         let (ledger, who) = (ledger.clone(), who.clone());
         // Boxed: polling without hyper's shutdown needs an Unpin future.
@@ -241,13 +251,25 @@ async fn serve_connection(ledger: Arc<Ledger>, who: AgentIdentity, tls: ServerTl
     });
     let mut connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(REQUEST_TIMEOUT)
+        // hyper's one timer for the idle wait and the head: only authenticated peers get
+        // this far, each holding one of the bounded connection slots.
+        .header_read_timeout(keep_alive)
         .max_header_size(MAX_HEAD_BYTES)
         .max_buf_size(MAX_HEAD_BYTES)
         .serve_connection(TokioIo::new(tls), service);
     // Without hyper's own shutdown: the stream comes back for the close below, also
     // after errors such as an oversized head (which hyper answers with 431 first).
-    let _ = std::future::poll_fn(|cx| connection.poll_without_shutdown(cx)).await;
+    let mut closing = std::pin::pin!(closing.wait_for(|closing| *closing));
+    let mut told = false;
+    let _ = std::future::poll_fn(|cx| {
+        if !told && closing.as_mut().poll(cx).is_ready() {
+            told = true;
+            // Ends the connection once the request in flight, if any, is answered.
+            std::pin::Pin::new(&mut connection).graceful_shutdown();
+        }
+        connection.poll_without_shutdown(cx)
+    })
+    .await;
     close_gracefully(connection.into_parts().io.into_inner()).await;
 }
 

@@ -105,6 +105,10 @@ pub enum TlsError {
     /// The TLS session has no peer certificate (not a mutually authenticated session).
     #[error("the peer presented no certificate")]
     NoPeerCertificate,
+    /// A resumed session's client certificate is no longer (or not yet) valid: resumption
+    /// skips the certificate's verification, so its validity is checked here.
+    #[error("the client certificate of this resumed session is outside its validity period")]
+    ResumedCertificateNotValid,
     /// A rotated client certificate names another agent than the one the agent runs as.
     #[error("{path}: the new certificate is for {found}, not {expected}")]
     IdentityChanged {
@@ -181,7 +185,25 @@ pub fn connection_identity(conn: &rustls::ServerConnection) -> Result<AgentIdent
         .peer_certificates()
         .and_then(|chain| chain.first())
         .ok_or(TlsError::NoPeerCertificate)?;
+    if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+        && !valid_now(end_entity.as_ref())
+    {
+        return Err(TlsError::ResumedCertificateNotValid);
+    }
     Ok(certificate_identity(end_entity.as_ref())?)
+}
+
+/// Whether the certificate's validity period holds the current time. Only the period: the
+/// chain was verified when the session was first established, with this server
+/// configuration's client CAs (a new configuration has a new ticket key).
+fn valid_now(certificate_der: &[u8]) -> bool {
+    use x509_cert::der::Decode;
+    let Ok(certificate) = x509_cert::Certificate::from_der(certificate_der) else {
+        return false;
+    };
+    let validity = &certificate.tbs_certificate.validity;
+    let now = SystemTime::now();
+    validity.not_before.to_system_time() <= now && now <= validity.not_after.to_system_time()
 }
 
 /// The agent identity of the client of a stream accepted with a [`server_config`] config.
@@ -249,6 +271,12 @@ fn server_config_inner(src: &PemSources<'_>) -> Result<Arc<ServerConfig>, TlsErr
         .with_client_cert_verifier(verifier)
         .with_single_cert(cert_chain(src)?, private_key(src)?)?;
     config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    // Stateless session tickets (a rotating key in memory, never written out): an agent
+    // reconnecting after an idle close resumes without the server keeping a cache entry
+    // per agent, and without the two signatures and the chain check of a full mutual
+    // handshake. A reload builds a new configuration, hence a new key: sessions from
+    // before it cannot resume under the new client CAs.
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
     Ok(Arc::new(config))
 }
 
@@ -811,4 +839,26 @@ fn write_new(path: &Path, bytes: &[u8], private: bool) -> Result<(), TlsError> {
     })?;
     file.write_all(bytes).map_err(write_err)?;
     file.sync_all().map_err(write_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate valid from `from` to `until` (years, month, day).
+    fn certificate(from: (i32, u8, u8), until: (i32, u8, u8)) -> Vec<u8> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
+        let mut params = CertificateParams::default();
+        params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+        params.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn a_resumed_session_needs_a_certificate_valid_now() {
+        assert!(valid_now(&certificate((2020, 1, 1), (2200, 1, 1))));
+        assert!(!valid_now(&certificate((2020, 1, 1), (2021, 1, 1))));
+        assert!(!valid_now(&certificate((2199, 1, 1), (2200, 1, 1))));
+        assert!(!valid_now(b"not a certificate"));
+    }
 }

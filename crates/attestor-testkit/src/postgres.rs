@@ -65,6 +65,11 @@ fn start_own_cluster() -> (String, PathBuf) {
     (url, dir.join("tls"))
 }
 
+/// The `application_name` of the test helpers' own connections, so a test counting a
+/// database's connections can leave them out: a helper's connection that has just closed
+/// stays in `pg_stat_activity` until its server process has exited.
+pub const APPLICATION_NAME: &str = "attestor-testkit";
+
 /// Runs SQL statements on `url` (simple query protocol), from a thread of its own
 /// (callers may be async tests); returns what the server sent back.
 fn run(url: &str, sql: &str) -> Vec<tokio_postgres::SimpleQueryMessage> {
@@ -75,7 +80,12 @@ fn run(url: &str, sql: &str) -> Vec<tokio_postgres::SimpleQueryMessage> {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            let mut config: tokio_postgres::Config = url
+                .parse()
+                .unwrap_or_else(|e| panic!("not a PostgreSQL URL: {url}: {e}"));
+            let (client, connection) = config
+                .application_name(APPLICATION_NAME)
+                .connect(tokio_postgres::NoTls)
                 .await
                 .unwrap_or_else(|e| panic!("cannot connect to the test PostgreSQL: {e}"));
             tokio::spawn(connection);

@@ -179,6 +179,15 @@ pub struct SignedAttest {
     pub signature: Vec<u8>,
 }
 
+impl<'a> From<&'a SignedAttest> for crate::evidence::tpm::certification::Certification<'a> {
+    fn from(signed: &'a SignedAttest) -> Self {
+        Self {
+            attest: &signed.attest,
+            signature: &signed.signature,
+        }
+    }
+}
+
 /// The DSSE signing key and the AK's certification that it lives in the TPM under policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -389,49 +389,20 @@ fn verify_tpm(
     let ak_binding = ak_binding::check(ev, profile, &expect.ak, now)?;
 
     // Does the AK vouch that the sealed key lives in this TPM?
+    // The certification does not change between attestations: its signature is checked
+    // once per profile (see CertificationCache), what it says every time.
     let sealed = &ev.sealed_key;
-    let certify = verified_attest(&sealed.certification, &ak)
-        .map_err(|e| fail(Check::SealedKeyCertification, e))?;
-    let certified_name = match &certify.attested {
-        Attested::Certify { name, .. } if certify.attest_type == wire::TPM_ST_ATTEST_CERTIFY => {
-            name
-        }
-        _ => {
-            return Err(fail(
-                Check::SealedKeyCertification,
-                "certification is not a TPM2_Certify attestation",
-            ))
-        }
-    };
-    let sealed_key = TpmSigningKey::from_public(&sealed.public)
-        .map_err(|e| fail(Check::SealedKeyCertification, e))?;
-    let name_alg = sealed_key.public().name_alg();
-    if wire::object_name(&sealed.public, name_alg) != *certified_name {
-        return Err(fail(
-            Check::SealedKeyCertification,
-            "certified name is not the name of the bundle's sealed key",
-        ));
-    }
-    let s = sealed_key.public().object_attributes();
-    if !(s.fixed_tpm()
-        && s.fixed_parent()
-        && s.sensitive_data_origin()
-        && s.sign()
-        && !s.restricted()
-        && !s.user_with_auth())
-    {
-        return Err(fail(
-            Check::SealedKeyCertification,
-            "sealed key must be fixedTPM, fixedParent, sensitiveDataOrigin, sign, not \
-             restricted, and usable only through its policy (userWithAuth clear)",
-        ));
-    }
-    check_strength(
-        sealed_key.algorithm(),
-        profile,
-        Check::SealedKeyCertification,
-        "sealed key",
+    let sealed_key = profile.certifications.verify(
+        &ev.ak_public,
+        &sealed.public,
+        (&sealed.certification).into(),
+        |signature| {
+            signature
+                .map_err(|e| fail(Check::SealedKeyCertification, format!("AK signature: {e}")))?;
+            certified_sealed_key(&sealed.public, &sealed.certification.attest, profile)
+        },
     )?;
+    let name_alg = sealed_key.public().name_alg();
 
     // Did that key sign this envelope?
     let envelope_key = sealed_key
@@ -499,6 +470,57 @@ fn verify_tpm(
             pcr_bank: bank,
         }),
     })
+}
+
+/// What a certification whose signature verified says: a TPM2_Certify of the sealed key
+/// `sealed_public`, which is fit to be the sealed key (resident, policy-bound, strong enough).
+fn certified_sealed_key(
+    sealed_public: &[u8],
+    attest: &[u8],
+    profile: &TpmProfile,
+) -> Result<TpmSigningKey, VerifyError> {
+    let certify = tpm_generated(attest).map_err(|e| fail(Check::SealedKeyCertification, e))?;
+    let certified_name = match &certify.attested {
+        Attested::Certify { name, .. } if certify.attest_type == wire::TPM_ST_ATTEST_CERTIFY => {
+            name
+        }
+        _ => {
+            return Err(fail(
+                Check::SealedKeyCertification,
+                "certification is not a TPM2_Certify attestation",
+            ))
+        }
+    };
+    let sealed_key = TpmSigningKey::from_public(sealed_public)
+        .map_err(|e| fail(Check::SealedKeyCertification, e))?;
+    let name_alg = sealed_key.public().name_alg();
+    if wire::object_name(sealed_public, name_alg) != *certified_name {
+        return Err(fail(
+            Check::SealedKeyCertification,
+            "certified name is not the name of the bundle's sealed key",
+        ));
+    }
+    let s = sealed_key.public().object_attributes();
+    if !(s.fixed_tpm()
+        && s.fixed_parent()
+        && s.sensitive_data_origin()
+        && s.sign()
+        && !s.restricted()
+        && !s.user_with_auth())
+    {
+        return Err(fail(
+            Check::SealedKeyCertification,
+            "sealed key must be fixedTPM, fixedParent, sensitiveDataOrigin, sign, not \
+             restricted, and usable only through its policy (userWithAuth clear)",
+        ));
+    }
+    check_strength(
+        sealed_key.algorithm(),
+        profile,
+        Check::SealedKeyCertification,
+        "sealed key",
+    )?;
+    Ok(sealed_key)
 }
 
 /// The EK is trusted and the AK is a restricted signing key, strong enough, fit to quote;
@@ -881,7 +903,12 @@ pub fn check_policy_hashes(
 fn verified_attest(signed: &SignedAttest, ak: &TpmSigningKey) -> Result<Attest, String> {
     ak.verify_tpm_signature(&signed.attest, &signed.signature)
         .map_err(|e| format!("AK signature: {e}"))?;
-    let attest = wire::parse_attest(&signed.attest).map_err(|e| e.to_string())?;
+    tpm_generated(&signed.attest)
+}
+
+/// Parses a TPMS_ATTEST whose signature was checked, and checks a TPM produced it (magic).
+fn tpm_generated(attest: &[u8]) -> Result<Attest, String> {
+    let attest = wire::parse_attest(attest).map_err(|e| e.to_string())?;
     if attest.magic != wire::TPM_GENERATED_VALUE {
         return Err("not TPM-generated (magic is not TPM_GENERATED_VALUE)".into());
     }

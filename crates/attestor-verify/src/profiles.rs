@@ -277,6 +277,9 @@ pub struct TpmProfile {
     pub min_key_strength: u16,
     /// EK certificate paths already validated against this profile, shared by its clones.
     pub ek_chains: std::sync::Arc<certchain::ChainCache>,
+    /// Sealed-key certifications already verified against this profile, shared by its
+    /// clones.
+    pub certifications: std::sync::Arc<crate::evidence::tpm::certification::CertificationCache>,
     /// DER certificates of the enrollment CAs trusted to certify AKs after credential
     /// activation (a ledger's `enrollment-ca.pem`, or a local one).
     pub ak_trust_anchors: Vec<Vec<u8>>,
@@ -454,6 +457,7 @@ fn load_tpm(
         ek_allowlist,
         min_key_strength: tpm.min_key_strength,
         ek_chains: Default::default(),
+        certifications: Default::default(),
         ak_trust_anchors: load_certs(&tpm.ak_trust_anchors)?,
         iak_trust_anchors: load_certs(&tpm.iak_trust_anchors)?,
         measured_boot: match tpm.measured_boot {

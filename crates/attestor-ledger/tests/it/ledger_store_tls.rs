@@ -30,8 +30,9 @@ fn connections(url: &str, tls: bool) -> i64 {
         url,
         &format!(
             "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
-             WHERE a.datname = '{}' AND s.ssl = {tls} AND a.pid <> pg_backend_pid()",
-            database_name(url)
+             WHERE a.datname = '{}' AND s.ssl = {tls} AND a.application_name <> '{}'",
+            database_name(url),
+            postgres::APPLICATION_NAME,
         ),
     )
 }

@@ -3,6 +3,7 @@
 //! (UEFI) event log.
 
 pub mod akcert;
+pub mod certification;
 pub mod credential;
 pub mod eventlog;
 pub mod keys;
