@@ -18,6 +18,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/swtpm.sh
+source scripts/deps.sh
+attestor_install_deps
 
 keylime_version=7.14.0
 quick=0 soak=0 agents=1000 rate=1700 duration=30 agent_seconds=60 authz_seconds=10 out=docs/benchmarks.md
