@@ -3,7 +3,7 @@
 //! `attestor query` and the tests.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use attestor_net::http::{HttpClient, HttpError};
 use hyper::body::Bytes;
@@ -185,9 +185,28 @@ impl LedgerClient {
     /// Submits a bundle (its JSON bytes, sent as they are). A refused bundle is an answer,
     /// not an error: it was logged and has a receipt too.
     pub async fn submit(&self, bundle_json: &[u8]) -> Result<SubmitResponse, ClientError> {
+        self.submit_to("/v1/attestations", bundle_json).await
+    }
+
+    /// Submits a bundle as [`LedgerClient::submit`] does, asking for the agent's next
+    /// nonce with an accepted answer ([`SubmitResponse::next_nonce`]); a ledger that
+    /// predates the question ignores it and answers without one.
+    pub async fn submit_for_next_nonce(
+        &self,
+        bundle_json: &[u8],
+    ) -> Result<SubmitResponse, ClientError> {
+        self.submit_to("/v1/attestations?next_nonce=true", bundle_json)
+            .await
+    }
+
+    async fn submit_to(
+        &self,
+        path: &str,
+        bundle_json: &[u8],
+    ) -> Result<SubmitResponse, ClientError> {
         let answer = self
             .http
-            .request(Method::POST, "/v1/attestations", Some(bundle_json.to_vec()))
+            .request(Method::POST, path, Some(bundle_json.to_vec()))
             .await?;
         let refused = || refusal(answer.status, &answer.body, answer.retry_after);
         match answer.status {
@@ -302,6 +321,62 @@ impl LedgerClient {
     async fn text(&self, path: &str) -> Result<String, ClientError> {
         let body = self.send_for_success(Method::GET, path, None).await?;
         Ok(String::from_utf8(body.to_vec())?)
+    }
+}
+
+/// The nonce the ledger handed out with the answer to the agent's latest submission, for
+/// its next attestation: a steady-state heartbeat is then one request. Kept in memory
+/// only: losing it (a restart) costs one request to the nonce endpoint.
+#[derive(Debug)]
+pub struct NonceCarrier {
+    /// The nonce, and until when an attestation may still be made with it.
+    carried: Option<(Vec<u8>, Instant)>,
+    /// How long an attestation may take to reach the ledger once made.
+    margin: Duration,
+}
+
+impl NonceCarrier {
+    /// Nothing carried yet. `margin` is how long a heartbeat may take from taking its
+    /// nonce to the ledger's answer (its timeout): a nonce is used only while the ledger
+    /// will still count it as its own when the submission arrives.
+    pub fn new(margin: Duration) -> Self {
+        NonceCarrier {
+            carried: None,
+            margin,
+        }
+    }
+
+    /// A nonce for one attestation: the carried one while it is usable, else a fresh one
+    /// from the nonce endpoint. Either way nothing is carried afterwards: each nonce is
+    /// good for one attestation only.
+    pub async fn next(&mut self, client: &LedgerClient) -> Result<Vec<u8>, ClientError> {
+        let now = Instant::now();
+        match self.carried.take().filter(|(_, until)| now < *until) {
+            Some((nonce, _)) => Ok(nonce),
+            None => client.nonce().await,
+        }
+    }
+
+    /// Keeps what the answer to a submission ([`LedgerClient::submit_for_next_nonce`])
+    /// handed out, and only that: a refusal (of this nonce or any other), a failure or an
+    /// answer without a nonce (a ledger that restarted, failed over, cannot append or
+    /// predates piggybacked nonces) leaves nothing carried, so the next attestation asks
+    /// the endpoint, whose answer says what is wrong.
+    pub fn learn(&mut self, answer: &Result<SubmitResponse, ClientError>) {
+        self.carried = answer
+            .as_ref()
+            .ok()
+            .and_then(|response| response.next_nonce.as_ref())
+            .and_then(|next| {
+                // A lifetime shorter than the margin, or absurdly long, is not carried.
+                let usable = Duration::from_millis(next.valid_for_ms).checked_sub(self.margin)?;
+                Some((next.nonce.clone(), Instant::now().checked_add(usable)?))
+            });
+    }
+
+    /// Forgets the carried nonce (a heartbeat failed).
+    pub fn forget(&mut self) {
+        self.carried = None;
     }
 }
 

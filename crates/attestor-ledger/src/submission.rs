@@ -234,6 +234,11 @@ impl NonceBook {
         self
     }
 
+    /// How long an issued nonce counts as this process's own ([`NonceCheck::Issued`]).
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     fn tag(&self, who: &AgentIdentity, time_and_random: &[u8]) -> hmac::Tag {
         let mut context = hmac::Context::with_key(&self.tag_key);
         for id in [&who.tenant, &who.agent_id] {
