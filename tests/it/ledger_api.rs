@@ -371,6 +371,19 @@ async fn bad_requests_get_4xx_and_the_ledger_keeps_serving() {
             Some(vec![b'x'; 2 << 20]),
             413,
         ),
+        // Refused before the body is judged: nothing is logged.
+        (
+            Method::POST,
+            "/v1/attestations?next_nonce=maybe",
+            Some(b"{}".to_vec()),
+            400,
+        ),
+        (
+            Method::POST,
+            "/v1/attestations?bogus=1",
+            Some(b"{}".to_vec()),
+            400,
+        ),
         (Method::POST, "/v1/enroll", Some(b"{not json".to_vec()), 400),
         (Method::POST, "/v1/enroll", Some(vec![b' '; 100 << 10]), 413),
         (

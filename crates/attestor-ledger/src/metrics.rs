@@ -199,8 +199,8 @@ impl LedgerMetrics {
         let nonces_issued = Family::<ViaLabels, Counter>::default();
         registry.register(
             "nonces_issued",
-            "Single-use nonces handed out, by how: via=\"endpoint\" (POST /v1/nonce) or \
-             via=\"receipt\" (with an accepted submission's answer)",
+            "Single-use nonces handed out, by how: endpoint (POST /v1/nonce) or receipt \
+             (with the answer to an accepted submission)",
             Family::clone(&nonces_issued),
         );
         let (appraisals, posture_reasons, runtime_restarts, appraisal_policy, appraisal_reloads) = (
