@@ -225,9 +225,9 @@ impl Host {
 /// One simulated agent: its connection, its simulated TPM and what it has measured.
 struct SimAgent {
     client: LedgerClient,
-    /// The nonce the ledger handed out with the previous answer; None with
-    /// `--nonce-per-heartbeat`.
-    nonces: Option<NonceCarrier>,
+    /// The nonce the ledger handed out with the previous answer (none with
+    /// `--nonce-per-heartbeat`).
+    nonces: NonceCarrier,
     tpm: SoftTpm,
     event_log: EventLog,
     ek_certificates: Vec<Vec<u8>>,
@@ -331,7 +331,11 @@ async fn enrol_all(
         let mut pending = Vec::with_capacity(batch.len());
         for id in batch {
             let client = client_for(endpoint, ca, &args.tenant, id, timeout)?;
-            let nonces = (!args.nonce_per_heartbeat).then(|| NonceCarrier::new(timeout));
+            let nonces = if args.nonce_per_heartbeat {
+                NonceCarrier::never()
+            } else {
+                NonceCarrier::new(timeout)
+            };
             let agent = SimAgent::new(client, nonces, ek_ca, id, host.clone())?;
             pending.push((id.clone(), tokio::spawn(agent.enrol())));
         }
@@ -351,7 +355,7 @@ async fn enrol_all(
 impl SimAgent {
     fn new(
         client: LedgerClient,
-        nonces: Option<NonceCarrier>,
+        nonces: NonceCarrier,
         ek_ca: &Issuer,
         agent_id: &str,
         host: Arc<Host>,
@@ -413,11 +417,7 @@ impl SimAgent {
     /// One heartbeat: nonce (carried, or asked for), attestation, submission; timed from
     /// when it was due.
     async fn heartbeat(&mut self, due: Instant) -> Outcome {
-        let asked = match &mut self.nonces {
-            Some(carrier) => carrier.next(&self.client).await,
-            None => self.client.nonce().await,
-        };
-        let nonce = match asked {
+        let nonce = match self.nonces.next(&self.client).await {
             Ok(nonce) => nonce,
             Err(e) => return Outcome::failed(format!("nonce:{}", error_kind(&e))),
         };
@@ -426,14 +426,7 @@ impl SimAgent {
             Err(e) => return Outcome::failed(format!("loadgen:{e}")),
         };
         let sent = Instant::now();
-        let answer = match &mut self.nonces {
-            Some(carrier) => {
-                let answer = self.client.submit_for_next_nonce(&body).await;
-                carrier.learn(&answer);
-                answer
-            }
-            None => self.client.submit(&body).await,
-        };
+        let answer = self.nonces.submit(&self.client, &body).await;
         let submit = sent.elapsed();
         let heartbeat = due.elapsed();
         match answer {

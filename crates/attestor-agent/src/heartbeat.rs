@@ -304,7 +304,10 @@ impl Attestor {
             config: self.config.clone(),
             metrics: self.metrics.clone(),
             client,
-            nonces: NonceCarrier::new(self.config.heartbeat_timeout),
+            nonces: NonceCarrier::for_evidence(
+                self.config.agent.evidence,
+                self.config.heartbeat_timeout,
+            ),
             identity,
             worker,
             spool: Arc::new(Mutex::new(spool)),
@@ -377,8 +380,6 @@ impl Attestor {
                     }
                 }
                 Err(e) => {
-                    // Whatever failed (a restarted ledger, a fail-over), the next nonce
-                    // comes from the endpoint.
                     running.nonces.forget();
                     if beat {
                         self.metrics.heartbeat(false, started.elapsed());
@@ -682,9 +683,7 @@ impl Running {
             }
         }
         while let Some((seq, bundle)) = self.with_spool(|s| s.oldest()).await? {
-            let answer = self.client.submit_for_next_nonce(&bundle).await;
-            self.nonces.learn(&answer);
-            match answer {
+            match self.nonces.submit(&self.client, &bundle).await {
                 Ok(response) => {
                     self.keep_receipt(seq, &response).await?;
                     self.metrics.delivered(response.verdict);
