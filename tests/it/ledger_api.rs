@@ -371,7 +371,7 @@ async fn bad_requests_get_4xx_and_the_ledger_keeps_serving() {
             Some(vec![b'x'; 2 << 20]),
             413,
         ),
-        // Refused before the body is judged: nothing is logged.
+        // A query the ledger does not know is refused before the bundle is judged.
         (
             Method::POST,
             "/v1/attestations?next_nonce=maybe",
