@@ -682,8 +682,13 @@ impl Ledger {
             return Ok(None);
         };
         let vkey = next.verifier_key();
+        let secret = next.to_pkcs8()?;
         self.sequencer.rotate(next)?;
         keyfiles::promote(dir, &config.origin, &vkey)?;
+        // A restart derives the nonce tag key from the new checkpoint key alone: nonces
+        // handed out from now on must carry its tag, or every one an agent carries
+        // through that restart would be refused.
+        self.nonces.rekey(&secret);
         Ok(Some(vkey))
     }
 
