@@ -12,7 +12,8 @@
 //!
 //! The bundles come from one swtpm: all agents are enrolled with its AK and submit the
 //! same K bundles (with offline nonces, in TPM-clock order), since the ledger keeps
-//! continuity per agent. A real fleet would also fetch a nonce per submission.
+//! continuity per agent. A real fleet's heartbeats carry the ledger nonce the previous
+//! answer handed out instead, still one request each.
 //!
 //! By default every agent submits as soon as its previous answer arrives (the ledger's
 //! maximum throughput; latency is then queueing). With `--rate R` the agents together

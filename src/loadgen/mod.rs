@@ -4,9 +4,10 @@
 //! Each simulated agent has its own mTLS client certificate (issued by the operator's CA,
 //! identity in the URI SAN), its own EK (certified by the loadgen EK CA), AK and sealed
 //! signing key; it enrols through the ledger's two-step credential activation, keeps its
-//! connection open, and per heartbeat fetches a nonce, attests (DSSE envelope signed by the
-//! sealed key, quote over the firmware and measured PCRs bound to the envelope and nonce,
-//! event log, certification) and submits. The ledger verifies with its real, unmodified
+//! connection open, and per heartbeat attests (DSSE envelope signed by the sealed key, quote
+//! over the firmware and measured PCRs bound to the envelope and nonce, event log,
+//! certification) and submits, with the nonce the ledger handed out with its previous
+//! answer as the agent does (the first one, and after a failure, from the nonce endpoint). The ledger verifies with its real, unmodified
 //! pipeline; it accepts these agents only because its firmware profile names the loadgen
 //! EK CA (`attestor loadgen ek-ca`), which must never be done for a production ledger.
 
@@ -20,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use attestor_agent::client::{ClientError, LedgerClient};
+use attestor_agent::client::{ClientError, LedgerClient, NonceCarrier};
 use attestor_ledger::store::Verdict;
 use attestor_net::tls::{self, AgentIdentity};
 use attestor_verify::api::{EnrollProof, EnrollRequest};
@@ -122,6 +123,10 @@ pub(crate) struct LoadgenArgs {
     /// Print the report as JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Ask the nonce endpoint before every heartbeat, as agents that predate nonces
+    /// handed out with receipts do: two requests per heartbeat, for comparison.
+    #[arg(long)]
+    nonce_per_heartbeat: bool,
 }
 
 #[derive(Subcommand)]
@@ -222,6 +227,9 @@ impl Host {
 /// One simulated agent: its connection, its simulated TPM and what it has measured.
 struct SimAgent {
     client: LedgerClient,
+    /// The nonce the ledger handed out with the previous answer (none with
+    /// `--nonce-per-heartbeat`).
+    nonces: NonceCarrier,
     tpm: SoftTpm,
     event_log: EventLog,
     ek_certificates: Vec<Vec<u8>>,
@@ -325,7 +333,12 @@ async fn enrol_all(
         let mut pending = Vec::with_capacity(batch.len());
         for id in batch {
             let client = client_for(endpoint, ca, &args.tenant, id, timeout)?;
-            let agent = SimAgent::new(client, ek_ca, id, host.clone())?;
+            let nonces = if args.nonce_per_heartbeat {
+                NonceCarrier::never()
+            } else {
+                NonceCarrier::new(timeout)
+            };
+            let agent = SimAgent::new(client, nonces, ek_ca, id, host.clone())?;
             pending.push((id.clone(), tokio::spawn(agent.enrol())));
         }
         for (id, task) in pending {
@@ -344,6 +357,7 @@ async fn enrol_all(
 impl SimAgent {
     fn new(
         client: LedgerClient,
+        nonces: NonceCarrier,
         ek_ca: &Issuer,
         agent_id: &str,
         host: Arc<Host>,
@@ -372,6 +386,7 @@ impl SimAgent {
         let certification = tpm.certify_sealed_key()?;
         Ok(SimAgent {
             client,
+            nonces,
             tpm,
             event_log,
             ek_certificates,
@@ -401,9 +416,10 @@ impl SimAgent {
         Ok(self)
     }
 
-    /// One heartbeat: nonce, attestation, submission; timed from when it was due.
+    /// One heartbeat: nonce (carried, or asked for), attestation, submission; timed from
+    /// when it was due.
     async fn heartbeat(&mut self, due: Instant) -> Outcome {
-        let nonce = match self.client.nonce().await {
+        let nonce = match self.nonces.next(&self.client).await {
             Ok(nonce) => nonce,
             Err(e) => return Outcome::failed(format!("nonce:{}", error_kind(&e))),
         };
@@ -412,7 +428,7 @@ impl SimAgent {
             Err(e) => return Outcome::failed(format!("loadgen:{e}")),
         };
         let sent = Instant::now();
-        let answer = self.client.submit(&body).await;
+        let answer = self.nonces.submit(&self.client, &body).await;
         let submit = sent.elapsed();
         let heartbeat = due.elapsed();
         match answer {

@@ -201,7 +201,7 @@ pub(super) struct Report {
     duration_s: f64,
     elapsed_s: f64,
     enrollment_s: f64,
-    /// Heartbeats started (nonce fetched or tried).
+    /// Heartbeats started (nonce taken, asked for or tried).
     heartbeats: u64,
     /// Submissions the ledger answered with a verdict (accepted or refused).
     answered: u64,

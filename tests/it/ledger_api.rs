@@ -371,6 +371,19 @@ async fn bad_requests_get_4xx_and_the_ledger_keeps_serving() {
             Some(vec![b'x'; 2 << 20]),
             413,
         ),
+        // A query the ledger does not know is refused before the bundle is judged.
+        (
+            Method::POST,
+            "/v1/attestations?next_nonce=maybe",
+            Some(b"{}".to_vec()),
+            400,
+        ),
+        (
+            Method::POST,
+            "/v1/attestations?bogus=1",
+            Some(b"{}".to_vec()),
+            400,
+        ),
         (Method::POST, "/v1/enroll", Some(b"{not json".to_vec()), 400),
         (Method::POST, "/v1/enroll", Some(vec![b' '; 100 << 10]), 413),
         (
@@ -545,6 +558,177 @@ async fn a_nonce_issued_before_a_restart_is_accepted_once() {
         .await
         .unwrap();
     assert_eq!(response.reason.as_deref(), Some("nonce"));
+}
+
+/// Enrols `fixture`'s TPM as `a1`, then sends one attestation made with a nonce from the
+/// endpoint, asking for the next: the nonce its accepted answer hands out.
+async fn first_piggybacked_nonce(fixture: &AgentFixture, client: &LedgerClient) -> Vec<u8> {
+    enrol_tpm(&mut fixture.agent(), client).await.unwrap();
+    let bundle = fixture.attest_with_nonce(&client.nonce().await.unwrap());
+    let answer = client
+        .submit_for_next_nonce(&bundle.to_json())
+        .await
+        .unwrap();
+    assert_eq!(answer.verdict, Verdict::Accepted, "{:?}", answer.detail);
+    let next = answer
+        .next_nonce
+        .expect("an accepted answer carries a nonce");
+    // The ledger's `nonce_ttl_seconds` (the default).
+    assert_eq!(next.valid_for_ms, 120_000);
+    next.nonce
+}
+
+/// A nonce handed out with an accepted answer is used once, like one from the endpoint:
+/// other evidence made with it is refused by the nonce check. Only an accepted answer
+/// to a submission that asked carries one (older agents never see the field).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_piggybacked_nonce_is_single_use() {
+    let fixture = AgentFixture::new();
+    let ledger = LedgerProcess::for_fixture(&fixture);
+    let client = ledger.client("a1");
+    let nonce = first_piggybacked_nonce(&fixture, &client).await;
+    let first = fixture.attest_with_nonce(&nonce).to_json();
+    let second = fixture.attest_with_nonce(&nonce).to_json();
+
+    let accepted = client.submit_for_next_nonce(&first).await.unwrap();
+    assert_eq!(accepted.verdict, Verdict::Accepted, "{:?}", accepted.detail);
+    let next = accepted.next_nonce.clone().expect("the next nonce");
+    assert_ne!(next.nonce, nonce);
+    let refused = client.submit_for_next_nonce(&second).await.unwrap();
+    assert_eq!(refused.verdict, Verdict::Refused);
+    assert_eq!(
+        refused.reason.as_deref(),
+        Some("nonce"),
+        "{:?}",
+        refused.detail
+    );
+    assert_eq!(refused.next_nonce, None, "a refusal hands out no nonce");
+    // The exact bytes again are a re-send, answered from the log, not a second use.
+    let resent = client.submit(&first).await.unwrap();
+    assert_eq!(resent.receipt.index, accepted.receipt.index);
+    assert_eq!(resent.receipt.leaf_hash, accepted.receipt.leaf_hash);
+    assert_eq!(resent.next_nonce, None, "not asked for");
+    // The nonce that answer handed out was not spent by the refusal.
+    let fresh = fixture.attest_with_nonce(&next.nonce).to_json();
+    let answer = client.submit(&fresh).await.unwrap();
+    assert_eq!(answer.verdict, Verdict::Accepted, "{:?}", answer.detail);
+}
+
+/// A nonce handed out with a1's accepted answer is a1's alone: another agent of the same
+/// tenant, and one of another tenant, both enrolled with the very TPM that made the
+/// evidence (so nothing but the nonce tells them apart), are refused by the nonce check;
+/// a1 then still uses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_piggybacked_nonce_is_bound_to_its_agent() {
+    let fixture = AgentFixture::new();
+    let policy_hash = hex::encode(fixture.kernel().policy_hash);
+    let ledger = LedgerProcess::start(&LedgerSpec {
+        agents: &[("a1", "acme"), ("a2", "acme"), ("b1", "beta")],
+        tenants: &[("acme", &policy_hash), ("beta", &policy_hash)],
+        profile: Some(&fixture.profile_path),
+        ..LedgerSpec::default()
+    });
+    let a1 = ledger.client("a1");
+    let nonce = first_piggybacked_nonce(&fixture, &a1).await;
+    for other in ["a2", "b1"] {
+        let client = ledger.client(other);
+        enrol_tpm(&mut fixture.agent(), &client).await.unwrap();
+        let bundle = fixture.attest_with_nonce(&nonce).to_json();
+        let answer = client.submit_for_next_nonce(&bundle).await.unwrap();
+        assert_eq!(answer.verdict, Verdict::Refused, "{other}");
+        assert_eq!(
+            answer.reason.as_deref(),
+            Some("nonce"),
+            "{other}: {:?}",
+            answer.detail
+        );
+        assert_eq!(answer.next_nonce, None);
+    }
+    let bundle = fixture.attest_with_nonce(&nonce).to_json();
+    let answer = a1.submit_for_next_nonce(&bundle).await.unwrap();
+    assert_eq!(answer.verdict, Verdict::Accepted, "{:?}", answer.detail);
+}
+
+/// ARCHITECTURE.md: a nonce handed out with an answer is recognised after a restart
+/// exactly as one from the endpoint. Within the vouch window its tag vouches for it once,
+/// with a TPM clock past the agent's last accepted quote; evidence made with it that
+/// misses the freshness window is at best late, judged at the nonce's issue time. The
+/// second half restarts with a 3 s freshness window rather than waiting out 300 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_piggybacked_nonce_after_a_restart_counts_as_an_endpoint_nonce() {
+    let fixture = AgentFixture::new();
+    let mut ledger = LedgerProcess::for_fixture(&fixture);
+    let client = ledger.client("a1");
+    let before = first_piggybacked_nonce(&fixture, &client).await;
+    let made_before = fixture.attest_with_nonce(&before).to_json();
+    let also_made_before = fixture.attest_with_nonce(&before).to_json();
+
+    ledger.stop();
+    ledger.restart();
+    let client = ledger.client("a1");
+    let accepted = client.submit_for_next_nonce(&made_before).await.unwrap();
+    assert_eq!(accepted.verdict, Verdict::Accepted, "{:?}", accepted.detail);
+    let refused = client.submit(&also_made_before).await.unwrap();
+    assert_eq!(refused.reason.as_deref(), Some("nonce"), "a second use");
+
+    // Past the freshness window.
+    let old = accepted.next_nonce.expect("the next nonce").nonce;
+    let made_then = fixture.attest_with_nonce(&old).to_json();
+    let also_made_then = fixture.attest_with_nonce(&old).to_json();
+    let short = fixture.dir.path().join("short-profile.toml");
+    let profile = std::fs::read_to_string(&fixture.profile_path).unwrap();
+    assert!(profile.contains("max_age_seconds = 300"));
+    std::fs::write(
+        &short,
+        profile.replace("max_age_seconds = 300", "max_age_seconds = 3"),
+    )
+    .unwrap();
+    let config = ledger.dir.path().join("ledger.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("profile = \"{}\"", fixture.profile_path.display()),
+        &format!("profile = \"{}\"", short.display()),
+    );
+    std::fs::write(&config, text).unwrap();
+    ledger.stop();
+    // Longer than the 3 s window: the evidence is then too old for a heartbeat.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    ledger.restart();
+    let client = ledger.client("a1");
+    let late = client.submit_for_next_nonce(&made_then).await.unwrap();
+    assert_eq!(late.verdict, Verdict::Late, "{:?}", late.detail);
+    assert_eq!(late.next_nonce, None, "only an accepted answer carries one");
+    let refused = client.submit(&also_made_then).await.unwrap();
+    assert_eq!(refused.reason.as_deref(), Some("nonce"), "a second use");
+}
+
+/// In steady state a heartbeat is one request: after the first nonce from the endpoint,
+/// each accepted answer carries the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steady_heartbeat_is_one_request() {
+    let fixture = AgentFixture::new();
+    let ledger = LedgerProcess::for_fixture(&fixture);
+    let agent = Heartbeating::start(attestor_config(&fixture, &ledger, "a1"), 5).await;
+    let metrics = agent.metrics.clone();
+    agent.stop().await;
+    let accepted = metrics.delivered_count(Verdict::Accepted);
+    assert!(accepted >= 5);
+    assert_eq!(
+        metrics.delivered_count(Verdict::Refused),
+        0,
+        "{}",
+        ledger.log()
+    );
+    assert_eq!(
+        ledger.metric("attestor_ledger_nonces_issued_total{via=\"endpoint\"}"),
+        Some(1.0),
+        "{}",
+        ledger.log()
+    );
+    // One handed out with each accepted answer (the last one unused).
+    assert_eq!(
+        ledger.metric("attestor_ledger_nonces_issued_total{via=\"receipt\"}"),
+        Some(accepted as f64)
+    );
 }
 
 /// `attestor query` against `ledger` as `a1`, verifying with the ledger's key.

@@ -4,16 +4,19 @@
 //! whichever replica takes submissions; the sequencer is killed with SIGKILL, the
 //! follower takes over once the lease expires, and afterwards no acknowledged leaf is
 //! lost or changed, no submission is in the log twice, and the checkpoints before and
-//! after the fail-over are consistent.
+//! after the fail-over are consistent. A nonce the dead sequencer handed out with an
+//! accepted answer counts on its successor as one from its endpoint would.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::ledger::{all_entries, LedgerProcess, LedgerSpec};
+use crate::support::agent::AgentFixture;
+use crate::support::ledger::{all_entries, enrol_tpm, LedgerProcess, LedgerSpec};
 use crate::support::wait_until;
-use attestor_agent::client::ClientError;
+use attestor_agent::client::{ClientError, LedgerClient};
+use attestor_verify::api::{SubmitResponse, Verdict};
 use attestor_verify::audit;
 use attestor_verify::log::checkpoint::open_checkpoint;
 use attestor_verify::log::merkle::leaf_hash;
@@ -208,4 +211,59 @@ async fn two_replicas_share_one_log_and_fail_over_without_losing_or_duplicating_
         }
     }
     assert_eq!(taken.unwrap().receipt.index, after.size + 1);
+}
+
+/// Submits `body` to `client`'s replica, asking for the next nonce, until it is the
+/// sequencer.
+async fn submit_once_sequencer(client: &LedgerClient, body: &[u8]) -> SubmitResponse {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match client.submit_for_next_nonce(body).await {
+            Ok(response) => return response,
+            Err(e) if is_not_sequencer(&e) => {
+                assert!(Instant::now() < deadline, "the follower never took over");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// A nonce handed out with an accepted answer by a sequencer that then dies is
+/// recognised by the replica that takes over exactly as one from the dead sequencer's
+/// endpoint: its tag (keyed from the shared checkpoint key) vouches for it once, with a
+/// TPM clock past the agent's last accepted quote; a second use is refused by the nonce
+/// check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_piggybacked_nonce_is_recognised_once_after_a_fail_over() {
+    let url = crate::support::postgres::database();
+    let fixture = AgentFixture::new();
+    let policy_hash = hex::encode(fixture.kernel().policy_hash);
+    let spec = LedgerSpec {
+        agents: &[("a1", "acme")],
+        tenants: &[("acme", &policy_hash)],
+        profile: Some(&fixture.profile_path),
+        ..LedgerSpec::default()
+    };
+    let mut first = LedgerProcess::start_on_postgres(&spec, &url, LEASE_SECONDS);
+    let second = first.replica();
+    let client = first.client("a1");
+    enrol_tpm(&mut fixture.agent(), &client).await.unwrap();
+    let bundle = fixture.attest_with_nonce(&client.nonce().await.unwrap());
+    let answer = submit_once_sequencer(&client, &bundle.to_json()).await;
+    assert_eq!(answer.verdict, Verdict::Accepted, "{:?}", answer.detail);
+    let nonce = answer.next_nonce.expect("the next nonce").nonce;
+    let made_before = fixture.attest_with_nonce(&nonce).to_json();
+    let also_made_before = fixture.attest_with_nonce(&nonce).to_json();
+
+    first.kill9();
+    let client = second.client("a1");
+    let accepted = submit_once_sequencer(&client, &made_before).await;
+    assert_eq!(accepted.verdict, Verdict::Accepted, "{:?}", accepted.detail);
+    assert!(
+        accepted.next_nonce.is_some(),
+        "the new sequencer hands out the next"
+    );
+    let refused = submit_once_sequencer(&client, &also_made_before).await;
+    assert_eq!(refused.reason.as_deref(), Some("nonce"), "a second use");
 }

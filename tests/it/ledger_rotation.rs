@@ -186,6 +186,51 @@ async fn the_checkpoint_key_rotates_while_an_agent_heartbeats_and_old_key_audito
     assert!(!ok && text.contains("AUDIT FAILED"), "{text}");
 }
 
+/// The first restart after a checkpoint key rotation derives the nonce tag key from the
+/// new key alone: a nonce handed out with an accepted answer after the rotation must
+/// carry its tag, or every agent carrying one through that restart would be refused. A
+/// nonce handed out before the rotation counts exactly as before while the process runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nonce_handed_out_after_a_key_rotation_survives_the_next_restart() {
+    let fixture = AgentFixture::new();
+    let mut ledger = LedgerProcess::for_fixture(&fixture);
+    let client = ledger.client("a1");
+    crate::support::ledger::enrol_tpm(&mut fixture.agent(), &client)
+        .await
+        .unwrap();
+    let bundle = fixture.attest_with_nonce(&client.nonce().await.unwrap());
+    let answer = client
+        .submit_for_next_nonce(&bundle.to_json())
+        .await
+        .unwrap();
+    assert_eq!(answer.verdict, Verdict::Accepted, "{:?}", answer.detail);
+    let before_rotation = answer.next_nonce.expect("the next nonce").nonce;
+
+    let old_key = ledger.verifier_key();
+    let config = ledger.dir.path().join("ledger.toml");
+    let prepared = attestor_cli(&["ledger", "rotate-key"], &config);
+    assert!(prepared.status.success(), "{prepared:?}");
+    ledger.hang_up();
+    wait_until(Duration::from_secs(20), "the rotated key", || {
+        ledger.verifier_key() != old_key
+    })
+    .await;
+    let bundle = fixture.attest_with_nonce(&before_rotation).to_json();
+    let answer = client.submit_for_next_nonce(&bundle).await.unwrap();
+    assert_eq!(answer.verdict, Verdict::Accepted, "{:?}", answer.detail);
+    let after_rotation = answer.next_nonce.expect("the next nonce").nonce;
+    let made_before_restart = fixture.attest_with_nonce(&after_rotation).to_json();
+    let also_made_before_restart = fixture.attest_with_nonce(&after_rotation).to_json();
+
+    ledger.stop();
+    ledger.restart();
+    let client = ledger.client("a1");
+    let answer = client.submit(&made_before_restart).await.unwrap();
+    assert_eq!(answer.verdict, Verdict::Accepted, "{:?}", answer.detail);
+    let refused = client.submit(&also_made_before_restart).await.unwrap();
+    assert_eq!(refused.reason.as_deref(), Some("nonce"), "a second use");
+}
+
 /// Writes `pem` to `path` by rename, as certificate tooling does.
 fn replace_file(path: &Path, pem: &[u8]) {
     let staged = path.with_extension("new");

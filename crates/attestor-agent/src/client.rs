@@ -3,7 +3,7 @@
 //! `attestor query` and the tests.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use attestor_net::http::{HttpClient, HttpError};
 use hyper::body::Bytes;
@@ -18,6 +18,7 @@ use attestor_verify::api::{
     IncidentChangeRequest, IncidentsResponse, LogKeysResponse, NonceResponse, SubmitResponse,
     TenantResponse,
 };
+use attestor_verify::bundle::EvidenceKind;
 
 /// Default bound on one request, connection included.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = attestor_net::http::DEFAULT_TIMEOUT;
@@ -185,9 +186,28 @@ impl LedgerClient {
     /// Submits a bundle (its JSON bytes, sent as they are). A refused bundle is an answer,
     /// not an error: it was logged and has a receipt too.
     pub async fn submit(&self, bundle_json: &[u8]) -> Result<SubmitResponse, ClientError> {
+        self.submit_to("/v1/attestations", bundle_json).await
+    }
+
+    /// Submits a bundle as [`LedgerClient::submit`] does, asking for the agent's next
+    /// nonce with an accepted answer ([`SubmitResponse::next_nonce`]); a ledger that
+    /// predates the question ignores it and answers without one.
+    pub async fn submit_for_next_nonce(
+        &self,
+        bundle_json: &[u8],
+    ) -> Result<SubmitResponse, ClientError> {
+        self.submit_to("/v1/attestations?next_nonce=true", bundle_json)
+            .await
+    }
+
+    async fn submit_to(
+        &self,
+        path: &str,
+        bundle_json: &[u8],
+    ) -> Result<SubmitResponse, ClientError> {
         let answer = self
             .http
-            .request(Method::POST, "/v1/attestations", Some(bundle_json.to_vec()))
+            .request(Method::POST, path, Some(bundle_json.to_vec()))
             .await?;
         let refused = || refusal(answer.status, &answer.body, answer.retry_after);
         match answer.status {
@@ -305,6 +325,100 @@ impl LedgerClient {
     }
 }
 
+/// The nonce the ledger handed out with the answer to the agent's latest submission, for
+/// its next attestation: a steady-state heartbeat is then one request. Kept in memory
+/// only: losing it (a restart) costs one request to the nonce endpoint.
+#[derive(Debug)]
+pub struct NonceCarrier {
+    /// The nonce, and until when an attestation may still be made with it.
+    carried: Option<(Vec<u8>, Instant)>,
+    /// How long an attestation may take to reach the ledger once made; None: ask the
+    /// endpoint for every nonce.
+    margin: Option<Duration>,
+}
+
+impl NonceCarrier {
+    /// Nothing carried yet. `margin` is how long a heartbeat may take from taking its
+    /// nonce to the ledger's answer (its timeout): a nonce is used only while the ledger
+    /// will still count it as its own when the submission arrives.
+    pub fn new(margin: Duration) -> Self {
+        NonceCarrier {
+            carried: None,
+            margin: Some(margin),
+        }
+    }
+
+    /// One that asks the nonce endpoint for every nonce and never asks for the next with
+    /// a submission.
+    pub fn never() -> Self {
+        NonceCarrier {
+            carried: None,
+            margin: None,
+        }
+    }
+
+    /// The carrier for `evidence`. An SEV-SNP report has no clock to vouch for a nonce a
+    /// restarted (or failed-over) ledger no longer holds in memory, so a nonce carried
+    /// through the interval would be refused after any restart where one fetched just
+    /// before attesting is not: SEV-SNP guests without a vTPM ask every time.
+    pub fn for_evidence(evidence: EvidenceKind, margin: Duration) -> Self {
+        match evidence {
+            EvidenceKind::Snp => NonceCarrier::never(),
+            EvidenceKind::Tpm | EvidenceKind::TpmSnp => NonceCarrier::new(margin),
+        }
+    }
+
+    /// A nonce for one attestation: the carried one while it is usable, else a fresh one
+    /// from the nonce endpoint. Either way nothing is carried afterwards: each nonce is
+    /// good for one attestation only.
+    pub async fn next(&mut self, client: &LedgerClient) -> Result<Vec<u8>, ClientError> {
+        let now = Instant::now();
+        match self.carried.take().filter(|(_, until)| now < *until) {
+            Some((nonce, _)) => Ok(nonce),
+            None => client.nonce().await,
+        }
+    }
+
+    /// Submits a bundle ([`LedgerClient::submit`]), asking for the next nonce unless
+    /// this carrier never carries one, and keeps what the answer hands out, and only
+    /// that: a refusal (of this nonce or any other), a failure or an answer without a
+    /// nonce (from a ledger that cannot append or predates handing them out) leaves
+    /// nothing carried, so the next attestation asks the endpoint, whose answer says what
+    /// is wrong.
+    pub async fn submit(
+        &mut self,
+        client: &LedgerClient,
+        bundle_json: &[u8],
+    ) -> Result<SubmitResponse, ClientError> {
+        let Some(margin) = self.margin else {
+            return client.submit(bundle_json).await;
+        };
+        let answer = client.submit_for_next_nonce(bundle_json).await;
+        self.keep(margin, &answer);
+        answer
+    }
+
+    fn keep(&mut self, margin: Duration, answer: &Result<SubmitResponse, ClientError>) {
+        self.carried = answer
+            .as_ref()
+            .ok()
+            .and_then(|response| response.next_nonce.as_ref())
+            .and_then(|next| {
+                // A lifetime no longer than the margin is not worth carrying.
+                let usable = Duration::from_millis(next.valid_for_ms)
+                    .checked_sub(margin)
+                    .filter(|usable| !usable.is_zero())?;
+                Some((next.nonce.clone(), Instant::now().checked_add(usable)?))
+            });
+    }
+
+    /// Forgets the carried nonce: after a failed heartbeat (a restarted ledger, a
+    /// fail-over) the next one comes from the endpoint.
+    pub fn forget(&mut self) {
+        self.carried = None;
+    }
+}
+
 fn refusal(status: StatusCode, answer: &[u8], retry_after: Option<Duration>) -> ClientError {
     let (error, message) = match serde_json::from_slice::<ErrorBody>(answer) {
         Ok(body) => (body.error, body.message),
@@ -318,5 +432,56 @@ fn refusal(status: StatusCode, answer: &[u8], retry_after: Option<Duration>) -> 
         error,
         message,
         retry_after,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use attestor_verify::api::{NextNonce, ReceiptJson, Verdict};
+
+    fn answer(verdict: Verdict, next: Option<(u8, u64)>) -> Result<SubmitResponse, ClientError> {
+        Ok(SubmitResponse {
+            verdict,
+            reason: (verdict == Verdict::Refused).then(|| "nonce".to_string()),
+            detail: None,
+            attestation_id: None,
+            ear: None,
+            receipt: ReceiptJson {
+                index: 0,
+                received_at_ms: 0,
+                leaf_hash: vec![0; 32],
+                inclusion_proof: Vec::new(),
+                checkpoint: String::new(),
+            },
+            next_nonce: next.map(|(byte, valid_for_ms)| NextNonce {
+                nonce: vec![byte; 32],
+                valid_for_ms,
+            }),
+        })
+    }
+
+    #[test]
+    fn only_the_latest_answers_nonce_is_carried_and_only_with_time_to_use_it() {
+        let margin = Duration::from_secs(15);
+        let mut carrier = NonceCarrier::new(margin);
+        carrier.keep(margin, &answer(Verdict::Accepted, Some((1, 120_000))));
+        assert_eq!(carrier.carried.as_ref().map(|c| c.0[0]), Some(1));
+        // Less lifetime than a heartbeat may take: the endpoint is asked instead.
+        carrier.keep(margin, &answer(Verdict::Accepted, Some((2, 15_000))));
+        assert_eq!(carrier.carried, None);
+        carrier.keep(margin, &answer(Verdict::Accepted, Some((3, 120_000))));
+        // A refusal, or any failure, leaves nothing carried.
+        carrier.keep(margin, &answer(Verdict::Refused, None));
+        assert_eq!(carrier.carried, None);
+        carrier.keep(margin, &answer(Verdict::Accepted, Some((4, 120_000))));
+        let failed = Err(ClientError::Refused {
+            status: 503,
+            error: "unavailable".into(),
+            message: String::new(),
+            retry_after: None,
+        });
+        carrier.keep(margin, &failed);
+        assert_eq!(carrier.carried, None);
     }
 }

@@ -1,7 +1,8 @@
-//! The agent's heartbeat: every interval, attest and ship. Each heartbeat asks the ledger
-//! for a nonce, has the TPM attest, writes the bundle to the durable spool, then delivers
-//! the spool in order. A heartbeat that does not finish within its timeout counts as
-//! failed; what it produced stays spooled.
+//! The agent's heartbeat: every interval, attest and ship. Each heartbeat takes the nonce
+//! the ledger handed out with its previous accepted answer (or, the first time and after
+//! any failure, asks the ledger for one), has the TPM attest, writes the bundle to the
+//! durable spool, then delivers the spool in order. A heartbeat that does not finish
+//! within its timeout counts as failed; what it produced stays spooled.
 //!
 //! When the ledger is unreachable the agent still attests, with an offline nonce
 //! ([`OFFLINE_NONCE_PREFIX`]), and delivery resumes with bounded exponential backoff. TPM
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::{oneshot, watch};
 
-use super::client::{ClientError, LedgerClient};
+use super::client::{ClientError, LedgerClient, NonceCarrier};
 use super::evidence_source::EvidenceSource;
 use super::metrics::AgentMetrics;
 use super::spool::{Spool, SpoolError};
@@ -237,6 +238,8 @@ struct Running {
     config: AttestorConfig,
     metrics: Arc<AgentMetrics>,
     client: LedgerClient,
+    /// The next nonce, when the ledger handed one out with its latest answer.
+    nonces: NonceCarrier,
     identity: AgentIdentity,
     worker: TpmWorker,
     spool: Arc<Mutex<Spool>>,
@@ -297,6 +300,10 @@ impl Attestor {
             config: self.config.clone(),
             metrics: self.metrics.clone(),
             client,
+            nonces: NonceCarrier::for_evidence(
+                self.config.agent.evidence,
+                self.config.heartbeat_timeout,
+            ),
             identity,
             worker,
             spool: Arc::new(Mutex::new(spool)),
@@ -367,6 +374,7 @@ impl Attestor {
                     }
                 }
                 Err(e) => {
+                    running.nonces.forget();
                     if beat {
                         self.metrics.heartbeat(false, started.elapsed());
                     }
@@ -557,7 +565,7 @@ impl Running {
     /// ledger is too slow, so a slow ledger delays it but never loses it.
     async fn heartbeat(&mut self, deadline: tokio::time::Instant) -> Result<(), HeartbeatError> {
         let status = self.config.agent.status.read().await?;
-        let asked = tokio::time::timeout_at(deadline, self.client.nonce()).await;
+        let asked = tokio::time::timeout_at(deadline, self.nonces.next(&self.client)).await;
         let nonce = match asked {
             Ok(Ok(nonce)) => nonce,
             failed => {
@@ -655,7 +663,7 @@ impl Running {
             }
         }
         while let Some((seq, bundle)) = self.with_spool(|s| s.oldest()).await? {
-            match self.client.submit(&bundle).await {
+            match self.nonces.submit(&self.client, &bundle).await {
                 Ok(response) => {
                     self.keep_receipt(seq, &response).await?;
                     self.metrics.delivered(response.verdict);

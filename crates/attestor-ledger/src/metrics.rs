@@ -48,6 +48,11 @@ struct EndpointLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ViaLabels {
+    via: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AppraisalLabels {
     tenant: String,
     status: &'static str,
@@ -84,6 +89,15 @@ struct StrangerLabels {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
+/// How a nonce reached its agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceVia {
+    /// Asked for with `POST /v1/nonce`.
+    Endpoint,
+    /// Handed out with the answer to an accepted submission.
+    Receipt,
+}
+
 /// Every metric the ledger exports.
 pub struct LedgerMetrics {
     registry: Registry,
@@ -98,6 +112,7 @@ pub struct LedgerMetrics {
     rate_limited: Family<EndpointLabels, Counter>,
     strangers: Family<StrangerLabels, Counter>,
     repeats: Counter,
+    nonces_issued: Family<ViaLabels, Counter>,
     appraisals: Family<AppraisalLabels, Counter>,
     posture_reasons: Family<PostureLabels, Counter>,
     runtime_restarts: Family<TenantLabels, Counter>,
@@ -189,6 +204,13 @@ impl LedgerMetrics {
             "Re-sent submissions answered with their original entry's receipt",
             repeats.clone(),
         );
+        let nonces_issued = Family::<ViaLabels, Counter>::default();
+        registry.register(
+            "nonces_issued",
+            "Single-use nonces handed out, by how: endpoint (POST /v1/nonce) or receipt \
+             (with the answer to an accepted submission)",
+            Family::clone(&nonces_issued),
+        );
         let (appraisals, posture_reasons, runtime_restarts, appraisal_policy, appraisal_reloads) = (
             Family::default(),
             Family::default(),
@@ -247,6 +269,7 @@ impl LedgerMetrics {
             rate_limited,
             strangers,
             repeats,
+            nonces_issued,
             per_agent,
         }
     }
@@ -309,6 +332,15 @@ impl LedgerMetrics {
         self.appraisal_reloads
             .get_or_create(&ResultLabels { result })
             .inc();
+    }
+
+    /// Counts a nonce handed out `via` the endpoint or a receipt.
+    pub fn nonce_issued(&self, via: NonceVia) {
+        let via = match via {
+            NonceVia::Endpoint => "endpoint",
+            NonceVia::Receipt => "receipt",
+        };
+        self.nonces_issued.get_or_create(&ViaLabels { via }).inc();
     }
 
     /// Counts a re-sent submission answered from the log.

@@ -9,7 +9,7 @@
 //! | `POST /v1/enroll`                  | `EnrollRequest`                       | `EnrollChallenge` |
 //! | `POST /v1/enroll/proof`            | `EnrollProof`                         | `EnrolledResponse` |
 //! | `POST /v1/enroll/snp`              | an SEV-SNP bundle with a ledger nonce | `EnrolledResponse` |
-//! | `POST /v1/attestations`            | a bundle                              | `SubmitResponse` (200 accepted, 422 refused, 400 malformed) |
+//! | `POST /v1/attestations`            | a bundle; `next_nonce=true` asks for the agent's next nonce with an accepted answer | `SubmitResponse` (200 accepted, 422 refused, 400 malformed) |
 //! | `GET /v1/attestations`             | `agent id verdict from to after limit proofs` | `EntriesResponse` |
 //! | `GET /v1/attestations/latest-healthy` |                                    | `EntriesResponse` |
 //! | `GET /v1/entries/{index}`          |                                       | `EntryJson` with proof |
@@ -446,8 +446,12 @@ async fn dispatch(
             Ok(ok(&ledger.enroll_snp(who, body).await?))
         }
         (&Method::POST, "/v1/attestations") => {
+            let next_nonce = query
+                .only(&["next_nonce"])
+                .and_then(|()| query.flag("next_nonce"));
+            // Read before a bad query is refused: the client gets its 400, not a reset.
             let body = read_body(request, MAX_BUNDLE_BYTES).await?;
-            let response = ledger.submit(who, body).await?;
+            let response = ledger.submit(who, body, next_nonce?).await?;
             let _answer = tracing::info_span!("answer").entered();
             let status = match (response.verdict, response.reason.as_deref()) {
                 // A late attestation is logged as genuine: delivered, nothing to fix.
@@ -698,6 +702,15 @@ impl Query {
             .transpose()
     }
 
+    /// A `true`/`false` parameter, false when absent.
+    fn flag(&self, key: &str) -> Result<bool, Failure> {
+        match self.0.get(key).map(String::as_str) {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(_) => Err(Failure::bad_request(format!("{key} must be true or false"))),
+        }
+    }
+
     fn required_number(&self, key: &str) -> Result<u64, Failure> {
         self.number(key)?
             .ok_or_else(|| Failure::bad_request(format!("query parameter {key} is required")))
@@ -715,11 +728,7 @@ impl Query {
                 ))
             })?),
         };
-        let proofs = match self.0.get("proofs").map(String::as_str) {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(_) => return Err(Failure::bad_request("proofs must be true or false")),
-        };
+        let proofs = self.flag("proofs")?;
         Ok(EntryFilter {
             agent_id: self.text("agent"),
             attestation_id: self.text("id"),

@@ -28,7 +28,7 @@ use crate::keyfiles::{self, KeyFileError};
 use crate::limits::{RateLimiter, WriteLimit};
 use crate::log::batcher::{BatchError, Batcher, DEFAULT_MAX_BATCH};
 use crate::log::sequencer::{submission_hash, Receipt, Sequencer, SequencerError, Submission};
-use crate::metrics::LedgerMetrics;
+use crate::metrics::{LedgerMetrics, NonceVia};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::postgres::{PostgresOptions, PostgresStore};
 use crate::store::{
@@ -43,7 +43,7 @@ use attestor_net::tls::AgentIdentity;
 use attestor_verify::api::{
     AgentStatusJson, AgentsResponse, AlertsResponse, ConsistencyResponse, EnrollChallenge,
     EnrollProof, EnrollRequest, EnrolledResponse, EntriesResponse, EntryJson, IncidentsResponse,
-    InclusionJson, NonceResponse, ReceiptJson, SubmitResponse, TenantResponse,
+    InclusionJson, NextNonce, NonceResponse, ReceiptJson, SubmitResponse, TenantResponse,
 };
 use attestor_verify::appraisal::{
     accepted_appraisal, appraise, refused_appraisal, Counters, Posture, Sample,
@@ -671,8 +671,13 @@ impl Ledger {
             return Ok(None);
         };
         let vkey = next.verifier_key();
+        let secret = next.to_pkcs8()?;
         self.sequencer.rotate(next)?;
         keyfiles::promote(dir, &config.origin, &vkey)?;
+        // A restart derives the nonce tag key from the new checkpoint key alone: nonces
+        // handed out from now on must carry its tag, or every one an agent carries
+        // through that restart would be refused.
+        self.nonces.rekey(&secret);
         Ok(Some(vkey))
     }
 
@@ -742,6 +747,25 @@ impl Ledger {
     /// failed: a nonce spent on a submission that cannot be logged helps nobody, and the
     /// agent's offline nonce serves as well meanwhile.
     pub fn issue_nonce(&self, who: &AgentIdentity) -> Result<NonceResponse, ServiceError> {
+        self.hand_out_nonce(who, NonceVia::Endpoint)
+    }
+
+    /// The caller's next nonce, for the answer to its accepted submission: exactly when
+    /// [`Ledger::issue_nonce`] would hand one out. Without one the agent asks the endpoint,
+    /// whose answer then says why, so the reason is not repeated here.
+    fn next_nonce(&self, who: &AgentIdentity) -> Option<NextNonce> {
+        let issued = self.hand_out_nonce(who, NonceVia::Receipt).ok()?;
+        Some(NextNonce {
+            nonce: issued.nonce,
+            valid_for_ms: u64::try_from(self.nonces.ttl().as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    fn hand_out_nonce(
+        &self,
+        who: &AgentIdentity,
+        via: NonceVia,
+    ) -> Result<NonceResponse, ServiceError> {
         self.tenant_policy(&who.tenant)?;
         // Nonces live in the sequencer's memory: only it can check them later.
         self.require_sequencer()?;
@@ -749,6 +773,7 @@ impl Ledger {
             return Err(ServiceError::StorageUnavailable { retry_after });
         }
         let nonce = self.nonces.issue(who).map_err(ServiceError::NoRandomness)?;
+        self.metrics.nonce_issued(via);
         Ok(NonceResponse {
             nonce: nonce.to_vec(),
         })
@@ -852,8 +877,23 @@ impl Ledger {
 
     /// Verifies a submission and appends it with its verdict; returns once it is durable.
     /// A caller that is not an enrolled agent of a configured tenant is refused before
-    /// anything it sent is kept; a re-sent submission gets its original receipt.
+    /// anything it sent is kept; a re-sent submission gets its original receipt. With
+    /// `next_nonce`, an accepted answer carries the agent's next nonce (see
+    /// [`NextNonce`]).
     pub async fn submit(
+        self: &Arc<Self>,
+        who: &AgentIdentity,
+        body: Vec<u8>,
+        next_nonce: bool,
+    ) -> Result<SubmitResponse, ServiceError> {
+        let mut response = self.judge_and_append(who, body).await?;
+        if next_nonce && response.verdict == Verdict::Accepted {
+            response.next_nonce = self.next_nonce(who);
+        }
+        Ok(response)
+    }
+
+    async fn judge_and_append(
         self: &Arc<Self>,
         who: &AgentIdentity,
         body: Vec<u8>,
@@ -967,6 +1007,7 @@ impl Ledger {
             attestation_id,
             ear,
             receipt: receipt_json(receipt),
+            next_nonce: None,
         })
     }
 
@@ -1043,6 +1084,7 @@ impl Ledger {
                 attestation_id: record.attestation_id,
                 ear: record.ear,
                 receipt: receipt_json(receipt),
+                next_nonce: None,
             })
         })
         .await

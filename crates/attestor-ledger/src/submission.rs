@@ -4,7 +4,7 @@
 //! previous attestation, and a TPM clock that never runs backwards within one boot.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
@@ -158,9 +158,36 @@ pub struct NonceBook {
     /// Nonces spent here, until their tag can no longer vouch for them: a second use is
     /// refused here even though the tag still vouches for it.
     spent: Mutex<SpentNonces>,
-    tag_key: hmac::Key,
+    tag_keys: RwLock<TagKeys>,
     ttl: Duration,
     vouch_window: Duration,
+}
+
+/// The key new nonces are tagged with, and those of checkpoint keys rotated away while
+/// this process runs: their nonces count here exactly as before the rotation, and those
+/// issued since carry the tag a restarted ledger (keyed from the new checkpoint key
+/// alone) recognises.
+struct TagKeys {
+    current: hmac::Key,
+    retired: Vec<hmac::Key>,
+}
+
+fn tag_key(secret: &[u8]) -> hmac::Key {
+    let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"attestor ledger nonce tag key v2");
+    salt.extract(secret)
+        .expand(&[b"nonce-tag"], hmac::HMAC_SHA256)
+        .expect("HMAC-SHA256 key length is within HKDF's limit")
+        .into()
+}
+
+fn nonce_tag(key: &hmac::Key, who: &AgentIdentity, time_and_random: &[u8]) -> hmac::Tag {
+    let mut context = hmac::Context::with_key(key);
+    for id in [&who.tenant, &who.agent_id] {
+        context.update(&(id.len() as u64).to_be_bytes());
+        context.update(id.as_bytes());
+    }
+    context.update(time_and_random);
+    context.sign()
 }
 
 #[derive(Default)]
@@ -211,16 +238,13 @@ impl NonceBook {
     /// A book whose tag key is derived (HKDF-SHA256) from `secret`, e.g. the checkpoint
     /// signing key every replica of a log holds.
     pub fn with_secret(secret: &[u8]) -> Self {
-        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"attestor ledger nonce tag key v2");
-        let tag_key: hmac::Key = salt
-            .extract(secret)
-            .expand(&[b"nonce-tag"], hmac::HMAC_SHA256)
-            .expect("HMAC-SHA256 key length is within HKDF's limit")
-            .into();
         NonceBook {
             issued: Mutex::default(),
             spent: Mutex::default(),
-            tag_key,
+            tag_keys: RwLock::new(TagKeys {
+                current: tag_key(secret),
+                retired: Vec::new(),
+            }),
             ttl: NONCE_TTL,
             vouch_window: VOUCH_WINDOW,
         }
@@ -234,14 +258,18 @@ impl NonceBook {
         self
     }
 
-    fn tag(&self, who: &AgentIdentity, time_and_random: &[u8]) -> hmac::Tag {
-        let mut context = hmac::Context::with_key(&self.tag_key);
-        for id in [&who.tenant, &who.agent_id] {
-            context.update(&(id.len() as u64).to_be_bytes());
-            context.update(id.as_bytes());
-        }
-        context.update(time_and_random);
-        context.sign()
+    /// How long an issued nonce counts as this process's own ([`NonceCheck::Issued`]).
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Tags nonces from now on with a key derived from `secret`, the rotated checkpoint
+    /// key, still recognising the tags of the keys before it until this process ends
+    /// (see [`TagKeys`]).
+    pub fn rekey(&self, secret: &[u8]) {
+        let mut keys = self.tag_keys.write().unwrap_or_else(|p| p.into_inner());
+        let previous = std::mem::replace(&mut keys.current, tag_key(secret));
+        keys.retired.push(previous);
     }
 
     /// Issues a fresh nonce to `who`.
@@ -253,7 +281,15 @@ impl NonceBook {
         let issued_ms = attestor_verify::time::unix_ms(SystemTime::now());
         nonce[..NONCE_TIME].copy_from_slice(&issued_ms.to_be_bytes());
         SystemRandom::new().fill(&mut nonce[NONCE_TIME..NONCE_TIME + NONCE_RANDOM])?;
-        let tag = self.tag(who, &nonce[..NONCE_TIME + NONCE_RANDOM]);
+        let tag = nonce_tag(
+            &self
+                .tag_keys
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .current,
+            who,
+            &nonce[..NONCE_TIME + NONCE_RANDOM],
+        );
         nonce[NONCE_TIME + NONCE_RANDOM..].copy_from_slice(&tag.as_ref()[..NONCE_TAG]);
         let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
         let list = issued.entry(who.clone()).or_default();
@@ -300,8 +336,15 @@ impl NonceBook {
             return NonceCheck::Issued;
         }
         let (signed, tag) = nonce.split_at(NONCE_TIME + NONCE_RANDOM);
-        let expected = self.tag(who, signed);
-        if constant_time::verify_slices_are_equal(&expected.as_ref()[..NONCE_TAG], tag).is_err() {
+        let keys = self.tag_keys.read().unwrap_or_else(|p| p.into_inner());
+        let tagged = std::iter::once(&keys.current)
+            .chain(&keys.retired)
+            .any(|key| {
+                let expected = nonce_tag(key, who, signed);
+                constant_time::verify_slices_are_equal(&expected.as_ref()[..NONCE_TAG], tag).is_ok()
+            });
+        drop(keys);
+        if !tagged {
             return NonceCheck::Unknown;
         }
         let mut time = [0u8; NONCE_TIME];
@@ -717,6 +760,33 @@ mod tests {
         );
         assert_eq!(use_once(&book, &a, &n, now), Vouched);
         assert_eq!(book.check(&a, &n, now), Unknown, "spent");
+    }
+
+    #[test]
+    fn after_a_key_rotation_old_and_new_tags_count_until_a_restart_keeps_only_the_new() {
+        let (old, new) = (
+            b"the checkpoint key".as_slice(),
+            b"its successor".as_slice(),
+        );
+        let a = who("t", "a");
+        let book = NonceBook::with_secret(old).with_lifetimes(Duration::ZERO, VOUCH_WINDOW);
+        let before = book.issue(&a).unwrap();
+        book.rekey(new);
+        let after = book.issue(&a).unwrap();
+        let now = SystemTime::now();
+        assert_eq!(
+            book.check(&a, &before, now),
+            Vouched,
+            "as before the rotation"
+        );
+        assert_eq!(book.check(&a, &after, now), Vouched);
+        let restarted = NonceBook::with_secret(new);
+        assert_eq!(restarted.check(&a, &after, now), Vouched);
+        assert_eq!(
+            restarted.check(&a, &before, now),
+            Unknown,
+            "a restart knows the new key alone, as without the rotation's rekey"
+        );
     }
 
     #[test]

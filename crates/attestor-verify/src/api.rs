@@ -54,6 +54,23 @@ pub struct NonceResponse {
     pub nonce: Vec<u8>,
 }
 
+/// The agent's next single-use nonce, handed out with the answer to an accepted
+/// submission when the agent asked for it (`POST /v1/attestations?next_nonce=true`), so a
+/// steady-state heartbeat is one request. It is a nonce like one from `POST /v1/nonce`:
+/// valid once, for a limited time, only for this agent; across a ledger restart or
+/// fail-over it counts exactly as such a nonce does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NextNonce {
+    /// Opaque bytes the next bundle's evidence must commit to.
+    #[serde(with = "b64")]
+    pub nonce: Vec<u8>,
+    /// How long after this answer the ledger still counts the nonce as its own
+    /// (`nonce_ttl_seconds`), relative so that the agent's clock need not agree with the
+    /// ledger's.
+    pub valid_for_ms: u64,
+}
+
 /// The agent the ledger enrolled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -131,6 +148,11 @@ pub struct SubmitResponse {
     pub ear: Option<String>,
     /// Where the submission, accepted or refused, is in the log.
     pub receipt: ReceiptJson,
+    /// The agent's next nonce: only with an accepted verdict, only when the submission
+    /// asked for it (so agents that predate it never see the field), and only while the
+    /// ledger hands out nonces at all (not while its appends fail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_nonce: Option<NextNonce>,
 }
 
 /// One log entry as returned by queries; `leaf` is the exact leaf (canonical CBOR of the

@@ -286,6 +286,14 @@ impl LedgerProcess {
         (status, body.to_string())
     }
 
+    /// A series' value on `/metrics`, by its full name (`name{labels}`); None when the
+    /// ledger has not exported it (a counter never incremented).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let (_, text) = self.ops_get("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
     /// Sends SIGHUP (reload TLS files, appraisal policies, a prepared checkpoint key).
     pub fn hang_up(&self) {
         let pid = self.pid().expect("running").to_string();
