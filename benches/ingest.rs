@@ -5,8 +5,9 @@
 //! (fsync before the answer, group commit). Prints throughput, latency percentiles and the
 //! ledger's CPU use beside the crypto-bound ceiling measured in the same run: the
 //! signature verifications one submission needs, timed alone, spread over every core.
-//! Those are three ECDSA P-384 verifications (sealed-key certification, envelope, quote),
-//! timed with the key parsed once. The EK certificate path is validated once per distinct
+//! Those are two ECDSA P-384 verifications (envelope, quote), timed with the key parsed
+//! once: the sealed-key certification is verified once per exact bytes (every agent here
+//! shares one AK and one sealed key, so the cache holds one entry). The EK certificate path is validated once per distinct
 //! EK certificate and profile (see `certchain::ChainCache`), so it is not a per-submission
 //! cost; its time is printed beside for reference.
 //!

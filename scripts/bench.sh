@@ -47,7 +47,7 @@ if [ "$quick" = 1 ]; then
     append_sqlite=100000 append_postgres=10000
     criterion_args=(--warm-up-time 1 --measurement-time 1 --sample-size 10)
 fi
-for tool in jq swtpm swtpm_setup taskset; do
+for tool in jq swtpm swtpm_setup taskset ss; do
     command -v "$tool" >/dev/null || { echo "$tool is required (see scripts/test.sh)" >&2; exit 1; }
 done
 export TSS2_LOG=all+none
@@ -173,7 +173,7 @@ done
 ingest_row=$(grep -E '^\| [0-9]' "$work/ingest.log" | tail -n 1 || true)
 ingest_cpu_ms=$(awk -F'|' '{ gsub(/[^0-9.]/, "", $7); print $7 }' <<<"$ingest_row")
 ingest_share=$(awk -F'|' '{ gsub(/[^0-9.]/, "", $10); print $10 }' <<<"$ingest_row")
-rows+=("| ingest bench, 200 mTLS agents, pre-made bundles: share of the crypto ceiling (2 × P-384 per submission) | ${ingest_share:-n/a} % | ledger CPU per submission ${ingest_cpu_ms:-n/a} ms | — | ≥ 90 % | $(awk -v s="$ingest_share" 'BEGIN { if (s == "") print "n/a"; else print (s >= 90 ? "yes" : "no") }') |")
+rows+=("| ingest bench, 200 mTLS agents sharing one AK and sealed key, pre-made bundles: share of the crypto ceiling (2 × P-384 per submission) | ${ingest_share:-n/a} % | ledger CPU per submission ${ingest_cpu_ms:-n/a} ms | — | ≥ 90 % | $(awk -v s="$ingest_share" 'BEGIN { if (s == "") print "n/a"; else print (s >= 90 ? "yes" : "no") }') |")
 if [ "$quick" = 1 ]; then
     rows+=("| (quick run: query at 10^5 entries, not the 10^6 of the target) | | | | | |")
 fi
@@ -310,7 +310,7 @@ if command -v perf >/dev/null && command -v python3 >/dev/null &&
     per=$(jq -r '.ledger.cpu_ms_per_submission // empty' "$work/profiled.json")
     if perf script -i "$work/ledger.perf" --pid "$ledger_pid" 2>/dev/null |
         python3 scripts/profile.py ${per:+--cpu-ms-per-submission "$per"} >"$work/profile.md"; then
-        profile_note="Ledger CPU per heartbeat (nonce + submit) in this run: ${per:-n/a} ms, $(jq -r '.throughput_per_s | round' "$work/profiled.json")/s."
+        profile_note="Ledger CPU per heartbeat in this run: ${per:-n/a} ms, $(jq -r '.throughput_per_s | round' "$work/profiled.json")/s."
     fi
 fi
 
@@ -320,7 +320,7 @@ at_least() { awk -v r="$1" -v t="$2" 'BEGIN { if (r == "") print "n/a"; else pri
 if [ -n "$keylime_ns" ]; then
     row "Keylime $keylime_version tpm_util.checkquote on our P-384 quote (bare quote check, one core)" "$keylime_ns" "bare P-384 verify" "$(median verify one_p384_verify_aws_lc)" "—" "—"
     r=$(per_second_ratio "$(median verify verify_bundle)" "$keylime_ns")
-    rows+=("| our verify_bundle per second vs Keylime's bare quote check per second | ${r:-n/a}× | Keylime: $(human "$keylime_ns"), ours: $(human "$(median verify verify_bundle)") | — | ≥ 1.5× | $(at_least "$r" 1.5) |")
+    rows+=("| our verify_bundle (every check; EK path and sealed-key certification cached, as for a steady-state heartbeat) per second vs Keylime's bare quote check per second | ${r:-n/a}× | Keylime: $(human "$keylime_ns"), ours: $(human "$(median verify verify_bundle)") | — | ≥ 1.5× | $(at_least "$r" 1.5) |")
     for what in "ingest bench:$ingest_cpu_ms" "closed-loop heartbeat, embedded:$heartbeat_cpu_ms"; do
         ms=${what#*:}
         r=$(per_second_ratio "$(awk -v m="$ms" 'BEGIN { if (m != "") print m * 1e6 }')" "$keylime_ns")
@@ -339,7 +339,7 @@ loadgen "$work/fleet.json" --agents "$fleet_agents" --rate "$fleet_rate" --durat
 fleet_pid=$!
 connections=0 # the most connections the ledger held at once, sampled every 5 s
 while kill -0 "$fleet_pid" 2>/dev/null; do
-    c=$(ss -Htn state established "( sport = :${ledger_url##*:} )" | wc -l)
+    c=$(ss -Htn state established "( sport = :${ledger_url##*:} )" | wc -l) || c=0
     [ "$c" -gt "$connections" ] && connections=$c
     sleep 5
 done
@@ -348,7 +348,7 @@ stop_ledger
 fleet=$work/fleet.json
 fleet_p99=$(jq -r '.submit_latency_ms.p99 // empty | . * 10 | round / 10' "$fleet")
 rows+=("| p99 submit latency, $fleet_agents connected agents at a 60 s heartbeat ($fleet_rate/s paced, achieved $(jq -r '.throughput_per_s | . * 10 | round / 10' "$fleet")/s, errors $(jq -c '.errors_by_kind' "$fleet")), $fleet_seconds s, embedded | ${fleet_p99:-n/a} ms | p50 $(jq -r '.submit_latency_ms.p50 // empty | . * 10 | round / 10' "$fleet") ms | — | < 50 ms | $(awk -v p="$fleet_p99" 'BEGIN { if (p == "") print "n/a"; else print (p < 50 ? "yes" : "no") }') |")
-rows+=("| ledger with $fleet_agents connected agents: RSS start → peak, CPU | $(jq -r '(.ledger.rss_start_kib/1024|floor|tostring) + " → " + (.ledger.rss_peak_kib/1024|floor|tostring)' "$fleet") MiB, $(jq -r '.ledger.cpu_cores // empty | . * 100 | round / 100' "$fleet") cores | most connections held at once: $connections | — | — | — |")
+rows+=("| ledger with $fleet_agents connected agents: RSS start → peak, CPU | $(jq -r '((.ledger.rss_start_kib // 0)/1024|floor|tostring) + " → " + ((.ledger.rss_peak_kib // 0)/1024|floor|tostring)' "$fleet") MiB, $(jq -r '.ledger.cpu_cores // empty | . * 100 | round / 100' "$fleet") cores | most connections held at once: $connections | — | — | — |")
 
 step "agent: a real attestor agent on swtpm for $agent_seconds s"
 for attempt in 1 2 3 4 5; do

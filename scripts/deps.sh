@@ -9,8 +9,9 @@ set -euo pipefail
 # systemd brings systemd-analyze (tests/systemd_units.rs); python3-jwt (PyJWT) verifies
 # the ledger's EARs independently; nginx fronts a backend with the enforcement point
 # (auth_request) in tests/it/enforcement.rs; python3-venv holds scripts/bench.sh's
-# throw-away Keylime, linux-perf profiles its ledger, jq reads its JSON.
-ATTESTOR_DEBIAN_PACKAGES=(swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config openssl gcc libc6-dev postgresql prometheus chromium curl systemd python3-jwt python3-cryptography nginx python3-venv linux-perf jq)
+# throw-away Keylime, linux-perf profiles its ledger, jq reads its JSON, iproute2's ss
+# counts its connections.
+ATTESTOR_DEBIAN_PACKAGES=(swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config openssl gcc libc6-dev postgresql prometheus chromium curl systemd python3-jwt python3-cryptography nginx python3-venv linux-perf jq iproute2)
 
 attestor_install_deps() {
     local missing=()

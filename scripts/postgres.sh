@@ -15,6 +15,14 @@
 # scripts/test.sh (ATTESTOR_TEST_POSTGRES) and by the test harness when that is unset.
 set -euo pipefail
 
+# The server started here runs as long as the tests: descriptors inherited from the
+# caller would stay open in it. Among them a test process's swtpm connections, which
+# swtpm (it serves one connection at a time) would then never see closed.
+for fd in /proc/$$/fd/*; do
+    fd=${fd##*/}
+    case $fd in 0 | 1 | 2 | 255) ;; *) eval "exec $fd>&-" 2>/dev/null || true ;; esac
+done
+
 bindir() {
     local dir
     dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)

@@ -357,7 +357,7 @@ async fn a_kept_alive_connection_serves_the_next_request_until_it_is_idle_for_ke
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reconnecting_agent_resumes_its_tls_session_until_the_ledger_restarts() {
+async fn a_reconnecting_client_resumes_its_tls_session_until_the_ledger_restarts() {
     let mut ledger = ledger_with_few_slots();
     let files = ledger.tls_files("a1");
     let config = tls::client_config(&files.ca, &files.cert, &files.key).unwrap();
@@ -385,4 +385,27 @@ async fn a_reconnecting_agent_resumes_its_tls_session_until_the_ledger_restarts(
     ledger.restart();
     let fresh = tls_connect_with(&ledger, &config).await;
     assert_eq!(kind(&fresh), Some(rustls::HandshakeKind::Full));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_ends_kept_alive_connections_so_the_next_request_meets_the_new_configuration() {
+    let ledger = ledger_with_few_slots_and("keep_alive_seconds = 3600\n");
+    let mut stream = tls_connect(&ledger, "a1").await;
+    assert_eq!(
+        status_line(&mut stream, "/v1/agents").await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    ledger.hang_up();
+    wait_until(Duration::from_secs(30), "the reload", || {
+        ledger.reloads() == 1
+    })
+    .await;
+    // Idle far below its keep-alive, yet closed: its certificate was checked under the
+    // configuration the reload replaced.
+    assert_eq!(status_line(&mut stream, "/v1/agents").await, None);
+    let mut fresh = tls_connect(&ledger, "a1").await;
+    assert_eq!(
+        status_line(&mut fresh, "/v1/agents").await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
 }

@@ -158,7 +158,7 @@ pub fn raise_open_file_limit() -> std::io::Result<Option<u64>> {
 pub async fn serve(
     ledger: Arc<Ledger>,
     listener: TcpListener,
-    tls: watch::Receiver<Arc<rustls::ServerConfig>>,
+    mut tls: watch::Receiver<Arc<rustls::ServerConfig>>,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -193,9 +193,15 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         // The configuration current at accept time: a reload (new server certificate or
-        // client CAs) applies to new connections, established ones keep theirs.
-        let acceptor = TlsAcceptor::from(tls.borrow().clone());
-        let (ledger, slots, closing) = (ledger.clone(), slots.clone(), closing_seen.clone());
+        // client CAs) applies to new connections; established ones end after their request
+        // in flight, so the next one is checked under the new configuration.
+        let acceptor = TlsAcceptor::from(tls.borrow_and_update().clone());
+        let mut ends = ConnectionEnds {
+            shutdown: closing_seen.clone(),
+            reload: tls.clone(),
+            deadline: tokio::time::Instant::now() + MAX_CONNECTION_AGE,
+        };
+        let (ledger, slots) = (ledger.clone(), slots.clone());
         tokio::spawn(async move {
             let handshake = acceptor.accept(tcp);
             let handshake = tokio::time::timeout(limits.handshake_timeout, handshake)
@@ -220,7 +226,11 @@ pub async fn serve(
                 return;
             };
             drop(place);
-            serve_connection(ledger, who, tls, limits.keep_alive, closing).await;
+            // Not a moment past the client certificate's validity.
+            if let Some(left) = certificate_time_left(&tls) {
+                ends.deadline = ends.deadline.min(tokio::time::Instant::now() + left);
+            }
+            serve_connection(ledger, who, tls, limits.keep_alive, ends).await;
         });
     }
     let _ = closing.send(true);
@@ -233,14 +243,54 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves HTTP/1.1 on an authenticated connection until either side ends it, then closes
-/// it gracefully.
+/// How long one connection may serve requests: its identity was checked at its handshake
+/// only, and a kept-alive agent would otherwise keep one connection for ever.
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(3600);
+
+/// What ends an authenticated connection once its request in flight is answered.
+struct ConnectionEnds {
+    /// The ledger stops.
+    shutdown: watch::Receiver<bool>,
+    /// The TLS configuration (server certificate, client CAs) is reloaded.
+    reload: watch::Receiver<Arc<rustls::ServerConfig>>,
+    /// [`MAX_CONNECTION_AGE`] or the client certificate's end, whichever comes first.
+    deadline: tokio::time::Instant,
+}
+
+impl ConnectionEnds {
+    async fn reached(mut self) {
+        let reloaded = async {
+            // A configuration that can no longer change (its sender gone) ends nothing.
+            if self.reload.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            _ = self.shutdown.wait_for(|closing| *closing) => {}
+            _ = reloaded => {}
+            _ = tokio::time::sleep_until(self.deadline) => {}
+        }
+    }
+}
+
+/// Time until the client certificate of `tls` expires (zero once it has).
+fn certificate_time_left(tls: &ServerTls) -> Option<Duration> {
+    let not_after = attestor_net::tls::stream_certificate_not_after(tls)?;
+    Some(
+        not_after
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
+
+/// Serves HTTP/1.1 on an authenticated connection until either side ends it or one of
+/// `ends` is reached, then closes it gracefully.
 async fn serve_connection(
     ledger: Arc<Ledger>,
     who: AgentIdentity,
     tls: ServerTls,
     keep_alive: Duration,
-    mut closing: watch::Receiver<bool>,
+    ends: ConnectionEnds,
 ) {
     let service = hyper::service::service_fn(move |request| {
         let (ledger, who) = (ledger.clone(), who.clone());
@@ -259,10 +309,10 @@ async fn serve_connection(
         .serve_connection(TokioIo::new(tls), service);
     // Without hyper's own shutdown: the stream comes back for the close below, also
     // after errors such as an oversized head (which hyper answers with 431 first).
-    let mut closing = std::pin::pin!(closing.wait_for(|closing| *closing));
+    let mut ending = std::pin::pin!(ends.reached());
     let mut told = false;
     let _ = std::future::poll_fn(|cx| {
-        if !told && closing.as_mut().poll(cx).is_ready() {
+        if !told && ending.as_mut().poll(cx).is_ready() {
             told = true;
             // Ends the connection once the request in flight, if any, is answered.
             std::pin::Pin::new(&mut connection).graceful_shutdown();

@@ -166,10 +166,12 @@ pub struct NonceBook {
 /// The key new nonces are tagged with, and those of checkpoint keys rotated away while
 /// this process runs: their nonces count here exactly as before the rotation, and those
 /// issued since carry the tag a restarted ledger (keyed from the new checkpoint key
-/// alone) recognises.
+/// alone) recognises. A retired key is dropped once every nonce it tagged is past the
+/// vouch window: a key rotated away because it leaked stops vouching soon after.
 struct TagKeys {
     current: hmac::Key,
-    retired: Vec<hmac::Key>,
+    /// Each with when it was retired.
+    retired: Vec<(hmac::Key, Instant)>,
 }
 
 fn tag_key(secret: &[u8]) -> hmac::Key {
@@ -269,7 +271,9 @@ impl NonceBook {
     pub fn rekey(&self, secret: &[u8]) {
         let mut keys = self.tag_keys.write().unwrap_or_else(|p| p.into_inner());
         let previous = std::mem::replace(&mut keys.current, tag_key(secret));
-        keys.retired.push(previous);
+        let lifetime = self.vouch_window + NONCE_CLOCK_SKEW;
+        keys.retired.retain(|(_, at)| at.elapsed() < lifetime);
+        keys.retired.push((previous, Instant::now()));
     }
 
     /// Issues a fresh nonce to `who`.
@@ -337,8 +341,14 @@ impl NonceBook {
         }
         let (signed, tag) = nonce.split_at(NONCE_TIME + NONCE_RANDOM);
         let keys = self.tag_keys.read().unwrap_or_else(|p| p.into_inner());
+        let lifetime = self.vouch_window + NONCE_CLOCK_SKEW;
         let tagged = std::iter::once(&keys.current)
-            .chain(&keys.retired)
+            .chain(
+                keys.retired
+                    .iter()
+                    .filter(|(_, at)| at.elapsed() < lifetime)
+                    .map(|(key, _)| key),
+            )
             .any(|key| {
                 let expected = nonce_tag(key, who, signed);
                 constant_time::verify_slices_are_equal(&expected.as_ref()[..NONCE_TAG], tag).is_ok()

@@ -193,17 +193,34 @@ pub fn connection_identity(conn: &rustls::ServerConnection) -> Result<AgentIdent
     Ok(certificate_identity(end_entity.as_ref())?)
 }
 
+/// The end of the validity of the client certificate of a stream accepted with a
+/// [`server_config`] config, so the server ends the connection then.
+pub fn stream_certificate_not_after<IO>(
+    stream: &tokio_rustls::server::TlsStream<IO>,
+) -> Option<SystemTime> {
+    let end_entity = stream.get_ref().1.peer_certificates()?.first()?;
+    validity_period(end_entity.as_ref()).map(|(_, not_after)| not_after)
+}
+
 /// Whether the certificate's validity period holds the current time. Only the period: the
 /// chain was verified when the session was first established, with this server
 /// configuration's client CAs (a new configuration has a new ticket key).
 fn valid_now(certificate_der: &[u8]) -> bool {
-    use x509_cert::der::Decode;
-    let Ok(certificate) = x509_cert::Certificate::from_der(certificate_der) else {
-        return false;
-    };
-    let validity = &certificate.tbs_certificate.validity;
     let now = SystemTime::now();
-    validity.not_before.to_system_time() <= now && now <= validity.not_after.to_system_time()
+    validity_period(certificate_der).is_some_and(|(from, until)| from <= now && now <= until)
+}
+
+/// A certificate's validity period (notBefore, notAfter).
+fn validity_period(certificate_der: &[u8]) -> Option<(SystemTime, SystemTime)> {
+    use x509_cert::der::Decode;
+    let validity = x509_cert::Certificate::from_der(certificate_der)
+        .ok()?
+        .tbs_certificate
+        .validity;
+    Some((
+        validity.not_before.to_system_time(),
+        validity.not_after.to_system_time(),
+    ))
 }
 
 /// The agent identity of the client of a stream accepted with a [`server_config`] config.
@@ -355,6 +372,11 @@ pub fn reloading_client_config(
         .with_root_certificates(root_store(&ca.sources())?)
         .with_client_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    // A resumed session presents the certificate of the handshake it resumes and never
+    // asks the resolver: after a rotation the ledger would go on seeing the old one, and
+    // once that expired refuse every reconnection. The agent keeps its connection from one
+    // heartbeat to the next instead (the ledger's keep-alive outlasts the interval).
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
 }
 

@@ -47,15 +47,17 @@ fn start_own_cluster() -> (String, PathBuf) {
     let url = postgres_script("start", &dir);
     let script = super::repo_root().join("scripts/postgres.sh");
     // Stops the cluster once this test binary has exited.
+    // It keeps none of this process's descriptors (see scripts/postgres.sh).
     let watchdog = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; bash '{script}' stop '{dir}'",
+        "for fd in /proc/$$/fd/*; do fd=${{fd##*/}}; [ \"$fd\" -gt 2 ] && eval \"exec $fd>&-\" 2>/dev/null; done; \
+         while kill -0 {pid} 2>/dev/null; do sleep 1; done; bash '{script}' stop '{dir}'",
         pid = std::process::id(),
         script = script.display(),
         dir = dir.display()
     );
     // setsid --fork returns at once, leaving the watchdog in a session of its own.
     let watched = Command::new("setsid")
-        .args(["--fork", "sh", "-c", &watchdog])
+        .args(["--fork", "bash", "-c", &watchdog])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
