@@ -191,7 +191,7 @@ listen = "127.0.0.1:$port"
 state_dir = "state"
 origin = "bench.attestor/$1"
 profile = "$2"
-max_connections = 8192
+max_connections = 16384
 # Every simulated agent connects from 127.0.0.1, many at once.
 max_handshakes = 8192
 max_handshakes_per_address = 8192
@@ -335,7 +335,9 @@ fi
 fleet_rate=$(awk -v n="$fleet_agents" 'BEGIN { printf "%.2f", n / 60 }')
 step "connected fleet: $fleet_agents agents at a 60 s heartbeat ($fleet_rate/s paced), $fleet_seconds s, embedded store"
 start_ledger ledger-fleet "$work/ekca/loadgen-profile.toml"
-loadgen "$work/fleet.json" --agents "$fleet_agents" --rate "$fleet_rate" --duration "$fleet_seconds" --agent-prefix fleet &
+# A fleet that cannot be held is a finding, not the end of the run.
+(loadgen "$work/fleet.json" --agents "$fleet_agents" --rate "$fleet_rate" --duration "$fleet_seconds" --agent-prefix fleet 2>"$work/fleet.err" ||
+    echo '{}' >"$work/fleet.json") &
 fleet_pid=$!
 connections=0 # the most connections the ledger held at once, sampled every 5 s
 while kill -0 "$fleet_pid" 2>/dev/null; do
@@ -347,7 +349,8 @@ wait "$fleet_pid"
 stop_ledger
 fleet=$work/fleet.json
 fleet_p99=$(jq -r '.submit_latency_ms.p99 // empty | . * 10 | round / 10' "$fleet")
-rows+=("| p99 submit latency, $fleet_agents connected agents at a 60 s heartbeat ($fleet_rate/s paced, achieved $(jq -r '.throughput_per_s | . * 10 | round / 10' "$fleet")/s, errors $(jq -c '.errors_by_kind' "$fleet")), $fleet_seconds s, embedded | ${fleet_p99:-n/a} ms | p50 $(jq -r '.submit_latency_ms.p50 // empty | . * 10 | round / 10' "$fleet") ms | — | < 50 ms | $(awk -v p="$fleet_p99" 'BEGIN { if (p == "") print "n/a"; else print (p < 50 ? "yes" : "no") }') |")
+[ -s "$work/fleet.err" ] && rows+=("| connected fleet: loadgen failed: $(tail -n 1 "$work/fleet.err" | tr '|' '/') | | | | | |")
+rows+=("| p99 submit latency, $fleet_agents connected agents at a 60 s heartbeat ($fleet_rate/s paced, achieved $(jq -r '(.throughput_per_s // 0) * 10 | round / 10' "$fleet")/s, errors $(jq -c '.errors_by_kind' "$fleet")), $fleet_seconds s, embedded | ${fleet_p99:-n/a} ms | p50 $(jq -r '.submit_latency_ms.p50 // empty | . * 10 | round / 10' "$fleet") ms | — | < 50 ms | $(awk -v p="$fleet_p99" 'BEGIN { if (p == "") print "n/a"; else print (p < 50 ? "yes" : "no") }') |")
 rows+=("| ledger with $fleet_agents connected agents: RSS start → peak, CPU | $(jq -r '((.ledger.rss_start_kib // 0)/1024|floor|tostring) + " → " + ((.ledger.rss_peak_kib // 0)/1024|floor|tostring)' "$fleet") MiB, $(jq -r '.ledger.cpu_cores // empty | . * 100 | round / 100' "$fleet") cores | most connections held at once: $connections | — | — | — |")
 
 step "agent: a real attestor agent on swtpm for $agent_seconds s"
