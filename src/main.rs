@@ -15,6 +15,7 @@ mod incidents_cli;
 mod loadgen;
 mod local_enroll;
 mod snp_cli;
+mod witness;
 
 use attestor_agent::attest::AgentError;
 use attestor_agent::collect::{self, PolicyKernelConfig};
@@ -207,6 +208,13 @@ enum Command {
         #[command(subcommand)]
         command: snp_cli::SnpCommand,
     },
+    /// A transparency log witness (C2SP tlog-witness): cosigns a ledger's checkpoints
+    /// only if each extends the last one it cosigned.
+    Witness {
+        /// Witness configuration file (TOML): listen, state_dir, name, [[logs]].
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Certificates for mutual TLS between agents and the ledger.
     Pki {
         #[command(subcommand)]
@@ -311,6 +319,18 @@ enum QueryCommand {
         /// (catches a log rolled back, e.g. by restoring an older backup). Needs --log-key.
         #[arg(long)]
         held: Option<PathBuf>,
+        /// A witness's verifier key (type 0x04, repeatable): audit the newest checkpoint
+        /// that --quorum of these witnesses cosigned instead of the newest one. Needs
+        /// --log-key.
+        #[arg(long = "witness", value_name = "VKEY")]
+        witnesses: Vec<String>,
+        /// Valid cosignatures required [default: every --witness].
+        #[arg(long)]
+        quorum: Option<usize>,
+        /// Fail when that checkpoint was signed more than this many seconds before the
+        /// newest one (witnesses down or lagging).
+        #[arg(long, default_value_t = 60)]
+        max_witness_lag: u64,
     },
 }
 
@@ -595,6 +615,10 @@ fn run(command: Command) -> Result<ExitCode, String> {
             connection.json,
         )),
         Command::Snp { command } => snp_cli::run(command),
+        Command::Witness { config } => {
+            runtime()?.block_on(witness::run(&config))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Loadgen(args) => loadgen::run(args)
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| e.to_string()),
@@ -628,8 +652,12 @@ fn ledger_maintenance(command: LedgerCommand) -> Result<ExitCode, String> {
     match command {
         LedgerCommand::RotateKey { config } => {
             let config = load(&config)?;
-            let vkey = keyfiles::prepare_rotation(&config.state_dir, &config.origin)
-                .map_err(|e| e.to_string())?;
+            let vkey = keyfiles::prepare_rotation(
+                &config.state_dir,
+                &config.origin,
+                config.log.checkpoint_key,
+            )
+            .map_err(|e| e.to_string())?;
             outln!("next checkpoint key: {vkey}")?;
             outln!(
                 "reload the ledger to switch (systemctl reload attestor-ledger, or kill -HUP); \

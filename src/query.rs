@@ -16,7 +16,9 @@ use attestor_verify::api::EntryJson;
 use attestor_verify::audit;
 use attestor_verify::ear::{self, Jwks};
 use attestor_verify::gate::{evaluate, Fleet};
+use attestor_verify::log::checkpoint::{Checkpoint, NoteVerifier};
 use attestor_verify::log::keys::KeyHistory;
+use attestor_verify::log::witness::cosigned_by;
 
 use crate::{LedgerArgs, QueryCommand};
 
@@ -215,11 +217,25 @@ pub(crate) async fn run(
                 }
             }
         }
-        QueryCommand::Checkpoint { since, held } => {
+        QueryCommand::Checkpoint {
+            since,
+            held,
+            witnesses,
+            quorum,
+            max_witness_lag,
+        } => {
             if held.is_some() && log_key.is_none() {
                 return Err("--held needs --log-key to verify the checkpoints".into());
             }
-            let note = client.checkpoint(None).await.map_err(fail)?;
+            let note = match &log_key {
+                Some(key) if !witnesses.is_empty() => {
+                    witnessed_checkpoint(&client, key, &witnesses, quorum, max_witness_lag).await?
+                }
+                None if !witnesses.is_empty() => {
+                    return Err("--witness needs --log-key to verify the checkpoints".into())
+                }
+                _ => client.checkpoint(None).await.map_err(fail)?,
+            };
             out!("{note}")?;
             if let Some(key) = &log_key {
                 let latest = key
@@ -277,6 +293,63 @@ pub(crate) async fn run(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The newest checkpoint `quorum` of `witnesses` cosigned, once its log signature, the
+/// cosignatures and its lag behind the newest checkpoint check out.
+async fn witnessed_checkpoint(
+    client: &LedgerClient,
+    keys: &KeyHistory,
+    witnesses: &[String],
+    quorum: Option<usize>,
+    max_lag_seconds: u64,
+) -> Result<String, String> {
+    let verifiers = witnesses
+        .iter()
+        .map(|w| NoteVerifier::cosigner(w).map_err(|e| format!("--witness {w}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let quorum = quorum.unwrap_or(verifiers.len());
+    if quorum == 0 || quorum > verifiers.len() {
+        return Err(format!("--quorum must be 1..={}", verifiers.len()));
+    }
+    let note = client
+        .checkpoint_cosigned(quorum)
+        .await
+        .map_err(|e| format!("AUDIT FAILED: no checkpoint cosigned by {quorum} witnesses: {e}"))?;
+    let witnessed = keys
+        .open_checkpoint(&note)
+        .map_err(|e| format!("AUDIT FAILED: {e}"))?;
+    let valid = cosigned_by(&note, &verifiers);
+    if valid.len() < quorum {
+        return Err(format!(
+            "AUDIT FAILED: checkpoint of size {} carries {} valid cosignature(s) of the given \
+             witnesses, --quorum is {quorum}",
+            witnessed.size,
+            valid.len()
+        ));
+    }
+    let newest = keys
+        .open_checkpoint(&client.checkpoint(None).await.map_err(|e| e.to_string())?)
+        .map_err(|e| format!("AUDIT FAILED: newest checkpoint: {e}"))?;
+    let time = |c: &Checkpoint| c.timestamp().ok().flatten().unwrap_or(0);
+    let lag = time(&newest).saturating_sub(time(&witnessed));
+    if newest.size > witnessed.size && lag > max_lag_seconds {
+        return Err(format!(
+            "AUDIT FAILED: the newest checkpoint {quorum} witnesses cosigned (size {}) was \
+             signed {lag} s before the newest (size {}), more than --max-witness-lag \
+             {max_lag_seconds} s: witnesses are down or lagging",
+            witnessed.size, newest.size
+        ));
+    }
+    let names: Vec<&str> = valid.iter().map(|v| v.name()).collect();
+    eprintln!(
+        "cosigned by {} of {} witnesses ({}); {} entries, {lag} s behind the newest checkpoint",
+        valid.len(),
+        verifiers.len(),
+        names.join(", "),
+        newest.size - witnessed.size.min(newest.size)
+    );
+    Ok(note)
 }
 
 /// The ledger's key history, trusted only as far as it follows from the pinned key.

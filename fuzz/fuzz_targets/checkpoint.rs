@@ -1,6 +1,7 @@
 //! What an auditor receives from the ledger and checks with its checkpoint key: verifier
 //! keys, signed checkpoint notes, key transitions and histories, entries with inclusion
-//! proofs, receipts and consistency proofs. The first byte chooses the parser; the trusted
+//! proofs, receipts and consistency proofs; and what the public log and its witnesses
+//! parse: tile paths, entry bundles, add-checkpoint requests, witness answers. The first byte chooses the parser; the trusted
 //! key and key history are those of a real ledger that rotated once
 //! (fuzz/fixtures/checkpoint), so mutations of the seeds reach the signature and proof
 //! checks.
@@ -12,6 +13,8 @@ use attestor_verify::api::{ConsistencyResponse, EntryJson, LogKeysResponse, Rece
 use attestor_verify::audit;
 use attestor_verify::log::checkpoint::{open_checkpoint, Checkpoint, NoteVerifier};
 use attestor_verify::log::keys::{KeyHistory, KeyTransition};
+use attestor_verify::log::tiles::{decode_entry_bundle, TilePath};
+use attestor_verify::log::witness::{check_addition, cosigned_by, AddCheckpoint};
 use libfuzzer_sys::fuzz_target;
 
 const PINNED: &str = include_str!("../fixtures/checkpoint/pinned.vkey");
@@ -32,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let history = history();
     let text = std::str::from_utf8(body).ok();
-    match (which % 7, text) {
+    match (which % 10, text) {
         (0, Some(vkey)) => {
             let _ = NoteVerifier::from_vkey(vkey);
         }
@@ -76,6 +79,25 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(keys) = serde_json::from_slice::<LogKeysResponse>(body) {
                 let _ = KeyHistory::follow(PINNED.trim(), &keys.transitions);
             }
+        }
+        (7, Some(path)) => {
+            if let Ok(tile) = TilePath::parse(path) {
+                assert_eq!(tile.to_path(), path);
+                let _ = tile.needs_size();
+            }
+        }
+        (8, _) => {
+            let count = body.first().map_or(0, |&n| usize::from(n));
+            let _ = decode_entry_bundle(body.get(1..).unwrap_or_default(), count);
+        }
+        (9, Some(request)) => {
+            if let Ok(add) = AddCheckpoint::parse(request) {
+                let key = NoteVerifier::from_vkey(PINNED.trim()).expect("fixture key");
+                let _ = add.claimed_origin();
+                let _ = check_addition(&add, std::slice::from_ref(&key), None);
+                let _ = cosigned_by(add.note, &[key]);
+            }
+            let _ = NoteVerifier::cosigner(request);
         }
         _ => {}
     }

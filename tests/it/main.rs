@@ -30,6 +30,7 @@ mod measured_boot;
 mod monitoring;
 mod outage;
 mod pcr_reset_attack;
+mod public_log;
 mod real_hardware;
 mod release_gate;
 mod snp_configfs;

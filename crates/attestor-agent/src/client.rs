@@ -293,6 +293,12 @@ impl LedgerClient {
         self.text(&path).await
     }
 
+    /// The newest checkpoint at least `quorum` witnesses cosigned, with the cosignatures.
+    pub async fn checkpoint_cosigned(&self, quorum: usize) -> Result<String, ClientError> {
+        self.text(&format!("/v1/log/checkpoint?cosigned={quorum}"))
+            .await
+    }
+
     /// The smallest signed checkpoint of at least `size` entries: what a log of `size`
     /// entries seen earlier can be checked against.
     pub async fn checkpoint_at_least(&self, size: u64) -> Result<String, ClientError> {

@@ -1,6 +1,6 @@
 //! Ledger configuration (TOML). Relative paths resolve against the config file's directory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,6 +14,7 @@ use crate::enforce::{EnforcementConfigError, EnforcementPolicy};
 use crate::limits::WriteLimit;
 use crate::submission::{TenantPolicy, NONCE_TTL, VOUCH_WINDOW};
 use attestor_net::tls::TlsFiles;
+use attestor_verify::log::checkpoint::{NoteKeyAlgorithm, NoteVerifier};
 
 /// Authenticated connections served at once: a fleet of 10,000 agents each keeping its
 /// connection between heartbeats, with room to spare.
@@ -133,6 +134,84 @@ struct LedgerToml {
     alerts: AlertConfig,
     #[serde(default)]
     ops: OpsToml,
+    #[serde(default)]
+    log: LogToml,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogToml {
+    public_listen: Option<SocketAddr>,
+    #[serde(default)]
+    checkpoint_key: NoteKeyAlgorithm,
+    #[serde(default)]
+    witnesses: Vec<WitnessToml>,
+    witness_quorum: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WitnessToml {
+    url: String,
+    vkey: String,
+}
+
+/// The log's public face: the C2SP tlog-tiles read API, the checkpoint key's algorithm,
+/// and the witnesses that cosign checkpoints (`[log]`).
+#[derive(Debug, Clone, Default)]
+pub struct LogConfig {
+    /// Where to serve `/checkpoint` and `/tile/...` (plain HTTP: everything served is
+    /// signed or hashed into what is signed); none by default.
+    pub public_listen: Option<SocketAddr>,
+    /// The algorithm of a new checkpoint key (first start and `rotate-key`).
+    pub checkpoint_key: NoteKeyAlgorithm,
+    /// Tenants whose entries may appear in public entry bundles (`publish_entries`).
+    pub published_tenants: BTreeSet<String>,
+    /// Witnesses each new checkpoint is sent to, in order.
+    pub witnesses: Vec<WitnessConfig>,
+    /// Cosignatures a checkpoint needs to be the public `/checkpoint`.
+    pub witness_quorum: usize,
+}
+
+impl LogToml {
+    fn resolve(self, published_tenants: BTreeSet<String>) -> Result<LogConfig, String> {
+        let mut witnesses = Vec::with_capacity(self.witnesses.len());
+        for (n, w) in self.witnesses.into_iter().enumerate() {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                return Err(format!("log.witnesses[{n}].url must be an http(s):// URL"));
+            }
+            let verifier = NoteVerifier::cosigner(&w.vkey).map_err(|e| {
+                format!("log.witnesses[{n}].vkey is not a witness (type 0x04) key: {e}")
+            })?;
+            witnesses.push(WitnessConfig {
+                url: w.url.trim_end_matches('/').to_string(),
+                verifier,
+            });
+        }
+        let witness_quorum = self.witness_quorum.unwrap_or(witnesses.len());
+        if witness_quorum > witnesses.len() || (witness_quorum == 0 && !witnesses.is_empty()) {
+            return Err(format!(
+                "log.witness_quorum must be 1..={} (the witnesses listed)",
+                witnesses.len()
+            ));
+        }
+        Ok(LogConfig {
+            public_listen: self.public_listen,
+            checkpoint_key: self.checkpoint_key,
+            published_tenants,
+            witnesses,
+            witness_quorum,
+        })
+    }
+}
+
+/// One witness (C2SP tlog-witness): its submission prefix and its cosigning key.
+#[derive(Debug, Clone)]
+pub struct WitnessConfig {
+    /// The submission prefix, `http(s)://host[:port][/path]`; `/add-checkpoint` is appended.
+    pub url: String,
+    /// Its verifier key (type 0x04).
+    pub verifier: NoteVerifier,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -203,6 +282,9 @@ struct TenantToml {
     actions: Option<TenantActions>,
     #[serde(default)]
     enforcement: EnforcementPolicy,
+    /// Whether this tenant's entries may be served in public entry bundles.
+    #[serde(default)]
+    publish_entries: bool,
 }
 
 fn default_writes_per_second() -> f64 {
@@ -280,6 +362,7 @@ pub struct LedgerConfig {
     pub ops: OpsConfig,
     /// The log's storage (`storage = "postgres://..."`; default embedded).
     pub storage: Storage,
+    pub log: LogConfig,
 }
 
 impl LedgerConfig {
@@ -311,7 +394,11 @@ impl LedgerConfig {
             ));
         }
         let (mut tenants, mut enforcement) = (BTreeMap::new(), BTreeMap::new());
+        let mut published_tenants = BTreeSet::new();
         for (name, tenant) in raw.tenants {
+            if tenant.publish_entries {
+                published_tenants.insert(name.clone());
+            }
             if let Some(actions) = tenant.actions {
                 alerts.actions.extend(actions.into_actions(&name));
             }
@@ -398,6 +485,7 @@ impl LedgerConfig {
                 )));
             }
         }
+        let log = raw.log.resolve(published_tenants).map_err(invalid)?;
         let storage = match raw.storage {
             None if raw.storage_tls.is_some() => return Err(invalid(
                 "storage_tls is for a postgres:// storage; the embedded store has no connection"
@@ -458,6 +546,7 @@ impl LedgerConfig {
                 dashboard_token_file: raw.ops.dashboard_token_file.map(|p| base.join(p)),
             },
             storage,
+            log,
         })
     }
 }

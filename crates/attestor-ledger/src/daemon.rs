@@ -14,7 +14,7 @@ use crate::config::LedgerConfig;
 use crate::enforce::{self, Enforcer};
 use crate::keyfiles::{self, KeyFileError};
 use crate::service::{Ledger, StartError};
-use crate::{dashboard, monitor, server};
+use crate::{dashboard, monitor, server, tiles, witnessing};
 
 /// Why the ledger could not start or stopped with an error.
 #[derive(Debug, Error)]
@@ -92,10 +92,21 @@ pub fn run(config: &LedgerConfig) -> Result<(), DaemonError> {
                 std::future::pending(),
             ));
         }
+        if let Some(address) = config.log.public_listen {
+            let public = bind(address).await?;
+            let ledger = ledger.clone();
+            tokio::spawn(attestor_net::ops::serve(
+                public,
+                move |asked| tiles::page(ledger.clone(), asked),
+                std::future::pending(),
+            ));
+        }
+        witnessing::start(&ledger, &config.log.witnesses);
         tracing::info!(
             event = "ledger-started",
             listen = %config.listen,
             ops = config.ops.listen.map(|a| a.to_string()),
+            public = config.log.public_listen.map(|a| a.to_string()),
             log_size = ledger.store().len().ok(),
             sequencer = ledger.is_sequencer(),
             verifier_key = %ledger.verifier_key(),

@@ -17,7 +17,7 @@ use thiserror::Error;
 use crate::log::sequencer::SequencerError;
 use crate::store::{LedgerStore, StoreError};
 use attestor_verify::ear::{EarError, EarSigner};
-use attestor_verify::log::checkpoint::{CheckpointError, CheckpointSigner};
+use attestor_verify::log::checkpoint::{CheckpointError, CheckpointSigner, NoteKeyAlgorithm};
 use attestor_verify::log::keys::{KeyError, KeyHistory};
 
 /// The signing key.
@@ -106,6 +106,7 @@ fn read_key(path: &Path, origin: &str) -> Result<Option<CheckpointSigner>, KeyFi
 pub fn load_or_create(
     dir: &Path,
     origin: &str,
+    algorithm: NoteKeyAlgorithm,
     store: &dyn LedgerStore,
 ) -> Result<CheckpointSigner, KeyFileError> {
     if let Some(next) = read_key(&dir.join(NEXT_KEY_FILE), origin)? {
@@ -122,7 +123,7 @@ pub fn load_or_create(
     match read_key(&path, origin)? {
         Some(signer) => Ok(signer),
         None => {
-            let signer = CheckpointSigner::generate(origin)?;
+            let signer = CheckpointSigner::generate_with(origin, algorithm)?;
             write_new_key(&path, &signer)?;
             Ok(signer)
         }
@@ -134,13 +135,18 @@ pub fn current_vkey(dir: &Path, origin: &str) -> Result<Option<String>, KeyFileE
     Ok(read_key(&dir.join(KEY_FILE), origin)?.map(|k| k.verifier_key()))
 }
 
-/// Generates the next key into `checkpoint.key.next`; returns its verifier key.
-pub fn prepare_rotation(dir: &Path, origin: &str) -> Result<String, KeyFileError> {
+/// Generates the next key (of `algorithm`: a rotation is how a log moves to Ed25519) into
+/// `checkpoint.key.next`; returns its verifier key.
+pub fn prepare_rotation(
+    dir: &Path,
+    origin: &str,
+    algorithm: NoteKeyAlgorithm,
+) -> Result<String, KeyFileError> {
     let path = dir.join(NEXT_KEY_FILE);
     if path.exists() {
         return Err(KeyFileError::Pending(path));
     }
-    let signer = CheckpointSigner::generate(origin)?;
+    let signer = CheckpointSigner::generate_with(origin, algorithm)?;
     write_new_key(&path, &signer)?;
     Ok(signer.verifier_key())
 }

@@ -24,3 +24,5 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod submission;
+pub mod tiles;
+pub mod witnessing;

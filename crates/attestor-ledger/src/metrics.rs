@@ -82,6 +82,17 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WitnessLabels {
+    witness: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WitnessFailureLabels {
+    witness: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StrangerLabels {
     reason: &'static str,
     recorded: &'static str,
@@ -113,6 +124,9 @@ pub struct LedgerMetrics {
     strangers: Family<StrangerLabels, Counter>,
     repeats: Counter,
     nonces_issued: Family<ViaLabels, Counter>,
+    witness_lag_entries: Family<WitnessLabels, Gauge>,
+    witness_lag_seconds: Family<WitnessLabels, FloatGauge>,
+    witness_failures: Family<WitnessFailureLabels, Counter>,
     appraisals: Family<AppraisalLabels, Counter>,
     posture_reasons: Family<PostureLabels, Counter>,
     runtime_restarts: Family<TenantLabels, Counter>,
@@ -211,6 +225,26 @@ impl LedgerMetrics {
              (with the answer to an accepted submission)",
             Family::clone(&nonces_issued),
         );
+        let (witness_lag_entries, witness_lag_seconds, witness_failures) =
+            (Family::default(), Family::default(), Family::default());
+        registry.register(
+            "witness_lag_entries",
+            "Entries the log holds beyond the newest checkpoint each witness cosigned",
+            Family::clone(&witness_lag_entries),
+        );
+        registry.register_with_unit(
+            "witness_lag",
+            "Seconds since the checkpoint each witness last cosigned was signed, while \
+             newer checkpoints wait for it",
+            Unit::Seconds,
+            Family::clone(&witness_lag_seconds),
+        );
+        registry.register(
+            "witness_failures",
+            "Checkpoints a witness did not cosign, by witness and reason (a fork or \
+             conflict is a security alert)",
+            Family::clone(&witness_failures),
+        );
         let (appraisals, posture_reasons, runtime_restarts, appraisal_policy, appraisal_reloads) = (
             Family::default(),
             Family::default(),
@@ -270,8 +304,32 @@ impl LedgerMetrics {
             strangers,
             repeats,
             nonces_issued,
+            witness_lag_entries,
+            witness_lag_seconds,
+            witness_failures,
             per_agent,
         }
+    }
+
+    /// How far `witness`'s newest cosignature trails the log.
+    pub fn witness_lag(&self, witness: &str, entries: u64, seconds: f64) {
+        let labels = WitnessLabels {
+            witness: witness.to_string(),
+        };
+        self.witness_lag_entries
+            .get_or_create(&labels)
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.witness_lag_seconds.get_or_create(&labels).set(seconds);
+    }
+
+    /// Counts a checkpoint `witness` did not cosign.
+    pub fn witness_failed(&self, witness: &str, reason: &'static str) {
+        self.witness_failures
+            .get_or_create(&WitnessFailureLabels {
+                witness: witness.to_string(),
+                reason,
+            })
+            .inc();
     }
 
     /// Counts a write refused by its caller's rate limit.

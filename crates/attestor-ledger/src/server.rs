@@ -377,7 +377,7 @@ impl From<ServiceError> for Failure {
             ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
             ServiceError::Conflict(_) => StatusCode::CONFLICT,
-            ServiceError::WrongRole { .. } => StatusCode::FORBIDDEN,
+            ServiceError::WrongRole { .. } | ServiceError::NotPublished(_) => StatusCode::FORBIDDEN,
             ServiceError::UnknownTenant(_)
             | ServiceError::UnknownAgent { .. }
             | ServiceError::Enroll(_) => StatusCode::FORBIDDEN,
@@ -540,13 +540,20 @@ async fn dispatch(
             Ok(ok(&ledger.agents(who).await?))
         }
         (&Method::GET, "/v1/log/checkpoint") => {
-            query.only(&["size", "at_least"])?;
-            let at = match (query.number("size")?, query.number("at_least")?) {
-                (None, None) => CheckpointAt::Latest,
-                (Some(size), None) => CheckpointAt::Size(size),
-                (None, Some(size)) => CheckpointAt::AtLeast(size),
-                (Some(_), Some(_)) => {
-                    return Err(Failure::bad_request("give size or at_least, not both"))
+            query.only(&["size", "at_least", "cosigned"])?;
+            let cosigned = query.number("cosigned")?;
+            let at = match (query.number("size")?, query.number("at_least")?, cosigned) {
+                (None, None, None) => CheckpointAt::Latest,
+                (Some(size), None, None) => CheckpointAt::Size(size),
+                (None, Some(size), None) => CheckpointAt::AtLeast(size),
+                (None, None, Some(quorum @ 1..=64)) => CheckpointAt::Cosigned(quorum as usize),
+                (None, None, Some(_)) => {
+                    return Err(Failure::bad_request("cosigned must be 1..=64"))
+                }
+                _ => {
+                    return Err(Failure::bad_request(
+                        "give one of size, at_least and cosigned",
+                    ))
                 }
             };
             let note = ledger.checkpoint(at).await?;

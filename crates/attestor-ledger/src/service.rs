@@ -7,7 +7,7 @@
 //! appended before the next one is judged. Different agents proceed in parallel and share
 //! group commits.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -56,7 +56,9 @@ use attestor_verify::identity::Role;
 use attestor_verify::log::checkpoint::Checkpoint;
 use attestor_verify::log::checkpoint::CheckpointSigner;
 use attestor_verify::log::keys::KeyHistory;
-use attestor_verify::log::merkle::{empty_root, verify_consistency};
+use attestor_verify::log::merkle::{empty_root, verify_consistency, Hash};
+use attestor_verify::log::tiled::TILE_HEIGHT;
+use attestor_verify::log::tiles::{encode_entry_bundle, hash_tile, TileKind, TilePath};
 use attestor_verify::profiles::{Profile, ProfileError};
 use attestor_verify::record::{Discarded, LogRecord, POLICY_RECORDER, RECORD_VERSION};
 
@@ -106,6 +108,8 @@ pub enum ServiceError {
     Conflict(String),
     #[error("a certificate of role {} cannot do this: {what}", role.segment())]
     WrongRole { role: Role, what: &'static str },
+    #[error("not published: {0}")]
+    NotPublished(String),
 }
 
 /// Which signed checkpoint [`Ledger::checkpoint`] answers with.
@@ -117,6 +121,9 @@ pub enum CheckpointAt {
     /// The smallest of at least this size: what an auditor who saw a log of this size
     /// (not necessarily a checkpoint's) can check the latest against.
     AtLeast(u64),
+    /// The newest that at least this many witnesses cosigned, with the cosignatures
+    /// appended (`Cosigned(0)` is the newest).
+    Cosigned(usize),
 }
 
 impl ServiceError {
@@ -127,6 +134,7 @@ impl ServiceError {
             ServiceError::NotFound(_) => "not-found",
             ServiceError::Conflict(_) => "conflict",
             ServiceError::WrongRole { .. } => "forbidden",
+            ServiceError::NotPublished(_) => "not-published",
             ServiceError::UnknownTenant(_) => "unknown-tenant",
             ServiceError::UnknownAgent { .. } => "unknown-agent",
             ServiceError::RateLimited { .. } => "rate-limited",
@@ -324,6 +332,10 @@ pub struct Ledger {
     enrollment_ca: EnrollmentCa,
     profile: Profile,
     tenants: BTreeMap<String, TenantPolicy>,
+    /// Tenants whose entries public entry bundles may carry.
+    published_tenants: BTreeSet<String>,
+    /// Cosignatures the public checkpoint needs (0: no witnesses).
+    witness_quorum: usize,
     max_gap: Duration,
     agent_turns: Mutex<HashMap<AgentIdentity, Arc<tokio::sync::Mutex<()>>>>,
     /// Agents whose latest append failed in a way that may have committed after all (a
@@ -411,7 +423,12 @@ impl Ledger {
             source,
         })?;
         let store = open_store(config)?;
-        let signer = keyfiles::load_or_create(dir, &config.origin, store.as_ref())?;
+        let signer = keyfiles::load_or_create(
+            dir,
+            &config.origin,
+            config.log.checkpoint_key,
+            store.as_ref(),
+        )?;
         let enrollment_ca = EnrollmentCa::load_or_create(dir, &config.origin)?
             .with_validity(config.ak_certificate_validity);
         let profile = Profile::load(&config.profile)?;
@@ -515,6 +532,8 @@ impl Ledger {
             enrollment_ca,
             profile,
             tenants: config.tenants.clone(),
+            published_tenants: config.log.published_tenants.clone(),
+            witness_quorum: config.log.witness_quorum,
             max_gap: config.max_gap,
             agent_turns: Mutex::default(),
             doubtful: Mutex::default(),
@@ -1491,13 +1510,145 @@ impl Ledger {
             let found = match at {
                 CheckpointAt::Size(size) => this.store.checkpoint(size)?,
                 CheckpointAt::AtLeast(size) => this.store.checkpoint_at_least(size)?,
-                CheckpointAt::Latest => this.store.latest_checkpoint()?,
+                CheckpointAt::Latest | CheckpointAt::Cosigned(0) => {
+                    this.store.latest_checkpoint()?
+                }
+                CheckpointAt::Cosigned(quorum) => {
+                    return match this.store.cosigned_checkpoint(quorum)? {
+                        Some((checkpoint, lines)) => Ok(checkpoint.note + &lines.concat()),
+                        None => Err(ServiceError::NotFound(format!(
+                            "no checkpoint is cosigned by {quorum} witnesses yet"
+                        ))),
+                    };
+                }
             };
             found
                 .map(|c| c.note)
                 .ok_or_else(|| ServiceError::NotFound("no such checkpoint".into()))
         })
         .await
+    }
+
+    /// A C2SP tlog-tiles resource of the log as of its latest signed checkpoint: a tile
+    /// of hashes, or an entry bundle when every tenant in it publishes its entries. A
+    /// tile beyond that checkpoint is not found (it may still change).
+    pub async fn tile(self: &Arc<Self>, tile: TilePath) -> Result<Vec<u8>, ServiceError> {
+        let this = self.clone();
+        blocking(move || {
+            let signed = this.store.latest_checkpoint()?.map_or(0, |c| c.size);
+            let (Some(needs), Some(first)) = (tile.needs_size(), tile.first_item()) else {
+                return Err(ServiceError::NotFound("no such tile".into()));
+            };
+            if needs > signed {
+                return Err(ServiceError::NotFound(format!(
+                    "{} needs a tree of {needs} entries; the latest checkpoint has {signed}",
+                    tile.to_path()
+                )));
+            }
+            let width = u64::from(tile.width);
+            let TileKind::Entries = tile.kind else {
+                let level = u32::from(tile.level()) * TILE_HEIGHT;
+                let hashes = this.sequencer.subtree_hashes(level, first, width, signed)?;
+                return Ok(hash_tile(&hashes));
+            };
+            let entries = this.store.query(&EntryQuery {
+                after_index: first.checked_sub(1),
+                limit: u32::from(tile.width),
+                ..EntryQuery::default()
+            })?;
+            if entries.len() as u64 != width {
+                return Err(ServiceError::EntryVanished {
+                    index: first + entries.len() as u64,
+                });
+            }
+            for stored in &entries {
+                this.sequencer.check(stored)?;
+                if !this.published_tenants.contains(&stored.entry.tenant) {
+                    return Err(ServiceError::NotPublished(format!(
+                        "entry {} belongs to a tenant that does not publish its entries",
+                        stored.index
+                    )));
+                }
+            }
+            encode_entry_bundle(entries.iter().map(|e| e.entry.leaf.as_slice()))
+                .map_err(|e| ServiceError::NotPublished(e.to_string()))
+        })
+        .await
+    }
+
+    /// The checkpoint the public read path serves: the newest, or with witnesses
+    /// configured the newest a quorum of them cosigned, carrying their cosignatures.
+    pub async fn public_checkpoint(self: &Arc<Self>) -> Result<String, ServiceError> {
+        self.checkpoint(CheckpointAt::Cosigned(self.witness_quorum))
+            .await
+    }
+
+    /// The latest signed checkpoint, as its note and opened under the log's keys.
+    pub async fn latest_signed(
+        self: &Arc<Self>,
+    ) -> Result<Option<(String, Checkpoint)>, ServiceError> {
+        let this = self.clone();
+        blocking(move || {
+            let Some(latest) = this.store.latest_checkpoint()? else {
+                return Ok(None);
+            };
+            let opened = this
+                .sequencer
+                .key_history()
+                .open_checkpoint(&latest.note)
+                .map_err(SequencerError::from)?;
+            Ok(Some((latest.note, opened)))
+        })
+        .await
+    }
+
+    /// The signed checkpoint of exactly `size`, opened, if the log signed one.
+    pub async fn signed_checkpoint(
+        self: &Arc<Self>,
+        size: u64,
+    ) -> Result<Option<Checkpoint>, ServiceError> {
+        let this = self.clone();
+        blocking(move || {
+            let Some(stored) = this.store.checkpoint(size)? else {
+                return Ok(None);
+            };
+            let opened = this
+                .sequencer
+                .key_history()
+                .open_checkpoint(&stored.note)
+                .map_err(SequencerError::from)?;
+            Ok(Some(opened))
+        })
+        .await
+    }
+
+    /// The RFC 9162 consistency proof between two sizes of the log.
+    pub async fn consistency_proof(
+        self: &Arc<Self>,
+        old: u64,
+        new: u64,
+    ) -> Result<Vec<Hash>, ServiceError> {
+        if old == 0 {
+            return Ok(Vec::new());
+        }
+        let this = self.clone();
+        blocking(move || Ok(this.sequencer.consistency_proof(old, new)?)).await
+    }
+
+    /// Keeps a witness's verified cosignature line of the checkpoint of `size`.
+    pub async fn keep_cosignature(
+        self: &Arc<Self>,
+        size: u64,
+        witness: &str,
+        line: &str,
+    ) -> Result<(), ServiceError> {
+        let (this, witness, line) = (self.clone(), witness.to_string(), line.to_string());
+        blocking(move || Ok(this.store.put_cosignature(size, &witness, &line)?)).await
+    }
+
+    /// The ledger's metrics.
+    pub fn metrics(&self) -> &LedgerMetrics {
+        &self.metrics
     }
 
     /// A consistency proof between two signed tree sizes.

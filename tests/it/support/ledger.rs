@@ -58,6 +58,23 @@ pub struct LedgerProcess {
     child: Option<Child>,
 }
 
+/// GETs `path_and_query` from a plain-HTTP listener on loopback: (status, body).
+pub fn http_get(port: u16, path_and_query: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        tcp,
+        "GET {path_and_query} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -113,6 +130,17 @@ impl LedgerProcess {
                 &format!("listen = \"127.0.0.1:{}\"", self.ops_port),
                 &format!("listen = \"127.0.0.1:{ops_port}\""),
             );
+        // A public listener of its own too.
+        let config = match config.split_once("public_listen = \"127.0.0.1:") {
+            Some((before, after)) => {
+                let rest = after.split_once('"').map_or("", |(_, rest)| rest);
+                format!(
+                    "{before}public_listen = \"127.0.0.1:{}\"{rest}",
+                    free_port()
+                )
+            }
+            None => config,
+        };
         std::fs::write(dir.path().join("ledger.toml"), config).unwrap();
         let mut replica = LedgerProcess {
             dir,
@@ -272,18 +300,7 @@ impl LedgerProcess {
 
     /// GETs `path_and_query` from the operations listener: (status, body).
     pub fn ops_get(&self, path_and_query: &str) -> (u16, String) {
-        use std::io::{Read, Write};
-        let mut tcp = TcpStream::connect(("127.0.0.1", self.ops_port)).unwrap();
-        write!(
-            tcp,
-            "GET {path_and_query} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut answer = String::new();
-        tcp.read_to_string(&mut answer).unwrap();
-        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
-        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        (status, body.to_string())
+        http_get(self.ops_port, path_and_query)
     }
 
     /// A series' value on `/metrics`, by its full name (`name{labels}`); None when the

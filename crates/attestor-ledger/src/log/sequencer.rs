@@ -505,6 +505,22 @@ impl Sequencer {
         state.tree.inclusion_proof(index, size, &mut self.reader())
     }
 
+    /// The complete subtrees `(level, first..first + count)` of a tree of at least
+    /// `size` entries (a signed checkpoint's): a tlog-tiles tile's hashes.
+    pub fn subtree_hashes(
+        &self,
+        level: u32,
+        first: u64,
+        count: u64,
+        size: u64,
+    ) -> Result<Vec<Hash>, SequencerError> {
+        let mut state = self.state();
+        self.ensure(&mut state, size)?;
+        state
+            .tree
+            .subtree_hashes(level, first, count, &mut self.reader())
+    }
+
     /// Consistency proof between two tree sizes.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, SequencerError> {
         let mut state = self.state();

@@ -17,7 +17,7 @@ use super::{
 };
 
 /// The newest schema version: the one a fresh database gets and [`UPGRADES`] end at.
-const SCHEMA_VERSION: &str = "7";
+const SCHEMA_VERSION: &str = "8";
 
 /// One upgrade step: the SQL taking a database of version `to - 1` to version `to`.
 struct Upgrade {
@@ -115,7 +115,22 @@ const UPGRADES: &[Upgrade] = &[
         to: 7,
         sql: INCIDENTS,
     },
+    // Witness cosignatures of checkpoints.
+    Upgrade {
+        to: 8,
+        sql: COSIGNATURES,
+    },
 ];
+
+/// Witness cosignatures (schema 8): the first line each witness gave for a size.
+const COSIGNATURES: &str = "
+CREATE TABLE IF NOT EXISTS cosignatures (
+    size INTEGER NOT NULL REFERENCES checkpoints (size),
+    witness TEXT NOT NULL,
+    line TEXT NOT NULL,
+    PRIMARY KEY (size, witness)
+);
+";
 
 /// Incidents (schema 7): at most one unresolved per (tenant, agent, kind), which is what
 /// deduplicates raising. Written to be run again harmlessly.
@@ -250,6 +265,7 @@ impl EmbeddedStore {
             None => {
                 tx.execute_batch(SCHEMA).map_err(db)?;
                 tx.execute_batch(INCIDENTS).map_err(db)?;
+                tx.execute_batch(COSIGNATURES).map_err(db)?;
                 set_version(&tx)?;
             }
             Some(v) if v == SCHEMA_VERSION => {}
@@ -945,6 +961,36 @@ impl LedgerStore for EmbeddedStore {
             return Ok(None);
         };
         self.checkpoint_where("WHERE size >= ?1 ORDER BY size LIMIT 1", Some(size))
+    }
+
+    fn put_cosignature(&self, size: u64, witness: &str, line: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT OR IGNORE INTO cosignatures (size, witness, line) VALUES (?1, ?2, ?3)",
+                params![to_sql(size)?, witness, line],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn cosigned_checkpoint(
+        &self,
+        quorum: usize,
+    ) -> Result<Option<(StoredCheckpoint, Vec<String>)>, StoreError> {
+        let quorum = i64::try_from(quorum).unwrap_or(i64::MAX);
+        let Some(checkpoint) = self.checkpoint_where(super::COSIGNED, Some(quorum))? else {
+            return Ok(None);
+        };
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare("SELECT line FROM cosignatures WHERE size = ?1 ORDER BY witness")
+            .map_err(db)?;
+        let lines = statement
+            .query_map([to_sql(checkpoint.size)?], |r| r.get(0))
+            .map_err(db)?
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(db)?;
+        Ok(Some((checkpoint, lines)))
     }
 
     fn put_key_transition(&self, seq: u64, note: &str) -> Result<(), StoreError> {

@@ -123,6 +123,10 @@ const LATEST_ENTRIES_OF_AGENTS: &str = "SELECT idx, received_at_ms, tenant, agen
      entries x WHERE x.tenant = a.tenant AND x.agent_id = a.agent_id AND x.verdict <> 'late' \
      ORDER BY x.idx DESC LIMIT 1) FROM agents a) ORDER BY idx";
 
+/// Both SQL backends' choice of the newest checkpoint with a quorum of cosignatures.
+const COSIGNED: &str = "WHERE size = (SELECT size FROM cosignatures GROUP BY size \
+     HAVING count(*) >= $1 ORDER BY size DESC LIMIT 1)";
+
 /// Largest page a query returns.
 pub const MAX_PAGE: u32 = 1000;
 
@@ -489,6 +493,13 @@ pub trait LedgerStore: Send + Sync {
     fn checkpoint(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError>;
     /// The smallest signed checkpoint of at least `size` entries.
     fn checkpoint_at_least(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError>;
+    /// Keeps `witness`'s cosignature line of the checkpoint of `size` (its first only).
+    fn put_cosignature(&self, size: u64, witness: &str, line: &str) -> Result<(), StoreError>;
+    /// The newest checkpoint that at least `quorum` witnesses cosigned, with their lines.
+    fn cosigned_checkpoint(
+        &self,
+        quorum: usize,
+    ) -> Result<Option<(StoredCheckpoint, Vec<String>)>, StoreError>;
     /// Records checkpoint key transition number `seq` (from 0); refused if one exists.
     fn put_key_transition(&self, seq: u64, note: &str) -> Result<(), StoreError>;
     /// Every checkpoint key transition, oldest first.

@@ -110,10 +110,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "0007_incidents",
         sql: include_str!("../../migrations/postgres/0007_incidents.sql"),
     },
+    Migration {
+        version: 8,
+        name: "0008_cosignatures",
+        sql: include_str!("../../migrations/postgres/0008_cosignatures.sql"),
+    },
 ];
 
 /// The newest schema version this build knows (the last of [`MIGRATIONS`]).
-const SCHEMA_VERSION: &str = "7";
+const SCHEMA_VERSION: &str = "8";
 
 const ENTRY_COLUMNS: &str =
     "idx, received_at_ms, tenant, agent_id, verdict, attestation_id, leaf, leaf_hash";
@@ -1274,6 +1279,39 @@ impl LedgerStore for PostgresStore {
 
     fn checkpoint_at_least(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
         self.checkpoint_where("WHERE size >= $1 ORDER BY size LIMIT 1", size)
+    }
+
+    fn put_cosignature(&self, size: u64, witness: &str, line: &str) -> Result<(), StoreError> {
+        let (size, witness, line) = (to_sql(size)?, witness.to_string(), line.to_string());
+        self.run(async move |db: Rc<Inner>| {
+            db.execute(
+                "INSERT INTO cosignatures (size, witness, line) VALUES ($1, $2, $3) \
+                 ON CONFLICT (size, witness) DO NOTHING",
+                &[&size, &witness, &line],
+            )
+            .await
+            .map(drop)
+        })
+    }
+
+    fn cosigned_checkpoint(
+        &self,
+        quorum: usize,
+    ) -> Result<Option<(StoredCheckpoint, Vec<String>)>, StoreError> {
+        let Some(checkpoint) = self.checkpoint_where(super::COSIGNED, quorum as u64)? else {
+            return Ok(None);
+        };
+        let size = to_sql(checkpoint.size)?;
+        let lines = self.run(async move |db: Rc<Inner>| {
+            let rows = db
+                .rows(
+                    "SELECT line FROM cosignatures WHERE size = $1 ORDER BY witness",
+                    &[&size],
+                )
+                .await?;
+            all(rows, |r| col(r, 0))
+        })?;
+        Ok(Some((checkpoint, lines)))
     }
 
     fn put_key_transition(&self, seq: u64, note: &str) -> Result<(), StoreError> {

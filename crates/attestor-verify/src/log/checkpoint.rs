@@ -1,7 +1,8 @@
 //! Signed checkpoints: C2SP tlog-checkpoint bodies carried in C2SP signed notes.
 //!
-//! The ledger signs with signature type `0x02` (ECDSA as implemented by
-//! github.com/transparency-dev/witness): NIST P-256, ASN.1 DER signatures over SHA-256 of
+//! The ledger signs with signature type `0x02` by default, or `0x01` (Ed25519, which the
+//! public witness networks require) when configured. Type `0x02` is ECDSA as implemented
+//! by github.com/transparency-dev/witness: NIST P-256, ASN.1 DER signatures over SHA-256 of
 //! the note text, public key = DER SubjectPublicKeyInfo, and — unlike the generic
 //! recommendation — key ID = `SHA-256(SPKI DER)[:4]` (signed-note: "the key ID for these
 //! signatures is the truncated SHA-256 hash of the DER encoded public key in SPKI format").
@@ -16,8 +17,9 @@ use aws_lc_rs::digest::{self, SHA256};
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
-    EcdsaKeyPair, KeyPair, UnparsedPublicKey, VerificationAlgorithm, ECDSA_P256_SHA256_ASN1,
-    ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA256_ASN1, ECDSA_P521_SHA256_ASN1, ED25519,
+    EcdsaKeyPair, Ed25519KeyPair, KeyPair, UnparsedPublicKey, VerificationAlgorithm,
+    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA256_ASN1,
+    ECDSA_P521_SHA256_ASN1, ED25519,
 };
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -31,6 +33,10 @@ use super::merkle::Hash;
 pub const SIGNATURE_TYPE_ED25519: u8 = 0x01;
 /// Signature type byte of ECDSA note signatures (C2SP signed-note, transparency-dev/witness).
 pub const SIGNATURE_TYPE_ECDSA: u8 = 0x02;
+/// Signature type byte of Ed25519 witness cosignatures (C2SP tlog-cosignature v1).
+pub const SIGNATURE_TYPE_COSIGNATURE: u8 = 0x04;
+/// First line of the message a v1 cosignature signs, before `time <t>` and the note text.
+pub const COSIGNATURE_HEADER: &str = "cosignature/v1\n";
 /// Largest note accepted (16 post-quantum signatures of ~5 kB fit, as the spec requires).
 pub const MAX_NOTE_BYTES: usize = 128 * 1024;
 /// Most signature lines accepted in one note (the spec requires at least 16).
@@ -39,7 +45,7 @@ pub const MAX_SIGNATURES: usize = 64;
 pub const TIMESTAMP_EXTENSION: &str = "timestamp ";
 
 /// The em dash (U+2014) that starts every signature line.
-const SIG_PREFIX: &str = "\u{2014} ";
+pub(crate) const SIG_PREFIX: &str = "\u{2014} ";
 
 const ID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
@@ -155,7 +161,7 @@ fn valid_line(line: &str) -> bool {
 }
 
 /// Decimal digits only, no sign, no leading zero unless the value is `0`.
-fn parse_canonical_u64(s: &str) -> Option<u64> {
+pub fn parse_canonical_u64(s: &str) -> Option<u64> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
     {
         return None;
@@ -250,7 +256,7 @@ impl Checkpoint {
     }
 }
 
-fn valid_key_name(name: &str) -> bool {
+pub(crate) fn valid_key_name(name: &str) -> bool {
     !name.is_empty()
         && !name
             .chars()
@@ -280,6 +286,22 @@ pub fn ed25519_key_id(name: &str, public_key: &[u8]) -> u32 {
     ])
 }
 
+/// Key ID of an Ed25519 witness cosignature key:
+/// `SHA-256(name || 0x0A || 0x04 || key)[:4]` big-endian.
+pub fn cosignature_key_id(name: &str, public_key: &[u8]) -> u32 {
+    sha256_prefix(&[
+        name.as_bytes(),
+        b"\n",
+        &[SIGNATURE_TYPE_COSIGNATURE],
+        public_key,
+    ])
+}
+
+/// The message a v1 cosignature made at `timestamp` signs over a note's `text`.
+pub fn cosigned_message(timestamp: u64, text: &str) -> String {
+    format!("{COSIGNATURE_HEADER}time {timestamp}\n{text}")
+}
+
 /// Key ID of an ECDSA (type 0x02) note key: `SHA-256(SPKI DER)[:4]` big-endian.
 pub fn ecdsa_key_id(spki_der: &[u8]) -> u32 {
     sha256_prefix(&[spki_der])
@@ -288,6 +310,8 @@ pub fn ecdsa_key_id(spki_der: &[u8]) -> u32 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum VerifyKey {
     Ed25519(Vec<u8>),
+    /// A witness's Ed25519 key: its signatures are v1 cosignatures, carrying a timestamp.
+    Cosignature(Vec<u8>),
     /// Curve's SHA-256 verification algorithm and the SEC1 point from the SPKI.
     Ecdsa {
         curve: EcCurve,
@@ -349,8 +373,19 @@ fn parse_ecdsa_spki(der: &[u8]) -> Result<VerifyKey, CheckpointError> {
 }
 
 impl NoteVerifier {
-    /// Parses a C2SP verifier key string, checking its key ID against the key.
+    /// Parses a log's C2SP verifier key string (type 0x01 or 0x02), checking its key ID
+    /// against the key.
     pub fn from_vkey(vkey: &str) -> Result<Self, CheckpointError> {
+        Self::parse(vkey, false)
+    }
+
+    /// Parses a witness's verifier key string (type 0x04, C2SP tlog-cosignature): its
+    /// signature on a note is a timestamped cosignature, never a log's signature.
+    pub fn cosigner(vkey: &str) -> Result<Self, CheckpointError> {
+        Self::parse(vkey, true)
+    }
+
+    fn parse(vkey: &str, cosigner: bool) -> Result<Self, CheckpointError> {
         if vkey.len() > MAX_NOTE_BYTES {
             return Err(CheckpointError::MalformedVerifierKey("too long"));
         }
@@ -378,7 +413,7 @@ impl NoteVerifier {
             return Err(CheckpointError::MalformedVerifierKey("key is empty"));
         };
         let (computed, key) = match key_type {
-            SIGNATURE_TYPE_ED25519 => {
+            SIGNATURE_TYPE_ED25519 if !cosigner => {
                 if key.len() != 32 {
                     return Err(CheckpointError::MalformedVerifierKey(
                         "Ed25519 key is not 32 bytes",
@@ -386,7 +421,18 @@ impl NoteVerifier {
                 }
                 (ed25519_key_id(name, key), VerifyKey::Ed25519(key.to_vec()))
             }
-            SIGNATURE_TYPE_ECDSA => (ecdsa_key_id(key), parse_ecdsa_spki(key)?),
+            SIGNATURE_TYPE_COSIGNATURE if cosigner => {
+                if key.len() != 32 {
+                    return Err(CheckpointError::MalformedVerifierKey(
+                        "Ed25519 key is not 32 bytes",
+                    ));
+                }
+                (
+                    cosignature_key_id(name, key),
+                    VerifyKey::Cosignature(key.to_vec()),
+                )
+            }
+            SIGNATURE_TYPE_ECDSA if !cosigner => (ecdsa_key_id(key), parse_ecdsa_spki(key)?),
             other => return Err(CheckpointError::UnsupportedKeyType(other)),
         };
         if computed != declared {
@@ -409,9 +455,26 @@ impl NoteVerifier {
         self.key_id
     }
 
-    fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
+    /// Whether this is a witness's cosignature key (type 0x04).
+    pub fn is_cosigner(&self) -> bool {
+        matches!(self.key, VerifyKey::Cosignature(_))
+    }
+
+    fn verify(&self, text: &str, sig: &[u8]) -> bool {
+        let msg = text.as_bytes();
         match &self.key {
             VerifyKey::Ed25519(pk) => UnparsedPublicKey::new(&ED25519, pk).verify(msg, sig),
+            VerifyKey::Cosignature(pk) => {
+                let Some((time, sig)) = sig.split_first_chunk::<8>() else {
+                    return false;
+                };
+                let timestamp = u64::from_be_bytes(*time);
+                if timestamp > i64::MAX as u64 {
+                    return false;
+                }
+                UnparsedPublicKey::new(&ED25519, pk)
+                    .verify(cosigned_message(timestamp, text).as_bytes(), sig)
+            }
             VerifyKey::Ecdsa { curve, point } => {
                 UnparsedPublicKey::new(curve.algorithm(), point).verify(msg, sig)
             }
@@ -487,7 +550,7 @@ pub fn open_note<'a>(note: &'a str, verifier: &NoteVerifier) -> Result<&'a str, 
         }
     }
     let sig = ours.ok_or_else(|| CheckpointError::NoTrustedSignature(verifier.name.clone()))?;
-    if !verifier.verify(text.as_bytes(), &sig) {
+    if !verifier.verify(text, &sig) {
         return Err(CheckpointError::InvalidSignature(verifier.name.clone()));
     }
     Ok(text)
@@ -500,50 +563,101 @@ pub fn open_checkpoint(note: &str, verifier_key: &str) -> Result<Checkpoint, Che
     Checkpoint::from_body(text)
 }
 
-/// The log's checkpoint signing key: ECDSA P-256 / SHA-256, note signature type 0x02.
+/// The algorithm of a new checkpoint key. ECDSA P-256 is the default (type 0x02, as
+/// transparency-dev/witness verifies it); the public witness networks and C2SP
+/// tlog-tiles' public logs require Ed25519 (type 0x01).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NoteKeyAlgorithm {
+    /// NIST P-256 with SHA-256, note signature type 0x02.
+    #[default]
+    EcdsaP256,
+    /// Ed25519, note signature type 0x01.
+    Ed25519,
+}
+
+#[derive(Debug)]
+enum SigningKey {
+    Ecdsa(EcdsaKeyPair),
+    Ed25519(Ed25519KeyPair),
+}
+
+/// The log's checkpoint signing key: ECDSA P-256 / SHA-256 (note signature type 0x02) or
+/// Ed25519 (type 0x01).
 #[derive(Debug)]
 pub struct CheckpointSigner {
     name: String,
-    key: EcdsaKeyPair,
-    spki: Vec<u8>,
+    key: SigningKey,
+    /// The verifier key's bytes: the type byte, then the SPKI DER or the Ed25519 key.
+    vkey_blob: Vec<u8>,
     key_id: u32,
 }
 
 impl CheckpointSigner {
-    /// Generates a new key; `name` is the key name (should equal the checkpoint origin).
+    /// Generates a new ECDSA P-256 key; `name` is the key name (the checkpoint origin).
     pub fn generate(name: &str) -> Result<Self, CheckpointError> {
-        let pkcs8 =
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &SystemRandom::new())
-                .map_err(|_| CheckpointError::SigningKey("generation failed"))?;
+        Self::generate_with(name, NoteKeyAlgorithm::EcdsaP256)
+    }
+
+    /// Generates a new key of `algorithm`.
+    pub fn generate_with(name: &str, algorithm: NoteKeyAlgorithm) -> Result<Self, CheckpointError> {
+        let failed = |_| CheckpointError::SigningKey("generation failed");
+        let rng = SystemRandom::new();
+        let pkcs8 = match algorithm {
+            NoteKeyAlgorithm::EcdsaP256 => {
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+                    .map_err(failed)?
+            }
+            NoteKeyAlgorithm::Ed25519 => Ed25519KeyPair::generate_pkcs8(&rng).map_err(failed)?,
+        };
         Self::from_pkcs8(name, pkcs8.as_ref())
     }
 
-    /// Loads a P-256 key from an unencrypted PKCS#8 v1 document.
+    /// Loads a P-256 or Ed25519 key from an unencrypted PKCS#8 document.
     pub fn from_pkcs8(name: &str, pkcs8: &[u8]) -> Result<Self, CheckpointError> {
         if !valid_key_name(name) {
             return Err(CheckpointError::InvalidKeyName);
         }
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8)
-            .map_err(|_| CheckpointError::SigningKey("not a P-256 PKCS#8 key"))?;
-        let spki = key
-            .public_key()
-            .as_der()
-            .map_err(|_| CheckpointError::SigningKey("public key does not encode"))?
-            .as_ref()
-            .to_vec();
+        if let Ok(key) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8) {
+            let spki = key
+                .public_key()
+                .as_der()
+                .map_err(|_| CheckpointError::SigningKey("public key does not encode"))?
+                .as_ref()
+                .to_vec();
+            return Ok(Self {
+                name: name.to_owned(),
+                key_id: ecdsa_key_id(&spki),
+                vkey_blob: [&[SIGNATURE_TYPE_ECDSA], spki.as_slice()].concat(),
+                key: SigningKey::Ecdsa(key),
+            });
+        }
+        let key = Ed25519KeyPair::from_pkcs8(pkcs8)
+            .map_err(|_| CheckpointError::SigningKey("not a P-256 or Ed25519 PKCS#8 key"))?;
+        let public = key.public_key().as_ref().to_vec();
         Ok(Self {
             name: name.to_owned(),
-            key_id: ecdsa_key_id(&spki),
-            key,
-            spki,
+            key_id: ed25519_key_id(name, &public),
+            vkey_blob: [&[SIGNATURE_TYPE_ED25519], public.as_slice()].concat(),
+            key: SigningKey::Ed25519(key),
         })
+    }
+
+    /// The key's algorithm.
+    pub fn algorithm(&self) -> NoteKeyAlgorithm {
+        match self.key {
+            SigningKey::Ecdsa(_) => NoteKeyAlgorithm::EcdsaP256,
+            SigningKey::Ed25519(_) => NoteKeyAlgorithm::Ed25519,
+        }
     }
 
     /// The private key as a PKCS#8 v1 document (for the operator's key store).
     pub fn to_pkcs8(&self) -> Result<Vec<u8>, CheckpointError> {
-        Ok(self
-            .key
-            .to_pkcs8v1()
+        let document = match &self.key {
+            SigningKey::Ecdsa(key) => key.to_pkcs8v1(),
+            SigningKey::Ed25519(key) => key.to_pkcs8v1(),
+        };
+        Ok(document
             .map_err(|_| CheckpointError::SigningKey("PKCS#8 export failed"))?
             .as_ref()
             .to_vec())
@@ -554,21 +668,18 @@ impl CheckpointSigner {
         &self.name
     }
 
-    /// The key ID: `SHA-256(SPKI DER)[:4]`.
+    /// The key ID (`SHA-256(SPKI DER)[:4]` for ECDSA, the signed-note one for Ed25519).
     pub fn key_id(&self) -> u32 {
         self.key_id
     }
 
-    /// The public verifier key `<name>+<hex key ID>+<base64(0x02 || SPKI DER)>`.
+    /// The public verifier key `<name>+<hex key ID>+<base64(type || key)>`.
     pub fn verifier_key(&self) -> String {
-        let mut blob = Vec::with_capacity(1 + self.spki.len());
-        blob.push(SIGNATURE_TYPE_ECDSA);
-        blob.extend_from_slice(&self.spki);
         format!(
             "{}+{:08x}+{}",
             self.name,
             self.key_id,
-            STANDARD.encode(blob)
+            STANDARD.encode(&self.vkey_blob)
         )
     }
 
@@ -581,13 +692,15 @@ impl CheckpointSigner {
     /// The note signature line (`— <name> <base64(key ID || signature)>\n`) over `text`,
     /// for notes several keys sign.
     pub fn signature_line(&self, text: &str) -> Result<String, CheckpointError> {
-        let sig = self
-            .key
-            .sign(&SystemRandom::new(), text.as_bytes())
-            .map_err(|_| CheckpointError::SigningKey("signing failed"))?;
-        let mut blob = Vec::with_capacity(4 + sig.as_ref().len());
-        blob.extend_from_slice(&self.key_id.to_be_bytes());
-        blob.extend_from_slice(sig.as_ref());
+        let sig = match &self.key {
+            SigningKey::Ecdsa(key) => key
+                .sign(&SystemRandom::new(), text.as_bytes())
+                .map_err(|_| CheckpointError::SigningKey("signing failed"))?
+                .as_ref()
+                .to_vec(),
+            SigningKey::Ed25519(key) => key.sign(text.as_bytes()).as_ref().to_vec(),
+        };
+        let blob = [self.key_id.to_be_bytes().as_slice(), &sig].concat();
         Ok(format!(
             "{SIG_PREFIX}{} {}\n",
             self.name,

@@ -114,6 +114,29 @@ impl TiledTree {
         })
     }
 
+    /// The hashes of the complete subtrees `(level, first..first + count)`: a C2SP
+    /// tlog-tiles tile when `level` is a multiple of 8. Subtrees below tile height are
+    /// read (once per tile) and checked; the others are held.
+    pub fn subtree_hashes<E: From<LogError>>(
+        &mut self,
+        level: u32,
+        first: u64,
+        count: u64,
+        read: &mut impl FnMut(u64, u64) -> Result<Vec<Hash>, E>,
+    ) -> Result<Vec<Hash>, E> {
+        let end = first
+            .checked_add(count)
+            .and_then(|end| end.checked_shl(level).filter(|size| size >> level == end))
+            .ok_or(LogError::SizeBeyondTree {
+                requested: u64::MAX,
+                current: self.size(),
+            })?;
+        self.check_size(end)?;
+        (first..first + count)
+            .map(|index| self.node(level, index, read))
+            .collect()
+    }
+
     /// Hashes held in memory: about two per 256 leaves, plus at most nine tiles' worth.
     pub fn held_hashes(&self) -> usize {
         self.upper.held_hashes()
