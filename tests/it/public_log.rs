@@ -32,7 +32,7 @@ async fn fill(ledger: &LedgerProcess, count: usize) {
     }
 }
 
-/// Submits until `stop` is set, from one writer.
+/// Submits until `stop` is set, from one writer, through ledger restarts.
 fn keep_writing(ledger: &LedgerProcess, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
     let client = ledger.client("w0");
     tokio::spawn(async move {
@@ -40,10 +40,7 @@ fn keep_writing(ledger: &LedgerProcess, stop: Arc<AtomicBool>) -> tokio::task::J
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            client
-                .submit(format!("{{\"n\": {n}}}").as_bytes())
-                .await
-                .unwrap();
+            let _ = client.submit(format!("{{\"n\": {n}}}").as_bytes()).await;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -76,6 +73,19 @@ fn spec<'a>(extra: &'a str, tenant_extra: &'a str) -> LedgerSpec<'a> {
         tenant_extra,
         ..LedgerSpec::default()
     }
+}
+
+/// The reader's own tests: it refuses flipped, truncated and missing tiles, wrong roots,
+/// bad signatures and short quorums, so its success on our log means something.
+#[test]
+fn the_independent_reader_refuses_what_it_should() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/tlog_tiles_reader.py");
+    let out = Command::new("/usr/bin/python3")
+        .arg(script)
+        .arg("--self-test")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,4 +350,64 @@ async fn two_witnesses_cosign_a_growing_log_refuse_a_fork_and_a_dead_one_breaks_
     );
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tile_mirror_killed_while_writing_resumes_and_an_independent_reader_accepts_it() {
+    let public = free_port();
+    let extra = format!("[log]\npublic_listen = \"127.0.0.1:{public}\"\ntiles_dir = \"mirror\"\n");
+    let mut ledger = LedgerProcess::start(&spec(&extra, "publish_entries = true\n"));
+    let mirror = ledger.dir.path().join("mirror");
+    fill(&ledger, 300).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = keep_writing(&ledger, stop.clone());
+    wait_until(Duration::from_secs(20), "a mirrored checkpoint", || {
+        mirror.join("checkpoint").exists() && mirror.join("tile/0/000").exists()
+    })
+    .await;
+    // kill -9 while the log grows and the mirror writes its tiles.
+    ledger.kill9();
+    ledger.restart();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    let mut last = String::new();
+    wait_until(
+        Duration::from_secs(20),
+        "the mirror to reach the public checkpoint",
+        || {
+            let held = std::fs::read_to_string(mirror.join("checkpoint")).unwrap_or_default();
+            last = http_get(public, "/checkpoint").1;
+            held == last
+        },
+    )
+    .await;
+    // Served by a plain static file server, the mirror reads as the same log.
+    let port = free_port();
+    let mut server = Command::new("/usr/bin/python3")
+        .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+        .arg(&mirror)
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the static server", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+    let out = reader(
+        &format!("http://127.0.0.1:{port}"),
+        &ledger.verifier_key(),
+        &["--entries"],
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        last.contains(summary["root"].as_str().unwrap()),
+        "{summary} {last}"
+    );
+    assert!(summary["size"].as_u64().unwrap() > 300, "{summary}");
 }

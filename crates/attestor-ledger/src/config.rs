@@ -142,6 +142,7 @@ struct LedgerToml {
 #[serde(deny_unknown_fields)]
 struct LogToml {
     public_listen: Option<SocketAddr>,
+    tiles_dir: Option<PathBuf>,
     #[serde(default)]
     checkpoint_key: NoteKeyAlgorithm,
     #[serde(default)]
@@ -163,6 +164,8 @@ pub struct LogConfig {
     /// Where to serve `/checkpoint` and `/tile/...` (plain HTTP: everything served is
     /// signed or hashed into what is signed); none by default.
     pub public_listen: Option<SocketAddr>,
+    /// A directory kept a static copy of the public log, for any web server to serve.
+    pub tiles_dir: Option<PathBuf>,
     /// The algorithm of a new checkpoint key (first start and `rotate-key`).
     pub checkpoint_key: NoteKeyAlgorithm,
     /// Tenants whose entries may appear in public entry bundles (`publish_entries`).
@@ -174,7 +177,11 @@ pub struct LogConfig {
 }
 
 impl LogToml {
-    fn resolve(self, published_tenants: BTreeSet<String>) -> Result<LogConfig, String> {
+    fn resolve(
+        self,
+        base: &Path,
+        published_tenants: BTreeSet<String>,
+    ) -> Result<LogConfig, String> {
         let mut witnesses = Vec::with_capacity(self.witnesses.len());
         for (n, w) in self.witnesses.into_iter().enumerate() {
             if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
@@ -197,6 +204,7 @@ impl LogToml {
         }
         Ok(LogConfig {
             public_listen: self.public_listen,
+            tiles_dir: self.tiles_dir.map(|p| base.join(p)),
             checkpoint_key: self.checkpoint_key,
             published_tenants,
             witnesses,
@@ -485,7 +493,7 @@ impl LedgerConfig {
                 )));
             }
         }
-        let log = raw.log.resolve(published_tenants).map_err(invalid)?;
+        let log = raw.log.resolve(base, published_tenants).map_err(invalid)?;
         let storage = match raw.storage {
             None if raw.storage_tls.is_some() => return Err(invalid(
                 "storage_tls is for a postgres:// storage; the embedded store has no connection"

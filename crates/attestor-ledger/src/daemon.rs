@@ -101,6 +101,9 @@ pub fn run(config: &LedgerConfig) -> Result<(), DaemonError> {
                 std::future::pending(),
             ));
         }
+        if let Some(dir) = &config.log.tiles_dir {
+            tokio::spawn(tiles::mirror(Arc::downgrade(&ledger), dir.clone()));
+        }
         witnessing::start(&ledger, &config.log.witnesses);
         tracing::info!(
             event = "ledger-started",

@@ -139,8 +139,9 @@ async fn round(
         };
         ledger.metrics().witness_lag(name, since, seconds);
     };
+    // Before the attempt, so the lag keeps growing while the witness is unreachable.
+    lag(witnessed);
     if witnessed.as_ref().is_some_and(|w| w.size == latest.size) {
-        lag(witnessed);
         return Ok(());
     }
     // At most two tries: the second after the witness told us the size it holds.
@@ -204,7 +205,6 @@ async fn round(
             }
         }
     }
-    lag(witnessed);
     Err(WitnessError::Garbage("the witness answered 409 twice"))
 }
 
