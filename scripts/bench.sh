@@ -5,7 +5,9 @@
 #   scripts/bench.sh --quick          # short settings: checks the pipeline end to end, noisy figures
 #   scripts/bench.sh --soak 600       # also a 10-minute soak sampling the ledger's RSS every 5 s
 #   options: --agents N --rate R --duration S (load test), --fleet-agents N --fleet-seconds S
-#            (connected fleet at a 60 s heartbeat), --out FILE
+#            (connected fleet at a 60 s heartbeat), --soak-entries N (log soak: the ledger's
+#            RSS every N/10 entries, plotted; default 10^7), --export-entries N (evidence
+#            pack export and verify; default 10^5), --out FILE
 #
 # What runs: the criterion micro-benchmarks (micro, merkle, query, attest, snp, enforce; `attest` and
 # the agent figures need swtpm), the append cost as the log grows (`append`: 10^6 entries on
@@ -25,6 +27,8 @@ keylime_version=7.14.0
 quick=0 soak=0 agents=1000 rate=1700 duration=30 agent_seconds=60 authz_seconds=10 out=docs/benchmarks.md
 # The connected fleet: agents on a 60 s heartbeat, each keeping its connection.
 fleet_agents=10000 fleet_seconds=600
+# The log soak (closed loop until the log holds this many entries) and the evidence pack.
+soak_entries=10000000 export_entries=100000
 while [ $# -gt 0 ]; do
     case $1 in
         --quick) quick=1 ;;
@@ -34,6 +38,8 @@ while [ $# -gt 0 ]; do
         --duration) duration=$2; shift ;;
         --fleet-agents) fleet_agents=$2; shift ;;
         --fleet-seconds) fleet_seconds=$2; shift ;;
+        --soak-entries) soak_entries=$2; shift ;;
+        --export-entries) export_entries=$2; shift ;;
         --out) out=$2; shift ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
@@ -43,7 +49,7 @@ criterion_args=()
 query_entries=1000000 append_sqlite=1000000 append_postgres=100000
 if [ "$quick" = 1 ]; then
     agents=100 rate=200 duration=5 agent_seconds=15 query_entries=100000 authz_seconds=3
-    fleet_agents=1000 fleet_seconds=60
+    fleet_agents=1000 fleet_seconds=60 soak_entries=100000 export_entries=10000
     append_sqlite=100000 append_postgres=10000
     criterion_args=(--warm-up-time 1 --measurement-time 1 --sample-size 10)
 fi
@@ -233,7 +239,7 @@ loadgen() {
         --ledger-pid "$ledger_pid" --json "$@" >"$out"
 }
 
-$attestor pki init "$work/pki" --agent agent-1:demo --ledger-host 127.0.0.1 >/dev/null
+$attestor pki init "$work/pki" --agent agent-1:demo --operator auditor:loadgen --ledger-host 127.0.0.1 >/dev/null
 $attestor loadgen ek-ca "$work/ekca" >/dev/null
 demo_policy_hash=$($attestor policy-hash examples/policy-kernel/policy.toml)
 
@@ -392,6 +398,70 @@ idle_cpu=$(awk -v a="$before" -v b="$after" -v s="$agent_seconds" 'BEGIN { print
 rows+=("| agent resident memory (peak over $agent_seconds s, heartbeat every 60 s) | $(awk -v k="$max_rss" 'BEGIN { printf "%.1f", k / 1024 }') MiB | — | — | < 20 MiB | $(awk -v k="$max_rss" 'BEGIN { print (k < 20480 ? "yes" : "no") }') |")
 rows+=("| agent CPU between heartbeats | $idle_cpu % of one core | — | — | near 0 | $(awk -v c="$idle_cpu" 'BEGIN { print (c < 1 ? "yes" : "no") }') |")
 
+# log_size: the running ledger's log size, from its /metrics.
+log_size() {
+    curl -s "http://127.0.0.1:$ops_port/metrics" | awk '/^attestor_ledger_log_entries / { print $2 }'
+}
+# fill_log N PREFIX: closed-loop load until the running ledger's log holds N entries; runs
+# EACH_ENTRIES (when set) after every multiple of it.
+fill_log() {
+    local target=$1 prefix=$2 next=${each_entries:-$1} size
+    loadgen "$work/$prefix.json" --agents "$agents" --rate max --duration 86400 --agent-prefix "$prefix" &
+    local fill_pid=$!
+    while :; do
+        size=$(log_size); size=${size:-0}
+        if [ "$size" -ge "$next" ]; then
+            [ -n "${each_entries:-}" ] && on_entries "$size"
+            next=$((next + ${each_entries:-$1}))
+        fi
+        [ "$size" -ge "$target" ] && break
+        kill -0 "$fill_pid" 2>/dev/null || { echo "loadgen stopped before $target entries" >&2; break; }
+        sleep 1
+    done
+    kill "$fill_pid" 2>/dev/null || true
+    wait "$fill_pid" 2>/dev/null || true
+}
+
+step "log soak: closed loop until the log holds $soak_entries entries, the ledger's RSS every $((soak_entries / 10))"
+start_ledger ledger-log-soak "$work/ekca/loadgen-profile.toml"
+rss_points=() soak_started=$(date +%s)
+on_entries() { rss_points+=("$1 $(rss_kib "$ledger_pid")"); }
+each_entries=$((soak_entries / 10)) fill_log "$soak_entries" logsoak
+soak_seconds=$(($(date +%s) - soak_started))
+stop_ledger
+if [ "${#rss_points[@]}" -ge 3 ]; then
+    printf '%s\n' "${rss_points[@]}" | awk '{ print $1, $2 / 1024 }' |
+        python3 scripts/plot_svg.py --title "ledger RSS as the log grows (embedded store)" \
+            --x-label "log entries" --y-label "RSS (MiB)" --y-from-zero >"$(dirname "$out")/soak-rss.svg"
+    # Flat: every sample after the first (warm-up) within 10 % of the second.
+    log_flat=$(printf '%s\n' "${rss_points[@]}" | awk 'NR == 2 { base = $2 } NR >= 2 { if ($2 > 1.1 * base || $2 < 0.9 * base) bad = 1 } END { print (NR < 3 ? "n/a" : (bad ? "no" : "yes")) }')
+    rows+=("| ledger RSS from $(awk '{ print $1; exit }' <<<"${rss_points[0]}") to $(awk '{ print $1 }' <<<"${rss_points[-1]}") entries ($soak_seconds s closed loop), sampled every $((soak_entries / 10)) | $(awk '{ printf "%.0f", $2 / 1024; exit }' <<<"${rss_points[1]}") → $(awk '{ printf "%.0f", $2 / 1024 }' <<<"${rss_points[-1]}") MiB (second → last sample; plot: soak-rss.svg) | — | — | flat within 10 % after warm-up | $log_flat |")
+else
+    rows+=("| ledger RSS as the log grows: too few samples (${#rss_points[@]}) | n/a | — | — | flat | n/a |")
+fi
+
+step "evidence pack: export of $export_entries entries of one tenant, then its offline verify"
+start_ledger ledger-export "$work/ekca/loadgen-profile.toml"
+export_from=$(($(date +%s) * 1000 - 1000))
+fill_log "$export_entries" export
+$attestor query --ledger "$ledger_url" --ca "$work/pki/ca.pem" --cert "$work/pki/operators/auditor.pem" \
+    --key "$work/pki/operators/auditor.key" --log-key "$work/ledger-export/state/checkpoint.vkey" \
+    checkpoint >/dev/null
+export_to=$(($(date +%s) * 1000 + 1000))
+t0=$(date +%s%N)
+$attestor export --ledger "$ledger_url" --ca "$work/pki/ca.pem" --cert "$work/pki/operators/auditor.pem" \
+    --key "$work/pki/operators/auditor.key" --log-key "$work/ledger-export/state/checkpoint.vkey" \
+    --tenant loadgen --from "$export_from" --to "$export_to" --out "$work/pack" \
+    --profile "$work/ekca/loadgen-profile.toml" 2>"$work/export.log"
+t1=$(date +%s%N)
+$attestor export verify "$work/pack" --log-key "$work/ledger-export/state/checkpoint.vkey" \
+    --profile "$work/ekca/loadgen-profile.toml" >"$work/export-verify.log"
+t2=$(date +%s%N)
+stop_ledger
+packed=$(wc -l <"$work/pack/entries.jsonl")
+pack_bytes=$(du -sb "$work/pack" | awk '{ print $1 }')
+rows+=("| evidence pack of $packed entries: export, then offline verify (every proof, EAR and bundle at ledger time) | export $(awk -v n="$((t1 - t0))" -v e="$packed" 'BEGIN { printf "%.1f s (%.0f µs/entry)", n / 1e9, n / 1e3 / e }'), verify $(awk -v n="$((t2 - t1))" -v e="$packed" 'BEGIN { printf "%.1f s (%.0f µs/entry)", n / 1e9, n / 1e3 / e }') | pack $(awk -v b="$pack_bytes" -v e="$packed" 'BEGIN { printf "%.0f MiB, %.1f KiB/entry", b / 1048576, b / 1024 / e }') | — | — | — |")
+
 soak_lines=""
 if [ "$soak" -gt 0 ]; then
     step "soak: $soak s at $rate/s on the embedded store, ledger RSS every 5 s"
@@ -435,6 +505,12 @@ mkdir -p "$(dirname "$out")"
     echo
     grep -E '^(ingest:|\|)' "$work/ingest.log" || echo "(did not run; see its output)"
     [ -n "$soak_lines" ] && { echo; echo "$soak_lines"; }
+    if [ -s "$(dirname "$out")/soak-rss.svg" ]; then
+        echo
+        echo "Ledger RSS as the log grows (log soak, samples: entries and KiB: ${rss_points[*]}):"
+        echo
+        echo "![ledger RSS against log entries](soak-rss.svg)"
+    fi
     echo
     echo "Reproduce: \`scripts/bench.sh$( [ "$quick" = 1 ] && echo " --quick")\`; each bench alone: \`cargo bench --bench NAME\` (micro, merkle, query, attest, snp, enforce, ingest, append)."
     echo

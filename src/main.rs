@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 mod output;
 
 mod appraise_cli;
+mod export;
 mod firmware_log_cli;
 mod incidents_cli;
 mod loadgen;
@@ -125,6 +126,10 @@ enum Command {
         /// Sign the EAR with this P-384 key (PKCS#8 PEM); unsigned without it.
         #[arg(long, requires = "ear_out")]
         ear_key: Option<PathBuf>,
+        /// Judge freshness and certificate validity as of this time (Unix ms) instead of
+        /// now: an archived bundle, at the ledger time its log entry proves.
+        #[arg(long)]
+        at: Option<u64>,
     },
     /// Print a known-good machine's firmware event log as a profile's [tpm.measured_boot]
     /// reference values (Secure Boot, PK/KEK/db, boot applications), to review.
@@ -208,6 +213,37 @@ enum Command {
         #[command(subcommand)]
         command: snp_cli::SnpCommand,
     },
+    /// An evidence pack for auditors: one tenant's entries of a period with inclusion
+    /// proofs in one checkpoint, the key history, policies, incidents and a manifest
+    /// (docs/compliance.md); `export verify DIR` re-verifies a pack offline.
+    Export {
+        #[command(subcommand)]
+        verify: Option<ExportCommand>,
+        #[command(flatten)]
+        connection: LedgerArgs,
+        /// The tenant to export; must be the client certificate's tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Start of the period (Unix ms, inclusive).
+        #[arg(long)]
+        from: Option<u64>,
+        /// End of the period (Unix ms, exclusive).
+        #[arg(long)]
+        to: Option<u64>,
+        /// The pack's directory (created; must not exist).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The firmware profile in force, packed for the record.
+        #[arg(long)]
+        profile: Option<PathBuf>,
+        /// Prove the entries in the newest checkpoint these witnesses cosigned
+        /// (repeatable; needs --log-key).
+        #[arg(long = "witness", value_name = "VKEY")]
+        witnesses: Vec<String>,
+        /// Cosignatures required [default: every --witness].
+        #[arg(long)]
+        quorum: Option<usize>,
+    },
     /// A transparency log witness (C2SP tlog-witness): cosigns a ledger's checkpoints
     /// only if each extends the last one it cosigned.
     Witness {
@@ -219,6 +255,31 @@ enum Command {
     Pki {
         #[command(subcommand)]
         command: PkiCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExportCommand {
+    /// Re-verify a pack offline: manifest, checkpoint, every proof and EAR, every kept
+    /// bundle at its ledger time (with --profile); prints a summary per agent.
+    Verify {
+        /// The pack's directory.
+        dir: PathBuf,
+        /// The ledger's checkpoint verifier key you pinned (C2SP vkey text file).
+        #[arg(long)]
+        log_key: PathBuf,
+        /// Your firmware profile: re-verify every kept bundle at its ledger time.
+        #[arg(long)]
+        profile: Option<PathBuf>,
+        /// Require cosignatures by these witnesses (repeatable).
+        #[arg(long = "witness", value_name = "VKEY")]
+        witnesses: Vec<String>,
+        /// Cosignatures required [default: every --witness].
+        #[arg(long)]
+        quorum: Option<usize>,
+        /// Silence between accepted attestations counted as a gap.
+        #[arg(long, default_value = "2m", value_parser = gate::parse_duration)]
+        max_gap: std::time::Duration,
     },
 }
 
@@ -461,7 +522,9 @@ fn run(command: Command) -> Result<ExitCode, String> {
             appraisal,
             ear_out,
             ear_key,
+            at,
         } => {
+            let now = at.map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
             let bytes = std::fs::read(&bundle)
                 .map_err(|e| format!("cannot read {}: {e}", bundle.display()))?;
             let mut profile = Profile::load(&profile).map_err(|e| e.to_string())?;
@@ -484,6 +547,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 let expect = Expectations {
                     nonce,
                     ak,
+                    now,
                     ..Default::default()
                 };
                 return match checks::verify_drift_report(&report, &profile, &expect) {
@@ -510,6 +574,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 let expect = Expectations {
                     nonce: nonce.clone(),
                     ak,
+                    now,
                     ..Default::default()
                 };
                 let evidence = checks::verify_bundle(&parsed, &profile, &expect);
@@ -530,6 +595,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 policy_hash,
                 nonce,
                 ak,
+                now,
                 ..Default::default()
             };
             match checks::verify_bundle(&parsed, &profile, &expect) {
@@ -615,6 +681,78 @@ fn run(command: Command) -> Result<ExitCode, String> {
             connection.json,
         )),
         Command::Snp { command } => snp_cli::run(command),
+        Command::Export {
+            verify:
+                Some(ExportCommand::Verify {
+                    dir,
+                    log_key,
+                    profile,
+                    witnesses,
+                    quorum,
+                    max_gap,
+                }),
+            ..
+        } => {
+            let pinned = read_text(&log_key)?;
+            let report = export::verify(&export::VerifyRequest {
+                dir: &dir,
+                log_key: pinned.trim(),
+                profile: profile.as_deref(),
+                witnesses: &witnesses,
+                quorum,
+                max_gap,
+            });
+            match report {
+                Ok(report) => {
+                    out!("{report}")?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(failure) => {
+                    outln!("FAILED {failure}")?;
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Command::Export {
+            verify: None,
+            connection,
+            tenant,
+            from,
+            to,
+            out,
+            profile,
+            witnesses,
+            quorum,
+        } => {
+            let (Some(tenant), Some(from_ms), Some(to_ms), Some(out)) = (tenant, from, to, out)
+            else {
+                return Err("export needs --tenant, --from, --to and --out".into());
+            };
+            let log_key = connection
+                .log_key
+                .as_ref()
+                .ok_or("export needs --log-key: the pack is proven from the key you pinned")?;
+            let pinned = read_text(log_key)?;
+            let ledger = connection_of(&connection)?;
+            runtime()?.block_on(async {
+                let client = query::client_of(&ledger)?;
+                export::export(
+                    &client,
+                    &export::ExportRequest {
+                        tenant: &tenant,
+                        from_ms,
+                        to_ms,
+                        out: &out,
+                        profile: profile.as_deref(),
+                        log_key: pinned.trim(),
+                        witnesses: &witnesses,
+                        quorum,
+                    },
+                )
+                .await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Witness { config } => {
             runtime()?.block_on(witness::run(&config))?;
             Ok(ExitCode::SUCCESS)
@@ -723,6 +861,10 @@ fn tcti_of(args: &AgentArgs, config: &AgentConfig) -> String {
         .clone()
         .or_else(|| config.tpm.tcti.clone())
         .unwrap_or_else(|| DEFAULT_TCTI.to_string())
+}
+
+fn read_text(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 fn connection_of(args: &LedgerArgs) -> Result<LedgerConnection, String> {

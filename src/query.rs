@@ -22,7 +22,7 @@ use attestor_verify::log::witness::cosigned_by;
 
 use crate::{LedgerArgs, QueryCommand};
 
-fn client_of(connection: &LedgerConnection) -> Result<LedgerClient, String> {
+pub(crate) fn client_of(connection: &LedgerConnection) -> Result<LedgerClient, String> {
     let files = &connection.tls;
     let tls = tls::client_config(&files.ca, &files.cert, &files.key).map_err(|e| e.to_string())?;
     LedgerClient::new(&connection.endpoint, tls).map_err(|e| e.to_string())
@@ -297,7 +297,7 @@ pub(crate) async fn run(
 
 /// The newest checkpoint `quorum` of `witnesses` cosigned, once its log signature, the
 /// cosignatures and its lag behind the newest checkpoint check out.
-async fn witnessed_checkpoint(
+pub(crate) async fn witnessed_checkpoint(
     client: &LedgerClient,
     keys: &KeyHistory,
     witnesses: &[String],

@@ -13,6 +13,7 @@ mod architecture;
 mod attest_verify;
 mod config_reference;
 mod enforcement;
+mod evidence_pack;
 mod fuzz_fixtures;
 mod incidents;
 mod ledger_api;

@@ -293,6 +293,11 @@ impl LedgerClient {
         self.text(&path).await
     }
 
+    /// The enrollment CA's certificate (PEM), which certifies enrolled agents' AKs.
+    pub async fn enrollment_ca(&self) -> Result<String, ClientError> {
+        self.text("/v1/enrollment-ca").await
+    }
+
     /// The newest checkpoint at least `quorum` witnesses cosigned, with the cosignatures.
     pub async fn checkpoint_cosigned(&self, quorum: usize) -> Result<String, ClientError> {
         self.text(&format!("/v1/log/checkpoint?cosigned={quorum}"))

@@ -775,7 +775,15 @@ impl Query {
 
     fn entry_filter(&self) -> Result<EntryFilter, Failure> {
         self.only(&[
-            "agent", "id", "verdict", "from", "to", "after", "limit", "proofs",
+            "agent",
+            "id",
+            "verdict",
+            "from",
+            "to",
+            "after",
+            "limit",
+            "proofs",
+            "proofs_at",
         ])?;
         let verdict = match self.0.get("verdict").map(String::as_str) {
             None => None,
@@ -795,6 +803,7 @@ impl Query {
             after: self.number("after")?,
             limit: self.number("limit")?,
             proofs,
+            proofs_at: self.number("proofs_at")?,
         })
     }
 }

@@ -225,6 +225,9 @@ pub struct EntryFilter {
     pub limit: Option<u32>,
     /// Attach an inclusion proof to each entry.
     pub proofs: bool,
+    /// Prove inclusion in the signed checkpoint of exactly this size (implies `proofs`):
+    /// every page of an export against one checkpoint.
+    pub proofs_at: Option<u64>,
 }
 
 /// The latest checkpoint this state directory saw, checked at start-up.
@@ -1393,7 +1396,7 @@ impl Ledger {
             let next_after = (found.len() == limit as usize)
                 .then(|| found.last().map(|e| e.index))
                 .flatten();
-            let entries = this.with_proofs(found, filter.proofs)?;
+            let entries = this.with_proofs(found, filter.proofs, filter.proofs_at)?;
             Ok(EntriesResponse {
                 entries,
                 next_after,
@@ -1417,7 +1420,7 @@ impl Ledger {
                 .ok_or_else(|| {
                     ServiceError::NotFound(format!("no entry {index} of this tenant"))
                 })?;
-            let mut entries = this.with_proofs(vec![entry], true)?;
+            let mut entries = this.with_proofs(vec![entry], true, None)?;
             entries.pop().ok_or(ServiceError::EntryVanished { index })
         })
         .await
@@ -1437,7 +1440,7 @@ impl Ledger {
                 }
             }
             Ok(EntriesResponse {
-                entries: this.with_proofs(found, true)?,
+                entries: this.with_proofs(found, true, None)?,
                 next_after: None,
             })
         })
@@ -1679,16 +1682,19 @@ impl Ledger {
     }
 
     /// Query results as JSON, each leaf checked against the tree and, if asked, proven
-    /// included in the latest signed checkpoint.
+    /// included in the latest signed checkpoint (or the one of size `at`).
     fn with_proofs(
         &self,
         entries: Vec<StoredEntry>,
         proofs: bool,
+        at: Option<u64>,
     ) -> Result<Vec<EntryJson>, ServiceError> {
-        let checkpoint = if proofs {
-            self.store.latest_checkpoint()?
-        } else {
-            None
+        let checkpoint = match (proofs, at) {
+            (_, Some(size)) => Some(self.store.checkpoint(size)?.ok_or_else(|| {
+                ServiceError::NotFound(format!("no signed checkpoint of size {size}"))
+            })?),
+            (true, None) => self.store.latest_checkpoint()?,
+            (false, None) => None,
         };
         entries
             .into_iter()
