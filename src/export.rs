@@ -26,10 +26,11 @@ use attestor_verify::checks::{self, AkTrust, Check, Expectations};
 use attestor_verify::ear::{self, Jwks};
 use attestor_verify::evidence::certchain;
 use attestor_verify::evidence::tpm::credential::ak_name;
-use attestor_verify::log::checkpoint::NoteVerifier;
 use attestor_verify::log::keys::KeyHistory;
 use attestor_verify::log::witness::cosigned_by;
 use attestor_verify::profiles::Profile;
+
+use crate::query::{witnessed_checkpoint, WitnessArgs};
 use attestor_verify::record::{is_recorder, LogRecord, POLICY_RECORDER};
 
 /// The manifest's format name.
@@ -148,8 +149,7 @@ pub(crate) struct ExportRequest<'a> {
     pub out: &'a Path,
     pub profile: Option<&'a Path>,
     pub log_key: &'a str,
-    pub witnesses: &'a [String],
-    pub quorum: Option<usize>,
+    pub witnesses: &'a WitnessArgs,
 }
 
 /// Writes the pack of `request` into a new directory.
@@ -174,14 +174,7 @@ pub(crate) async fn export(
     let note = if request.witnesses.is_empty() {
         client.checkpoint(None).await.map_err(fail)?
     } else {
-        crate::query::witnessed_checkpoint(
-            client,
-            &history,
-            request.witnesses,
-            request.quorum,
-            u64::MAX,
-        )
-        .await?
+        witnessed_checkpoint(client, &history, request.witnesses, u64::MAX).await?
     };
     let checkpoint = history.open_checkpoint(&note).map_err(|e| e.to_string())?;
     std::fs::create_dir(request.out)
@@ -264,8 +257,7 @@ pub(crate) struct VerifyRequest<'a> {
     pub dir: &'a Path,
     pub log_key: &'a str,
     pub profile: Option<&'a Path>,
-    pub witnesses: &'a [String],
-    pub quorum: Option<usize>,
+    pub witnesses: &'a WitnessArgs,
     pub max_gap: Duration,
 }
 
@@ -358,12 +350,7 @@ pub(crate) fn verify(request: &VerifyRequest<'_>) -> Result<String, String> {
     }
     let mut report = String::new();
     if !request.witnesses.is_empty() {
-        let verifiers = request
-            .witnesses
-            .iter()
-            .map(|w| NoteVerifier::cosigner(w).map_err(|e| format!("--witness {w}: {e}")))
-            .collect::<Result<Vec<_>, _>>()?;
-        let quorum = request.quorum.unwrap_or(verifiers.len());
+        let (verifiers, quorum) = request.witnesses.verifiers()?;
         let valid = cosigned_by(note, &verifiers).len();
         if valid < quorum {
             return Err(format!("checkpoint: {valid} valid cosignature(s) of the given witnesses, --quorum is {quorum}"));

@@ -31,6 +31,7 @@ use attestor_verify::bundle::Bundle;
 use attestor_verify::drift::{is_drift_report, DriftReport};
 use attestor_verify::gate;
 use attestor_verify::profiles::Profile;
+use query::WitnessArgs;
 
 mod query;
 use attestor_verify::checks::{self, AkTrust, Expectations};
@@ -236,13 +237,9 @@ enum Command {
         /// The firmware profile in force, packed for the record.
         #[arg(long)]
         profile: Option<PathBuf>,
-        /// Prove the entries in the newest checkpoint these witnesses cosigned
-        /// (repeatable; needs --log-key).
-        #[arg(long = "witness", value_name = "VKEY")]
-        witnesses: Vec<String>,
-        /// Cosignatures required [default: every --witness].
-        #[arg(long)]
-        quorum: Option<usize>,
+        /// Prove the entries in the newest checkpoint these witnesses cosigned.
+        #[command(flatten)]
+        witnesses: WitnessArgs,
     },
     /// A transparency log witness (C2SP tlog-witness): cosigns a ledger's checkpoints
     /// only if each extends the last one it cosigned.
@@ -271,12 +268,9 @@ enum ExportCommand {
         /// Your firmware profile: re-verify every kept bundle at its ledger time.
         #[arg(long)]
         profile: Option<PathBuf>,
-        /// Require cosignatures by these witnesses (repeatable).
-        #[arg(long = "witness", value_name = "VKEY")]
-        witnesses: Vec<String>,
-        /// Cosignatures required [default: every --witness].
-        #[arg(long)]
-        quorum: Option<usize>,
+        /// Require cosignatures by these witnesses.
+        #[command(flatten)]
+        witnesses: WitnessArgs,
         /// Silence between accepted attestations counted as a gap.
         #[arg(long, default_value = "2m", value_parser = gate::parse_duration)]
         max_gap: std::time::Duration,
@@ -380,14 +374,10 @@ enum QueryCommand {
         /// (catches a log rolled back, e.g. by restoring an older backup). Needs --log-key.
         #[arg(long)]
         held: Option<PathBuf>,
-        /// A witness's verifier key (type 0x04, repeatable): audit the newest checkpoint
-        /// that --quorum of these witnesses cosigned instead of the newest one. Needs
-        /// --log-key.
-        #[arg(long = "witness", value_name = "VKEY")]
-        witnesses: Vec<String>,
-        /// Valid cosignatures required [default: every --witness].
-        #[arg(long)]
-        quorum: Option<usize>,
+        /// Audit the newest checkpoint that --quorum of these witnesses cosigned instead of
+        /// the newest one. Needs --log-key.
+        #[command(flatten)]
+        witnesses: WitnessArgs,
         /// Fail when that checkpoint was signed more than this many seconds before the
         /// newest one (witnesses down or lagging).
         #[arg(long, default_value_t = 60)]
@@ -688,7 +678,6 @@ fn run(command: Command) -> Result<ExitCode, String> {
                     log_key,
                     profile,
                     witnesses,
-                    quorum,
                     max_gap,
                 }),
             ..
@@ -699,7 +688,6 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 log_key: pinned.trim(),
                 profile: profile.as_deref(),
                 witnesses: &witnesses,
-                quorum,
                 max_gap,
             });
             match report {
@@ -722,7 +710,6 @@ fn run(command: Command) -> Result<ExitCode, String> {
             out,
             profile,
             witnesses,
-            quorum,
         } => {
             let (Some(tenant), Some(from_ms), Some(to_ms), Some(out)) = (tenant, from, to, out)
             else {
@@ -746,7 +733,6 @@ fn run(command: Command) -> Result<ExitCode, String> {
                         profile: profile.as_deref(),
                         log_key: pinned.trim(),
                         witnesses: &witnesses,
-                        quorum,
                     },
                 )
                 .await

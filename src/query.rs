@@ -221,7 +221,6 @@ pub(crate) async fn run(
             since,
             held,
             witnesses,
-            quorum,
             max_witness_lag,
         } => {
             if held.is_some() && log_key.is_none() {
@@ -229,7 +228,7 @@ pub(crate) async fn run(
             }
             let note = match &log_key {
                 Some(key) if !witnesses.is_empty() => {
-                    witnessed_checkpoint(&client, key, &witnesses, quorum, max_witness_lag).await?
+                    witnessed_checkpoint(&client, key, &witnesses, max_witness_lag).await?
                 }
                 None if !witnesses.is_empty() => {
                     return Err("--witness needs --log-key to verify the checkpoints".into())
@@ -295,23 +294,46 @@ pub(crate) async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The newest checkpoint `quorum` of `witnesses` cosigned, once its log signature, the
+/// Witnesses whose cosignatures a checkpoint must carry.
+#[derive(clap::Args, Clone, Default)]
+pub(crate) struct WitnessArgs {
+    /// A witness's verifier key (C2SP tlog-cosignature, type 0x04; repeatable).
+    #[arg(long = "witness", value_name = "VKEY")]
+    pub witnesses: Vec<String>,
+    /// Valid cosignatures required [default: every --witness].
+    #[arg(long)]
+    pub quorum: Option<usize>,
+}
+
+impl WitnessArgs {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.witnesses.is_empty()
+    }
+
+    /// The witnesses' keys and the quorum, checked.
+    pub(crate) fn verifiers(&self) -> Result<(Vec<NoteVerifier>, usize), String> {
+        let verifiers = self
+            .witnesses
+            .iter()
+            .map(|w| NoteVerifier::cosigner(w).map_err(|e| format!("--witness {w}: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let quorum = self.quorum.unwrap_or(verifiers.len());
+        if quorum == 0 || quorum > verifiers.len() {
+            return Err(format!("--quorum must be 1..={}", verifiers.len()));
+        }
+        Ok((verifiers, quorum))
+    }
+}
+
+/// The newest checkpoint a quorum of `witnesses` cosigned, once its log signature, the
 /// cosignatures and its lag behind the newest checkpoint check out.
 pub(crate) async fn witnessed_checkpoint(
     client: &LedgerClient,
     keys: &KeyHistory,
-    witnesses: &[String],
-    quorum: Option<usize>,
+    witnesses: &WitnessArgs,
     max_lag_seconds: u64,
 ) -> Result<String, String> {
-    let verifiers = witnesses
-        .iter()
-        .map(|w| NoteVerifier::cosigner(w).map_err(|e| format!("--witness {w}: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    let quorum = quorum.unwrap_or(verifiers.len());
-    if quorum == 0 || quorum > verifiers.len() {
-        return Err(format!("--quorum must be 1..={}", verifiers.len()));
-    }
+    let (verifiers, quorum) = witnesses.verifiers()?;
     let note = client
         .checkpoint_cosigned(quorum)
         .await

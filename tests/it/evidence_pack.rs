@@ -52,14 +52,8 @@ async fn a_pack_verifies_offline_at_ledger_time_and_one_altered_byte_anywhere_fa
     std::fs::write(&log_key, ledger.verifier_key()).unwrap();
     let profile = fixture.profile_path.clone();
     let pack = work.path().join("pack");
-    let files = ledger.tls_files("a1");
-    let out = Command::new(env!("CARGO_BIN_EXE_attestor"))
-        .args(["export", "--ledger", &ledger.endpoint(), "--ca"])
-        .arg(&files.ca)
-        .arg("--cert")
-        .arg(&files.cert)
-        .arg("--key")
-        .arg(&files.key)
+    let out = ledger
+        .cli("export", "a1")
         .arg("--log-key")
         .arg(&log_key)
         .args([

@@ -733,20 +733,10 @@ async fn a_steady_heartbeat_is_one_request() {
 
 /// `attestor query` against `ledger` as `a1`, verifying with the ledger's key.
 fn query_command(ledger: &LedgerProcess, what: &[&str]) -> Command {
-    let files = ledger.tls_files("a1");
     let key = ledger.dir.path().join("log.vkey");
     std::fs::write(&key, ledger.verifier_key()).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_attestor"));
-    command
-        .args(["query", "--ledger", &ledger.endpoint(), "--ca"])
-        .arg(&files.ca)
-        .arg("--cert")
-        .arg(&files.cert)
-        .arg("--key")
-        .arg(&files.key)
-        .arg("--log-key")
-        .arg(&key)
-        .args(what);
+    let mut command = ledger.cli("query", "a1");
+    command.arg("--log-key").arg(&key).args(what);
     command
 }
 

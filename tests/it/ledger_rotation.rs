@@ -30,14 +30,8 @@ fn attestor_cli(args: &[&str], config: &Path) -> std::process::Output {
 
 /// `attestor query` against `ledger` as `agent`, verifying with the key in `log_key`.
 fn query(ledger: &LedgerProcess, agent: &str, log_key: &Path, what: &[&str]) -> (bool, String) {
-    let files = ledger.tls_files(agent);
-    let out = Command::new(env!("CARGO_BIN_EXE_attestor"))
-        .args(["query", "--ledger", &ledger.endpoint(), "--ca"])
-        .arg(&files.ca)
-        .arg("--cert")
-        .arg(&files.cert)
-        .arg("--key")
-        .arg(&files.key)
+    let out = ledger
+        .cli("query", agent)
         .arg("--log-key")
         .arg(log_key)
         .args(what)

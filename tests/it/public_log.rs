@@ -238,16 +238,10 @@ impl Drop for WitnessProcess {
 
 /// `attestor query checkpoint` against `ledger` with `args`.
 fn query_checkpoint(ledger: &LedgerProcess, args: &[&str]) -> (bool, String) {
-    let files = ledger.tls_files("w0");
     let log_key = ledger.dir.path().join("log.vkey");
     std::fs::write(&log_key, ledger.verifier_key()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_attestor"))
-        .args(["query", "--ledger", &ledger.endpoint(), "--ca"])
-        .arg(&files.ca)
-        .arg("--cert")
-        .arg(&files.cert)
-        .arg("--key")
-        .arg(&files.key)
+    let out = ledger
+        .cli("query", "w0")
         .arg("--log-key")
         .arg(&log_key)
         .arg("checkpoint")

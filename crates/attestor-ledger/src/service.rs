@@ -1586,33 +1586,19 @@ impl Ledger {
             .await
     }
 
-    /// The latest signed checkpoint, as its note and opened under the log's keys.
-    pub async fn latest_signed(
+    /// The signed checkpoint of exactly `size` (the latest when `None`), as its note and
+    /// opened under the log's keys, if the log signed one.
+    pub async fn signed_checkpoint(
         self: &Arc<Self>,
+        size: Option<u64>,
     ) -> Result<Option<(String, Checkpoint)>, ServiceError> {
         let this = self.clone();
         blocking(move || {
-            let Some(latest) = this.store.latest_checkpoint()? else {
-                return Ok(None);
+            let stored = match size {
+                Some(size) => this.store.checkpoint(size)?,
+                None => this.store.latest_checkpoint()?,
             };
-            let opened = this
-                .sequencer
-                .key_history()
-                .open_checkpoint(&latest.note)
-                .map_err(SequencerError::from)?;
-            Ok(Some((latest.note, opened)))
-        })
-        .await
-    }
-
-    /// The signed checkpoint of exactly `size`, opened, if the log signed one.
-    pub async fn signed_checkpoint(
-        self: &Arc<Self>,
-        size: u64,
-    ) -> Result<Option<Checkpoint>, ServiceError> {
-        let this = self.clone();
-        blocking(move || {
-            let Some(stored) = this.store.checkpoint(size)? else {
+            let Some(stored) = stored else {
                 return Ok(None);
             };
             let opened = this
@@ -1620,7 +1606,7 @@ impl Ledger {
                 .key_history()
                 .open_checkpoint(&stored.note)
                 .map_err(SequencerError::from)?;
-            Ok(Some(opened))
+            Ok(Some((stored.note, opened)))
         })
         .await
     }

@@ -120,7 +120,7 @@ async fn round(
 ) -> Result<(), WitnessError> {
     let name = witness.verifier.name();
     let Some((note, latest)) = ledger
-        .latest_signed()
+        .signed_checkpoint(None)
         .await
         .map_err(|e| WitnessError::Ledger(e.to_string()))?
     else {
@@ -181,9 +181,10 @@ async fn round(
                     return Err(WitnessError::Fork { size: theirs });
                 }
                 *witnessed = ledger
-                    .signed_checkpoint(theirs)
+                    .signed_checkpoint(Some(theirs))
                     .await
-                    .map_err(|e| WitnessError::Ledger(e.to_string()))?;
+                    .map_err(|e| WitnessError::Ledger(e.to_string()))?
+                    .map(|(_, checkpoint)| checkpoint);
                 if witnessed.is_none() {
                     if theirs > latest.size {
                         return Err(WitnessError::AheadOfLog {

@@ -89,7 +89,7 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CborError> {
 }
 
 /// Decodes one data item, and refuses it unless it is in deterministic encoding.
-pub fn from_canonical_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CborError> {
+pub fn from_canonical_slice<T: DeserializeOwned + Serialize>(bytes: &[u8]) -> Result<T, CborError> {
     let value: Value = from_slice(bytes)?;
     // Re-encoding is the simplest complete check: any non-shortest head, indefinite
     // length, unsorted or duplicate key, or odd NaN makes the bytes differ.
@@ -97,9 +97,16 @@ pub fn from_canonical_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Cbor
     if encode(&canonical)? != bytes {
         return Err(CborError::NotCanonical);
     }
-    canonical
+    let typed: T = canonical
         .deserialized()
-        .map_err(|e| CborError::Semantic(e.to_string()))
+        .map_err(|e| CborError::Semantic(e.to_string()))?;
+    // A typed decode drops what its type has no place for (a tag around a map, a field
+    // it does not know): two byte strings would then be one value. Only the value's own
+    // encoding is accepted.
+    if to_canonical_vec(&typed)? != bytes {
+        return Err(CborError::NotCanonical);
+    }
+    Ok(typed)
 }
 
 /// Whether `bytes` is exactly one data item in deterministic encoding.

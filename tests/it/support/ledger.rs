@@ -353,6 +353,21 @@ impl LedgerProcess {
         LedgerClient::new(&self.endpoint(), config).unwrap()
     }
 
+    /// `attestor SUBCOMMAND --ledger … --ca … --cert … --key …` as `agent`, for the
+    /// command-line tests to add their own arguments to.
+    pub fn cli(&self, subcommand: &str, agent: &str) -> Command {
+        let files = self.tls_files(agent);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_attestor"));
+        command
+            .args([subcommand, "--ledger", &self.endpoint(), "--ca"])
+            .arg(&files.ca)
+            .arg("--cert")
+            .arg(&files.cert)
+            .arg("--key")
+            .arg(&files.key);
+        command
+    }
+
     /// A client presenting operator `name`'s certificate (`pki/operators/<name>.pem`).
     pub fn operator_client(&self, name: &str) -> LedgerClient {
         let pki = self.dir.path().join("pki");

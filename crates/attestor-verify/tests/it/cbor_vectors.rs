@@ -466,3 +466,27 @@ fn round_trip_through_canonical_bytes() {
     assert_eq!(back["x"], vec![Some(1.5), None, Some(1.1)]);
     assert!(back["long key"][0].unwrap().is_sign_negative());
 }
+
+/// Found by the `cbor` fuzz target: a log record wrapped in a tag (here tag 11), or with a
+/// field the record does not have, is canonical CBOR, yet a typed decode drops the tag or
+/// the field. Two leaves would decode to one record; only the record's own bytes decode.
+#[test]
+fn a_typed_decode_refuses_what_its_type_would_drop() {
+    use attestor_verify::record::LogRecord;
+    let leaf = include_bytes!("vectors/tagged-record.cbor");
+    assert!(is_canonical(leaf));
+    assert!(matches!(
+        LogRecord::from_leaf(leaf),
+        Err(CborError::NotCanonical)
+    ));
+    let record = LogRecord::from_leaf(&leaf[1..]).unwrap();
+    assert_eq!(record.to_leaf().unwrap(), &leaf[1..]);
+    // An extra field, sorted into place, is refused too.
+    let mut value: Value = ciborium::de::from_reader(&leaf[1..]).unwrap();
+    if let Value::Map(fields) = &mut value {
+        fields.push((Value::Text("zz".into()), Value::Integer(1.into())));
+    }
+    let extra = to_canonical_vec(&value).unwrap();
+    assert!(is_canonical(&extra));
+    assert!(LogRecord::from_leaf(&extra).is_err());
+}
