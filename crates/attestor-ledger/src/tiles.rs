@@ -104,29 +104,28 @@ async fn mirror_once(
     if mirrored.is_some() && from == size {
         return Ok(());
     }
-    let mut files = Vec::new();
+    // One file at a time: a first mirror of a large log never holds it in memory.
     for kind in [TileKind::Hashes { level: 0 }, TileKind::Entries] {
         for tile in TilePath::grown(from, size, kind) {
             match ledger.tile(tile).await {
-                Ok(bytes) => files.push((dir.join(tile.to_path()), bytes)),
+                Ok(bytes) => write_file(dir.join(tile.to_path()), bytes).await?,
                 Err(ServiceError::NotPublished(_)) => {}
                 Err(e) => return Err(e.to_string()),
             }
         }
     }
-    files.push((dir.join("checkpoint"), note.into_bytes()));
-    tokio::task::spawn_blocking(move || {
-        for (path, bytes) in files {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| format!("{}: {e}", parent.display()))?;
-            }
-            write_atomically(&path, &bytes).map_err(|e| e.to_string())?;
-        }
-        Ok::<_, String>(())
-    })
-    .await
-    .map_err(|e| e.to_string())??;
+    write_file(dir.join("checkpoint"), note.into_bytes()).await?;
     *mirrored = Some(size);
     Ok(())
+}
+
+async fn write_file(path: PathBuf, bytes: Vec<u8>) -> Result<(), String> {
+    tokio::task::spawn_blocking(move || {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        write_atomically(&path, &bytes).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
