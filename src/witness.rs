@@ -194,7 +194,7 @@ impl Witness {
         };
         match self.add_checkpoint(body).await {
             Ok(line) => reply(StatusCode::OK, TEXT, line),
-            Err(refusal) => {
+            Err(Refused::Protocol(refusal)) => {
                 tracing::warn!(event = "witness-refused", reason = %refusal);
                 let status =
                     StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::BAD_REQUEST);
@@ -205,40 +205,43 @@ impl Witness {
                     other => reply(status, TEXT, format!("{other}\n")),
                 }
             }
+            Err(Refused::Internal(what)) => {
+                tracing::error!(event = "witness-failed", error = what);
+                reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{what}\n"))
+            }
         }
     }
 
+    /// Where the latest checkpoint cosigned for `origin` is kept.
+    fn record_file(&self, origin: &str) -> PathBuf {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, origin.as_bytes());
+        self.state_dir.join("logs").join(format!(
+            "{}.checkpoint",
+            hex::encode(&digest.as_ref()[..16])
+        ))
+    }
+
     /// Checks, persists and cosigns one request; returns the cosignature line.
-    async fn add_checkpoint(&self, body: &str) -> Result<String, WitnessRefusal> {
+    async fn add_checkpoint(&self, body: &str) -> Result<String, Refused> {
         let request = AddCheckpoint::parse(body)?;
         let origin = request.claimed_origin()?;
         let keys = self
             .logs
             .get(origin)
             .ok_or_else(|| WitnessRefusal::UnknownLog(origin.chars().take(200).collect()))?;
-        let file = self.state_dir.join("logs").join(format!(
-            "{}.checkpoint",
-            hex::encode(
-                &aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, origin.as_bytes()).as_ref()
-                    [..16]
-            )
-        ));
+        let file = self.record_file(origin);
         let _held = self.latest.lock().await;
         let latest = match std::fs::read_to_string(&file) {
-            Ok(note) => Some(opened(&note, keys).ok_or(WitnessRefusal::Malformed(
-                "the witness's own record of this log no longer verifies",
+            Ok(note) => Some(opened(&note, keys).ok_or(Refused::Internal(
+                "the witness's own record of this log no longer verifies under its keys",
             ))?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(_) => {
-                return Err(WitnessRefusal::Malformed(
-                    "the witness cannot read its record",
-                ))
-            }
+            Err(_) => return Err(Refused::Internal("the witness cannot read its record")),
         };
         let checkpoint = check_addition(&request, keys, latest.as_ref())?;
         if latest.as_ref().is_none_or(|l| l.size != checkpoint.size) {
             write_atomically(&file, request.note.as_bytes())
-                .map_err(|_| WitnessRefusal::Malformed("the witness cannot persist its record"))?;
+                .map_err(|_| Refused::Internal("the witness cannot persist its record"))?;
         }
         let text_end = request.note.rfind("\n\n").map_or(0, |i| i + 1);
         let now = std::time::SystemTime::now()
@@ -246,6 +249,18 @@ impl Witness {
             .map_or(0, |d| d.as_secs());
         tracing::info!(event = "cosigned", origin = %checkpoint.origin, size = checkpoint.size);
         Ok(self.cosigner.cosign(&request.note[..text_end], now))
+    }
+}
+
+/// Why no cosignature: the request (the spec's statuses), or the witness itself.
+enum Refused {
+    Protocol(WitnessRefusal),
+    Internal(&'static str),
+}
+
+impl From<WitnessRefusal> for Refused {
+    fn from(refusal: WitnessRefusal) -> Self {
+        Refused::Protocol(refusal)
     }
 }
 
