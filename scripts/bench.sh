@@ -418,6 +418,8 @@ fill_log() {
         kill -0 "$fill_pid" 2>/dev/null || { echo "loadgen stopped before $target entries" >&2; break; }
         sleep 1
     done
+    # The loadgen function runs in a subshell: stop the load generator it started too.
+    pkill -P "$fill_pid" 2>/dev/null || true
     kill "$fill_pid" 2>/dev/null || true
     wait "$fill_pid" 2>/dev/null || true
 }
@@ -444,15 +446,13 @@ step "evidence pack: export of $export_entries entries of one tenant, then its o
 start_ledger ledger-export "$work/ekca/loadgen-profile.toml"
 export_from=$(($(date +%s) * 1000 - 1000))
 fill_log "$export_entries" export
-$attestor query --ledger "$ledger_url" --ca "$work/pki/ca.pem" --cert "$work/pki/operators/auditor.pem" \
-    --key "$work/pki/operators/auditor.key" --log-key "$work/ledger-export/state/checkpoint.vkey" \
-    checkpoint >/dev/null
 export_to=$(($(date +%s) * 1000 + 1000))
 t0=$(date +%s%N)
 $attestor export --ledger "$ledger_url" --ca "$work/pki/ca.pem" --cert "$work/pki/operators/auditor.pem" \
     --key "$work/pki/operators/auditor.key" --log-key "$work/ledger-export/state/checkpoint.vkey" \
     --tenant loadgen --from "$export_from" --to "$export_to" --out "$work/pack" \
-    --profile "$work/ekca/loadgen-profile.toml" 2>"$work/export.log"
+    --profile "$work/ekca/loadgen-profile.toml" 2>"$work/export.log" ||
+    { echo "export failed: $(cat "$work/export.log")" >&2; exit 1; }
 t1=$(date +%s%N)
 $attestor export verify "$work/pack" --log-key "$work/ledger-export/state/checkpoint.vkey" \
     --profile "$work/ekca/loadgen-profile.toml" >"$work/export-verify.log"
