@@ -7,18 +7,11 @@ use std::process::{Command, Output};
 
 use crate::support::agent::{copy_dir, AgentFixture};
 use crate::support::ledger::{attestor_config, Heartbeating, LedgerProcess};
+use crate::support::output_text;
 use attestor_verify::api::{EntryJson, Verdict};
 use attestor_verify::bundle::{Bundle, Evidence};
 use attestor_verify::evidence::tpm::credential::ak_name;
 use attestor_verify::record::LogRecord;
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn verify(pack: &Path, log_key: &Path, profile: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_attestor"))
@@ -70,10 +63,10 @@ async fn a_pack_verifies_offline_at_ledger_time_and_one_altered_byte_anywhere_fa
         .arg(&profile)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
 
     let out = verify(&pack, &log_key, &profile);
-    let report = text(&out);
+    let report = output_text(&out);
     assert!(out.status.success(), "{report}");
     assert!(
         report.contains("OK: ") && report.contains("re-verified at its ledger time"),
@@ -114,12 +107,12 @@ async fn a_pack_verifies_offline_at_ledger_time_and_one_altered_byte_anywhere_fa
             .unwrap()
     };
     let then = verify_at(accepted.received_at_ms);
-    assert!(then.status.success(), "{}", text(&then));
+    assert!(then.status.success(), "{}", output_text(&then));
     let later = verify_at(accepted.received_at_ms + 86_400_000);
     assert!(
-        !later.status.success() && text(&later).contains("fresh"),
+        !later.status.success() && output_text(&later).contains("fresh"),
         "{}",
-        text(&later)
+        output_text(&later)
     );
 
     // The manifest's own sum is in sha256sum's format: an independent tool agrees.
@@ -128,7 +121,7 @@ async fn a_pack_verifies_offline_at_ledger_time_and_one_altered_byte_anywhere_fa
         .current_dir(&pack)
         .output()
         .unwrap();
-    assert!(sums.status.success(), "{}", text(&sums));
+    assert!(sums.status.success(), "{}", output_text(&sums));
 
     let mut names: Vec<String> = std::fs::read_dir(&pack)
         .unwrap()
@@ -149,7 +142,7 @@ async fn a_pack_verifies_offline_at_ledger_time_and_one_altered_byte_anywhere_fa
         }
         std::fs::write(&path, bytes).unwrap();
         let out = verify(&altered, &log_key, &profile);
-        let said = text(&out);
+        let said = output_text(&out);
         assert!(!out.status.success(), "{name} altered, yet: {said}");
         assert!(said.contains(name.as_str()), "{name} altered: {said}");
     }

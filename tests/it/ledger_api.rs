@@ -11,6 +11,7 @@ use crate::support::agent::AgentFixture;
 use crate::support::ledger::{
     all_entries, attestor_config, enrol_tpm, Heartbeating, LedgerProcess, LedgerSpec,
 };
+use crate::support::output_text;
 use crate::support::wait_until;
 use attestor_agent::client::{ClientError, LedgerClient};
 use attestor_ledger::store::Verdict;
@@ -738,14 +739,6 @@ fn query_command(ledger: &LedgerProcess, what: &[&str]) -> Command {
     let mut command = ledger.cli("query", "a1");
     command.arg("--log-key").arg(&key).args(what);
     command
-}
-
-fn output_text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// `checkpoint --since N` works for any N up to the latest size, checking the latest

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::ledger::{all_entries, LedgerProcess, LedgerSpec};
+use crate::support::output_text;
 use crate::support::wait_until;
 use attestor_verify::audit;
 use attestor_verify::log::checkpoint::open_checkpoint;
@@ -24,14 +25,6 @@ fn attestor(args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// A copy of the ledger's config whose state directory is `state` (beside the config),
@@ -116,8 +109,12 @@ async fn an_online_backup_restores_into_a_verified_log_that_serves_and_appends()
     })
     .await
     .unwrap();
-    assert!(made.status.success(), "{}", text(&made));
-    assert!(text(&made).contains("NOT in it"), "{}", text(&made));
+    assert!(made.status.success(), "{}", output_text(&made));
+    assert!(
+        output_text(&made).contains("NOT in it"),
+        "{}",
+        output_text(&made)
+    );
     let during = acked_count();
     wait_until(
         Duration::from_secs(60),
@@ -129,9 +126,9 @@ async fn an_online_backup_restores_into_a_verified_log_that_serves_and_appends()
     let over = restore(&config, &backup);
     assert!(!over.status.success());
     assert!(
-        text(&over).contains("already holds a log"),
+        output_text(&over).contains("already holds a log"),
         "{}",
-        text(&over)
+        output_text(&over)
     );
 
     stop.store(true, Ordering::Relaxed);
@@ -163,7 +160,7 @@ async fn an_online_backup_restores_into_a_verified_log_that_serves_and_appends()
         .unwrap();
     }
     let restored = restore(&config, &backup);
-    assert!(restored.status.success(), "{}", text(&restored));
+    assert!(restored.status.success(), "{}", output_text(&restored));
     ledger.restart();
     // The same enrollment CA, so the AK certificates it issued still verify.
     assert_eq!(
@@ -214,8 +211,12 @@ async fn an_online_backup_restores_into_a_verified_log_that_serves_and_appends()
         "--held",
         newer.to_str().unwrap(),
     ]);
-    assert!(!audit.status.success(), "{}", text(&audit));
-    assert!(text(&audit).contains("AUDIT FAILED"), "{}", text(&audit));
+    assert!(!audit.status.success(), "{}", output_text(&audit));
+    assert!(
+        output_text(&audit).contains("AUDIT FAILED"),
+        "{}",
+        output_text(&audit)
+    );
 
     // The older backup copied over the database of a surviving state directory: the
     // ledger remembers the checkpoint it last saw and refuses to serve the older log.
@@ -227,9 +228,9 @@ async fn an_online_backup_restores_into_a_verified_log_that_serves_and_appends()
     let refused = attestor(&["ledger", "--config", config.to_str().unwrap()]);
     assert!(!refused.status.success());
     assert!(
-        text(&refused).contains("an older backup was restored"),
+        output_text(&refused).contains("an older backup was restored"),
         "{}",
-        text(&refused)
+        output_text(&refused)
     );
 
     // Damaged backups are refused, and leave the state directory without a log.
@@ -257,8 +258,17 @@ async fn an_online_backup_restores_into_a_verified_log_that_serves_and_appends()
         let state = format!("state-bad-{n}");
         let config = config_with_state(&ledger, &dir.join("kept-checkpoint.key"), &state);
         let out = restore(&config, file);
-        assert!(!out.status.success(), "{}: {}", file.display(), text(&out));
-        assert!(text(&out).contains(expected), "{}", text(&out));
+        assert!(
+            !out.status.success(),
+            "{}: {}",
+            file.display(),
+            output_text(&out)
+        );
+        assert!(
+            output_text(&out).contains(expected),
+            "{}",
+            output_text(&out)
+        );
         assert!(!dir.join(&state).join("ledger.db").exists());
     }
 }

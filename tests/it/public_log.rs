@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::ledger::{free_port, http_get, LedgerProcess, LedgerSpec};
+use crate::support::output_text;
 use crate::support::wait_until;
 use attestor_verify::log::witness::Cosigner;
 
@@ -56,14 +57,6 @@ fn reader(url: &str, vkey: &str, extra: &[&str]) -> Output {
         .expect("/usr/bin/python3 (scripts/deps.sh installs python3-cryptography)")
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn spec<'a>(extra: &'a str, tenant_extra: &'a str) -> LedgerSpec<'a> {
     LedgerSpec {
         agents: &[("w0", "acme"), ("w1", "acme"), ("w2", "acme")],
@@ -85,7 +78,7 @@ fn the_independent_reader_refuses_what_it_should() {
         .arg("--self-test")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,7 +98,7 @@ async fn an_independent_reader_rebuilds_the_root_from_our_tiles_and_checks_every
     fill(&ledger, 600).await;
     let url = format!("http://127.0.0.1:{public}");
     let out = reader(&url, &vkey, &["--entries"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let size = summary["size"].as_u64().unwrap();
     assert!(size >= 600, "{summary}");
@@ -144,7 +137,7 @@ async fn the_default_ecdsa_key_reads_independently_and_unpublished_entries_stay_
     fill(&ledger, 10).await;
     let url = format!("http://127.0.0.1:{public}");
     let out = reader(&url, &ledger.verifier_key(), &[]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     // The tenant did not agree to publish: hashes are public, its entries are not.
     let (status, body) = http_get(public, "/tile/entries/000.p/5");
     assert_eq!(status, 403, "{body}");
@@ -158,9 +151,9 @@ async fn the_default_ecdsa_key_reads_independently_and_unpublished_entries_stay_
             .verifier_key();
     let out = reader(&url, &other, &[]);
     assert!(
-        !out.status.success() && text(&out).contains("signature"),
+        !out.status.success() && output_text(&out).contains("signature"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 }
 
@@ -248,7 +241,7 @@ fn query_checkpoint(ledger: &LedgerProcess, args: &[&str]) -> (bool, String) {
         .args(args)
         .output()
         .unwrap();
-    (out.status.success(), text(&out))
+    (out.status.success(), output_text(&out))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,7 +299,7 @@ async fn two_witnesses_cosign_a_growing_log_refuse_a_fork_and_a_dead_one_breaks_
             "2",
         ],
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
 
     // A fork: a second ledger with the same key but its own, different entries.
     let fork = ledger.replica();
@@ -397,7 +390,7 @@ async fn a_tile_mirror_killed_while_writing_resumes_and_an_independent_reader_ac
     );
     let _ = server.kill();
     let _ = server.wait();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
         last.contains(summary["root"].as_str().unwrap()),

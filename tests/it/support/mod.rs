@@ -7,3 +7,12 @@ pub mod agent;
 pub mod ledger;
 
 pub use attestor_testkit::*;
+
+/// A command's stdout then stderr, for assertion messages and matching.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
