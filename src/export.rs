@@ -88,6 +88,16 @@ async fn write_entries(
             .await
             .map_err(|e| e.to_string())?;
         for mut entry in page.entries {
+            if entry.index >= size {
+                // Logged after the pack's checkpoint (the period is still open): no proof
+                // in it exists, so the pack ends at the checkpoint.
+                eprintln!(
+                    "entries from index {} on are newer than checkpoint {size}: left out; \
+                     export again once the period has ended",
+                    entry.index
+                );
+                break;
+            }
             match entry.proof.as_mut() {
                 Some(proof) => proof.checkpoint.clear(),
                 None => return Err(format!("entry {} came without a proof", entry.index)),
@@ -96,7 +106,7 @@ async fn write_entries(
             out.write_all(b"\n").map_err(|e| e.to_string())?;
             count += 1;
         }
-        match page.next_after {
+        match page.next_after.filter(|&next| next + 1 < size) {
             Some(next) => after = Some(next),
             None => break,
         }
