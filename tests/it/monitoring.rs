@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::agent::AgentFixture;
-use crate::support::ledger::{attestor_config, enrol_tpm, LedgerProcess, LedgerSpec, OPS_TOKEN};
+use crate::support::ledger::{
+    attestor_config, enrol_tpm, http_get, LedgerProcess, LedgerSpec, OPS_TOKEN,
+};
 use crate::support::require_tool;
 use crate::support::wait_for;
 use attestor_agent::client::LedgerClient;
@@ -112,18 +114,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn http_get(port: u16, path: &str) -> String {
-    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        tcp,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    tcp.read_to_string(&mut answer).unwrap();
-    answer.split_once("\r\n\r\n").unwrap().1.to_string()
 }
 
 /// An Alertmanager stand-in: records every alert POSTed to /api/v2/alerts.
@@ -242,7 +232,7 @@ fn metrics_pass_promtool_and_the_alert_rules_pass_their_tests() {
             "no {series} in:\n{ledger_metrics}"
         );
     }
-    let agent_metrics = http_get(port, "/metrics");
+    let (_, agent_metrics) = http_get(port, "/metrics");
     promtool(&["check", "metrics"], &agent_metrics);
     for series in [
         "attestor_agent_heartbeats_total{outcome=\"ok\"}",
